@@ -1,0 +1,229 @@
+"""The legacy SQLite source: schema reflection (SQLAlchemy) and chunked, short reads.
+
+Promises to the legacy writers, who use a rollback journal and a 5 s busy timeout:
+- the database is opened read-only (`mode=ro`); no PRAGMA that changes anything;
+- every read is one statement over a bounded chunk in autocommit mode, so the
+  SHARED lock lives only while that chunk is read; a progress handler interrupts
+  any statement that holds it longer than `max_lock_seconds`, and the chunk is
+  retried smaller;
+- no connection holds a statement open between chunks.
+
+Values keep their SQLite storage class. TEXT that is not valid UTF-8 makes the
+fast path fail; that chunk is re-read with a text factory that keeps such values
+as bytes (`RawText`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from legacy_adapters.base import Chunk, Column, Schema, TableInfo
+from syncd.errors import ConfigError, SyncdError
+from syncd.values import RawText, text_factory
+
+log = logging.getLogger(__name__)
+
+ROWID_NAMES = ("rowid", "_rowid_", "oid")
+LOCKED_RETRIES = 8
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _LockGuard:
+    """A progress handler that interrupts a statement holding its lock too long."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline: float | None = None
+
+    def arm(self) -> None:
+        self.deadline = None
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.limit
+            return 0
+        return 1 if now > self.deadline else 0
+
+
+class SQLiteSource:
+    """Read-only access to a legacy metadata.db."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0,
+                 max_lock_seconds: float = 0.2) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        self._guard = _LockGuard(max_lock_seconds)
+        self._conn: sqlite3.Connection | None = None
+        self._sql: dict[tuple[str, bool], str] = {}
+
+    # -- connections -------------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        """A new read-only, autocommit connection (no implicit transactions)."""
+        try:
+            return sqlite3.connect(self._uri, uri=True, timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"--sqlite {self.path}: cannot open read-only ({exc})") from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self.connect()
+            self._conn.set_progress_handler(self._guard, 2000)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- schema ------------------------------------------------------------------
+
+    def schema(self) -> Schema:
+        """Tables (with columns, primary key, rowid addressing) and views, via SQLAlchemy."""
+        engine = sa.create_engine("sqlite://", creator=self.connect, poolclass=NullPool)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", sa.exc.SAWarning)
+                insp = sa.inspect(engine)
+                schema = Schema(views=sorted(insp.get_view_names()))
+                for name in sorted(insp.get_table_names()):
+                    columns = tuple(
+                        Column(c["name"], "" if isinstance(c["type"], sa.types.NullType)
+                               else str(c["type"]))
+                        for c in insp.get_columns(name)
+                    )
+                    pk = tuple(insp.get_pk_constraint(name).get("constrained_columns") or ())
+                    options = insp.get_table_options(name)
+                    without_rowid = options.get("sqlite_with_rowid") is False
+                    rowid = None
+                    if not without_rowid:
+                        taken = {c.name.lower() for c in columns}
+                        rowid = next((r for r in ROWID_NAMES if r not in taken), None)
+                    schema.tables[name] = TableInfo(name, columns, pk, without_rowid, rowid)
+        except sa.exc.DatabaseError as exc:
+            raise ConfigError(
+                f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
+        finally:
+            engine.dispose()
+        return schema
+
+    # -- reads -------------------------------------------------------------------
+
+    def _select(self, table: TableInfo, first: bool) -> str:
+        key = (table.name, first)
+        sql = self._sql.get(key)
+        if sql is None:
+            cols = ", ".join(quote_ident(c.name) for c in table.columns)
+            src = quote_ident(table.name)
+            if table.rowid:
+                rid = quote_ident(table.rowid)
+                where = "" if first else f" WHERE {rid} > ?"
+                sql = f"SELECT {rid}, {cols} FROM {src}{where} ORDER BY {rid} LIMIT ?"
+            elif table.primary_key:
+                pk = [quote_ident(c) for c in table.primary_key]
+                where = "" if first else (
+                    f" WHERE ({', '.join(pk)}) > ({', '.join('?' * len(pk))})")
+                sql = f"SELECT {cols} FROM {src}{where} ORDER BY {', '.join(pk)} LIMIT ?"
+            else:
+                raise SyncdError(f"table {table.name} has no primary key and its rowid is "
+                                 "shadowed by columns named rowid, _rowid_ and oid")
+            self._sql[key] = sql
+        return sql
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one read statement and fetch every row, retrying a busy database."""
+        conn = self.conn
+        for attempt in range(LOCKED_RETRIES):
+            self._guard.arm()
+            try:
+                cur = conn.execute(sql, params)
+                try:
+                    return cur.fetchall()
+                finally:
+                    cur.close()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    time.sleep(min(2.0, 0.05 * 2 ** attempt))
+                    continue
+                raise
+        raise SyncdError(f"--sqlite {self.path}: the database stayed locked by a writer "
+                         f"through {LOCKED_RETRIES} retries")
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
+        try:
+            return self._execute(sql, params), 0
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise
+        # Some TEXT is not UTF-8: read this chunk again, keeping such values as bytes.
+        conn = self.conn
+        conn.text_factory = text_factory
+        try:
+            rows = self._execute(sql, params)
+        finally:
+            conn.text_factory = str
+        raw = sum(1 for row in rows for v in row if v.__class__ is RawText)
+        return rows, raw
+
+    def scan(self, table: TableInfo, after: Any, limit: int) -> Chunk:
+        """Up to `limit` rows after position `after` (None: from the start), in key order.
+
+        The position is the rowid (rowid tables) or the primary-key tuple (WITHOUT
+        ROWID). A chunk that would hold the read lock too long is split.
+        """
+        first = after is None
+        sql = self._select(table, first)
+        while True:
+            if first:
+                params: tuple[Any, ...] = (limit,)
+            elif table.rowid:
+                params = (after, limit)
+            else:
+                params = (*after, limit)
+            try:
+                rows, raw = self._read(sql, params)
+                break
+            except sqlite3.OperationalError as exc:
+                if "interrupt" not in str(exc) or limit <= 1:
+                    raise SyncdError(f"--sqlite {self.path}: reading {table.name} "
+                                     f"failed ({exc})") from None
+                limit = max(1, limit // 2)
+        if not rows:
+            return Chunk([], after, raw)
+        last_row = rows[-1]
+        if table.rowid:
+            last = last_row[0]
+        else:
+            names = table.column_names
+            last = tuple(last_row[names.index(c)] for c in table.primary_key)
+        return Chunk(rows, last, raw)
+
+    def count(self, table: TableInfo) -> int | None:
+        """Row count for progress; an estimate (or None) if counting would hold the lock."""
+        src = quote_ident(table.name)
+        try:
+            return int(self._execute(f"SELECT count(*) FROM {src}", ())[0][0])
+        except sqlite3.OperationalError:
+            pass
+        if table.rowid:
+            rid = quote_ident(table.rowid)
+            lo, hi = self._execute(f"SELECT min({rid}), max({rid}) FROM {src}", ())[0]
+            if lo is not None:
+                return int(hi - lo + 1)
+        return None

@@ -1,0 +1,367 @@
+"""The `syncd` command line: a thin layer over the library.
+
+Exit codes: 0 success; 1 the work failed or verify found differences; 2 usage or
+configuration error (one line naming the setting; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from syncd import __version__
+from syncd.config import Settings, add_arguments, load_settings, require_sqlite
+from syncd.errors import ConfigError, SyncdError
+from syncd.logs import setup_logging
+from syncd.output import print_json, say, table
+from syncd.progress import Progress
+from syncd.redact import scrub
+
+log = logging.getLogger("syncd")
+
+EPILOG = """\
+Settings come from a TOML file (--config / SYNCD_CONFIG), then SYNCD_* environment
+variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
+(SecantusDB) under --state-dir and stops it on exit; the data stays there.
+Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
+"""
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _source(settings: Settings) -> Iterator[Any]:
+    from legacy_adapters.sqlite import SQLiteSource
+
+    source = SQLiteSource(require_sqlite(settings))
+    try:
+        source.schema()  # fail early, as a configuration error, on an unreadable database
+        yield source
+    finally:
+        source.close()
+
+
+def _migrations(settings: Settings) -> list[Any]:
+    from syncd.migration_files import load_migrations
+
+    return load_migrations(settings.migrations)
+
+
+def _target(settings: Settings) -> contextlib.AbstractContextManager[Any]:
+    from syncd.target import open_target
+
+    return open_target(settings)
+
+
+def _where(settings: Settings, target: Any) -> str:
+    where = f"{target.shown_url} database {settings.database!r}"
+    if target.embedded:
+        where += f" (embedded; data in {settings.state_dir / 'mongo' / 'data'})"
+    return where
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.migrator import Migrator
+    from syncd.sinks.mongo import MongoSink
+
+    migrations = _migrations(settings)
+    with _source(settings) as source, _target(settings) as target:
+        progress = Progress(enabled=not args.json and not args.dry_run)
+        migrator = Migrator(settings, source, target.db, migrations, progress)
+        plan = migrator.plan(args.to)
+        if args.dry_run:
+            if args.json:
+                print_json(plan.to_dict())
+            else:
+                _print_plan(plan, settings, target)
+            return 0
+        log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite,
+                 _where(settings, target), plan.current, plan.target, plan.kind)
+        with progress:
+            report = migrator.run(plan, MongoSink(target.db))
+        if args.json:
+            print_json({"target": _where(settings, target), **report.to_dict()})
+        else:
+            _print_report(report, settings, target)
+    return 0
+
+
+def _print_plan(plan: Any, settings: Settings, target: Any) -> None:
+    say(f"plan: {settings.sqlite} -> {_where(settings, target)}")
+    say(f"version {plan.current} -> {plan.target} ({plan.kind}); source id "
+        f"{plan.params.source_id!r}, naive times in {plan.params.timezone}")
+    for m in plan.migrations[:plan.target]:
+        say(f"  {m.version:04d} {m.description}")
+    say(table([[i.name, m.collection, i.key_kind, plan.counts.get(i.name)]
+               for i, m in plan.pairs], ["table", "collection", "key", "rows"]))
+    if plan.views:
+        say("views (reported, not synced): " + ", ".join(plan.views))
+    if plan.drop:
+        say("collections to drop: " + ", ".join(plan.drop))
+    for note in plan.notes:
+        say("note: " + note)
+    say("dry run: nothing was written")
+
+
+def _print_report(report: Any, settings: Settings, target: Any) -> None:
+    say(f"migrated {settings.sqlite} (source {settings.source_id!r}) into "
+        f"{_where(settings, target)}")
+    say(f"version {report.from_version} -> {report.to_version} ({report.kind}"
+        f"{', resumed' if report.resumed else ''})")
+    rows = [[t.table, t.collection, t.rows, t.written, t.unchanged, t.deleted,
+             sum(t.flags.values()), t.quarantined] for t in report.tables]
+    say(table(rows, ["table", "collection", "rows", "written", "unchanged", "deleted",
+                     "flagged", "quarantined"]))
+    say(f"{report.total('rows'):,} rows in {report.seconds:.1f} s "
+        f"({report.rows_per_second:,.0f} rows/s); {report.total('written'):,} documents "
+        f"written, {report.total('flagged')} values flagged, {report.total('raw_text')} "
+        f"kept as binary, {report.total('quarantined')} rows quarantined")
+    for table_report in report.tables:
+        for flag, count in sorted(table_report.flags.items()):
+            say(f"  flagged {count}x {flag}")
+    for name in report.dropped:
+        say(f"dropped collection {name} (not in version {report.to_version})")
+    for note in report.notes:
+        say("note: " + note)
+    say("look at it:  syncd status   |   syncd verify   |   syncd experiments best "
+        "--challenge 2")
+    if target.embedded:
+        say("(the embedded MongoDB stops when syncd exits; those commands start it again on "
+            "the same data)")
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.verify import verify
+
+    migrations = _migrations(settings)
+    with _source(settings) as source, _target(settings) as target, \
+            Progress(enabled=not args.json) as progress:
+        report = verify(target.db, source, migrations, settings.chunk_size, progress)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
+                    c.different, c.extra, c.quarantined, "ok" if c.ok else "DIFFERENT"]
+                   for c in report.collections],
+                  ["collection", "table", "rows", "docs", "missing", "different", "extra",
+                   "unprojectable", ""]))
+        for c in report.collections:
+            for kind, keys in c.samples.items():
+                if keys:
+                    say(f"  {c.collection}: {kind}, e.g. " + ", ".join(
+                        json.dumps(k, default=str) for k in keys))
+        for problem in report.problems:
+            say("problem: " + problem)
+        say("verify: source == target" if report.ok else "verify: DIFFERENCES FOUND")
+    return 0 if report.ok else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.status import collect_status
+
+    with _target(settings) as target:
+        status = collect_status(target.db)
+        status["target"] = _where(settings, target)
+    if args.json:
+        print_json(status)
+        return 0
+    say(f"target: {status['target']}")
+    if status["version"] is None:
+        say("not migrated yet: run syncd migrate")
+    else:
+        params = status["params"] or {}
+        say(f"version {status['version']}; source id {params.get('source_id')!r}; naive times "
+            f"in {params.get('timezone')}; updated {status['updated_at']}")
+    for e in status["changelog"]:
+        say(f"  {e['version']:04d} {e['file']}  sha256 {e['checksum']}  applied "
+            f"{e['applied_at']} ({e['seconds']} s)")
+    if status["collections"]:
+        say(table([[c["collection"], c["documents"]] for c in status["collections"]],
+                  ["collection", "documents"]))
+    run = status["last_run"]
+    if run:
+        say(f"last migrate: {run['at']} {run['kind']} {run['from_version']}->{run['to_version']}"
+            f", {run['rows']} rows, {run['written']} written, {run['seconds']} s")
+    cp = status["checkpoint"]
+    if cp:
+        say(f"unfinished migration to version {cp['target_version']} (phase {cp['phase']}); "
+            "checkpoints:")
+        for t in cp["tables"]:
+            say(f"  {t['table']}: position {t['position']}, {t['rows']} rows"
+                f"{', done' if t['done'] else ''}")
+    if status["lease"]:
+        say(f"lease held by {status['lease']['owner']} until {status['lease']['expires_at']}")
+    say(f"quarantined rows: {status['quarantined']}")
+    for q in status["quarantine_samples"]:
+        say(f"  {q['table']} {q['key']}: {q['error']}")
+    return 0
+
+
+def _print_docs(docs: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    if args.json:
+        print_json(list(docs))
+        return
+    rows = []
+    for d in docs:
+        metrics = d.get("metrics") or {}
+        rows.append([d.get("run_id"), d.get("challenge"), (d.get("model") or {}).get("name"),
+                     d.get("status"), metrics.get("best_val_loss"), metrics.get("best_epoch"),
+                     d.get("start_time"), str(d.get("_id"))])
+    say(table(rows, ["run_id", "challenge", "model", "status", "best_val_loss", "best_epoch",
+                     "start_time", "_id"]))
+
+
+def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.tracker import Tracker
+
+    with _target(settings) as target:
+        tracker = Tracker(target.db)
+        if args.action == "best":
+            _print_docs(tracker.best_experiments(args.challenge, args.n, args.status or None),
+                        args)
+        elif args.action == "compare":
+            _print_docs(tracker.compare(args.refs), args)
+        elif args.action == "search":
+            try:
+                query = json.loads(args.filter)
+            except ValueError as exc:
+                raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
+            if not isinstance(query, dict):
+                raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
+            _print_docs(tracker.search(query, limit=args.limit), args)
+        else:
+            history = tracker.history(args.ref)
+            if args.json:
+                print_json(history)
+            else:
+                _print_docs([history["experiment"]], args)
+                say(table([[e.get("epoch"), (e.get("metrics") or {}).get("train_loss"),
+                            (e.get("metrics") or {}).get("val_loss"), e.get("timestamp")]
+                           for e in history["epochs"]],
+                          ["epoch", "train_loss", "val_loss", "timestamp"]))
+                say(table([[c.get("epoch"), (c.get("metrics") or {}).get("val_loss"),
+                            c.get("is_best"), (c.get("file") or {}).get("path")]
+                           for c in history["checkpoints"]],
+                          ["epoch", "val_loss", "is_best", "checkpoint"]))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.sample import make_eeg2025
+
+    counts = make_eeg2025(args.path, rows=args.rows, seed=args.seed)
+    say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings_parent = argparse.ArgumentParser(add_help=False)
+    add_arguments(settings_parent)
+    json_parent = argparse.ArgumentParser(add_help=False)
+    json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(
+        prog="syncd", description="Mirror a legacy SQLite metadata.db (and HDF5 caches) into "
+        "MongoDB and Redis, exactly, without getting in the legacy writers' way.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable[..., int], help_text: str, description: str,
+                json_flag: bool = True, settings: bool = True) -> argparse.ArgumentParser:
+        parents = ([settings_parent] if settings else []) + ([json_parent] if json_flag else [])
+        p = sub.add_parser(name, help=help_text, description=description, parents=parents,
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("migrate", cmd_migrate, "backfill the legacy database into MongoDB",
+                "Bring MongoDB to a migration version (default: the latest) by projecting "
+                "every legacy row. A new version is built in staging collections and swapped "
+                "in; the same version is reconciled in place. Resumable after any crash.")
+    p.add_argument("--to", type=int, metavar="N", help="move to version N (up or down)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (versions, collections, row counts); write nothing")
+
+    command("verify", cmd_verify, "prove MongoDB equals the projection of the legacy database",
+            "Compare every legacy row's projection with its document (BSON bytes) and find "
+            "extra documents. Exit 1 on any difference.")
+    command("status", cmd_status, "show version, counts, last run and checkpoints",
+            "Read the target's state: migration version and changelog, collection counts, the "
+            "last run, unfinished checkpoints and quarantined rows.")
+
+    p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
+                "Read the experiment model (migration 0002) as the legacy tracker did.",
+                json_flag=False, settings=False)
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return acts.add_parser(name, help=help_text, description=help_text,
+                               parents=[settings_parent, json_parent])
+
+    best = action("best", "best experiments of a challenge by best_val_loss")
+    best.add_argument("--challenge", type=int, required=True)
+    best.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    best.add_argument("--status", default="completed",
+                      help="only this status (default completed; '' for any)")
+    hist = action("history", "one experiment's epochs and checkpoints")
+    hist.add_argument("ref", help="run_id or experiment _id")
+    comp = action("compare", "several experiments side by side")
+    comp.add_argument("refs", nargs="+", help="run_ids or experiment _ids")
+    search = action("search", "experiments matching a MongoDB filter (JSON)")
+    search.add_argument("filter", nargs="?", default="{}",
+                        help='e.g. \'{"status": "running"}\'')
+    search.add_argument("--limit", type=int, default=0)
+
+    p = command("sample", cmd_sample, "write an EEG2025-shaped sample metadata.db",
+                "Write a legacy metadata.db in the EEG2025 shape (the quick start's sample is "
+                "this command's output).", json_flag=False, settings=False)
+    p.add_argument("path", type=Path)
+    p.add_argument("--rows", type=int, help="about this many rows in all (default: 40 runs)")
+    p.add_argument("--seed", type=int, default=2025)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        settings = load_settings(vars(args))
+        return int(args.func(args, settings))
+    except SyncdError as exc:
+        sys.stderr.write(f"syncd: error: {scrub(str(exc))}\n")
+        return exc.exit_code
+    except PyMongoError as exc:
+        sys.stderr.write(f"syncd: error: MongoDB: {scrub(str(exc)).splitlines()[0][:300]}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("syncd: interrupted\n")
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            log.exception("unexpected error")
+        sys.stderr.write(f"syncd: error: {type(exc).__name__}: {scrub(str(exc))} "
+                         "(run with -v for the traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

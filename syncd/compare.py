@@ -1,0 +1,76 @@
+"""Source-vs-target comparison by BSON bytes: what reconcile repairs and verify reports.
+
+Two documents are equal when their BSON encodings are byte-identical (same
+fields, order, types and values; NaN and -0.0 included). The target side is read
+once per collection into a map of `_id` -> 16-byte digest, so comparing N rows
+costs one collection scan and one pass over the source, not N lookups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+
+RAW = CodecOptions(document_class=RawBSONDocument)
+_OID_HEAD = b"\x07_id\x00"
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+IdKey = bytes | str
+
+
+def raw_id_key(raw: bytes) -> IdKey:
+    """A stable key for a stored document's `_id`: the ObjectId's 12 bytes when it is one,
+    else (ids syncd never makes) the hex of the `_id` encoded as BSON."""
+    if raw[4:9] == _OID_HEAD:
+        return raw[9:21]
+    return id_key(bson.decode(raw)["_id"])
+
+
+def id_key(value: Any) -> IdKey:
+    """The same key for an `_id` value as `raw_id_key` gives for the stored document."""
+    if isinstance(value, bson.ObjectId):
+        return value.binary
+    return bson.encode({"_id": value}).hex()
+
+
+def target_digests(collection: Collection) -> dict[IdKey, bytes]:
+    """`_id` key -> digest of the stored BSON, for every document of `collection`."""
+    raw_coll = collection.with_options(codec_options=RAW)
+    out: dict[IdKey, bytes] = {}
+    for doc in raw_coll.find({}, batch_size=2000):
+        raw = doc.raw
+        out[raw_id_key(raw)] = _digest(raw)
+    return out
+
+
+def compare_docs(docs: list[dict[str, Any]], digests: dict[IdKey, bytes]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split projected docs into (missing, different); matched ids are removed from `digests`.
+
+    What is left in `digests` afterwards are the target's extra documents.
+    """
+    missing, different = [], []
+    encode, pop = bson.encode, digests.pop
+    for doc in docs:
+        old = pop(id_key(doc["_id"]), None)
+        if old is None:
+            missing.append(doc)
+        elif old != _digest(encode(doc)):
+            different.append(doc)
+    return missing, different
+
+
+def key_to_id(key: IdKey) -> Any:
+    """The `_id` value back from a key made by `id_key`/`raw_id_key`."""
+    if isinstance(key, bytes):
+        return bson.ObjectId(key)
+    return bson.decode(bytes.fromhex(key))["_id"]

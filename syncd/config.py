@@ -1,0 +1,273 @@
+"""Settings: one model, three layers (TOML file, then SYNCD_* environment, then flags).
+
+Every command shares these names. `OPTIONS` is the single table the TOML loader,
+the environment reader and the argparse flags are all generated from, so a
+setting cannot exist in one layer and be missing from another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from syncd.errors import ConfigError
+from syncd.redact import redact_url, register_url
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+@dataclass
+class Settings:
+    """Resolved settings. `explicit` names the ones a user actually set."""
+
+    sqlite: Path | None = None
+    hdf5_dirs: list[Path] = field(default_factory=list)
+    mongo_url: str | None = None
+    redis_url: str | None = None
+    database: str = "syncd"
+    state_dir: Path = Path(".syncd")
+    source_id: str = field(default_factory=socket.gethostname)
+    migrations: Path | None = None
+    timezone: str | None = None
+    chunk_size: int = 5000
+    mongo_timeout: float = 5.0
+    config_file: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    explicit: set[str] = field(default_factory=set)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as printable values, URLs with passwords masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in ("explicit", "extra"):
+                continue
+            value = getattr(self, f.name)
+            if f.name.endswith("_url"):
+                value = redact_url(value) if value else None
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, list):
+                value = [str(v) for v in value]
+            out[f.name] = value
+        return out
+
+
+def _path(value: Any) -> Path:
+    return Path(os.path.expanduser(str(value)))
+
+
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, str):
+        return [_path(p) for p in value.split(os.pathsep) if p]
+    if isinstance(value, (list, tuple)):
+        return [_path(p) for p in value]
+    raise ValueError("expected a list of directories")
+
+
+def _nonempty(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _database(value: Any) -> str:
+    name = _nonempty(value)
+    bad = set('/\\. "$*<>:|?') & set(name)
+    if bad or len(name) > 63:
+        raise ValueError(f"not a valid MongoDB database name (characters {''.join(sorted(bad))!r})")
+    return name
+
+
+def _mongo_url(value: Any) -> str:
+    url = _nonempty(value)
+    if not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError("must start with mongodb:// or mongodb+srv://")
+    return url
+
+
+def _redis_url(value: Any) -> str:
+    url = _nonempty(value)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _timezone(value: Any) -> str:
+    name = _nonempty(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its key (TOML and Settings attribute), flag, env var, parser, help."""
+
+    key: str
+    flag: str
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: str
+    repeat: bool = False
+
+    @property
+    def env(self) -> str:
+        return "SYNCD_" + self.key.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("sqlite", "--sqlite", _path, "the legacy metadata.db (opened read-only)", "PATH"),
+    Option("hdf5_dirs", "--hdf5-dir", _paths,
+           "an HDF5 cache directory (repeatable; env: os.pathsep-separated)", "DIR", repeat=True),
+    Option("mongo_url", "--mongo-url", _mongo_url,
+           "target MongoDB; unset = start the embedded server under --state-dir", "URL"),
+    Option("redis_url", "--redis-url", _redis_url,
+           "target Redis; unset = start an embedded Redis under --state-dir", "URL"),
+    Option("database", "--database", _database, "MongoDB database (default: syncd)", "NAME"),
+    Option("state_dir", "--state-dir", _path,
+           "local state: embedded servers' data and logs (default: ./.syncd)", "DIR"),
+    Option("source_id", "--source-id", _nonempty,
+           "names this legacy source in document ids (default: the host name)", "ID"),
+    Option("migrations", "--migrations", _path,
+           "folder of migration files (default: the ones shipped with syncd)", "DIR"),
+    Option("timezone", "--timezone", _timezone,
+           "zone for legacy timestamps without an offset (default: the host's)", "ZONE"),
+    Option("chunk_size", "--chunk-size", _positive_int,
+           "rows per read transaction and per bulk write (default: 5000)", "N"),
+    Option("mongo_timeout", "--mongo-timeout", _positive_float,
+           "seconds to wait for MongoDB before giving up (default: 5)", "SECONDS"),
+)
+OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--config` and every shared setting flag to `parser` (defaults stay unset)."""
+    group = parser.add_argument_group("settings (flag > SYNCD_* environment > TOML file)")
+    group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="TOML settings file (env: SYNCD_CONFIG)")
+    for opt in OPTIONS:
+        group.add_argument(
+            opt.flag, dest=opt.key, metavar=opt.metavar, default=argparse.SUPPRESS,
+            action="append" if opt.repeat else "store", help=f"{opt.help} (env: {opt.env})",
+        )
+
+
+def _apply(values: dict[str, Any], key: str, raw: Any, origin: str) -> None:
+    opt = OPTIONS_BY_KEY[key]
+    try:
+        values[key] = opt.parse(raw)
+    except (ValueError, TypeError) as exc:
+        shown = redact_url(str(raw)) if key.endswith("_url") else raw
+        raise ConfigError(f"{origin}: {shown!r} is not valid: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    extra_keys: Sequence[str] = (),
+) -> Settings:
+    """Resolve settings from the TOML file, the environment and the flags, in that order.
+
+    `extra_keys` are TOML sections owned by later features (for example `cache`),
+    accepted here and kept in `Settings.extra`.
+    """
+    flags = dict(flags or {})
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+
+    config_file = flags.pop("config", None) or environ.get("SYNCD_CONFIG") or None
+    if config_file:
+        path = _path(config_file)
+        for key, raw in _read_toml(path).items():
+            if key not in OPTIONS_BY_KEY and key not in extra_keys:
+                known = ", ".join(o.key for o in OPTIONS)
+                raise ConfigError(f"--config {path}: unknown key {key!r} (known keys: {known})")
+            if key in OPTIONS_BY_KEY:
+                _apply(values, key, raw, f"--config {path}: {key}")
+                explicit.add(key)
+            else:
+                values.setdefault("extra", {})[key] = raw
+        values["config_file"] = path
+
+    for opt in OPTIONS:
+        raw = environ.get(opt.env)
+        if raw is not None and raw != "":
+            _apply(values, opt.key, raw, opt.env)
+            explicit.add(opt.key)
+
+    for key, raw in flags.items():
+        if key not in OPTIONS_BY_KEY:
+            continue
+        opt = OPTIONS_BY_KEY[key]
+        if opt.repeat:
+            raw = [p for item in raw for p in _paths(item)]
+        _apply(values, key, raw, opt.flag)
+        explicit.add(key)
+
+    settings = Settings(**values)
+    settings.explicit = explicit
+    register_url(settings.mongo_url)
+    register_url(settings.redis_url)
+    return settings
+
+
+def require_sqlite(settings: Settings) -> Path:
+    """The legacy database path, checked: it exists, is readable and is an SQLite file."""
+    path = settings.sqlite
+    if path is None:
+        raise ConfigError("--sqlite is not set: name the legacy metadata.db (or set SYNCD_SQLITE)")
+    if not path.exists():
+        raise ConfigError(f"--sqlite {path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"--sqlite {path}: not a file")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(16)
+    except OSError as exc:
+        raise ConfigError(f"--sqlite {path}: cannot read ({exc.strerror})") from None
+    if header != b"SQLite format 3\x00":
+        if len(header) == 0:
+            raise ConfigError(f"--sqlite {path}: the file is empty, not an SQLite database")
+        raise ConfigError(f"--sqlite {path}: not an SQLite database")
+    return path

@@ -1,0 +1,24 @@
+"""A sink that discards: measures the read + project path alone (bench/backfill.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from syncd.sinks.base import Rejected, Sink
+
+
+class NullSink(Sink):
+    def __init__(self) -> None:
+        self.documents = 0
+
+    def insert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
+        self.documents += len(docs)
+        return []
+
+    def upsert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
+        self.documents += len(docs)
+        return []
+
+    def delete(self, collection: str, ids: Sequence[Any]) -> int:
+        return 0

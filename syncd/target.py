@@ -1,0 +1,73 @@
+"""The MongoDB target: a configured URL, or the embedded server when none is set."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+
+from syncd.config import Settings
+from syncd.embedded import EmbeddedMongo
+from syncd.errors import ConfigError
+from syncd.redact import redact_url, scrub
+
+
+@dataclass
+class MongoTarget:
+    """An open connection to the target database, and where it is (password masked)."""
+
+    client: pymongo.MongoClient
+    db: Database
+    shown_url: str
+    embedded: bool
+
+
+def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoClient:
+    """A client whose every wait is bounded by `timeout` seconds."""
+    ms = int(timeout * 1000)
+    return pymongo.MongoClient(
+        url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname=app_name,
+        tz_aware=False, uuidRepresentation="standard",
+    )
+
+
+def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) -> None:
+    try:
+        client.admin.command("ping")
+    except OperationFailure as exc:
+        raise ConfigError(f"--mongo-url {shown}: the server refused syncd ({scrub(str(exc))})") \
+            from None
+    except PyMongoError as exc:
+        detail = scrub(str(exc)).split(",")[0][:200]
+        raise ConfigError(
+            f"--mongo-url {shown}: not reachable within {timeout:g} s ({detail})"
+        ) from None
+
+
+@contextlib.contextmanager
+def open_target(settings: Settings) -> Iterator[MongoTarget]:
+    """Connect to the configured MongoDB or to the embedded one (started if needed)."""
+    embedded: EmbeddedMongo | None = None
+    if settings.mongo_url:
+        url = settings.mongo_url
+    else:
+        embedded = EmbeddedMongo(settings.state_dir)
+        url = embedded.start()
+    shown = redact_url(url)
+    try:
+        try:
+            client = connect(url, settings.mongo_timeout)
+        except ConfigurationError as exc:
+            raise ConfigError(f"--mongo-url {shown}: {scrub(str(exc))}") from None
+        try:
+            _check_reachable(client, shown, settings.mongo_timeout)
+            yield MongoTarget(client, client[settings.database], shown, embedded is not None)
+        finally:
+            client.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()

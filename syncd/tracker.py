@@ -1,0 +1,88 @@
+"""A small read API over the synced experiment model (collections from migration 0002).
+
+The same queries the legacy MongoDB experiment tracker offered, so dashboards and
+new scripts can use them directly: best experiments of a challenge, one
+experiment's history, a side-by-side comparison, and a free filter search.
+Experiments can be named by their `_id` (ObjectId hex) or by the legacy `run_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from syncd.errors import SyncdError
+
+SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics": 1,
+           "start_time": 1, "end_time": 1, "config": 1, "notes": 1}
+
+
+class Tracker:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.experiments = db["experiments"]
+        self.epochs = db["epochs"]
+        self.checkpoints = db["checkpoints"]
+
+    def _experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
+        """An experiment `_id` from an ObjectId, its hex, or a legacy run_id."""
+        if isinstance(ref, ObjectId):
+            return ref
+        text = str(ref)
+        if len(text) == 24:
+            try:
+                return ObjectId(text)
+            except InvalidId:
+                pass
+        try:
+            run_id: Any = int(text)
+        except ValueError:
+            run_id = text
+        doc = self.experiments.find_one({"run_id": run_id}, {"_id": 1})
+        if doc is None:
+            raise SyncdError(f"no experiment with run_id or _id {text!r}")
+        return doc["_id"]
+
+    def best_experiments(self, challenge: int, n: int = 10,
+                         status: str | None = "completed") -> list[dict[str, Any]]:
+        """The `n` experiments of `challenge` with the lowest best validation loss."""
+        match: dict[str, Any] = {"challenge": challenge,
+                                 "metrics.best_val_loss": {"$type": "number"}}
+        if status:
+            match["status"] = status
+        return list(self.experiments.find(match, SUMMARY)
+                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+                    .limit(n))
+
+    def history(self, ref: str | int | ObjectId) -> dict[str, Any]:
+        """One experiment with its epochs and checkpoints, in epoch order."""
+        oid = self._experiment_id(ref)
+        experiment = self.experiments.find_one({"_id": oid})
+        if experiment is None:
+            raise SyncdError(f"no experiment with _id {oid}")
+        order = [("epoch", ASCENDING), ("_id", ASCENDING)]
+        return {
+            "experiment": experiment,
+            "epochs": list(self.epochs.find({"experiment_id": oid}).sort(order)),
+            "checkpoints": list(self.checkpoints.find({"experiment_id": oid}).sort(order)),
+        }
+
+    def compare(self, refs: Iterable[str | int | ObjectId]) -> list[dict[str, Any]]:
+        """Summaries of several experiments side by side, in the order asked."""
+        ids = [self._experiment_id(r) for r in refs]
+        found = {d["_id"]: d for d in self.experiments.find({"_id": {"$in": ids}}, SUMMARY)}
+        return [found[i] for i in ids if i in found]
+
+    def search(self, query: dict[str, Any] | None = None, sort: list[tuple[str, int]] | None = None,
+               limit: int = 0) -> list[dict[str, Any]]:
+        """Experiments matching a MongoDB filter."""
+        cursor = self.experiments.find(query or {}, SUMMARY)
+        cursor = cursor.sort(sort or [("run_id", ASCENDING)])
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
