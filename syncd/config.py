@@ -166,6 +166,10 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 
+# TOML tables owned by individual features; each feature validates its own keys
+# (see `section`). An unknown top-level key or table is a configuration error.
+SECTIONS: tuple[str, ...] = ("cache", "hdf5", "features", "daemon")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--config` and every shared setting flag to `parser` (defaults stay unset)."""
@@ -204,12 +208,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-    extra_keys: Sequence[str] = (),
+    extra_keys: Sequence[str] = SECTIONS,
 ) -> Settings:
     """Resolve settings from the TOML file, the environment and the flags, in that order.
 
-    `extra_keys` are TOML sections owned by later features (for example `cache`),
-    accepted here and kept in `Settings.extra`.
+    `extra_keys` are the TOML tables owned by features (`SECTIONS`), kept as they
+    are in `Settings.extra` for the feature to check with `section`.
     """
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ
@@ -221,12 +225,14 @@ def load_settings(
         path = _path(config_file)
         for key, raw in _read_toml(path).items():
             if key not in OPTIONS_BY_KEY and key not in extra_keys:
-                known = ", ".join(o.key for o in OPTIONS)
+                known = ", ".join([o.key for o in OPTIONS] + [f"[{k}]" for k in extra_keys])
                 raise ConfigError(f"--config {path}: unknown key {key!r} (known keys: {known})")
             if key in OPTIONS_BY_KEY:
                 _apply(values, key, raw, f"--config {path}: {key}")
                 explicit.add(key)
             else:
+                if not isinstance(raw, dict):
+                    raise ConfigError(f"--config {path}: {key} must be a table ([{key}])")
                 values.setdefault("extra", {})[key] = raw
         values["config_file"] = path
 
@@ -271,3 +277,34 @@ def require_sqlite(settings: Settings) -> Path:
             raise ConfigError(f"--sqlite {path}: the file is empty, not an SQLite database")
         raise ConfigError(f"--sqlite {path}: not an SQLite database")
     return path
+
+
+def section(settings: Settings, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The `[name]` TOML table merged over `defaults`; an unknown key is a ConfigError.
+
+    Values are checked against the type of their default (ints accept whole
+    numbers, floats accept numbers, lists and tables must be lists and tables).
+    """
+    raw = dict(settings.extra.get(name, {}))
+    out = dict(defaults)
+    where = f"--config {settings.config_file}: [{name}]"
+    for key, value in raw.items():
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(defaults)})")
+        default = defaults[key]
+        ok = (
+            default is None
+            or (isinstance(default, bool) and isinstance(value, bool))
+            or (isinstance(default, int) and not isinstance(default, bool)
+                and isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(default, float) and isinstance(value, (int, float))
+                and not isinstance(value, bool))
+            or (isinstance(default, str) and isinstance(value, str))
+            or (isinstance(default, list) and isinstance(value, list))
+            or (isinstance(default, dict) and isinstance(value, dict))
+        )
+        if not ok:
+            raise ConfigError(f"{where}: {key} = {value!r} is not valid: expected "
+                              f"{type(default).__name__}")
+        out[key] = float(value) if isinstance(default, float) else value
+    return out

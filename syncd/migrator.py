@@ -144,12 +144,22 @@ class Migrator:
             same = meta is not None and current == target and \
                 (meta.get("params") or {}) == params.document()
             kind = "reconcile" if same else "rebuild"
-        managed = list((meta or {}).get("collections", []))
-        wanted = {m.collection for _, m in pairs}
+        managed = list((meta or {}).get("collections", [])) + list(
+            (meta or {}).get("declared", []))
+        wanted = {m.collection for _, m in pairs} | set(model.declared)
         drop = [c for c in managed if c not in wanted]
         counts = {info.name: self.source.count(info) for info, _ in pairs}
         return Plan(current, target, kind, params, model, pairs, counts, schema.views, drop,
                     self.migrations, job, discard, notes)
+
+    def _ensure_declared(self, model: Model) -> None:
+        """Create the collections other sources fill (and their indexes) if missing."""
+        existing = set(self.db.list_collection_names())
+        for name in sorted(model.declared):
+            if name not in existing:
+                self.db.create_collection(name)
+            for spec in model.index_specs(name):
+                self.db[name].create_index(list(spec.keys), name=spec.name)
 
     def run(self, plan: Plan, sink: Sink) -> Report:
         """Apply `plan` under the migration lease."""
@@ -168,8 +178,11 @@ class Migrator:
             engine.drop_staging()
             self.store.clear_job()
         if plan.kind == "reconcile":
-            report = engine.reconcile(plan.pairs, plan.model, plan.target, plan.drop)
-            self.store.save_meta(collections=plan.collections, last_run_at=utcnow())
+            report = engine.reconcile(plan.pairs, plan.model, plan.target,
+                                      [c for c in plan.drop if c not in plan.model.declared])
+            self._ensure_declared(plan.model)
+            self.store.save_meta(collections=plan.collections, declared=sorted(plan.model.declared),
+                                 last_run_at=utcnow())
         else:
             entries = [{"_id": m.version, "file": m.file, "description": m.description,
                         "checksum": m.checksum} for m in self.migrations[:plan.target]]
@@ -179,9 +192,10 @@ class Migrator:
             report = engine.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
             wanted = {e["collection"] for e in job["tables"]}
             for name in plan.drop:
-                if name not in wanted:
+                if name not in wanted and name not in plan.model.declared:
                     self.db.drop_collection(name)
                     report.dropped.append(name)
+            self._ensure_declared(plan.model)
             crashpoint("finish.before_changelog")
             now = utcnow()
             for entry in job["checksums"]:
@@ -189,7 +203,8 @@ class Migrator:
                 entry.setdefault("seconds", round(report.seconds, 3))
             self.store.record_applied(job["checksums"], plan.target)
             self.store.save_meta(version=plan.target, params=plan.params.document(),
-                                 collections=sorted(wanted), last_run_at=now)
+                                 collections=sorted(wanted),
+                                 declared=sorted(plan.model.declared), last_run_at=now)
             crashpoint("finish.before_clear")
             self.store.clear_job()
         report.notes = plan.notes + report.notes

@@ -69,6 +69,9 @@ class Model:
     tables: dict[str, TableMap] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)
     indexes: dict[str, dict[str, IndexSpec]] = field(default_factory=dict)
+    # Collections filled by another source (e.g. the HDF5 indexer), not by table replay:
+    # name -> owner. Migrate creates them and their indexes and never rebuilds them.
+    declared: dict[str, str] = field(default_factory=dict)
 
     # -- the API migrations call -------------------------------------------------
 
@@ -102,6 +105,14 @@ class Model:
         name = name or "_".join(f"{f}_{d}" for f, d in keys)
         self.indexes.setdefault(_check_collection(collection), {})[name] = IndexSpec(keys, name)
 
+    def declare_collection(self, collection: str, owner: str) -> None:
+        """A collection another part of syncd fills (`owner`, e.g. "hdf5")."""
+        self.declared[_check_collection(collection)] = owner
+
+    def undeclare_collection(self, collection: str) -> None:
+        self.declared.pop(collection, None)
+        self.indexes.pop(collection, None)
+
     def drop_index(self, collection: str, name: str) -> None:
         self.indexes.get(collection, {}).pop(name, None)
 
@@ -123,7 +134,7 @@ class Model:
                             "taken by a column", name)
                 continue
             pairs.append((info, mapping))
-        seen: dict[str, str] = {}
+        seen: dict[str, str] = {c: f"({owner})" for c, owner in self.declared.items()}
         for info, mapping in pairs:
             other = seen.setdefault(mapping.collection, info.name)
             if other != info.name:
