@@ -125,24 +125,31 @@ class SQLiteSource:
 
     # -- reads -------------------------------------------------------------------
 
-    def _select(self, table: TableInfo, first: bool) -> str:
-        key = (table.name, first)
+    def _select(self, table: TableInfo, first: bool, bounded: bool) -> str:
+        key = (table, first, bounded)
         sql = self._sql.get(key)
         if sql is None:
             cols = ", ".join(quote_ident(c.name) for c in table.columns)
             src = quote_ident(table.name)
             if table.rowid:
-                rid = quote_ident(table.rowid)
-                where = "" if first else f" WHERE {rid} > ?"
-                sql = f"SELECT {rid}, {cols} FROM {src}{where} ORDER BY {rid} LIMIT ?"
+                order = quote_ident(table.rowid)
+                lead = f"{order}, "
+                holes = "?"
             elif table.primary_key:
                 pk = [quote_ident(c) for c in table.primary_key]
-                where = "" if first else (
-                    f" WHERE ({', '.join(pk)}) > ({', '.join('?' * len(pk))})")
-                sql = f"SELECT {cols} FROM {src}{where} ORDER BY {', '.join(pk)} LIMIT ?"
+                order = ", ".join(pk)
+                lead = ""
+                holes = ", ".join("?" * len(pk))
+                if len(pk) > 1:
+                    order, holes = f"({order})", f"({holes})"
             else:
                 raise SyncdError(f"table {table.name} has no primary key and its rowid is "
                                  "shadowed by columns named rowid, _rowid_ and oid")
+            conds = ([] if first else [f"{order} > {holes}"]) + (
+                [f"{order} <= {holes}"] if bounded else [])
+            where = (" WHERE " + " AND ".join(conds)) if conds else ""
+            sql = (f"SELECT {lead}{cols} FROM {src}{where} ORDER BY "
+                   f"{order.strip('()')} LIMIT ?")
             self._sql[key] = sql
         return sql
 
@@ -181,23 +188,40 @@ class SQLiteSource:
         raw = sum(1 for row in rows for v in row if v.__class__ is RawText)
         return rows, raw
 
-    def scan(self, table: TableInfo, after: Any, limit: int) -> Chunk:
-        """Up to `limit` rows after position `after` (None: from the start), in key order.
+    @staticmethod
+    def _key_params(table: TableInfo, position: Any) -> tuple[Any, ...]:
+        return (position,) if table.rowid else tuple(position)
+
+    def high_water(self, table: TableInfo) -> Any:
+        """The last position in the table now (None if empty): a backfill's end mark.
+
+        Bounding a pass by it gives every pass an end, however fast the legacy
+        scripts append; rows added later belong to the next pass.
+        """
+        src = quote_ident(table.name)
+        if table.rowid:
+            rows = self._execute(f"SELECT max({quote_ident(table.rowid)}) FROM {src}", ())
+            return rows[0][0]
+        pk = [quote_ident(c) for c in table.primary_key]
+        desc = ", ".join(f"{c} DESC" for c in pk)
+        rows = self._execute(f"SELECT {', '.join(pk)} FROM {src} ORDER BY {desc} LIMIT 1", ())
+        return tuple(rows[0]) if rows else None
+
+    def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:
+        """Up to `limit` rows after position `after` (None: from the start) and up to
+        position `upto` (None: no bound), in key order.
 
         The position is the rowid (rowid tables) or the primary-key tuple (WITHOUT
         ROWID). A chunk that would hold the read lock too long is split.
         """
         first = after is None
-        sql = self._select(table, first)
+        bounded = upto is not None
+        sql = self._select(table, first, bounded)
+        keys = (() if first else self._key_params(table, after)) + (
+            self._key_params(table, upto) if bounded else ())
         while True:
-            if first:
-                params: tuple[Any, ...] = (limit,)
-            elif table.rowid:
-                params = (after, limit)
-            else:
-                params = (*after, limit)
             try:
-                rows, raw = self._read(sql, params)
+                rows, raw = self._read(sql, (*keys, limit))
                 break
             except sqlite3.OperationalError as exc:
                 if "interrupt" not in str(exc) or limit <= 1:

@@ -56,11 +56,11 @@ def decode_position(value: Any) -> Any:
 
 
 def read_projected(source: Source, table: TableInfo, projector: Projector, start: Any,
-                   chunk_size: int) -> Iterator[tuple[Chunk, Projected]]:
-    """Chunks of the table after `start`, each with its projected documents."""
+                   chunk_size: int, upto: Any = None) -> Iterator[tuple[Chunk, Projected]]:
+    """Chunks of the table after `start` up to `upto`, each with its projected documents."""
     position = start
     while True:
-        chunk = source.scan(table, position, chunk_size)
+        chunk = source.scan(table, position, chunk_size, upto)
         if not chunk.rows:
             return
         yield chunk, projector.project(chunk.rows, careful=chunk.raw_text > 0)
@@ -119,14 +119,24 @@ class Engine:
 
     def new_job(self, pairs: list[tuple[TableInfo, TableMap]], version: int,
                 from_version: int, checksums: list[dict[str, Any]]) -> dict[str, Any]:
-        """Start a rebuild: fresh staging collections, a job checkpoint at the beginning."""
+        """Start a rebuild: a job checkpoint at the beginning, one write target per table.
+
+        A collection that exists with documents is rebuilt in a staging collection and
+        swapped in at the end. One that does not exist yet (or is empty) has nothing
+        for readers to lose, so it is filled in place: no copy at the swap, which some
+        servers implement as a full copy (SecantusDB's renameCollection is O(n)).
+        """
         self.drop_staging()
+        existing = set(self.db.list_collection_names())
         tables = []
         for info, mapping in pairs:
-            staging = stage_name(mapping.collection)
-            self.db.create_collection(staging)
-            tables.append({"table": info.name, "collection": mapping.collection,
-                           "staging": staging, "position": None, "done": False,
+            coll = mapping.collection
+            direct = coll not in existing or self.db[coll].estimated_document_count() == 0
+            if direct and coll in existing:
+                self.db.drop_collection(coll)  # empty: start it afresh with this model's indexes
+            tables.append({"table": info.name, "collection": coll,
+                           "staging": coll if direct else stage_name(coll),
+                           "position": None, "done": False,
                            "rows": 0, "docs": 0, "quarantined": 0, "raw_text": 0,
                            "flags": [], "seconds": 0.0})
         job = {"_id": "job", "kind": "rebuild", "version": version,
@@ -137,29 +147,38 @@ class Engine:
         self.store.save_job(job)
         return job
 
+    def _prepare(self, job: dict[str, Any], model: Model) -> None:
+        """Create each write target with its indexes before the copy (idempotent).
+
+        Indexes are maintained during the bulk load rather than built after it: with a
+        server that syncs every commit, one commit per batch beats one per index entry.
+        """
+        existing = set(self.db.list_collection_names())
+        for entry in job["tables"]:
+            if entry["done"]:
+                continue
+            if entry["staging"] not in existing:
+                self.db.create_collection(entry["staging"])
+            for spec in model.index_specs(entry["collection"]):
+                self.db[entry["staging"]].create_index(list(spec.keys), name=spec.name)
+
     def rebuild(self, job: dict[str, Any], model: Model, schema: Schema,
                 resumed: bool) -> Report:
         started = time.monotonic()
         report = Report("rebuild", job["from_version"], job["version"], resumed=resumed)
         mappings = {info.name: mapping for info, mapping in model.resolve(schema)}
         if job["phase"] == "copy":
+            self._prepare(job, model)
             for i, entry in enumerate(job["tables"]):
                 report.tables.append(self._copy_table(i, entry, job, schema, mappings))
-            self.store.update_job({"phase": "index"})
-            job["phase"] = "index"
-        else:
-            report.tables = [self._entry_report(e) for e in job["tables"]]
-        if job["phase"] == "index":
-            for entry in job["tables"]:
-                self._renew()
-                for spec in model.index_specs(entry["collection"]):
-                    self.db[entry["staging"]].create_index(list(spec.keys), name=spec.name)
             self.store.update_job({"phase": "swap"})
             job["phase"] = "swap"
+        else:
+            report.tables = [self._entry_report(e) for e in job["tables"]]
         existing = set(self.db.list_collection_names())
         for entry in job["tables"]:
             self._renew()
-            if entry["staging"] in existing:
+            if entry["staging"] != entry["collection"] and entry["staging"] in existing:
                 self.db[entry["staging"]].rename(entry["collection"], dropTarget=True)
                 crashpoint("swap.after_rename")
         report.seconds = time.monotonic() - started
@@ -190,12 +209,16 @@ class Engine:
             return report
         projector = Projector(info, mapping, self.params)
         position = decode_position(entry["position"])
+        if "upto" not in entry:
+            entry["upto"] = encode_position(self.source.high_water(info))
+            self.store.update_job({f"tables.{i}.upto": entry["upto"]})
+        upto = decode_position(entry["upto"])
         task = self.progress.task(f"{info.name} → {mapping.collection}",
                                   self.source.count(info))
         task.advance(report.rows)
         began = time.monotonic() - report.seconds
-        for chunk, projected in read_projected(self.source, info, projector, position,
-                                               self.chunk_size):
+        chunks = read_projected(self.source, info, projector, position, self.chunk_size, upto)
+        for chunk, projected in chunks if upto is not None else ():
             self._renew()
             self.store.update_job({"pending": {"index": i,
                                                "ids": [d["_id"] for d in projected.docs]}})
@@ -251,8 +274,9 @@ class Engine:
         held = {q["_id"] for q in self.store.quarantine.find({"table": info.name}, {"_id": 1})}
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
-        for chunk, projected in read_projected(self.source, info, projector, None,
-                                               self.chunk_size):
+        upto = self.source.high_water(info)
+        chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
+        for chunk, projected in chunks if upto is not None else ():
             self._renew()
             missing, different = compare_docs(projected.docs, digests)
             rejected = self.sink.insert(mapping.collection, missing)

@@ -85,30 +85,39 @@ class EmbeddedMongo:
         self.info_file = self.home / "server.json"
         self.log_file = Path(state_dir) / "logs" / "mongo.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.adopted_pid: int | None = None
         self.port: int | None = None
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
-    def _running(self) -> int | None:
-        """The port of a live server another syncd started for this state dir, if any."""
+    def _running(self) -> tuple[int, int, bool] | None:
+        """(port, pid, orphaned) of a live server started for this state dir, if any.
+
+        Orphaned: the syncd that started it is gone (killed), so nobody would stop it.
+        """
         try:
             info = json.loads(self.info_file.read_text())
             pid, port = int(info["pid"]), int(info["port"])
+            owner = int(info.get("owner", 0))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if _pid_alive(pid) and _port_open(port):
-            return port
+            return port, pid, not (owner and _pid_alive(owner))
         return None
 
     def start(self) -> str:
         """Reuse the running server or start one; return its URL."""
         with _locked(self.home / "server.lock"):
-            port = self._running()
-            if port is not None:
-                self.port = port
-                log.info("using the embedded MongoDB already running on 127.0.0.1:%d", port)
+            running = self._running()
+            if running is not None:
+                self.port, pid, orphaned = running
+                if orphaned:  # adopt it: this process stops it at exit
+                    self.adopted_pid = pid
+                    self._write_info(pid)
+                log.info("using the embedded MongoDB already running on 127.0.0.1:%d",
+                         self.port)
                 return self.url
             exe = find_executable(MONGO_EXECUTABLE)
             if exe is None:
@@ -133,8 +142,12 @@ class EmbeddedMongo:
                     start_new_session=True, cwd=self.home,
                 )
             self._wait_ready()
-            self.info_file.write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
+            self._write_info(self.process.pid)
             return self.url
+
+    def _write_info(self, pid: int) -> None:
+        self.info_file.write_text(json.dumps({"pid": pid, "port": self.port,
+                                              "owner": os.getpid()}))
 
     def _wait_ready(self) -> None:
         assert self.process is not None and self.port is not None
@@ -153,6 +166,22 @@ class EmbeddedMongo:
         raise SyncdError(f"the embedded MongoDB did not start within {START_TIMEOUT:.0f} s; "
                          f"see {self.log_file}")
 
+    def _stop_adopted(self, timeout: float) -> None:
+        pid, self.adopted_pid = self.adopted_pid, None
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if json.loads(self.info_file.read_text()).get("pid") == pid:
+                self.info_file.unlink()
+
     def _log_tail(self) -> str:
         try:
             lines = self.log_file.read_text(errors="replace").strip().splitlines()
@@ -161,7 +190,9 @@ class EmbeddedMongo:
         return lines[-1][:300] if lines else ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server if this process started it (SIGTERM, then SIGKILL)."""
+        """Stop the server if this process started (or adopted) it: SIGTERM, then SIGKILL."""
+        if self.adopted_pid is not None:
+            self._stop_adopted(timeout)
         proc, self.process = self.process, None
         if proc is None:
             return

@@ -62,10 +62,13 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     if not folder.is_dir():
         raise ConfigError(f"--migrations {folder}: no such directory")
     found = sorted(p for p in folder.iterdir() if FILE_NAME.match(p.name))
-    result = [load_migration(p) for p in found]
+    try:
+        result = [load_migration(p) for p in found]
+    except MigrationError as exc:  # a broken file in the folder the settings name
+        raise ConfigError(f"--migrations {folder}: {exc}") from None
     for expected, migration in enumerate(result, start=1):
         if migration.version != expected:
-            raise MigrationError(
+            raise ConfigError(
                 f"--migrations {folder}: expected version {expected:04d} next, "
                 f"found {migration.file} (versions must be 1, 2, 3, ... without gaps)")
     return result

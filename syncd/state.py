@@ -116,20 +116,38 @@ class Lease:
         self.collection = store.state
         self.seconds = seconds
         self.what = what
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._renewed: dt.datetime | None = None
+
+    def _dead_local_holder(self, held: dict[str, Any]) -> bool:
+        """The holder ran on this host and its process is gone (killed, crashed)."""
+        if held.get("host") != self.host or not isinstance(held.get("pid"), int):
+            return False
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def acquire(self) -> None:
         now = utcnow()
+        claim = {"$set": {"owner": self.owner, "host": self.host, "pid": self.pid,
+                          "what": self.what, "acquired_at": now,
+                          "expires_at": now + dt.timedelta(seconds=self.seconds)}}
         try:
             self.collection.find_one_and_update(
                 {"_id": "lease", "$or": [{"expires_at": {"$lt": now}}, {"owner": self.owner}]},
-                {"$set": {"owner": self.owner, "what": self.what, "acquired_at": now,
-                          "expires_at": now + dt.timedelta(seconds=self.seconds)}},
-                upsert=True, return_document=ReturnDocument.AFTER,
+                claim, upsert=True, return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             held = self.collection.find_one({"_id": "lease"}) or {}
+            if self._dead_local_holder(held) and self.collection.update_one(
+                    {"_id": "lease", "owner": held.get("owner")}, claim).matched_count:
+                self._renewed = now
+                return
             raise MigrationError(
                 f"another syncd ({held.get('owner', '?')}) holds the {held.get('what', '?')} "
                 f"lease on this database until {held.get('expires_at', '?')} UTC; "

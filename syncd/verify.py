@@ -110,7 +110,9 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
         check.target_docs = len(digests)
         projector = Projector(info, mapping, params)
         task = progress.task(f"{info.name} ⇄ {mapping.collection}", source.count(info))
-        for chunk, projected in read_projected(source, info, projector, None, chunk_size):
+        upto = source.high_water(info)
+        chunks = read_projected(source, info, projector, None, chunk_size, upto)
+        for chunk, projected in chunks if upto is not None else ():
             check.source_rows += len(chunk.rows)
             check.quarantined += len(projected.quarantined)  # rows that cannot be projected
             missing, different = compare_docs(projected.docs, digests)

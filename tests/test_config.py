@@ -1,0 +1,170 @@
+"""Bad configuration: exit 2 and one clear line naming the setting; passwords never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.config import load_settings
+from syncd.embedded import free_port
+from tests.conftest import run_cli
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, result
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+@pytest.fixture
+def good_db(tmp_path):
+    from syncd.sample import make_eeg2025
+
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=3)
+    return path
+
+
+def test_missing_sqlite_file(tmp_path, target_args):
+    result = run_cli("migrate", "--sqlite", tmp_path / "nope.db", *target_args)
+    assert result.code == 2
+    line = _one_line(result)
+    assert "--sqlite" in line and "no such file" in line
+
+
+def test_sqlite_not_set(target_args):
+    result = run_cli("migrate", *target_args, env={"SYNCD_SQLITE": ""})
+    assert result.code == 2
+    assert "--sqlite is not set" in _one_line(result)
+
+
+def test_not_an_sqlite_file(tmp_path, target_args):
+    bogus = tmp_path / "metadata.db"
+    bogus.write_text("this is a CSV file, not a database\n")
+    result = run_cli("migrate", "--sqlite", bogus, *target_args)
+    assert result.code == 2
+    assert "not an SQLite database" in _one_line(result)
+
+
+def test_empty_sqlite_file(tmp_path, target_args):
+    empty = tmp_path / "metadata.db"
+    empty.touch()
+    result = run_cli("verify", "--sqlite", empty, *target_args)
+    assert result.code == 2
+    assert "empty" in _one_line(result)
+
+
+def test_sqlite_is_a_directory(tmp_path, target_args):
+    result = run_cli("migrate", "--sqlite", tmp_path, *target_args)
+    assert result.code == 2
+    assert "not a file" in _one_line(result)
+
+
+def test_corrupt_sqlite_file(tmp_path, good_db, target_args):
+    data = bytearray(good_db.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # wreck the schema page, keep the header
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(bytes(data))
+    result = run_cli("migrate", "--sqlite", bad, *target_args)
+    assert result.code == 2
+    assert "--sqlite" in _one_line(result)
+
+
+def test_unreachable_mongo_with_password_masked(good_db):
+    port = free_port()  # nothing listens here
+    url = f"mongodb://admin:s3cr3t-pw@127.0.0.1:{port}/?directConnection=true"
+    result = run_cli("migrate", "--sqlite", good_db, "--mongo-url", url, "--mongo-timeout", "1")
+    assert result.code == 2
+    line = _one_line(result)
+    assert "not reachable within 1 s" in line
+    assert "s3cr3t-pw" not in result.err + result.out
+    assert "admin:***@" in line
+
+
+def test_bad_mongo_url_scheme(good_db):
+    result = run_cli("status", "--mongo-url", "http://user:hunter2@example/")
+    assert result.code == 2
+    line = _one_line(result)
+    assert "--mongo-url" in line and "mongodb://" in line
+    assert "hunter2" not in line
+
+
+def test_unknown_toml_key(tmp_path, good_db):
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text(f'sqlite = "{good_db}"\nmongo_uri = "mongodb://x"\n')
+    result = run_cli("migrate", "--config", cfg)
+    assert result.code == 2
+    line = _one_line(result)
+    assert "unknown key 'mongo_uri'" in line and str(cfg) in line
+
+
+def test_invalid_toml(tmp_path):
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text("sqlite = \n")
+    result = run_cli("status", env={"SYNCD_CONFIG": str(cfg)})
+    assert result.code == 2
+    assert "not valid TOML" in _one_line(result)
+
+
+def test_missing_config_file(tmp_path):
+    result = run_cli("status", "--config", tmp_path / "absent.toml")
+    assert result.code == 2
+    assert "no such file" in _one_line(result)
+
+
+@pytest.mark.parametrize(("flag", "value", "expect"), [
+    ("--database", "my.db", "--database"),
+    ("--timezone", "Mars/Olympus", "unknown time zone"),
+    ("--chunk-size", "0", "positive"),
+    ("--chunk-size", "many", "--chunk-size"),
+    ("--mongo-timeout", "-3", "--mongo-timeout"),
+    ("--source-id", " ", "--source-id"),
+    ("--redis-url", "http://cache", "--redis-url"),
+])
+def test_bad_values(flag, value, expect, good_db):
+    result = run_cli("migrate", "--sqlite", good_db, flag, value)
+    assert result.code == 2
+    assert expect in _one_line(result)
+
+
+def test_bad_environment_value_names_the_variable(good_db):
+    result = run_cli("migrate", "--sqlite", good_db, env={"SYNCD_CHUNK_SIZE": "-1"})
+    assert result.code == 2
+    assert "SYNCD_CHUNK_SIZE" in _one_line(result)
+
+
+def test_usage_error_exits_2():
+    assert run_cli("migrate", "--no-such-flag").code == 2
+    assert run_cli("frobnicate").code == 2
+
+
+def test_layers_toml_then_env_then_flags(tmp_path):
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text('database = "from_toml"\nsource_id = "toml-host"\nchunk_size = 10\n'
+                   'hdf5_dirs = ["/data/a", "/data/b"]\n[cache]\nmax_bytes = 1000\n')
+    env = {"SYNCD_CONFIG": str(cfg), "SYNCD_DATABASE": "from_env", "SYNCD_CHUNK_SIZE": "20"}
+    settings = load_settings({"chunk_size": "30"}, environ=env)
+    assert settings.database == "from_env"
+    assert settings.source_id == "toml-host"
+    assert settings.chunk_size == 30
+    assert [str(p) for p in settings.hdf5_dirs] == ["/data/a", "/data/b"]
+    assert settings.extra["cache"] == {"max_bytes": 1000}
+    assert {"database", "source_id", "chunk_size", "hdf5_dirs"} <= settings.explicit
+    assert "mongo_url" not in settings.explicit
+    env_dirs = load_settings({}, environ={"SYNCD_HDF5_DIRS": "/x:/y"})
+    assert [str(p) for p in env_dirs.hdf5_dirs] == ["/x", "/y"]
+    flag_dirs = load_settings({"hdf5_dirs": ["/f1", "/f2"]}, environ={})
+    assert [str(p) for p in flag_dirs.hdf5_dirs] == ["/f1", "/f2"]
+
+
+def test_hdf5_dir_flag_is_accepted(good_db, target_args):
+    result = run_cli("migrate", "--sqlite", good_db, "--hdf5-dir", "/tmp/a", "--hdf5-dir",
+                     "/tmp/b", "--dry-run", *target_args)
+    assert result.code == 0, result
+
+
+def test_settings_describe_masks_passwords():
+    settings = load_settings({"mongo_url": "mongodb://u:pw123@h/", "redis_url":
+                              "redis://:pw456@h:6379/0"}, environ={})
+    shown = str(settings.describe())
+    assert "pw123" not in shown and "pw456" not in shown

@@ -1,0 +1,97 @@
+"""Projection helpers: deterministic typed ids, reversible field names, faithful parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from zoneinfo import ZoneInfo
+
+import bson
+import pytest
+from bson.binary import Binary
+
+from legacy_adapters.base import Column, TableInfo
+from syncd.ids import derive_id, id_maker
+from syncd.model import TableMap, collection_for_table
+from syncd.projection import Params, Projector, RowContext
+from syncd.values import RawText, escape_field, unescape_field
+
+
+def test_ids_are_deterministic_and_typed():
+    a = derive_id("host", "runs", (1,))
+    assert a == derive_id("host", "runs", (1,)) == id_maker("host", "runs")((1,))
+    distinct = {a, derive_id("host", "runs", (1.0,)), derive_id("host", "runs", ("1",)),
+                derive_id("host", "runs", (b"1",)), derive_id("host", "runs", (RawText(b"1"),)),
+                derive_id("other", "runs", (1,)), derive_id("host", "epochs", (1,)),
+                derive_id("host", "runs", (1, None)), derive_id("host", "runs", (None, 1))}
+    assert len(distinct) == 9
+    assert derive_id("h", "t", ("a", "bc")) != derive_id("h", "t", ("ab", "c"))
+    assert derive_id("h", "t", (2**63 - 1,)) != derive_id("h", "t", (-(2**63),))
+
+
+@pytest.mark.parametrize("name", ["plain", "a.b", "$x", "_id", "_rowid", "_flags", "a.$b.c",
+                                  "_other", "$", "..", "_id.x"])
+def test_field_names_are_escaped_reversibly(name):
+    field = escape_field(name)
+    assert "." not in field and not field.startswith("$")
+    assert field not in ("_id", "_rowid", "_flags")
+    assert unescape_field(field) == name
+    bson.encode({field: 1})
+
+
+def test_generic_collection_names_are_safe():
+    assert collection_for_table("runs") == "runs"
+    assert "$" not in collection_for_table("a$b")
+    assert not collection_for_table("system.users").startswith("system.")
+    assert not collection_for_table("_syncd_state").startswith("_syncd_")
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("text", ["2025-10-19T18:32:26.111910", "2025-03-30T02:30:00",
+                                  "2025-10-26T02:30:00", "2025-11-02T01:30:00",
+                                  "2025-10-19 18:32:26", "2025-10-19"])
+def test_naive_times_are_read_in_the_configured_zone(zone, text):
+    ctx = RowContext(Params("h", zone))
+    got = ctx.datetime(text, "t")
+    want = (dt.datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+            .astimezone(dt.timezone.utc).replace(tzinfo=None))
+    assert got == want and ctx.flags is None
+
+
+def test_times_with_offsets_and_bad_times():
+    ctx = RowContext(Params("h", "Europe/Berlin"))
+    assert ctx.datetime("2025-10-19T18:32:26+02:00", "t") == dt.datetime(2025, 10, 19, 16, 32, 26)
+    assert ctx.datetime("2025-10-19T18:32:26Z", "t") == dt.datetime(2025, 10, 19, 18, 32, 26)
+    assert ctx.flags is None
+    assert ctx.datetime("last tuesday", "t") == "last tuesday"
+    assert ctx.datetime(None, "t") is None
+    assert ctx.flags == ["t: not an ISO-8601 time"]
+
+
+def test_json_and_boolean_helpers():
+    ctx = RowContext(Params("h", "UTC"))
+    assert ctx.json_object('{"a": 1, "b": [1.5, null], "c": NaN}', "c")["b"] == [1.5, None]
+    assert math.isnan(ctx.json_object('{"c": NaN}', "c")["c"])
+    assert ctx.flags is None
+    assert ctx.json_object("[1, 2]", "c") == "[1, 2]"
+    assert ctx.json_object('{"big": 99999999999999999999}', "c") == '{"big": 99999999999999999999}'
+    assert ctx.json_object(RawText(b"\xff"), "c") == Binary(b"\xff", 0x80)
+    assert ctx.flags == ["c: JSON but not an object", "c: not JSON", "c: not JSON text (RawText)"]
+    ctx.flags = None
+    assert [ctx.boolean(v, "b") for v in (1, 0, None, b"\x01", b"\x00", "true", "0")] == \
+        [True, False, None, True, False, True, False]
+    assert ctx.flags is None
+    assert ctx.boolean(7, "b") == 7 and ctx.flags == ["b: not a boolean"]
+
+
+def test_projector_generic_documents():
+    table = TableInfo("t", (Column("k", "TEXT"), Column("a.b", "INTEGER")), ("k",))
+    projector = Projector(table, TableMap("t", "t"), Params("h", "UTC"))
+    out = projector.project([(10, "x", 1), (11, None, 2)])
+    assert out.docs[0] == {"_id": derive_id("h", "t", ("x",)), "k": "x", "a\uff0eb": 1}
+    # A NULL primary key (possible in rowid tables) falls back to the rowid, flagged.
+    assert out.docs[1]["_flags"] == ["_id: primary key is NULL (keyed by rowid)"]
+    assert out.docs[1]["_id"] != derive_id("h", "t", (None,))
+    careful = projector.project([(12, "y", RawText(b"\xfe"))], careful=True)
+    assert careful.docs[0]["a\uff0eb"] == Binary(b"\xfe", 0x80)
+    assert careful.flags == {"t.a\uff0eb: text is not UTF-8 (kept as binary)": 1}

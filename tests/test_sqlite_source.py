@@ -1,0 +1,137 @@
+"""The legacy SQLite source: reflection, paging, faithful values, read-only and brief locks."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from legacy_adapters.sqlite import SQLiteSource
+from syncd.values import RawText
+from tests.oddities import make_odd_db
+
+
+@pytest.fixture
+def odd(tmp_path):
+    path = tmp_path / "odd.db"
+    return path, make_odd_db(path)
+
+
+def _all_rows(source, info, chunk):
+    rows, pos = [], None
+    while True:
+        c = source.scan(info, pos, chunk)
+        if not c.rows:
+            return rows
+        rows.extend(c.rows)
+        pos = c.last
+
+
+def test_reflection(odd):
+    path, _ = odd
+    schema = SQLiteSource(path).schema()
+    assert schema.views == ["mixed_view"]
+    t = schema.tables
+    assert t["mixed"].primary_key == ("id",) and not t["mixed"].without_rowid
+    assert t["composite"].primary_key == ("run", "epoch")
+    assert t["nokey"].primary_key == () and t["nokey"].rowid == "rowid"
+    assert t["wr"].without_rowid and t["wr"].rowid is None and t["wr"].primary_key == ("k",)
+    assert t["odd names"].column_names == ["a.b", "$price", "_id", "plain"]
+    assert t["shadow"].rowid == "_rowid_"  # a column is named rowid
+    assert [c.type for c in t["mixed"].columns] == ["INTEGER", "INTEGER", "REAL", "TEXT",
+                                                     "BLOB", ""]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_paging_reads_every_row_once_in_key_order(odd, chunk):
+    path, expected = odd
+    source = SQLiteSource(path)
+    schema = source.schema()
+    comp = _all_rows(source, schema.tables["composite"], chunk)
+    assert [r[1:] for r in comp] == expected["composite"]
+    wr = _all_rows(source, schema.tables["wr"], chunk)
+    assert sorted(wr, key=lambda r: r[0]) == sorted(expected["wr"], key=lambda r: r[0])
+    assert [r[0] for r in wr] == sorted(r[0] for r in expected["wr"])
+    nokey = _all_rows(source, schema.tables["nokey"], chunk)
+    assert [r[1:] for r in nokey] == expected["nokey"]
+    assert len({r[0] for r in nokey}) == 3  # rowids tell the duplicate rows apart
+
+
+def test_values_keep_their_storage_class(odd):
+    path, expected = odd
+    source = SQLiteSource(path)
+    info = source.schema().tables["mixed"]
+    rows = {r[1]: r[1:] for r in _all_rows(source, info, 100)}
+    for row in expected["mixed"]:
+        got = rows[row[0]]
+        assert got == row
+        assert [type(v) for v in got] == [type(v) for v in row]
+    assert rows[3][2] == -float("inf") and rows[2][2] == float("inf")
+    # Invalid UTF-8 text comes back byte-exact, marked as text (not a BLOB).
+    assert rows[7][3] == RawText(b"caf\xe9") and type(rows[7][3]) is RawText
+    assert rows[8][3] == RawText(b"\xff\x00\xfe")
+    assert rows[8][1] == 1
+
+
+def test_source_is_read_only_and_changes_nothing(odd):
+    path, _ = odd
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    source = SQLiteSource(path)
+    info = source.schema().tables["mixed"]
+    _all_rows(source, info, 2)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        source.conn.execute("INSERT INTO mixed (id) VALUES (99)")
+    source.close()
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+    assert not os.path.exists(str(path) + "-wal")
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_writer_commits_between_chunks(odd):
+    """Between chunks syncd holds no lock: a legacy writer commits without waiting."""
+    path, _ = odd
+    source = SQLiteSource(path)
+    info = source.schema().tables["mixed"]
+    first = source.scan(info, None, 2)
+    writer = sqlite3.connect(path, timeout=0)  # would fail at once on any lock
+    writer.execute("INSERT INTO mixed (id, n) VALUES (100, 1)")
+    writer.commit()
+    writer.close()
+    rest = _all_rows(source, info, 2)
+    assert 100 in [r[0] for r in rest]
+    assert first.rows[0][0] == 1
+
+
+def test_long_read_is_split_to_keep_the_lock_brief(tmp_path):
+    path = tmp_path / "big.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, "x" * 200) for i in range(60000)))
+    conn.commit()
+    conn.close()
+    source = SQLiteSource(path, max_lock_seconds=0.0005)
+    info = source.schema().tables["t"]
+    chunk = source.scan(info, None, 60000)
+    # The guard interrupted the 60,000-row statement and the chunk was halved until it fit.
+    assert 0 < len(chunk.rows) < 60000
+    assert [r[0] for r in chunk.rows] == list(range(len(chunk.rows)))
+
+
+def test_reader_waits_out_a_writer_lock(odd):
+    """A writer holding the database briefly: the read retries instead of failing."""
+    path, _ = odd
+    source = SQLiteSource(path, busy_timeout=0.05)
+    info = source.schema().tables["mixed"]
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    rows = source.scan(info, None, 100).rows
+    release.join()
+    assert len(rows) == 8
+    assert time.monotonic() - started >= 0.2  # it did have to wait for the writer

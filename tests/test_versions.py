@@ -1,0 +1,163 @@
+"""Migration versions: --to up and down, dry runs, the changelog's checksums, the lease."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from syncd.migration_files import DEFAULT_DIR
+from syncd.sample import make_eeg2025
+from syncd.state import Lease, StateStore
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def legacy(tmp_path):
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=30)
+    return path
+
+
+def _collections(db):
+    return sorted(c for c in db.list_collection_names() if not c.startswith("_syncd_"))
+
+
+def test_to_moves_down_and_up(legacy, target_args, db):
+    assert run_cli("migrate", "--sqlite", legacy, "--to", "1", *target_args).code == 0
+    assert _collections(db) == ["cache_files", "config", "epoch_history", "model_checkpoints",
+                                "subjects", "training_runs"]
+    run = db.training_runs.find_one({"run_id": 1})
+    assert isinstance(run["config"], str) and isinstance(run["start_time"], str)
+
+    up = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
+    assert up.code == 0, up
+    report = json.loads(up.out)
+    assert (report["from_version"], report["to_version"]) == (1, 2)
+    assert sorted(report["dropped"]) == ["epoch_history", "model_checkpoints", "training_runs"]
+    assert _collections(db) == ["cache_files", "checkpoints", "config", "epochs",
+                                "experiments", "subjects"]
+    names = db.experiments.index_information()
+    assert "challenge_1_metrics.best_val_loss_1" in names and "start_time_-1" in names
+    assert not any(i.get("unique") for i in db.epochs.index_information().values()
+                   if i["key"] != [("_id", 1)])
+    # Same legacy row, same _id across versions (ids come from source, table, key).
+    assert db.experiments.find_one({"run_id": 1})["_id"] == run["_id"]
+    assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2]
+
+    down = run_cli("migrate", "--sqlite", legacy, "--to", "1", "--json", *target_args)
+    assert down.code == 0, down
+    assert "experiments" not in _collections(db)
+    assert [e["_id"] for e in db["_syncd_changelog"].find()] == [1]
+    assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+
+    zero = run_cli("migrate", "--sqlite", legacy, "--to", "0", *target_args)
+    assert zero.code == 0, zero
+    assert _collections(db) == []
+    bad = run_cli("migrate", "--sqlite", legacy, "--to", "7", *target_args)
+    assert bad.code == 2 and "--to 7" in bad.err
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(legacy, target_args, db):
+    result = run_cli("migrate", "--sqlite", legacy, "--dry-run", *target_args)
+    assert result.code == 0, result
+    assert "version 0 -> 2 (rebuild)" in result.out
+    assert "training_runs" in result.out and "experiments" in result.out
+    assert "0002 EEG2025 experiment model" in result.out
+    assert "nothing was written" in result.out
+    assert db.list_collection_names() == []
+    plan = json.loads(run_cli("migrate", "--sqlite", legacy, "--dry-run", "--json",
+                              *target_args).out)
+    rows = {t["table"]: t["rows"] for t in plan["tables"]}
+    assert rows["training_runs"] == 30
+    assert db.list_collection_names() == []
+
+
+def test_changed_applied_migration_is_refused(tmp_path, legacy, target_args, db):
+    folder = tmp_path / "migrations"
+    shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))
+    args = ["--sqlite", legacy, "--migrations", folder, *target_args]
+    assert run_cli("migrate", *args).code == 0
+    path = folder / "0002_eeg2025.py"
+    path.write_text(path.read_text().replace('"notes": row["notes"]', '"remark": row["notes"]'))
+    refused = run_cli("migrate", *args)
+    assert refused.code == 1
+    assert "0002_eeg2025.py has changed since it was applied" in refused.err
+    assert db.experiments.find_one({"remark": {"$exists": True}}) is None
+    assert run_cli("verify", *args).code == 1
+    # The way out the message names: move below it, then up again with the new file.
+    assert run_cli("migrate", *args, "--to", "1").code == 0
+    assert run_cli("migrate", *args).code == 0
+    assert db.experiments.find_one({"run_id": 3})["remark"] is None
+    assert run_cli("verify", *args).code == 0
+
+
+def test_added_migration_applies_on_top(tmp_path, legacy, target_args, db):
+    folder = tmp_path / "migrations"
+    shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))
+    args = ["--sqlite", legacy, "--migrations", folder, *target_args]
+    assert run_cli("migrate", *args).code == 0
+    (folder / "0003_no_subjects.py").write_text(
+        "VERSION = 3\nDESCRIPTION = 'stop syncing subjects'\n"
+        "def upgrade(model):\n    model.exclude_table('subjects')\n"
+        "    model.create_index('epochs', [('metrics.val_loss', 1)])\n")
+    result = run_cli("migrate", *args, "--json")
+    assert result.code == 0, result
+    assert json.loads(result.out)["dropped"] == ["subjects"]
+    assert "metrics.val_loss_1" in db.epochs.index_information()
+    gap = folder / "0005_gap.py"
+    gap.write_text("VERSION = 5\ndef upgrade(model):\n    pass\n")
+    broken = run_cli("migrate", *args)
+    assert broken.code == 2 and "expected version 0004 next" in broken.err
+
+
+def test_a_held_lease_stops_a_second_migrate(legacy, target_args, db):
+    holder = Lease(StateStore(db), "migrate")
+    holder.host = "another-host"  # a live holder elsewhere: its lease must be respected
+    holder.acquire()
+    refused = run_cli("migrate", "--sqlite", legacy, *target_args)
+    assert refused.code == 1
+    assert "holds the migrate lease" in refused.err
+    assert "experiments" not in db.list_collection_names()
+    holder.release()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+
+
+def test_reconcile_repairs_exactly_what_changed(legacy, target_args, db):
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    conn = sqlite3.connect(legacy)
+    conn.execute("UPDATE training_runs SET status = 'failed', notes = 'oom' WHERE run_id = 4")
+    conn.execute("DELETE FROM epoch_history WHERE id IN (1, 2)")
+    conn.execute("INSERT INTO config VALUES ('new_key', 'v', 'added later')")
+    conn.commit()
+    conn.close()
+    db.checkpoints.insert_one({"stray": True})  # a document no legacy row projects to
+
+    found = run_cli("verify", "--sqlite", legacy, "--json", *target_args)
+    assert found.code == 1
+    checks = {c["collection"]: c for c in json.loads(found.out)["collections"]}
+    assert checks["experiments"]["different"] == 1
+    assert checks["experiments"]["samples"]["different"] == [{"run_id": 4}]
+    assert checks["epochs"]["extra"] == 2
+    assert checks["config"]["missing"] == 1
+    assert checks["config"]["samples"]["missing"] == [{"key": "new_key"}]
+    assert checks["checkpoints"]["extra"] == 1
+    text = run_cli("verify", "--sqlite", legacy, *target_args)
+    assert "DIFFERENCES FOUND" in text.out and "different, e.g." in text.out
+
+    repaired = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
+    report = json.loads(repaired.out)
+    assert report["kind"] == "reconcile"
+    assert report["written"] == 2 and report["deleted"] == 3
+    assert db.experiments.find_one({"run_id": 4})["status"] == "failed"
+    assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+
+
+def test_another_source_cannot_write_into_the_same_database(legacy, target_args, db):
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    other = [a if a != "testhost" else "otherhost" for a in target_args]
+    refused = run_cli("migrate", "--sqlite", legacy, *other)
+    assert refused.code == 2
+    assert "holds source 'testhost'" in refused.err
