@@ -31,7 +31,7 @@ from syncd.compare import compare_docs, key_to_id, target_digests
 from syncd.faults import crashpoint
 from syncd.model import Model, TableMap
 from syncd.progress import Progress
-from syncd.projection import Params, Projected, Projector
+from syncd.projection import Params, Projected, Projector, gc_paused
 from syncd.report import Report, TableReport
 from syncd.sinks.base import Rejected, Sink
 from syncd.state import STAGE_PREFIX, Lease, StateStore, utcnow
@@ -60,10 +60,12 @@ def read_projected(source: Source, table: TableInfo, projector: Projector, start
     """Chunks of the table after `start` up to `upto`, each with its projected documents."""
     position = start
     while True:
-        chunk = source.scan(table, position, chunk_size, upto)
-        if not chunk.rows:
-            return
-        yield chunk, projector.project(chunk.rows, careful=chunk.raw_text > 0)
+        with gc_paused():
+            chunk = source.scan(table, position, chunk_size, upto)
+            if not chunk.rows:
+                return
+            projected = projector.project(chunk.rows, careful=chunk.raw_text > 0)
+        yield chunk, projected
         position = chunk.last
 
 

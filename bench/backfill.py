@@ -1,0 +1,164 @@
+"""Backfill benchmark: `syncd migrate` against the server's own insert_many, in one run.
+
+Builds an EEG2025-shaped legacy metadata.db of N rows, then measures on the same
+MongoDB server (the embedded SecantusDB, as users get it, unless --mongo-url):
+
+  (a) `syncd migrate` end to end (a separate process: read, project, checkpoint, write);
+  (b) raw insert_many of the very same projected documents, in batches of the same
+      size, into fresh collections with the same indexes (the same end state);
+      (b0, for reference: the same without indexes);
+  (c) syncd's read + project path into a null sink, in this process (one core;
+      best of three passes).
+
+Prints rows/s for each and the ratios. Goals: a/b >= 0.8, c >= 100,000 rows/s.
+
+    python bench/backfill.py [--rows 200000] [--mongo-url URL] [--chunk-size 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
+from syncd.backfill import read_projected  # noqa: E402
+from syncd.embedded import EmbeddedMongo  # noqa: E402
+from syncd.migration_files import build_model, load_migrations  # noqa: E402
+from syncd.projection import Params, Projector  # noqa: E402
+from syncd.sample import make_eeg2025  # noqa: E402
+from syncd.sinks.null import NullSink  # noqa: E402
+from syncd.target import connect  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def read_project(db_path: Path, params: Params, chunk: int, keep: bool):
+    """One pass of syncd's read + project path into a null sink.
+
+    With `keep`, the documents are also kept (untimed use: the batches for b).
+    """
+    source = SQLiteSource(db_path)
+    model = build_model(load_migrations(), 2)
+    pairs = model.resolve(source.schema())
+    sink = NullSink()
+    kept: list[tuple[str, list[dict]]] = []
+    rows = 0
+    started = time.perf_counter()
+    for info, mapping in pairs:
+        projector = Projector(info, mapping, params)
+        upto = source.high_water(info)
+        if upto is None:
+            continue
+        for c, projected in read_projected(source, info, projector, None, chunk, upto):
+            sink.insert(mapping.collection, projected.docs)
+            rows += len(c.rows)
+            if keep:
+                kept.append((mapping.collection, projected.docs))
+    seconds = time.perf_counter() - started
+    source.close()
+    return kept, rows, seconds, model
+
+
+def run_migrate(url: str, database: str, db_path: Path, chunk: int, source_id: str) -> float:
+    cmd = [sys.executable, "-m", "syncd", "-q", "migrate", "--sqlite", str(db_path),
+           "--mongo-url", url, "--database", database, "--source-id", source_id,
+           "--timezone", "UTC", "--chunk-size", str(chunk)]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"syncd migrate failed:\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def raw_insert(client, database: str, batches, model, indexes: bool) -> float:
+    db = client[database]
+    for name in {c for c, _ in batches}:
+        db.create_collection(name)
+        if indexes:
+            for spec in model.index_specs(name):
+                db[name].create_index(list(spec.keys), name=spec.name)
+    started = time.perf_counter()
+    for name, docs in batches:
+        if docs:
+            db[name].insert_many(docs, ordered=False)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--mongo-url", help="bench against this server instead of the "
+                        "embedded SecantusDB (--sync-on-commit)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
+    db_path = work / "metadata.db"
+    counts = make_eeg2025(db_path, rows=args.rows)
+    rows = sum(counts.values())
+    print(f"legacy db: {rows:,} rows {counts}")
+
+    embedded = None
+    url = args.mongo_url
+    if url is None:
+        embedded = EmbeddedMongo(work / "state")
+        url = embedded.start()
+    client = connect(url, 30)
+    try:
+        params = Params("bench-host", "UTC")
+        c_runs = [read_project(db_path, params, args.chunk_size, keep=False) for _ in range(3)]
+        assert all(r[1] == rows for r in c_runs)
+        c_seconds = min(r[2] for r in c_runs)  # best of 3: the path's speed, not the noise
+        c_rate = rows / c_seconds
+        batches, _, _, model = read_project(db_path, params, args.chunk_size, keep=True)
+
+        b_seconds = raw_insert(client, "bench_b", batches, model, indexes=True)
+        a_seconds = run_migrate(url, "bench_a", db_path, args.chunk_size, "bench-host")
+        b0_seconds = raw_insert(client, "bench_b0", batches, model, indexes=False)
+        docs_a = sum(client["bench_a"][c].estimated_document_count() for c in
+                     {c for c, _ in batches})
+        assert docs_a == rows, (docs_a, rows)
+        if embedded is None:  # the embedded server's data goes with its temporary folder
+            for name in ("bench_a", "bench_b", "bench_b0"):
+                client.drop_database(name)
+    finally:
+        client.close()
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    a_rate, b_rate, b0_rate = rows / a_seconds, rows / b_seconds, rows / b0_seconds
+    server = "embedded SecantusDB --sync-on-commit" if embedded else "the given --mongo-url"
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"server: {server}; chunk size {args.chunk_size}")
+    print(f"(a) syncd migrate end to end:          {a_rate:10,.0f} rows/s  ({a_seconds:.1f} s)")
+    print(f"(b) raw insert_many, same indexes:     {b_rate:10,.0f} rows/s  ({b_seconds:.1f} s)")
+    print(f"(b0) raw insert_many, no indexes:      {b0_rate:10,.0f} rows/s  ({b0_seconds:.1f} s)")
+    print(f"(c) read + project into a null sink:   {c_rate:10,.0f} rows/s  ({c_seconds:.1f} s)")
+    print(f"a/b  = {a_rate / b_rate:.2f}   (goal >= 0.8)")
+    print(f"a/b0 = {a_rate / b0_rate:.2f}")
+    print(f"c    = {c_rate:,.0f} rows/s (goal >= 100,000)")
+
+
+if __name__ == "__main__":
+    main()
