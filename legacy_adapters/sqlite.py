@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,8 @@ from syncd.values import RawText, text_factory
 log = logging.getLogger(__name__)
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
+PRIVATE_PREFIX = "_syncd_"
+FETCH_BATCH = 200
 LOCKED_RETRIES = 8
 
 
@@ -103,6 +106,8 @@ class SQLiteSource:
                 insp = sa.inspect(engine)
                 schema = Schema(views=sorted(insp.get_view_names()))
                 for name in sorted(insp.get_table_names()):
+                    if name.startswith(PRIVATE_PREFIX):
+                        continue  # syncd's own change log (triggers mode), not legacy data
                     columns = tuple(
                         Column(c["name"], "" if isinstance(c["type"], sa.types.NullType)
                                else str(c["type"]))
@@ -237,6 +242,53 @@ class SQLiteSource:
             names = table.column_names
             last = tuple(last_row[names.index(c)] for c in table.primary_key)
         return Chunk(rows, last, raw)
+
+    def fetch(self, table: TableInfo, rowids: Sequence[int] = (),
+              keys: Sequence[tuple[Any, ...]] = ()) -> Chunk:
+        """The current rows with these rowids and/or primary keys (absent ones are gone).
+
+        Rows come in `scan`'s format; one short statement per batch of keys.
+        """
+        src = quote_ident(table.name)
+        cols = ", ".join(quote_ident(c.name) for c in table.columns)
+        lead = f"{quote_ident(table.rowid)}, " if table.rowid else ""
+        rows: list[tuple[Any, ...]] = []
+        raw_total = 0
+        batches: list[tuple[str, tuple[Any, ...]]] = []
+        if rowids:
+            if not table.rowid:
+                raise SyncdError(f"table {table.name} has no rowid to fetch by")
+            rid = quote_ident(table.rowid)
+            for start in range(0, len(rowids), FETCH_BATCH):
+                part = tuple(rowids[start:start + FETCH_BATCH])
+                batches.append((f"SELECT {lead}{cols} FROM {src} WHERE {rid} IN "
+                                f"({', '.join('?' * len(part))})", part))
+        if keys:
+            pk = [quote_ident(c) for c in table.primary_key]
+            width = len(pk)
+            for start in range(0, len(keys), FETCH_BATCH):
+                part = keys[start:start + FETCH_BATCH]
+                if width == 1:
+                    where = f"{pk[0]} IN ({', '.join('?' * len(part))})"
+                else:
+                    one = "(" + ", ".join("?" * width) + ")"
+                    where = (f"({', '.join(pk)}) IN (VALUES "
+                             f"{', '.join(one for _ in part)})")
+                params = tuple(v for key in part for v in key)
+                batches.append((f"SELECT {lead}{cols} FROM {src} WHERE {where}", params))
+        for sql, params in batches:
+            got, raw = self._read(sql, params)
+            rows.extend(got)
+            raw_total += raw
+        return Chunk(rows, None, raw_total)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the database (cheap to poll)."""
+        return int(self._execute("PRAGMA data_version", ())[0][0])
+
+    def schema_version(self) -> int:
+        """Changes whenever the schema changes (a table, column, trigger or index)."""
+        return int(self._execute("PRAGMA schema_version", ())[0][0])
 
     def count(self, table: TableInfo) -> int | None:
         """Row count for progress; an estimate (or None) if counting would hold the lock."""

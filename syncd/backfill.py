@@ -256,7 +256,7 @@ class Engine:
         started = time.monotonic()
         report = Report("reconcile", version, version)
         for info, mapping in pairs:
-            report.tables.append(self._reconcile_table(info, mapping, model))
+            report.tables.append(self.reconcile_table(info, mapping, model))
         for name in orphans:
             count = self.db[name].count_documents({})
             if count:
@@ -266,7 +266,7 @@ class Engine:
         report.seconds = time.monotonic() - started
         return report
 
-    def _reconcile_table(self, info: TableInfo, mapping: TableMap, model: Model) -> TableReport:
+    def reconcile_table(self, info: TableInfo, mapping: TableMap, model: Model) -> TableReport:
         report = TableReport(info.name, mapping.collection)
         began = time.monotonic()
         coll = self.db[mapping.collection]

@@ -168,12 +168,50 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def _print_daemon(daemon: dict[str, Any]) -> None:
+    state = "running" if daemon.get("running") else "not running"
+    say(f"daemon: {state} ({daemon.get('mode')} mode, pid {daemon.get('pid')} on "
+        f"{daemon.get('host')}), up {daemon.get('uptime_seconds')} s, last heartbeat "
+        f"{daemon.get('heartbeat_at')}" + (f"; {daemon['note']}" if daemon.get("note") else ""))
+    outage = daemon.get("outage")
+    if outage:
+        say(f"  OUTAGE: {outage['what']} unavailable since {outage['since']} "
+            f"({outage['retries']} retries): {outage['error']}")
+    events = daemon.get("events") or {}
+    if events.get("enabled"):
+        say(f"  events: {events.get('sent')} sent, {events.get('buffered')} buffered"
+            + (f", Redis down since {events['redis_down_since']}"
+               if events.get("redis_down_since") else ""))
+    rows = [[t.get("table"), t.get("collection"), t.get("mode"),
+             (t.get("checkpoint") or {}).get("seq", (t.get("checkpoint") or {}).get("hwm")),
+             t.get("lag_rows"), t.get("lag_seconds"), t.get("last_applied_at"),
+             t.get("applied"), t.get("quarantined"),
+             ("DROPPED " if t.get("dropped_at") else "") + (t.get("last_error") or "")]
+            for t in daemon.get("tables", [])]
+    if rows:
+        say(table(rows, ["table", "collection", "mode", "checkpoint", "lag rows", "lag s",
+                         "last applied", "applied", "quarantined", "errors"]))
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.daemon import read_local_status
     from syncd.status import collect_status
 
-    with _target(settings) as target:
-        status = collect_status(target.db)
-        status["target"] = _where(settings, target)
+    try:
+        with _target(settings) as target:
+            status = collect_status(target.db)
+            status["target"] = _where(settings, target)
+    except ConfigError as exc:
+        local = read_local_status(settings.state_dir / "daemon.json")
+        if local is None or "not reachable" not in str(exc):
+            raise
+        # MongoDB is down: show what the daemon last wrote beside its state.
+        if args.json:
+            print_json({"error": str(exc), "daemon": local})
+        else:
+            say(f"MongoDB: {exc}")
+            _print_daemon(local)
+        return 1
     if args.json:
         print_json(status)
         return 0
@@ -203,6 +241,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 f"{', done' if t['done'] else ''}")
     if status["lease"]:
         say(f"lease held by {status['lease']['owner']} until {status['lease']['expires_at']}")
+    if status["daemon"]:
+        _print_daemon(status["daemon"])
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")
@@ -255,6 +295,109 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
                             c.get("is_best"), (c.get("file") or {}).get("path")]
                            for c in history["checkpoints"]],
                           ["epoch", "val_loss", "is_best", "checkpoint"]))
+    return 0
+
+
+@contextlib.contextmanager
+def _redis(settings: Settings, required: bool = False) -> Iterator[Any]:
+    """A Redis client for events: the configured URL, else None (events are off)."""
+    import redis
+
+    if settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                      socket_connect_timeout=5)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if required:
+        raise ConfigError("--redis-url is not set: name the Redis that syncd run publishes "
+                          "events to (or set SYNCD_REDIS_URL)")
+    log.warning("no --redis-url: events are not published")
+    yield None
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.daemon import Daemon, daemon_options
+    from syncd.events import EventPublisher
+
+    options = daemon_options(settings, args.capture)
+    migrations = _migrations(settings)
+    with _source(settings) as source, _target(settings) as target, \
+            _redis(settings) as client:
+        log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, _where(settings, target),
+                 options["capture"])
+        publisher = EventPublisher(client, settings.source_id, None,
+                                   maxlen=options["events_maxlen"])
+        return Daemon(settings, source, target.db, migrations, options, publisher).run()
+
+
+def _capture_tables(settings: Settings) -> tuple[Any, list[Any]]:
+    from legacy_adapters.sqlite import SQLiteSource
+    from syncd.migration_files import build_model
+
+    source = SQLiteSource(require_sqlite(settings))
+    migrations = _migrations(settings)
+    model = build_model(migrations, len(migrations))
+    infos = [info for info, _ in model.resolve(source.schema())]
+    source.close()
+    return source.path, infos
+
+
+def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
+    from legacy_adapters.sqlite_capture import LOG_TABLE, Capture, capturable, trigger_names
+
+    path, infos = _capture_tables(settings)
+    capture = Capture(path)
+    try:
+        if args.action == "install":
+            done = capture.install(infos)
+            say(f"triggers installed on {len(done)} table(s) of {path}: {', '.join(done)}"
+                if done else f"triggers already installed on every synced table of {path}")
+            say(f"changes are logged in {LOG_TABLE}; `syncd capture uninstall` removes it all")
+        elif args.action == "uninstall":
+            count = capture.uninstall()
+            say(f"removed {count} trigger(s) and the change log from {path}")
+        else:
+            have = capture.triggers()
+            rows = [[i.name, "yes" if all(n in have for n in trigger_names(i).values())
+                     else ("no (too many key columns)" if not capturable(i) else "no")]
+                    for i in infos]
+            data = {"database": str(path), "log": capture.log_exists(),
+                    "install_id": capture.install_id(),
+                    "last_seq": capture.last_seq() if capture.log_exists() else None,
+                    "logged": (sum(n for n, _ in capture.pending(0).values())
+                               if capture.log_exists() else 0),
+                    "tables": {r[0]: r[1] for r in rows}}
+            if args.json:
+                print_json(data)
+            else:
+                say(f"{path}: change log {'present' if data['log'] else 'absent'}"
+                    + (f", last seq {data['last_seq']}, {data['logged']} entries kept"
+                       if data["log"] else ""))
+                say(table(rows, ["table", "triggers"]))
+    finally:
+        capture.close()
+    return 0
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.events import tail
+
+    with _redis(settings, required=True) as client:
+        try:
+            for entry_id, event in tail(client, args.start, count=args.count):
+                if args.json:
+                    print_json({"id": entry_id, **event})
+                else:
+                    ids = event.get("ids", [])
+                    say(f"{event.get('time')} {event.get('collection')} "
+                        f"{event.get('operation')} {len(ids)} doc(s) "
+                        f"{' '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 0
     return 0
 
 
@@ -329,6 +472,33 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("filter", nargs="?", default="{}",
                         help='e.g. \'{"status": "running"}\'')
     search.add_argument("--limit", type=int, default=0)
+
+    p = command("run", cmd_run, "follow the legacy database and keep MongoDB in sync",
+                "Bring MongoDB up to date (backfill if needed), then apply every INSERT, "
+                "UPDATE and DELETE the legacy scripts commit, until SIGTERM/SIGINT. Runs as "
+                "a systemd service (Type=notify) or in the compose stack.", json_flag=False)
+    p.add_argument("--capture", choices=("triggers", "scan"),
+                   help="change capture: triggers (default; exact, installs triggers and a "
+                   "change log in metadata.db) or scan (writes nothing to metadata.db; "
+                   "updates and deletes found by periodic reconcile) ([daemon] capture)")
+
+    p = command("capture", cmd_capture, "install, remove or inspect the change-capture "
+                "triggers", "Manage the triggers and the _syncd_changes log that `triggers` "
+                "mode adds to metadata.db. `uninstall` leaves the database as it was.",
+                json_flag=False, settings=False)
+    cap = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("install", "add the triggers and the change log"),
+                       ("uninstall", "drop the triggers and the change log"),
+                       ("status", "which tables have triggers; log size")):
+        cap.add_parser(name, help=text, description=text,
+                       parents=[settings_parent, json_parent])
+
+    p = command("events", cmd_events, "tail the change events on Redis",
+                "Print the events `syncd run` publishes on the Redis stream syncd:events: "
+                "one per applied batch, collection and operation.")
+    p.add_argument("--from", dest="start", default="$",
+                   help="stream id to start after ('0': the oldest kept; default '$': new)")
+    p.add_argument("--count", type=int, help="stop after this many events")
 
     p = command("sample", cmd_sample, "write an EEG2025-shaped sample metadata.db",
                 "Write a legacy metadata.db in the EEG2025 shape (the quick start's sample is "

@@ -161,8 +161,10 @@ class Migrator:
             for spec in model.index_specs(name):
                 self.db[name].create_index(list(spec.keys), name=spec.name)
 
-    def run(self, plan: Plan, sink: Sink) -> Report:
-        """Apply `plan` under the migration lease."""
+    def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
+        """Apply `plan` under the migration lease (or under `lease`, already held)."""
+        if lease is not None:
+            return self._run(plan, sink, lease)
         lease = Lease(self.store, "migrate")
         lease.acquire()
         try:

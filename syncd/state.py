@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
@@ -119,6 +120,9 @@ class Lease:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._renewed: dt.datetime | None = None
+        # Called at every renew (once per chunk of long work): the daemon uses it to
+        # note that it is alive and to stop long work when asked to.
+        self.on_renew: Callable[[], None] | None = None
 
     def _dead_local_holder(self, held: dict[str, Any]) -> bool:
         """The holder ran on this host and its process is gone (killed, crashed)."""
@@ -157,6 +161,12 @@ class Lease:
 
     def renew(self) -> None:
         """Extend the lease; cheap to call often (writes at most every few seconds)."""
+        if self.on_renew is not None:
+            self.on_renew()
+        self.renew_idle()
+
+    def renew_idle(self) -> None:
+        """Extend the lease without the `on_renew` hook (a heartbeat while idle)."""
         now = utcnow()
         if self._renewed and (now - self._renewed).total_seconds() < self.seconds / 6:
             return

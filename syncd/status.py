@@ -41,6 +41,17 @@ def collect_status(db: Database) -> dict[str, Any]:
     quarantine = [
         {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
         for q in store.quarantine.find().sort("at", -1).limit(5)]
+    daemon = store.state.find_one({"_id": "daemon"})
+    if daemon:
+        daemon.pop("_id", None)
+        age = (utcnow() - daemon["heartbeat_at"]).total_seconds()
+        daemon["heartbeat_age_seconds"] = round(age, 1)
+        if daemon.get("running") and age > 3 * float(daemon.get("heartbeat_seconds", 5)):
+            daemon["running"] = False  # no heartbeat: it died without a goodbye
+            daemon["note"] = "no heartbeat: not running (or cannot reach MongoDB)"
+    capture = store.state.find_one({"_id": "capture"}) or store.state.find_one({"_id": "scan"})
+    if capture:
+        capture.pop("_id", None)
     return {
         "database": db.name,
         "version": meta.get("version"),
@@ -60,6 +71,8 @@ def collect_status(db: Database) -> dict[str, Any]:
             k: last.get(k) for k in ("at", "kind", "from_version", "to_version", "rows",
                                      "written", "deleted", "quarantined", "flagged", "seconds",
                                      "rows_per_second")},
+        "daemon": daemon,
+        "capture": capture,
         "quarantined": store.quarantine_count(),
         "quarantine_samples": quarantine,
     }

@@ -1,0 +1,264 @@
+"""Trigger-based change capture for the legacy metadata.db (`triggers` mode).
+
+syncd adds AFTER INSERT/UPDATE/DELETE triggers to each synced table and one change
+log table, `_syncd_changes`; the legacy scripts are untouched (the technique of
+Marmot and sqlite-history). Every committed change then leaves, inside the
+writer's own transaction, one small row naming the table, the operation and the
+row's rowid and primary key. syncd reads the log in order and prunes what it has
+applied, in small batches.
+
+This is the only code in syncd that writes to the legacy database, and it writes
+only that: the log table, the triggers, and deletes of applied log rows, each in a
+short transaction under the same 5 s busy timeout the legacy scripts use. It
+never changes a PRAGMA. `uninstall` drops everything it added, leaving the
+schema and data exactly as before.
+
+Log layout: `seq INTEGER PRIMARY KEY` (no AUTOINCREMENT, which would create
+sqlite_sequence behind the user's back), so pruning always keeps the last applied
+row: seq never goes back. Row seq=0 holds the install id, so a checkpoint taken
+against an earlier install of the log is recognised as stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from legacy_adapters.base import TableInfo
+from legacy_adapters.sqlite import PRIVATE_PREFIX, quote_ident
+from syncd.errors import SyncdError
+
+LOG_TABLE = "_syncd_changes"
+MAX_KEY_COLUMNS = 8
+TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"
+KEY_COLUMNS = tuple(f"k{i}" for i in range(MAX_KEY_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One logged row change: table, operation ('i', 'u', 'd'), rowid, key values."""
+
+    seq: int
+    table: str
+    op: str
+    rowid: int | None
+    key: tuple[Any, ...]
+    at: float | None  # julian day of the change's commit (SQLite's clock)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def trigger_names(table: TableInfo) -> dict[str, str]:
+    """The trigger names for `table`; they encode its key layout, so a changed key
+    (a table dropped and recreated differently) shows up as missing triggers."""
+    shape = "\x1f".join([table.name, table.rowid or "", *table.primary_key])
+    tag = hashlib.sha1(shape.encode()).hexdigest()[:16]
+    return {op: f"{TRIGGER_PREFIX}{tag}_{op}" for op in ("i", "u", "d")}
+
+
+def capturable(table: TableInfo) -> bool:
+    return table.addressable and len(table.primary_key) <= MAX_KEY_COLUMNS
+
+
+def trigger_sql(table: TableInfo) -> list[str]:
+    """CREATE TRIGGER statements for `table`."""
+    names = trigger_names(table)
+    src, tbl = quote_ident(table.name), _literal(table.name)
+    keys = [quote_ident(c) for c in table.primary_key]
+    cols = ", ".join(["tbl", "op", "rid", *KEY_COLUMNS[:len(keys)]])
+    rid = quote_ident(table.rowid) if table.rowid else None
+
+    def values(row: str, op: str) -> str:
+        parts = [tbl, _literal(op), f"{row}.{rid}" if rid else "NULL"]
+        parts += [f"{row}.{k}" for k in keys]
+        return ", ".join(parts)
+
+    moved = [f"OLD.{k} IS NOT NEW.{k}" for k in keys] + (
+        [f"OLD.{rid} IS NOT NEW.{rid}"] if rid else [])
+    log = quote_ident(LOG_TABLE)
+    return [
+        f"CREATE TRIGGER {quote_ident(names['i'])} AFTER INSERT ON {src} BEGIN "
+        f"INSERT INTO {log} ({cols}) VALUES ({values('NEW', 'i')}); END",
+        f"CREATE TRIGGER {quote_ident(names['u'])} AFTER UPDATE ON {src} BEGIN "
+        f"INSERT INTO {log} ({cols}) VALUES ({values('NEW', 'u')}); "
+        f"INSERT INTO {log} ({cols}) SELECT {values('OLD', 'd')} "
+        f"WHERE {' OR '.join(moved)}; END",
+        f"CREATE TRIGGER {quote_ident(names['d'])} AFTER DELETE ON {src} BEGIN "
+        f"INSERT INTO {log} ({cols}) VALUES ({values('OLD', 'd')}); END",
+    ]
+
+
+class Capture:
+    """Installs, reads, prunes and removes the change log of one metadata.db."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._ro_uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        self._reader: sqlite3.Connection | None = None
+
+    # -- connections -------------------------------------------------------------------
+
+    def _writer(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = sqlite3.connect(self._ro_uri, uri=True, timeout=self.busy_timeout,
+                                           isolation_level=None, check_same_thread=False)
+        return self._reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _write(self, statements: list[str | tuple[str, tuple[Any, ...]]]) -> None:
+        """Run statements in one short IMMEDIATE transaction."""
+        conn = self._writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in statements:
+                    if isinstance(stmt, tuple):
+                        conn.execute(*stmt)
+                    else:
+                        conn.execute(stmt)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise SyncdError(f"--sqlite {self.path}: cannot change the capture schema "
+                             f"({exc})") from None
+        finally:
+            conn.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cur = self.reader.execute(sql, params)
+        try:
+            return cur.fetchall()
+        finally:
+            cur.close()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def log_exists(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                (LOG_TABLE,)))
+
+    def install_id(self) -> str | None:
+        if not self.log_exists():
+            return None
+        rows = self._query(f"SELECT tbl FROM {quote_ident(LOG_TABLE)} WHERE seq = 0")
+        return rows[0][0] if rows else None
+
+    def triggers(self) -> dict[str, str]:
+        """Installed syncd triggers: name -> table."""
+        rows = self._query("SELECT name, tbl_name FROM sqlite_master WHERE type='trigger' "
+                           "AND name LIKE ? ESCAPE '\\'", (TRIGGER_PREFIX.replace("_", "\\_")
+                                                          + "%",))
+        return dict(rows)
+
+    def missing(self, tables: list[TableInfo]) -> list[TableInfo]:
+        """Tables whose triggers are absent or describe an old key layout."""
+        have = self.triggers()
+        return [t for t in tables if capturable(t)
+                and not all(n in have for n in trigger_names(t).values())]
+
+    # -- install / uninstall -------------------------------------------------------------
+
+    def install(self, tables: list[TableInfo]) -> list[str]:
+        """Create the log (if needed) and the triggers of `tables` that are missing.
+
+        Returns the names of the tables whose triggers were (re)created: changes to
+        them before this moment were not logged, so they need a reconcile.
+        """
+        statements: list[str | tuple[str, tuple[Any, ...]]] = []
+        if not self.log_exists():
+            key_cols = ", ".join(KEY_COLUMNS)
+            statements.append(
+                f"CREATE TABLE {quote_ident(LOG_TABLE)} (seq INTEGER PRIMARY KEY, "
+                f"tbl TEXT NOT NULL, op TEXT NOT NULL, rid INTEGER, {key_cols}, "
+                f"at REAL DEFAULT (julianday('now')))")
+            statements.append((f"INSERT INTO {quote_ident(LOG_TABLE)} (seq, tbl, op) "
+                               "VALUES (0, ?, '#')", (uuid.uuid4().hex,)))
+        have = self.triggers()
+        todo = self.missing(tables)
+        for table in todo:
+            wanted = set(trigger_names(table).values())
+            for name, on in have.items():  # stale triggers of an older key layout
+                if on == table.name and name not in wanted:
+                    statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
+            for name in wanted:
+                statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
+            statements.extend(trigger_sql(table))
+        if statements:
+            self._write(statements)
+        return [t.name for t in todo]
+
+    def uninstall(self) -> int:
+        """Drop every syncd trigger and the log table; returns how many triggers."""
+        names = list(self.triggers())
+        statements: list[str | tuple[str, tuple[Any, ...]]] = [
+            f"DROP TRIGGER IF EXISTS {quote_ident(n)}" for n in names]
+        if self.log_exists():
+            statements.append(f"DROP TABLE {quote_ident(LOG_TABLE)}")
+        if statements:
+            self._write(statements)
+        return len(names)
+
+    # -- reading and pruning -------------------------------------------------------------
+
+    def read(self, after: int, limit: int) -> list[Change]:
+        """Logged changes with seq > `after`, oldest first."""
+        cols = ", ".join(KEY_COLUMNS)
+        rows = self._query(f"SELECT seq, tbl, op, rid, {cols}, at FROM "
+                           f"{quote_ident(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT ?",
+                           (max(after, 0), limit))
+        return [Change(r[0], r[1], r[2], r[3], tuple(r[4:4 + MAX_KEY_COLUMNS]), r[-1])
+                for r in rows]
+
+    def last_seq(self) -> int:
+        rows = self._query(f"SELECT max(seq) FROM {quote_ident(LOG_TABLE)}")
+        return int(rows[0][0] or 0)
+
+    def pending(self, after: int) -> dict[str, tuple[int, float | None]]:
+        """Per table: (changes not yet applied, julian day of the oldest)."""
+        rows = self._query(f"SELECT tbl, count(*), min(at) FROM {quote_ident(LOG_TABLE)} "
+                           "WHERE seq > ? GROUP BY tbl", (max(after, 0),))
+        return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+    def prune(self, upto: int, batch: int = 500, budget_seconds: float = 0.5) -> int:
+        """Delete applied changes (seq < upto), a small transaction per batch.
+
+        The row seq=upto stays, so seq never goes back; a busy database is left
+        for the next round rather than waited on.
+        """
+        deleted = 0
+        deadline = time.monotonic() + budget_seconds
+        log = quote_ident(LOG_TABLE)
+        while time.monotonic() < deadline:
+            rows = self._query(f"SELECT min(seq) FROM {log} WHERE seq > 0")
+            low = rows[0][0]
+            if low is None or low >= upto:
+                break
+            high = min(upto, low + batch)
+            conn = sqlite3.connect(self.path, timeout=0.05, isolation_level=None)
+            try:
+                deleted += conn.execute(f"DELETE FROM {log} WHERE seq >= ? AND seq < ?",
+                                        (low, high)).rowcount
+            except sqlite3.OperationalError:
+                break  # a legacy writer is busy: never make it wait; try next round
+            finally:
+                conn.close()
+        return deleted

@@ -1,0 +1,599 @@
+"""`syncd run`: keep MongoDB in sync with metadata.db while the legacy scripts write it.
+
+Start-up brings the target to the latest migration (a backfill, a resumed one, or
+a reconcile), then the loop follows every committed change:
+
+- `triggers` mode (default): triggers log each changed row's key inside the
+  writer's transaction (legacy_adapters/sqlite_capture.py); the loop reads the log
+  in order, applies the rows' current state, checkpoints the log position in
+  MongoDB after the write, and prunes applied entries in the background.
+- `scan` mode (writes nothing to metadata.db): new rows by a per-table high-water
+  mark; updates and deletes by a periodic chunked reconcile.
+
+The loop wakes on file events (watchdog) or every `poll_seconds`. Schema drift is
+handled on the fly: new tables start syncing, changed tables are reconciled,
+dropped tables are reported. Periodic work (heartbeat, pruning, reconcile) runs on
+APScheduler. Failures of MongoDB or SQLite are retried with capped, jittered
+backoff; nothing is checkpointed past what was written. SIGTERM/SIGINT finish the
+current batch and exit 0; SIGKILL at any moment loses and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from pymongo.database import Database
+
+from legacy_adapters.base import TableInfo
+from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.sqlite_capture import Capture, capturable
+from syncd.apply import Applier, group_keys
+from syncd.backfill import Engine, encode_position
+from syncd.config import Settings, section
+from syncd.errors import ConfigError, MigrationError, SyncdError
+from syncd.events import EventPublisher
+from syncd.faults import crashpoint
+from syncd.migration_files import Migration
+from syncd.migrator import Migrator
+from syncd.model import Model, TableMap
+from syncd.progress import Progress
+from syncd.retry import Backoff, mongo_unavailable
+from syncd.sdnotify import notify, watchdog_seconds
+from syncd.sinks.eventing import EventingSink
+from syncd.sinks.mongo import MongoSink
+from syncd.state import Lease, StateStore, utcnow
+from syncd.wake import Waker
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "capture": "triggers",
+    "poll_seconds": 0.5,
+    "batch": 2000,
+    "reconcile_seconds": 0.0,  # 0: the mode's default (scan 300 s, triggers 3600 s)
+    "prune_seconds": 5.0,
+    "heartbeat_seconds": 5.0,
+    "backoff_max_seconds": 30.0,
+    "events_maxlen": 100_000,
+    "watch": True,
+}
+MODES = ("triggers", "scan")
+JULIAN_UNIX_EPOCH = 2440587.5
+
+
+class Stopping(SyncdError):
+    """Raised inside long work when a stop was requested (the checkpoint is safe)."""
+
+    exit_code = 0
+
+
+def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, Any]:
+    """The `[daemon]` settings, checked; `capture` (the --capture flag) wins."""
+    options = section(settings, "daemon", DEFAULTS)
+    if capture:
+        options["capture"] = capture
+    if options["capture"] not in MODES:
+        raise ConfigError(f"[daemon] capture = {options['capture']!r}: use one of "
+                          f"{', '.join(MODES)}")
+    for key in ("poll_seconds", "prune_seconds", "heartbeat_seconds", "backoff_max_seconds"):
+        if options[key] <= 0:
+            raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
+    if options["batch"] <= 0:
+        raise ConfigError(f"[daemon] batch = {options['batch']}: must be positive")
+    if not options["reconcile_seconds"]:
+        options["reconcile_seconds"] = 300.0 if options["capture"] == "scan" else 3600.0
+    return options
+
+
+@dataclass
+class TableStats:
+    """What the daemon did to one table (shown by `syncd status`)."""
+
+    table: str
+    collection: str
+    applied: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    last_applied_at: dt.datetime | None = None
+    last_error: str | None = None
+    reconciled_at: dt.datetime | None = None
+
+
+@dataclass
+class Outage:
+    what: str
+    since: dt.datetime
+    error: str
+    retries: int = 0
+
+
+@dataclass
+class DaemonState:
+    """Shared between the loop and the scheduler's threads (under `lock`)."""
+
+    started_at: dt.datetime = field(default_factory=utcnow)
+    ready: bool = False
+    outage: Outage | None = None
+    tables: dict[str, TableStats] = field(default_factory=dict)
+    dropped: dict[str, dt.datetime] = field(default_factory=dict)
+    alive: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Daemon:
+    """One `syncd run`: the start-up sync, then the follow loop until stopped."""
+
+    def __init__(self, settings: Settings, source: SQLiteSource, db: Database,
+                 migrations: list[Migration], options: dict[str, Any],
+                 publisher: EventPublisher, progress: Progress | None = None) -> None:
+        self.settings, self.source, self.db = settings, source, db
+        self.migrations, self.options, self.publisher = migrations, options, publisher
+        self.mode: str = options["capture"]
+        self.progress = progress or Progress(enabled=True)
+        self.store = StateStore(db)
+        self.state = DaemonState()
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.fatal: BaseException | None = None
+        self.lease = Lease(self.store, "run")
+        self.lease.on_renew = self._on_renew
+        self.tables_by_collection: dict[str, str] = {}
+        self.sink = EventingSink(MongoSink(db), publisher, self.tables_by_collection)
+        self.pairs: dict[str, tuple[TableInfo, TableMap]] = {}
+        self.model: Model | None = None
+        self.applier: Applier | None = None
+        triggers = self.mode == "triggers"
+        self.capture = Capture(settings.sqlite) if triggers else None
+        # Scheduler threads get connections of their own (sqlite3 connections are not
+        # for concurrent use).
+        self._pruner = Capture(settings.sqlite) if triggers else None
+        self._status_capture = Capture(settings.sqlite) if triggers else None
+        self.seq = 0
+        self.install_id: str | None = None
+        self.hwm: dict[str, Any] = {}
+        self.schema_version: int | None = None
+        self.data_version: int | None = None
+        self.last_reconcile = time.monotonic()
+        self.reconcile_requested = False
+        self.status_file = Path(settings.state_dir) / "daemon.json"
+        self.scheduler: BackgroundScheduler | None = None
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    def _on_renew(self) -> None:
+        self.state.alive = time.monotonic()
+        if self.stop_event.is_set():
+            raise Stopping("stopped during long work; the next start resumes from the "
+                           "checkpoint")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Sync, follow until stopped; returns the exit code."""
+        self._install_signals()
+        self.lease.acquire()
+        waker = None
+        try:
+            notify("STATUS=starting: bringing MongoDB up to date")
+            self._start_sync()
+            if self.options["watch"]:
+                files = [Path(self.settings.sqlite)]
+                waker = Waker(files, self.wake)
+                waker.start()
+            self._start_scheduler()
+            with self.state.lock:
+                self.state.ready = True
+            self._heartbeat()
+            notify("READY=1\nSTATUS=following " + str(self.settings.sqlite))
+            log.info("following %s in %s mode (Ctrl-C or SIGTERM to stop)",
+                     self.settings.sqlite, self.mode)
+            self._loop()
+        except Stopping as exc:
+            log.info("%s", exc)
+        finally:
+            notify("STOPPING=1")
+            if waker is not None:
+                waker.stop()
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=True)
+            with contextlib.suppress(Exception):
+                self._heartbeat(final=True)
+            with contextlib.suppress(Exception):
+                self.lease.release()
+            for closable in (self.capture, self._pruner, self._status_capture):
+                if closable is not None:
+                    closable.close()
+        if self.fatal is not None:
+            raise self.fatal
+        log.info("stopped cleanly")
+        return 0
+
+    def _loop(self) -> None:
+        backoff = Backoff(cap=self.options["backoff_max_seconds"])
+        while not self.stop_event.is_set():
+            self.wake.wait(self.options["poll_seconds"])
+            self.wake.clear()
+            if self.stop_event.is_set():
+                break
+            self.state.alive = time.monotonic()
+            try:
+                self._step()
+            except Stopping:
+                raise
+            except MigrationError as exc:  # e.g. the lease was lost: never write twice
+                self.fatal = exc
+                break
+            except Exception as exc:
+                what = self._transient(exc)
+                if what is None:
+                    raise
+                delay = backoff.next()
+                self._note_outage(what, exc, delay)
+                self.stop_event.wait(delay)
+                self.wake.set()  # retry at once after the delay
+                continue
+            if self.state.outage is not None:
+                with self.state.lock:
+                    outage, self.state.outage = self.state.outage, None
+                log.info("%s is back after %.0f s; caught up", outage.what,
+                         (utcnow() - outage.since).total_seconds())
+            backoff.reset()
+
+    def _transient(self, exc: BaseException) -> str | None:
+        """Which store a retryable failure came from, or None if it is not retryable."""
+        if mongo_unavailable(exc):
+            return "MongoDB"
+        if isinstance(exc, (sqlite3.Error, SyncdError)):
+            self.schema_version = None  # re-read the schema: drift is a common cause
+            return "the legacy database"
+        return None
+
+    def _note_outage(self, what: str, exc: BaseException, delay: float) -> None:
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        with self.state.lock:
+            outage = self.state.outage
+            if outage is None or outage.what != what:
+                self.state.outage = Outage(what, utcnow(), message)
+                log.warning("%s unavailable (%s); retrying with backoff", what, message)
+            else:
+                outage.retries += 1
+                outage.error = message
+                log.debug("%s still unavailable (%s); next try in %.1f s", what, message,
+                          delay)
+        notify(f"STATUS=waiting for {what}: {message}")
+
+    # -- start-up sync ---------------------------------------------------------------------
+
+    def _start_sync(self) -> None:
+        migrator = Migrator(self.settings, self.source, self.db, self.migrations,
+                            self.progress)
+        plan = migrator.plan(None)
+        for note in plan.notes:
+            log.info("%s", note)
+        self.model = plan.model
+        self.applier = Applier(self.source, self.sink, self.store, plan.params)
+        self.publisher.version = plan.target
+        self._set_pairs(plan.pairs)
+        self.schema_version = self.source.schema_version()
+        infos = [info for info, _ in plan.pairs]
+        if self.capture is not None:
+            wide = [i.name for i in infos if not capturable(i)]
+            if wide:
+                log.warning("tables with more than 8 key columns are followed by the "
+                            "periodic reconcile only: %s", ", ".join(wide))
+            newly = self.capture.install(infos)
+            if newly:
+                log.info("capture triggers installed on %s", ", ".join(newly))
+            self.install_id = self.capture.install_id()
+            checkpoint = self.store.state.find_one({"_id": "capture"}) or {}
+            start = self.capture.last_seq()
+            if plan.kind in ("rebuild", "resume"):
+                self._migrate(migrator, plan)
+                self.seq = start
+            elif checkpoint.get("install_id") != self.install_id:
+                log.info("no checkpoint for this change log yet: reconciling every table")
+                self._reconcile(list(self.pairs))
+                self.seq = start
+            else:
+                self.seq = int(checkpoint["seq"])
+                redo = [t for t in newly if t in self.pairs]
+                if redo:
+                    log.info("triggers were missing on %s: reconciling them", ", ".join(redo))
+                    self._reconcile(redo)
+            self._save_capture_checkpoint()
+            self._drain()
+        else:
+            marks = {name: self.source.high_water(info) for name, (info, _) in
+                     self.pairs.items()}
+            if plan.kind in ("rebuild", "resume"):
+                self._migrate(migrator, plan)
+            else:
+                self._reconcile(list(self.pairs))
+            self.hwm = marks
+            self._save_scan_checkpoint()
+            self.data_version = self.source.data_version()
+        self.schema_version = self.source.schema_version()
+
+    def _migrate(self, migrator: Migrator, plan: Any) -> None:
+        log.info("migrating to version %d (%s) before following changes", plan.target,
+                 plan.kind)
+        report = migrator.run(plan, self.sink, self.lease)
+        log.info("migration done: %d rows, %d documents written in %.1f s",
+                 report.total("rows"), report.total("written"), report.seconds)
+        self.publisher.announce("*", None, "migrated", [f"version {plan.target}"])
+
+    def _set_pairs(self, pairs: list[tuple[TableInfo, TableMap]]) -> None:
+        self.pairs = {info.name: (info, mapping) for info, mapping in pairs}
+        self.tables_by_collection.clear()
+        self.tables_by_collection.update({m.collection: i.name for i, m in pairs})
+        with self.state.lock:
+            for info, mapping in pairs:
+                self.state.tables.setdefault(info.name, TableStats(info.name, mapping.collection))
+
+    # -- one step of the loop ----------------------------------------------------------------
+
+    def _step(self) -> None:
+        self._check_schema()
+        if self.capture is not None:
+            self._drain()
+        else:
+            self._poll_new_rows()
+        due = time.monotonic() - self.last_reconcile >= self.options["reconcile_seconds"]
+        if due or self.reconcile_requested:
+            self.reconcile_requested = False
+            self._reconcile(list(self.pairs))
+
+    def _check_schema(self) -> None:
+        version = self.source.schema_version()
+        if version == self.schema_version:
+            return
+        assert self.model is not None
+        schema = self.source.schema()
+        pairs = self.model.resolve(schema)
+        new = {i.name: (i, m) for i, m in pairs}
+        added = [t for t in new if t not in self.pairs]
+        dropped = [t for t in self.pairs if t not in new]
+        changed = [t for t in new if t in self.pairs and new[t] != self.pairs[t]]
+        for table in dropped:
+            log.warning("legacy table %s was dropped; its collection %s keeps its documents "
+                        "(syncd migrate reconciles it)", table, self.pairs[table][1].collection)
+            with self.state.lock:
+                self.state.dropped[table] = utcnow()
+        redo: list[str] = []
+        if self.capture is not None:
+            redo = self.capture.install([i for i, _ in pairs])
+        self._set_pairs(pairs)
+        with self.state.lock:
+            for table in added:
+                self.state.dropped.pop(table, None)
+        todo = sorted(set(added) | set(changed) | {t for t in redo if t in new})
+        if added:
+            log.info("new legacy table(s) %s: syncing", ", ".join(added))
+        if changed:
+            log.info("legacy table(s) %s changed shape: reconciling", ", ".join(changed))
+        if todo:
+            self._reconcile(todo)
+        if self.capture is None:
+            for table in added:
+                self.hwm.setdefault(table, None)
+        self.schema_version = self.source.schema_version()
+
+    def _drain(self) -> None:
+        """Apply logged changes in order until the log is empty (triggers mode)."""
+        assert self.capture is not None and self.applier is not None
+        tables = {name: info for name, (info, _) in self.pairs.items()}
+        while not self.stop_event.is_set():
+            changes = self.capture.read(self.seq, self.options["batch"])
+            if not changes:
+                return
+            grouped = group_keys(((c.table, c.rowid, c.key) for c in changes), tables)
+            for table, keys in grouped.items():
+                info, mapping = self.pairs[table]
+                self._apply(table, lambda info=info, mapping=mapping, keys=keys:
+                            self.applier.apply(info, mapping, keys))  # type: ignore[union-attr]
+            crashpoint("daemon.after_apply")
+            self.seq = changes[-1].seq
+            self._save_capture_checkpoint()
+
+    def _poll_new_rows(self) -> None:
+        """Apply rows added past each table's high-water mark (scan mode)."""
+        assert self.applier is not None
+        version = self.source.data_version()
+        if version == self.data_version and not self.wake.is_set():
+            return
+        self.data_version = version
+        moved = False
+        for table, (info, mapping) in list(self.pairs.items()):
+            while not self.stop_event.is_set():
+                chunk = self.source.scan(info, self.hwm.get(table), self.options["batch"])
+                if not chunk.rows:
+                    break
+                self._apply(table, lambda info=info, mapping=mapping, chunk=chunk:
+                            self.applier.write(info, mapping, chunk))  # type: ignore[union-attr]
+                self.hwm[table] = chunk.last
+                moved = True
+        if moved:
+            self._save_scan_checkpoint()
+
+    def _apply(self, table: str, action: Callable[[], Any]) -> None:
+        try:
+            result = action()
+        except Exception as exc:
+            with self.state.lock:
+                self.state.tables[table].last_error = str(exc).splitlines()[0][:300]
+            raise
+        with self.state.lock:
+            stats = self.state.tables[table]
+            stats.applied += len(result.upserted)
+            stats.deleted += len(result.deleted)
+            stats.quarantined += result.quarantined
+            stats.last_applied_at = utcnow()
+            stats.last_error = None
+
+    def _reconcile(self, tables: list[str]) -> None:
+        assert self.model is not None and self.applier is not None
+        engine = Engine(self.source, self.db, self.sink, self.store, self.applier.params,
+                        self.settings.chunk_size, self.progress, self.lease)
+        for table in tables:
+            if table not in self.pairs:
+                continue
+            info, mapping = self.pairs[table]
+            report = engine.reconcile_table(info, mapping, self.model)
+            with self.state.lock:
+                stats = self.state.tables[table]
+                stats.reconciled_at = utcnow()
+                stats.applied += report.written
+                stats.deleted += report.deleted
+                stats.quarantined += report.quarantined
+            if report.written or report.deleted:
+                log.info("reconciled %s: %d written, %d deleted, %d unchanged", table,
+                         report.written, report.deleted, report.unchanged)
+        if set(tables) >= set(self.pairs):
+            self.last_reconcile = time.monotonic()
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _save_capture_checkpoint(self) -> None:
+        self.store.state.replace_one(
+            {"_id": "capture"},
+            {"mode": "triggers", "install_id": self.install_id, "seq": self.seq,
+             "updated_at": utcnow()}, upsert=True)
+
+    def _save_scan_checkpoint(self) -> None:
+        self.store.state.replace_one(
+            {"_id": "scan"},
+            {"mode": "scan", "hwm": [[t, encode_position(p)] for t, p in self.hwm.items()],
+             "updated_at": utcnow()}, upsert=True)
+
+    # -- periodic work (scheduler threads) -------------------------------------------------
+
+    def _start_scheduler(self) -> None:
+        scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+        opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+        scheduler.add_job(self._heartbeat, "interval",
+                          seconds=self.options["heartbeat_seconds"], id="heartbeat", **opts)
+        if self._pruner is not None:
+            scheduler.add_job(self._prune, "interval", seconds=self.options["prune_seconds"],
+                              id="prune", **opts)
+        scheduler.add_job(self._request_reconcile, "interval",
+                          seconds=self.options["reconcile_seconds"], id="reconcile", **opts)
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def _request_reconcile(self) -> None:
+        self.reconcile_requested = True
+        self.wake.set()
+
+    def _prune(self) -> None:
+        assert self._pruner is not None
+        try:
+            removed = self._pruner.prune(self.seq)
+            if removed:
+                log.debug("pruned %d applied changes from the log", removed)
+        except Exception as exc:  # pruning is housekeeping: never fatal
+            log.warning("could not prune the change log: %s", exc)
+
+    def _table_status(self) -> list[dict[str, Any]]:
+        pending: dict[str, tuple[int, float | None]] = {}
+        if self._status_capture is not None:
+            with contextlib.suppress(Exception):
+                pending = self._status_capture.pending(self.seq)
+        now_julian = time.time() / 86400 + JULIAN_UNIX_EPOCH
+        rows = []
+        with self.state.lock:
+            stats = {k: asdict(v) for k, v in self.state.tables.items()}
+            dropped = dict(self.state.dropped)
+        for table, entry in sorted(stats.items()):
+            count, oldest = pending.get(table, (0, None))
+            entry.update({
+                "mode": self.mode,
+                "checkpoint": ({"seq": self.seq} if self.capture is not None
+                               else {"hwm": encode_position(self.hwm.get(table))}),
+                "lag_rows": count,
+                "lag_seconds": round(max(0.0, (now_julian - oldest) * 86400), 3)
+                if oldest else 0.0,
+                "dropped_at": dropped.get(table),
+            })
+            rows.append(entry)
+        for table, at in dropped.items():
+            if table not in stats:
+                rows.append({"table": table, "mode": self.mode, "dropped_at": at})
+        return rows
+
+    def status_document(self, final: bool = False) -> dict[str, Any]:
+        with self.state.lock:
+            outage = asdict(self.state.outage) if self.state.outage else None
+            ready = self.state.ready
+            started = self.state.started_at
+        now = utcnow()
+        return {
+            "pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
+            "sqlite": str(self.settings.sqlite), "database": self.db.name,
+            "started_at": started, "uptime_seconds": round((now - started).total_seconds()),
+            "heartbeat_at": now, "heartbeat_seconds": self.options["heartbeat_seconds"],
+            "running": not final, "ready": ready, "outage": outage,
+            "seq": self.seq if self.capture is not None else None,
+            "tables": self._table_status(), "events": self.publisher.status(),
+        }
+
+    def _heartbeat(self, final: bool = False) -> None:
+        doc = self.status_document(final)
+        write_local_status(self.status_file, doc)
+        try:
+            self.store.state.replace_one({"_id": "daemon"}, doc, upsert=True)
+            if not final:
+                self.lease.renew_idle()
+        except MigrationError as exc:
+            self.fatal = exc
+            self.request_stop()
+            return
+        except Exception as exc:  # the loop reports MongoDB outages; stay quiet here
+            log.debug("heartbeat could not reach MongoDB: %s", exc)
+        self.publisher.flush()
+        if final:
+            return
+        limit = watchdog_seconds()
+        stale = limit is not None and time.monotonic() - self.state.alive > limit / 2
+        lag = max((t.get("lag_seconds") or 0.0 for t in doc["tables"]), default=0.0)
+        rows = sum(t.get("lag_rows") or 0 for t in doc["tables"])
+        status = (f"STATUS=waiting for {doc['outage']['what']}" if doc["outage"]
+                  else f"STATUS=in sync; lag {lag:.1f} s, {rows} rows")
+        notify(status if stale else "WATCHDOG=1\n" + status)
+
+
+def write_local_status(path: Path, doc: dict[str, Any]) -> None:
+    """The daemon's status beside its state, readable when MongoDB is not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, default=str, indent=2))
+    os.replace(tmp, path)
+
+
+def read_local_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
