@@ -91,10 +91,13 @@ class EmbeddedServer:
     install_hint = ""
 
     def __init__(self, state_dir: Path, subdir: str) -> None:
-        self.home = Path(state_dir) / subdir
+        # Absolute: the server runs with its home as working directory, so a relative
+        # path handed to it would land inside itself (<state>/mongo/<state>/mongo/data).
+        state = Path(state_dir).absolute()
+        self.home = state / subdir
         self.data = self.home / "data"
         self.info_file = self.home / "server.json"
-        self.log_file = Path(state_dir) / "logs" / f"{subdir}.log"
+        self.log_file = state / "logs" / f"{subdir}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
 
