@@ -220,6 +220,18 @@ def _fixed_bytes(doc: dict[str, Any]) -> int:
     return META_BYTES + KEY_OVERHEAD + int(doc["n_windows"]) * label_item
 
 
+@dataclass
+class _Plan:
+    """One file's share of the budget: windows 0..target-1 and (if labels) its labels."""
+
+    doc: dict[str, Any]
+    extractors: dict[str, Any]
+    shapes: dict[str, tuple[list[int], str]]
+    target: int
+    cost: int
+    labels: bool
+
+
 class Hdf5Follower:
     """Indexes and warms the HDF5 caches; one `scan_once` per file event or timer tick.
 
@@ -509,6 +521,7 @@ class Hdf5Follower:
         return {ex.key: ex for ex in extractors_for(self.config.features, doc.get("attrs") or {})}
 
     def _plan_and_warm(self, report: ScanReport, full_verify: bool) -> None:
+        """Share the budget: every file's labels first, then windows in warm order."""
         docs = [d for d in self.coll.find({"source_id": self.source_id,
                                            "state": {"$in": ["indexed", "warming", "warm"]}})]
         docs.sort(key=self._warm_key)
@@ -518,18 +531,20 @@ class Hdf5Follower:
             extractors = self._feature_plan(doc)
             shapes = {k: (ex.output_shape(doc["window_shape"]), "<f4")
                       for k, ex in extractors.items()}
-            per_window = _per_window_bytes(doc, shapes)
             fixed = _fixed_bytes(doc)
-            n = int(doc["n_windows"])
-            if int(doc["window_bytes"]) > self.config.max_value_bytes or remaining < fixed:
-                target = 0
-            else:
-                target = min(n, (remaining - fixed) // per_window)
-                remaining -= fixed + target * per_window
-            plans.append((doc, extractors, shapes, target, fixed + target * per_window))
-        for doc, extractors, shapes, target, cost in plans:
-            self._sync_file(doc, extractors, shapes, target, cost, full_verify, report)
-            report.windows_total += int(doc["n_windows"])
+            labels = remaining >= fixed
+            if labels:
+                remaining -= fixed
+            plans.append(_Plan(doc, extractors, shapes, 0, fixed if labels else 0, labels))
+        for plan in plans:
+            per_window = _per_window_bytes(plan.doc, plan.shapes)
+            if plan.labels and int(plan.doc["window_bytes"]) <= self.config.max_value_bytes:
+                plan.target = min(int(plan.doc["n_windows"]), remaining // per_window)
+                remaining -= plan.target * per_window
+                plan.cost += plan.target * per_window
+        for plan in plans:
+            self._sync_file(plan, full_verify, report)
+            report.windows_total += int(plan.doc["n_windows"])
         report.used_bytes = self.config.max_bytes - remaining
 
     def _present(self, keys: list[str]) -> int:
@@ -550,9 +565,8 @@ class Hdf5Follower:
             return count
         return count
 
-    def _sync_file(self, doc: dict[str, Any], extractors: dict[str, Any],
-                   shapes: dict[str, tuple[list[int], str]], target: int, cost: int,
-                   full_verify: bool, report: ScanReport) -> None:
+    def _sync_file(self, plan: _Plan, full_verify: bool, report: ScanReport) -> None:
+        doc, extractors, shapes, target = plan.doc, plan.extractors, plan.shapes, plan.target
         fid, gen = doc["fid"], int(doc["generation"])
         cached = int(doc.get("cached_windows") or 0)
         done = {k: int(v.get("windows") or 0) for k, v in (doc.get("features") or {}).items()}
@@ -563,6 +577,8 @@ class Hdf5Follower:
                 done[fkey] = self._present(self.keys.features(fid, gen, fkey, range(done[fkey])))
             if not self.redis.exists(self.keys.labels(fid, gen)):
                 cached, done = 0, dict.fromkeys(done, 0)
+        if not plan.labels:
+            self.redis.unlink(self.keys.labels(fid, gen))
         # Extractors no longer configured: drop their keys, nothing else.
         for fkey in [k for k in done if k not in extractors]:
             self._delete_range(fid, gen, 0, done[fkey], [fkey])
@@ -576,14 +592,15 @@ class Hdf5Follower:
         if cached >= target and not need_features and doc.get("state") == "warm" and \
                 meta is not None and meta.gen == gen:
             report.windows_cached += cached
-            if cached != int(doc.get("cached_windows") or 0) or doc.get("cache_bytes") != cost:
-                self._finish(doc, extractors, shapes, cached, done, cost)
+            if cached != int(doc.get("cached_windows") or 0) or \
+                    doc.get("cache_bytes") != plan.cost:
+                self._finish(doc, extractors, shapes, cached, done, plan.cost)
             return
-        self._warm_file(doc, extractors, shapes, cached, done, target, cost, report)
+        self._warm_file(plan, cached, done, report)
 
-    def _warm_file(self, doc: dict[str, Any], extractors: dict[str, Any],
-                   shapes: dict[str, tuple[list[int], str]], cached: int, done: dict[str, int],
-                   target: int, cost: int, report: ScanReport) -> None:
+    def _warm_file(self, plan: _Plan, cached: int, done: dict[str, int],
+                   report: ScanReport) -> None:
+        doc, extractors, shapes, target = plan.doc, plan.extractors, plan.shapes, plan.target
         fid, gen, path = doc["fid"], int(doc["generation"]), Path(doc["path"])
         try:
             if FileSig.of(path) != _sig(doc):
@@ -606,8 +623,9 @@ class Hdf5Follower:
                             self.config.slab_bytes) as reader:
                 if reader.n_windows != meta.n_windows:
                     raise FileBusy("the number of windows changed")
-                labels = reader.labels()
-                self.redis.set(self.keys.labels(fid, gen), labels.data.cast("B"))
+                if plan.labels:
+                    labels = reader.labels()
+                    self.redis.set(self.keys.labels(fid, gen), labels.data.cast("B"))
                 if target > start:
                     for first, windows in reader.slabs(start, target):
                         written += self._write_slab(fid, gen, first, windows, cached, done,
@@ -643,7 +661,7 @@ class Hdf5Follower:
         report.windows_cached += cached
         if written:
             report.warmed.append(str(path))
-        self._finish(doc, extractors, shapes, cached, done, cost)
+        self._finish(doc, extractors, shapes, cached, done, plan.cost)
         self.cache.publish({"type": "hdf5.warmed", "path": str(path), "generation": gen,
                             "cached": cached, "windows": int(doc["n_windows"])})
 
