@@ -30,7 +30,8 @@ log = logging.getLogger("syncd")
 EPILOG = """\
 Settings come from a TOML file (--config / SYNCD_CONFIG), then SYNCD_* environment
 variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
-(SecantusDB) under --state-dir and stops it on exit; the data stays there.
+(SecantusDB) under --state-dir and stops it on exit; the data stays there. With
+no --redis-url, commands that need Redis start an embedded redis-server likewise.
 Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
 """
 
@@ -169,11 +170,13 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd import hdf5_cli
     from syncd.status import collect_status
 
     with _target(settings) as target:
         status = collect_status(target.db)
         status["target"] = _where(settings, target)
+        status["hdf5"] = hdf5_cli.status_section(target.db, settings)
     if args.json:
         print_json(status)
         return 0
@@ -206,6 +209,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")
+    if status["hdf5"]:
+        hdf5_cli.print_status_section(status["hdf5"])
     return 0
 
 
@@ -306,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", cmd_status, "show version, counts, last run and checkpoints",
             "Read the target's state: migration version and changelog, collection counts, the "
             "last run, unfinished checkpoints and quarantined rows.")
+
+    from syncd import hdf5_cli
+
+    hdf5_cli.add_commands(command, settings_parent, json_parent)  # warm, cache
 
     p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
                 "Read the experiment model (migration 0002) as the legacy tracker did.",

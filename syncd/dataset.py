@@ -98,6 +98,8 @@ class CachedWindowDataset(Dataset):
             for `state_dir` (default SYNCD_STATE_DIR or ./.syncd); None found: files only.
         prefix: the cache's key prefix (`[cache] prefix`).
         label_dtype: the labels' tensor dtype (float32, as the legacy Dataset).
+        recheck_seconds: how long a file found uncached is served from the file before
+            the cache is asked again (it may have been warmed meanwhile).
     """
 
     def __init__(self, files: Sequence[str | Path] | None = None, *,
@@ -105,7 +107,8 @@ class CachedWindowDataset(Dataset):
                  redis_url: str | None = None, state_dir: str | Path | None = None,
                  prefix: str = DEFAULT_PREFIX,
                  layouts: Sequence[tuple[str, str]] = DEFAULT_LAYOUTS,
-                 label_dtype: torch.dtype = torch.float32) -> None:
+                 label_dtype: torch.dtype = torch.float32,
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
         if (files is None) == (query is None):
             raise ValueError("pass either files or query (with db)")
         if query is not None:
@@ -122,6 +125,7 @@ class CachedWindowDataset(Dataset):
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.label_dtype = label_dtype
+        self.recheck_seconds = recheck_seconds
         self._local: _Local | None = None
         if self.redis_url is None:
             log.warning("no Redis cache found (no redis_url, SYNCD_REDIS_URL or running "
@@ -264,7 +268,7 @@ class CachedWindowDataset(Dataset):
                 fs.meta = meta
                 return meta
         # Not cached for this version (yet): serve the file, look again in a second.
-        fs.miss, fs.recheck_at = now, time.monotonic() + RECHECK_SECONDS
+        fs.miss, fs.recheck_at = now, time.monotonic() + self.recheck_seconds
         return None
 
     def _labels(self, st: _Local, j: int, meta: FileMeta | None) -> np.ndarray:

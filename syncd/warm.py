@@ -441,14 +441,16 @@ class Hdf5Follower:
                                  {"$pull": {"stale_generations": {"generation": gen}}})
 
     def _delete_range(self, fid: str, gen: int, start: int, stop: int,
-                      fkeys: Iterable[str]) -> None:
+                      fkeys: Iterable[str], windows: bool = True) -> None:
+        """Unlink windows start..stop-1 (unless `windows` is false) and their `fkeys` features."""
         fkeys = list(fkeys)
         for a in range(start, stop, 2000):
             b = min(stop, a + 2000)
-            keys = self.keys.windows(fid, gen, range(a, b))
+            keys = self.keys.windows(fid, gen, range(a, b)) if windows else []
             for fkey in fkeys:
                 keys += self.keys.features(fid, gen, fkey, range(a, b))
-            self.redis.unlink(*keys)
+            if keys:
+                self.redis.unlink(*keys)
 
     def _quarantine(self, path: Path, sig: FileSig, error: str, doc: dict[str, Any] | None,
                     report: ScanReport) -> None:
@@ -581,7 +583,7 @@ class Hdf5Follower:
             self.redis.unlink(self.keys.labels(fid, gen))
         # Extractors no longer configured: drop their keys, nothing else.
         for fkey in [k for k in done if k not in extractors]:
-            self._delete_range(fid, gen, 0, done[fkey], [fkey])
+            self._delete_range(fid, gen, 0, done[fkey], [fkey], windows=False)
             done.pop(fkey)
         if cached > target:
             self._delete_range(fid, gen, target, cached, list(done))
