@@ -86,6 +86,32 @@ class _Local:
     misses: int = 0
 
 
+class _Batch:
+    """Items of one batch gathered into one array when they share a shape (one copy each)."""
+
+    def __init__(self, size: int) -> None:
+        self.items: list[np.ndarray | None] = [None] * size
+        self.filled = 0
+
+    def has(self, p: int) -> bool:
+        return self.items[p] is not None
+
+    def put(self, p: int, value: Any) -> None:
+        self.items[p] = np.asarray(value)
+        self.filled += 1
+
+    def tensors(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        items = self.items
+        shapes = {a.shape for a in items if a is not None}
+        if len(shapes) == 1 and all(a is not None for a in items):
+            out = torch.empty((len(items), *shapes.pop()), dtype=dtype)
+            view = out.numpy()
+            for p, a in enumerate(items):
+                view[p] = a
+            return list(out.unbind(0))
+        return [torch.as_tensor(np.array(a), dtype=dtype) for a in items]
+
+
 class CachedWindowDataset(Dataset):
     """Windows of HDF5 files, from the Redis cache syncd keeps warm, else from the files.
 
@@ -170,48 +196,49 @@ class CachedWindowDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch: one MGET for every cached window, the files for the rest."""
         n = len(self)
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"index out of range for a dataset of {n} windows")
         idx = np.where(idx < 0, idx + n, idx)
-        file_of = np.searchsorted(self.offsets, idx, side="right") - 1
-        local_of = idx - self.offsets[file_of]
+        file_of = (np.searchsorted(self.offsets, idx, side="right") - 1).tolist()
+        local_of = (idx - self.offsets[file_of]).tolist()
         st = self._state()
-        windows: list[np.ndarray | None] = [None] * len(idx)
-        labels: list[Any] = [None] * len(idx)
-        involved = sorted(set(file_of.tolist()))
-        cached_files = {j: self._current_meta(st, j) for j in involved}
-        positions = [p for p in range(len(idx)) if cached_files[file_of[p]] is not None]
-        if positions:
-            values = self._mget(st, [self.keys.window(cached_files[file_of[p]].fid,
-                                                      cached_files[file_of[p]].gen,
-                                                      int(local_of[p])) for p in positions])
-            for p, value in zip(positions, values):
-                meta = cached_files[file_of[p]]
-                if value is not None:
-                    try:
-                        windows[p] = decode(value, meta.dtype, meta.shape)
-                    except CacheError as exc:
-                        log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
-        st.hits += sum(w is not None for w in windows)
-        for j in involved:
-            misses = [p for p in range(len(idx)) if file_of[p] == j and windows[p] is None]
+        metas = {j: self._current_meta(st, j) for j in set(file_of)}
+        eeg = _Batch(len(idx))
+        positions, keys = [], []
+        for p, (j, i) in enumerate(zip(file_of, local_of)):
+            meta = metas[j]
+            if meta is not None:
+                positions.append(p)
+                keys.append(f"{self.prefix}:w:{meta.fid}:{meta.gen}:{i}")
+        if keys:
+            for p, value in zip(positions, self._mget(st, keys)):
+                if value is None:
+                    continue
+                meta = metas[file_of[p]]
+                try:
+                    eeg.put(p, decode(value, meta.dtype, meta.shape))
+                except CacheError as exc:
+                    log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
+        st.hits += eeg.filled
+        labels = _Batch(len(idx))
+        for j in sorted(metas):
+            mine = [p for p, f in enumerate(file_of) if f == j]
+            misses = [p for p in mine if not eeg.has(p)]
             st.misses += len(misses)
             if misses:
-                data = self._read_file(st, j, [int(local_of[p]) for p in misses])
+                data = read_windows(self._handle(st, j), self.specs[j].layout,
+                                    [local_of[p] for p in misses])
                 for p, w in zip(misses, data):
-                    windows[p] = w
-            lab = self._labels(st, j, cached_files[j])
-            for p in range(len(idx)):
-                if file_of[p] == j:
-                    labels[p] = lab[int(local_of[p])]
-        out = []
-        for w, lab in zip(windows, labels):
-            assert w is not None
-            eeg = torch.from_numpy(np.array(w, dtype=np.float32, copy=True))
-            out.append((eeg, torch.as_tensor(np.asarray(lab), dtype=self.label_dtype)))
-        return out
+                    eeg.put(p, w)
+            lab = self._labels(st, j, metas[j])
+            for p in mine:
+                labels.put(p, lab[local_of[p]])
+        windows = eeg.tensors(torch.float32)
+        targets = labels.tensors(self.label_dtype)
+        return list(zip(windows, targets))
 
     # -- the cache side ----------------------------------------------------------------
 
@@ -312,10 +339,6 @@ class CachedWindowDataset(Dataset):
             fs.handle = open_h5(path, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
             fs.handle_sig = sig
         return fs.handle
-
-    def _read_file(self, st: _Local, j: int, local: list[int]) -> list[np.ndarray]:
-        data = read_windows(self._handle(st, j), self.specs[j].layout, local)
-        return list(data)
 
     # -- introspection -----------------------------------------------------------------
 
