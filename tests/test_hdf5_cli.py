@@ -163,3 +163,26 @@ def test_client_put_get_and_events(rclient, prefix):
         events.append((event_id, event))
     assert events[0][0] == first
     assert [e["epoch"] for _, e in events] == [1, 2]
+
+
+def test_migration_0003_declares_hdf5_files_and_verify_ignores_it(
+        fixture_db, tmp_path, target_args, db, redis_url, prefix):
+    migrated = run_cli("migrate", "--sqlite", fixture_db, *target_args)
+    assert migrated.code == 0, migrated
+    assert "hdf5_files" in db.list_collection_names()
+    names = {ix["name"] for ix in db.hdf5_files.list_indexes()}
+    assert {"source_id_1_path_1", "state_1", "mtime_ns_-1"} <= names
+
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "r1.h5", n=3)
+    cfg = config_file(tmp_path, prefix, extractors="[]")
+    warmed = run_cli("warm", "--hdf5-dir", d, "--redis-url", redis_url, "--config", cfg,
+                     *target_args)
+    assert warmed.code == 0, warmed
+    # Replaying the tables neither touches nor complains about the indexer's collection.
+    again = run_cli("migrate", "--sqlite", fixture_db, *target_args)
+    assert again.code == 0, again
+    assert db.hdf5_files.count_documents({}) == 1
+    verified = run_cli("verify", "--sqlite", fixture_db, *target_args)
+    assert verified.code == 0, verified
