@@ -57,7 +57,7 @@ def test_warm_caches_every_window_and_label_exactly(tmp_path, db, rclient, prefi
     assert doc["layout"] == expected
     assert doc["attrs"] == {"release": "R1", "n_windows": 45, "n_channels": 8,
                             "n_timepoints": 100, "sfreq": 100.0}
-    assert doc["size"] == path.stat().st_size and doc["fingerprint"].startswith("blake2b-tree:")
+    assert doc["size"] == path.stat().st_size and doc["fingerprint"].startswith("sha256-tree:")
     eeg = next(d for d in doc["datasets"] if d["name"] == ("eeg" if layout == "eeg" else "data"))
     assert eeg["compression"] == kwargs.get("compression")
     assert eeg["shape"] == [45, 8, 100]
