@@ -2,7 +2,7 @@
 indexer (`syncd warm` / `syncd run`), not by table replay.
 
 A document holds the file's path, size, mtime and inode, a content fingerprint
-(BLAKE2b of its bytes), each dataset's shape, dtype, chunks and compression, the
+(a SHA-256 tree hash of its bytes), each dataset's shape, dtype, chunks and compression, the
 file attributes as JSON-safe values (release, sfreq, ...), the number of windows,
 the generation (bumped whenever the content changes) and the state: indexed,
 warming, warm or quarantined (with the error).
