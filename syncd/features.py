@@ -37,6 +37,7 @@ FEATURES_DEFAULTS: dict[str, Any] = {
     "bands": DEFAULT_BANDS,
     "sfreq": 100.0,  # used when a file has no numeric `sfreq` attribute
     "batch_windows": 256,
+    "torch_threads": 1,  # the warmer's inflate threads already keep the other cores busy
 }
 EXTRACTORS = ("band_power", "relative_band_power", "log_band_power")
 VERSION = 1  # bump when a formula changes: every feature is then recomputed
@@ -50,6 +51,7 @@ class FeatureConfig:
     bands: tuple[tuple[str, float, float], ...]
     sfreq: float
     batch_windows: int
+    torch_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,10 @@ def load_feature_config(settings: Settings) -> FeatureConfig:
     batch = int(raw["batch_windows"])
     if batch <= 0:
         raise ConfigError(f"{where}: batch_windows must be a positive integer")
-    return FeatureConfig(tuple(dict.fromkeys(names)), tuple(bands), sfreq, batch)
+    if raw["torch_threads"] < 1:
+        raise ConfigError(f"{where}: torch_threads must be at least 1")
+    return FeatureConfig(tuple(dict.fromkeys(names)), tuple(bands), sfreq, batch,
+                         int(raw["torch_threads"]))
 
 
 def extractors_for(config: FeatureConfig, attrs: dict[str, Any]) -> list[Extractor]:
@@ -110,6 +115,12 @@ def extractors_for(config: FeatureConfig, attrs: dict[str, Any]) -> list[Extract
             and math.isfinite(sfreq) and sfreq > 0):
         sfreq = config.sfreq
     return [Extractor(name, config.bands, float(sfreq)) for name in config.extractors]
+
+
+def prepare_torch(config: FeatureConfig) -> None:
+    """Load torch (or fail with one line) and size its thread pool for the warmer's process."""
+    if config.extractors:
+        require_torch().set_num_threads(config.torch_threads)
 
 
 def require_torch() -> Any:

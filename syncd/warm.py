@@ -54,7 +54,7 @@ from syncd.features import (
     compute,
     extractors_for,
     load_feature_config,
-    require_torch,
+    prepare_torch,
 )
 from syncd.ids import derive_id
 from syncd.progress import Progress
@@ -246,8 +246,7 @@ class Hdf5Follower:
                  config: Hdf5Config | None = None) -> None:
         self.settings = settings
         self.config = config or load_hdf5_config(settings)
-        if self.config.features.extractors:
-            require_torch()  # fail now, with one clear line, not in the middle of a pass
+        prepare_torch(self.config.features)  # fails now, in one clear line, if torch is missing
         self.db = db
         self.coll = db[HDF5_FILES]
         self.redis = client
