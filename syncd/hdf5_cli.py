@@ -58,7 +58,8 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
         follower = Hdf5Follower(settings, target.db, rt.client, progress=progress,
                                 config=config)
         report = follower.warm()
-        where = rt.shown_url + (" (embedded; stops when syncd exits)" if rt.embedded else "")
+        where = rt.shown_url + (f" (embedded, data in {settings.state_dir / 'redis'}; saved "
+                                "and stopped when syncd exits)" if rt.embedded else "")
     if args.json:
         print_json({"redis": where, **report.to_dict()})
         return 1 if report.redis_error else 0
@@ -129,10 +130,11 @@ def print_status_section(status: dict[str, Any]) -> None:
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items())) or "none"
     coverage = "-" if status["coverage"] is None else f"{status['coverage']:.0%}"
     mem = status["memory"]
+    redis_mem = "Redis not running" if mem["redis_used_memory"] is None else \
+        f"Redis using {_mb(mem['redis_used_memory'])}"
     say(f"hdf5 files: {status['files_total']} ({states}); windows cached "
         f"{status['windows_cached']:,}/{status['windows_total']:,} ({coverage}); cache "
-        f"{_mb(mem['used_bytes'])} of {_mb(mem['budget_bytes'])} budget, Redis using "
-        f"{_mb(mem['redis_used_memory'])}")
+        f"{_mb(mem['used_bytes'])} of {_mb(mem['budget_bytes'])} budget, {redis_mem}")
     if status["files"]:
         say(table([[f["path"], f["state"], f["generation"], f"{f['cached']}/{f['windows']}",
                     len(f["features"])] for f in status["files"]],

@@ -82,7 +82,8 @@ def test_warm_without_redis_url_runs_an_embedded_redis(tmp_path, target_args, pr
     result = run_cli("warm", "--hdf5-dir", d, "--state-dir", state, "--config", cfg,
                      *target_args)
     assert result.code == 0, result
-    assert "(embedded; stops when syncd exits)" in result.out
+    assert f"(embedded, data in {state / 'redis'}; saved and stopped when syncd exits)" \
+        in result.out
     assert (state / "redis" / "redis.conf").exists()
     # It stopped with the command, saving its snapshot; the next command starts it again
     # on the same data, so the warm cache is still there.
