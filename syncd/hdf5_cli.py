@@ -62,7 +62,7 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
                                 "and stopped when syncd exits)" if rt.embedded else "")
     if args.json:
         print_json({"redis": where, **report.to_dict()})
-        return 1 if report.redis_error else 0
+        return 1 if report.redis_error or report.mongo_error else 0
     rate = report.window_bytes / report.seconds if report.seconds else 0.0
     say(f"warmed {len(report.warmed)} file(s) into {where}: {report.windows_written:,} windows "
         f"({_mb(report.window_bytes)}, {_mb(rate)}/s), {report.features_written:,} feature "
@@ -82,8 +82,8 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
         say(f"pending (still being written): {path}")
     for path in report.changed_while_warming:
         say(f"changed while warming, re-indexed by the next pass: {path}")
-    if report.redis_error:
-        say(f"Redis failed: {report.redis_error}")
+    if report.redis_error or report.mongo_error:
+        say(f"failed: {report.redis_error or report.mongo_error}")
         return 1
     return 0
 

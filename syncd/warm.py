@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import redis
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from legacy_adapters.hdf5 import (
     DEFAULT_LAYOUTS,
@@ -168,6 +169,7 @@ class ScanReport:
     budget_bytes: int = 0
     used_bytes: int = 0
     redis_error: str | None = None
+    mongo_error: str | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,7 +183,7 @@ class ScanReport:
                      "seconds"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         for name in ("files", "unchanged", "pending", "windows_cached", "windows_total",
-                     "budget_bytes", "used_bytes", "redis_error"):
+                     "budget_bytes", "used_bytes", "redis_error", "mongo_error"):
             setattr(self, name, getattr(later, name))
 
 
@@ -286,8 +288,9 @@ class Hdf5Follower:
     def scan_once(self) -> ScanReport:
         """Index, quarantine, remove, plan and warm whatever changed; never raises for a file.
 
-        A Redis outage ends the pass early with `redis_error` set; the next pass
-        carries on from what MongoDB records (and re-checks Redis).
+        A Redis or MongoDB outage ends the pass early with `redis_error` or
+        `mongo_error` set; the next pass carries on from what MongoDB records (and
+        re-checks Redis).
         """
         started = time.monotonic()
         report = ScanReport(budget_bytes=self.config.max_bytes)
@@ -306,6 +309,10 @@ class Hdf5Follower:
             self._redis_run_id = None  # check everything again once it is back
             log.warning("Redis failed during the HDF5 pass (%s); the next pass carries on",
                         report.redis_error)
+        except PyMongoError as exc:
+            report.mongo_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.warning("MongoDB failed during the HDF5 pass (%s); the next pass carries on",
+                        report.mongo_error)
         report.pending = sorted(str(p) for p in self._pending_since)
         report.seconds = round(time.monotonic() - started, 3)
         return report
@@ -315,7 +322,7 @@ class Hdf5Follower:
         settle = self.config.settle if settle is None else settle
         deadline = time.monotonic() + settle
         report = self.scan_once()
-        while report.pending and not report.redis_error:
+        while report.pending and not (report.redis_error or report.mongo_error):
             due = self.next_due() or 0.0
             if time.monotonic() + due > deadline:
                 break
@@ -479,7 +486,8 @@ class Hdf5Follower:
     def _remove_missing(self, present: set[str], docs: dict[str, dict[str, Any]],
                         report: ScanReport) -> None:
         """Files that are gone from a watched directory lose their document and keys."""
-        dirs = {str(d) for d in self.config.dirs}
+        # A watched directory that is not there (an unmounted volume) removes nothing.
+        dirs = {str(d) for d in self.config.dirs if d.is_dir()}
         for path, doc in list(docs.items()):
             if path in present or not doc or doc.get("dir") not in dirs:
                 continue

@@ -335,3 +335,15 @@ def test_watch_paths_and_wants(tmp_path, db, rclient, prefix):
     assert not follower.wants(d / "x.txt")
     assert not follower.wants(tmp_path / "elsewhere.h5")
 
+
+
+def test_an_unmounted_directory_removes_nothing(tmp_path, db, rclient, prefix):
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "a.h5", n=6)
+    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower.warm()
+    d.rename(tmp_path / "elsewhere")  # the volume goes away for a while
+    report = follower.scan_once()
+    assert report.removed == [] and db[HDF5_FILES].count_documents({}) == 1
+    assert WindowCache(rclient, prefix).file(str(d / "a.h5")).cached == 6
