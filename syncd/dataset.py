@@ -181,8 +181,9 @@ class CachedWindowDataset(Dataset):
         if local is None or local.pid != os.getpid():
             client = None
             if self.redis_url:
-                client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2,
-                                              socket_timeout=10)
+                from syncd.redis_target import connect_redis
+
+                client = connect_redis(self.redis_url, timeout=2.0, retry=False)
             local = _Local(os.getpid(), client, [_FileState() for _ in self.specs])
             self._local = local
         return local

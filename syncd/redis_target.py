@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from syncd.config import Settings
 from syncd.embedded import EmbeddedRedis
@@ -25,11 +27,19 @@ class RedisTarget:
     embedded: bool
 
 
-def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
-    """A binary-safe client whose connects and commands are bounded by `timeout` seconds."""
+READ_SIZE = 1 << 20  # windows are ~100 KB: read replies in big pieces, not 64 KB ones
+
+
+def connect_redis(url: str, timeout: float = 5.0, retry: bool = True) -> redis.Redis:
+    """A binary-safe client whose connects and commands are bounded by `timeout` seconds.
+
+    `retry=False` gives up at the first connection error instead of backing off and
+    trying again: for readers that have somewhere else to go (the HDF5 files).
+    """
+    extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     return redis.Redis.from_url(url, socket_connect_timeout=timeout,
                                 socket_timeout=max(timeout, 30.0), decode_responses=False,
-                                health_check_interval=30)
+                                health_check_interval=30, socket_read_size=READ_SIZE, **extra)
 
 
 def embedded_redis_url(state_dir: Path) -> str | None:
