@@ -130,8 +130,9 @@ class CachedWindowDataset(Dataset):
         if query is not None:
             if db is None:
                 raise ValueError("query needs db (the syncd MongoDB database)")
-            files = [d["path"] for d in db["hdf5_files"].find(
-                {**query, "state": {"$ne": "quarantined"}}, {"path": 1}).sort("path", 1)]
+            wanted = {"$and": [dict(query), {"state": {"$ne": "quarantined"}}]}
+            files = [d["path"] for d in db["hdf5_files"].find(wanted, {"path": 1})
+                     .sort("path", 1)]
         assert files is not None
         self.layouts = [Layout(w, lab) for w, lab in layouts]
         self.specs = [self._spec(Path(p).absolute()) for p in files]

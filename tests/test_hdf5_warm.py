@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -250,8 +251,7 @@ def test_redis_killed_mid_warm_and_restarted(tmp_path, db, own_redis):
 
     # Keys lost behind syncd's back (an eviction, a FLUSHALL) are warmed again on a check.
     client.flushall()
-    follower.config = follower.config.__class__(**{**follower.config.__dict__,
-                                                   "verify_seconds": 0.0})
+    follower.config = dataclasses.replace(follower.config, verify_seconds=0.0)
     report = follower.scan_once()
     assert report.windows_written == 400
     client.close()
