@@ -67,6 +67,7 @@ HDF5_FILES = "hdf5_files"
 STATUS_ID = "hdf5"
 META_BYTES = 1024  # the metadata hash and the files index entry, for the budget
 MSET_BYTES = 16 << 20  # one MSET carries at most about this much
+MIN_RETRY_SECONDS = 0.25  # a busy file is not reopened more often than this
 
 HDF5_DEFAULTS: dict[str, Any] = {
     "layouts": [list(pair) for pair in DEFAULT_LAYOUTS],
@@ -280,8 +281,8 @@ class Hdf5Follower:
         if not self._pending_since:
             return None
         now = time.monotonic()
-        return max(0.0, min(t + self.config.debounce - now for t in
-                            self._pending_since.values()))
+        wait = max(self.config.debounce, MIN_RETRY_SECONDS)
+        return max(0.0, min(t + wait - now for t in self._pending_since.values()))
 
     # -- one pass -------------------------------------------------------------------
 
@@ -350,7 +351,7 @@ class Hdf5Follower:
             info = inspect(path, self.config.layouts, workers=self.config.workers)
         except FileBusy as exc:
             log.info("%s: not complete yet (%s)", path, exc)
-            self._pending_since.setdefault(path, time.monotonic())
+            self._pending_since[path] = time.monotonic()  # look again a debounce later
             self._seen.pop(path, None)
             return
         except FileNotFoundError:
