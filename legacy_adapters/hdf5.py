@@ -4,7 +4,9 @@ Promises to the legacy writers (h5py scripts that create, rewrite and append):
 - files are opened with HDF5 file locking off (`locking=False`), read-only, and
   closed as soon as one pass over them is done; no handle is kept between passes;
 - a file is only indexed once it is complete: its size and mtime have been stable
-  for a debounce window and it opens consistently (same stat before and after);
+  for a debounce window, no process holds it open for writing (the write lock an
+  h5py writer holds, read from /proc/locks, never taken), and it opens
+  consistently (same stat before and after);
 - windows are read in chunk-aligned slabs. For gzip (and shuffle) chunks the raw
   chunk bytes are fetched from HDF5 and inflated in worker threads (zlib releases
   the GIL), so decompression uses every core; other filters go through h5py.
@@ -143,6 +145,25 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 # -- opening and inspecting -----------------------------------------------------------
 
 
+def held_for_write(path: Path, locks: Path = Path("/proc/locks")) -> bool:
+    """Whether a process holds a write lock on `path` (an h5py writer with HDF5's default
+    file locking does, for as long as the file is open), read from /proc/locks without
+    taking any lock ourselves. False where /proc/locks does not exist."""
+    try:
+        st = os.stat(path)
+        text = locks.read_text()
+    except OSError:
+        return False
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        parts = line.split()
+        if "->" in parts:  # a waiter, not a holder
+            continue
+        if len(parts) >= 6 and parts[5] == ident and parts[3] == "WRITE":
+            return True
+    return False
+
+
 def is_busy_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _BUSY_MARKERS)
@@ -225,6 +246,8 @@ def inspect(path: Path, layouts: Sequence[Layout], with_fingerprint: bool = True
     """
     path = Path(path)
     before = FileSig.of(path)
+    if held_for_write(path):
+        raise FileBusy("open for writing by another process")
     try:
         with open_h5(path) as f:
             layout = find_layout(f, layouts)

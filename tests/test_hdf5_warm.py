@@ -347,3 +347,37 @@ def test_an_unmounted_directory_removes_nothing(tmp_path, db, rclient, prefix):
     report = follower.scan_once()
     assert report.removed == [] and db[HDF5_FILES].count_documents({}) == 1
     assert WindowCache(rclient, prefix).file(str(d / "a.h5")).cached == 6
+
+
+HOLDER = textwrap.dedent("""
+    import sys, h5py, numpy as np
+    f = h5py.File(sys.argv[1], "w")  # a legacy writer in the middle of its work
+    f.create_dataset("eeg", data=np.zeros((5, 8, 100), "f4"), maxshape=(None, 8, 100))
+    f.flush()
+    print("open", flush=True)
+    sys.stdin.readline()
+    f.create_dataset("labels", data=np.arange(5.0))
+    f.close()
+""")
+
+
+def test_a_file_open_for_writing_is_pending_not_quarantined(tmp_path, db, rclient, prefix):
+    d = tmp_path / "h5"
+    d.mkdir()
+    path = d / "being_written.h5"
+    writer = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+        report = follower.scan_once()
+        assert report.pending == [str(path)]
+        assert report.quarantined == [] and db[HDF5_FILES].count_documents({}) == 0
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(30) == 0
+    finally:
+        writer.kill()
+    report = follower.warm()
+    assert report.indexed == [str(path)] and report.pending == []
+    assert WindowCache(rclient, prefix).file(str(path)).cached == 5
