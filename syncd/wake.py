@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -36,7 +36,8 @@ class Waker:
     """Sets `event` when one of `files` changes (their directories are watched)."""
 
     def __init__(self, files: Iterable[Path], event: threading.Event,
-                 extra_dirs: Iterable[Path] = ()) -> None:
+                 extra_dirs: Iterable[Path] = (), extra_event: threading.Event | None = None,
+                 wants: Callable[[str], bool] | None = None) -> None:
         self.event = event
         self.observer = Observer()
         watched: dict[Path, set[str]] = {}
@@ -46,9 +47,11 @@ class Waker:
                 {f.name, f.name + "-journal", f.name + "-wal"})
         for folder, names in watched.items():
             self.observer.schedule(_Handler(names, event), str(folder), recursive=False)
-        self.extra_dirs = [Path(d) for d in extra_dirs]
-        for folder in self.extra_dirs:
-            self.observer.schedule(_AnyChange(event), str(folder), recursive=True)
+        # Other folders (the HDF5 caches) wake `extra_event` for paths `wants` accepts.
+        for folder in extra_dirs:
+            if Path(folder).is_dir():
+                self.observer.schedule(_Matching(extra_event or event, wants),
+                                       str(folder), recursive=True)
 
     def start(self) -> bool:
         try:
@@ -64,10 +67,14 @@ class Waker:
             self.observer.join(timeout=5)
 
 
-class _AnyChange(FileSystemEventHandler):
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+class _Matching(FileSystemEventHandler):
+    def __init__(self, event: threading.Event, wants: Callable[[str], bool] | None) -> None:
+        self.event, self.wants = event, wants
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self.event.set()
+        if event.is_directory:
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path and (self.wants is None or self.wants(str(path))):
+                self.event.set()
+                return

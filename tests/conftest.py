@@ -126,3 +126,7 @@ def syncd_process(*args: str, env: dict[str, str] | None = None,
 def target_args(mongo_url: str, db_name: str) -> list[str]:
     return ["--mongo-url", mongo_url, "--database", db_name, "--source-id", "testhost",
             "--timezone", "UTC"]
+
+
+# Real Redis fixtures of the HDF5 cache tests (tests/hdf5_support.py).
+from tests.hdf5_support import own_redis, prefix, rclient, redis_url  # noqa: E402, F401

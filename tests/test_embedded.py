@@ -43,7 +43,7 @@ def test_embedded_server_keeps_data_across_commands(tmp_path, sample):
     status = run_cli("status", "--json", "--state-dir", state, env=NO_URL)
     assert status.code == 0, status
     data = json.loads(status.out)
-    assert data["version"] == 2
+    assert data["version"] == 3
     counts = {c["collection"]: c["documents"] for c in data["collections"]}
     assert counts["experiments"] == 12 and counts["config"] == 4
     assert run_cli("verify", *args, env=NO_URL).code == 0

@@ -72,11 +72,11 @@ def test_killed_migrate_resumes_exactly(point, legacy, target_args, db):
     resumed = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
     assert resumed.code == 0, resumed
     report = json.loads(resumed.out)
-    assert report["to_version"] == 2
+    assert report["to_version"] == 3
     if point.startswith("copy."):
         assert report["resumed"] is True
     _assert_exact(legacy, db, target_args)
-    assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2]
+    assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2, 3]
 
 
 def test_rows_deleted_from_the_pending_chunk_do_not_come_back(legacy, target_args, db):
@@ -138,8 +138,8 @@ def test_version_move_builds_in_staging_and_readers_keep_the_old_version(
     args = ["--sqlite", legacy, "--migrations", folder, *target_args]
     assert run_cli("migrate", *args).code == 0
     runs = _counts(legacy)["epoch_history"]
-    (folder / "0003_epoch_rank.py").write_text(
-        "VERSION = 3\nDESCRIPTION = 'epochs carry a rank'\n"
+    (folder / "0004_epoch_rank.py").write_text(
+        "VERSION = 4\nDESCRIPTION = 'epochs carry a rank'\n"
         "def epoch(row, ctx):\n"
         "    return {'run_id': row['run_id'], 'epoch': row['epoch'], 'rank': 1}\n"
         "def upgrade(model):\n    model.map_table('epoch_history', 'epochs', build=epoch)\n")

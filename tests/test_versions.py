@@ -32,7 +32,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
     run = db.training_runs.find_one({"run_id": 1})
     assert isinstance(run["config"], str) and isinstance(run["start_time"], str)
 
-    up = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
+    up = run_cli("migrate", "--sqlite", legacy, "--to", "2", "--json", *target_args)
     assert up.code == 0, up
     report = json.loads(up.out)
     assert (report["from_version"], report["to_version"]) == (1, 2)
@@ -47,9 +47,14 @@ def test_to_moves_down_and_up(legacy, target_args, db):
     assert db.experiments.find_one({"run_id": 1})["_id"] == run["_id"]
     assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2]
 
+    latest = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
+    assert json.loads(latest.out)["to_version"] == 3
+    assert "hdf5_files" in _collections(db)  # 0003 declares the HDF5 index collection
+    assert "state_1" in db.hdf5_files.index_information()
+
     down = run_cli("migrate", "--sqlite", legacy, "--to", "1", "--json", *target_args)
     assert down.code == 0, down
-    assert "experiments" not in _collections(db)
+    assert "experiments" not in _collections(db) and "hdf5_files" not in _collections(db)
     assert [e["_id"] for e in db["_syncd_changelog"].find()] == [1]
     assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
 
@@ -63,7 +68,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
 def test_dry_run_prints_the_plan_and_writes_nothing(legacy, target_args, db):
     result = run_cli("migrate", "--sqlite", legacy, "--dry-run", *target_args)
     assert result.code == 0, result
-    assert "version 0 -> 2 (rebuild)" in result.out
+    assert "version 0 -> 3 (rebuild)" in result.out
     assert "training_runs" in result.out and "experiments" in result.out
     assert "0002 EEG2025 experiment model" in result.out
     assert "nothing was written" in result.out
@@ -99,18 +104,18 @@ def test_added_migration_applies_on_top(tmp_path, legacy, target_args, db):
     shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))
     args = ["--sqlite", legacy, "--migrations", folder, *target_args]
     assert run_cli("migrate", *args).code == 0
-    (folder / "0003_no_subjects.py").write_text(
-        "VERSION = 3\nDESCRIPTION = 'stop syncing subjects'\n"
+    (folder / "0004_no_subjects.py").write_text(
+        "VERSION = 4\nDESCRIPTION = 'stop syncing subjects'\n"
         "def upgrade(model):\n    model.exclude_table('subjects')\n"
         "    model.create_index('epochs', [('metrics.val_loss', 1)])\n")
     result = run_cli("migrate", *args, "--json")
     assert result.code == 0, result
     assert json.loads(result.out)["dropped"] == ["subjects"]
     assert "metrics.val_loss_1" in db.epochs.index_information()
-    gap = folder / "0005_gap.py"
-    gap.write_text("VERSION = 5\ndef upgrade(model):\n    pass\n")
+    gap = folder / "0006_gap.py"
+    gap.write_text("VERSION = 6\ndef upgrade(model):\n    pass\n")
     broken = run_cli("migrate", *args)
-    assert broken.code == 2 and "expected version 0004 next" in broken.err
+    assert broken.code == 2 and "expected version 0005 next" in broken.err
 
 
 def test_a_held_lease_stops_a_second_migrate(legacy, target_args, db):

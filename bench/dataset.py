@@ -1,0 +1,197 @@
+"""Training-side read speed: CachedWindowDataset against the legacy h5py Dataset and raw MGET.
+
+Writes `--files` gzip window caches as the legacy script does (h5py's automatic
+chunks), warms them into a real Redis, and then, in the same run, measures
+windows per second of:
+
+- CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=1)`;
+- the legacy Dataset (the EEG2025 project's HDF5Dataset pattern: handles opened once,
+  `f["eeg"][i]` per window, `torch.from_numpy(...).float()`), same DataLoader settings;
+- CachedWindowDataset's batch fetch plus DataLoader's default collate, as DataLoader
+  runs them with `num_workers=0`, against a bare `MGET` of the same keys (bytes only,
+  no decoding, no tensors): in one process, alternating batch by batch, so both see
+  the same machine (it is shared, and its speed varies by the second).
+
+Ratios printed (median of `--rounds` alternating rounds): cached / legacy with one
+worker each (goal >= 3), and cached / raw MGET, both in-process (goal >= 0.7). Also
+for information: the legacy Dataset on files chunked one window per chunk (h5py's
+best case), and the one-worker cached figure against raw MGET (that ratio includes
+DataLoader's inter-process transfer of every batch, which is not the Dataset's).
+
+    python bench/dataset.py [--files 3] [--windows 600] [--legacy-windows 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from syncd.config import Settings  # noqa: E402
+from syncd.dataset import CachedWindowDataset  # noqa: E402
+from syncd.embedded import EmbeddedRedis  # noqa: E402
+from syncd.redis_target import connect_redis  # noqa: E402
+from syncd.target import open_target  # noqa: E402
+from syncd.warm import Hdf5Follower  # noqa: E402
+
+CHANNELS, TIMES, BATCH = 129, 200, 64
+
+
+class LegacyHDF5Dataset(Dataset):
+    """The legacy per-window h5py Dataset (as the EEG2025 training scripts use it)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.files = [h5py.File(p, "r") for p in paths]
+        self.cumulative = np.cumsum([0] + [len(f["eeg"]) for f in self.files])
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1])
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = int(np.searchsorted(self.cumulative, idx, side="right") - 1)
+        local = idx - self.cumulative[j]
+        eeg = torch.from_numpy(self.files[j]["eeg"][local]).float()
+        label = torch.tensor(self.files[j]["labels"][local]).float()
+        return eeg, label
+
+
+def write_files(folder: Path, count: int, n: int, chunks: object = True) -> list[Path]:
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(count):
+        walk = np.cumsum(rng.standard_normal((n, CHANNELS, TIMES), dtype=np.float32), axis=2)
+        data = (walk * 2 + rng.standard_normal((n, CHANNELS, TIMES), dtype=np.float32) * 5)
+        path = folder / f"R{i + 1}_challenge1_windows.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("eeg", data=data.astype(np.float32), compression="gzip",
+                             compression_opts=4, chunks=chunks)
+            f.create_dataset("labels", data=rng.random(n), compression="gzip",
+                             compression_opts=4)
+            f.attrs.update({"release": f"R{i + 1}", "sfreq": 100.0})
+        paths.append(path)
+    return paths
+
+
+def loader_rate(dataset: Dataset, limit: int, workers: int = 1) -> float:
+    """Windows per second through DataLoader(batch 64, shuffled), `limit` windows."""
+    sampler = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler[:limit].tolist(),
+                        num_workers=workers)
+    it = iter(loader)
+    next(it)  # worker start-up is not part of the rate
+    started, seen = time.perf_counter(), 0
+    for eeg, _ in it:
+        seen += len(eeg)
+    return seen / (time.perf_counter() - started)
+
+
+def interleaved_rates(dataset: CachedWindowDataset, client: object, keys: list[str],
+                      limit: int) -> tuple[float, float]:
+    """In one process, batch by batch and alternating (so both see the same machine):
+    windows/s of the Dataset's batch fetch plus DataLoader's default collate, and of a
+    bare `MGET` of the same keys (bytes only, no decoding, no tensors)."""
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))[:limit]
+    batches = [order[a:a + BATCH].tolist() for a in range(0, limit, BATCH)]
+    dataset_s = mget_s = 0.0
+    default_collate(dataset.__getitems__(batches[0]))
+    for batch in batches[1:]:
+        t0 = time.perf_counter()
+        default_collate(dataset.__getitems__(batch))
+        t1 = time.perf_counter()
+        client.mget([keys[i] for i in batch])
+        t2 = time.perf_counter()
+        dataset_s += t1 - t0
+        mget_s += t2 - t1
+    n = BATCH * (len(batches) - 1)
+    return n / dataset_s, n / mget_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=600, help="windows per file")
+    parser.add_argument("--legacy-windows", type=int, default=256,
+                        help="windows the (slow) legacy Dataset reads a round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    total = args.files * args.windows
+
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-dataset-"))
+    (work / "h5").mkdir()
+    (work / "h5-per-window").mkdir()
+    paths = write_files(work / "h5", args.files, args.windows)
+    per_window = write_files(work / "h5-per-window", args.files, args.windows,
+                             chunks=(1, CHANNELS, TIMES))
+    with h5py.File(paths[0], "r") as f:
+        print(f"{args.files} files x {args.windows} windows of {CHANNELS}x{TIMES} float32, "
+              f"gzip-4, chunks {f['eeg'].chunks} (h5py's automatic choice)")
+
+    redis_server = EmbeddedRedis(work / "state")
+    url = redis_server.start()
+    client = connect_redis(url)
+    try:
+        settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="b",
+                            extra={"hdf5": {"debounce_seconds": 0.0},
+                                   "features": {"extractors": []}})
+        with open_target(settings) as target:
+            report = Hdf5Follower(settings, target.db, client).warm()
+            assert report.windows_cached == total, report
+
+        cached = CachedWindowDataset(paths, redis_url=url)
+        assert len(cached) == total
+        keys = []
+        for spec in cached.specs:
+            fid = client.hget(cached.keys.files, spec.path).decode()
+            gen = int(client.hget(cached.keys.file(fid), "gen"))
+            keys += cached.keys.windows(fid, gen, range(spec.n))
+
+        limit = total - total % BATCH
+        rates: dict[str, list[float]] = {k: [] for k in
+                                         ("cached1", "cached0", "mget", "legacy", "best")}
+        legacy = LegacyHDF5Dataset(paths)
+        best = LegacyHDF5Dataset(per_window)
+        for _ in range(args.rounds):
+            rates["cached1"].append(loader_rate(cached, limit, workers=1))
+            rates["legacy"].append(loader_rate(legacy, args.legacy_windows, workers=1))
+            rates["best"].append(loader_rate(best, limit, workers=1))
+            in_process, bare = interleaved_rates(cached, client, keys, limit)
+            rates["cached0"].append(in_process)
+            rates["mget"].append(bare)
+            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()))
+    finally:
+        client.close()
+        redis_server.stop()
+
+    med = {k: statistics.median(v) for k, v in rates.items()}
+
+    def ratio(a: str, b: str) -> float:  # per round (same moment), then the median
+        return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
+
+    print(f"CachedWindowDataset, 1 worker:             {med['cached1']:,.0f} windows/s")
+    print(f"legacy h5py Dataset, 1 worker, same files: {med['legacy']:,.1f} windows/s "
+          f"({args.legacy_windows} windows a round)")
+    print(f"legacy h5py Dataset, one window per chunk: {med['best']:,.0f} windows/s "
+          "(information: h5py's best case)")
+    print(f"CachedWindowDataset, in-process:           {med['cached0']:,.0f} windows/s")
+    print(f"raw MGET loop, same keys and batches:      {med['mget']:,.0f} windows/s")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"RESULT cached / legacy (1 worker each): {ratio('cached1', 'legacy'):,.1f} "
+          f"(goal >= 3); against h5py's best case: {ratio('cached1', 'best'):.1f}")
+    print(f"RESULT cached / raw MGET (in-process): {ratio('cached0', 'mget'):.2f} "
+          f"(goal >= 0.7); with 1 worker: {ratio('cached1', 'mget'):.2f}")
+
+if __name__ == "__main__":
+    main()

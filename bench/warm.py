@@ -1,0 +1,134 @@
+"""Warm throughput and Redis memory, against h5py's own slab reads of the same file.
+
+Writes a gzip window cache exactly as the legacy script does
+(`create_dataset("eeg", data=X, compression="gzip", compression_opts=4)`, h5py's
+automatic chunks), then, in the same run and alternating, for `--rounds` rounds:
+
+- baseline: h5py reads the windows in chunk-aligned slabs (`ds[a:b]`), one thread;
+- warm: a fresh `Hdf5Follower.warm()` (index with fingerprint, read, write to a real
+  Redis), features off, timed end to end.
+
+It prints MB/s of window data for both and their ratio (goal >= 0.8), and the
+Redis memory used by the cache divided by the raw window bytes (goal <= 1.10).
+A last round with band-power features on is reported for information.
+
+    python bench/warm.py [--windows 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from syncd.config import Settings  # noqa: E402
+from syncd.embedded import EmbeddedRedis  # noqa: E402
+from syncd.redis_target import connect_redis  # noqa: E402
+from syncd.target import open_target  # noqa: E402
+from syncd.warm import HDF5_FILES, Hdf5Follower  # noqa: E402
+
+CHANNELS, TIMES = 129, 200  # the EEG2025 windows: 129 channels x 2 s at 100 Hz
+
+
+def write_legacy_file(path: Path, n: int) -> int:
+    rng = np.random.default_rng(2025)
+    with h5py.File(path, "w") as f:
+        data = np.empty((n, CHANNELS, TIMES), np.float32)
+        for a in range(0, n, 250):
+            b = min(n, a + 250)
+            walk = np.cumsum(rng.standard_normal((b - a, CHANNELS, TIMES), dtype=np.float32),
+                             axis=2)
+            data[a:b] = walk * 2 + rng.standard_normal((b - a, CHANNELS, TIMES),
+                                                       dtype=np.float32) * 5
+        f.create_dataset("eeg", data=data, compression="gzip", compression_opts=4)
+        f.create_dataset("labels", data=rng.random(n), compression="gzip", compression_opts=4)
+        f.attrs.update({"release": "R1", "n_windows": n, "n_channels": CHANNELS,
+                        "n_timepoints": TIMES, "sfreq": 100.0})
+        return int(data.nbytes)
+
+
+def h5py_slab_read(path: Path) -> float:
+    start = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        ds = f["eeg"]
+        c0 = ds.chunks[0]
+        row = CHANNELS * TIMES * 4
+        step = max(c0, (8 << 20) // row // c0 * c0)
+        for a in range(0, ds.shape[0], step):
+            ds[a:a + step]
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-warm-"))
+    (work / "h5").mkdir()
+    path = work / "h5" / "R1_challenge1_windows.h5"
+    raw = write_legacy_file(path, args.windows)
+    with h5py.File(path, "r") as f:
+        chunks = f["eeg"].chunks
+    print(f"file: {args.windows} windows of {CHANNELS}x{TIMES} float32 = {raw / 1e6:.0f} MB raw, "
+          f"{path.stat().st_size / 1e6:.0f} MB gzip-4 on disk, chunks {chunks}")
+
+    redis_server = EmbeddedRedis(work / "state")
+    client = connect_redis(redis_server.start())
+    settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="bench")
+    base_rates, warm_rates, memory = [], [], []
+    try:
+        with open_target(settings) as target:
+            for rnd in range(args.rounds + 1):
+                features = rnd == args.rounds
+                seconds = h5py_slab_read(path)
+                client.flushall()
+                target.db[HDF5_FILES].delete_many({})
+                settings.extra = {"hdf5": {"debounce_seconds": 0.0},
+                                  "cache": {"max_bytes": 4 * raw},
+                                  "features": {"extractors": ["band_power"] if features else []}}
+                before = client.info("memory")["used_memory"]
+                started = time.perf_counter()
+                report = Hdf5Follower(settings, target.db, client).warm()
+                warm_seconds = time.perf_counter() - started
+                used = client.info("memory")["used_memory"] - before
+                assert report.windows_written == args.windows, report
+                if features:
+                    print(f"with band_power features (information): {raw / warm_seconds / 1e6:.0f}"
+                          f" MB/s of windows, {report.features_written} feature rows")
+                    break
+                base_rates.append(raw / seconds / 1e6)
+                warm_rates.append(raw / warm_seconds / 1e6)
+                memory.append(used / raw)
+                print(f"round {rnd + 1}: h5py slab read {base_rates[-1]:.0f} MB/s, "
+                      f"syncd warm {warm_rates[-1]:.0f} MB/s, "
+                      f"ratio {warm_rates[-1] / base_rates[-1]:.2f}; "
+                      f"Redis memory / raw {memory[-1]:.3f}")
+    finally:
+        client.close()
+        redis_server.stop()
+    ratios = [w / b for w, b in zip(warm_rates, base_rates)]
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}")
+    print(f"RESULT warm/h5py throughput ratio (median of {len(ratios)}): "
+          f"{statistics.median(ratios):.2f} (goal >= 0.8); warm "
+          f"{statistics.median(warm_rates):.0f} MB/s vs h5py {statistics.median(base_rates):.0f}"
+          " MB/s")
+    print(f"RESULT Redis memory / raw window bytes: {statistics.median(memory):.3f} "
+          "(goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
