@@ -255,13 +255,13 @@ class Daemon:
     def _loop(self) -> None:
         backoff = Backoff(cap=self.options["backoff_max_seconds"])
         while not self.stop_event.is_set():
-            self.wake.wait(self.options["poll_seconds"])
+            woke = self.wake.wait(self.options["poll_seconds"])
             self.wake.clear()
             if self.stop_event.is_set():
                 break
             self.state.alive = time.monotonic()
             try:
-                self._step()
+                self._step(woke)
             except Stopping:
                 raise
             except MigrationError as exc:  # e.g. the lease was lost: never write twice
@@ -395,12 +395,21 @@ class Daemon:
 
     # -- one step of the loop ----------------------------------------------------------------
 
-    def _step(self) -> None:
+    def _step(self, woke: bool = True) -> None:
+        """One round: schema drift, then new changes, then a reconcile when due.
+
+        Without a file event (`woke` false: a poll timeout, or a filesystem without
+        inotify), `PRAGMA data_version` says whether anyone committed since the last
+        round; if nobody did, there is nothing to read.
+        """
         self._check_schema()
-        if self.capture is not None:
-            self._drain()
-        else:
-            self._poll_new_rows()
+        version = self.source.data_version()
+        if woke or version != self.data_version:
+            self.data_version = version
+            if self.capture is not None:
+                self._drain()
+            else:
+                self._poll_new_rows()
         due = time.monotonic() - self.last_reconcile >= self.options["reconcile_seconds"]
         if due or self.reconcile_requested:
             self.reconcile_requested = False
@@ -461,10 +470,6 @@ class Daemon:
     def _poll_new_rows(self) -> None:
         """Apply rows added past each table's high-water mark (scan mode)."""
         assert self.applier is not None
-        version = self.source.data_version()
-        if version == self.data_version and not self.wake.is_set():
-            return
-        self.data_version = version
         moved = False
         for table, (info, mapping) in list(self.pairs.items()):
             while not self.stop_event.is_set():

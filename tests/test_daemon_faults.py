@@ -1,0 +1,226 @@
+"""`syncd run` under faults: MongoDB going away, Redis down, bad rows, busy legacy writers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pymongo
+import pytest
+
+from syncd.events import STREAM
+from syncd.sample import make_eeg2025
+from tests.conftest import run_cli
+from tests.daemon_support import Daemon, MongoProcess, legacy_write, verified, wait_for
+from tests.hdf5_support import RedisProcess
+
+
+@pytest.fixture
+def legacy(tmp_path):
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=15)
+    return path
+
+
+def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy):
+    mongo = MongoProcess(tmp_path / "mongo")
+    mongo.start()
+    args = ["--mongo-url", mongo.url, "--database", "outage", "--source-id", "h",
+            "--timezone", "UTC", "--mongo-timeout", "1"]
+    client = pymongo.MongoClient(mongo.url, serverSelectionTimeoutMS=10000)
+    daemon = Daemon(tmp_path, legacy, args)
+    try:
+        daemon.wait_ready(client.outage)
+        mongo.stop()
+        for epoch in range(50, 60):  # the legacy scripts go on writing meanwhile
+            legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
+                         "VALUES (1, ?, 0.25)", (epoch,))
+        local = tmp_path / "state" / "daemon.json"
+        wait_for(lambda: json.loads(local.read_text()).get("outage"), 30,
+                 "the outage in the local status")
+        status = run_cli("status", *daemon.args)
+        assert status.code == 1
+        assert "OUTAGE: MongoDB unavailable" in status.out and "not reachable" in status.out
+        assert daemon.proc.poll() is None  # it waits; it does not die
+        mongo.start()
+        wait_for(lambda: verified(legacy, args), 60, "the catch-up after the outage")
+        assert client.outage.epochs.count_documents({"epoch": {"$gte": 50}}) == 10
+        wait_for(lambda: json.loads(local.read_text()).get("outage") is None, 30,
+                 "the outage to clear")
+    finally:
+        code, err = daemon.stop()
+        client.close()
+        mongo.stop()
+    assert code == 0, err[-3000:]
+    assert "MongoDB unavailable" in err and "is back after" in err
+
+
+def test_events_on_redis_and_redis_down_never_stops_the_sync(tmp_path, legacy, target_args,
+                                                             db):
+    redis_server = RedisProcess(tmp_path / "redis")
+    redis_server.start()
+    daemon = Daemon(tmp_path, legacy, [*target_args, "--redis-url", redis_server.url])
+    rc = redis_server.client()
+    try:
+        daemon.wait_ready(db)
+        run = legacy_write(legacy, "INSERT INTO training_runs (challenge, status) "
+                           "VALUES (2, 'running')")
+
+        def event_for_run() -> dict | None:
+            for _, fields in rc.xrange(STREAM):
+                event = json.loads(fields[b"event"])
+                if event["collection"] == "experiments" and event["operation"] == "upsert":
+                    doc = db.experiments.find_one({"run_id": run})
+                    if doc and str(doc["_id"]) in event["ids"]:
+                        return event
+            return None
+        event = wait_for(event_for_run, 30, "the event of the new run")
+        assert event["table"] == "training_runs" and event["source_id"] == "testhost"
+        assert event["version"] == 3 and event["time"].endswith("+00:00")
+        # `syncd events` tails the stream from the beginning.
+        tail = run_cli("events", "--from", "0", "--count", "1", "--json", "--redis-url",
+                       redis_server.url)
+        assert tail.code == 0, tail
+        assert json.loads(tail.out)["source_id"] == "testhost"
+
+        redis_server.kill()
+        legacy_write(legacy, "UPDATE training_runs SET status = 'failed' WHERE run_id = ?",
+                     (run,))
+        wait_for(lambda: db.experiments.find_one({"run_id": run})["status"] == "failed", 30,
+                 "the MongoDB sync with Redis down")
+        events = wait_for(lambda: daemon.status()["daemon"]["events"].get("buffered"), 30,
+                          "events to wait in the buffer")
+        assert events >= 1
+        redis_server.start()  # back (empty): the buffered events are sent
+        rc2 = redis_server.client()
+        wait_for(lambda: rc2.xlen(STREAM) >= 1, 30, "the buffered events to be sent")
+        rc2.close()
+    finally:
+        code, err = daemon.stop()
+        rc.close()
+        redis_server.kill()
+    assert code == 0, err[-3000:]
+
+
+def test_a_row_mongodb_or_the_migration_rejects_is_quarantined(tmp_path, legacy,
+                                                               target_args, db):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_strict.py").write_text(textwrap.dedent("""
+        VERSION = 1
+        DESCRIPTION = "runs; a poisoned note cannot be projected"
+        def run(row, ctx):
+            if row["notes"] == "poison":
+                raise ValueError("poisoned row")
+            return {"run_id": row["run_id"], "status": row["status"]}
+        def upgrade(model):
+            model.map_table("training_runs", "runs", build=run)
+    """))
+    args = [*target_args, "--migrations", str(migrations)]
+    daemon = Daemon(tmp_path, legacy, args)
+    try:
+        daemon.wait_ready(db)
+        bad = legacy_write(legacy, "INSERT INTO training_runs (status, notes) VALUES "
+                           "('running', 'poison')")
+        good = legacy_write(legacy, "INSERT INTO training_runs (status) VALUES ('running')")
+        wait_for(lambda: db.runs.find_one({"run_id": good}), 30, "the good row")
+        quarantined = wait_for(lambda: db["_syncd_quarantine"].find_one({"key.run_id": bad}),
+                               30, "the bad row in quarantine")
+        assert "poisoned row" in quarantined["error"]
+        status = daemon.status()
+        assert status["quarantined"] == 1
+        assert status["quarantine_samples"][0]["key"] == {"run_id": bad}
+        legacy_write(legacy, "UPDATE training_runs SET notes = 'fixed' WHERE run_id = ?",
+                     (bad,))
+        wait_for(lambda: db.runs.find_one({"run_id": bad}), 30, "the fixed row")
+        wait_for(lambda: db["_syncd_quarantine"].count_documents({}) == 0, 30,
+                 "the quarantine to be released")
+        assert verified(legacy, args, ("--migrations", str(migrations)))
+    finally:
+        assert daemon.stop()[0] == 0
+
+
+def test_a_document_mongodb_refuses_is_quarantined_and_the_rest_syncs(tmp_path, legacy,
+                                                                      target_args, db):
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        huge = b"\x00" * (17 * 1024 * 1024)  # a BLOB larger than a BSON document may be
+        legacy_write(legacy, "INSERT INTO subjects (subject_id, notes) VALUES ('BIG', ?)",
+                     (huge,))
+        legacy_write(legacy, "INSERT INTO subjects (subject_id, age) VALUES ('SMALL', 11.0)")
+        wait_for(lambda: db.subjects.find_one({"subject_id": "SMALL"}), 30, "the small row")
+        entry = wait_for(lambda: db["_syncd_quarantine"].find_one(
+            {"key.subject_id": "BIG"}), 30, "the refused row in quarantine")
+        assert entry["table"] == "subjects"
+        assert "DocumentTooLarge" in entry["error"] or "larger than" in entry["error"]
+        assert db.subjects.find_one({"subject_id": "BIG"}) is None
+        legacy_write(legacy, "UPDATE subjects SET notes = 'trimmed' WHERE subject_id = 'BIG'")
+        wait_for(lambda: db.subjects.find_one({"subject_id": "BIG", "notes": "trimmed"}), 30,
+                 "the fixed row")
+        wait_for(lambda: db["_syncd_quarantine"].count_documents({}) == 0, 30,
+                 "the quarantine to be released")
+        assert verified(legacy, target_args)
+    finally:
+        assert daemon.stop()[0] == 0
+
+
+def test_polling_alone_follows_changes_without_file_events(tmp_path, legacy, target_args,
+                                                           db):
+    """Filesystems without inotify (NFS): PRAGMA data_version polling still sees commits."""
+    daemon = Daemon(tmp_path, legacy, target_args, "watch = false\n")
+    try:
+        daemon.wait_ready(db)
+        run = legacy_write(legacy, "INSERT INTO training_runs (status) VALUES ('running')")
+        wait_for(lambda: db.experiments.find_one({"run_id": run}), 30, "the polled change")
+    finally:
+        assert daemon.stop()[0] == 0
+
+
+WRITER = textwrap.dedent("""
+    import json, os, sqlite3, sys, time
+    path, stop, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    commits = errors = 0
+    while not os.path.exists(stop):
+        try:
+            conn = sqlite3.connect(path)  # the legacy pattern: 5 s timeout, journal=delete
+            cur = conn.execute("INSERT INTO training_runs (challenge, model_name, status, "
+                               "config) VALUES (1, ?, 'running', '{}')", (name,))
+            conn.commit()
+            conn.execute("INSERT INTO epoch_history (run_id, epoch, val_loss) VALUES "
+                         "(?, 1, 0.5)", (cur.lastrowid,))
+            conn.commit()
+            conn.execute("UPDATE training_runs SET status = 'completed' WHERE run_id = ?",
+                         (cur.lastrowid,))
+            conn.commit()
+            conn.close()
+            commits += 3
+        except sqlite3.OperationalError as exc:
+            errors += 1
+            print(exc, file=sys.stderr)
+    print(json.dumps({"commits": commits, "errors": errors}))
+""")
+
+
+def test_several_legacy_writers_never_fail_while_syncd_runs(tmp_path, legacy, target_args,
+                                                             db):
+    daemon = Daemon(tmp_path, legacy, target_args)
+    stop = tmp_path / "stop-writers"
+    try:
+        daemon.wait_ready(db)
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(legacy), str(stop),
+                                     f"w{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True) for i in range(3)]
+        wait_for(lambda: db.experiments.count_documents({"model.name": "w2"}) >= 20, 60,
+                 "the writers' rows to be followed")
+        stop.touch()
+        results = [w.communicate(timeout=60) for w in writers]
+        stats = [json.loads(out) for out, _ in results]
+        assert sum(s["errors"] for s in stats) == 0, [err for _, err in results]
+        assert all(s["commits"] > 0 for s in stats)
+        wait_for(lambda: verified(legacy, target_args), 90, "syncd to catch up")
+    finally:
+        stop.touch()
+        assert daemon.stop()[0] == 0
