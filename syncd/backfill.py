@@ -272,7 +272,7 @@ class Engine:
         coll = self.db[mapping.collection]
         for spec in model.index_specs(mapping.collection):
             coll.create_index(list(spec.keys), name=spec.name)
-        digests = target_digests(coll)
+        digests = target_digests(coll, self._renew)
         held = {q["_id"] for q in self.store.quarantine.find({"table": info.name}, {"_id": 1})}
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))

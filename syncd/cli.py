@@ -136,8 +136,8 @@ def _print_report(report: Any, settings: Settings, target: Any) -> None:
         say(f"dropped collection {name} (not in version {report.to_version})")
     for note in report.notes:
         say("note: " + note)
-    say("look at it:  syncd status   |   syncd verify   |   syncd experiments best "
-        "--challenge 2")
+    say(f"look at it (same settings):  syncd status   |   syncd verify --sqlite "
+        f"{settings.sqlite}   |   syncd experiments best --challenge 2")
     if target.embedded:
         say("(the embedded MongoDB stops when syncd exits; those commands start it again on "
             "the same data)")

@@ -9,6 +9,7 @@ costs one collection scan and one pass over the source, not N lookups.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import bson
@@ -42,13 +43,19 @@ def id_key(value: Any) -> IdKey:
     return bson.encode({"_id": value}).hex()
 
 
-def target_digests(collection: Collection) -> dict[IdKey, bytes]:
-    """`_id` key -> digest of the stored BSON, for every document of `collection`."""
+def target_digests(collection: Collection,
+                   tick: Callable[[], None] | None = None) -> dict[IdKey, bytes]:
+    """`_id` key -> digest of the stored BSON, for every document of `collection`.
+
+    `tick` is called every 10,000 documents (long scans stay visibly alive).
+    """
     raw_coll = collection.with_options(codec_options=RAW)
     out: dict[IdKey, bytes] = {}
-    for doc in raw_coll.find({}, batch_size=2000):
+    for n, doc in enumerate(raw_coll.find({}, batch_size=2000), start=1):
         raw = doc.raw
         out[raw_id_key(raw)] = _digest(raw)
+        if tick is not None and n % 10_000 == 0:
+            tick()
     return out
 
 

@@ -210,6 +210,7 @@ class Daemon:
         waker = None
         try:
             notify("STATUS=starting: bringing MongoDB up to date")
+            self._start_scheduler()  # heartbeats (and systemd start-timeout extensions) now
             self._start_sync()
             if self.options["watch"]:
                 files = [Path(self.settings.sqlite)]
@@ -217,7 +218,6 @@ class Daemon:
                 waker = Waker(files, self.wake, dirs, self.hdf5_wake,
                               self.follower.wants if self.follower else None)
                 waker.start()
-            self._start_scheduler()
             if self.follower is not None:
                 self._hdf5_thread = threading.Thread(target=self._hdf5_loop, name="hdf5",
                                                      daemon=True)
@@ -273,7 +273,7 @@ class Daemon:
                     raise
                 delay = backoff.next()
                 self._note_outage(what, exc, delay)
-                self.stop_event.wait(delay)
+                self._wait_alive(delay)
                 self.wake.set()  # retry at once after the delay
                 continue
             if self.state.outage is not None:
@@ -282,6 +282,16 @@ class Daemon:
                 log.info("%s is back after %.0f s; caught up", outage.what,
                          (utcnow() - outage.since).total_seconds())
             backoff.reset()
+
+    def _wait_alive(self, seconds: float) -> None:
+        """Wait out a backoff delay; waiting on purpose is healthy (systemd watchdog)."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            self.state.alive = time.monotonic()
+            left = deadline - self.state.alive
+            if left <= 0:
+                return
+            self.stop_event.wait(min(1.0, left))
 
     def _transient(self, exc: BaseException) -> str | None:
         """Which store a retryable failure came from, or None if it is not retryable."""
@@ -622,7 +632,16 @@ class Daemon:
         if final:
             return
         limit = watchdog_seconds()
-        stale = limit is not None and time.monotonic() - self.state.alive > limit / 2
+        quiet = time.monotonic() - self.state.alive
+        if not doc["ready"]:
+            # A long first backfill: keep systemd's start timeout from running out while
+            # the work moves (each chunk marks the loop alive).
+            if quiet < 60:
+                extend = int(4 * self.options["heartbeat_seconds"] * 1_000_000)
+                notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: bringing MongoDB "
+                       "up to date")
+            return
+        stale = limit is not None and quiet > limit / 2
         lag = max((t.get("lag_seconds") or 0.0 for t in doc["tables"]), default=0.0)
         rows = sum(t.get("lag_rows") or 0 for t in doc["tables"])
         status = (f"STATUS=waiting for {doc['outage']['what']}" if doc["outage"]
