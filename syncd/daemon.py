@@ -444,6 +444,14 @@ class Daemon:
         redo: list[str] = []
         if self.capture is not None:
             redo = self.capture.install([i for i, _ in pairs])
+            install_id = self.capture.install_id()
+            if install_id != self.install_id:
+                # The log itself was removed (capture uninstall) and made anew: its seqs
+                # start again, and what changed meanwhile was never logged.
+                log.warning("the change log was recreated: reconciling every table")
+                self.install_id, self.seq = install_id, 0
+                self._save_capture_checkpoint()
+                redo = list(new)
         self._set_pairs(pairs)
         with self.state.lock:
             for table in added:

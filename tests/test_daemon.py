@@ -188,3 +188,22 @@ def test_capture_uninstall_leaves_the_database_as_it_was(tmp_path, legacy):
         assert not [n for n in names if n.startswith("_syncd")]
         if path == plain:
             assert "sqlite_sequence" not in names
+
+
+def test_capture_removed_under_the_daemon_is_recreated_and_caught_up(tmp_path, legacy,
+                                                                     target_args, db):
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        for n in range(5):  # move the log's position well past where a new log starts
+            legacy_write(legacy, "INSERT INTO config VALUES (?, 'v', 'd')", (f"k{n}",))
+        wait_for(lambda: db.config.find_one({"key": "k4"}), 30, "the first changes")
+        assert run_cli("capture", "uninstall", "--sqlite", legacy).code == 0
+        legacy_write(legacy, "INSERT INTO config VALUES ('unlogged', 'v', 'd')")
+        wait_for(lambda: db.config.find_one({"key": "unlogged"}), 30,
+                 "the change made while the log was gone")
+        legacy_write(legacy, "INSERT INTO config VALUES ('after', 'v', 'd')")
+        wait_for(lambda: db.config.find_one({"key": "after"}), 30, "a change in the new log")
+        assert verified(legacy, target_args)
+    finally:
+        assert daemon.stop()[0] == 0
