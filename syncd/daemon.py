@@ -620,6 +620,7 @@ class Daemon:
             "running": not final, "ready": ready, "outage": outage,
             "seq": self.seq if self.capture is not None else None,
             "tables": self._table_status(), "events": self.publisher.status(),
+            "hdf5_dirs": [str(d) for d in self.follower.watch_paths()] if self.follower else [],
             "hdf5": self.hdf5_report,
         }
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from syncd.config import Settings
+from syncd.errors import SyncdError
 from syncd.output import print_json, say, table
 
 
@@ -44,6 +45,19 @@ def _mb(n: float | None) -> str:
     return "?" if n is None else f"{n / 1e6:,.1f} MB"
 
 
+def _refuse_beside_a_daemon(db: Any) -> None:
+    """One indexer per database: a running `syncd run` with HDF5 dirs already warms."""
+    from syncd.state import StateStore, utcnow
+
+    daemon = StateStore(db).state.find_one({"_id": "daemon"}) or {}
+    fresh = daemon.get("heartbeat_at") and (utcnow() - daemon["heartbeat_at"]).total_seconds() \
+        < 3 * float(daemon.get("heartbeat_seconds", 5))
+    if daemon.get("running") and fresh and daemon.get("hdf5_dirs"):
+        raise SyncdError(f"syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) keeps "
+                         "the HDF5 caches warm for this database; `syncd warm` is not needed "
+                         "(see syncd status)")
+
+
 def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.features import require_torch
     from syncd.progress import Progress
@@ -55,6 +69,7 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
         require_torch()
     with open_target(settings) as target, _redis(settings) as rt, \
             Progress(enabled=not args.json, verb="windows") as progress:
+        _refuse_beside_a_daemon(target.db)
         follower = Hdf5Follower(settings, target.db, rt.client, progress=progress,
                                 config=config)
         report = follower.warm()

@@ -224,3 +224,41 @@ def test_several_legacy_writers_never_fail_while_syncd_runs(tmp_path, legacy, ta
     finally:
         stop.touch()
         assert daemon.stop()[0] == 0
+
+
+def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db):
+    from tests.hdf5_support import write_h5
+
+    cache = tmp_path / "cached"
+    cache.mkdir()
+    write_h5(cache / "R1_windows.h5", n=12)
+    redis_server = RedisProcess(tmp_path / "redis")
+    redis_server.start()
+    config = ("hdf5_rescan_seconds = 1.0\n[hdf5]\ndebounce_seconds = 0.2\n"
+              "[features]\nextractors = []\n")
+    args = [*target_args, "--redis-url", redis_server.url]
+    daemon = Daemon(tmp_path, legacy, args, config, extra=["--hdf5-dir", str(cache)])
+    rc = redis_server.client()
+    try:
+        daemon.wait_ready(db)
+        first = wait_for(lambda: db.hdf5_files.find_one({"name": "R1_windows.h5",
+                                                         "state": "warm"}), 60,
+                         "the first file indexed and warm")
+        assert first["n_windows"] == 12 and first["attrs"]["release"] == "R1"
+        write_h5(cache / "R2_windows.h5", n=7, layout="data", seed=3)
+        second = wait_for(lambda: db.hdf5_files.find_one({"name": "R2_windows.h5",
+                                                          "state": "warm"}), 60,
+                          "a new file picked up from its file event")
+        assert second["n_windows"] == 7
+        assert rc.exists(f"syncd:l:{second['fid']}:{second['generation']}")
+        refused = run_cli("warm", "--hdf5-dir", cache, *daemon.args, "--redis-url",
+                          redis_server.url)
+        assert refused.code == 1 and "keeps the HDF5 caches warm" in refused.err
+        # The metadata sync goes on beside it.
+        run = legacy_write(legacy, "INSERT INTO training_runs (status) VALUES ('running')")
+        wait_for(lambda: db.experiments.find_one({"run_id": run}), 30, "the metadata change")
+    finally:
+        code, err = daemon.stop()
+        rc.close()
+        redis_server.kill()
+    assert code == 0, err[-3000:]
