@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import redis
 
+from syncd.events import send, tail
+
 DEFAULT_PREFIX = "syncd"
 MAX_VALUE_BYTES = 64 << 20
 ALLOWED_KINDS = frozenset("fiub")
-EVENTS_MAXLEN = 10_000
 # Redis' own bookkeeping per string key (dict entry, key and value headers), for the budget.
 KEY_OVERHEAD = 96
 
@@ -331,10 +332,7 @@ class WindowCache:
     def publish(self, event: Mapping[str, Any]) -> str:
         """Append a JSON event to the events stream (capped) and announce it on pub/sub."""
         body = json.dumps({"at": time.time(), **event}, default=str, separators=(",", ":"))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.keys.events, {"event": body}, maxlen=EVENTS_MAXLEN, approximate=True)
-        pipe.publish(self.keys.events, body)
-        event_id, _ = pipe.execute()
+        event_id = send(self.redis, self.keys.events, [body])[0]
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     def subscribe(self, last_id: str = "$", block_ms: int = 1000,
@@ -344,16 +342,4 @@ class WindowCache:
         Yields `(id, event)`; pass the last id back in to resume without a gap. Stops
         when `stop()` returns true (checked every `block_ms`), else runs forever.
         """
-        if last_id == "$":  # pin "now" once, so nothing between two reads is missed
-            newest = self.redis.xrevrange(self.keys.events, count=1)
-            last_id = newest[0][0].decode() if newest else "0-0"
-        while not (stop and stop()):
-            reply = self.redis.xread({self.keys.events: last_id}, block=block_ms, count=100)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    try:
-                        event = json.loads(fields[b"event"])
-                    except (KeyError, ValueError):
-                        continue
-                    yield last_id, event
+        yield from tail(self.redis, self.keys.events, last_id, block_ms, stop=stop)

@@ -425,14 +425,18 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     client = connect_redis(url, settings.mongo_timeout)
     with contextlib.closing(client):
         try:
-            for entry_id, event in tail(client, args.start, count=args.count):
+            for entry_id, event in tail(client, start=args.start, count=args.count):
                 if args.json:
                     print_json({"id": entry_id, **event})
-                else:
+                elif "collection" in event:
                     ids = event.get("ids", [])
                     say(f"{event.get('time')} {event.get('collection')} "
                         f"{event.get('operation')} {len(ids)} doc(s) "
                         f"{' '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
+                else:  # HDF5 cache events (and events new code publishes)
+                    rest = {k: v for k, v in event.items() if k not in ("type", "at")}
+                    say(f"{entry_id} {event.get('type', 'event')} "
+                        f"{json.dumps(rest, default=str)[:200]}")
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return 0

@@ -45,6 +45,7 @@ from syncd.apply import Applier, group_keys
 from syncd.backfill import Engine, encode_position
 from syncd.config import Settings, section
 from syncd.errors import ConfigError, MigrationError, SyncdError
+from syncd.events import MAXLEN as EVENTS_MAXLEN
 from syncd.events import EventPublisher
 from syncd.faults import crashpoint
 from syncd.migration_files import Migration
@@ -71,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "prune_seconds": 5.0,
     "heartbeat_seconds": 5.0,
     "backoff_max_seconds": 30.0,
-    "events_maxlen": 100_000,
+    "events_maxlen": EVENTS_MAXLEN,
     "watch": True,
     "hdf5_rescan_seconds": 60.0,
 }

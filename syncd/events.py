@@ -13,7 +13,7 @@ import collections
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -22,14 +22,25 @@ log = logging.getLogger(__name__)
 
 STREAM = "syncd:events"
 CHANNEL = "syncd:events"
+MAXLEN = 100_000  # the stream is trimmed to about this many events
 MAX_IDS = 500  # ids per event; larger writes become several events
+
+
+def send(client: redis.Redis, stream: str, payloads: list[str], maxlen: int = MAXLEN) -> list[Any]:
+    """Append JSON payloads to `stream` (trimmed to ~maxlen) and publish each on the
+    channel of the same name, in one round trip; returns the stream ids."""
+    pipe = client.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.xadd(stream, {"event": payload}, maxlen=maxlen, approximate=True)
+        pipe.publish(stream, payload)
+    return pipe.execute()[::2]
 
 
 class EventPublisher:
     """Publishes events; buffers (bounded) while Redis is unreachable."""
 
     def __init__(self, client: redis.Redis | None, source_id: str, version: int | None,
-                 maxlen: int = 100_000, buffer: int = 10_000) -> None:
+                 maxlen: int = MAXLEN, buffer: int = 10_000) -> None:
         self.client = client
         self.source_id = source_id
         self.version = version
@@ -42,7 +53,8 @@ class EventPublisher:
     def event(self, collection: str, table: str | None, operation: str,
               ids: Sequence[Any]) -> str:
         return json.dumps({
-            "source_id": self.source_id, "collection": collection, "table": table,
+            "type": f"table.{operation}", "source_id": self.source_id,
+            "collection": collection, "table": table,
             "operation": operation, "ids": [str(i) for i in ids], "version": self.version,
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         }, separators=(",", ":"))
@@ -62,13 +74,9 @@ class EventPublisher:
     def flush(self) -> None:
         if self.client is None or not self.pending:
             return
+        batch = list(self.pending)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            batch = list(self.pending)
-            for payload in batch:
-                pipe.xadd(STREAM, {"event": payload}, maxlen=self.maxlen, approximate=True)
-                pipe.publish(CHANNEL, payload)
-            pipe.execute()
+            send(self.client, STREAM, batch, self.maxlen)
         except redis.RedisError as exc:
             if self.down_since is None:
                 self.down_since = dt.datetime.now(dt.timezone.utc)
@@ -88,20 +96,35 @@ class EventPublisher:
                 "redis_down_since": self.down_since}
 
 
-def tail(client: redis.Redis, start: str = "$", block_ms: int = 5000,
-         count: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Events from the stream after id `start` ("$": only new ones; "0": from the oldest
-    kept). Yields (stream id, event) forever, or until `count` events."""
+def tail(client: redis.Redis, stream: str = STREAM, start: str = "$", block_ms: int = 5000,
+         count: int | None = None, stop: Callable[[], bool] | None = None,
+         ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Events from `stream` after id `start` ("0": the kept history; "$": new ones only).
+
+    Yields (stream id, event); pass the last id back to resume without a gap. "$" is
+    pinned to the newest id once, so nothing between two reads is missed. Runs until
+    `count` events, or until `stop()` is true (checked every `block_ms`).
+    """
     last = start
+    if last == "$":
+        newest = client.xrevrange(stream, count=1)
+        last = _text(newest[0][0]) if newest else "0-0"
     seen = 0
-    while count is None or seen < count:
-        reply = client.xread({STREAM: last}, count=100, block=block_ms)
+    while (count is None or seen < count) and not (stop and stop()):
+        reply = client.xread({stream: last}, count=100, block=block_ms)
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                last = entry_id if isinstance(entry_id, str) else entry_id.decode()
-                raw = fields.get("event") or fields.get(b"event")
-                text = raw if isinstance(raw, str) else raw.decode()
-                yield last, json.loads(text)
+                last = _text(entry_id)
+                raw = fields.get("event", fields.get(b"event"))
+                try:
+                    event = json.loads(raw)
+                except (TypeError, ValueError):
+                    continue  # not one of ours: skip it, never fail the reader
+                yield last, event
                 seen += 1
                 if count is not None and seen >= count:
                     return
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
