@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -304,16 +305,20 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _daemon_redis(settings: Settings, needed: bool) -> Iterator[Any]:
-    """Redis for `syncd run`: the configured URL or the embedded server.
+def _daemon_redis(settings: Settings, needed: bool) -> Iterator[tuple[Any, Any]]:
+    """Redis for `syncd run`: (cache client, events client), or (None, None).
 
     Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
-    goes on, events wait in a buffer and the cache is warmed once Redis is back.
+    goes on, events wait in a buffer and the cache is warmed once Redis is back. A
+    refused password is a configuration error. The events client has short timeouts
+    and no retries: a Redis that hangs must not hold anything up.
     """
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     from syncd.embedded import EmbeddedRedis
-    from syncd.redact import redact_url
+    from syncd.redact import redact_url, scrub
     from syncd.redis_target import connect_redis
 
     embedded = None
@@ -327,20 +332,49 @@ def _daemon_redis(settings: Settings, needed: bool) -> Iterator[Any]:
             if needed:
                 raise
             log.warning("no --redis-url and no embedded Redis: events are not published")
-            yield None
+            yield None, None
             return
     client = connect_redis(url, settings.mongo_timeout)
+    events = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                  retry=Retry(NoBackoff(), 0))
     try:
         try:
-            client.ping()
+            events.ping()
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            raise ConfigError(f"--redis-url {redact_url(url)}: the server refused syncd "
+                              f"({scrub(str(exc))})") from None
         except redis.RedisError as exc:
             log.warning("Redis %s is unreachable (%s): the MongoDB sync goes on; events wait "
                         "and the cache is warmed when it is back", redact_url(url), exc)
-        yield client
+        yield client, events
     finally:
         client.close()
+        events.close()
         if embedded is not None:
             embedded.stop()
+
+
+@contextlib.contextmanager
+def _daemon_target(settings: Settings) -> Iterator[Any]:
+    """The MongoDB target for `syncd run`, waited for (with backoff) while unreachable."""
+    from syncd.retry import Backoff
+    from syncd.sdnotify import notify
+    from syncd.target import TargetUnreachable
+
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        stack = contextlib.ExitStack()
+        try:
+            target = stack.enter_context(_target(settings))
+            break
+        except TargetUnreachable as exc:
+            stack.close()
+            delay = backoff.next()
+            log.warning("%s; trying again in %.0f s", exc, delay)
+            notify(f"STATUS=waiting for MongoDB: {exc}")
+            time.sleep(delay)
+    with stack:
+        yield target
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -349,11 +383,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     options = daemon_options(settings, args.capture)
     migrations = _migrations(settings)
-    with _source(settings) as source, _target(settings) as target, \
-            _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as client:
+    with _source(settings) as source, _daemon_target(settings) as target, \
+            _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as (client, events):
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, _where(settings, target),
                  options["capture"])
-        publisher = EventPublisher(client, settings.source_id, None,
+        publisher = EventPublisher(events, settings.source_id, None,
                                    maxlen=options["events_maxlen"])
         follower = None
         if settings.hdf5_dirs:

@@ -208,6 +208,7 @@ class Daemon:
         """Sync, follow until stopped; returns the exit code."""
         self._install_signals()
         self.lease.acquire()
+        self.publisher.start()
         waker = None
         try:
             notify("STATUS=starting: bringing MongoDB up to date")
@@ -225,8 +226,8 @@ class Daemon:
                 self._hdf5_thread.start()
             with self.state.lock:
                 self.state.ready = True
-            self._heartbeat()
             notify("READY=1\nSTATUS=following " + str(self.settings.sqlite))
+            self._heartbeat()
             log.info("following %s in %s mode (Ctrl-C or SIGTERM to stop)",
                      self.settings.sqlite, self.mode)
             self._loop()
@@ -241,6 +242,7 @@ class Daemon:
                 self._hdf5_thread.join(timeout=60)
             if self.scheduler is not None:
                 self.scheduler.shutdown(wait=True)
+            self.publisher.close()
             with contextlib.suppress(Exception):
                 self._heartbeat(final=True)
             with contextlib.suppress(Exception):
@@ -638,7 +640,6 @@ class Daemon:
             return
         except Exception as exc:  # the loop reports MongoDB outages; stay quiet here
             log.debug("heartbeat could not reach MongoDB: %s", exc)
-        self.publisher.flush()
         if final:
             return
         limit = watchdog_seconds()

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
+
+from syncd.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +41,30 @@ def send(client: redis.Redis, stream: str, payloads: list[str], maxlen: int = MA
 
 
 class EventPublisher:
-    """Publishes events; buffers (bounded) while Redis is unreachable."""
+    """Queues events and sends them from a thread of its own.
+
+    The daemon's loop only appends to a bounded buffer; the sender thread talks to
+    Redis. A Redis that is down, or worse, accepts connections and never answers,
+    therefore never delays the MongoDB sync: the sender backs off (capped, jittered)
+    and the buffer keeps the newest `buffer` events (counting what it had to drop).
+    """
 
     def __init__(self, client: redis.Redis | None, source_id: str, version: int | None,
-                 maxlen: int = MAXLEN, buffer: int = 10_000) -> None:
+                 maxlen: int = MAXLEN, buffer: int = 10_000, batch: int = 1000) -> None:
         self.client = client
         self.source_id = source_id
         self.version = version
         self.maxlen = maxlen
-        self.pending: collections.deque[str] = collections.deque(maxlen=buffer)
+        self.batch = batch
+        self.lock = threading.Lock()
+        self.pending: collections.deque[tuple[int, str]] = collections.deque(maxlen=buffer)
+        self.queued = 0  # events ever queued; pending holds the last ones, numbered
         self.down_since: dt.datetime | None = None
         self.sent = 0
         self.dropped = 0
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def event(self, collection: str, table: str | None, operation: str,
               ids: Sequence[Any]) -> str:
@@ -61,34 +77,72 @@ class EventPublisher:
 
     def announce(self, collection: str, table: str | None, operation: str,
                  ids: Sequence[Any]) -> None:
-        """Queue events for these ids and try to send everything queued."""
+        """Queue events for these ids (never blocks on Redis)."""
         if self.client is None or not ids:
             return
-        for start in range(0, len(ids), MAX_IDS):
-            if len(self.pending) == self.pending.maxlen:
-                self.dropped += 1
-            self.pending.append(self.event(collection, table, operation,
-                                           ids[start:start + MAX_IDS]))
+        with self.lock:
+            for start in range(0, len(ids), MAX_IDS):
+                if len(self.pending) == self.pending.maxlen:
+                    self.dropped += 1
+                self.queued += 1
+                self.pending.append((self.queued, self.event(
+                    collection, table, operation, ids[start:start + MAX_IDS])))
+        if self._thread is None:
+            self.flush()  # no sender thread (a one-shot command): send now
+        else:
+            self._wakeup.set()
+
+    def start(self) -> None:
+        """Send from a background thread from now on."""
+        if self.client is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the sender after one last try to send what is queued."""
+        self._stop.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        while not self._stop.is_set():
+            self._wakeup.wait()
+            self._wakeup.clear()
+            while self.pending and not self._stop.is_set():
+                if self.flush():
+                    backoff.reset()
+                else:
+                    self._stop.wait(backoff.next())
         self.flush()
 
-    def flush(self) -> None:
-        if self.client is None or not self.pending:
-            return
-        batch = list(self.pending)
+    def flush(self) -> bool:
+        """Send up to `batch` queued events; False if Redis failed (they stay queued)."""
+        if self.client is None:
+            return True
+        with self.lock:
+            batch = list(itertools.islice(self.pending, self.batch))
+        if not batch:
+            return True
         try:
-            send(self.client, STREAM, batch, self.maxlen)
+            send(self.client, STREAM, [payload for _, payload in batch], self.maxlen)
         except redis.RedisError as exc:
             if self.down_since is None:
                 self.down_since = dt.datetime.now(dt.timezone.utc)
                 log.warning("Redis unreachable (%s); events wait in a buffer of %d and "
                             "the MongoDB sync goes on", exc, self.pending.maxlen)
-            return
-        for _ in batch:
-            self.pending.popleft()
+            return False
+        last = batch[-1][0]
+        with self.lock:  # remove what was sent (some may have been pushed out meanwhile)
+            while self.pending and self.pending[0][0] <= last:
+                self.pending.popleft()
         self.sent += len(batch)
         if self.down_since is not None:
-            log.info("Redis is back; sent %d buffered events", len(batch))
+            log.info("Redis is back; sending the buffered events")
             self.down_since = None
+        return True
 
     def status(self) -> dict[str, Any]:
         return {"enabled": self.client is not None, "sent": self.sent,

@@ -34,7 +34,9 @@ def running_redis(settings: Settings) -> Iterator[Any]:
     if url is None:
         yield None
         return
-    client = connect_redis(url, settings.mongo_timeout)
+    # A status read: a Redis that hangs must not hang the command (bounded, no retries).
+    client = connect_redis(url, settings.mongo_timeout, retry=False,
+                           read_timeout=settings.mongo_timeout)
     try:
         yield client
     finally:

@@ -30,16 +30,19 @@ class RedisTarget:
 READ_SIZE = 1 << 20  # windows are ~100 KB: read replies in big pieces, not 64 KB ones
 
 
-def connect_redis(url: str, timeout: float = 5.0, retry: bool = True) -> redis.Redis:
-    """A binary-safe client whose connects and commands are bounded by `timeout` seconds.
+def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
+                  read_timeout: float | None = None) -> redis.Redis:
+    """A binary-safe client whose connects are bounded by `timeout` seconds and whose
+    replies by `read_timeout` (default: at least 30 s, for large cache values).
 
     `retry=False` gives up at the first connection error instead of backing off and
     trying again: for readers that have somewhere else to go (the HDF5 files).
     """
     extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout,
-                                socket_timeout=max(timeout, 30.0), decode_responses=False,
-                                health_check_interval=30, socket_read_size=READ_SIZE, **extra)
+    reads = max(timeout, 30.0) if read_timeout is None else read_timeout
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=reads,
+                                decode_responses=False, health_check_interval=30,
+                                socket_read_size=READ_SIZE, **extra)
 
 
 def embedded_redis_url(state_dir: Path) -> str | None:

@@ -17,6 +17,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
@@ -109,6 +110,17 @@ class StateStore:
         return self.quarantine.count_documents({})
 
 
+def process_token(pid: int) -> str | None:
+    """Boot id and start time of process `pid` (Linux): who it is, beyond its number."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
 class Lease:
     """A time-limited lock document: only one syncd migrates a database at a time."""
 
@@ -125,21 +137,29 @@ class Lease:
         self.on_renew: Callable[[], None] | None = None
 
     def _dead_local_holder(self, held: dict[str, Any]) -> bool:
-        """The holder ran on this host and its process is gone (killed, crashed)."""
-        if held.get("host") != self.host or not isinstance(held.get("pid"), int):
+        """The holder ran on this host and its process is gone (killed, crashed).
+
+        A pid alone is not enough: a container restarted in place has the same host
+        name and often the same pid. The process's start time (and the boot id) tell
+        the old holder from a new process that happens to have its pid.
+        """
+        pid = held.get("pid")
+        if held.get("host") != self.host or not isinstance(pid, int):
             return False
         try:
-            os.kill(held["pid"], 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
-        return False
+        token = held.get("process")
+        return bool(token) and token != process_token(pid)
 
     def acquire(self) -> None:
         now = utcnow()
         claim = {"$set": {"owner": self.owner, "host": self.host, "pid": self.pid,
-                          "what": self.what, "acquired_at": now,
+                          "process": process_token(self.pid), "what": self.what,
+                          "acquired_at": now,
                           "expires_at": now + dt.timedelta(seconds=self.seconds)}}
         try:
             self.collection.find_one_and_update(

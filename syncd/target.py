@@ -16,6 +16,10 @@ from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
 
 
+class TargetUnreachable(ConfigError):
+    """The configured MongoDB did not answer in time (a daemon may wait for it)."""
+
+
 @dataclass
 class MongoTarget:
     """An open connection to the target database, and where it is (password masked)."""
@@ -43,7 +47,7 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
             from None
     except PyMongoError as exc:
         detail = scrub(str(exc)).split(",")[0][:200]
-        raise ConfigError(
+        raise TargetUnreachable(
             f"--mongo-url {shown}: not reachable within {timeout:g} s ({detail})"
         ) from None
 

@@ -99,7 +99,7 @@ def test_scan_mode_writes_nothing_to_the_legacy_database(tmp_path, legacy, targe
 
 def test_killed_daemon_resumes_without_loss_or_doubles(tmp_path, legacy, target_args, db):
     daemon = Daemon(tmp_path, legacy, target_args,
-                    env={"SYNCD_CRASH_AT": "daemon.after_apply:2"})
+                    env={"SYNCD_CRASH_AT": "daemon.after_apply"})
     daemon.wait_ready(db)
     ids = [legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
                         "VALUES (3, ?, 0.5)", (e,)) for e in range(100, 110)]

@@ -262,3 +262,44 @@ def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db):
         rc.close()
         redis_server.kill()
     assert code == 0, err[-3000:]
+
+
+def test_a_redis_that_hangs_never_holds_up_the_mongodb_sync(tmp_path, legacy, target_args,
+                                                             db):
+    """A Redis that accepts connections and never answers (a wedged server, a black hole)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # hold it open, say nothing
+            except OSError:
+                continue
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    daemon = Daemon(tmp_path, legacy, [*target_args, "--redis-url", url])
+    try:
+        daemon.wait_ready(db, timeout=30)
+        for n in range(3):
+            run = legacy_write(legacy, "INSERT INTO training_runs (status) VALUES ('running')")
+            wait_for(lambda run=run: db.experiments.find_one({"run_id": run}), 10,
+                     f"change {n} synced while Redis hangs")
+        events = wait_for(lambda: daemon.status()["daemon"]["events"], 10, "event status")
+        assert events["buffered"] >= 1 and events["sent"] == 0
+    finally:
+        code, err = daemon.stop(timeout=30)
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert code == 0, err[-3000:]

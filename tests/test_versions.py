@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from syncd.errors import MigrationError
 from syncd.migration_files import DEFAULT_DIR
 from syncd.sample import make_eeg2025
 from syncd.state import Lease, StateStore
@@ -166,3 +167,21 @@ def test_another_source_cannot_write_into_the_same_database(legacy, target_args,
     refused = run_cli("migrate", "--sqlite", legacy, *other)
     assert refused.code == 2
     assert "holds source 'testhost'" in refused.err
+
+
+def test_a_lease_held_by_a_dead_or_reborn_process_here_is_taken_over(legacy, target_args, db):
+    """kill -9 leaves the lease behind; a restarted container reuses host name and pid."""
+    store = StateStore(db)
+    holder = Lease(store, "run")
+    holder.acquire()
+    # Same host and pid as this test process, but another process (its start differs):
+    store.state.update_one({"_id": "lease"}, {"$set": {"process": "boot:12345"}})
+    taker = Lease(store, "migrate")
+    taker.acquire()
+    assert store.state.find_one({"_id": "lease"})["owner"] == taker.owner
+    taker.release()
+    # A live holder on this host with a matching process token is respected.
+    holder.acquire()
+    with pytest.raises(MigrationError, match="holds the run lease"):
+        Lease(store, "migrate").acquire()
+    holder.release()
