@@ -100,10 +100,13 @@ def test_scan_mode_writes_nothing_to_the_legacy_database(tmp_path, legacy, targe
 def test_killed_daemon_resumes_without_loss_or_doubles(tmp_path, legacy, target_args, db):
     daemon = Daemon(tmp_path, legacy, target_args,
                     env={"SYNCD_CRASH_AT": "daemon.after_apply"})
-    daemon.wait_ready(db)
-    ids = [legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
-                        "VALUES (3, ?, 0.5)", (e,)) for e in range(100, 110)]
-    daemon.proc.communicate(timeout=60)
+    try:
+        daemon.wait_ready(db)
+        ids = [legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
+                            "VALUES (3, ?, 0.5)", (e,)) for e in range(100, 110)]
+        daemon.proc.communicate(timeout=60)
+    finally:
+        daemon.stop()  # a no-op once it died; never leave it running
     assert daemon.proc.returncode == -signal.SIGKILL  # died applying, before its checkpoint
     legacy_write(legacy, "DELETE FROM epoch_history WHERE id = ?", (ids[0],))
     again = Daemon(tmp_path, legacy, target_args)
