@@ -250,7 +250,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")
-    if status["hdf5"]:
+    if status["hdf5"] and (status["hdf5"]["files_total"] or settings.hdf5_dirs):
         hdf5_cli.print_status_section(status["hdf5"])
     return 0
 
