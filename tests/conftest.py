@@ -27,6 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DB = ROOT.parent / "shared" / "fixtures" / "eeg2025" / "metadata.db"
 
 
+def wait_port(port: int, proc: subprocess.Popen | None = None, what: str = "server",
+              log: Path | None = None, timeout: float = 60.0) -> None:
+    """Wait until a server listens on 127.0.0.1:`port` (fail if it exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            pytest.fail(f"{what} exited with code {proc.returncode}: {tail}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = find_executable("secantusd-py")
@@ -38,13 +52,7 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path",
                              str(data / "wt"), "--log-level", "WARNING"],
                             stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"secantusd-py exited: {(data / 'server.log').read_text()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            break
-        time.sleep(0.05)
+    wait_port(port, proc, "secantusd-py", data / "server.log")
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     yield url
     proc.terminate()

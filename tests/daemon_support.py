@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 
 from syncd.embedded import find_executable, free_port
-from tests.conftest import run_cli, syncd_process
+from tests.conftest import run_cli, syncd_process, wait_port
 
 FAST = """
 [daemon]
@@ -116,13 +114,7 @@ class MongoProcess:
             [self.exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path",
              str(self.home / "data"), "--log-level", "WARNING"],
             stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        pytest.fail("secantusd-py did not start")
+        wait_port(self.port, self.proc, "secantusd-py", self.home / "server.log")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -7,10 +7,7 @@ child process on a free loopback port.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,13 +44,9 @@ class RedisProcess:
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.home), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.02)
-        pytest.fail("redis-server did not start")
+        from tests.conftest import wait_port
+
+        wait_port(self.port, self.proc, "redis-server")
 
     def kill(self) -> None:
         if self.proc is not None:
