@@ -99,9 +99,15 @@ path, mode, start_at, end_at = cfg["db"], cfg["mode"], cfg["start_at"], cfg["end
 rng = random.Random(cfg["seed"])
 lat, commits, errors = [], [], []
 locked = 0
+pace = cfg.get("pace") or 0  # "cycle": writes per second (0: as fast as it can)
+due = start_at
 
 def write(sql, params):
-    global locked
+    global locked, due
+    if pace:
+        due += 1.0 / pace
+        if due - time.time() > 0:
+            time.sleep(due - time.time())
     t0 = time.perf_counter()
     rowid = committed = None
     try:
@@ -518,7 +524,8 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                         cpu_seconds(target.mongo_pid))
         before = load()
         procs, outs, start_at = start_writers(legacy, base, str(n), args.writers, "cycle",
-                                              args.writer_seconds, epochs=20)
+                                              args.writer_seconds, epochs=20,
+                                              pace=args.writer_rate)
         results = finish_writers(procs, outs)
         elapsed = time.time() - start_at
         phase = {"kind": kind, "load": before,
@@ -648,6 +655,9 @@ def main() -> None:
                         help="writer processes in the coexistence phases (default 3)")
     parser.add_argument("--writer-seconds", type=float, default=10.0,
                         help="length of each coexistence phase (default 10)")
+    parser.add_argument("--writer-rate", type=float, default=0.0,
+                        help="writes per second of each coexistence writer (default 0: as "
+                        "fast as it can, the issue's test)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of (without, [triggers only,] with) phases (default 2)")
     parser.add_argument("--no-control", dest="control", action="store_false",
@@ -727,8 +737,10 @@ def main() -> None:
 
         if "coexist" in parts:
             say()
-            say(f"(2) legacy writers: {args.writers} processes, the legacy cycle as fast as they "
-                f"can, {args.writer_seconds:g} s per phase (load {load()})")
+            speed = (f"at {args.writer_rate:g} writes/s each" if args.writer_rate
+                     else "as fast as they can")
+            say(f"(2) legacy writers: {args.writers} processes, the legacy cycle {speed}, "
+                f"{args.writer_seconds:g} s per phase (load {load()})")
             r = coexist(args, work, target)
             def pooled(kind: str, phases: list[dict[str, Any]] = r["phases"]) -> list[float]:
                 return [x for p in phases if p["kind"] == kind for x in p["lat"]]
