@@ -521,7 +521,8 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
     target.drop(database)
     db = target.client[database]
     phases: list[dict[str, Any]] = []
-    kinds = ["without", "triggers", "with"] if args.control else ["without", "with"]
+    scan = args.coexist_capture == "scan"  # no triggers: no control phase, no change log
+    kinds = ["without", "triggers", "with"] if args.control and not scan else ["without", "with"]
     order = kinds * args.rounds
     for n, kind in enumerate(order):
         daemon = None
@@ -529,7 +530,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             capture_cli("install", legacy)
         elif kind == "with":
             daemon = SyncdRun(base, f"syncd-{n}", legacy, target.url, database,
-                              target.daemon_options("triggers"))
+                              target.daemon_options(args.coexist_capture))
             daemon.start()
             daemon.wait_ready(db, args.ready_timeout)
         cpu_d, cpu_m = (cpu_seconds(daemon.pid if daemon else None),
@@ -546,7 +547,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                  "errors": [e for r in results for e in r["errors"]],
                  "seconds": elapsed}
         if daemon is not None:
-            phase["drain"] = daemon.wait_caught_up(db)
+            phase["drain"] = float("nan") if scan else daemon.wait_caught_up(db)
             phase["daemon_cpu"] = (cpu_seconds(daemon.pid) - cpu_d) / elapsed
             phase["mongo_cpu"] = (cpu_seconds(target.mongo_pid) - cpu_m) / elapsed
             daemon.stop()
@@ -558,8 +559,9 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, p99.9 {ms(pct(lat, 99.9))}, max "
             f"{ms(max(lat, default=float('nan')))}, {slow_share(lat):.1%} over 20 ms, "
             f"locked {phase['locked']}"
-            + (f", drained {phase['drain']:.2f} s after the writers stopped, syncd CPU "
-               f"{phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
+            + ("" if kind != "with" or scan else
+               f", drained {phase['drain']:.2f} s after the writers stopped")
+            + (f", syncd CPU {phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
                if kind == "with" else "") + f" (load {before})")
     verify = subprocess.run([sys.executable, "-m", "syncd", "-q", "verify", "--sqlite",
                              str(legacy), "--mongo-url", target.url, "--database", database,
@@ -677,6 +679,9 @@ def main() -> None:
     parser.add_argument("--writer-rate", type=float, default=0.0,
                         help="writes per second of each coexistence writer (default 0: as "
                         "fast as it can, the issue's test)")
+    parser.add_argument("--coexist-capture", choices=("triggers", "scan"), default="triggers",
+                        help="the daemon's capture mode in the coexistence phases (default "
+                        "triggers, the default mode)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of (without, [triggers only,] with) phases (default 2)")
     parser.add_argument("--no-control", dest="control", action="store_false",
@@ -759,7 +764,8 @@ def main() -> None:
             speed = (f"at {args.writer_rate:g} writes/s each" if args.writer_rate
                      else "as fast as they can")
             say(f"(2) legacy writers: {args.writers} processes, the legacy cycle {speed}, "
-                f"{args.writer_seconds:g} s per phase (load {load()})")
+                f"{args.writer_seconds:g} s per phase; syncd run in {args.coexist_capture} "
+                f"mode (load {load()})")
             r = coexist(args, work, target)
             def pooled(kind: str, phases: list[dict[str, Any]] = r["phases"]) -> list[float]:
                 return [x for p in phases if p["kind"] == kind for x in p["lat"]]
@@ -784,7 +790,8 @@ def main() -> None:
             say(f"  syncd verify after the last phase: {'passes' if r['verify'] else 'FAILS'}")
             if not r["verify"]:
                 say(r["verify_out"])
-            figures.append(f"writer commit p99 with/without syncd: {ratio:.2f}   (goal <= 1.2)  "
+            figures.append(f"writer commit p99 with/without syncd ({args.coexist_capture}): "
+                           f"{ratio:.2f}   (goal <= 1.2)  "
                            f"{verdict(ratio <= 1.2)}")
             figures.append(f"lock errors (all phases / with syncd): {locked} / {locked_with}   "
                            f"(goal 0)  {verdict(locked == 0)}")
