@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT))
 
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
-from syncd.backfill import Engine  # noqa: E402
+from syncd.backfill import Engine, encode_position  # noqa: E402
 from syncd.compare import target_digests  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
 from syncd.ids import derive_id  # noqa: E402
@@ -279,6 +279,7 @@ class SyncdRun:
     def __init__(self, work: Path, name: str, sqlite: Path, url: str, database: str,
                  daemon: dict[str, Any]) -> None:
         self.sqlite, self.url, self.database = sqlite, url, database
+        self.mode = daemon.get("capture", "triggers")
         self.config = work / f"{name}.toml"
         self.state = work / f"{name}-state"
         self.log = work / f"{name}.log"
@@ -319,18 +320,35 @@ class SyncdRun:
         sys.exit(f"syncd run was not ready within {timeout:.0f} s:\n{self.tail()}")
 
     def wait_caught_up(self, db: Any, timeout: float = 120.0) -> float:
-        """Seconds until the daemon's checkpoint reaches the change log's last entry."""
-        capture = Capture(self.sqlite)
+        """Seconds until the daemon's checkpoint covers every row committed so far: the
+        change log's last entry (triggers), each table's last rowid or key (scan)."""
         started = time.monotonic()
-        try:
-            last = capture.last_seq()
-            while time.monotonic() - started < timeout:
+        if self.mode == "triggers":
+            capture = Capture(self.sqlite)
+            try:
+                last = capture.last_seq()
+            finally:
+                capture.close()
+
+            def done() -> bool:
                 doc = db["_syncd_state"].find_one({"_id": "capture"}) or {}
-                if int(doc.get("seq", -1)) >= last:
-                    return time.monotonic() - started
-                time.sleep(0.02)
-        finally:
-            capture.close()
+                return int(doc.get("seq", -1)) >= last
+        else:
+            source = SQLiteSource(self.sqlite)
+            try:
+                marks = {name: encode_position(source.high_water(info))
+                         for name, info in source.schema().tables.items()}
+            finally:
+                source.close()
+
+            def done() -> bool:
+                doc = db["_syncd_state"].find_one({"_id": "scan"}) or {}
+                hwm = {t: p for t, p in doc.get("hwm", [])}
+                return all(mark is None or hwm.get(t) == mark for t, mark in marks.items())
+        while time.monotonic() - started < timeout:
+            if done():
+                return time.monotonic() - started
+            time.sleep(0.02)
         return float("nan")
 
     def stop(self) -> int:
@@ -547,7 +565,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                  "errors": [e for r in results for e in r["errors"]],
                  "seconds": elapsed}
         if daemon is not None:
-            phase["drain"] = float("nan") if scan else daemon.wait_caught_up(db)
+            phase["drain"] = daemon.wait_caught_up(db)
             phase["daemon_cpu"] = (cpu_seconds(daemon.pid) - cpu_d) / elapsed
             phase["mongo_cpu"] = (cpu_seconds(target.mongo_pid) - cpu_m) / elapsed
             daemon.stop()
@@ -559,8 +577,8 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, p99.9 {ms(pct(lat, 99.9))}, max "
             f"{ms(max(lat, default=float('nan')))}, {slow_share(lat):.1%} over 20 ms, "
             f"locked {phase['locked']}"
-            + ("" if kind != "with" or scan else
-               f", drained {phase['drain']:.2f} s after the writers stopped")
+            + (f", caught up {phase['drain']:.2f} s after the writers stopped"
+               if kind == "with" else "")
             + (f", syncd CPU {phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
                if kind == "with" else "") + f" (load {before})")
     verify = subprocess.run([sys.executable, "-m", "syncd", "-q", "verify", "--sqlite",
