@@ -489,20 +489,30 @@ class Daemon:
             self._save_capture_checkpoint()
 
     def _poll_new_rows(self) -> None:
-        """Apply rows added past each table's high-water mark (scan mode)."""
+        """Apply rows added past each table's high-water mark (scan mode).
+
+        One batch per table per round, round robin, the checkpoint saved after each
+        round: a table written faster than a batch is applied (epoch_history while a
+        run trains) must not hold back the tables after it.
+        """
         assert self.applier is not None
         moved = False
         for table, (info, mapping) in list(self.pairs.items()):
-            while not self.stop_event.is_set():
-                chunk = self.source.scan(info, self.hwm.get(table), self.options["batch"])
-                if not chunk.rows:
-                    break
-                self._apply(table, lambda info=info, mapping=mapping, chunk=chunk:
-                            self.applier.write(info, mapping, chunk))  # type: ignore[union-attr]
-                self.hwm[table] = chunk.last
-                moved = True
+            if self.stop_event.is_set():
+                break
+            chunk = self.source.scan(info, self.hwm.get(table), self.options["batch"])
+            if not chunk.rows:
+                continue
+            self._apply(table, lambda info=info, mapping=mapping, chunk=chunk:
+                        self.applier.write(info, mapping, chunk))  # type: ignore[union-attr]
+            self.hwm[table] = chunk.last
+            moved = True
         if moved:
             self._save_scan_checkpoint()
+        # Rows applied: there may be more (a full batch, or a chunk split short to keep
+        # the read lock brief); go round again at once, until a round finds nothing.
+        if moved:
+            self.wake.set()
 
     def _apply(self, table: str, action: Callable[[], Any]) -> None:
         try:

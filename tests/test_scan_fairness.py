@@ -1,0 +1,71 @@
+"""Scan mode: a table that keeps receiving rows does not hold back the tables after it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from legacy_adapters.sqlite import SQLiteSource
+from syncd.config import Settings
+from syncd.daemon import Daemon, daemon_options
+from syncd.events import EventPublisher
+from syncd.migration_files import load_migrations
+from syncd.sample import make_eeg2025
+
+
+def _write(path, sql, params=()):
+    conn = sqlite3.connect(path)  # the legacy pattern
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss) "
+         "VALUES (1, 99, 0.1, 0.2)")
+
+
+def test_a_busy_table_does_not_starve_the_others(tmp_path, db, mongo_url):
+    legacy = tmp_path / "metadata.db"
+    make_eeg2025(legacy, rows=500)
+    settings = Settings(sqlite=legacy, mongo_url=mongo_url, database=db.name,
+                        state_dir=tmp_path / "state", source_id="t", timezone="UTC")
+    options = daemon_options(settings, "scan")
+    options["batch"] = 5
+    source = SQLiteSource(legacy)
+    daemon = Daemon(settings, source, db, load_migrations(), options,
+                    EventPublisher(None, "t", None))
+    daemon.lease.acquire()
+    try:
+        daemon._start_sync()
+        for _ in range(20):
+            _write(legacy, EPOCH)
+        _write(legacy, "INSERT INTO model_checkpoints (run_id, epoch, val_loss) "
+               "VALUES (1, 99, 0.2)")
+        _write(legacy, "INSERT INTO training_runs (challenge, status) VALUES (2, 'running')")
+        applied: list[str] = []
+        write = daemon.applier.write
+
+        def recording(info, mapping, chunk, wanted=None):
+            applied.append(info.name)
+            if info.name == "epoch_history" and applied.count("epoch_history") < 40:
+                _write(legacy, EPOCH)  # a training run keeps logging epochs meanwhile
+            return write(info, mapping, chunk, wanted)
+
+        daemon.applier.write = recording
+        for _ in range(100):  # step until a round finds nothing new
+            before = len(applied)
+            daemon._poll_new_rows()
+            if len(applied) == before:
+                break
+        # The first round applies a batch of each table; the old loop applied every
+        # epoch_history batch, as long as new ones kept coming, before the next table.
+        assert applied.index("model_checkpoints") < 3, applied
+        assert applied.index("training_runs") < 3, applied
+        conn = sqlite3.connect(legacy)
+        epochs = conn.execute("SELECT count(*) FROM epoch_history WHERE epoch = 99").fetchone()[0]
+        conn.close()
+        assert epochs == 59
+        assert db["epochs"].count_documents({"epoch": 99}) == epochs
+        assert db["checkpoints"].count_documents({"epoch": 99}) == 1
+    finally:
+        daemon.lease.release()
+        source.close()

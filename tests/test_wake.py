@@ -1,0 +1,46 @@
+"""The daemon's wake-up: only file events that can end a commit are subscribed to."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+from syncd.wake import DELETE_MODE_EVENTS, WRITE_EVENTS, Waker, commit_events
+
+
+def _db(path, mode=None):
+    conn = sqlite3.connect(path)
+    if mode:
+        conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_commit_events_follow_the_journal_mode(tmp_path):
+    assert commit_events(_db(tmp_path / "delete.db")) == DELETE_MODE_EVENTS
+    assert commit_events(_db(tmp_path / "wal.db", "wal")) == WRITE_EVENTS
+    assert commit_events(_db(tmp_path / "persist.db", "persist")) == WRITE_EVENTS
+    assert commit_events(tmp_path / "missing.db") == WRITE_EVENTS
+
+
+def test_a_legacy_commit_wakes_and_a_read_does_not(tmp_path):
+    db = _db(tmp_path / "metadata.db")
+    event = threading.Event()
+    waker = Waker([db], event)
+    assert waker.start()
+    try:
+        time.sleep(0.2)
+        conn = sqlite3.connect(db)  # a reader opening and closing the file
+        conn.execute("SELECT * FROM t").fetchall()
+        conn.close()
+        assert not event.wait(0.5)
+        conn = sqlite3.connect(db)  # the legacy pattern: connect, INSERT, commit, close
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+        conn.close()
+        assert event.wait(5)
+    finally:
+        waker.stop()
