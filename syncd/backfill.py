@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from bson.binary import Binary
@@ -83,14 +83,20 @@ class Engine:
 
     def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  params: Params, chunk_size: int, progress: Progress,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None,
+                 between: Callable[[], None] | None = None) -> None:
         self.source, self.db, self.sink, self.store = source, db, sink, store
         self.params, self.chunk_size, self.progress, self.lease = (
             params, chunk_size, progress, lease)
+        # Called between chunks of long work: the daemon keeps following changes
+        # during a reconcile instead of stalling for its whole length.
+        self.between = between
 
     def _renew(self) -> None:
         if self.lease is not None:
             self.lease.renew()
+        if self.between is not None:
+            self.between()
 
     def _quarantine(self, projector: Projector, rows: Sequence[Sequence[Any]],
                     projected: Projected, rejected: list[Rejected]) -> int:

@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
     "capture": "triggers",
     "poll_seconds": 0.5,
+    # Steps start at least this far apart: a burst of commits is applied in one step.
+    "min_step_seconds": 0.05,
+    # The applied position is saved at most this often (applying is idempotent: a
+    # crash re-applies at most this much; the log is pruned only up to what is saved).
+    "checkpoint_seconds": 1.0,
     "batch": 2000,
     "reconcile_seconds": 0.0,  # 0: the mode's default (scan 300 s, triggers 3600 s)
     "prune_seconds": 5.0,
@@ -98,6 +103,9 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
                 "hdf5_rescan_seconds"):
         if options[key] <= 0:
             raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
+    for key in ("min_step_seconds", "checkpoint_seconds"):
+        if options[key] < 0:
+            raise ConfigError(f"[daemon] {key} = {options[key]}: must not be negative")
     if options["batch"] <= 0:
         raise ConfigError(f"[daemon] batch = {options['batch']}: must be positive")
     if not options["reconcile_seconds"]:
@@ -169,7 +177,11 @@ class Daemon:
         # for concurrent use).
         self._pruner = Capture(settings.sqlite) if triggers else None
         self._status_capture = Capture(settings.sqlite) if triggers else None
-        self.seq = 0
+        self.seq = 0  # the log position applied
+        self.saved_seq = 0  # ... and saved in MongoDB (pruning never passes it)
+        self._saved_at = 0.0
+        self._following = False  # long work may interleave follow steps (after start-up)
+        self._between_at = 0.0
         self.install_id: str | None = None
         self.hwm: dict[str, Any] = {}
         self.schema_version: int | None = None
@@ -235,6 +247,9 @@ class Daemon:
             log.info("%s", exc)
         finally:
             notify("STOPPING=1")
+            if self.capture is not None and self.seq != self.saved_seq:
+                with contextlib.suppress(Exception):
+                    self._save_capture_checkpoint()
             self.hdf5_wake.set()
             if waker is not None:
                 waker.stop()
@@ -257,14 +272,24 @@ class Daemon:
 
     def _loop(self) -> None:
         backoff = Backoff(cap=self.options["backoff_max_seconds"])
+        gap = self.options["min_step_seconds"]
+        last_step = float("-inf")
+        self._following = True
         while not self.stop_event.is_set():
             woke = self.wake.wait(self.options["poll_seconds"])
+            # Coalesce: legacy writers commit in bursts; one step applies them together
+            # (fewer reads of metadata.db, fewer MongoDB commits).
+            rest = last_step + gap - time.monotonic()
+            if woke and rest > 0:
+                self.stop_event.wait(rest)
             self.wake.clear()
             if self.stop_event.is_set():
                 break
-            self.state.alive = time.monotonic()
+            last_step = self.state.alive = time.monotonic()
             try:
                 self._step(woke)
+                if self.capture is not None:
+                    self._save_capture_checkpoint(force=False)
             except Stopping:
                 raise
             except MigrationError as exc:  # e.g. the lease was lost: never write twice
@@ -486,7 +511,7 @@ class Daemon:
                             self.applier.apply(info, mapping, keys))  # type: ignore[union-attr]
             crashpoint("daemon.after_apply")
             self.seq = changes[-1].seq
-            self._save_capture_checkpoint()
+            self._save_capture_checkpoint(force=False)
 
     def _poll_new_rows(self) -> None:
         """Apply rows added past each table's high-water mark (scan mode).
@@ -532,7 +557,8 @@ class Daemon:
     def _reconcile(self, tables: list[str]) -> None:
         assert self.model is not None and self.applier is not None
         engine = Engine(self.source, self.db, self.sink, self.store, self.applier.params,
-                        self.settings.chunk_size, self.progress, self.lease)
+                        self.settings.chunk_size, self.progress, self.lease,
+                        between=self._follow_between)
         for table in tables:
             if table not in self.pairs:
                 continue
@@ -550,13 +576,36 @@ class Daemon:
         if set(tables) >= set(self.pairs):
             self.last_reconcile = time.monotonic()
 
+    def _follow_between(self) -> None:
+        """During long work (a reconcile), apply new changes every so often."""
+        now = time.monotonic()
+        if not self._following or now - self._between_at < 0.25:
+            return
+        self._between_at = now
+        if self.capture is not None:
+            self._drain()
+            self._save_capture_checkpoint(force=False)
+        else:
+            self._poll_new_rows()
+
     # -- checkpoints -----------------------------------------------------------------------
 
-    def _save_capture_checkpoint(self) -> None:
+    def _save_capture_checkpoint(self, force: bool = True) -> None:
+        """Save the applied log position (at most every `checkpoint_seconds` unless forced).
+
+        Only the loop's thread saves, so `saved_seq` is exactly what MongoDB holds.
+        """
+        if self.seq == self.saved_seq and not force:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved_at < self.options["checkpoint_seconds"]:
+            return
+        seq = self.seq
         self.store.state.replace_one(
             {"_id": "capture"},
-            {"mode": "triggers", "install_id": self.install_id, "seq": self.seq,
+            {"mode": "triggers", "install_id": self.install_id, "seq": seq,
              "updated_at": utcnow()}, upsert=True)
+        self.saved_seq, self._saved_at = seq, now
 
     def _save_scan_checkpoint(self) -> None:
         self.store.state.replace_one(
@@ -586,7 +635,7 @@ class Daemon:
     def _prune(self) -> None:
         assert self._pruner is not None
         try:
-            removed = self._pruner.prune(self.seq)
+            removed = self._pruner.prune(self.saved_seq)
             if removed:
                 log.debug("pruned %d applied changes from the log", removed)
         except Exception as exc:  # pruning is housekeeping: never fatal
