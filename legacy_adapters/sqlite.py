@@ -15,11 +15,12 @@ as bytes (`RawText`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -94,6 +95,26 @@ class SQLiteSource:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """Several reads under one SHARED lock, taken at the first read, dropped at the end.
+
+        A follower reads a few small things each round (schema and data versions,
+        the change log, the changed rows); taking the lock once per round instead of
+        once per read gives a committing writer fewer chances to find it held. The
+        reads also see one consistent state.
+        """
+        conn = self.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     # -- schema ------------------------------------------------------------------
 

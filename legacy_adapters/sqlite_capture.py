@@ -33,6 +33,7 @@ from urllib.parse import quote
 from legacy_adapters.base import TableInfo
 from legacy_adapters.sqlite import PRIVATE_PREFIX, quote_ident
 from syncd.errors import SyncdError
+from syncd.values import text_factory
 
 LOG_TABLE = "_syncd_changes"
 MAX_KEY_COLUMNS = 8
@@ -99,11 +100,15 @@ def trigger_sql(table: TableInfo) -> list[str]:
 class Capture:
     """Installs, reads, prunes and removes the change log of one metadata.db."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0,
+                 reader: sqlite3.Connection | None = None) -> None:
+        """`reader`: a read-only connection to share (the follower reads the log and
+        the changed rows in one read transaction); by default one of its own."""
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._ro_uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
-        self._reader: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = reader
+        self._own_reader = reader is None
 
     # -- connections -------------------------------------------------------------------
 
@@ -118,9 +123,9 @@ class Capture:
         return self._reader
 
     def close(self) -> None:
-        if self._reader is not None:
+        if self._reader is not None and self._own_reader:
             self._reader.close()
-            self._reader = None
+        self._reader = None
 
     def _write(self, statements: list[str | tuple[str, tuple[Any, ...]]]) -> None:
         """Run statements in one short IMMEDIATE transaction."""
@@ -144,11 +149,27 @@ class Capture:
             conn.close()
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        cur = self.reader.execute(sql, params)
+        reader = self.reader
         try:
-            return cur.fetchall()
+            cur = reader.execute(sql, params)
+            try:
+                return cur.fetchall()
+            finally:
+                cur.close()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise
+        # A logged key that is TEXT but not UTF-8: read it as bytes rather than fail.
+        old = reader.text_factory
+        reader.text_factory = text_factory
+        try:
+            cur = reader.execute(sql, params)
+            try:
+                return cur.fetchall()
+            finally:
+                cur.close()
         finally:
-            cur.close()
+            reader.text_factory = old
 
     # -- state ---------------------------------------------------------------------------
 

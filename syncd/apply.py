@@ -69,10 +69,13 @@ class Applier:
               keys: Iterable[tuple[Any, ...]]) -> Applied:
         """Bring the documents of these identity keys in line with the legacy rows."""
         wanted = set(keys)
+        return self.write(info, mapping, self.fetch(info, wanted), wanted)
+
+    def fetch(self, info: TableInfo, wanted: set[tuple[Any, ...]]) -> Chunk:
+        """The current rows of these identity keys (absent ones are gone)."""
         by_rowid = [k[-1] for k in wanted if not info.primary_key or k[0] is NULL_KEY_MARK]
         by_key = [k for k in wanted if info.primary_key and k[0] is not NULL_KEY_MARK]
-        chunk = self.source.fetch(info, rowids=by_rowid, keys=by_key)
-        return self.write(info, mapping, chunk, wanted)
+        return self.source.fetch(info, rowids=by_rowid, keys=by_key)
 
     def write(self, info: TableInfo, mapping: TableMap, chunk: Chunk,
               wanted: set[tuple[Any, ...]] | None = None) -> Applied:

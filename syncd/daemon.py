@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
 
-from legacy_adapters.base import TableInfo
+from legacy_adapters.base import Chunk, TableInfo
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture, capturable
 from syncd.apply import Applier, group_keys
@@ -114,6 +114,15 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
 
 
 @dataclass
+class Round:
+    """What one round reads: per table its rows (and the changed keys, triggers mode)
+    and the log position it reaches (None in scan mode)."""
+
+    items: list[tuple[str, TableInfo, TableMap, Chunk, set[Any] | None]]
+    seq: int | None
+
+
+@dataclass
 class TableStats:
     """What the daemon did to one table (shown by `syncd status`)."""
 
@@ -172,7 +181,9 @@ class Daemon:
         self.model: Model | None = None
         self.applier: Applier | None = None
         triggers = self.mode == "triggers"
-        self.capture = Capture(settings.sqlite) if triggers else None
+        # The loop reads the change log on the source's own connection: one read
+        # transaction per round covers the log and the changed rows.
+        self.capture = Capture(settings.sqlite, reader=source.conn) if triggers else None
         # Scheduler threads get connections of their own (sqlite3 connections are not
         # for concurrent use).
         self._pruner = Capture(settings.sqlite) if triggers else None
@@ -402,7 +413,7 @@ class Daemon:
                     log.info("triggers were missing on %s: reconciling them", ", ".join(redo))
                     self._reconcile(redo)
             self._save_capture_checkpoint()
-            self._drain()
+            self._follow()
         else:
             marks = {name: self.source.high_water(info) for name, (info, _) in
                      self.pairs.items()}
@@ -436,18 +447,23 @@ class Daemon:
     def _step(self, woke: bool = True) -> None:
         """One round: schema drift, then new changes, then a reconcile when due.
 
-        Without a file event (`woke` false: a poll timeout, or a filesystem without
-        inotify), `PRAGMA data_version` says whether anyone committed since the last
-        round; if nobody did, there is nothing to read.
+        The round's first reads (schema and data versions, the change log or the new
+        rows, the changed rows) share one read transaction. Without a file event
+        (`woke` false: a poll timeout, or a filesystem without inotify), `PRAGMA
+        data_version` says whether anyone committed since the last round.
         """
-        self._check_schema()
-        version = self.source.data_version()
-        if woke or version != self.data_version:
-            self.data_version = version
-            if self.capture is not None:
-                self._drain()
-            else:
-                self._poll_new_rows()
+        with self.source.read_transaction():
+            schema = self.source.schema_version()
+            data = self.source.data_version()
+            first = None
+            if schema == self.schema_version and (woke or data != self.data_version):
+                first = self._read_round()
+        if schema != self.schema_version:
+            self._check_schema()
+            woke = True
+        if first is not None or woke or data != self.data_version:
+            self.data_version = data
+            self._follow(first)
         due = time.monotonic() - self.last_reconcile >= self.options["reconcile_seconds"]
         if due or self.reconcile_requested:
             self.reconcile_requested = False
@@ -496,48 +512,63 @@ class Daemon:
                 self.hwm.setdefault(table, None)
         self.schema_version = self.source.schema_version()
 
-    def _drain(self) -> None:
-        """Apply logged changes in order until the log is empty (triggers mode)."""
-        assert self.capture is not None and self.applier is not None
-        tables = {name: info for name, (info, _) in self.pairs.items()}
+    def _follow(self, first: Round | None = None) -> None:
+        """Read a round (in one read transaction), write it, until nothing is left.
+
+        Triggers mode drains the log; scan mode does one round and, if it found rows,
+        wakes the loop for another, so schema checks and stops come in between.
+        """
+        round_ = first
         while not self.stop_event.is_set():
-            changes = self.capture.read(self.seq, self.options["batch"])
-            if not changes:
+            if round_ is None:
+                with self.source.read_transaction():
+                    round_ = self._read_round()
+            if round_ is None:
                 return
+            self._write_round(round_)
+            round_ = None
+            if self.capture is None:
+                self.wake.set()  # rows came: there may be more (a full batch)
+                return
+
+    def _read_round(self) -> Round | None:
+        """What one round applies: logged changes with their rows' current state, or
+        (scan mode) one batch of new rows per table, round robin, so that a table
+        written faster than a batch is applied (epoch_history while a run trains) does
+        not hold back the tables after it."""
+        assert self.applier is not None
+        batch = self.options["batch"]
+        items: list[tuple[str, TableInfo, TableMap, Chunk, set[Any] | None]] = []
+        if self.capture is not None:
+            changes = self.capture.read(self.seq, batch)
+            if not changes:
+                return None
+            tables = {name: info for name, (info, _) in self.pairs.items()}
             grouped = group_keys(((c.table, c.rowid, c.key) for c in changes), tables)
             for table, keys in grouped.items():
                 info, mapping = self.pairs[table]
-                self._apply(table, lambda info=info, mapping=mapping, keys=keys:
-                            self.applier.apply(info, mapping, keys))  # type: ignore[union-attr]
-            crashpoint("daemon.after_apply")
-            self.seq = changes[-1].seq
-            self._save_capture_checkpoint(force=False)
+                items.append((table, info, mapping, self.applier.fetch(info, keys), keys))
+            return Round(items, changes[-1].seq)
+        for table, (info, mapping) in self.pairs.items():
+            chunk = self.source.scan(info, self.hwm.get(table), batch)
+            if chunk.rows:
+                items.append((table, info, mapping, chunk, None))
+        return Round(items, None) if items else None
 
-    def _poll_new_rows(self) -> None:
-        """Apply rows added past each table's high-water mark (scan mode).
-
-        One batch per table per round, round robin, the checkpoint saved after each
-        round: a table written faster than a batch is applied (epoch_history while a
-        run trains) must not hold back the tables after it.
-        """
+    def _write_round(self, round_: Round) -> None:
+        """Apply a round to MongoDB, then move (and lazily save) the position."""
         assert self.applier is not None
-        moved = False
-        for table, (info, mapping) in list(self.pairs.items()):
-            if self.stop_event.is_set():
-                break
-            chunk = self.source.scan(info, self.hwm.get(table), self.options["batch"])
-            if not chunk.rows:
-                continue
-            self._apply(table, lambda info=info, mapping=mapping, chunk=chunk:
-                        self.applier.write(info, mapping, chunk))  # type: ignore[union-attr]
-            self.hwm[table] = chunk.last
-            moved = True
-        if moved:
+        for table, info, mapping, chunk, keys in round_.items:
+            self._apply(table, lambda info=info, mapping=mapping, chunk=chunk, keys=keys:
+                        self.applier.write(info, mapping, chunk, keys))  # type: ignore[union-attr]
+            if keys is None:
+                self.hwm[table] = chunk.last
+        crashpoint("daemon.after_apply")
+        if round_.seq is not None:
+            self.seq = round_.seq
+            self._save_capture_checkpoint(force=False)
+        else:
             self._save_scan_checkpoint()
-        # Rows applied: there may be more (a full batch, or a chunk split short to keep
-        # the read lock brief); go round again at once, until a round finds nothing.
-        if moved:
-            self.wake.set()
 
     def _apply(self, table: str, action: Callable[[], Any]) -> None:
         try:
@@ -582,11 +613,7 @@ class Daemon:
         if not self._following or now - self._between_at < 0.25:
             return
         self._between_at = now
-        if self.capture is not None:
-            self._drain()
-            self._save_capture_checkpoint(force=False)
-        else:
-            self._poll_new_rows()
+        self._follow()
 
     # -- checkpoints -----------------------------------------------------------------------
 

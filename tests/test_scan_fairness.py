@@ -53,7 +53,7 @@ def test_a_busy_table_does_not_starve_the_others(tmp_path, db, mongo_url):
         daemon.applier.write = recording
         for _ in range(100):  # step until a round finds nothing new
             before = len(applied)
-            daemon._poll_new_rows()
+            daemon._follow()
             if len(applied) == before:
                 break
         # The first round applies a batch of each table; the old loop applied every
