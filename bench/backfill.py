@@ -18,8 +18,6 @@ Prints rows/s for each and the ratios. Goals: a/b >= 0.8, c >= 100,000 rows/s.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402  (bench/machine.py)
+
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from syncd.backfill import read_projected  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
@@ -38,16 +38,6 @@ from syncd.projection import Params, Projector  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
 from syncd.sinks.null import NullSink  # noqa: E402
 from syncd.target import connect  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def read_project(db_path: Path, params: Params, chunk: int, keep: bool):
@@ -149,7 +139,7 @@ def main() -> None:
 
     a_rate, b_rate, b0_rate = rows / a_seconds, rows / b_seconds, rows / b0_seconds
     server = "embedded SecantusDB --sync-on-commit" if embedded else "the given --mongo-url"
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {describe()}")
     print(f"server: {server}; chunk size {args.chunk_size}")
     print(f"(a) syncd migrate end to end:          {a_rate:10,.0f} rows/s  ({a_seconds:.1f} s)")
     print(f"(b) raw insert_many, same indexes:     {b_rate:10,.0f} rows/s  ({b_seconds:.1f} s)")

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -69,6 +68,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402  (bench/machine.py)
 
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
@@ -180,14 +181,6 @@ with open(cfg["out"], "w") as out:
 # -- machine and figures ----------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load() -> str:
@@ -758,7 +751,7 @@ def main() -> None:
     server = "embedded SecantusDB --sync-on-commit" if embedded else "the given --mongo-url"
     if overrides:
         server += "; [daemon] " + ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
-    say(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    say(f"machine: {describe()}, "
         f"SQLite {sqlite3.sqlite_version}")
     say(f"server: {server}; legacy dbs under {work} (journal_mode=delete)")
     say(f"load average at start: {load()}")
@@ -854,7 +847,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     say()
-    say(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+    say(f"machine: {describe()}; "
         f"server: {server}; load average at the end: {load()}")
     for line in figures:
         say(line)

@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +42,36 @@ LOCKED_RETRIES = 8
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str,
+              params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement and fetch every row; the cursor is closed at once, so the
+    statement holds no lock afterwards."""
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def read_careful(conn: sqlite3.Connection,
+                 fetch: Callable[[], list[tuple[Any, ...]]]) -> tuple[list[tuple[Any, ...]], int]:
+    """`fetch()`'s rows; if some TEXT is not UTF-8, fetched again keeping such values
+    as `RawText` bytes (the fast path decodes in C; this one only when needed).
+    Returns the rows and how many values were kept as bytes."""
+    try:
+        return fetch(), 0
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc).lower():
+            raise
+    old = conn.text_factory
+    conn.text_factory = text_factory
+    try:
+        rows = fetch()
+    finally:
+        conn.text_factory = old
+    return rows, sum(1 for row in rows for v in row if v.__class__ is RawText)
 
 
 class _LockGuard:
@@ -185,11 +215,7 @@ class SQLiteSource:
         for attempt in range(LOCKED_RETRIES):
             self._guard.arm()
             try:
-                cur = conn.execute(sql, params)
-                try:
-                    return cur.fetchall()
-                finally:
-                    cur.close()
+                return fetch_all(conn, sql, params)
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
@@ -199,20 +225,7 @@ class SQLiteSource:
                          f"through {LOCKED_RETRIES} retries")
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
-        try:
-            return self._execute(sql, params), 0
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc).lower():
-                raise
-        # Some TEXT is not UTF-8: read this chunk again, keeping such values as bytes.
-        conn = self.conn
-        conn.text_factory = text_factory
-        try:
-            rows = self._execute(sql, params)
-        finally:
-            conn.text_factory = str
-        raw = sum(1 for row in rows for v in row if v.__class__ is RawText)
-        return rows, raw
+        return read_careful(self.conn, lambda: self._execute(sql, params))
 
     @staticmethod
     def _key_params(table: TableInfo, position: Any) -> tuple[Any, ...]:

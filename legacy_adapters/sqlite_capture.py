@@ -31,9 +31,8 @@ from typing import Any
 from urllib.parse import quote
 
 from legacy_adapters.base import TableInfo
-from legacy_adapters.sqlite import PRIVATE_PREFIX, quote_ident
+from legacy_adapters.sqlite import PRIVATE_PREFIX, fetch_all, quote_ident, read_careful
 from syncd.errors import SyncdError
-from syncd.values import text_factory
 
 LOG_TABLE = "_syncd_changes"
 MAX_KEY_COLUMNS = 8
@@ -149,27 +148,9 @@ class Capture:
             conn.close()
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # A logged key may be TEXT that is not UTF-8: read it as bytes rather than fail.
         reader = self.reader
-        try:
-            cur = reader.execute(sql, params)
-            try:
-                return cur.fetchall()
-            finally:
-                cur.close()
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc).lower():
-                raise
-        # A logged key that is TEXT but not UTF-8: read it as bytes rather than fail.
-        old = reader.text_factory
-        reader.text_factory = text_factory
-        try:
-            cur = reader.execute(sql, params)
-            try:
-                return cur.fetchall()
-            finally:
-                cur.close()
-        finally:
-            reader.text_factory = old
+        return read_careful(reader, lambda: fetch_all(reader, sql, params))[0]
 
     # -- state ---------------------------------------------------------------------------
 
