@@ -432,7 +432,7 @@ class Daemon:
         report = migrator.run(plan, self.sink, self.lease)
         log.info("migration done: %d rows, %d documents written in %.1f s",
                  report.total("rows"), report.total("written"), report.seconds)
-        self.publisher.announce("*", None, "migrated", [f"version {plan.target}"])
+        self.publisher.announce_migrated(plan.target)
 
     def _set_pairs(self, pairs: list[tuple[TableInfo, TableMap]]) -> None:
         self.pairs = {info.name: (info, mapping) for info, mapping in pairs}

@@ -80,13 +80,26 @@ class EventPublisher:
         """Queue events for these ids (never blocks on Redis)."""
         if self.client is None or not ids:
             return
+        self._queue([self.event(collection, table, operation, ids[start:start + MAX_IDS])
+                     for start in range(0, len(ids), MAX_IDS)])
+
+    def announce_migrated(self, version: int) -> None:
+        """One event: the target was (re)built at `version` (its documents are not listed)."""
+        if self.client is None:
+            return
+        payload = json.dumps({
+            "type": "migrated", "source_id": self.source_id, "version": version,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        }, separators=(",", ":"))
+        self._queue([payload])
+
+    def _queue(self, payloads: list[str]) -> None:
         with self.lock:
-            for start in range(0, len(ids), MAX_IDS):
+            for payload in payloads:
                 if len(self.pending) == self.pending.maxlen:
                     self.dropped += 1
                 self.queued += 1
-                self.pending.append((self.queued, self.event(
-                    collection, table, operation, ids[start:start + MAX_IDS])))
+                self.pending.append((self.queued, payload))
         if self._thread is None:
             self.flush()  # no sender thread (a one-shot command): send now
         else:
