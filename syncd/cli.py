@@ -378,10 +378,11 @@ def _daemon_target(settings: Settings) -> Iterator[Any]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.daemon import Daemon, daemon_options
+    from syncd.daemon import Daemon, daemon_options, lower_priority
     from syncd.events import EventPublisher
 
     options = daemon_options(settings, args.capture)
+    lower_priority(options["nice"])  # before the embedded servers start: they inherit it
     migrations = _migrations(settings)
     with _source(settings) as source, _daemon_target(settings) as target, \
             _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as (client, events):

@@ -210,3 +210,20 @@ def test_capture_removed_under_the_daemon_is_recreated_and_caught_up(tmp_path, l
         assert verified(legacy, target_args)
     finally:
         assert daemon.stop()[0] == 0
+
+
+def test_nice_lowers_the_daemons_priority_and_bad_values_are_refused(tmp_path, legacy,
+                                                                      target_args, db):
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    daemon = Daemon(tmp_path, legacy, target_args, "nice = 5\n")
+    try:
+        daemon.wait_ready(db)
+        assert os.getpriority(os.PRIO_PROCESS, daemon.proc.pid) == min(19, base + 5)
+    finally:
+        assert daemon.stop()[0] == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nnice = 40\n")
+    refused = run_cli("run", "--sqlite", legacy, "--config", bad, *target_args)
+    assert refused.code == 2 and "nice = 40" in refused.err
