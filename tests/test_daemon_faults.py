@@ -71,13 +71,17 @@ def test_events_on_redis_and_redis_down_never_stops_the_sync(tmp_path, legacy, t
         def event_for_run() -> dict | None:
             for _, fields in rc.xrange(STREAM):
                 event = json.loads(fields[b"event"])
-                if event["collection"] == "experiments" and event["operation"] == "upsert":
+                if event.get("collection") == "experiments" and \
+                        event.get("operation") == "upsert":
                     doc = db.experiments.find_one({"run_id": run})
                     if doc and str(doc["_id"]) in event["ids"]:
                         return event
             return None
         event = wait_for(event_for_run, 30, "the event of the new run")
         assert event["table"] == "training_runs" and event["source_id"] == "testhost"
+        assert event["type"] == "table.upsert"
+        kept = [json.loads(f[b"event"]) for _, f in rc.xrange(STREAM)]
+        assert any(e["type"] == "migrated" and e["version"] == 3 for e in kept)
         assert event["version"] == 3 and event["time"].endswith("+00:00")
         # `syncd events` tails the stream from the beginning.
         tail = run_cli("events", "--from", "0", "--count", "1", "--json", "--redis-url",
