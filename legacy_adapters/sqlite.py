@@ -227,6 +227,12 @@ class SQLiteSource:
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
         return read_careful(self.conn, lambda: self._execute(sql, params))
 
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One read statement on this source's connection, for a helper sharing its read
+        transaction (the change log): the lock guard is armed for it like for every
+        other statement, and TEXT that is not UTF-8 comes back as bytes."""
+        return self._read(sql, params)[0]
+
     @staticmethod
     def _key_params(table: TableInfo, position: Any) -> tuple[Any, ...]:
         return (position,) if table.rowid else tuple(position)

@@ -31,7 +31,13 @@ from typing import Any
 from urllib.parse import quote
 
 from legacy_adapters.base import TableInfo
-from legacy_adapters.sqlite import PRIVATE_PREFIX, fetch_all, quote_ident, read_careful
+from legacy_adapters.sqlite import (
+    PRIVATE_PREFIX,
+    SQLiteSource,
+    fetch_all,
+    quote_ident,
+    read_careful,
+)
 from syncd.errors import SyncdError
 
 LOG_TABLE = "_syncd_changes"
@@ -100,14 +106,15 @@ class Capture:
     """Installs, reads, prunes and removes the change log of one metadata.db."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
-                 reader: sqlite3.Connection | None = None) -> None:
-        """`reader`: a read-only connection to share (the follower reads the log and
-        the changed rows in one read transaction); by default one of its own."""
+                 source: SQLiteSource | None = None) -> None:
+        """`source`: read the log through this source's connection and lock guard (the
+        follower reads the log and the changed rows in one read transaction); by
+        default through a read-only connection of its own."""
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._ro_uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
-        self._reader: sqlite3.Connection | None = reader
-        self._own_reader = reader is None
+        self._source = source
+        self._reader: sqlite3.Connection | None = None
 
     # -- connections -------------------------------------------------------------------
 
@@ -122,7 +129,7 @@ class Capture:
         return self._reader
 
     def close(self) -> None:
-        if self._reader is not None and self._own_reader:
+        if self._reader is not None:
             self._reader.close()
         self._reader = None
 
@@ -148,6 +155,8 @@ class Capture:
             conn.close()
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._source is not None:
+            return self._source.query(sql, params)
         # A logged key may be TEXT that is not UTF-8: read it as bytes rather than fail.
         reader = self.reader
         return read_careful(reader, lambda: fetch_all(reader, sql, params))[0]

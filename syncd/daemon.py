@@ -200,7 +200,7 @@ class Daemon:
         triggers = self.mode == "triggers"
         # The loop reads the change log on the source's own connection: one read
         # transaction per round covers the log and the changed rows.
-        self.capture = Capture(settings.sqlite, reader=source.conn) if triggers else None
+        self.capture = Capture(settings.sqlite, source=source) if triggers else None
         # Scheduler threads get connections of their own (sqlite3 connections are not
         # for concurrent use).
         self._pruner = Capture(settings.sqlite) if triggers else None

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.sqlite_capture import Capture
 from syncd.values import RawText
 from tests.oddities import make_odd_db
 
@@ -119,6 +120,30 @@ def test_long_read_is_split_to_keep_the_lock_brief(tmp_path):
     # The guard interrupted the 60,000-row statement and the chunk was halved until it fit.
     assert 0 < len(chunk.rows) < 60000
     assert [r[0] for r in chunk.rows] == list(range(len(chunk.rows)))
+
+
+def test_change_log_read_on_the_shared_connection_gets_its_own_lock_budget(tmp_path):
+    """The follower reads the change log on the source's connection. Each statement
+    gets the lock guard's full budget, however long ago the previous one ran (a stale
+    deadline once interrupted `syncd run`'s catch-up read of a long log)."""
+    path = tmp_path / "log.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.commit()
+    source = SQLiteSource(path, max_lock_seconds=0.05)
+    info = source.schema().tables["t"]
+    Capture(path).install([info])
+    conn.executemany("INSERT INTO t (v) VALUES (?)", (("x",) for _ in range(3000)))
+    conn.commit()
+    conn.close()
+    capture = Capture(path, source=source)
+    with source.read_transaction():
+        source.scan(info, None, 1000)  # a statement on the shared connection ...
+        time.sleep(0.1)  # ... and then longer than the budget before the log read
+        changes = capture.read(0, 5000)
+    assert [c.rowid for c in changes] == list(range(1, 3001))
+    capture.close()
+    source.close()
 
 
 def test_reader_waits_out_a_writer_lock(odd):
