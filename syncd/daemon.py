@@ -137,6 +137,7 @@ class Round:
 
     items: list[tuple[str, TableInfo, TableMap, Chunk, set[Any] | None]]
     seq: int | None
+    full: bool = False  # a whole batch: more may be waiting right now
 
 
 @dataclass
@@ -260,6 +261,7 @@ class Daemon:
                 waker = Waker(files, self.wake, dirs, self.hdf5_wake,
                               self.follower.wants if self.follower else None)
                 waker.start()
+                self.wake.set()  # a commit between the start-up sync and the watch
             if self.follower is not None:
                 self._hdf5_thread = threading.Thread(target=self._hdf5_loop, name="hdf5",
                                                      daemon=True)
@@ -472,15 +474,15 @@ class Daemon:
         with self.source.read_transaction():
             schema = self.source.schema_version()
             data = self.source.data_version()
-            first = None
-            if schema == self.schema_version and (woke or data != self.data_version):
-                first = self._read_round()
+            read = schema == self.schema_version and (woke or data != self.data_version)
+            first = self._read_round() if read else None
         if schema != self.schema_version:
             self._check_schema()
-            woke = True
-        if first is not None or woke or data != self.data_version:
+            read, woke = False, True
+        if read or woke or data != self.data_version:
             self.data_version = data
-            self._follow(first)
+            if first is not None or not read:  # a round that found nothing is not re-read
+                self._follow(first)
         due = time.monotonic() - self.last_reconcile >= self.options["reconcile_seconds"]
         if due or self.reconcile_requested:
             self.reconcile_requested = False
@@ -532,7 +534,11 @@ class Daemon:
     def _follow(self, first: Round | None = None) -> None:
         """Read a round (in one read transaction), write it, until nothing is left.
 
-        Triggers mode drains the log; scan mode does one round and, if it found rows,
+        Triggers mode drains the log: it reads again only after a full batch. A
+        shorter round read everything committed before it, and whatever commits
+        later wakes the loop (or changes `data_version`), so an extra read that would
+        find nothing is skipped: each read is a SHARED lock a committing legacy
+        writer may have to wait for. Scan mode does one round and, if it found rows,
         wakes the loop for another, so schema checks and stops come in between.
         """
         round_ = first
@@ -543,10 +549,12 @@ class Daemon:
             if round_ is None:
                 return
             self._write_round(round_)
-            round_ = None
             if self.capture is None:
                 self.wake.set()  # rows came: there may be more (a full batch)
                 return
+            if not round_.full:
+                return
+            round_ = None
 
     def _read_round(self) -> Round | None:
         """What one round applies: logged changes with their rows' current state, or
@@ -565,7 +573,7 @@ class Daemon:
             for table, keys in grouped.items():
                 info, mapping = self.pairs[table]
                 items.append((table, info, mapping, self.applier.fetch(info, keys), keys))
-            return Round(items, changes[-1].seq)
+            return Round(items, changes[-1].seq, full=len(changes) >= batch)
         for table, (info, mapping) in self.pairs.items():
             chunk = self.source.scan(info, self.hwm.get(table), batch)
             if chunk.rows:
