@@ -20,8 +20,12 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       for --writer-seconds, in alternating phases: without syncd (no triggers, no
       daemon), triggers only (`syncd capture install`, no daemon: a control that
       splits the cost between the triggers and the daemon; --no-control skips it),
-      with `syncd run` (`triggers` mode); then the same again (--rounds). Each write
-      is timed from connect to close. Ratio = p99 with syncd / p99 without, pooled
+      with `syncd run` (`triggers` mode), and a CPU control: no syncd, no triggers,
+      but busy-loop processes using as much CPU as syncd and the embedded server
+      used in the phase before, never touching metadata.db (it tells the cost of
+      sharing the cores from the cost of syncd's reads); then the same again
+      (--rounds), and a last `syncd run` catches up. Each write is timed from
+      connect to close. Ratio = p99 with syncd / p99 without, pooled
       over the phases (goal <= 1.2); `database is locked` errors in every phase
       (goal 0). After the last phase `syncd verify` must pass.
   (3) a changed row in a big table: a plain table `big(id INTEGER PRIMARY KEY,
@@ -176,6 +180,29 @@ else:
 with open(cfg["out"], "w") as out:
     json.dump({"lat": lat, "commits": commits, "locked": locked, "errors": errors}, out)
 '''
+
+
+# The CPU control: busy for `share` of every 10 ms, never touching the legacy database.
+BURNER = r'''
+import sys, time
+share, end_at = float(sys.argv[1]), float(sys.argv[2])
+while time.time() < end_at:
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.01 * share:
+        pass
+    time.sleep(0.01 * (1 - share))
+'''
+
+
+def start_burners(share: float, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """Processes that together use `share` cores (each at most one) for `seconds`."""
+    end_at = time.time() + seconds
+    procs = []
+    while share > 0.005:
+        part = min(share, 1.0)
+        procs.append(subprocess.Popen([sys.executable, "-c", BURNER, str(part), str(end_at)]))
+        share -= part
+    return procs
 
 
 # -- machine and figures ----------------------------------------------------------------
@@ -519,11 +546,21 @@ def capture_cli(action: str, legacy: Path) -> None:
 
 
 PHASE_NAMES = {"without": "without syncd", "triggers": "triggers only",
-               "with": "with syncd run"}
+               "with": "with syncd run", "cpu": "CPU control"}
+
+
+def phase_kinds(args: argparse.Namespace) -> list[str]:
+    """One round's phases. Scan mode installs no triggers: no triggers-only control."""
+    if not args.control:
+        return ["without", "with"]
+    if args.coexist_capture == "scan":
+        return ["without", "with", "cpu"]
+    return ["without", "triggers", "with", "cpu"]
 
 
 def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, Any]:
-    """Phases: without syncd, [triggers installed but no daemon,] with `syncd run`."""
+    """Phases: without syncd, [triggers installed but no daemon,] with `syncd run`,
+    [the CPU control]; the last phase is always `syncd run`, for the verify."""
     base = work / "coexist"
     base.mkdir()
     legacy = base / "metadata.db"
@@ -533,10 +570,14 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
     db = target.client[database]
     phases: list[dict[str, Any]] = []
     scan = args.coexist_capture == "scan"  # no triggers: no control phase, no change log
-    kinds = ["without", "triggers", "with"] if args.control and not scan else ["without", "with"]
+    kinds = phase_kinds(args)
     order = kinds * args.rounds
+    burners: list[subprocess.Popen[bytes]] = []
+    share = 0.0  # CPU (cores) syncd and the server used in the last `with` phase
     for n, kind in enumerate(order):
         daemon = None
+        if kind == "cpu":
+            burners = start_burners(share, args.writer_seconds + 2.0)
         if kind == "triggers":
             capture_cli("install", legacy)
         elif kind == "with":
@@ -552,7 +593,10 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                                               pace=args.writer_rate)
         results = finish_writers(procs, outs)
         elapsed = time.time() - start_at
-        phase = {"kind": kind, "load": before,
+        for burner in burners:
+            burner.wait()
+        burners = []
+        phase = {"kind": kind, "load": before, "share": share if kind == "cpu" else None,
                  "lat": [x for r in results for x in r["lat"]],
                  "locked": sum(r["locked"] for r in results),
                  "errors": [e for r in results for e in r["errors"]],
@@ -561,8 +605,9 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             phase["drain"] = daemon.wait_caught_up(db)
             phase["daemon_cpu"] = (cpu_seconds(daemon.pid) - cpu_d) / elapsed
             phase["mongo_cpu"] = (cpu_seconds(target.mongo_pid) - cpu_m) / elapsed
+            share = phase["daemon_cpu"] + phase["mongo_cpu"]
             daemon.stop()
-        if kind != "without" and n != len(order) - 1:  # the next phase starts clean
+        if kind in ("triggers", "with") and n != len(order) - 1:  # the next starts clean
             capture_cli("uninstall", legacy)
         phases.append(phase)
         lat = phase["lat"]
@@ -573,7 +618,16 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             + (f", caught up {phase['drain']:.2f} s after the writers stopped"
                if kind == "with" else "")
             + (f", syncd CPU {phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
-               if kind == "with" else "") + f" (load {before})")
+               if kind == "with" else "")
+            + (f", burning {share:.0%} of a core" if kind == "cpu" else "")
+            + f" (load {before})")
+    if order[-1] != "with":  # the control phase's writes: one more syncd run catches up
+        daemon = SyncdRun(base, "syncd-last", legacy, target.url, database,
+                          target.daemon_options(args.coexist_capture))
+        daemon.start()
+        daemon.wait_ready(db, args.ready_timeout)
+        daemon.wait_caught_up(db)
+        daemon.stop()
     done = subprocess.run([sys.executable, "-m", "syncd", "-q", "verify", "--json", "--sqlite",
                            str(legacy), "--mongo-url", target.url, "--database", database,
                            "--source-id", SOURCE_ID, "--timezone", TIMEZONE],
@@ -703,10 +757,12 @@ def main() -> None:
                         help="the daemon's capture mode in the coexistence phases (default "
                         "triggers, the default mode)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of (without, [triggers only,] with) phases (default 2)")
+                        help="rounds of (without, [triggers only,] with, [CPU control]) "
+                        "phases (default 2)")
     parser.add_argument("--no-control", dest="control", action="store_false",
-                        help="skip the control phase (triggers installed, no daemon) that "
-                        "splits the cost between the triggers and the daemon")
+                        help="skip the control phases: triggers installed with no daemon "
+                        "(the triggers' cost) and busy loops using syncd's CPU share (the "
+                        "cost of sharing the cores)")
     parser.add_argument("--big-rows", type=int, default=1_000_000,
                         help="rows of the big table (default 1,000,000; the initial backfill "
                         "into the embedded server takes minutes)")
@@ -790,16 +846,21 @@ def main() -> None:
             def pooled(kind: str, phases: list[dict[str, Any]] = r["phases"]) -> list[float]:
                 return [x for p in phases if p["kind"] == kind for x in p["lat"]]
 
-            without, with_, trig = pooled("without"), pooled("with"), pooled("triggers")
+            without, with_ = pooled("without"), pooled("with")
             base99 = pct(without, 99)
             ratio = pct(with_, 99) / base99
             locked = sum(p["locked"] for p in r["phases"])
             locked_with = sum(p["locked"] for p in r["phases"] if p["kind"] == "with")
             rounds = []
-            for i in range(0, len(r["phases"]), 3 if args.control else 2):
-                group = r["phases"][i:i + (3 if args.control else 2)]
-                rounds.append(f"{pct(group[-1]['lat'], 99) / pct(group[0]['lat'], 99):.2f}")
-            for kind, lat in (("without", without), ("triggers", trig), ("with", with_)):
+            size = len(phase_kinds(args))
+            for i in range(0, len(r["phases"]), size):
+                group = {p["kind"]: p for p in r["phases"][i:i + size]}
+                base = pct(group["without"]["lat"], 99)
+                rounds.append(f"{pct(group['with']['lat'], 99) / base:.2f}"
+                              + (f" (CPU control {pct(group['cpu']['lat'], 99) / base:.2f})"
+                                 if "cpu" in group else ""))
+            for kind in ("without", "triggers", "with", "cpu"):
+                lat = pooled(kind)
                 if not lat:
                     continue
                 say(f"  pooled {PHASE_NAMES[kind]:14s}: {len(lat):6,} writes, p50 "
