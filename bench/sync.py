@@ -560,7 +560,8 @@ def phase_kinds(args: argparse.Namespace) -> list[str]:
 
 def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, Any]:
     """Phases: without syncd, [triggers installed but no daemon,] with `syncd run`,
-    [the CPU control]; the last phase is always `syncd run`, for the verify."""
+    [the CPU control]; then a `syncd run` catches up (if the last phase was not one)
+    and `syncd verify` checks the copy."""
     base = work / "coexist"
     base.mkdir()
     legacy = base / "metadata.db"
@@ -569,7 +570,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
     target.drop(database)
     db = target.client[database]
     phases: list[dict[str, Any]] = []
-    scan = args.coexist_capture == "scan"  # no triggers: no control phase, no change log
+    scan = args.coexist_capture == "scan"  # updates show only at the periodic reconcile
     kinds = phase_kinds(args)
     order = kinds * args.rounds
     burners: list[subprocess.Popen[bytes]] = []
@@ -596,7 +597,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         for burner in burners:
             burner.wait()
         burners = []
-        phase = {"kind": kind, "load": before, "share": share if kind == "cpu" else None,
+        phase = {"kind": kind, "load": before,
                  "lat": [x for r in results for x in r["lat"]],
                  "locked": sum(r["locked"] for r in results),
                  "errors": [e for r in results for e in r["errors"]],
