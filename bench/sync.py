@@ -112,8 +112,9 @@ def write(sql, params):
     global locked, due
     if pace:
         due += 1.0 / pace
-        if due - time.time() > 0:
-            time.sleep(due - time.time())
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
     t0 = time.perf_counter()
     rowid = committed = None
     try:
