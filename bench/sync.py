@@ -20,14 +20,15 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       for --writer-seconds, in alternating phases: without syncd (no triggers, no
       daemon), triggers only (`syncd capture install`, no daemon: a control that
       splits the cost between the triggers and the daemon; --no-control skips it),
-      with `syncd run` (`triggers` mode), and a CPU control: no syncd, no triggers,
-      but busy-loop processes using as much CPU as syncd and the embedded server
-      used in the phase before, never touching metadata.db (it tells the cost of
-      sharing the cores from the cost of syncd's reads); then the same again
-      (--rounds), and a last `syncd run` catches up. Each write is timed from
-      connect to close. Ratio = p99 with syncd / p99 without, pooled
-      over the phases (goal <= 1.2); `database is locked` errors in every phase
-      (goal 0). After the last phase `syncd verify` must pass.
+      with `syncd run` (`triggers` mode), and CPU controls with no syncd and no
+      triggers, never touching metadata.db or MongoDB: `cpu`, busy loops using as
+      much CPU as syncd and the embedded server used in the phase before, spread
+      evenly; `echo` (--controls), the same CPU spent in bursts right after each
+      file event of a commit, as syncd spends it; then the same again (--rounds),
+      and a last `syncd run` catches up. Each write is timed from connect to close.
+      Ratio = p99 with syncd / p99 without, pooled over the phases (goal <= 1.2);
+      `database is locked` errors in every phase (goal 0). After the last phase
+      `syncd verify` must pass.
   (3) a changed row in a big table: a plain table `big(id INTEGER PRIMARY KEY,
       run_id INTEGER, value REAL, note TEXT)` of --big-rows rows beside the EEG2025
       tables; after the daemon's initial backfill (its duration is printed), one
@@ -79,6 +80,7 @@ from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
 from syncd.backfill import Engine, encode_position  # noqa: E402
 from syncd.compare import target_digests  # noqa: E402
+from syncd.daemon import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
 from syncd.ids import derive_id  # noqa: E402
 from syncd.migration_files import build_model, load_migrations  # noqa: E402
@@ -193,6 +195,38 @@ while time.time() < end_at:
         pass
     time.sleep(0.01 * (1 - share))
 '''
+
+
+# The echo control: wakes on the same file events as syncd (at most every `gap`
+# seconds, as syncd's loop does) and burns `share` cores' worth of CPU per wake-up.
+ECHO = r'''
+import sys, threading, time
+from pathlib import Path
+from syncd.wake import Waker
+db, share, gap, end_at = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+woke = threading.Event()
+waker = Waker([Path(db)], woke)
+waker.start()
+last = 0.0
+while time.time() < end_at:
+    if not woke.wait(0.2):
+        continue
+    rest = last + gap - time.monotonic()
+    if rest > 0:
+        time.sleep(rest)
+    woke.clear()
+    last = t = time.monotonic()
+    while time.monotonic() - t < share * gap:
+        pass
+waker.stop()
+'''
+
+
+def start_echo(db_path: Path, share: float, gap: float,
+               seconds: float) -> list[subprocess.Popen[bytes]]:
+    end_at = time.time() + seconds
+    return [subprocess.Popen([sys.executable, "-c", ECHO, str(db_path), str(min(share, 1.0)),
+                              str(gap), str(end_at)], cwd=ROOT)]
 
 
 def start_burners(share: float, seconds: float) -> list[subprocess.Popen[bytes]]:
@@ -547,16 +581,18 @@ def capture_cli(action: str, legacy: Path) -> None:
 
 
 PHASE_NAMES = {"without": "without syncd", "triggers": "triggers only",
-               "with": "with syncd run", "cpu": "CPU control"}
+               "with": "with syncd run", "cpu": "CPU control", "echo": "echo control"}
+CONTROLS = ("triggers", "cpu", "echo")
 
 
 def phase_kinds(args: argparse.Namespace) -> list[str]:
     """One round's phases. Scan mode installs no triggers: no triggers-only control."""
-    if not args.control:
-        return ["without", "with"]
+    controls = args.controls
     if args.coexist_capture == "scan":
-        return ["without", "with", "cpu"]
-    return ["without", "triggers", "with", "cpu"]
+        controls = [c for c in controls if c != "triggers"]
+    before = ["triggers"] if "triggers" in controls else []
+    after = [c for c in ("cpu", "echo") if c in controls]  # they copy the phase before
+    return ["without", *before, "with", *after]
 
 
 def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, Any]:
@@ -580,6 +616,10 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         daemon = None
         if kind == "cpu":
             burners = start_burners(share, args.writer_seconds + 2.0)
+        elif kind == "echo":
+            gap = target.daemon_options(args.coexist_capture).get(
+                "min_step_seconds", DAEMON_DEFAULTS["min_step_seconds"])
+            burners = start_echo(legacy, share, gap, args.writer_seconds + 2.0)
         if kind == "triggers":
             capture_cli("install", legacy)
         elif kind == "with":
@@ -621,7 +661,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                if kind == "with" else "")
             + (f", syncd CPU {phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
                if kind == "with" else "")
-            + (f", burning {share:.0%} of a core" if kind == "cpu" else "")
+            + (f", burning {share:.0%} of a core" if kind in ("cpu", "echo") else "")
             + f" (load {before})")
     if order[-1] != "with":  # the control phase's writes: one more syncd run catches up
         daemon = SyncdRun(base, "syncd-last", legacy, target.url, database,
@@ -759,12 +799,15 @@ def main() -> None:
                         help="the daemon's capture mode in the coexistence phases (default "
                         "triggers, the default mode)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of (without, [triggers only,] with, [CPU control]) "
+                        help="rounds of (without, [triggers only,] with, [CPU controls]) "
                         "phases (default 2)")
-    parser.add_argument("--no-control", dest="control", action="store_false",
-                        help="skip the control phases: triggers installed with no daemon "
-                        "(the triggers' cost) and busy loops using syncd's CPU share (the "
-                        "cost of sharing the cores)")
+    parser.add_argument("--controls", default="triggers,cpu",
+                        help="control phases, comma-separated (default triggers,cpu): "
+                        "triggers (installed, no daemon: their own cost), cpu (busy loops "
+                        "using syncd's and the server's CPU share, spread evenly), echo "
+                        "(that CPU in bursts right after each commit's file event)")
+    parser.add_argument("--no-control", dest="controls", action="store_const", const="",
+                        help="no control phases")
     parser.add_argument("--big-rows", type=int, default=1_000_000,
                         help="rows of the big table (default 1,000,000; the initial backfill "
                         "into the embedded server takes minutes)")
@@ -784,6 +827,9 @@ def main() -> None:
                         "dir); its filesystem's fsync cost is part of every commit")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    args.controls = [c.strip() for c in args.controls.split(",") if c.strip()]
+    if not set(args.controls) <= set(CONTROLS):
+        parser.error(f"--controls: choose from {', '.join(CONTROLS)}")
     if not set(parts) <= set(PARTS):
         parser.error(f"--only: choose from {', '.join(PARTS)}")
     overrides: dict[str, Any] = {}
@@ -858,10 +904,11 @@ def main() -> None:
             for i in range(0, len(r["phases"]), size):
                 group = {p["kind"]: p for p in r["phases"][i:i + size]}
                 base = pct(group["without"]["lat"], 99)
+                controls = ", ".join(f"{PHASE_NAMES[k]} {pct(group[k]['lat'], 99) / base:.2f}"
+                                     for k in CONTROLS if k in group)
                 rounds.append(f"{pct(group['with']['lat'], 99) / base:.2f}"
-                              + (f" (CPU control {pct(group['cpu']['lat'], 99) / base:.2f})"
-                                 if "cpu" in group else ""))
-            for kind in ("without", "triggers", "with", "cpu"):
+                              + (f" ({controls})" if controls else ""))
+            for kind in ("without", "triggers", "with", "cpu", "echo"):
                 lat = pooled(kind)
                 if not lat:
                     continue
