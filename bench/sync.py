@@ -26,7 +26,8 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       evenly; `echo` (--controls), the same CPU spent in bursts right after each
       file event of a commit, as syncd spends it; then the same again (--rounds),
       and a last `syncd run` catches up. Each write is timed from connect to close.
-      Ratio = p99 with syncd / p99 without, pooled over the phases (goal <= 1.2);
+      Ratio = p99 with syncd / p99 without, pooled over the phases (goal <= 1.2),
+      with a 95% interval from a bootstrap that resamples whole seconds of writes;
       `database is locked` errors in every phase (goal 0). After the last phase
       `syncd verify` must pass.
   (3) a changed row in a big table: a plain table `big(id INTEGER PRIMARY KEY,
@@ -105,7 +106,7 @@ import json, random, sqlite3, sys, time
 cfg = json.loads(sys.argv[1])
 path, mode, start_at, end_at = cfg["db"], cfg["mode"], cfg["start_at"], cfg["end_at"]
 rng = random.Random(cfg["seed"])
-lat, commits, errors = [], [], []
+lat, starts, commits, errors = [], [], [], []
 locked = 0
 pace = cfg.get("pace") or 0  # "cycle": writes per second (0: as fast as it can)
 due = start_at
@@ -118,6 +119,7 @@ def write(sql, params):
         if wait > 0:
             time.sleep(wait)
     t0 = time.perf_counter()
+    began = time.time()
     rowid = committed = None
     try:
         conn = sqlite3.connect(path)  # a new connection per write, default 5 s timeout
@@ -135,6 +137,7 @@ def write(sql, params):
             errors.append(str(exc))
         return None, None
     lat.append(time.perf_counter() - t0)
+    starts.append(began)
     return rowid, committed
 
 def stamp():
@@ -181,7 +184,8 @@ else:
         write("UPDATE training_runs SET status = 'completed', end_time = ?, best_val_loss = ?, "
               "total_epochs = ? WHERE run_id = ?", (stamp(), best, epochs, run))
 with open(cfg["out"], "w") as out:
-    json.dump({"lat": lat, "commits": commits, "locked": locked, "errors": errors}, out)
+    json.dump({"lat": lat, "starts": starts, "commits": commits, "locked": locked,
+               "errors": errors}, out)
 '''
 
 
@@ -252,15 +256,37 @@ def load() -> str:
         return "?"
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process (Linux /proc), 0 if unknown."""
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, utime + stime in seconds) of every process (Linux /proc)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def cpu_seconds(pid: int | None, children: bool = False) -> float:
+    """utime + stime of a process, with `children` also of its live descendants (the
+    embedded Redis a `syncd run` starts), 0 if unknown."""
     if pid is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    stats = _proc_stats()
+    family, total = {pid}, 0.0
+    changed = children
+    while changed:
+        changed = False
+        for other, (parent, _) in stats.items():
+            if parent in family and other not in family:
+                family.add(other)
+                changed = True
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
 
 
 def rss_mib() -> float:
@@ -283,6 +309,34 @@ def pct(values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def second_blocks(phases: list[dict[str, Any]]) -> list[list[float]]:
+    """The phases' write latencies in blocks of the second each write began in.
+
+    Writes close in time share their fate (one slow fsync delays all three writers),
+    so resampling single writes would overstate how sure a p99 is; whole seconds
+    are resampled instead.
+    """
+    blocks: list[list[float]] = []
+    for phase in phases:
+        by_second: dict[int, list[float]] = {}
+        for lat, began in zip(phase["lat"], phase["starts"], strict=True):
+            by_second.setdefault(int(began), []).append(lat)
+        blocks.extend(by_second.values())
+    return blocks
+
+
+def ratio_interval(top: list[list[float]], bottom: list[list[float]], q: float = 99,
+                   resamples: int = 400, seed: int = 1) -> tuple[float, float]:
+    """A 95 % interval of pct(top, q) / pct(bottom, q) by a block bootstrap."""
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        a = [x for _ in top for x in rng.choice(top)]
+        b = [x for _ in bottom for x in rng.choice(bottom)]
+        ratios.append(pct(a, q) / pct(b, q))
+    return pct(ratios, 2.5), pct(ratios, 97.5)
 
 
 def slow_share(values: list[float], limit: float = 0.02) -> float:
@@ -547,7 +601,7 @@ def latency_run(mode: str, args: argparse.Namespace, work: Path,
     daemon.start()
     ready = daemon.wait_ready(db, args.ready_timeout)
     watcher = start_watcher(db["epochs"])
-    cpu0 = cpu_seconds(daemon.pid)
+    cpu0 = cpu_seconds(daemon.pid, children=True)
     procs, outs, start_at = start_writers(legacy, base, mode, 1, "rate", args.latency_seconds,
                                           rate=args.rate, run_id=1)
     (result,) = finish_writers(procs, outs)
@@ -558,7 +612,7 @@ def latency_run(mode: str, args: argparse.Namespace, work: Path,
                                               for r, _ in commits[-20:]):
         time.sleep(0.05)
     time.sleep(0.5)
-    busy = cpu_seconds(daemon.pid) - cpu0
+    busy = cpu_seconds(daemon.pid, children=True) - cpu0
     watcher.stop()
     lat = [seen - at for rowid, at in commits
            if (seen := watcher.first_seen(ids[rowid])) is not None]
@@ -627,7 +681,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
                               target.daemon_options(args.coexist_capture))
             daemon.start()
             daemon.wait_ready(db, args.ready_timeout)
-        cpu_d, cpu_m = (cpu_seconds(daemon.pid if daemon else None),
+        cpu_d, cpu_m = (cpu_seconds(daemon.pid if daemon else None, children=True),
                         cpu_seconds(target.mongo_pid))
         before = load()
         procs, outs, start_at = start_writers(legacy, base, str(n), args.writers, "cycle",
@@ -640,12 +694,13 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         burners = []
         phase = {"kind": kind, "load": before,
                  "lat": [x for r in results for x in r["lat"]],
+                 "starts": [x for r in results for x in r["starts"]],
                  "locked": sum(r["locked"] for r in results),
                  "errors": [e for r in results for e in r["errors"]],
                  "seconds": elapsed}
         if daemon is not None:
             phase["drain"] = daemon.wait_caught_up(db)
-            phase["daemon_cpu"] = (cpu_seconds(daemon.pid) - cpu_d) / elapsed
+            phase["daemon_cpu"] = (cpu_seconds(daemon.pid, children=True) - cpu_d) / elapsed
             phase["mongo_cpu"] = (cpu_seconds(target.mongo_pid) - cpu_m) / elapsed
             share = phase["daemon_cpu"] + phase["mongo_cpu"]
             daemon.stop()
@@ -659,8 +714,8 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             f"locked {phase['locked']}"
             + (f", caught up {phase['drain']:.2f} s after the writers stopped"
                if kind == "with" else "")
-            + (f", syncd CPU {phase['daemon_cpu']:.0%}, server CPU {phase['mongo_cpu']:.0%}"
-               if kind == "with" else "")
+            + (f", syncd CPU (with its Redis) {phase['daemon_cpu']:.0%}, server CPU "
+               f"{phase['mongo_cpu']:.0%}" if kind == "with" else "")
             + (f", burning {share:.0%} of a core" if kind in ("cpu", "echo") else "")
             + f" (load {before})")
     if order[-1] != "with":  # the control phase's writes: one more syncd run catches up
@@ -897,6 +952,9 @@ def main() -> None:
             without, with_ = pooled("without"), pooled("with")
             base99 = pct(without, 99)
             ratio = pct(with_, 99) / base99
+
+            def blocks(kind: str, phases: list[dict[str, Any]] = r["phases"]) -> list[list[float]]:
+                return second_blocks([p for p in phases if p["kind"] == kind])
             locked = sum(p["locked"] for p in r["phases"])
             locked_with = sum(p["locked"] for p in r["phases"] if p["kind"] == "with")
             rounds = []
@@ -912,18 +970,21 @@ def main() -> None:
                 lat = pooled(kind)
                 if not lat:
                     continue
+                low, high = ratio_interval(blocks(kind), blocks("without"))
                 say(f"  pooled {PHASE_NAMES[kind]:14s}: {len(lat):6,} writes, p50 "
                     f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, {slow_share(lat):.1%} over "
-                    f"20 ms; p99 / p99 without = {pct(lat, 99) / base99:.2f}, p50 / p50 "
-                    f"without = {pct(lat, 50) / pct(without, 50):.2f}")
+                    f"20 ms; p99 / p99 without = {pct(lat, 99) / base99:.2f}"
+                    + (f" (95% interval {low:.2f}-{high:.2f})" if kind != "without" else "")
+                    + f", p50 / p50 without = {pct(lat, 50) / pct(without, 50):.2f}")
             say(f"  p99 ratio with/without per round: {', '.join(rounds)}")
             t = r["verify_totals"]
             say(f"  syncd verify after the last phase: {t['missing']} missing, {t['different']} "
                 f"different, {t['extra']} extra"
                 + (" (scan mode: updated rows differ until the periodic reconcile)"
                    if args.coexist_capture == "scan" and t["different"] else ""))
+            low, high = ratio_interval(blocks("with"), blocks("without"))
             figures.append(f"writer commit p99 with/without syncd ({args.coexist_capture}): "
-                           f"{ratio:.2f}   (goal <= 1.2)  "
+                           f"{ratio:.2f}, 95% interval {low:.2f}-{high:.2f}   (goal <= 1.2)  "
                            f"{verdict(ratio <= 1.2)}")
             figures.append(f"lock errors (all phases / with syncd): {locked} / {locked_with}   "
                            f"(goal 0)  {verdict(locked == 0)}")

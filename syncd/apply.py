@@ -78,14 +78,19 @@ class Applier:
         return self.source.fetch(info, rowids=by_rowid, keys=by_key)
 
     def write(self, info: TableInfo, mapping: TableMap, chunk: Chunk,
-              wanted: set[tuple[Any, ...]] | None = None) -> Applied:
+              wanted: set[tuple[Any, ...]] | None = None,
+              inserted: set[tuple[Any, ...]] | None = None) -> Applied:
         """Upsert the documents of `chunk`'s rows; with `wanted`, delete those of the
-        wanted keys that are not among the rows (their rows are gone)."""
+        wanted keys that are not among the rows (their rows are gone). `inserted`:
+        keys whose rows were logged as inserted (the sink may insert their documents,
+        a hint that never changes the outcome)."""
         projector = self.projector(info, mapping)
         with gc_paused():
             projected = projector.project(chunk.rows, careful=chunk.raw_text > 0)
         result = Applied(info.name, mapping.collection)
-        rejected: list[Rejected] = self.sink.upsert(mapping.collection, projected.docs)
+        fresh = {projector.make_id(k) for k in inserted} if inserted else set()
+        rejected: list[Rejected] = self.sink.upsert(mapping.collection, projected.docs,
+                                                    fresh)
         bad = {r.id for r in rejected}
         result.upserted = [d["_id"] for d in projected.docs if d["_id"] not in bad]
         result.flagged = sum(projected.flags.values())
@@ -120,12 +125,13 @@ class Applier:
         return len(entries)
 
 
-def group_keys(changes: Iterable[tuple[str, int | None, tuple[Any, ...]]],
-               tables: dict[str, TableInfo]) -> dict[str, set[tuple[Any, ...]]]:
-    """(table, rowid, key values) changes as identity keys per table (deduplicated)."""
-    out: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
-    for table, rowid, key in changes:
+def group_keys(changes: Iterable[tuple[str, str, int | None, tuple[Any, ...]]],
+               tables: dict[str, TableInfo]) -> dict[str, dict[tuple[Any, ...], str]]:
+    """(table, op, rowid, key values) changes, oldest first, as identity keys per
+    table (deduplicated), each with its first logged operation ('i', 'u', 'd')."""
+    out: dict[str, dict[tuple[Any, ...], str]] = defaultdict(dict)
+    for table, op, rowid, key in changes:
         info = tables.get(table)
         if info is not None:
-            out[table].add(Applier.identity(info, rowid, key))
+            out[table].setdefault(Applier.identity(info, rowid, key), op)
     return out

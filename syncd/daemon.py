@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
@@ -130,12 +130,24 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
     return options
 
 
+class RoundItem(NamedTuple):
+    """One table's part of a round: its rows, and in triggers mode the changed keys
+    and those of them whose first logged change in the round is an INSERT."""
+
+    table: str
+    info: TableInfo
+    mapping: TableMap
+    chunk: Chunk
+    keys: set[Any] | None = None
+    inserted: set[Any] | None = None
+
+
 @dataclass
 class Round:
     """What one round reads: per table its rows (and the changed keys, triggers mode)
     and the log position it reaches (None in scan mode)."""
 
-    items: list[tuple[str, TableInfo, TableMap, Chunk, set[Any] | None]]
+    items: list[RoundItem]
     seq: int | None
     full: bool = False  # a whole batch: more may be waiting right now
 
@@ -563,31 +575,34 @@ class Daemon:
         not hold back the tables after it."""
         assert self.applier is not None
         batch = self.options["batch"]
-        items: list[tuple[str, TableInfo, TableMap, Chunk, set[Any] | None]] = []
+        items: list[RoundItem] = []
         if self.capture is not None:
             changes = self.capture.read(self.seq, batch)
             if not changes:
                 return None
             tables = {name: info for name, (info, _) in self.pairs.items()}
-            grouped = group_keys(((c.table, c.rowid, c.key) for c in changes), tables)
-            for table, keys in grouped.items():
+            grouped = group_keys(((c.table, c.op, c.rowid, c.key) for c in changes), tables)
+            for table, ops in grouped.items():
                 info, mapping = self.pairs[table]
-                items.append((table, info, mapping, self.applier.fetch(info, keys), keys))
+                keys = set(ops)
+                inserted = {k for k, op in ops.items() if op == "i"}
+                items.append(RoundItem(table, info, mapping, self.applier.fetch(info, keys),
+                                       keys, inserted))
             return Round(items, changes[-1].seq, full=len(changes) >= batch)
         for table, (info, mapping) in self.pairs.items():
             chunk = self.source.scan(info, self.hwm.get(table), batch)
             if chunk.rows:
-                items.append((table, info, mapping, chunk, None))
+                items.append(RoundItem(table, info, mapping, chunk))
         return Round(items, None) if items else None
 
     def _write_round(self, round_: Round) -> None:
         """Apply a round to MongoDB, then move (and lazily save) the position."""
         assert self.applier is not None
-        for table, info, mapping, chunk, keys in round_.items:
-            self._apply(table, lambda info=info, mapping=mapping, chunk=chunk, keys=keys:
-                        self.applier.write(info, mapping, chunk, keys))  # type: ignore[union-attr]
-            if keys is None:
-                self.hwm[table] = chunk.last
+        for item in round_.items:
+            self._apply(item.table, lambda item=item: self.applier.write(  # type: ignore[union-attr]
+                item.info, item.mapping, item.chunk, item.keys, item.inserted))
+            if item.keys is None:
+                self.hwm[item.table] = item.chunk.last
         crashpoint("daemon.after_apply")
         if round_.seq is not None:
             self.seq = round_.seq

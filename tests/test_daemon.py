@@ -108,12 +108,18 @@ def test_killed_daemon_resumes_without_loss_or_doubles(tmp_path, legacy, target_
     finally:
         daemon.stop()  # a no-op once it died; never leave it running
     assert daemon.proc.returncode == -signal.SIGKILL  # died applying, before its checkpoint
-    legacy_write(legacy, "DELETE FROM epoch_history WHERE id = ?", (ids[0],))
+    legacy_write(legacy, "DELETE FROM epoch_history WHERE id = ?", (ids[-1],))
+    # The first row was applied before the crash (the crash came right after that
+    # apply); logged as an INSERT and changed since, the restart's insert of it meets
+    # the old document, which must be replaced.
+    legacy_write(legacy, "UPDATE epoch_history SET val_loss = 0.25 WHERE id = ?", (ids[0],))
     again = Daemon(tmp_path, legacy, target_args)
     try:
         again.wait_ready(db)
         wait_for(lambda: verified(legacy, target_args), 60, "the restart to catch up")
         assert db.epochs.count_documents({"run_id": 3, "epoch": {"$gte": 100}}) == 9
+        assert db.epochs.find_one({"run_id": 3, "epoch": 100})["metrics"]["val_loss"] == 0.25
+        assert db["_syncd_quarantine"].count_documents({}) == 0
     finally:
         assert again.stop()[0] == 0
 

@@ -44,11 +44,11 @@ def test_a_busy_table_does_not_starve_the_others(tmp_path, db, mongo_url):
         applied: list[str] = []
         write = daemon.applier.write
 
-        def recording(info, mapping, chunk, wanted=None):
+        def recording(info, mapping, chunk, wanted=None, inserted=None):
             applied.append(info.name)
             if info.name == "epoch_history" and applied.count("epoch_history") < 40:
                 _write(legacy, EPOCH)  # a training run keeps logging epochs meanwhile
-            return write(info, mapping, chunk, wanted)
+            return write(info, mapping, chunk, wanted, inserted)
 
         daemon.applier.write = recording
         for _ in range(100):  # step until a round finds nothing new

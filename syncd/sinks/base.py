@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,14 @@ class Sink(ABC):
         """Add documents known to be absent (fresh staging collections, missing rows)."""
 
     @abstractmethod
-    def upsert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
-        """Insert or replace whole documents by `_id`."""
+    def upsert(self, collection: str, docs: Sequence[dict[str, Any]],
+               fresh: Collection[Any] = ()) -> list[Rejected]:
+        """Insert or replace whole documents by `_id`.
+
+        `fresh` holds the ids of documents that are probably absent (their rows were
+        just inserted). It is a hint for speed only: a sink may try to insert those,
+        but must replace any that turn out to exist, so the result is the same.
+        """
 
     @abstractmethod
     def delete(self, collection: str, ids: Sequence[Any]) -> int:

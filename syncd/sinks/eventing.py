@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from syncd.events import EventPublisher
@@ -35,8 +35,9 @@ class EventingSink(Sink):
         self._announce(collection, "upsert", docs, rejected)
         return rejected
 
-    def upsert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
-        rejected = self.inner.upsert(collection, docs)
+    def upsert(self, collection: str, docs: Sequence[dict[str, Any]],
+               fresh: Collection[Any] = ()) -> list[Rejected]:
+        rejected = self.inner.upsert(collection, docs, fresh)
         self._announce(collection, "upsert", docs, rejected)
         return rejected
 

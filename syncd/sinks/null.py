@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from syncd.sinks.base import Rejected, Sink
@@ -16,7 +16,8 @@ class NullSink(Sink):
         self.documents += len(docs)
         return []
 
-    def upsert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
+    def upsert(self, collection: str, docs: Sequence[dict[str, Any]],
+               fresh: Collection[Any] = ()) -> list[Rejected]:
         self.documents += len(docs)
         return []
 
