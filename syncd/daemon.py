@@ -131,8 +131,9 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
 
 
 class RoundItem(NamedTuple):
-    """One table's part of a round: its rows, and in triggers mode the changed keys
-    and those of them whose first logged change in the round is an INSERT."""
+    """One table's part of a round: its rows, in triggers mode the changed keys, and
+    the keys of rows that are probably new (first logged as an INSERT; in scan mode
+    every row past the high-water mark)."""
 
     table: str
     info: TableInfo
@@ -592,7 +593,11 @@ class Daemon:
         for table, (info, mapping) in self.pairs.items():
             chunk = self.source.scan(info, self.hwm.get(table), batch)
             if chunk.rows:
-                items.append(RoundItem(table, info, mapping, chunk))
+                # Rows past the high-water mark are new (the sink still replaces any
+                # whose document exists: a crash re-apply, a reused rowid).
+                key = self.applier.projector(info, mapping).key
+                items.append(RoundItem(table, info, mapping, chunk,
+                                       inserted={key(row) for row in chunk.rows}))
         return Round(items, None) if items else None
 
     def _write_round(self, round_: Round) -> None:

@@ -124,6 +124,34 @@ def test_killed_daemon_resumes_without_loss_or_doubles(tmp_path, legacy, target_
         assert again.stop()[0] == 0
 
 
+def test_killed_scan_daemon_resumes_on_the_rows_current_state(tmp_path, legacy,
+                                                               target_args, db):
+    """Scan mode, killed after applying rows but before saving its high-water mark:
+    the restart meets those rows again, with documents that exist and have changed
+    since, and lands on the rows' current state without quarantining anything."""
+    daemon = Daemon(tmp_path, legacy, target_args, 'capture = "scan"\n',
+                    env={"SYNCD_CRASH_AT": "daemon.after_apply"})
+    try:
+        daemon.wait_ready(db)
+        first = legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
+                             "VALUES (3, 200, 0.5)")
+        daemon.proc.communicate(timeout=60)
+    finally:
+        daemon.stop()
+    assert daemon.proc.returncode == -signal.SIGKILL
+    assert db.epochs.find_one({"run_id": 3, "epoch": 200})["metrics"]["val_loss"] == 0.5
+    legacy_write(legacy, "UPDATE epoch_history SET val_loss = 0.125 WHERE id = ?", (first,))
+    again = Daemon(tmp_path, legacy, target_args, 'capture = "scan"\n')
+    try:
+        again.wait_ready(db)
+        wait_for(lambda: db.epochs.find_one({"run_id": 3, "epoch": 200})["metrics"]["val_loss"]
+                 == 0.125, 60, "the re-applied row to be replaced")
+        assert db["_syncd_quarantine"].count_documents({}) == 0
+        assert verified(legacy, target_args)
+    finally:
+        assert again.stop()[0] == 0
+
+
 def test_schema_drift_without_a_restart(tmp_path, legacy, target_args, db):
     daemon = Daemon(tmp_path, legacy, target_args)
     try:
