@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from syncd.errors import ConfigError, SyncdError
@@ -340,3 +340,19 @@ def find_redis_server() -> str | None:
         if exe and os.access(exe, os.X_OK):
             return str(exe)
     return find_executable(REDIS_EXECUTABLE)
+
+
+@contextlib.contextmanager
+def configured_or_embedded(url: str | None,
+                           server: Callable[[], EmbeddedServer]) -> Iterator[tuple[str, bool]]:
+    """The configured `url`, or that of an embedded server started for the block (and
+    stopped after it if this process started it); yields (url, embedded)."""
+    if url:
+        yield url, False
+        return
+    embedded = server()
+    started = embedded.start()
+    try:
+        yield started, True
+    finally:
+        embedded.stop()

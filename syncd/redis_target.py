@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from syncd.config import Settings
-from syncd.embedded import EmbeddedRedis
+from syncd.embedded import EmbeddedRedis, configured_or_embedded
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
 
@@ -56,14 +56,9 @@ def embedded_redis_url(state_dir: Path) -> str | None:
 @contextlib.contextmanager
 def open_redis(settings: Settings) -> Iterator[RedisTarget]:
     """Connect to the configured Redis or to the embedded one (started if needed)."""
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url:
-        url = settings.redis_url
-    else:
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    shown = redact_url(url)
-    try:
+    with configured_or_embedded(settings.redis_url,
+                                lambda: EmbeddedRedis(settings.state_dir)) as (url, embedded):
+        shown = redact_url(url)
         client = connect_redis(url, settings.mongo_timeout)
         try:
             try:
@@ -75,9 +70,6 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
                 detail = scrub(str(exc))[:200]
                 raise ConfigError(f"--redis-url {shown}: not reachable within "
                                   f"{settings.mongo_timeout:g} s ({detail})") from None
-            yield RedisTarget(client, url, shown, embedded is not None)
+            yield RedisTarget(client, url, shown, embedded)
         finally:
             client.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()

@@ -11,7 +11,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from syncd.config import Settings
-from syncd.embedded import EmbeddedMongo
+from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
 
@@ -55,23 +55,15 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
 @contextlib.contextmanager
 def open_target(settings: Settings) -> Iterator[MongoTarget]:
     """Connect to the configured MongoDB or to the embedded one (started if needed)."""
-    embedded: EmbeddedMongo | None = None
-    if settings.mongo_url:
-        url = settings.mongo_url
-    else:
-        embedded = EmbeddedMongo(settings.state_dir)
-        url = embedded.start()
-    shown = redact_url(url)
-    try:
+    with configured_or_embedded(settings.mongo_url,
+                                lambda: EmbeddedMongo(settings.state_dir)) as (url, embedded):
+        shown = redact_url(url)
         try:
             client = connect(url, settings.mongo_timeout)
         except ConfigurationError as exc:
             raise ConfigError(f"--mongo-url {shown}: {scrub(str(exc))}") from None
         try:
             _check_reachable(client, shown, settings.mongo_timeout)
-            yield MongoTarget(client, client[settings.database], shown, embedded is not None)
+            yield MongoTarget(client, client[settings.database], shown, embedded)
         finally:
             client.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
