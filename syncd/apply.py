@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from legacy_adapters.base import Chunk, TableInfo
 from legacy_adapters.sqlite import SQLiteSource
@@ -79,16 +79,19 @@ class Applier:
 
     def write(self, info: TableInfo, mapping: TableMap, chunk: Chunk,
               wanted: set[tuple[Any, ...]] | None = None,
-              inserted: set[tuple[Any, ...]] | None = None) -> Applied:
+              inserted: set[tuple[Any, ...]] | Literal[True] | None = None) -> Applied:
         """Upsert the documents of `chunk`'s rows; with `wanted`, delete those of the
         wanted keys that are not among the rows (their rows are gone). `inserted`:
-        keys whose rows were logged as inserted (the sink may insert their documents,
-        a hint that never changes the outcome)."""
+        keys whose rows were logged as inserted, or True for every row of the chunk
+        (the sink may insert their documents, a hint that never changes the outcome)."""
         projector = self.projector(info, mapping)
         with gc_paused():
             projected = projector.project(chunk.rows, careful=chunk.raw_text > 0)
         result = Applied(info.name, mapping.collection)
-        fresh = {projector.make_id(k) for k in inserted} if inserted else set()
+        if inserted is True:
+            fresh = {d["_id"] for d in projected.docs}
+        else:
+            fresh = {projector.make_id(k) for k in inserted} if inserted else set()
         rejected: list[Rejected] = self.sink.upsert(mapping.collection, projected.docs,
                                                     fresh)
         bad = {r.id for r in rejected}

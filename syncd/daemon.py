@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
@@ -140,7 +140,7 @@ class RoundItem(NamedTuple):
     mapping: TableMap
     chunk: Chunk
     keys: set[Any] | None = None
-    inserted: set[Any] | None = None
+    inserted: set[Any] | Literal[True] | None = None
 
 
 @dataclass
@@ -595,9 +595,7 @@ class Daemon:
             if chunk.rows:
                 # Rows past the high-water mark are new (the sink still replaces any
                 # whose document exists: a crash re-apply, a reused rowid).
-                key = self.applier.projector(info, mapping).key
-                items.append(RoundItem(table, info, mapping, chunk,
-                                       inserted={key(row) for row in chunk.rows}))
+                items.append(RoundItem(table, info, mapping, chunk, inserted=True))
         return Round(items, None) if items else None
 
     def _write_round(self, round_: Round) -> None:
