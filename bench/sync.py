@@ -25,7 +25,8 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       much CPU as syncd and the embedded server used in the phase before, spread
       evenly; `echo` (--controls), the same CPU spent in bursts right after each
       file event of a commit, as syncd spends it; then the same again (--rounds),
-      and a last `syncd run` catches up. Each write is timed from connect to close.
+      and a last `syncd run` catches up. Each write is timed from connect to close,
+      and its COMMIT alone (the journal and database fsyncs) is timed too.
       Ratio = p99 with syncd / p99 without, pooled over the phases (goal <= 1.2),
       with a 95% interval from a bootstrap that resamples whole seconds of writes;
       `database is locked` errors in every phase (goal 0). After the last phase
@@ -107,6 +108,7 @@ cfg = json.loads(sys.argv[1])
 path, mode, start_at, end_at = cfg["db"], cfg["mode"], cfg["start_at"], cfg["end_at"]
 rng = random.Random(cfg["seed"])
 lat, starts, commits, errors = [], [], [], []
+commit_lat = []  # the COMMIT alone: the journal and database fsyncs
 locked = 0
 pace = cfg.get("pace") or 0  # "cycle": writes per second (0: as fast as it can)
 due = start_at
@@ -125,7 +127,9 @@ def write(sql, params):
         conn = sqlite3.connect(path)  # a new connection per write, default 5 s timeout
         try:
             cur = conn.execute(sql, params)
+            t1 = time.perf_counter()
             conn.commit()
+            commit_lat.append(time.perf_counter() - t1)
             committed = time.time()
             rowid = cur.lastrowid
         finally:
@@ -185,7 +189,7 @@ else:
               "total_epochs = ? WHERE run_id = ?", (stamp(), best, epochs, run))
 with open(cfg["out"], "w") as out:
     json.dump({"lat": lat, "starts": starts, "commits": commits, "locked": locked,
-               "errors": errors}, out)
+               "errors": errors, "commit_lat": commit_lat}, out)
 '''
 
 
@@ -695,6 +699,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         phase = {"kind": kind, "load": before,
                  "lat": [x for r in results for x in r["lat"]],
                  "starts": [x for r in results for x in r["starts"]],
+                 "commit": [x for r in results for x in r["commit_lat"]],
                  "locked": sum(r["locked"] for r in results),
                  "errors": [e for r in results for e in r["errors"]],
                  "seconds": elapsed}
@@ -711,7 +716,7 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         say(f"  phase {n + 1} {PHASE_NAMES[kind]:14s}: {len(lat):6,} writes, p50 "
             f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, p99.9 {ms(pct(lat, 99.9))}, max "
             f"{ms(max(lat, default=float('nan')))}, {slow_share(lat):.1%} over 20 ms, "
-            f"locked {phase['locked']}"
+            f"COMMIT p99 {ms(pct(phase['commit'], 99))}, locked {phase['locked']}"
             + (f", caught up {phase['drain']:.2f} s after the writers stopped"
                if kind == "with" else "")
             + (f", syncd CPU (with its Redis) {phase['daemon_cpu']:.0%}, server CPU "
@@ -946,8 +951,9 @@ def main() -> None:
                 f"{args.writer_seconds:g} s per phase; syncd run in {args.coexist_capture} "
                 f"mode (load {load()})")
             r = coexist(args, work, target)
-            def pooled(kind: str, phases: list[dict[str, Any]] = r["phases"]) -> list[float]:
-                return [x for p in phases if p["kind"] == kind for x in p["lat"]]
+            def pooled(kind: str, phases: list[dict[str, Any]] = r["phases"],
+                       key: str = "lat") -> list[float]:
+                return [x for p in phases if p["kind"] == kind for x in p[key]]
 
             without, with_ = pooled("without"), pooled("with")
             base99 = pct(without, 99)
@@ -975,7 +981,8 @@ def main() -> None:
                     f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, {slow_share(lat):.1%} over "
                     f"20 ms; p99 / p99 without = {pct(lat, 99) / base99:.2f}"
                     + (f" (95% interval {low:.2f}-{high:.2f})" if kind != "without" else "")
-                    + f", p50 / p50 without = {pct(lat, 50) / pct(without, 50):.2f}")
+                    + f", p50 / p50 without = {pct(lat, 50) / pct(without, 50):.2f}"
+                    + f", COMMIT p99 {ms(pct(pooled(kind, key='commit'), 99))}")
             say(f"  p99 ratio with/without per round: {', '.join(rounds)}")
             t = r["verify_totals"]
             say(f"  syncd verify after the last phase: {t['missing']} missing, {t['different']} "
