@@ -972,11 +972,12 @@ def main() -> None:
                                      for k in CONTROLS if k in group)
                 rounds.append(f"{pct(group['with']['lat'], 99) / base:.2f}"
                               + (f" ({controls})" if controls else ""))
+            intervals: dict[str, tuple[float, float]] = {}
             for kind in ("without", "triggers", "with", "cpu", "echo"):
                 lat = pooled(kind)
                 if not lat:
                     continue
-                low, high = ratio_interval(blocks(kind), blocks("without"))
+                low, high = intervals[kind] = ratio_interval(blocks(kind), blocks("without"))
                 say(f"  pooled {PHASE_NAMES[kind]:14s}: {len(lat):6,} writes, p50 "
                     f"{ms(pct(lat, 50))}, p99 {ms(pct(lat, 99))}, {slow_share(lat):.1%} over "
                     f"20 ms; p99 / p99 without = {pct(lat, 99) / base99:.2f}"
@@ -989,7 +990,7 @@ def main() -> None:
                 f"different, {t['extra']} extra"
                 + (" (scan mode: updated rows differ until the periodic reconcile)"
                    if args.coexist_capture == "scan" and t["different"] else ""))
-            low, high = ratio_interval(blocks("with"), blocks("without"))
+            low, high = intervals["with"]
             figures.append(f"writer commit p99 with/without syncd ({args.coexist_capture}): "
                            f"{ratio:.2f}, 95% interval {low:.2f}-{high:.2f}   (goal <= 1.2)  "
                            f"{verdict(ratio <= 1.2)}")
