@@ -15,8 +15,14 @@ schema and data exactly as before.
 
 Log layout: `seq INTEGER PRIMARY KEY` (no AUTOINCREMENT, which would create
 sqlite_sequence behind the user's back), so pruning always keeps the last applied
-row: seq never goes back. Row seq=0 holds the install id, so a checkpoint taken
-against an earlier install of the log is recognised as stale.
+row: seq never goes back, and seqs are contiguous (a consumer that finds the entry
+after its checkpoint missing knows it has a gap). Row seq=0 holds the install id,
+so a checkpoint taken against an earlier install of the log is recognised as stale.
+
+Several consumers (`syncd run` into different targets) may follow one log. Each
+records its saved position in `_syncd_consumers`, and pruning never passes the
+lowest position of a consumer seen within the retention window; one gone longer
+finds a gap when it returns and reconciles.
 """
 
 from __future__ import annotations
@@ -41,9 +47,25 @@ from legacy_adapters.sqlite import (
 from syncd.errors import SyncdError
 
 LOG_TABLE = "_syncd_changes"
+CONSUMERS_TABLE = "_syncd_consumers"
+# A consumer that recorded itself this recently counts as running (capture uninstall
+# refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
+CONSUMER_LIVE_SECONDS = 90.0
+CONSUMER_REFRESH_SECONDS = 30.0
 MAX_KEY_COLUMNS = 8
 TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"
 KEY_COLUMNS = tuple(f"k{i}" for i in range(MAX_KEY_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One follower of the log: its saved position and when it last said so."""
+
+    consumer: str
+    label: str
+    seq: int
+    seen_seconds_ago: float
+    running: bool
 
 
 @dataclass(frozen=True)
@@ -163,9 +185,12 @@ class Capture:
 
     # -- state ---------------------------------------------------------------------------
 
-    def log_exists(self) -> bool:
+    def _table_exists(self, name: str) -> bool:
         return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                                (LOG_TABLE,)))
+                                (name,)))
+
+    def log_exists(self) -> bool:
+        return self._table_exists(LOG_TABLE)
 
     def install_id(self) -> str | None:
         if not self.log_exists():
@@ -195,6 +220,11 @@ class Capture:
         them before this moment were not logged, so they need a reconcile.
         """
         statements: list[str | tuple[str, tuple[Any, ...]]] = []
+        if not self._table_exists(CONSUMERS_TABLE):
+            statements.append(
+                f"CREATE TABLE {quote_ident(CONSUMERS_TABLE)} (consumer TEXT PRIMARY KEY, "
+                "label TEXT, seq INTEGER NOT NULL, seen REAL NOT NULL, "
+                "running INTEGER NOT NULL DEFAULT 1)")
         if not self.log_exists():
             key_cols = ", ".join(KEY_COLUMNS)
             statements.append(
@@ -222,8 +252,9 @@ class Capture:
         names = list(self.triggers())
         statements: list[str | tuple[str, tuple[Any, ...]]] = [
             f"DROP TRIGGER IF EXISTS {quote_ident(n)}" for n in names]
-        if self.log_exists():
-            statements.append(f"DROP TABLE {quote_ident(LOG_TABLE)}")
+        for name in (LOG_TABLE, CONSUMERS_TABLE):
+            if self._table_exists(name):
+                statements.append(f"DROP TABLE {quote_ident(name)}")
         if statements:
             self._write(statements)
         return len(names)
@@ -249,11 +280,53 @@ class Capture:
                            "WHERE seq > ? GROUP BY tbl", (max(after, 0),))
         return {r[0]: (int(r[1]), r[2]) for r in rows}
 
+    # -- consumers ---------------------------------------------------------------------
+
+    def consumers(self) -> list[Consumer]:
+        """Every consumer recorded in the log's registry, lowest position first."""
+        if not self._table_exists(CONSUMERS_TABLE):
+            return []
+        rows = self._query(f"SELECT consumer, label, seq, (julianday('now') - seen) * 86400, "
+                           f"running FROM {quote_ident(CONSUMERS_TABLE)} ORDER BY seq")
+        return [Consumer(r[0], r[1] or "", int(r[2]), float(r[3]), bool(r[4])) for r in rows]
+
+    def live_consumers(self, exclude: str | None = None) -> list[Consumer]:
+        """Consumers that say they run and recorded themselves recently."""
+        return [c for c in self.consumers() if c.running and c.consumer != exclude
+                and c.seen_seconds_ago < CONSUMER_LIVE_SECONDS]
+
+    def record_consumer(self, consumer: str, label: str, seq: int,
+                        running: bool = True) -> bool:
+        """Record `consumer`'s saved position (one short write that never waits on a
+        legacy writer: a busy database is left for the next call). True if written."""
+        if not self._table_exists(CONSUMERS_TABLE):
+            return False
+        conn = sqlite3.connect(self.path, timeout=0.05, isolation_level=None)
+        try:
+            conn.execute(f"INSERT INTO {quote_ident(CONSUMERS_TABLE)} "
+                         "(consumer, label, seq, seen, running) "
+                         "VALUES (?, ?, ?, julianday('now'), ?) ON CONFLICT(consumer) DO UPDATE "
+                         "SET label = excluded.label, seq = excluded.seq, "
+                         "seen = excluded.seen, running = excluded.running",
+                         (consumer, label, seq, int(running)))
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+
+    def prune_bound(self, upto: int, retention_seconds: float) -> int:
+        """How far the log may be pruned: `upto`, or less if another consumer seen within
+        `retention_seconds` has not applied that far yet."""
+        others = [c.seq for c in self.consumers() if c.seen_seconds_ago < retention_seconds]
+        return min([upto, *others])
+
     def prune(self, upto: int, batch: int = 500, budget_seconds: float = 0.5) -> int:
         """Delete applied changes (seq < upto), a small transaction per batch.
 
         The row seq=upto stays, so seq never goes back; a busy database is left
-        for the next round rather than waited on.
+        for the next round rather than waited on. Callers that share the log pass
+        `prune_bound(...)` as `upto`.
         """
         deleted = 0
         deadline = time.monotonic() + budget_seconds

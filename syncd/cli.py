@@ -423,6 +423,12 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
                 if done else f"triggers already installed on every synced table of {path}")
             say(f"changes are logged in {LOG_TABLE}; `syncd capture uninstall` removes it all")
         elif args.action == "uninstall":
+            live = capture.live_consumers()
+            if live and not args.force:
+                raise SyncdError(
+                    f"syncd run is following this change log ({live[0].label}, "
+                    f"{live[0].seen_seconds_ago:.0f} s ago); stop it first, or it reinstalls "
+                    "the triggers and reconciles (--force removes them anyway)")
             count = capture.uninstall()
             say(f"removed {count} trigger(s) and the change log from {path}")
         else:
@@ -435,7 +441,8 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
                     "last_seq": capture.last_seq() if capture.log_exists() else None,
                     "logged": (sum(n for n, _ in capture.pending(0).values())
                                if capture.log_exists() else 0),
-                    "tables": {r[0]: r[1] for r in rows}}
+                    "tables": {r[0]: r[1] for r in rows},
+                    "consumers": [vars(c) for c in capture.consumers()]}
             if args.json:
                 print_json(data)
             else:
@@ -443,6 +450,11 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
                     + (f", last seq {data['last_seq']}, {data['logged']} entries kept"
                        if data["log"] else ""))
                 say(table(rows, ["table", "triggers"]))
+                if data["consumers"]:
+                    say(table([[c["label"], c["seq"], f"{c['seen_seconds_ago']:.0f} s ago",
+                                "running" if c["running"] else "stopped"]
+                               for c in data["consumers"]],
+                              ["consumer", "applied up to", "last seen", "state"]))
     finally:
         capture.close()
     return 0
@@ -569,10 +581,19 @@ def build_parser() -> argparse.ArgumentParser:
                 json_flag=False, settings=False)
     cap = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("install", "add the triggers and the change log"),
-                       ("uninstall", "drop the triggers and the change log"),
-                       ("status", "which tables have triggers; log size")):
-        cap.add_parser(name, help=text, description=text,
-                       parents=[settings_parent, json_parent])
+                       ("uninstall", "drop the triggers and the change log (refused while "
+                        "a syncd run follows it)"),
+                       ("status", "which tables have triggers; log size; its consumers")):
+        c = cap.add_parser(name, help=text, description=text,
+                           parents=[settings_parent, json_parent])
+        if name == "uninstall":
+            c.add_argument("--force", action="store_true",
+                           help="remove them even while a syncd run follows the log (it "
+                           "reinstalls them and reconciles every table)")
+
+    from syncd import reconcile_cli
+
+    reconcile_cli.add_commands(command)
 
     p = command("events", cmd_events, "tail the change events on Redis",
                 "Print the events `syncd run` publishes on the Redis stream syncd:events: "

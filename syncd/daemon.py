@@ -30,17 +30,19 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from legacy_adapters.base import Chunk, TableInfo
 from legacy_adapters.sqlite import SQLiteSource
-from legacy_adapters.sqlite_capture import Capture, capturable
+from legacy_adapters.sqlite_capture import CONSUMER_REFRESH_SECONDS, Capture, capturable
 from syncd.apply import Applier, group_keys
 from syncd.backfill import Engine, encode_position
 from syncd.config import Settings, section
@@ -52,6 +54,7 @@ from syncd.migration_files import Migration
 from syncd.migrator import Migrator
 from syncd.model import Model, TableMap
 from syncd.progress import Progress
+from syncd.resync import Resync, durable
 from syncd.retry import Backoff, mongo_unavailable
 from syncd.sdnotify import notify, watchdog_seconds
 from syncd.sinks.eventing import EventingSink
@@ -80,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
     "events_maxlen": EVENTS_MAXLEN,
     "watch": True,
     "hdf5_rescan_seconds": 60.0,
+    # Another consumer of the change log (a `syncd run` into another database) keeps
+    # its unapplied entries this long while it is stopped; one gone longer reconciles.
+    "log_retention_seconds": 86400.0,
     # CPU niceness (and lowest best-effort I/O priority when > 0) of syncd and its
     # embedded servers: the legacy writers get the machine first.
     "nice": 0,
@@ -115,7 +121,7 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
         raise ConfigError(f"[daemon] capture = {options['capture']!r}: use one of "
                           f"{', '.join(MODES)}")
     for key in ("poll_seconds", "prune_seconds", "heartbeat_seconds", "backoff_max_seconds",
-                "hdf5_rescan_seconds"):
+                "hdf5_rescan_seconds", "log_retention_seconds"):
         if options[key] <= 0:
             raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
     for key in ("min_step_seconds", "checkpoint_seconds"):
@@ -200,6 +206,8 @@ class Daemon:
         self.mode: str = options["capture"]
         self.progress = progress or Progress(enabled=True)
         self.store = StateStore(db)
+        self.resync = Resync(self.store.state)
+        self.consumer: str | None = None  # this target's name in the change log's registry
         self.state = DaemonState()
         self.stop_event = threading.Event()
         self.wake = threading.Event()
@@ -230,6 +238,8 @@ class Daemon:
         self.data_version: int | None = None
         self.last_reconcile = time.monotonic()
         self.reconcile_requested = False
+        self._open_request: dict[str, Any] | None = None
+        self._recorded: tuple[int, float] = (-1, 0.0)  # consumer position last recorded
         self.status_file = Path(settings.state_dir) / "daemon.json"
         self.scheduler: BackgroundScheduler | None = None
         # The HDF5 caches are followed on a thread of their own: warming a large file
@@ -255,6 +265,7 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGUSR1, lambda *_: self._request_reconcile())
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -305,6 +316,10 @@ class Daemon:
                 self._heartbeat(final=True)
             with contextlib.suppress(Exception):
                 self.lease.release()
+            if self._pruner is not None and self.consumer is not None:
+                with contextlib.suppress(Exception):
+                    self._pruner.record_consumer(self.consumer, self._consumer_label(),
+                                                 self.saved_seq, running=False)
             for closable in (self.capture, self._pruner, self._status_capture):
                 if closable is not None:
                     closable.close()
@@ -409,6 +424,9 @@ class Daemon:
     # -- start-up sync ---------------------------------------------------------------------
 
     def _start_sync(self) -> None:
+        # The schema version is read before anything is reflected: a change committed
+        # while the start-up work runs shows as a new version at the first step.
+        version = self.source.schema_version()
         migrator = Migrator(self.settings, self.source, self.db, self.migrations,
                             self.progress)
         plan = migrator.plan(None)
@@ -418,49 +436,60 @@ class Daemon:
         self.applier = Applier(self.source, self.sink, self.store, plan.params)
         self.publisher.version = plan.target
         self._set_pairs(plan.pairs)
-        self.schema_version = self.source.schema_version()
+        left = self.resync.load()
+        if left:
+            log.info("a reconcile of %s was left unfinished: doing it", ", ".join(sorted(left)))
         infos = [info for info, _ in plan.pairs]
+        migrating = plan.kind in ("rebuild", "resume")
         if self.capture is not None:
             wide = [i.name for i in infos if not capturable(i)]
             if wide:
                 log.warning("tables with more than 8 key columns are followed by the "
                             "periodic reconcile only: %s", ", ".join(wide))
+            checkpoint = self.store.state.find_one({"_id": "capture"}) or {}
+            known = checkpoint.get("install_id")
+            if not migrating and known is not None and known == self.capture.install_id():
+                # Changes to these tables before their triggers exist were never logged.
+                self.resync.add([i.name for i in self.capture.missing(infos)
+                                 if i.name in self.pairs], "capture triggers were missing")
             newly = self.capture.install(infos)
             if newly:
                 log.info("capture triggers installed on %s", ", ".join(newly))
             self.install_id = self.capture.install_id()
-            checkpoint = self.store.state.find_one({"_id": "capture"}) or {}
+            if not migrating and known is not None and known == self.install_id:
+                self.resync.add([t for t in newly if t in self.pairs],
+                                "capture triggers were missing")
+            self.consumer = self._consumer_id()
             start = self.capture.last_seq()
-            if plan.kind in ("rebuild", "resume"):
+            if migrating:
                 self._migrate(migrator, plan)
                 self.seq = start
-            elif checkpoint.get("install_id") != self.install_id:
+            elif known != self.install_id:
                 log.info("no checkpoint for this change log yet: reconciling every table")
                 self._reconcile(list(self.pairs))
                 self.seq = start
             else:
                 self.seq = int(checkpoint["seq"])
-                redo = [t for t in newly if t in self.pairs]
-                if redo:
-                    log.info("triggers were missing on %s: reconciling them", ", ".join(redo))
-                    self._reconcile(redo)
             self._save_capture_checkpoint()
+            self._record_consumer(force=True)
             self._follow()
         else:
             marks = {name: self.source.high_water(info) for name, (info, _) in
                      self.pairs.items()}
-            if plan.kind in ("rebuild", "resume"):
+            if migrating:
                 self._migrate(migrator, plan)
             else:
                 self._reconcile(list(self.pairs))
             self.hwm = marks
             self._save_scan_checkpoint()
             self.data_version = self.source.data_version()
-        self.schema_version = self.source.schema_version()
+        self._reconcile_pending()
+        self.schema_version = version
 
     def _migrate(self, migrator: Migrator, plan: Any) -> None:
         log.info("migrating to version %d (%s) before following changes", plan.target,
                  plan.kind)
+        self.resync.touched |= set(self.pairs)
         report = migrator.run(plan, self.sink, self.lease)
         log.info("migration done: %d rows, %d documents written in %.1f s",
                  report.total("rows"), report.total("written"), report.seconds)
@@ -484,6 +513,7 @@ class Daemon:
         (`woke` false: a poll timeout, or a filesystem without inotify), `PRAGMA
         data_version` says whether anyone committed since the last round.
         """
+        self.resync.check_resets()  # a restarted target may have lost what it acknowledged
         with self.source.read_transaction():
             schema = self.source.schema_version()
             data = self.source.data_version()
@@ -500,49 +530,77 @@ class Daemon:
         if due or self.reconcile_requested:
             self.reconcile_requested = False
             self._reconcile(list(self.pairs))
+        self._reconcile_pending()
+        self._serve_request()
+
+    def _reconcile_pending(self) -> None:
+        """Reconcile what Resync holds (left by a failure, a gap, a reset, a restart)."""
+        self.resync.forget([t for t in self.resync.pending if t not in self.pairs])
+        if self.resync.pending:
+            self._reconcile(sorted(self.resync.pending))
+
+    def _serve_request(self) -> None:
+        """A `syncd reconcile` handed over through MongoDB: do it, then answer."""
+        request = self._open_request or self.resync.take_request()
+        if request is None:
+            return
+        self._open_request = request  # kept until answered: a failure retries it
+        wanted = list(request.get("tables") or self.pairs)
+        reports = self._reconcile([t for t in wanted if t in self.pairs])
+        reports.update({t: {"error": "not a synced table"} for t in wanted
+                        if t not in self.pairs})
+        self.resync.finish_request(request, reports)
+        self._open_request = None
 
     def _check_schema(self) -> None:
+        """Follow a schema change: new tables sync, changed or re-created ones reconcile.
+
+        The version is read first and recorded only once the tables to reconcile are
+        saved (Resync): a change committed while this runs is seen by the next step,
+        and a reconcile that fails is retried, also after a restart.
+        """
         version = self.source.schema_version()
         if version == self.schema_version:
             return
         assert self.model is not None
-        schema = self.source.schema()
-        pairs = self.model.resolve(schema)
+        pairs = self.model.resolve(self.source.schema())
         new = {i.name: (i, m) for i, m in pairs}
         added = [t for t in new if t not in self.pairs]
         dropped = [t for t in self.pairs if t not in new]
         changed = [t for t in new if t in self.pairs and new[t] != self.pairs[t]]
+        todo = set(added) | set(changed)
+        recreated = False
+        if self.capture is not None:
+            todo |= {i.name for i in self.capture.missing([i for i, _ in pairs])}
+            if self.capture.install_id() != self.install_id:
+                # The log itself was removed (capture uninstall) and made anew: its seqs
+                # start again, and what changed meanwhile was never logged.
+                recreated, todo = True, set(new)
+        self.resync.add(sorted(todo), "the legacy schema changed" if not recreated
+                        else "the change log was recreated")
+        self.resync.forget(dropped)
         for table in dropped:
             log.warning("legacy table %s was dropped; its collection %s keeps its documents "
                         "(syncd migrate reconciles it)", table, self.pairs[table][1].collection)
             with self.state.lock:
                 self.state.dropped[table] = utcnow()
-        redo: list[str] = []
         if self.capture is not None:
-            redo = self.capture.install([i for i, _ in pairs])
-            install_id = self.capture.install_id()
-            if install_id != self.install_id:
-                # The log itself was removed (capture uninstall) and made anew: its seqs
-                # start again, and what changed meanwhile was never logged.
-                log.warning("the change log was recreated: reconciling every table")
-                self.install_id, self.seq = install_id, 0
+            # A table re-created since `missing` was read gets its triggers here: it
+            # needs the reconcile too (the next step sees the newer schema version).
+            newly = self.capture.install([i for i, _ in pairs])
+            self.resync.add([t for t in newly if t in new], "capture triggers were missing")
+            if recreated:
+                self.install_id, self.seq = self.capture.install_id(), 0
                 self._save_capture_checkpoint()
-                redo = list(new)
         self._set_pairs(pairs)
         with self.state.lock:
             for table in added:
                 self.state.dropped.pop(table, None)
-        todo = sorted(set(added) | set(changed) | {t for t in redo if t in new})
-        if added:
-            log.info("new legacy table(s) %s: syncing", ", ".join(added))
-        if changed:
-            log.info("legacy table(s) %s changed shape: reconciling", ", ".join(changed))
-        if todo:
-            self._reconcile(todo)
         if self.capture is None:
             for table in added:
                 self.hwm.setdefault(table, None)
-        self.schema_version = self.source.schema_version()
+        self.schema_version = version
+        self._reconcile_pending()
 
     def _follow(self, first: Round | None = None) -> None:
         """Read a round (in one read transaction), write it, until nothing is left.
@@ -581,6 +639,11 @@ class Daemon:
             changes = self.capture.read(self.seq, batch)
             if not changes:
                 return None
+            if changes[0].seq != self.seq + 1:
+                # Seqs are contiguous: entries after the checkpoint were pruned by
+                # another consumer (or while this one was away past the retention).
+                self.resync.add(list(self.pairs), f"the change log has a gap after entry "
+                                f"{self.seq} (the next kept is {changes[0].seq})")
             tables = {name: info for name, (info, _) in self.pairs.items()}
             grouped = group_keys(((c.table, c.op, c.rowid, c.key) for c in changes), tables)
             for table, ops in grouped.items():
@@ -627,9 +690,13 @@ class Daemon:
             stats.quarantined += result.quarantined
             stats.last_applied_at = utcnow()
             stats.last_error = None
+        if result.upserted or result.deleted:
+            self.resync.touched.add(table)
 
-    def _reconcile(self, tables: list[str]) -> None:
+    def _reconcile(self, tables: list[str]) -> dict[str, dict[str, int]]:
+        """Reconcile `tables` one by one; each leaves Resync's pending set when done."""
         assert self.model is not None and self.applier is not None
+        reports: dict[str, dict[str, int]] = {}
         engine = Engine(self.source, self.db, self.sink, self.store, self.applier.params,
                         self.settings.chunk_size, self.progress, self.lease,
                         between=self._follow_between)
@@ -647,8 +714,12 @@ class Daemon:
             if report.written or report.deleted:
                 log.info("reconciled %s: %d written, %d deleted, %d unchanged", table,
                          report.written, report.deleted, report.unchanged)
+            self.resync.done(table, wrote=bool(report.written or report.deleted))
+            reports[table] = {"written": report.written, "deleted": report.deleted,
+                              "unchanged": report.unchanged, "rows": report.rows}
         if set(tables) >= set(self.pairs):
             self.last_reconcile = time.monotonic()
+        return reports
 
     def _follow_between(self) -> None:
         """During long work (a reconcile), apply new changes every so often."""
@@ -671,7 +742,7 @@ class Daemon:
         if not force and now - self._saved_at < self.options["checkpoint_seconds"]:
             return
         seq = self.seq
-        self.store.state.replace_one(
+        durable(self.store.state).replace_one(
             {"_id": "capture"},
             {"mode": "triggers", "install_id": self.install_id, "seq": seq,
              "updated_at": utcnow()}, upsert=True)
@@ -695,6 +766,8 @@ class Daemon:
                               id="prune", **opts)
         scheduler.add_job(self._request_reconcile, "interval",
                           seconds=self.options["reconcile_seconds"], id="reconcile", **opts)
+        scheduler.add_job(self._poll_requests, "interval",
+                          seconds=self.options["heartbeat_seconds"], id="requests", **opts)
         scheduler.start()
         self.scheduler = scheduler
 
@@ -702,10 +775,46 @@ class Daemon:
         self.reconcile_requested = True
         self.wake.set()
 
+    def _poll_requests(self) -> None:
+        try:
+            self.resync.poll_request()
+        except Exception as exc:  # the loop reports MongoDB outages
+            log.debug("could not look for reconcile requests: %s", exc)
+            return
+        self.wake.set()
+
+    def _consumer_id(self) -> str:
+        """This target's stable name in the change log's consumer registry."""
+        doc = self.store.state.find_one_and_update(
+            {"_id": "consumer"}, {"$setOnInsert": {"consumer": uuid.uuid4().hex,
+                                                   "created_at": utcnow()}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return str(doc["consumer"])
+
+    def _consumer_label(self) -> str:
+        return f"{socket.gethostname()} pid {os.getpid()} -> database {self.db.name}"
+
+    def _record_consumer(self, force: bool = False) -> None:
+        """Tell other consumers of the log how far this one has saved (they never prune
+        past it); at most every CONSUMER_REFRESH_SECONDS when nothing moved."""
+        capture = self.capture if force else self._pruner  # the caller's thread's connection
+        if capture is None or self.consumer is None:
+            return
+        now = time.monotonic()
+        seq = self.saved_seq
+        if not force and seq == self._recorded[0] and \
+                now - self._recorded[1] < CONSUMER_REFRESH_SECONDS:
+            return
+        if capture.record_consumer(self.consumer, self._consumer_label(), seq):
+            self._recorded = (seq, now)
+
     def _prune(self) -> None:
         assert self._pruner is not None
         try:
-            removed = self._pruner.prune(self.saved_seq)
+            self._record_consumer()
+            bound = self._pruner.prune_bound(self.saved_seq,
+                                             self.options["log_retention_seconds"])
+            removed = self._pruner.prune(bound)
             if removed:
                 log.debug("pruned %d applied changes from the log", removed)
         except Exception as exc:  # pruning is housekeeping: never fatal
@@ -751,6 +860,7 @@ class Daemon:
             "heartbeat_at": now, "heartbeat_seconds": self.options["heartbeat_seconds"],
             "running": not final, "ready": ready, "outage": outage,
             "seq": self.seq if self.capture is not None else None,
+            "reconcile_pending": sorted(self.resync.pending),
             "tables": self._table_status(), "events": self.publisher.status(),
             "hdf5_dirs": [str(d) for d in self.follower.watch_paths()] if self.follower else [],
             "hdf5": self.hdf5_report,

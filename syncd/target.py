@@ -14,6 +14,7 @@ from syncd.config import Settings
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
+from syncd.target_events import RESETS
 
 
 class TargetUnreachable(ConfigError):
@@ -35,7 +36,7 @@ def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoC
     ms = int(timeout * 1000)
     return pymongo.MongoClient(
         url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname=app_name,
-        tz_aware=False, uuidRepresentation="standard",
+        tz_aware=False, uuidRepresentation="standard", event_listeners=[RESETS],
     )
 
 
