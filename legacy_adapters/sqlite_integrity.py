@@ -221,7 +221,12 @@ class CheckedReads:
         For migrate and verify, which read every row anyway; skipped on large files
         (it would hold the read lock too long), never run by the daemon's rounds.
         """
-        found = self._quick_check(table)
+        try:
+            found = self._quick_check(table)
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            found = str(exc)
         if found:
             raise corrupt_error(self.path, table.name, f"quick_check: {found}")
 
@@ -243,12 +248,19 @@ class CheckedReads:
             held = int(self._execute(f"SELECT count(*) FROM {src} WHERE {where}", params)[0][0])
         except sqlite3.OperationalError:
             return  # counting would hold the read lock too long: the order checks stay
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise corrupt_error(self.path, table.name, str(exc)) from None
+            raise
         if rows >= held:
             return
         detail = f"read {rows} of its {held} rows"
         if self.path.stat().st_size > QUICK_CHECK_MAX_BYTES:
-            raise corrupt_error(self.path, table.name, detail + " (maybe changed "
-                                          "during the read: run again to tell)")
+            raise CorruptSource(
+                f"--sqlite {self.path}: table {table.name}: {detail}: the legacy database "
+                "may be corrupt, or rows were inserted behind the read meanwhile; nothing "
+                "was removed from the target. Run again; check it with "
+                f"`sqlite3 {self.path} 'PRAGMA integrity_check'`")
         found = self._quick_check(table)
         if found:
             raise corrupt_error(self.path, table.name, f"{detail}; quick_check: {found}")
