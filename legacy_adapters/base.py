@@ -73,4 +73,12 @@ class Source(Protocol):
 
     def count(self, table: TableInfo) -> int | None: ...
 
+    def check_intact(self, table: TableInfo) -> None:
+        """Raise if the store itself reports the table damaged (migrate and verify call
+        it before a whole-table read; a source may skip a check too costly to run)."""
+
+    def confirm_read(self, table: TableInfo, rows: int, upto: Any) -> None:
+        """Raise if a whole-table read up to `upto` that gave `rows` rows missed some:
+        a short read is an error, never a silent pass (and never grounds to delete)."""
+
     def close(self) -> None: ...

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Schema, TableInfo
 from syncd.errors import ConfigError, SyncdError
 from syncd.values import RawText, text_factory
@@ -92,8 +93,8 @@ class _LockGuard:
         return 1 if now > self.deadline else 0
 
 
-class SQLiteSource:
-    """Read-only access to a legacy metadata.db."""
+class SQLiteSource(integrity.CheckedReads):
+    """Read-only access to a legacy metadata.db (its integrity checks: `CheckedReads`)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
                  max_lock_seconds: float = 0.2) -> None:
@@ -103,6 +104,7 @@ class SQLiteSource:
         self._guard = _LockGuard(max_lock_seconds)
         self._conn: sqlite3.Connection | None = None
         self._sql: dict[tuple[str, bool], str] = {}
+        self._order: dict[TableInfo, integrity.OrderKey | None] = {}
 
     # -- connections -------------------------------------------------------------
 
@@ -273,15 +275,24 @@ class SQLiteSource:
                     raise SyncdError(f"--sqlite {self.path}: reading {table.name} "
                                      f"failed ({exc})") from None
                 limit = max(1, limit // 2)
+            except sqlite3.DatabaseError as exc:
+                if integrity.is_corruption(exc):
+                    raise self._corrupt(table, str(exc)) from None
+                raise
+        positions = [self._position(table, row) for row in rows]
+        self._check_order(table, after, positions)
+        if bounded and len(rows) < limit:
+            self._check_end(table, positions[-1] if positions else after)
         if not rows:
             return Chunk([], after, raw)
-        last_row = rows[-1]
+        return Chunk(rows, positions[-1], raw)
+
+    @staticmethod
+    def _position(table: TableInfo, row: tuple[Any, ...]) -> Any:
         if table.rowid:
-            last = last_row[0]
-        else:
-            names = table.column_names
-            last = tuple(last_row[names.index(c)] for c in table.primary_key)
-        return Chunk(rows, last, raw)
+            return row[0]
+        names = table.column_names
+        return tuple(row[names.index(c)] for c in table.primary_key)
 
     def fetch(self, table: TableInfo, rowids: Sequence[int] = (),
               keys: Sequence[tuple[Any, ...]] = ()) -> Chunk:

@@ -225,6 +225,7 @@ class Engine:
                                   self.source.count(info))
         task.advance(report.rows)
         began = time.monotonic() - report.seconds
+        self.source.check_intact(info)
         chunks = read_projected(self.source, info, projector, position, self.chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
@@ -250,6 +251,7 @@ class Engine:
             }, unset=("pending",))
             crashpoint("copy.after_checkpoint")
             task.advance(len(chunk.rows))
+        self.source.confirm_read(info, report.rows, upto)
         self.store.update_job({f"tables.{i}.done": True})
         task.finish()
         return report
@@ -262,7 +264,7 @@ class Engine:
         started = time.monotonic()
         report = Report("reconcile", version, version)
         for info, mapping in pairs:
-            report.tables.append(self.reconcile_table(info, mapping, model))
+            report.tables.append(self.reconcile_table(info, mapping, model, check=True))
         for name in orphans:
             count = self.db[name].count_documents({})
             if count:
@@ -272,8 +274,17 @@ class Engine:
         report.seconds = time.monotonic() - started
         return report
 
-    def reconcile_table(self, info: TableInfo, mapping: TableMap, model: Model) -> TableReport:
+    def reconcile_table(self, info: TableInfo, mapping: TableMap, model: Model,
+                        check: bool = False) -> TableReport:
+        """Write the differences, then delete what no row projects to, but only after
+        the source confirmed the read was complete (a corrupt page reads short).
+
+        `check` runs the source's whole-table check first (migrate: it reads
+        everything anyway; the daemon's periodic reconcile does not).
+        """
         report = TableReport(info.name, mapping.collection)
+        if check:
+            self.source.check_intact(info)
         began = time.monotonic()
         coll = self.db[mapping.collection]
         for spec in model.index_specs(mapping.collection):
@@ -303,6 +314,7 @@ class Engine:
                          and d["_id"] not in bad]
                 self.store.release_quarantine(info.name, fixed)
             task.advance(len(chunk.rows))
+        self.source.confirm_read(info, report.rows, upto)
         extras = [key_to_id(k) for k in digests]
         for start in range(0, len(extras), 1000):
             report.deleted += self.sink.delete(mapping.collection, extras[start:start + 1000])

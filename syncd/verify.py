@@ -111,6 +111,7 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
         projector = Projector(info, mapping, params)
         task = progress.task(f"{info.name} ⇄ {mapping.collection}", source.count(info))
         upto = source.high_water(info)
+        source.check_intact(info)  # a corrupt table is an error, never a pass
         chunks = read_projected(source, info, projector, None, chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
             check.source_rows += len(chunk.rows)
@@ -125,6 +126,7 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
                     room = SAMPLES - len(check.samples[kind])
                     check.samples[kind].extend(keys[d["_id"]] for d in docs[:max(room, 0)])
             task.advance(len(chunk.rows))
+        source.confirm_read(info, check.source_rows, upto)
         task.finish()
         check.extra = len(digests)
         check.samples["extra"] = [str(key_to_id(k)) for k in list(digests)[:SAMPLES]]
