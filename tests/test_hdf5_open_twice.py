@@ -34,7 +34,7 @@ def test_a_file_open_with_h5py_defaults_is_warmed_and_read(tmp_path, db, rclient
         cached = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
         items = cached.__getitems__(list(range(12)))
         np.testing.assert_array_equal(np.stack([e.numpy() for e, _ in items]), windows)
-        assert cached.cache_counts() == {"hits": 12, "misses": 0}
+        assert cached.cache_counts() == {"hits": 12, "misses": 0, "bad": 0}
         cached.close()
         assert legacy["eeg"].shape == (12, 8, 100)  # the user's handle is untouched
     finally:
