@@ -305,6 +305,10 @@ class Hdf5Follower:
             docs = {d["path"]: d for d in self.coll.find({"source_id": self.source_id})}
             for path in paths:
                 self._index_one(path, docs, report)
+            for doc in [d for d in docs.values() if d and d.get("stale_generations")]:
+                self._drop_stale(doc)  # left pending by a crash or a Redis outage
+                if doc.get("state") == "quarantined":
+                    self._forget_in_redis(doc["fid"], doc["path"])
             self._remove_missing(set(map(str, paths)), docs, report)
             self._plan_and_warm(report, full_verify)
             self._record_status(report)
@@ -410,7 +414,7 @@ class Hdf5Follower:
         if not same_content:
             fields.update(state="indexed", cached_windows=0, features={}, cache_bytes=0)
             if doc and old_gen and doc.get("state") != "quarantined":
-                update["$push"] = {"stale_generations": _stale_record(doc)}
+                update["$push"] = {"stale_generations": self._stale(doc)}
         self.coll.update_one({"_id": _id}, update, upsert=True)
         new_doc = self.coll.find_one({"_id": _id}) or {}
         meta = self._meta_for(new_doc)
@@ -430,6 +434,19 @@ class Hdf5Follower:
             log.info("indexed %s: %d windows %s %s, generation %d", path, info.n_windows,
                      info.window_dtype, info.window_shape, gen)
         return new_doc
+
+    def _stale(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """`_stale_record`, widened by what a warm that never finished wrote: the windows
+        and features the Redis metadata records, and every configured extractor's keys."""
+        record = _stale_record(doc)
+        features = set(record["features"]) | set(self._feature_plan(doc))
+        meta = self.cache.file(doc["fid"]) if doc.get("fid") else None
+        self.cache.unreadable.pop(doc.get("fid") or "", None)
+        if meta is not None and meta.gen == record["generation"]:
+            record["windows"] = max(record["windows"], meta.cached)
+            features |= set(meta.features)
+        record["features"] = sorted(features)
+        return record
 
     def _meta_for(self, doc: dict[str, Any]) -> FileMeta:
         return FileMeta(
@@ -474,7 +491,7 @@ class Hdf5Follower:
             "updated_at": utcnow(), "cached_windows": 0, "cache_bytes": 0, "features": {},
         }}
         if doc and doc.get("state") != "quarantined" and doc.get("generation"):
-            update["$push"] = {"stale_generations": _stale_record(doc)}
+            update["$push"] = {"stale_generations": self._stale(doc)}
         self.coll.update_one({"_id": _id}, update, upsert=True)
         new_doc = self.coll.find_one({"_id": _id}) or {}
         if new_doc.get("n_windows") is not None:
@@ -499,7 +516,7 @@ class Hdf5Follower:
                 continue
             if doc.get("generation") and doc.get("n_windows") is not None:
                 self.coll.update_one({"_id": doc["_id"]},
-                                     {"$push": {"stale_generations": _stale_record(doc)}})
+                                     {"$push": {"stale_generations": self._stale(doc)}})
                 self._drop_stale(self.coll.find_one({"_id": doc["_id"]}) or doc)
             self._forget_in_redis(doc["fid"], path)
             self.coll.delete_one({"_id": doc["_id"]})
