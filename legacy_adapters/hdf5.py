@@ -43,6 +43,8 @@ ALLOWED_KINDS = frozenset("fiub")
 SLAB_BYTES = 8 << 20
 HASH_BLOCK = 8 << 20
 # HDF5 error texts that mean "someone is writing this file right now", not "corrupt".
+# HDF5's answer to an open whose locking flags differ from an open already in this process.
+_LOCKING_MISMATCH = "flag values don't match"
 _BUSY_MARKERS = ("already open for write", "unable to lock", "file locking",
                  "resource temporarily unavailable")
 
@@ -170,15 +172,27 @@ def is_busy_error(exc: BaseException) -> bool:
 
 
 def open_h5(path: Path, **kwargs: Any) -> h5py.File:
-    """Open read-only without HDF5 file locks (a legacy writer must never wait on syncd)."""
-    try:
-        return h5py.File(path, "r", locking=False, **kwargs)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if is_busy_error(exc):
-            raise FileBusy(f"being written ({_short(exc)})") from None
-        raise BadFile(f"cannot open as HDF5: {_short(exc)}") from None
+    """Open read-only without HDF5 file locks (a legacy writer must never wait on syncd).
+
+    HDF5 refuses a second open of a file that this process already has open with other
+    locking flags (the legacy Dataset, a notebook: h5py's defaults). Such a file is then
+    opened the way it is already open: the lock, if any, is already held by this
+    process, so no writer is newly blocked.
+    """
+    for locking in (False, None, True):  # ours; h5py's default; an explicit locking=True
+        try:
+            return h5py.File(path, "r", locking=locking, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if _LOCKING_MISMATCH in str(exc):
+                continue
+            if is_busy_error(exc):
+                raise FileBusy(f"being written ({_short(exc)})") from None
+            raise BadFile(f"cannot open as HDF5: {_short(exc)}") from None
+    raise FileBusy("already open in this process with HDF5 file access settings that do not "
+                   "allow a second read-only open (e.g. open for writing); close that handle "
+                   "or open it with h5py.File(path, 'r', locking=False)")
 
 
 def _short(exc: BaseException) -> str:

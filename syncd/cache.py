@@ -1,17 +1,19 @@
 """The Redis window and feature cache: key layout, a safe array codec, and the client.
 
-Replaces the legacy pickle-based cache. Values are raw C-order array bytes; the
-dtype and shape live beside them in the file's metadata hash, are checked against
-a whitelist, and every value's length is checked against them before it becomes
-an array. Nothing read from Redis is ever unpickled or evaluated.
+Replaces the legacy pickle-based cache. Values are raw C-order array bytes with a
+CRC-32 trailer (syncd.checksum); the dtype and shape live beside them in the file's
+metadata hash, are checked against a whitelist, and every value's length and
+checksum are checked before it becomes an array: a value that fails is a miss
+(counted), never data. Metadata that does not parse is a miss too (counted), and the
+next warm pass rewrites it. Nothing read from Redis is ever unpickled or evaluated.
 
 Key layout (prefix `cache.prefix`, default "syncd"):
 
     {p}:files                          hash  path -> file id
     {p}:file:{fid}                     hash  current generation, dtype, shape, stat, coverage
-    {p}:w:{fid}:{gen}:{i}              string  window i (raw bytes)
-    {p}:l:{fid}:{gen}                  string  all labels of the file (raw bytes)
-    {p}:f:{fid}:{gen}:{fkey}:{i}       string  features of window i by extractor key
+    {p}:w:{fid}:{gen}:{i}              string  window i (raw bytes + checksum)
+    {p}:l:{fid}:{gen}                  string  all labels of the file (raw bytes + checksum)
+    {p}:f:{fid}:{gen}:{fkey}:{i}       string  features of window i (raw bytes + checksum)
     {p}:events                         stream (and pub/sub channel) of JSON events
 
 Keys carry the generation: when a file changes, its generation goes up, the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,13 +35,17 @@ from typing import Any
 import numpy as np
 import redis
 
+from syncd.checksum import CHECKSUM_BYTES, FORMAT, seal, unseal
 from syncd.events import send, tail
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "syncd"
 MAX_VALUE_BYTES = 64 << 20
 ALLOWED_KINDS = frozenset("fiub")
-# Redis' own bookkeeping per string key (dict entry, key and value headers), for the budget.
-KEY_OVERHEAD = 96
+# Redis' own bookkeeping per string key (dict entry, key and value headers) and the value's
+# checksum trailer, for the budget.
+KEY_OVERHEAD = 96 + CHECKSUM_BYTES
 
 
 class CacheError(Exception):
@@ -82,6 +89,16 @@ def decode(value: bytes | None, dtype: np.dtype, shape: tuple[int, ...]) -> np.n
     return np.frombuffer(value, dtype).reshape(shape)
 
 
+def decode_sealed(key: str, value: bytes | None, dtype: np.dtype,
+                  shape: tuple[int, ...]) -> np.ndarray | None:
+    """A checksummed value read from `key` as an array; None stays None; a bad one raises."""
+    try:
+        payload = unseal(key, value, dtype.itemsize * math.prod(shape))
+    except ValueError as exc:
+        raise CacheError(f"{key}: {exc}") from None
+    return None if payload is None else np.frombuffer(payload, dtype).reshape(shape)
+
+
 def feature_key(name: str, params: Mapping[str, Any]) -> str:
     """The key part of an extractor: its name and a digest of its parameters."""
     blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
@@ -115,6 +132,7 @@ class FileMeta:
     cached: int = 0  # windows 0..cached-1 are in Redis
     layout: list[str] = field(default_factory=list)
     features: dict[str, FeatureMeta] = field(default_factory=dict)
+    format: int = FORMAT  # metadata written before checksums has none: format 1
 
     @property
     def dtype(self) -> np.dtype:
@@ -143,15 +161,35 @@ class FileMeta:
         try:
             data = {k.decode(): v.decode() for k, v in raw.items()}
             fields_ = {k: json.loads(v) for k, v in data.items() if k != "fid"}
+            fields_.setdefault("format", 1)
             features = {k: FeatureMeta(**v) for k, v in (fields_.pop("features", {}) or {}).items()}
             meta = cls(fid=data["fid"], features=features, **fields_)
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            _check_types(meta)
+            check_shape(meta.window_shape, check_dtype(meta.window_dtype), limit)
+            check_shape([meta.n_windows, *meta.label_shape], check_dtype(meta.label_dtype), limit)
+            for f in meta.features.values():
+                check_shape(f.shape, check_dtype(f.dtype), limit)
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CacheError(f"unreadable file metadata ({type(exc).__name__}: {exc})") from None
-        check_shape(meta.window_shape, check_dtype(meta.window_dtype), limit)
-        check_shape([meta.n_windows, *meta.label_shape], check_dtype(meta.label_dtype), limit)
-        for f in meta.features.values():
-            check_shape(f.shape, check_dtype(f.dtype), limit)
         return meta
+
+
+def _check_types(meta: FileMeta) -> None:
+    """JSON that parses is not yet metadata: every field must have the type syncd writes."""
+    for name in ("gen", "n_windows", "size", "mtime_ns", "ino", "cached", "format"):
+        if type(getattr(meta, name)) is not int:
+            raise TypeError(f"{name} is not an integer")
+    for name in ("path", "window_dtype", "label_dtype"):
+        if not isinstance(getattr(meta, name), str):
+            raise TypeError(f"{name} is not a string")
+    lists = [meta.window_shape, meta.label_shape, meta.layout]
+    lists += [f.shape for f in meta.features.values()]
+    if not all(isinstance(v, list) for v in lists):
+        raise TypeError("a shape or the layout is not a list")
+    for f in meta.features.values():
+        if not (isinstance(f.name, str) and isinstance(f.params, dict)
+                and type(f.windows) is int):
+            raise TypeError("a feature entry is not valid")
 
 
 class Keys:
@@ -191,22 +229,39 @@ class WindowCache:
         self.redis = client
         self.keys = Keys(prefix)
         self.max_value_bytes = max_value_bytes
+        self.unreadable: dict[str, str] = {}  # file id -> why its metadata did not parse
+        self.bad_values = 0  # values that failed their length or checksum check (read as misses)
 
     # -- files ---------------------------------------------------------------------
 
     def file(self, ref: str) -> FileMeta | None:
-        """The metadata of a cached file, by path or file id; None when it is not cached."""
+        """The metadata of a cached file, by path or file id; None when it is not cached.
+
+        Metadata that does not parse is also None (a miss), recorded in `unreadable`;
+        the next warm pass writes it again."""
         fid = self.redis.hget(self.keys.files, str(ref))
-        fid_text = fid.decode() if fid else str(ref)
-        raw = self.redis.hgetall(self.keys.file(fid_text))
-        return FileMeta.from_hash(raw, self.max_value_bytes) if raw else None
+        fid_text = fid.decode(errors="replace") if fid else str(ref)
+        return self._parse(fid_text, self.redis.hgetall(self.keys.file(fid_text)))
+
+    def _parse(self, fid: str, raw: Mapping[bytes, bytes]) -> FileMeta | None:
+        if not raw:
+            return None
+        try:
+            return FileMeta.from_hash(raw, self.max_value_bytes)
+        except CacheError as exc:
+            log.warning("cache metadata of file id %s is unreadable, treated as not cached "
+                        "(%s)", fid, exc)
+            self.unreadable[fid] = str(exc)
+            return None
 
     def files(self) -> list[FileMeta]:
+        """Every cached file's metadata (unreadable ones are left out, see `unreadable`)."""
         out = []
         for fid in sorted(set(self.redis.hvals(self.keys.files))):
-            raw = self.redis.hgetall(self.keys.file(fid.decode()))
-            if raw:
-                out.append(FileMeta.from_hash(raw, self.max_value_bytes))
+            text = fid.decode(errors="replace")
+            meta = self._parse(text, self.redis.hgetall(self.keys.file(text)))
+            if meta is not None:
+                out.append(meta)
         return out
 
     def register(self, name: str, window_shape: Sequence[int], window_dtype: str,
@@ -224,6 +279,7 @@ class WindowCache:
 
     def write_meta(self, meta: FileMeta) -> None:
         pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.file(meta.fid))  # no stray field of an older or broken hash stays
         pipe.hset(self.keys.file(meta.fid), mapping=meta.to_hash())
         pipe.hset(self.keys.files, meta.path, meta.fid)
         pipe.execute()
@@ -246,9 +302,21 @@ class WindowCache:
         meta = self._meta(ref)
         if not indices:
             return []
-        values = self.redis.mget(self.keys.windows(meta.fid, meta.gen, indices))
-        dtype, shape = meta.dtype, meta.shape
-        return [decode(v, dtype, shape) for v in values]
+        keys = self.keys.windows(meta.fid, meta.gen, indices)
+        return self._decode_all(keys, self.redis.mget(keys), meta.dtype, meta.shape)
+
+    def _decode_all(self, keys: list[str], values: list[bytes | None], dtype: np.dtype,
+                    shape: tuple[int, ...]) -> list[np.ndarray | None]:
+        """Values as arrays; missing ones and ones that fail their checks (counted) are None."""
+        out: list[np.ndarray | None] = []
+        for key, value in zip(keys, values):
+            try:
+                out.append(decode_sealed(key, value, dtype, shape))
+            except CacheError as exc:
+                self.bad_values += 1
+                log.warning("ignoring a bad cached value (%s)", exc)
+                out.append(None)
+        return out
 
     def put_window(self, ref: FileMeta | str, index: int, array: np.ndarray) -> None:
         self.put_windows(ref, index, np.asarray(array)[None])
@@ -263,12 +331,13 @@ class WindowCache:
         if not 0 <= start <= start + len(windows) <= max(meta.n_windows, start + len(windows)):
             raise CacheError(f"window indices {start}.. are out of range")
         keys = self.keys.windows(meta.fid, meta.gen, range(start, start + len(windows)))
-        self.redis.mset({k: encode(w) for k, w in zip(keys, windows)})
+        self.redis.mset({k: seal(k, encode(w)) for k, w in zip(keys, windows)})
 
     def get_labels(self, ref: FileMeta | str) -> np.ndarray | None:
         meta = self._meta(ref)
-        value = self.redis.get(self.keys.labels(meta.fid, meta.gen))
-        return decode(value, check_dtype(meta.label_dtype), (meta.n_windows, *meta.label_shape))
+        key = self.keys.labels(meta.fid, meta.gen)
+        return self._decode_all([key], [self.redis.get(key)], check_dtype(meta.label_dtype),
+                                (meta.n_windows, *meta.label_shape))[0]
 
     # -- features ------------------------------------------------------------------
 
@@ -287,9 +356,9 @@ class WindowCache:
         meta = self._meta(ref)
         fm = self.feature_meta(meta, extractor)
         fkey = feature_key(fm.name, fm.params)
-        values = self.redis.mget(self.keys.features(meta.fid, meta.gen, fkey, indices))
-        dtype, shape = check_dtype(fm.dtype), tuple(fm.shape)
-        return [decode(v, dtype, shape) for v in values]
+        keys = self.keys.features(meta.fid, meta.gen, fkey, indices)
+        return self._decode_all(keys, self.redis.mget(keys), check_dtype(fm.dtype),
+                                tuple(fm.shape))
 
     def put_features(self, ref: FileMeta | str, start: int, extractor: str,
                      values: np.ndarray) -> None:
@@ -301,7 +370,7 @@ class WindowCache:
                              f"{fm.name}: {fm.dtype} {fm.shape}")
         fkey = feature_key(fm.name, fm.params)
         keys = self.keys.features(meta.fid, meta.gen, fkey, range(start, start + len(values)))
-        self.redis.mset({k: encode(v) for k, v in zip(keys, values)})
+        self.redis.mset({k: seal(k, encode(v)) for k, v in zip(keys, values)})
 
     # -- statistics and events -----------------------------------------------------
 
@@ -309,6 +378,7 @@ class WindowCache:
         """Coverage per file and overall, and Redis' own memory and hit counters."""
         info = self.redis.info("memory")
         counters = self.redis.info("stats")
+        self.unreadable.clear()
         files = self.files()
         total = sum(m.n_windows for m in files)
         cached = sum(min(m.cached, m.n_windows) for m in files)
@@ -324,6 +394,8 @@ class WindowCache:
             "keyspace_hits": hits,
             "keyspace_misses": misses,
             "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "unreadable_metadata": [{"fid": fid, "error": error}
+                                    for fid, error in sorted(self.unreadable.items())],
             "per_file": [{"path": m.path, "generation": m.gen, "cached": m.cached,
                           "windows": m.n_windows, "features": sorted(m.features)}
                          for m in files],

@@ -470,9 +470,10 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                           f"--state-dir {settings.state_dir}: start syncd run, or name the "
                           "Redis it publishes to")
     client = connect_redis(url, settings.mongo_timeout)
+    events = tail(client, start=args.start, count=args.count)
     with contextlib.closing(client):
         try:
-            for entry_id, event in tail(client, start=args.start, count=args.count):
+            for entry_id, event in events:
                 if args.json:
                     print_json({"id": entry_id, **event})
                 elif "collection" in event:
@@ -486,7 +487,11 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                         f"{json.dumps(rest, default=str)[:200]}")
                 sys.stdout.flush()
         except KeyboardInterrupt:
-            return 0
+            pass
+        finally:
+            if events.skipped:  # entries other programs put on the stream
+                sys.stderr.write(f"skipped {events.skipped} stream entries that are not "
+                                 "syncd events\n")
     return 0
 
 

@@ -45,8 +45,9 @@ from legacy_adapters.hdf5 import (
     open_h5,
     read_windows,
 )
-from syncd.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode
-from syncd.mget import DirectMget, MgetError, byte_view
+from syncd.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode_sealed
+from syncd.checksum import FORMAT
+from syncd.mget import BAD, HIT, DirectMget, MgetError, byte_view
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class _Local:
     redis_down_until: float = 0.0
     hits: int = 0
     misses: int = 0
+    bad: int = 0  # cached values that failed their length or checksum check (also misses)
 
 
 class _Labels:
@@ -228,12 +230,13 @@ class CachedWindowDataset(Dataset):
         keys = [f"{self.prefix}:w:{m.fid}:{m.gen}:{i}" for _, m, i in wanted]
         direct = self._direct(st)
         if direct is None:
-            for (p, meta, _), value in zip(wanted, self._mget(st, keys)):
+            for (p, meta, _), key, value in zip(wanted, keys, self._mget(st, keys)):
                 if value is None:
                     continue
                 try:
-                    array = decode(value, meta.dtype, meta.shape)
+                    array = decode_sealed(key, value, meta.dtype, meta.shape)
                 except CacheError as exc:
+                    st.bad += 1
                     log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
                     continue
                 eeg[p] = torch.from_numpy(np.array(array, dtype=np.float32))
@@ -249,10 +252,14 @@ class CachedWindowDataset(Dataset):
         except MgetError as exc:
             self._redis_failed(st, exc)
             return
-        for (p, _, _), array, ok in zip(wanted, arrays, filled):
-            if ok:
+        for (p, meta, _), key, array, status in zip(wanted, keys, arrays, filled):
+            if status == HIT:
                 eeg[p] = torch.from_numpy(array if array.dtype == _FLOAT32
                                           else array.astype(np.float32))
+            elif status == BAD:
+                st.bad += 1
+                log.warning("%s: ignoring a bad cached value under %s (wrong length or "
+                            "checksum)", meta.path, key)
 
     def _direct(self, st: _Local) -> DirectMget | None:
         """The worker's direct MGET connection (None: Redis down, or a URL it cannot serve)."""
@@ -319,7 +326,8 @@ class CachedWindowDataset(Dataset):
                 log.warning("%s: ignoring unreadable cache metadata (%s)", spec.path, exc)
                 meta = None
             if meta is not None and (now is None or meta.stat() == now) \
-                    and meta.layout == [spec.layout.windows, spec.layout.labels]:
+                    and meta.layout == [spec.layout.windows, spec.layout.labels] \
+                    and meta.format == FORMAT:
                 fs.meta = meta
                 return meta
         # Not cached for this version (yet): serve the file, look again in a second.
@@ -335,18 +343,20 @@ class CachedWindowDataset(Dataset):
                 return fs.labels
             client = self._redis(st)
             value = None
+            key = self.keys.labels(meta.fid, meta.gen)
             if client is not None:
                 try:
-                    value = client.get(self.keys.labels(meta.fid, meta.gen))
+                    value = client.get(key)
                 except redis.RedisError as exc:
                     self._redis_failed(st, exc)
             if value is not None:
                 try:
-                    fs.labels = decode(value, check_dtype(meta.label_dtype),
-                                       (meta.n_windows, *meta.label_shape))
+                    fs.labels = decode_sealed(key, value, check_dtype(meta.label_dtype),
+                                              (meta.n_windows, *meta.label_shape))
                     fs.labels_sig = ident
                     return fs.labels
                 except CacheError as exc:
+                    st.bad += 1
                     log.warning("%s: ignoring bad cached labels (%s)", meta.path, exc)
         handle = self._handle(st, j)
         ident = ("file", fs.handle_sig)
@@ -371,9 +381,10 @@ class CachedWindowDataset(Dataset):
     # -- introspection -----------------------------------------------------------------
 
     def cache_counts(self) -> dict[str, int]:
-        """Windows served from Redis and from the files, in this process."""
+        """Windows served from Redis and from the files, in this process; `bad`: cached
+        values that failed their length or checksum check and were read from the files."""
         st = self._state()
-        return {"hits": st.hits, "misses": st.misses}
+        return {"hits": st.hits, "misses": st.misses, "bad": st.bad}
 
     def close(self) -> None:
         """Close this process' file handles and Redis connection."""

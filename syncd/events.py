@@ -163,34 +163,93 @@ class EventPublisher:
                 "redis_down_since": self.down_since}
 
 
+MAX_DEPTH = 32  # nesting deeper than this is not an event anyone wrote on purpose
+_TEXT_FIELDS = ("type", "source_id", "collection", "operation", "time")
+
+
+def parse_event(raw: Any) -> dict[str, Any] | str:
+    """The event in a stream entry's `event` field, or why it is not a well-formed one.
+
+    The stream is shared: other programs can XADD anything. Only a JSON object whose
+    known fields have the types syncd writes is an event; anything else is skipped by
+    readers (and counted), never allowed to fail them.
+    """
+    if not isinstance(raw, (bytes, str)):
+        return "no 'event' field"
+    try:
+        event = json.loads(raw)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(event, dict):
+        return f"a JSON {type(event).__name__}, not an object"
+    if _depth(event) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    ids = event.get("ids", [])
+    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        return "'ids' is not a list of strings"
+    for name in _TEXT_FIELDS:
+        if event.get(name) is not None and not isinstance(event[name], str):
+            return f"{name!r} is not a string"
+    return event
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests lists and objects (iteratively: no recursion to exhaust)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((v, level + 1) for v in item)
+    return deepest
+
+
+class Tail:
+    """Iterates (stream id, event) after id `start`; `skipped` counts entries that are not
+    well-formed events (see `parse_event`)."""
+
+    def __init__(self, client: redis.Redis, stream: str = STREAM, start: str = "$",
+                 block_ms: int = 5000, count: int | None = None,
+                 stop: Callable[[], bool] | None = None) -> None:
+        self.client, self.stream, self.start = client, stream, start
+        self.block_ms, self.count, self.stop = block_ms, count, stop
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        client, stream, last = self.client, self.stream, self.start
+        if last == "$":
+            newest = client.xrevrange(stream, count=1)
+            last = _text(newest[0][0]) if newest else "0-0"
+        seen, count, stop = 0, self.count, self.stop
+        while (count is None or seen < count) and not (stop and stop()):
+            reply = client.xread({stream: last}, count=100, block=self.block_ms)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    event = parse_event(fields.get("event", fields.get(b"event")))
+                    if isinstance(event, str):
+                        self.skipped += 1
+                        log.warning("skipped stream entry %s of %s: %s", last, stream, event)
+                        continue
+                    yield last, event
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+
+
 def tail(client: redis.Redis, stream: str = STREAM, start: str = "$", block_ms: int = 5000,
-         count: int | None = None, stop: Callable[[], bool] | None = None,
-         ) -> Iterator[tuple[str, dict[str, Any]]]:
+         count: int | None = None, stop: Callable[[], bool] | None = None) -> Tail:
     """Events from `stream` after id `start` ("0": the kept history; "$": new ones only).
 
     Yields (stream id, event); pass the last id back to resume without a gap. "$" is
     pinned to the newest id once, so nothing between two reads is missed. Runs until
-    `count` events, or until `stop()` is true (checked every `block_ms`).
+    `count` events, or until `stop()` is true (checked every `block_ms`). Entries that
+    are not well-formed events are skipped and counted in the result's `skipped`.
     """
-    last = start
-    if last == "$":
-        newest = client.xrevrange(stream, count=1)
-        last = _text(newest[0][0]) if newest else "0-0"
-    seen = 0
-    while (count is None or seen < count) and not (stop and stop()):
-        reply = client.xread({stream: last}, count=100, block=block_ms)
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                last = _text(entry_id)
-                raw = fields.get("event", fields.get(b"event"))
-                try:
-                    event = json.loads(raw)
-                except (TypeError, ValueError):
-                    continue  # not one of ours: skip it, never fail the reader
-                yield last, event
-                seen += 1
-                if count is not None and seen >= count:
-                    return
+    return Tail(client, stream, start, block_ms, count, stop)
 
 
 def _text(value: str | bytes) -> str:

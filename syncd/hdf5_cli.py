@@ -99,6 +99,8 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
         say(f"pending (still being written): {path}")
     for path in report.changed_while_warming:
         say(f"changed while warming, re-indexed by the next pass: {path}")
+    for path in report.metadata_repaired:
+        say(f"unreadable cache metadata, written again: {path}")
     if report.redis_error or report.mongo_error:
         say(f"failed: {report.redis_error or report.mongo_error}")
         return 1
@@ -126,6 +128,9 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
     hit = "-" if stats["hit_rate"] is None else f"{stats['hit_rate']:.1%}"
     say(f"lookups: {stats['keyspace_hits']:,} hits, {stats['keyspace_misses']:,} misses "
         f"({hit} hit rate, whole server)")
+    for bad in stats["unreadable_metadata"]:
+        say(f"unreadable metadata for file id {bad['fid']} (read as not cached; the next "
+            f"warm pass writes it again): {bad['error']}")
     if stats["per_file"]:
         say(table([[f["path"], f["generation"], f"{f['cached']}/{f['windows']}",
                     ", ".join(f["features"]) or "-"] for f in stats["per_file"]],

@@ -4,9 +4,11 @@ redis-py parses a reply into a buffer, copies it out into a `bytes` object, and 
 Dataset then copies that into a tensor. For a batch of 64 windows of 100 KB that
 is most of the time a batch takes. This speaks the few lines of RESP2 that MGET
 needs over a plain socket and `recv_into`s every value into the writable array it
-ends up in: one copy, from the kernel. Values whose length is not the expected one
-are read into a scratch buffer and reported as misses; nothing is ever decoded
-beyond a length. URLs it does not handle (TLS) make `DirectMget.connect` return
+ends up in: one copy, from the kernel. Every value ends in a CRC-32 trailer
+(syncd.checksum), read into a small buffer of its own and checked against what was
+received. Values whose length is not the expected one are read into a scratch
+buffer and reported as misses, values that fail the checksum as bad; nothing is
+ever decoded beyond a length. URLs it does not handle (TLS) make `DirectMget.connect` return
 None, and the caller keeps using redis-py.
 """
 
@@ -18,7 +20,11 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from syncd.checksum import CHECKSUM_BYTES, checksum
+
 READ_CHUNK = 1 << 16
+# What `mget_into` says of each value.
+MISS, HIT, BAD = 0, 1, 2
 
 
 class MgetError(Exception):
@@ -33,6 +39,7 @@ class DirectMget:
         self.buf = bytearray()
         self.pos = 0
         self.crlf = memoryview(bytearray(2))
+        self.trailer = memoryview(bytearray(CHECKSUM_BYTES))
 
     @classmethod
     def connect(cls, url: str, timeout: float = 10.0) -> DirectMget | None:
@@ -128,10 +135,12 @@ class DirectMget:
         if line.startswith(b"-"):
             raise MgetError(line[1:].decode(errors="replace"))
 
-    def mget_into(self, keys: Sequence[str], targets: Sequence[memoryview | None]) -> list[bool]:
-        """MGET `keys`; value i goes into `targets[i]` (a writable byte view of exactly the
-        expected length). Returns which were filled; missing keys, None targets and values
-        of another length are False."""
+    def mget_into(self, keys: Sequence[str], targets: Sequence[memoryview | None]) -> list[int]:
+        """MGET `keys`; value i's payload goes into `targets[i]` (a writable byte view of
+        exactly the expected length), its checksum trailer is checked. Returns, per key, HIT
+        (filled and checked), MISS (no such key, or a None target) or BAD (another length:
+        garbage or the format before checksums; or a failed checksum: the target then holds
+        garbage)."""
         self._send(["MGET", *keys])
         head = self._line()
         if head.startswith(b"-"):
@@ -139,20 +148,22 @@ class DirectMget:
         if not head.startswith(b"*") or int(head[1:]) != len(keys):
             raise MgetError(f"unexpected reply to MGET: {head[:40]!r}")
         filled = []
-        for target in targets:
+        for key, target in zip(keys, targets):
             line = self._line()
             if line.startswith(b"-"):
                 raise MgetError(line[1:].decode(errors="replace"))
             size = int(line[1:])
             if size < 0:
-                filled.append(False)
+                filled.append(MISS)
                 continue
-            if target is not None and size == len(target):
+            if target is not None and size == len(target) + CHECKSUM_BYTES:
                 self._read_into(target)
-                filled.append(True)
+                self._read_into(self.trailer)
+                ok = checksum(key, target) == int.from_bytes(self.trailer, "little")
+                filled.append(HIT if ok else BAD)
             else:
                 self._skip(size)
-                filled.append(False)
+                filled.append(MISS if target is None else BAD)
             self._read_into(self.crlf)  # the value's trailing CRLF
         return filled
 

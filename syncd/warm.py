@@ -48,6 +48,7 @@ from legacy_adapters.hdf5 import (
     wait_stable,
 )
 from syncd.cache import KEY_OVERHEAD, MAX_VALUE_BYTES, FeatureMeta, FileMeta, WindowCache
+from syncd.checksum import FORMAT, seal
 from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.features import (
@@ -161,6 +162,7 @@ class ScanReport:
     removed: list[str] = field(default_factory=list)
     warmed: list[str] = field(default_factory=list)
     changed_while_warming: list[str] = field(default_factory=list)
+    metadata_repaired: list[str] = field(default_factory=list)  # unreadable, written again
     windows_written: int = 0
     window_bytes: int = 0
     features_written: int = 0
@@ -178,7 +180,8 @@ class ScanReport:
 
     def merge(self, later: ScanReport) -> None:
         """Fold a later pass (of the same run) into this one."""
-        for name in ("indexed", "quarantined", "removed", "warmed", "changed_while_warming"):
+        for name in ("indexed", "quarantined", "removed", "warmed", "changed_while_warming",
+                     "metadata_repaired"):
             getattr(self, name).extend(getattr(later, name))
         for name in ("windows_written", "window_bytes", "features_written", "windows_trimmed",
                      "seconds"):
@@ -302,6 +305,10 @@ class Hdf5Follower:
             docs = {d["path"]: d for d in self.coll.find({"source_id": self.source_id})}
             for path in paths:
                 self._index_one(path, docs, report)
+            for doc in [d for d in docs.values() if d and d.get("stale_generations")]:
+                self._drop_stale(doc)  # left pending by a crash or a Redis outage
+                if doc.get("state") == "quarantined":
+                    self._forget_in_redis(doc["fid"], doc["path"])
             self._remove_missing(set(map(str, paths)), docs, report)
             self._plan_and_warm(report, full_verify)
             self._record_status(report)
@@ -407,7 +414,7 @@ class Hdf5Follower:
         if not same_content:
             fields.update(state="indexed", cached_windows=0, features={}, cache_bytes=0)
             if doc and old_gen and doc.get("state") != "quarantined":
-                update["$push"] = {"stale_generations": _stale_record(doc)}
+                update["$push"] = {"stale_generations": self._stale(doc)}
         self.coll.update_one({"_id": _id}, update, upsert=True)
         new_doc = self.coll.find_one({"_id": _id}) or {}
         meta = self._meta_for(new_doc)
@@ -427,6 +434,19 @@ class Hdf5Follower:
             log.info("indexed %s: %d windows %s %s, generation %d", path, info.n_windows,
                      info.window_dtype, info.window_shape, gen)
         return new_doc
+
+    def _stale(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """`_stale_record`, widened by what a warm that never finished wrote: the windows
+        and features the Redis metadata records, and every configured extractor's keys."""
+        record = _stale_record(doc)
+        features = set(record["features"]) | set(self._feature_plan(doc))
+        meta = self.cache.file(doc["fid"]) if doc.get("fid") else None
+        self.cache.unreadable.pop(doc.get("fid") or "", None)
+        if meta is not None and meta.gen == record["generation"]:
+            record["windows"] = max(record["windows"], meta.cached)
+            features |= set(meta.features)
+        record["features"] = sorted(features)
+        return record
 
     def _meta_for(self, doc: dict[str, Any]) -> FileMeta:
         return FileMeta(
@@ -471,7 +491,7 @@ class Hdf5Follower:
             "updated_at": utcnow(), "cached_windows": 0, "cache_bytes": 0, "features": {},
         }}
         if doc and doc.get("state") != "quarantined" and doc.get("generation"):
-            update["$push"] = {"stale_generations": _stale_record(doc)}
+            update["$push"] = {"stale_generations": self._stale(doc)}
         self.coll.update_one({"_id": _id}, update, upsert=True)
         new_doc = self.coll.find_one({"_id": _id}) or {}
         if new_doc.get("n_windows") is not None:
@@ -496,7 +516,7 @@ class Hdf5Follower:
                 continue
             if doc.get("generation") and doc.get("n_windows") is not None:
                 self.coll.update_one({"_id": doc["_id"]},
-                                     {"$push": {"stale_generations": _stale_record(doc)}})
+                                     {"$push": {"stale_generations": self._stale(doc)}})
                 self._drop_stale(self.coll.find_one({"_id": doc["_id"]}) or doc)
             self._forget_in_redis(doc["fid"], path)
             self.coll.delete_one({"_id": doc["_id"]})
@@ -581,6 +601,12 @@ class Hdf5Follower:
         cached = int(doc.get("cached_windows") or 0)
         done = {k: int(v.get("windows") or 0) for k, v in (doc.get("features") or {}).items()}
         meta = self.cache.file(fid)
+        if self.cache.unreadable.pop(fid, None) is not None:
+            report.metadata_repaired.append(doc["path"])  # a miss; _warm_file writes it again
+        if meta is not None and meta.format != FORMAT and meta.gen == gen:
+            # Values of an older format (no checksum) read as misses: write them again.
+            self._delete_range(fid, gen, 0, max(cached, meta.cached), list(done))
+            cached, done, meta = 0, dict.fromkeys(done, 0), None
         if full_verify or doc.get("state") != "warm" or meta is None or meta.gen != gen:
             cached = self._present(self.keys.windows(fid, gen, range(cached)))
             for fkey in list(done):
@@ -635,7 +661,8 @@ class Hdf5Follower:
                     raise FileBusy("the number of windows changed")
                 if plan.labels:
                     labels = reader.labels()
-                    self.redis.set(self.keys.labels(fid, gen), labels.data.cast("B"))
+                    key = self.keys.labels(fid, gen)
+                    self.redis.set(key, seal(key, labels.data.cast("B")))
                 if target > start:
                     for first, windows in reader.slabs(start, target):
                         written += self._write_slab(fid, gen, first, windows, cached, done,
@@ -695,7 +722,7 @@ class Hdf5Follower:
             for a in range(0, len(rows), per):
                 part = rows[a:a + per]
                 keys = self.keys.windows(fid, gen, range(lo + a, lo + a + len(part)))
-                self.redis.mset({k: w.data.cast("B") for k, w in zip(keys, part)})
+                self.redis.mset({k: seal(k, w.data.cast("B")) for k, w in zip(keys, part)})
             written = stop - lo
             report.windows_written += written
             report.window_bytes += int(rows.nbytes)
@@ -713,7 +740,7 @@ class Hdf5Follower:
                         continue
                     keys = self.keys.features(fid, gen, k, range(start, b))
                     for key, v in zip(keys, values[k][start - a:]):
-                        mapping[key] = v.data.cast("B")
+                        mapping[key] = seal(key, v.data.cast("B"))
                     report.features_written += b - start
                 if mapping:
                     self.redis.mset(mapping)

@@ -59,7 +59,7 @@ def test_same_length_order_and_values_as_h5py(warmed, redis_url, prefix):
     expected = legacy_items(paths)
     assert len(ds) == len(expected) == 78
     assert_same([ds[i] for i in range(len(ds))], expected)
-    assert ds.cache_counts() == {"hits": 78, "misses": 0}
+    assert ds.cache_counts() == {"hits": 78, "misses": 0, "bad": 0}
     assert_same(ds.__getitems__([77, 0, 40, 40, -1]),
                 [expected[i] for i in (77, 0, 40, 40, 77)])
     with pytest.raises(IndexError):
@@ -92,7 +92,7 @@ def test_falls_back_to_hdf5_for_what_is_not_cached(tmp_path, db, rclient, redis_
     assert 0 < meta.cached < 60
     ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
     assert_same(ds.__getitems__(list(range(60))), legacy_items([d / "a.h5"]))
-    assert ds.cache_counts() == {"hits": meta.cached, "misses": 60 - meta.cached}
+    assert ds.cache_counts() == {"hits": meta.cached, "misses": 60 - meta.cached, "bad": 0}
 
 
 def test_keys_deleted_under_a_running_dataloader(warmed, rclient, redis_url, prefix):
@@ -146,7 +146,7 @@ def test_a_pickled_value_is_never_unpickled(warmed, rclient, redis_url, prefix):
     ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix)
     eeg, _ = ds[3]
     np.testing.assert_array_equal(eeg.numpy(), legacy_items([paths[0]])[3][0])
-    assert ds.cache_counts() == {"hits": 0, "misses": 1}
+    assert ds.cache_counts() == {"hits": 0, "misses": 1, "bad": 1}
 
 
 def test_password_and_database_in_the_url(tmp_path, db):
@@ -164,7 +164,7 @@ def test_password_and_database_in_the_url(tmp_path, db):
         assert client.dbsize() > 0 and client.connection_pool.connection_kwargs["db"] == 3
         ds = CachedWindowDataset([d / "a.h5"], redis_url=url)
         assert_same(ds.__getitems__(list(range(9))), legacy_items([d / "a.h5"]))
-        assert ds.cache_counts() == {"hits": 9, "misses": 0}
+        assert ds.cache_counts() == {"hits": 9, "misses": 0, "bad": 0}
         client.close()
     finally:
         server.kill()
