@@ -36,6 +36,13 @@ class Interrupted(SystemExit):
         return f"stopped by {signal.Signals(self.signum).name}"
 
 
+def stop_requested(exc: BaseException) -> bool:
+    """Whether `exc` is a SIGTERM or SIGINT (Ctrl-C): a stop someone asked for."""
+    if isinstance(exc, Interrupted):
+        return exc.signum in (signal.SIGTERM, signal.SIGINT)
+    return isinstance(exc, KeyboardInterrupt)
+
+
 def _handler(signum: int, _frame: FrameType | None) -> None:
     if _held is not None:
         _held.append(signum)

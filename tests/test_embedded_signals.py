@@ -149,3 +149,22 @@ def test_server_left_with_a_dead_owner_is_adopted_and_stopped(tmp_path, sample):
     finally:
         if server.poll() is None:
             server.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_while_run_waits_for_mongodb_is_a_clean_stop(tmp_path, sample, sig):
+    url = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"  # nothing listens
+    proc = syncd_process("run", "--sqlite", sample, "--state-dir", tmp_path / "state",
+                         "--mongo-url", url, "--mongo-timeout", "0.5", env=NO_URL)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the daemon says it waits, then waits
+        seen.append(line)
+        if "trying again" in line:
+            break
+    else:
+        pytest.fail(f"syncd run exited {proc.wait()} without waiting: {''.join(seen)}")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(seen) + err
+    assert "Traceback" not in err
