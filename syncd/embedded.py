@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd import children, interrupts
+from syncd.diskspace import no_space
 from syncd.errors import ConfigError, SyncdError
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,7 @@ def _port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_pid_alive = children.alive
 
 
 @contextlib.contextmanager
@@ -216,8 +210,11 @@ class EmbeddedServer:
             try:
                 self._spawn(cmd)
                 self._wait_ready()
-            except BaseException:
+            except BaseException as exc:
                 self.stop()
+                full = no_space(self.home) if isinstance(exc, OSError) else None
+                if full is not None:
+                    raise SyncdError(f"the embedded {self.kind} cannot start: {full}") from None
                 raise
             return self.url
 
@@ -260,20 +257,10 @@ class EmbeddedServer:
         raise SyncdError(f"the embedded {self.kind} did not start within {START_TIMEOUT:.0f} s; "
                          f"see {self.log_file}")
 
-    def _stop_adopted(self, timeout: float) -> None:
-        pid, self.adopted_pid = self.adopted_pid, None
-        assert pid is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            if json.loads(self.info_file.read_text()).get("pid") == pid:
+    def _forget(self, pid: int) -> None:
+        """Remove server.json if it records `pid` (a stopped server)."""
+        if self._info().get("pid") == pid:
+            with contextlib.suppress(OSError):
                 self.info_file.unlink()
 
     def _log_tail(self) -> str:
@@ -285,8 +272,6 @@ class EmbeddedServer:
 
     def explain(self, log_tail: str) -> str:
         """Words on why the server failed, from its log's last line and the disk."""
-        from syncd.diskspace import no_space
-
         full = no_space(self.home, log_tail)
         return f": {full}" if full else ""
 
@@ -305,7 +290,9 @@ class EmbeddedServer:
 
     def _stop(self, timeout: float) -> None:
         if self.adopted_pid is not None:
-            self._stop_adopted(timeout)
+            pid, self.adopted_pid = self.adopted_pid, None
+            children.terminate(pid, timeout)
+            self._forget(pid)
         proc, self.process = self.process, None
         if proc is None:
             return
@@ -318,10 +305,7 @@ class EmbeddedServer:
                             self.kind, timeout)
                 proc.kill()
                 proc.wait()
-        with contextlib.suppress(OSError):
-            info = json.loads(self.info_file.read_text())
-            if info.get("pid") == proc.pid:
-                self.info_file.unlink()
+        self._forget(proc.pid)
 
 
 class EmbeddedMongo(EmbeddedServer):
