@@ -179,6 +179,8 @@ def _print_daemon(daemon: dict[str, Any]) -> None:
     if outage:
         say(f"  OUTAGE: {outage['what']} unavailable since {outage['since']} "
             f"({outage['retries']} retries): {outage['error']}")
+    if daemon.get("local_status_error"):
+        say(f"  WARNING: {daemon['local_status_error']}")
     events = daemon.get("events") or {}
     if events.get("enabled"):
         say(f"  events: {events.get('sent')} sent, {events.get('buffered')} buffered"
@@ -328,10 +330,11 @@ def _daemon_redis(settings: Settings, needed: bool) -> Iterator[tuple[Any, Any]]
         embedded = EmbeddedRedis(settings.state_dir)
         try:
             url = embedded.start()
-        except ConfigError:
+        except ConfigError as exc:
             if needed:
                 raise
-            log.warning("no --redis-url and no embedded Redis: events are not published")
+            log.warning("no --redis-url and no embedded Redis (%s): events are not published",
+                        exc)
             yield None, None
             return
     client = connect_redis(url, settings.mongo_timeout)

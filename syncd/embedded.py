@@ -201,20 +201,21 @@ class EmbeddedServer:
             exe = self.find()
             if exe is None:
                 raise ConfigError(self.install_hint)
-            self.data.mkdir(parents=True, exist_ok=True)
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self.port = free_port()
-            cmd = self.command(exe, self.port)
-            log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
             self._hold_signals()  # from before the spawn until stop()
             try:
+                self.data.mkdir(parents=True, exist_ok=True)
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                self.port = free_port()
+                cmd = self.command(exe, self.port)
+                log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
                 self._spawn(cmd)
                 self._wait_ready()
             except BaseException as exc:
                 self.stop()
                 full = no_space(self.home) if isinstance(exc, OSError) else None
-                if full is not None:
-                    raise SyncdError(f"the embedded {self.kind} cannot start: {full}") from None
+                if full is not None:  # the state dir cannot hold it: a setting to change
+                    raise ConfigError(f"the embedded {self.kind} cannot start: {full}") \
+                        from None
                 raise
             return self.url
 
@@ -236,9 +237,15 @@ class EmbeddedServer:
             self._write_info(self.process.pid, dies_with_owner=preexec is not None)
 
     def _write_info(self, pid: int, dies_with_owner: bool = False) -> None:
-        self.info_file.write_text(json.dumps({"pid": pid, "port": self.port,
-                                              "owner": os.getpid(),
-                                              "dies_with_owner": dies_with_owner}))
+        tmp = self.info_file.with_suffix(".tmp")  # never a half-written server.json
+        try:
+            tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": os.getpid(),
+                                       "dies_with_owner": dies_with_owner}))
+            os.replace(tmp, self.info_file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def _wait_ready(self) -> None:
         assert self.process is not None and self.port is not None
