@@ -179,6 +179,8 @@ def _print_daemon(daemon: dict[str, Any]) -> None:
     if outage:
         say(f"  OUTAGE: {outage['what']} unavailable since {outage['since']} "
             f"({outage['retries']} retries): {outage['error']}")
+    if daemon.get("local_status_error"):
+        say(f"  WARNING: {daemon['local_status_error']}")
     events = daemon.get("events") or {}
     if events.get("enabled"):
         say(f"  events: {events.get('sent')} sent, {events.get('buffered')} buffered"
@@ -328,10 +330,11 @@ def _daemon_redis(settings: Settings, needed: bool) -> Iterator[tuple[Any, Any]]
         embedded = EmbeddedRedis(settings.state_dir)
         try:
             url = embedded.start()
-        except ConfigError:
+        except ConfigError as exc:
             if needed:
                 raise
-            log.warning("no --redis-url and no embedded Redis: events are not published")
+            log.warning("no --redis-url and no embedded Redis (%s): events are not published",
+                        exc)
             yield None, None
             return
     client = connect_redis(url, settings.mongo_timeout)
@@ -356,25 +359,37 @@ def _daemon_redis(settings: Settings, needed: bool) -> Iterator[tuple[Any, Any]]
 
 @contextlib.contextmanager
 def _daemon_target(settings: Settings) -> Iterator[Any]:
-    """The MongoDB target for `syncd run`, waited for (with backoff) while unreachable."""
+    """The MongoDB target for `syncd run`, waited for (with backoff) while unreachable.
+
+    SIGTERM or SIGINT before the daemon takes its signals over (while waiting, while an
+    embedded server starts) is a requested stop: everything started is stopped, exit 0.
+    """
+    from syncd.interrupts import Interrupted, raising, stop_requested
     from syncd.retry import Backoff
     from syncd.sdnotify import notify
     from syncd.target import TargetUnreachable
 
     backoff = Backoff(base=1.0, cap=30.0)
-    while True:
-        stack = contextlib.ExitStack()
+    with raising():
         try:
-            target = stack.enter_context(_target(settings))
-            break
-        except TargetUnreachable as exc:
-            stack.close()
-            delay = backoff.next()
-            log.warning("%s; trying again in %.0f s", exc, delay)
-            notify(f"STATUS=waiting for MongoDB: {exc}")
-            time.sleep(delay)
-    with stack:
-        yield target
+            while True:
+                stack = contextlib.ExitStack()
+                try:
+                    target = stack.enter_context(_target(settings))
+                    break
+                except TargetUnreachable as exc:
+                    stack.close()
+                    delay = backoff.next()
+                    log.warning("%s; trying again in %.0f s", exc, delay)
+                    notify(f"STATUS=waiting for MongoDB: {exc}")
+                    time.sleep(delay)
+            with stack:
+                yield target
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if not stop_requested(exc):
+                raise
+            log.info("stop requested before syncd run started following; stopped cleanly")
+            raise SystemExit(0) from None
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

