@@ -479,9 +479,13 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.sample import make_eeg2025
+    from syncd.sample import SampleExists, make_eeg2025
 
-    counts = make_eeg2025(args.path, rows=args.rows, seed=args.seed)
+    try:
+        counts = make_eeg2025(args.path, rows=args.rows, seed=args.seed, force=args.force)
+    except SampleExists:
+        raise ConfigError(f"sample {args.path}: the file exists (it may be a real metadata.db); "
+                          "choose a new path, or pass --force to replace it") from None
     say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -587,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--rows", type=int, help="about this many rows in all (default: 40 runs)")
     p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--force", action="store_true",
+                   help="replace PATH if it exists (by default an existing file is refused)")
     return parser
 
 
