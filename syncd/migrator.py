@@ -210,6 +210,7 @@ class Migrator:
             crashpoint("finish.before_clear")
             self.store.clear_job()
         report.notes = plan.notes + report.notes
-        self.store.record_run({"kind": "migrate", **report.to_dict(),
+        # "kind" names the run (what `syncd status` looks up); "plan" what it did.
+        self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
                                "sqlite": str(self.settings.sqlite)})
         return report

@@ -91,8 +91,9 @@ class StateStore:
     def record_run(self, summary: dict[str, Any]) -> None:
         self.runs.insert_one({"at": utcnow(), **summary})
 
-    def last_run(self, kind: str | None = None) -> dict[str, Any] | None:
-        query = {"kind": kind} if kind else {}
+    def last_run(self, *kinds: str) -> dict[str, Any] | None:
+        """The latest run of one of `kinds` (any run when none is named)."""
+        query = {"kind": {"$in": list(kinds)}} if kinds else {}
         return self.runs.find_one(query, sort=[("at", DESCENDING), ("_id", DESCENDING)])
 
     def quarantine_rows(self, rows: list[dict[str, Any]]) -> None:
