@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from syncd import __version__
+from syncd import __version__, statedir
 from syncd.config import Settings, add_arguments, load_settings, require_sqlite
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import setup_logging
@@ -33,6 +33,8 @@ Settings come from a TOML file (--config / SYNCD_CONFIG), then SYNCD_* environme
 variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
 (SecantusDB) under --state-dir and stops it on exit; the data stays there. With
 no --redis-url, commands that need Redis start an embedded redis-server likewise.
+A password in --mongo-url or --redis-url is visible to every local user in `ps`:
+put such URLs in SYNCD_MONGO_URL / SYNCD_REDIS_URL or the TOML file instead.
 Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
 """
 
@@ -221,7 +223,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     say(f"target: {status['target']}")
     if status["version"] is None:
-        say("not migrated yet: run syncd migrate")
+        say(f"not migrated yet: database {settings.database!r} holds no syncd state (run "
+            "syncd migrate, or name the database it went into with --database NAME)")
     else:
         params = status["params"] or {}
         say(f"version {status['version']}; source id {params.get('source_id')!r}; naive times "
@@ -459,6 +462,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                           "Redis it publishes to")
     client = connect_redis(url, settings.mongo_timeout)
     with contextlib.closing(client):
+        _ping_redis(client, url, settings)
         try:
             for entry_id, event in tail(client, start=args.start, count=args.count):
                 if args.json:
@@ -476,6 +480,22 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _ping_redis(client: Any, url: str, settings: Settings) -> None:
+    """An unreachable or refusing Redis is a configuration error naming --redis-url."""
+    import redis
+
+    from syncd.redact import redact_url
+
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        what = "refused syncd" if isinstance(exc, (redis.AuthenticationError,
+                                                   redis.ResponseError)) \
+            else f"not reachable within {settings.mongo_timeout:g} s"
+        raise ConfigError(f"--redis-url {redact_url(url)}: {what} ({scrub(str(exc))[:200]})") \
+            from None
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
@@ -602,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         settings = load_settings(vars(args))
-        return int(args.func(args, settings))
+        with statedir.for_command(args.command, settings):
+            return int(args.func(args, settings))
     except SyncdError as exc:
         sys.stderr.write(f"syncd: error: {scrub(str(exc))}\n")
         return exc.exit_code

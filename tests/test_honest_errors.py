@@ -6,6 +6,7 @@ line naming the setting, a directory without state says so, and an empty answer 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -64,3 +65,63 @@ def test_a_raw_at_in_a_password_never_leaks_from_the_cli(tmp_path):
     assert "--mongo-url mongodb://admin:***@127.0.0.1:9" in result.err, result
     register_url("redis://:one@two@host/0")
     assert scrub("the password one@two was refused") == "the password *** was refused"
+
+
+# -- (c) an unusable state dir or Redis is exit 2 and one line naming the setting ------------
+
+
+NO_URL = {"SYNCD_MONGO_URL": "", "SYNCD_REDIS_URL": ""}
+
+
+def _one_line(result, setting: str) -> str:
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("syncd: error: ") and setting in lines[0], \
+        result
+    assert re.search(r"\b[A-Za-z]+(Error|Exception): ", lines[0]) is None, result  # no raw type
+    return lines[0]
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_config_error(tmp_path, sample):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("migrate", "--sqlite", sample, "--state-dir", blocker / "state", env=NO_URL)
+    _one_line(result, f"--state-dir {blocker / 'state'}")
+
+
+def test_a_default_state_dir_that_cannot_be_made_names_the_directory(tmp_path, sample,
+                                                                      monkeypatch):
+    (tmp_path / ".syncd").write_text("")  # as root, only this stops a mkdir of ./.syncd
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("migrate", "--sqlite", sample, env={**NO_URL, "SYNCD_STATE_DIR": ""})
+    line = _one_line(result, "--state-dir .syncd")
+    assert str(tmp_path) in line, line
+
+
+def test_an_unreachable_redis_url_is_a_config_error(tmp_path):
+    from syncd.embedded import free_port
+
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    result = run_cli("events", "--redis-url", url, "--count", "1", "--mongo-timeout", "0.5")
+    line = _one_line(result, "--redis-url redis://:***@127.0.0.1:")
+    assert "s3cret" not in line
+
+
+# -- (d) status where there is no state creates nothing and says where it looked -------------
+
+
+def test_status_without_state_creates_nothing_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("status", env={**NO_URL, "SYNCD_STATE_DIR": ""})
+    line = _one_line(result, "--state-dir .syncd")
+    assert "no syncd state" in line and "--mongo-url" in line and "--database" in line, line
+    assert str(tmp_path) in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_with_a_mongo_url_needs_no_state_dir(tmp_path, target_args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("status", *target_args)
+    assert result.code == 0, result
+    assert "not migrated yet" in result.out and "--database" in result.out, result
+    assert list(tmp_path.iterdir()) == []
