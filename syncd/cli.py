@@ -39,6 +39,11 @@ Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
 """
 
 
+ADOPT_HELP = ("the legacy file moved: make this --sqlite the file the database mirrors "
+              "(a database mirrors one file; another file is refused, since syncing it would "
+              "delete the first one's documents)")
+
+
 # -- helpers --------------------------------------------------------------------------
 
 
@@ -79,11 +84,13 @@ def _where(settings: Settings, target: Any) -> str:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.migrator import Migrator
     from syncd.sinks.mongo import MongoSink
+    from syncd.source_file import check as check_file
 
     migrations = _migrations(settings)
     with _source(settings) as source, _target(settings) as target:
         progress = Progress(enabled=not args.json and not args.dry_run)
         migrator = Migrator(settings, source, target.db, migrations, progress)
+        check_file(migrator.store, settings, adopt=args.adopt_file)
         plan = migrator.plan(args.to)
         if args.dry_run:
             if args.json:
@@ -93,6 +100,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite,
                  _where(settings, target), plan.current, plan.target, plan.kind)
+        check_file(migrator.store, settings, record=True, adopt=args.adopt_file)
         with progress:
             report = migrator.run(plan, MongoSink(target.db))
         if args.json:
@@ -147,11 +155,14 @@ def _print_report(report: Any, settings: Settings, target: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.source_file import check as check_file
+    from syncd.state import StateStore
     from syncd.verify import verify
 
     migrations = _migrations(settings)
     with _source(settings) as source, _target(settings) as target, \
             Progress(enabled=not args.json) as progress:
+        check_file(StateStore(target.db), settings, verb="verify")
         report = verify(target.db, source, migrations, settings.chunk_size, progress)
     if args.json:
         print_json(report.to_dict())
@@ -383,12 +394,15 @@ def _daemon_target(settings: Settings) -> Iterator[Any]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.daemon import Daemon, daemon_options, lower_priority
     from syncd.events import EventPublisher
+    from syncd.source_file import check as check_file
+    from syncd.state import StateStore
 
     options = daemon_options(settings, args.capture)
     lower_priority(options["nice"])  # before the embedded servers start: they inherit it
     migrations = _migrations(settings)
     with _source(settings) as source, _daemon_target(settings) as target, \
             _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as (client, events):
+        check_file(StateStore(target.db), settings, record=True, adopt=args.adopt_file)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, _where(settings, target),
                  options["capture"])
         publisher = EventPublisher(events, settings.source_id, None,
@@ -543,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, metavar="N", help="move to version N (up or down)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (versions, collections, row counts); write nothing")
+    p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
 
     command("verify", cmd_verify, "prove MongoDB equals the projection of the legacy database",
             "Compare every legacy row's projection with its document (BSON bytes) and find "
@@ -586,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change capture: triggers (default; exact, installs triggers and a "
                    "change log in metadata.db) or scan (writes nothing to metadata.db; "
                    "updates and deletes found by periodic reconcile) ([daemon] capture)")
+    p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
 
     p = command("capture", cmd_capture, "install, remove or inspect the change-capture "
                 "triggers", "Manage the triggers and the _syncd_changes log that `triggers` "

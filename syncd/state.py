@@ -58,6 +58,23 @@ class StateStore:
         self.state.update_one({"_id": "meta"}, {"$set": {**fields, "updated_at": utcnow()}},
                               upsert=True)
 
+    # -- the legacy file this database mirrors (see syncd.source_file) ------------
+
+    def source_file(self) -> dict[str, Any] | None:
+        return self.state.find_one({"_id": "source_file"})
+
+    def record_source_file(self, path: str, source_id: str, replace: bool = False) -> bool:
+        """Record the mirrored file; False if one was recorded first (and not `replace`)."""
+        doc = {"path": path, "source_id": source_id, "recorded_at": utcnow()}
+        if replace:
+            self.state.replace_one({"_id": "source_file"}, doc, upsert=True)
+            return True
+        try:
+            self.state.insert_one({"_id": "source_file", **doc})
+        except DuplicateKeyError:
+            return False
+        return True
+
     # -- changelog ---------------------------------------------------------------
 
     def applied(self) -> list[dict[str, Any]]:
