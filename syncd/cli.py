@@ -269,9 +269,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_docs(docs: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+def _print_docs(docs: Sequence[dict[str, Any]], args: argparse.Namespace,
+                why_none: Callable[[], str] | None = None) -> None:
     if args.json:
         print_json(list(docs))
+        return
+    if not docs and why_none is not None:  # an empty table says nothing: say why
+        say(why_none())
         return
     rows = []
     for d in docs:
@@ -289,8 +293,9 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     with _target(settings) as target:
         tracker = Tracker(target.db)
         if args.action == "best":
-            _print_docs(tracker.best_experiments(args.challenge, args.n, args.status or None),
-                        args)
+            docs = tracker.best_experiments(args.challenge, args.n, args.status or None)
+            _print_docs(docs, args, lambda: tracker.why_no_best(args.challenge,
+                                                                args.status or None))
         elif args.action == "compare":
             _print_docs(tracker.compare(args.refs), args)
         elif args.action == "search":
@@ -300,7 +305,8 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
             if not isinstance(query, dict):
                 raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
-            _print_docs(tracker.search(query, limit=args.limit), args)
+            _print_docs(tracker.search(query, limit=args.limit), args,
+                        lambda: tracker.why_no_match(query))
         else:
             history = tracker.history(args.ref)
             if args.json:

@@ -125,3 +125,32 @@ def test_status_with_a_mongo_url_needs_no_state_dir(tmp_path, target_args, monke
     assert result.code == 0, result
     assert "not migrated yet" in result.out and "--database" in result.out, result
     assert list(tmp_path.iterdir()) == []
+
+
+# -- (e) an empty answer says what was searched and why nothing matched ----------------------
+
+
+def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, target_args):
+    assert run_cli("migrate", "--sqlite", fixture_db, *target_args).code == 0
+    result = run_cli("experiments", "best", "--challenge", "2", *target_args)
+    assert result.code == 0, result
+    lines = result.out.strip().splitlines()
+    assert len(lines) == 1, result  # one line, no empty table
+    assert "no completed experiments" in lines[0] and "challenge 2" in lines[0], lines
+    assert "37 running" in lines[0] and "experiments search" in lines[0], lines
+    any_status = run_cli("experiments", "best", "--challenge", "2", "--status", "", *target_args)
+    assert "has a best_val_loss yet" in any_status.out and "37 running" in any_status.out
+    other = run_cli("experiments", "best", "--challenge", "1", *target_args)
+    assert "no experiments for challenge 1" in other.out and "challenge 2" in other.out, other
+    search = run_cli("experiments", "search", '{"status": "completed"}', *target_args)
+    assert search.code == 0 and "no experiments match" in search.out, search
+    assert "37 running" in search.out, search
+    assert json.loads(run_cli("experiments", "best", "--challenge", "2", "--json",
+                              *target_args).out) == []
+
+
+def test_best_in_an_empty_database_says_so(target_args):
+    result = run_cli("experiments", "best", "--challenge", "2", *target_args)
+    assert result.code == 0, result
+    assert result.out.startswith("no experiments in database"), result
+    assert "--database" in result.out, result
