@@ -122,6 +122,8 @@ def main() -> None:
         c_rate = rows / c_seconds
         batches, _, _, model = read_project(db_path, params, args.chunk_size, keep=True)
 
+        for name in ("bench_a", "bench_b", "bench_b0"):  # a failed run's leftovers (a
+            client.drop_database(name)  # database mirrors one legacy file: start clean)
         b_seconds = raw_insert(client, "bench_b", batches, model, indexes=True)
         a_seconds = run_migrate(url, "bench_a", db_path, args.chunk_size, "bench-host")
         b0_seconds = raw_insert(client, "bench_b0", batches, model, indexes=False)

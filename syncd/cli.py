@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from syncd import __version__
+from syncd import __version__, statedir
 from syncd.config import Settings, add_arguments, load_settings, require_sqlite
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import setup_logging
@@ -33,8 +33,15 @@ Settings come from a TOML file (--config / SYNCD_CONFIG), then SYNCD_* environme
 variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
 (SecantusDB) under --state-dir and stops it on exit; the data stays there. With
 no --redis-url, commands that need Redis start an embedded redis-server likewise.
+A password in --mongo-url or --redis-url is visible to every local user in `ps`:
+put such URLs in SYNCD_MONGO_URL / SYNCD_REDIS_URL or the TOML file instead.
 Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
 """
+
+
+ADOPT_HELP = ("the legacy file moved: make this --sqlite the file the database mirrors "
+              "(a database mirrors one file; another file is refused, since syncing it would "
+              "delete the first one's documents)")
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -77,11 +84,13 @@ def _where(settings: Settings, target: Any) -> str:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.migrator import Migrator
     from syncd.sinks.mongo import MongoSink
+    from syncd.source_file import check as check_file
 
     migrations = _migrations(settings)
     with _source(settings) as source, _target(settings) as target:
         progress = Progress(enabled=not args.json and not args.dry_run)
         migrator = Migrator(settings, source, target.db, migrations, progress)
+        check_file(migrator.store, settings, adopt=args.adopt_file)
         plan = migrator.plan(args.to)
         if args.dry_run:
             if args.json:
@@ -91,6 +100,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite,
                  _where(settings, target), plan.current, plan.target, plan.kind)
+        check_file(migrator.store, settings, record=True, adopt=args.adopt_file)
         with progress:
             report = migrator.run(plan, MongoSink(target.db))
         if args.json:
@@ -145,11 +155,14 @@ def _print_report(report: Any, settings: Settings, target: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.source_file import check as check_file
+    from syncd.state import StateStore
     from syncd.verify import verify
 
     migrations = _migrations(settings)
     with _source(settings) as source, _target(settings) as target, \
             Progress(enabled=not args.json) as progress:
+        check_file(StateStore(target.db), settings, verb="verify")
         report = verify(target.db, source, migrations, settings.chunk_size, progress)
     if args.json:
         print_json(report.to_dict())
@@ -223,7 +236,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     say(f"target: {status['target']}")
     if status["version"] is None:
-        say("not migrated yet: run syncd migrate")
+        say(f"not migrated yet: database {settings.database!r} holds no syncd state (run "
+            "syncd migrate, or name the database it went into with --database NAME)")
     else:
         params = status["params"] or {}
         say(f"version {status['version']}; source id {params.get('source_id')!r}; naive times "
@@ -257,9 +271,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_docs(docs: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+def _print_docs(docs: Sequence[dict[str, Any]], args: argparse.Namespace,
+                why_none: Callable[[], str] | None = None) -> None:
     if args.json:
         print_json(list(docs))
+        return
+    if not docs and why_none is not None:  # an empty table says nothing: say why
+        say(why_none())
         return
     rows = []
     for d in docs:
@@ -277,8 +295,9 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     with _target(settings) as target:
         tracker = Tracker(target.db)
         if args.action == "best":
-            _print_docs(tracker.best_experiments(args.challenge, args.n, args.status or None),
-                        args)
+            docs = tracker.best_experiments(args.challenge, args.n, args.status or None)
+            _print_docs(docs, args, lambda: tracker.why_no_best(args.challenge,
+                                                                args.status or None))
         elif args.action == "compare":
             _print_docs(tracker.compare(args.refs), args)
         elif args.action == "search":
@@ -288,7 +307,8 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
             if not isinstance(query, dict):
                 raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
-            _print_docs(tracker.search(query, limit=args.limit), args)
+            _print_docs(tracker.search(query, limit=args.limit), args,
+                        lambda: tracker.why_no_match(query))
         else:
             history = tracker.history(args.ref)
             if args.json:
@@ -395,12 +415,15 @@ def _daemon_target(settings: Settings) -> Iterator[Any]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.daemon import Daemon, daemon_options, lower_priority
     from syncd.events import EventPublisher
+    from syncd.source_file import check as check_file
+    from syncd.state import StateStore
 
     options = daemon_options(settings, args.capture)
     lower_priority(options["nice"])  # before the embedded servers start: they inherit it
     migrations = _migrations(settings)
     with _source(settings) as source, _daemon_target(settings) as target, \
             _daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as (client, events):
+        check_file(StateStore(target.db), settings, record=True, adopt=args.adopt_file)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, _where(settings, target),
                  options["capture"])
         publisher = EventPublisher(events, settings.source_id, None,
@@ -487,6 +510,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     client = connect_redis(url, settings.mongo_timeout)
     events = tail(client, start=args.start, count=args.count)
     with contextlib.closing(client):
+        _ping_redis(client, url, settings)
         try:
             for entry_id, event in events:
                 if args.json:
@@ -510,10 +534,30 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.sample import make_eeg2025
+def _ping_redis(client: Any, url: str, settings: Settings) -> None:
+    """An unreachable or refusing Redis is a configuration error naming --redis-url."""
+    import redis
 
-    counts = make_eeg2025(args.path, rows=args.rows, seed=args.seed)
+    from syncd.redact import redact_url
+
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        what = "refused syncd" if isinstance(exc, (redis.AuthenticationError,
+                                                   redis.ResponseError)) \
+            else f"not reachable within {settings.mongo_timeout:g} s"
+        raise ConfigError(f"--redis-url {redact_url(url)}: {what} ({scrub(str(exc))[:200]})") \
+            from None
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.sample import SampleExists, make_eeg2025
+
+    try:
+        counts = make_eeg2025(args.path, rows=args.rows, seed=args.seed, force=args.force)
+    except SampleExists:
+        raise ConfigError(f"sample {args.path}: the file exists (it may be a real metadata.db); "
+                          "choose a new path, or pass --force to replace it") from None
     say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -551,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, metavar="N", help="move to version N (up or down)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (versions, collections, row counts); write nothing")
+    p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
 
     command("verify", cmd_verify, "prove MongoDB equals the projection of the legacy database",
             "Compare every legacy row's projection with its document (BSON bytes) and find "
@@ -594,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change capture: triggers (default; exact, installs triggers and a "
                    "change log in metadata.db) or scan (writes nothing to metadata.db; "
                    "updates and deletes found by periodic reconcile) ([daemon] capture)")
+    p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
 
     p = command("capture", cmd_capture, "install, remove or inspect the change-capture "
                 "triggers", "Manage the triggers and the _syncd_changes log that `triggers` "
@@ -628,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--rows", type=int, help="about this many rows in all (default: 40 runs)")
     p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--force", action="store_true",
+                   help="replace PATH if it exists (by default an existing file is refused)")
     return parser
 
 
@@ -637,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         settings = load_settings(vars(args))
-        return int(args.func(args, settings))
+        with statedir.for_command(args.command, settings):
+            return int(args.func(args, settings))
     except SyncdError as exc:
         sys.stderr.write(f"syncd: error: {scrub(str(exc))}\n")
         return exc.exit_code

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo.database import Database
 
 from legacy_adapters.base import Schema, Source, TableInfo
+from syncd import source_file
 from syncd.backfill import Engine
 from syncd.config import Settings
 from syncd.errors import ConfigError, MigrationError
@@ -163,6 +164,7 @@ class Migrator:
 
     def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
         """Apply `plan` under the migration lease (or under `lease`, already held)."""
+        source_file.check(self.store, self.settings, record=True)
         if lease is not None:
             return self._run(plan, sink, lease)
         lease = Lease(self.store, "migrate")
@@ -210,6 +212,7 @@ class Migrator:
             crashpoint("finish.before_clear")
             self.store.clear_job()
         report.notes = plan.notes + report.notes
-        self.store.record_run({"kind": "migrate", **report.to_dict(),
+        # "kind" names the run (what `syncd status` looks up); "plan" what it did.
+        self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
                                "sqlite": str(self.settings.sqlite)})
         return report

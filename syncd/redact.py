@@ -11,26 +11,48 @@ import logging
 import re
 from urllib.parse import unquote
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+# A URL up to whatever ends it in a message (space, quote, bracket). Its userinfo is
+# everything before the LAST "@" (a raw "@", ":" or "/" in a password is common), so a
+# password is never cut short; an "@" further on (in a query) only masks more.
+_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<rest>[^\s'\"<>`]*)")
 _secrets: set[str] = set()
 
 
+def _split(rest: str) -> tuple[str, str, str] | None:
+    """(user:, password, @host...) of the part of a URL after `scheme://`, or None."""
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    userinfo = rest[:at]
+    colon = userinfo.find(":")
+    if colon < 0 or colon == len(userinfo) - 1:
+        return None  # a user name alone is no secret
+    return userinfo[:colon + 1], userinfo[colon + 1:], rest[at:]
+
+
+def _mask(match: re.Match[str]) -> str:
+    parts = _split(match.group("rest"))
+    if parts is None:
+        return match.group(0)
+    return match.group("scheme") + parts[0] + "***" + parts[2]
+
+
 def redact_url(url: str | None) -> str:
-    """The URL with any password replaced by `***`."""
+    """The URL (or any text with URLs in it) with every password replaced by `***`."""
     if not url:
         return ""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", url)
+    return _URL.sub(_mask, url)
 
 
 def register_url(url: str | None) -> None:
     """Remember the password in `url` so that `scrub` hides it anywhere."""
     if not url:
         return
-    for match in _URL_PASSWORD.finditer(url):
-        pw = match.group("pw")
-        if pw:
-            _secrets.add(pw)
-            _secrets.add(unquote(pw))
+    for match in _URL.finditer(url):
+        parts = _split(match.group("rest"))
+        if parts is not None:
+            _secrets.add(parts[1])
+            _secrets.add(unquote(parts[1]))
 
 
 def scrub(text: str) -> str:

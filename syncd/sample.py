@@ -9,8 +9,10 @@ synthetic and deterministic for a given seed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -106,16 +108,53 @@ def _iso(t: dt.datetime) -> str:
     return t.isoformat()
 
 
-def make_eeg2025(path: Path | str, rows: int | None = None, runs: int = 40,
-                 seed: int = 2025) -> dict[str, int]:
-    """Write an EEG2025-shaped metadata.db at `path` (replacing it); return row counts.
+class SampleExists(FileExistsError):
+    """The sample's path already holds a file (which may be someone's real metadata.db)."""
 
-    With `rows`, the database holds about that many rows in all, mostly epochs (the
-    shape a long-lived training host accumulates): about one run per 44 rows.
+
+def make_eeg2025(path: Path | str, rows: int | None = None, runs: int = 40,
+                 seed: int = 2025, force: bool = False) -> dict[str, int]:
+    """Write an EEG2025-shaped metadata.db at `path`; return row counts.
+
+    An existing file is never touched unless `force` (it may be a real metadata.db:
+    writing fake runs over real ones is a loss nothing can undo). The database is
+    built beside `path` and moved into place only when complete, so a failure
+    leaves whatever was there. With `rows`, the database holds about that many rows
+    in all, mostly epochs (the shape a long-lived training host accumulates): about
+    one run per 44 rows.
     """
     path = Path(path)
-    if path.exists():
+    if path.exists() and not force:
+        raise SampleExists(f"{path} exists")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove(tmp)
+    try:
+        counts = _write(tmp, rows, runs, seed)
+        if force:
+            for suffix in ("-journal", "-wal", "-shm"):  # the old file's, not the new one's
+                _remove(path.with_name(path.name + suffix))
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if `path` appeared meanwhile: never clobbers
+            except FileExistsError:
+                raise SampleExists(f"{path} exists") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise SampleExists(f"{path} exists") from None
+                os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    return counts
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _write(path: Path, rows: int | None, runs: int, seed: int) -> dict[str, int]:
+    """Create the database at `path` (which does not exist) and fill it."""
     rng = random.Random(seed)
     if rows is not None:
         runs = max(1, rows // 44)

@@ -58,6 +58,23 @@ class StateStore:
         self.state.update_one({"_id": "meta"}, {"$set": {**fields, "updated_at": utcnow()}},
                               upsert=True)
 
+    # -- the legacy file this database mirrors (see syncd.source_file) ------------
+
+    def source_file(self) -> dict[str, Any] | None:
+        return self.state.find_one({"_id": "source_file"})
+
+    def record_source_file(self, path: str, source_id: str, replace: bool = False) -> bool:
+        """Record the mirrored file; False if one was recorded first (and not `replace`)."""
+        doc = {"path": path, "source_id": source_id, "recorded_at": utcnow()}
+        if replace:
+            self.state.replace_one({"_id": "source_file"}, doc, upsert=True)
+            return True
+        try:
+            self.state.insert_one({"_id": "source_file", **doc})
+        except DuplicateKeyError:
+            return False
+        return True
+
     # -- changelog ---------------------------------------------------------------
 
     def applied(self) -> list[dict[str, Any]]:
@@ -91,8 +108,9 @@ class StateStore:
     def record_run(self, summary: dict[str, Any]) -> None:
         self.runs.insert_one({"at": utcnow(), **summary})
 
-    def last_run(self, kind: str | None = None) -> dict[str, Any] | None:
-        query = {"kind": kind} if kind else {}
+    def last_run(self, *kinds: str) -> dict[str, Any] | None:
+        """The latest run of one of `kinds` (any run when none is named)."""
+        query = {"kind": {"$in": list(kinds)}} if kinds else {}
         return self.runs.find_one(query, sort=[("at", DESCENDING), ("_id", DESCENDING)])
 
     def quarantine_rows(self, rows: list[dict[str, Any]]) -> None:

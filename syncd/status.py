@@ -37,7 +37,8 @@ def collect_status(db: Database) -> dict[str, Any]:
     lease = store.state.find_one({"_id": "lease"})
     if lease and lease.get("expires_at") and lease["expires_at"] < utcnow():
         lease = None
-    last = store.last_run("migrate")
+    # Runs recorded by earlier syncd versions carry the plan's kind in "kind".
+    last = store.last_run("migrate", "rebuild", "reconcile", "resume")
     quarantine = [
         {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
         for q in store.quarantine.find().sort("at", -1).limit(5)]
@@ -68,9 +69,10 @@ def collect_status(db: Database) -> dict[str, Any]:
         "lease": {"owner": lease.get("owner"), "what": lease.get("what"),
                   "expires_at": lease.get("expires_at")} if lease else None,
         "last_run": None if last is None else {
-            k: last.get(k) for k in ("at", "kind", "from_version", "to_version", "rows",
-                                     "written", "deleted", "quarantined", "flagged", "seconds",
-                                     "rows_per_second")},
+            **{k: last.get(k) for k in ("at", "from_version", "to_version", "rows", "written",
+                                        "deleted", "quarantined", "flagged", "seconds",
+                                        "rows_per_second", "sqlite")},
+            "kind": last.get("plan", last.get("kind"))},
         "daemon": daemon,
         "capture": capture,
         "quarantined": store.quarantine_count(),

@@ -59,6 +59,38 @@ class Tracker:
                     .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
                     .limit(n))
 
+    def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
+        """One line saying why `best_experiments` found nothing: what exists instead."""
+        where = f"database {self.db.name!r}"
+        total = self.experiments.count_documents({})
+        if total == 0:
+            return (f"no experiments in {where} (nothing migrated there with the EEG2025 model, "
+                    "or the data is in another --database)")
+        counts = self._status_counts({"challenge": challenge})
+        if not counts:
+            others = sorted(c for c in self.experiments.distinct("challenge") if c is not None)
+            return (f"no experiments for challenge {challenge} in {where}; its {total} "
+                    f"experiment(s) are of challenge {', '.join(map(str, others)) or '(none)'}")
+        having = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: -i[1]))
+        found = f"its {sum(counts.values())} experiment(s): {having}"
+        if status:
+            return (f"no {status} experiments with a best_val_loss for challenge {challenge}; "
+                    f"{found} (--status '' for any status; syncd experiments search lists them)")
+        return (f"no experiment of challenge {challenge} has a best_val_loss yet; {found} "
+                "(syncd experiments search lists them)")
+
+    def why_no_match(self, query: dict[str, Any]) -> str:
+        """One line saying why `search` found nothing."""
+        counts = self._status_counts({})
+        having = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: -i[1]))
+        return (f"no experiments match {query} in database {self.db.name!r}"
+                + (f" (it holds {having})" if having else " (it holds no experiments)"))
+
+    def _status_counts(self, match: dict[str, Any]) -> dict[str, int]:
+        groups = self.experiments.aggregate([{"$match": match},
+                                             {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        return {str(g["_id"]): int(g["n"]) for g in groups}
+
     def history(self, ref: str | int | ObjectId) -> dict[str, Any]:
         """One experiment with its epochs and checkpoints, in epoch order."""
         oid = self._experiment_id(ref)

@@ -1,0 +1,156 @@
+"""Honest errors and honest output (issue 10, item 12): status shows the last migrate,
+passwords stay hidden whatever they contain, bad local settings are exit 2 and one
+line naming the setting, a directory without state says so, and an empty answer says why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from syncd.redact import redact_url, register_url, scrub
+from syncd.sample import make_eeg2025
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def sample(tmp_path):
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=6)
+    return path
+
+
+# -- (a) the last migrate shows in syncd status ----------------------------------------------
+
+
+def test_status_shows_the_last_migrate(sample, target_args):
+    assert run_cli("migrate", "--sqlite", sample, *target_args).code == 0
+    result = run_cli("status", *target_args, "--json")
+    assert result.code == 0, result
+    last = json.loads(result.out)["last_run"]
+    assert last is not None and last["kind"] == "rebuild" and last["rows"] > 0, last
+    text = run_cli("status", *target_args)
+    assert "last migrate:" in text.out and "rebuild 0->" in text.out, text
+
+
+# -- (b) a password with a raw "@" (or ":" or "/") is masked whole ---------------------------
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
+    ("mongodb://admin:P4ss@P4ss@h1:27017,h2/db?replicaSet=rs",
+     "mongodb://admin:***@h1:27017,h2/db?replicaSet=rs"),
+    ("mongodb+srv://user:s3@cret@cluster0.example.net/db",
+     "mongodb+srv://user:***@cluster0.example.net/db"),
+    ("rediss://:a:b@c@cache.example.net:6380/1", "rediss://:***@cache.example.net:6380/1"),
+    ("redis://:pa/ss?w@host/0", "redis://:***@host/0"),
+    ("mongodb://me@corp.example:pw@host/", "mongodb://me@corp.example:***@host/"),
+    ("mongodb://127.0.0.1:27017/db", "mongodb://127.0.0.1:27017/db"),
+    ("redis://user@host/0", "redis://user@host/0"),
+])
+def test_redact_masks_up_to_the_last_at(url, shown):
+    assert redact_url(url) == shown
+    assert redact_url(f"failed: '{url}' (timeout)") == f"failed: '{shown}' (timeout)"
+
+
+def test_a_raw_at_in_a_password_never_leaks_from_the_cli(tmp_path):
+    secret = "Tail0fP4ss"
+    url = f"mongodb://admin:x@{secret}@127.0.0.1:9/?directConnection=true"
+    result = run_cli("status", "--mongo-url", url, "--mongo-timeout", "0.3",
+                     "--state-dir", tmp_path / "st")
+    assert result.code == 2, result
+    assert secret not in result.err + result.out, result
+    assert "--mongo-url mongodb://admin:***@127.0.0.1:9" in result.err, result
+    register_url("redis://:one@two@host/0")
+    assert scrub("the password one@two was refused") == "the password *** was refused"
+
+
+# -- (c) an unusable state dir or Redis is exit 2 and one line naming the setting ------------
+
+
+NO_URL = {"SYNCD_MONGO_URL": "", "SYNCD_REDIS_URL": ""}
+
+
+def _one_line(result, setting: str) -> str:
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("syncd: error: ") and setting in lines[0], \
+        result
+    assert re.search(r"\b[A-Za-z]+(Error|Exception): ", lines[0]) is None, result  # no raw type
+    return lines[0]
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_config_error(tmp_path, sample):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("migrate", "--sqlite", sample, "--state-dir", blocker / "state", env=NO_URL)
+    _one_line(result, f"--state-dir {blocker / 'state'}")
+
+
+def test_a_default_state_dir_that_cannot_be_made_names_the_directory(tmp_path, sample,
+                                                                      monkeypatch):
+    (tmp_path / ".syncd").write_text("")  # as root, only this stops a mkdir of ./.syncd
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("migrate", "--sqlite", sample, env={**NO_URL, "SYNCD_STATE_DIR": ""})
+    line = _one_line(result, "--state-dir .syncd")
+    assert str(tmp_path) in line, line
+
+
+def test_an_unreachable_redis_url_is_a_config_error(tmp_path):
+    from syncd.embedded import free_port
+
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    result = run_cli("events", "--redis-url", url, "--count", "1", "--mongo-timeout", "0.5")
+    line = _one_line(result, "--redis-url redis://:***@127.0.0.1:")
+    assert "s3cret" not in line
+
+
+# -- (d) status where there is no state creates nothing and says where it looked -------------
+
+
+def test_status_without_state_creates_nothing_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("status", env={**NO_URL, "SYNCD_STATE_DIR": ""})
+    line = _one_line(result, "--state-dir .syncd")
+    assert "no syncd state" in line and "--mongo-url" in line and "--database" in line, line
+    assert str(tmp_path) in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_with_a_mongo_url_needs_no_state_dir(tmp_path, target_args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("status", *target_args)
+    assert result.code == 0, result
+    assert "not migrated yet" in result.out and "--database" in result.out, result
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- (e) an empty answer says what was searched and why nothing matched ----------------------
+
+
+def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, target_args):
+    assert run_cli("migrate", "--sqlite", fixture_db, *target_args).code == 0
+    result = run_cli("experiments", "best", "--challenge", "2", *target_args)
+    assert result.code == 0, result
+    lines = result.out.strip().splitlines()
+    assert len(lines) == 1, result  # one line, no empty table
+    assert "no completed experiments" in lines[0] and "challenge 2" in lines[0], lines
+    assert "37 running" in lines[0] and "experiments search" in lines[0], lines
+    any_status = run_cli("experiments", "best", "--challenge", "2", "--status", "", *target_args)
+    assert "has a best_val_loss yet" in any_status.out and "37 running" in any_status.out
+    other = run_cli("experiments", "best", "--challenge", "1", *target_args)
+    assert "no experiments for challenge 1" in other.out and "challenge 2" in other.out, other
+    search = run_cli("experiments", "search", '{"status": "completed"}', *target_args)
+    assert search.code == 0 and "no experiments match" in search.out, search
+    assert "37 running" in search.out, search
+    assert json.loads(run_cli("experiments", "best", "--challenge", "2", "--json",
+                              *target_args).out) == []
+
+
+def test_best_in_an_empty_database_says_so(target_args):
+    result = run_cli("experiments", "best", "--challenge", "2", *target_args)
+    assert result.code == 0, result
+    assert result.out.startswith("no experiments in database"), result
+    assert "--database" in result.out, result
