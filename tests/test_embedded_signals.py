@@ -76,6 +76,8 @@ CASES = [
 def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, sig, listening):
     state = tmp_path / "state"
     args = ["--sqlite", sample, "--state-dir", state, "--source-id", "h", "--timezone", "UTC"]
+    if command == "status":  # status reads existing state only (it creates none)
+        assert run_cli("migrate", *args, env=NO_URL).code == 0
     proc = syncd_process(command, *(args if command == "migrate" else args[2:4]), env=NO_URL)
     server = _server_of(proc, listening)
     try:
