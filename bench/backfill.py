@@ -31,13 +31,13 @@ sys.path.insert(0, str(ROOT))
 from machine import describe  # noqa: E402  (bench/machine.py)
 
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
-from syncd.backfill import read_projected  # noqa: E402
+from syncd.connect.mongo import connect  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.migration_files import build_model, load_migrations  # noqa: E402
-from syncd.projection import Params, Projector  # noqa: E402
+from syncd.engine.backfill import read_projected  # noqa: E402
+from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
+from syncd.projection.project import Params, Projector  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
 from syncd.sinks.null import NullSink  # noqa: E402
-from syncd.target import connect  # noqa: E402
 
 
 def read_project(db_path: Path, params: Params, chunk: int, keep: bool):

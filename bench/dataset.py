@@ -40,12 +40,12 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.config import Settings  # noqa: E402
-from syncd.dataset import CachedWindowDataset  # noqa: E402
+from syncd.connect.mongo import open_target  # noqa: E402
+from syncd.connect.redis import connect_redis  # noqa: E402
 from syncd.embedded import EmbeddedRedis  # noqa: E402
-from syncd.redis_target import connect_redis  # noqa: E402
-from syncd.target import open_target  # noqa: E402
-from syncd.warm import Hdf5Follower  # noqa: E402
+from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
 

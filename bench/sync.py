@@ -80,18 +80,18 @@ from machine import describe  # noqa: E402  (bench/machine.py)
 
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
-from syncd.backfill import Engine, encode_position  # noqa: E402
-from syncd.compare import target_digests  # noqa: E402
-from syncd.daemon import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
+from syncd.checkpoint.store import StateStore  # noqa: E402
+from syncd.connect.mongo import connect  # noqa: E402
+from syncd.daemon.runner import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.ids import derive_id  # noqa: E402
-from syncd.migration_files import build_model, load_migrations  # noqa: E402
+from syncd.engine.backfill import Engine, encode_position  # noqa: E402
+from syncd.engine.compare import target_digests  # noqa: E402
+from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
 from syncd.progress import Progress  # noqa: E402
-from syncd.projection import Params  # noqa: E402
+from syncd.projection.ids import derive_id  # noqa: E402
+from syncd.projection.project import Params  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
 from syncd.sinks.mongo import MongoSink  # noqa: E402
-from syncd.state import StateStore  # noqa: E402
-from syncd.target import connect  # noqa: E402
 
 SOURCE_ID = "bench"
 TIMEZONE = "UTC"
@@ -210,7 +210,7 @@ while time.time() < end_at:
 ECHO = r'''
 import sys, threading, time
 from pathlib import Path
-from syncd.wake import Waker
+from syncd.daemon.wake import Waker
 db, share, gap, end_at = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 woke = threading.Event()
 waker = Waker([Path(db)], woke)

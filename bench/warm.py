@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from syncd.config import Settings  # noqa: E402
+from syncd.connect.mongo import open_target  # noqa: E402
+from syncd.connect.redis import connect_redis  # noqa: E402
 from syncd.embedded import EmbeddedRedis  # noqa: E402
-from syncd.redis_target import connect_redis  # noqa: E402
-from syncd.target import open_target  # noqa: E402
-from syncd.warm import HDF5_FILES, Hdf5Follower  # noqa: E402
+from syncd.hdf5.follower import HDF5_FILES, Hdf5Follower  # noqa: E402
 
 CHANNELS, TIMES = 129, 200  # the EEG2025 windows: 129 channels x 2 s at 100 Hz
 

@@ -30,8 +30,8 @@ from sqlalchemy.pool import NullPool
 
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Schema, TableInfo
-from syncd.errors import ConfigError, SyncdError
-from syncd.values import RawText, text_factory
+from legacy_adapters.errors import SourceConfigError, SourceError
+from legacy_adapters.values import RawText, text_factory
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class SQLiteSource(integrity.CheckedReads):
             return sqlite3.connect(self._uri, uri=True, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise ConfigError(f"--sqlite {self.path}: cannot open read-only ({exc})") from None
+            raise SourceConfigError(
+                f"--sqlite {self.path}: cannot open read-only ({exc})") from None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -175,7 +176,7 @@ class SQLiteSource(integrity.CheckedReads):
                         rowid = next((r for r in ROWID_NAMES if r not in taken), None)
                     schema.tables[name] = TableInfo(name, columns, pk, without_rowid, rowid)
         except sa.exc.DatabaseError as exc:
-            raise ConfigError(
+            raise SourceConfigError(
                 f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
         finally:
             engine.dispose()
@@ -201,7 +202,7 @@ class SQLiteSource(integrity.CheckedReads):
                 if len(pk) > 1:
                     order, holes = f"({order})", f"({holes})"
             else:
-                raise SyncdError(f"table {table.name} has no primary key and its rowid is "
+                raise SourceError(f"table {table.name} has no primary key and its rowid is "
                                  "shadowed by columns named rowid, _rowid_ and oid")
             conds = ([] if first else [f"{order} > {holes}"]) + (
                 [f"{order} <= {holes}"] if bounded else [])
@@ -223,7 +224,7 @@ class SQLiteSource(integrity.CheckedReads):
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
                     continue
                 raise
-        raise SyncdError(f"--sqlite {self.path}: the database stayed locked by a writer "
+        raise SourceError(f"--sqlite {self.path}: the database stayed locked by a writer "
                          f"through {LOCKED_RETRIES} retries")
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
@@ -272,7 +273,7 @@ class SQLiteSource(integrity.CheckedReads):
                 break
             except sqlite3.OperationalError as exc:
                 if "interrupt" not in str(exc) or limit <= 1:
-                    raise SyncdError(f"--sqlite {self.path}: reading {table.name} "
+                    raise SourceError(f"--sqlite {self.path}: reading {table.name} "
                                      f"failed ({exc})") from None
                 limit = max(1, limit // 2)
             except sqlite3.DatabaseError as exc:
@@ -308,7 +309,7 @@ class SQLiteSource(integrity.CheckedReads):
         batches: list[tuple[str, tuple[Any, ...]]] = []
         if rowids:
             if not table.rowid:
-                raise SyncdError(f"table {table.name} has no rowid to fetch by")
+                raise SourceError(f"table {table.name} has no rowid to fetch by")
             rid = quote_ident(table.rowid)
             for start in range(0, len(rowids), FETCH_BATCH):
                 part = tuple(rowids[start:start + FETCH_BATCH])

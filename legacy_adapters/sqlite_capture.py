@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from legacy_adapters.base import TableInfo
+from legacy_adapters.errors import SourceError
 from legacy_adapters.sqlite import (
     PRIVATE_PREFIX,
     SQLiteSource,
@@ -44,7 +45,6 @@ from legacy_adapters.sqlite import (
     quote_ident,
     read_careful,
 )
-from syncd.errors import SyncdError
 
 LOG_TABLE = "_syncd_changes"
 CONSUMERS_TABLE = "_syncd_consumers"
@@ -171,7 +171,7 @@ class Capture:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
-            raise SyncdError(f"--sqlite {self.path}: cannot change the capture schema "
+            raise SourceError(f"--sqlite {self.path}: cannot change the capture schema "
                              f"({exc})") from None
         finally:
             conn.close()

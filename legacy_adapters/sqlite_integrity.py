@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from legacy_adapters.base import TableInfo
-from syncd.errors import SyncdError
-from syncd.values import RawText
+from legacy_adapters.errors import SourceError
+from legacy_adapters.values import RawText
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024  # about 0.1-0.3 s of quick_check
 CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
-class CorruptSource(SyncdError):
+class CorruptSource(SourceError):
     """The legacy database is damaged: reading it cannot give every row (exit 1)."""
 
 

@@ -2,7 +2,7 @@
 
 Document ids are derived from (source id, table, primary key or rowid); column
 names with `.` or a leading `$` get full-width stand-ins; values keep their SQLite
-storage class (see syncd.values).
+storage class (see syncd.projection.values).
 """
 
 VERSION = 1

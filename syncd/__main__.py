@@ -1,5 +1,5 @@
 """`python -m syncd` runs the CLI."""
 
-from syncd.cli import main
+from syncd.cli.main import main
 
 raise SystemExit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from legacy_adapters.errors import SourceError
+
 
 class SyncdError(Exception):
     """The work failed: the CLI prints one line and exits 1."""
@@ -17,3 +19,7 @@ class ConfigError(SyncdError):
 
 class MigrationError(SyncdError):
     """A migration cannot be planned or applied (changed file, gap in versions, lease held)."""
+
+
+# What the CLI reports as one line with its exit code, and the daemon retries.
+FAILURES: tuple[type[Exception], ...] = (SyncdError, SourceError)

@@ -103,7 +103,7 @@ class Result:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
     """Run `syncd ARGS` in this process, capturing output (fast; same code as the script)."""
-    from syncd.cli import main
+    from syncd.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     old_env = dict(os.environ)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from syncd.config import OPTIONS_BY_KEY, load_settings, section
-from syncd.daemon import daemon_options
+from syncd.daemon.runner import daemon_options
 from tests.conftest import ROOT
 
 DOCKER = ROOT / "docker"
@@ -187,7 +187,7 @@ def test_syncd_mounts_the_legacy_data_and_a_state_volume(compose, services):
 
 def test_mounted_config_is_valid_and_needs_no_torch(tmp_path):
     """The image is built without torch: the stack's syncd.toml turns features off."""
-    from syncd.features import FEATURES_DEFAULTS
+    from syncd.hdf5.features import FEATURES_DEFAULTS
 
     settings = load_settings({"config": str(DOCKER / "syncd.toml")}, environ={})
     assert daemon_options(settings)["capture"] == "triggers"

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from legacy_adapters.errors import SourceError
 from legacy_adapters.sqlite import SQLiteSource
-from syncd.backfill import Engine
-from syncd.errors import SyncdError
-from syncd.migration_files import build_model, load_migrations
+from syncd.checkpoint.store import StateStore
+from syncd.engine.backfill import Engine
+from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
-from syncd.projection import Params
+from syncd.projection.project import Params
 from syncd.sample import EEG2025_SCHEMA
 from syncd.sinks.mongo import MongoSink
-from syncd.state import StateStore
 from tests.conftest import run_cli
 
 ROWS = 10_000
@@ -114,7 +114,7 @@ def test_scan_of_a_corrupt_page_raises_naming_the_table(tmp_path, chunk):
     make_db(path)
     corrupt_leaf_rowid(path, "epoch_history", HUGE)
     source = SQLiteSource(path)
-    with pytest.raises(SyncdError, match=r"table epoch_history: the legacy database is "
+    with pytest.raises(SourceError, match=r"table epoch_history: the legacy database is "
                                             r"corrupt .*out of key order"):
         read_all(source, "epoch_history", chunk)
     source.close()
@@ -125,7 +125,7 @@ def test_a_rowid_that_went_small_is_out_of_order_too(tmp_path):
     make_db(path)
     corrupt_leaf_rowid(path, "epoch_history", b"\x80\x01")  # rowid 1, mid-table
     source = SQLiteSource(path)
-    with pytest.raises(SyncdError, match="epoch_history"):
+    with pytest.raises(SourceError, match="epoch_history"):
         read_all(source, "epoch_history", 1000)
     source.close()
 
@@ -140,7 +140,7 @@ def test_a_read_shorter_than_the_table_is_an_error(tmp_path):
     info = source.schema().tables["epoch_history"]
     rows = read_all(source, "epoch_history", 7)
     assert rows < ROWS  # the seek skipped rows, all in order
-    with pytest.raises(SyncdError, match=rf"epoch_history.*read {rows} of its {ROWS} rows"):
+    with pytest.raises(SourceError, match=rf"epoch_history.*read {rows} of its {ROWS} rows"):
         source.confirm_read(info, rows, source.high_water(info))
     source.close()
 
@@ -213,7 +213,7 @@ def test_the_daemons_reconcile_never_deletes_on_a_corrupt_read(tmp_path, db, tar
     info, mapping = pairs["epoch_history"]
     engine = Engine(source, db, MongoSink(db), StateStore(db), Params("testhost", "UTC"),
                     1000, Progress(enabled=False))
-    with pytest.raises(SyncdError, match="epoch_history"):
+    with pytest.raises(SourceError, match="epoch_history"):
         engine.reconcile_table(info, mapping, model)  # as `syncd run` calls it
     assert db.epochs.count_documents({}) == ROWS
     source.close()

@@ -10,8 +10,8 @@ import textwrap
 import pymongo
 import pytest
 
-from syncd.events import STREAM
 from syncd.sample import make_eeg2025
+from syncd.sinks.events import STREAM
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, MongoProcess, legacy_write, verified, wait_for
 from tests.hdf5_support import RedisProcess

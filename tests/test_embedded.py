@@ -52,9 +52,9 @@ def test_embedded_server_keeps_data_across_commands(tmp_path, sample):
 
 
 def test_missing_embedded_extra_is_one_clear_line(tmp_path, sample, monkeypatch):
-    import syncd.embedded
+    import syncd.embedded.server
 
-    monkeypatch.setattr(syncd.embedded, "find_executable", lambda name: None)
+    monkeypatch.setattr(syncd.embedded.server, "find_executable", lambda name: None)
     result = run_cli("migrate", "--sqlite", sample, "--state-dir", tmp_path, env=NO_URL)
     assert result.code == 2
     lines = result.err.strip().splitlines()

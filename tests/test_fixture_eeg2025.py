@@ -8,8 +8,8 @@ import sqlite3
 
 from bson import ObjectId
 
-from syncd.ids import derive_id
-from syncd.tracker import Tracker
+from syncd.client.tracker import Tracker
+from syncd.projection.ids import derive_id
 from tests.conftest import run_cli
 
 

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader  # noqa: E402
 
-from syncd.cache import WindowCache  # noqa: E402
-from syncd.dataset import CachedWindowDataset  # noqa: E402
-from syncd.warm import Hdf5Follower  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
+from syncd.sinks.cache import WindowCache  # noqa: E402
 from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 
 
@@ -157,7 +157,7 @@ def test_password_and_database_in_the_url(tmp_path, db):
         d = tmp_path / "h5"
         d.mkdir()
         write_h5(d / "a.h5", n=9)
-        from syncd.redis_target import connect_redis
+        from syncd.connect.redis import connect_redis
 
         client = connect_redis(url)
         Hdf5Follower(make_settings(tmp_path, [d]), db, client).warm()

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from syncd.dataset import CachedWindowDataset  # noqa: E402
-from syncd.warm import Hdf5Follower  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
 
 

@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from syncd.cache import WindowCache
-from syncd.warm import HDF5_FILES, Hdf5Follower, hdf5_status
+from syncd.hdf5.follower import HDF5_FILES, Hdf5Follower, hdf5_status
+from syncd.sinks.cache import WindowCache
 from tests.hdf5_support import make_settings, write_h5
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from legacy_adapters.sqlite import SQLiteSource
-from syncd.backfill import Engine
-from syncd.migration_files import build_model, load_migrations
+from syncd.checkpoint.store import StateStore
+from syncd.engine.backfill import Engine
+from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
-from syncd.projection import Params
+from syncd.projection.project import Params
 from syncd.sample import make_eeg2025
 from syncd.sinks.mongo import MongoSink
-from syncd.state import StateStore
 from tests.daemon_support import legacy_write
 
 

@@ -7,8 +7,8 @@ import math
 
 from bson.binary import Binary
 
-from syncd.ids import derive_id
-from syncd.values import TEXT_SUBTYPE
+from syncd.projection.ids import derive_id
+from syncd.projection.values import TEXT_SUBTYPE
 from tests.conftest import run_cli
 from tests.oddities import make_odd_db
 

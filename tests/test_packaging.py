@@ -56,7 +56,7 @@ def test_no_pickle_and_no_secantus_import_in_the_product():
 
 
 def test_cli_help_explains_every_command():
-    from syncd.cli import build_parser
+    from syncd.cli.main import build_parser
 
     parser = build_parser()
     text = parser.format_help()

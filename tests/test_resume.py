@@ -131,7 +131,7 @@ def test_version_move_builds_in_staging_and_readers_keep_the_old_version(
     """A new version of an existing collection is built aside; a crash leaves the old one."""
     import shutil
 
-    from syncd.migration_files import DEFAULT_DIR
+    from syncd.engine.migration_files import DEFAULT_DIR
 
     folder = tmp_path / "migrations"
     shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))

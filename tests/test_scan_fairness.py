@@ -6,10 +6,10 @@ import sqlite3
 
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.config import Settings
-from syncd.daemon import Daemon, daemon_options
-from syncd.events import EventPublisher
-from syncd.migration_files import load_migrations
+from syncd.daemon.runner import Daemon, daemon_options
+from syncd.engine.migration_files import load_migrations
 from syncd.sample import make_eeg2025
+from syncd.sinks.events import EventPublisher
 
 
 def _write(path, sql, params=()):

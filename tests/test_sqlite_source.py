@@ -11,7 +11,7 @@ import pytest
 
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture
-from syncd.values import RawText
+from legacy_adapters.values import RawText
 from tests.oddities import make_odd_db
 
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from syncd.config import load_settings, section
-from syncd.daemon import DEFAULTS, daemon_options
+from syncd.daemon.runner import DEFAULTS, daemon_options
 from syncd.sample import make_eeg2025
 from tests.conftest import ROOT, syncd_process
 
@@ -165,8 +165,8 @@ def test_only_the_state_and_legacy_data_directories_are_writable(unit):
 
 def test_example_config_holds_only_known_keys_and_placeholder_passwords(tmp_path):
     """Every key of the example, commented-out ones included, is one syncd accepts."""
-    from syncd.features import FEATURES_DEFAULTS
-    from syncd.warm import CACHE_DEFAULTS
+    from syncd.hdf5.features import FEATURES_DEFAULTS
+    from syncd.hdf5.follower import CACHE_DEFAULTS
 
     text = EXAMPLE.read_text()
     uncommented = re.sub(r"(?m)^# (\[\w+\]|\w+ = .*)$", r"\1", text)
@@ -209,7 +209,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
 
 
 def test_sdnotify_sends_datagrams_and_honours_watchdog_pid(tmp_path, monkeypatch):
-    from syncd.sdnotify import notify, watchdog_seconds
+    from syncd.daemon.sdnotify import notify, watchdog_seconds
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify("READY=1") is False  # not under systemd: nothing happens

@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
+from syncd.checkpoint.store import Lease, StateStore
+from syncd.engine.migration_files import DEFAULT_DIR
 from syncd.errors import MigrationError
-from syncd.migration_files import DEFAULT_DIR
 from syncd.sample import make_eeg2025
-from syncd.state import Lease, StateStore
 from tests.conftest import run_cli
 
 

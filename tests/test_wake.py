@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 
-from syncd.wake import DELETE_MODE_EVENTS, WRITE_EVENTS, Waker, commit_events
+from syncd.daemon.wake import DELETE_MODE_EVENTS, WRITE_EVENTS, Waker, commit_events
 
 
 def _db(path, mode=None):

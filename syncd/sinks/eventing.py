@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from syncd.events import EventPublisher
+from syncd.checkpoint.store import STAGE_PREFIX
 from syncd.sinks.base import Rejected, Sink
-from syncd.state import STAGE_PREFIX
+from syncd.sinks.events import EventPublisher
 
 
 class EventingSink(Sink):

@@ -1,0 +1,19 @@
+"""Errors of the legacy sources, with the exit code the CLI maps them to.
+
+The adapters import nothing from syncd, so they carry their own small hierarchy;
+syncd treats `SourceError` as one of its own failures (syncd.errors.FAILURES).
+"""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """The legacy source could not be read as asked (exit 1)."""
+
+    exit_code = 1
+
+
+class SourceConfigError(SourceError):
+    """The legacy source is unusable as configured: missing, not SQLite (exit 2)."""
+
+    exit_code = 2

@@ -1,0 +1,402 @@
+"""`CachedWindowDataset`: the legacy h5py window Dataset, served from Redis.
+
+Same length, order and values as reading the HDF5 files directly: item `i` is
+`(eeg, label)` with `eeg` a float32 tensor `(channels, times)` and `label` a
+float32 tensor (as the legacy `HDF5Dataset` returned them). Batches are fetched
+with one MGET (`__getitems__`, which DataLoader uses), and anything not in Redis
+(not warmed yet, over the memory budget, evicted, Redis down) is read from the
+HDF5 file instead.
+
+Consistency: before each batch the dataset compares every file's size, mtime and
+inode with what the cache recorded for its current generation. When they differ
+(the file was rewritten and not re-warmed yet) that file's items come from the
+file itself, so one batch never mixes two versions of a file.
+
+Connections and file handles are opened lazily in each DataLoader worker (nothing
+but plain settings is pickled), files without HDF5 locks, as syncd itself does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError("syncd.client.dataset needs torch: pip install torch==2.13.0 (the CPU "
+                      "wheel), then 'syncd[torch]'") from exc
+
+import redis
+
+from legacy_adapters.hdf5 import (
+    DEFAULT_LAYOUTS,
+    FileSig,
+    Layout,
+    find_layout,
+    open_h5,
+    read_windows,
+)
+from syncd.client.mget import BAD, HIT, DirectMget, MgetError, byte_view
+from syncd.sinks.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode_sealed
+from syncd.sinks.checksum import FORMAT
+
+log = logging.getLogger(__name__)
+
+_FLOAT32 = np.dtype("<f4")
+RETRY_REDIS_SECONDS = 5.0
+RECHECK_SECONDS = 1.0
+CHUNK_CACHE_BYTES = 16 << 20
+
+
+@dataclass
+class _FileSpec:
+    """What is fixed at construction: the file, its layout and its length."""
+
+    path: str
+    layout: Layout
+    n: int
+
+
+@dataclass
+class _FileState:
+    """Per-worker state of one file: cache metadata, labels, the open handle."""
+
+    meta: FileMeta | None = None
+    miss: Any = None  # the file's stat when the cache last had nothing for it
+    recheck_at: float = 0.0
+    labels: np.ndarray | None = None
+    labels_sig: tuple[Any, ...] | None = None
+    handle: Any = None
+    handle_sig: FileSig | None = None
+
+
+@dataclass
+class _Local:
+    pid: int
+    redis: redis.Redis | None
+    files: list[_FileState] = field(default_factory=list)
+    direct: DirectMget | None = None
+    redis_down_until: float = 0.0
+    hits: int = 0
+    misses: int = 0
+    bad: int = 0  # cached values that failed their length or checksum check (also misses)
+
+
+class _Labels:
+    """The labels of one batch, gathered into one array (they are small)."""
+
+    def __init__(self, size: int) -> None:
+        self.items: list[Any] = [None] * size
+
+    def tensors(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        arrays = [np.asarray(a) for a in self.items]
+        if len({a.shape for a in arrays}) == 1:
+            return list(torch.as_tensor(np.stack(arrays)).to(dtype).unbind(0))
+        return [torch.as_tensor(a).to(dtype) for a in arrays]
+
+
+class CachedWindowDataset(Dataset):
+    """Windows of HDF5 files, from the Redis cache syncd keeps warm, else from the files.
+
+    Args:
+        files: HDF5 paths, in the order their windows are numbered (as the legacy Dataset).
+        query: instead of `files`, a MongoDB filter on `hdf5_files` (needs `db`);
+            files are taken in path order, quarantined ones left out.
+        db: the syncd target database (only used here, in the constructor).
+        redis_url: the cache; default SYNCD_REDIS_URL, else the embedded Redis running
+            for `state_dir` (default SYNCD_STATE_DIR or ./.syncd); None found: files only.
+        prefix: the cache's key prefix (`[cache] prefix`).
+        label_dtype: the labels' tensor dtype (float32, as the legacy Dataset).
+        recheck_seconds: how long a file found uncached is served from the file before
+            the cache is asked again (it may have been warmed meanwhile).
+    """
+
+    def __init__(self, files: Sequence[str | Path] | None = None, *,
+                 query: Mapping[str, Any] | None = None, db: Any = None,
+                 redis_url: str | None = None, state_dir: str | Path | None = None,
+                 prefix: str = DEFAULT_PREFIX,
+                 layouts: Sequence[tuple[str, str]] = DEFAULT_LAYOUTS,
+                 label_dtype: torch.dtype = torch.float32,
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
+        if (files is None) == (query is None):
+            raise ValueError("pass either files or query (with db)")
+        if query is not None:
+            if db is None:
+                raise ValueError("query needs db (the syncd MongoDB database)")
+            wanted = {"$and": [dict(query), {"state": {"$ne": "quarantined"}}]}
+            files = [d["path"] for d in db["hdf5_files"].find(wanted, {"path": 1})
+                     .sort("path", 1)]
+        assert files is not None
+        self.layouts = [Layout(w, lab) for w, lab in layouts]
+        self.specs = [self._spec(Path(p).absolute()) for p in files]
+        self.offsets = np.cumsum([0] + [s.n for s in self.specs])
+        self.redis_url = redis_url or os.environ.get("SYNCD_REDIS_URL") or \
+            self._embedded_url(state_dir)
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.label_dtype = label_dtype
+        self.recheck_seconds = recheck_seconds
+        self._local: _Local | None = None
+        if self.redis_url is None:
+            log.warning("no Redis cache found (no redis_url, SYNCD_REDIS_URL or running "
+                        "embedded Redis): every window is read from the HDF5 files")
+
+    @staticmethod
+    def _embedded_url(state_dir: str | Path | None) -> str | None:
+        from syncd.connect.redis import embedded_redis_url
+
+        state = state_dir or os.environ.get("SYNCD_STATE_DIR") or ".syncd"
+        return embedded_redis_url(Path(state))
+
+    def _spec(self, path: Path) -> _FileSpec:
+        with open_h5(path) as f:
+            layout = find_layout(f, self.layouts)
+            return _FileSpec(str(path), layout, int(f[layout.windows].shape[0]))
+
+    # -- pickling for DataLoader workers: settings only, no connection or handle ----------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_local"] = None
+        return state
+
+    def _state(self) -> _Local:
+        local = self._local
+        if local is None or local.pid != os.getpid():
+            client = None
+            if self.redis_url:
+                from syncd.connect.redis import connect_redis
+
+                client = connect_redis(self.redis_url, timeout=2.0, retry=False)
+            local = _Local(os.getpid(), client, [_FileState() for _ in self.specs])
+            self._local = local
+        return local
+
+    # -- Dataset ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch: one MGET for every cached window, the files for the rest."""
+        n = len(self)
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index out of range for a dataset of {n} windows")
+        idx = np.where(idx < 0, idx + n, idx)
+        file_of = (np.searchsorted(self.offsets, idx, side="right") - 1).tolist()
+        local_of = (idx - self.offsets[file_of]).tolist()
+        st = self._state()
+        metas = {j: self._current_meta(st, j) for j in set(file_of)}
+        eeg: list[torch.Tensor | None] = [None] * len(idx)
+        positions = [p for p, j in enumerate(file_of) if metas[j] is not None]
+        if positions:
+            self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions], eeg)
+        hits = sum(t is not None for t in eeg)
+        st.hits += hits
+        labels = _Labels(len(idx))
+        for j in sorted(metas):
+            mine = [p for p, f in enumerate(file_of) if f == j]
+            misses = [p for p in mine if eeg[p] is None]
+            st.misses += len(misses)
+            if misses:
+                data = read_windows(self._handle(st, j), self.specs[j].layout,
+                                    [local_of[p] for p in misses])
+                for p, w in zip(misses, data):
+                    eeg[p] = torch.from_numpy(np.array(w, dtype=np.float32))
+            lab = self._labels(st, j, metas[j])
+            for p in mine:
+                labels.items[p] = lab[local_of[p]]
+        return list(zip(eeg, labels.tensors(self.label_dtype)))  # type: ignore[arg-type]
+
+    def _fetch(self, st: _Local, wanted: list[tuple[int, FileMeta, int]],
+               eeg: list[torch.Tensor | None]) -> None:
+        """Fill `eeg[p]` for every cached window in `wanted` (position, metadata, index).
+
+        Each float32 window is received straight into the tensor that is returned;
+        other dtypes into an array of their own, converted after."""
+        keys = [f"{self.prefix}:w:{m.fid}:{m.gen}:{i}" for _, m, i in wanted]
+        direct = self._direct(st)
+        if direct is None:
+            for (p, meta, _), key, value in zip(wanted, keys, self._mget(st, keys)):
+                if value is None:
+                    continue
+                try:
+                    array = decode_sealed(key, value, meta.dtype, meta.shape)
+                except CacheError as exc:
+                    st.bad += 1
+                    log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
+                    continue
+                eeg[p] = torch.from_numpy(np.array(array, dtype=np.float32))
+            return
+        arrays = []
+        for _, meta, _ in wanted:
+            if meta.dtype == _FLOAT32:
+                arrays.append(torch.empty(meta.shape, dtype=torch.float32).numpy())
+            else:
+                arrays.append(np.empty(meta.shape, meta.dtype))
+        try:
+            filled = direct.mget_into(keys, [byte_view(a) for a in arrays])
+        except MgetError as exc:
+            self._redis_failed(st, exc)
+            return
+        for (p, meta, _), key, array, status in zip(wanted, keys, arrays, filled):
+            if status == HIT:
+                eeg[p] = torch.from_numpy(array if array.dtype == _FLOAT32
+                                          else array.astype(np.float32))
+            elif status == BAD:
+                st.bad += 1
+                log.warning("%s: ignoring a bad cached value under %s (wrong length or "
+                            "checksum)", meta.path, key)
+
+    def _direct(self, st: _Local) -> DirectMget | None:
+        """The worker's direct MGET connection (None: Redis down, or a URL it cannot serve)."""
+        if self.redis_url is None or time.monotonic() < st.redis_down_until:
+            return None
+        if st.direct is None and not self.redis_url.startswith("rediss:"):
+            try:
+                st.direct = DirectMget.connect(self.redis_url, timeout=10.0)
+            except MgetError as exc:
+                self._redis_failed(st, exc)
+        return st.direct
+
+    # -- the cache side ----------------------------------------------------------------
+
+    def _redis(self, st: _Local) -> redis.Redis | None:
+        if st.redis is None or time.monotonic() < st.redis_down_until:
+            return None
+        return st.redis
+
+    def _redis_failed(self, st: _Local, exc: Exception) -> None:
+        log.warning("Redis is unavailable (%s); reading from the HDF5 files for %.0f s",
+                    exc, RETRY_REDIS_SECONDS)
+        st.redis_down_until = time.monotonic() + RETRY_REDIS_SECONDS
+        if st.direct is not None:
+            st.direct.close()
+            st.direct = None
+        for fs in st.files:
+            fs.meta = None
+
+    def _mget(self, st: _Local, keys: list[str]) -> list[bytes | None]:
+        client = self._redis(st)
+        if client is None:
+            return [None] * len(keys)
+        try:
+            return client.mget(keys)
+        except redis.RedisError as exc:
+            self._redis_failed(st, exc)
+            return [None] * len(keys)
+
+    def _current_meta(self, st: _Local, j: int) -> FileMeta | None:
+        """The cache's metadata for file j if it describes the file as it is now, else None."""
+        fs = st.files[j]
+        spec = self.specs[j]
+        try:
+            sig = FileSig.of(Path(spec.path))
+            now: tuple[int, int, int] | None = (sig.size, sig.mtime_ns, sig.ino)
+        except FileNotFoundError:
+            now = None  # no file to compare with or fall back to: trust the cache
+        if fs.meta is not None and (now is None or fs.meta.stat() == now):
+            return fs.meta
+        if fs.miss == now and time.monotonic() < fs.recheck_at:
+            return None
+        fs.meta = None
+        client = self._redis(st)
+        if client is not None:
+            try:
+                fid = client.hget(self.keys.files, spec.path)
+                raw = client.hgetall(self.keys.file(fid.decode())) if fid else {}
+                meta = FileMeta.from_hash(raw) if raw else None
+            except redis.RedisError as exc:
+                self._redis_failed(st, exc)
+                meta = None
+            except CacheError as exc:
+                log.warning("%s: ignoring unreadable cache metadata (%s)", spec.path, exc)
+                meta = None
+            if meta is not None and (now is None or meta.stat() == now) \
+                    and meta.layout == [spec.layout.windows, spec.layout.labels] \
+                    and meta.format == FORMAT:
+                fs.meta = meta
+                return meta
+        # Not cached for this version (yet): serve the file, look again in a second.
+        fs.miss, fs.recheck_at = now, time.monotonic() + self.recheck_seconds
+        return None
+
+    def _labels(self, st: _Local, j: int, meta: FileMeta | None) -> np.ndarray:
+        """All labels of file j for the version being served (cache generation or file)."""
+        fs = st.files[j]
+        if meta is not None:
+            ident: tuple[Any, ...] = ("gen", meta.fid, meta.gen)
+            if fs.labels_sig == ident and fs.labels is not None:
+                return fs.labels
+            client = self._redis(st)
+            value = None
+            key = self.keys.labels(meta.fid, meta.gen)
+            if client is not None:
+                try:
+                    value = client.get(key)
+                except redis.RedisError as exc:
+                    self._redis_failed(st, exc)
+            if value is not None:
+                try:
+                    fs.labels = decode_sealed(key, value, check_dtype(meta.label_dtype),
+                                              (meta.n_windows, *meta.label_shape))
+                    fs.labels_sig = ident
+                    return fs.labels
+                except CacheError as exc:
+                    st.bad += 1
+                    log.warning("%s: ignoring bad cached labels (%s)", meta.path, exc)
+        handle = self._handle(st, j)
+        ident = ("file", fs.handle_sig)
+        if fs.labels_sig != ident or fs.labels is None:
+            fs.labels = np.asarray(handle[self.specs[j].layout.labels][()])
+            fs.labels_sig = ident
+        return fs.labels
+
+    # -- the HDF5 side -------------------------------------------------------------------
+
+    def _handle(self, st: _Local, j: int) -> Any:
+        fs = st.files[j]
+        path = Path(self.specs[j].path)
+        sig = FileSig.of(path)
+        if fs.handle is None or fs.handle_sig != sig:
+            if fs.handle is not None:
+                fs.handle.close()
+            fs.handle = open_h5(path, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+            fs.handle_sig = sig
+        return fs.handle
+
+    # -- introspection -----------------------------------------------------------------
+
+    def cache_counts(self) -> dict[str, int]:
+        """Windows served from Redis and from the files, in this process; `bad`: cached
+        values that failed their length or checksum check and were read from the files."""
+        st = self._state()
+        return {"hits": st.hits, "misses": st.misses, "bad": st.bad}
+
+    def close(self) -> None:
+        """Close this process' file handles and Redis connection."""
+        st = self._local
+        if st is None:
+            return
+        for fs in st.files:
+            if fs.handle is not None:
+                fs.handle.close()
+                fs.handle = None
+        if st.redis is not None:
+            st.redis.close()
+        if st.direct is not None:
+            st.direct.close()
+        self._local = None

@@ -1,0 +1,324 @@
+"""The backfill engine: legacy tables -> projected documents -> MongoDB, checkpointed.
+
+Two ways to bring a collection to the projection of the legacy rows:
+
+- **rebuild** (a new version, new parameters, or the first run): every table is
+  replayed into a fresh staging collection with `insert_many`, indexes are built
+  there, and each staging collection is swapped in with `renameCollection`
+  (dropTarget), so readers never see a half-built collection. The job document
+  is the checkpoint: before each chunk is written its ids are saved as
+  `pending`; after the write the position advances and `pending` is cleared. A
+  crash (SIGKILL anywhere) resumes by deleting the pending ids from staging and
+  re-reading from the saved position: nothing lost, nothing doubled.
+- **reconcile** (same version and parameters): documents are compared by BSON
+  bytes and only missing, different and extra ones are written. Idempotent, so a
+  crash simply means running it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from bson.binary import Binary
+from pymongo.database import Database
+
+from legacy_adapters.base import Chunk, Schema, Source, TableInfo
+from legacy_adapters.values import RawText
+from syncd.checkpoint.store import STAGE_PREFIX, Lease, StateStore, utcnow
+from syncd.engine.compare import compare_docs, key_to_id, target_digests
+from syncd.engine.report import Report, TableReport
+from syncd.faults import crashpoint
+from syncd.progress import Progress
+from syncd.projection.model import Model, TableMap
+from syncd.projection.project import Params, Projected, Projector, gc_paused
+from syncd.projection.values import TEXT_SUBTYPE, to_bson
+from syncd.sinks.base import Rejected, Sink
+
+log = logging.getLogger(__name__)
+
+ID_BATCH = 100  # keep `$in` lists short: some servers cost per element
+
+
+def encode_position(position: Any) -> Any:
+    if isinstance(position, tuple):
+        return [to_bson(v) for v in position]
+    return position
+
+
+def decode_position(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(RawText(bytes(v)) if isinstance(v, Binary) and v.subtype == TEXT_SUBTYPE
+                     else v for v in value)
+    return value
+
+
+def read_projected(source: Source, table: TableInfo, projector: Projector, start: Any,
+                   chunk_size: int, upto: Any = None) -> Iterator[tuple[Chunk, Projected]]:
+    """Chunks of the table after `start` up to `upto`, each with its projected documents."""
+    position = start
+    while True:
+        with gc_paused():
+            chunk = source.scan(table, position, chunk_size, upto)
+            if not chunk.rows:
+                return
+            projected = projector.project(chunk.rows, careful=chunk.raw_text > 0)
+        yield chunk, projected
+        position = chunk.last
+
+
+def delete_ids(db: Database, collection: str, ids: Sequence[Any]) -> None:
+    for start in range(0, len(ids), ID_BATCH):
+        db[collection].delete_many({"_id": {"$in": list(ids[start:start + ID_BATCH])}})
+
+
+def stage_name(collection: str) -> str:
+    return STAGE_PREFIX + collection
+
+
+class Engine:
+    """Runs a rebuild or a reconcile of the mapped tables into the target database."""
+
+    def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
+                 params: Params, chunk_size: int, progress: Progress,
+                 lease: Lease | None = None,
+                 between: Callable[[], None] | None = None) -> None:
+        self.source, self.db, self.sink, self.store = source, db, sink, store
+        self.params, self.chunk_size, self.progress, self.lease = (
+            params, chunk_size, progress, lease)
+        # Called between chunks of long work: the daemon keeps following changes
+        # during a reconcile instead of stalling for its whole length.
+        self.between = between
+
+    def _renew(self) -> None:
+        if self.lease is not None:
+            self.lease.renew()
+        if self.between is not None:
+            self.between()
+
+    def _quarantine(self, projector: Projector, rows: Sequence[Sequence[Any]],
+                    projected: Projected, rejected: list[Rejected]) -> int:
+        """Store rows that did not become documents; returns how many."""
+        entries = list(projected.quarantined)
+        if rejected:
+            by_id = {projector.make_id(projector.key(r)): r for r in rows}
+            for rej in rejected:
+                row = by_id.get(rej.id)
+                entries.append({
+                    "_id": rej.id, "table": projector.table.name,
+                    "collection": projector.collection, "error": rej.error,
+                    "key": projector.key_document(row) if row is not None else None,
+                })
+        for entry in entries:
+            log.warning("quarantined a row of %s %s: %s", entry["table"], entry.get("key"),
+                        entry["error"])
+        self.store.quarantine_rows(entries)
+        return len(entries)
+
+    # -- rebuild -------------------------------------------------------------------
+
+    def drop_staging(self) -> None:
+        """Remove staging collections an abandoned migration left behind."""
+        for name in self.db.list_collection_names():
+            if name.startswith(STAGE_PREFIX):
+                self.db.drop_collection(name)
+
+    def new_job(self, pairs: list[tuple[TableInfo, TableMap]], version: int,
+                from_version: int, checksums: list[dict[str, Any]]) -> dict[str, Any]:
+        """Start a rebuild: a job checkpoint at the beginning, one write target per table.
+
+        A collection that exists with documents is rebuilt in a staging collection and
+        swapped in at the end. One that does not exist yet (or is empty) has nothing
+        for readers to lose, so it is filled in place: no copy at the swap, which some
+        servers implement as a full copy (SecantusDB's renameCollection is O(n)).
+        """
+        self.drop_staging()
+        existing = set(self.db.list_collection_names())
+        tables = []
+        for info, mapping in pairs:
+            coll = mapping.collection
+            direct = coll not in existing or self.db[coll].estimated_document_count() == 0
+            if direct and coll in existing:
+                self.db.drop_collection(coll)  # empty: start it afresh with this model's indexes
+            tables.append({"table": info.name, "collection": coll,
+                           "staging": coll if direct else stage_name(coll),
+                           "position": None, "done": False,
+                           "rows": 0, "docs": 0, "quarantined": 0, "raw_text": 0,
+                           "flags": [], "seconds": 0.0})
+        job = {"_id": "job", "kind": "rebuild", "version": version,
+               "from_version": from_version, "params": self.params.document(),
+               "checksums": checksums, "phase": "copy", "tables": tables,
+               "pending": None, "started_at": utcnow()}
+        self.store.quarantine.delete_many({"table": {"$in": [t["table"] for t in tables]}})
+        self.store.save_job(job)
+        return job
+
+    def _prepare(self, job: dict[str, Any], model: Model) -> None:
+        """Create each write target with its indexes before the copy (idempotent).
+
+        Indexes are maintained during the bulk load rather than built after it: with a
+        server that syncs every commit, one commit per batch beats one per index entry.
+        """
+        existing = set(self.db.list_collection_names())
+        for entry in job["tables"]:
+            if entry["done"]:
+                continue
+            if entry["staging"] not in existing:
+                self.db.create_collection(entry["staging"])
+            for spec in model.index_specs(entry["collection"]):
+                self.db[entry["staging"]].create_index(list(spec.keys), name=spec.name)
+
+    def rebuild(self, job: dict[str, Any], model: Model, schema: Schema,
+                resumed: bool) -> Report:
+        started = time.monotonic()
+        report = Report("rebuild", job["from_version"], job["version"], resumed=resumed)
+        mappings = {info.name: mapping for info, mapping in model.resolve(schema)}
+        if job["phase"] == "copy":
+            self._prepare(job, model)
+            for i, entry in enumerate(job["tables"]):
+                report.tables.append(self._copy_table(i, entry, job, schema, mappings))
+            self.store.update_job({"phase": "swap"})
+            job["phase"] = "swap"
+        else:
+            report.tables = [self._entry_report(e) for e in job["tables"]]
+        existing = set(self.db.list_collection_names())
+        for entry in job["tables"]:
+            self._renew()
+            if entry["staging"] != entry["collection"] and entry["staging"] in existing:
+                self.db[entry["staging"]].rename(entry["collection"], dropTarget=True)
+                crashpoint("swap.after_rename")
+        report.seconds = time.monotonic() - started
+        return report
+
+    @staticmethod
+    def _entry_report(entry: dict[str, Any]) -> TableReport:
+        return TableReport(
+            entry["table"], entry["collection"], rows=entry["rows"], written=entry["docs"],
+            quarantined=entry["quarantined"], raw_text=entry["raw_text"],
+            flags=Counter(dict(entry["flags"])), seconds=entry["seconds"])
+
+    def _copy_table(self, i: int, entry: dict[str, Any], job: dict[str, Any], schema: Schema,
+                    mappings: dict[str, TableMap]) -> TableReport:
+        report = self._entry_report(entry)
+        if entry["done"]:
+            return report
+        info, mapping = schema.tables.get(entry["table"]), mappings.get(entry["table"])
+        pending = job.get("pending")
+        if pending and pending["index"] == i:
+            # A crash came between announcing this chunk and checkpointing it.
+            delete_ids(self.db, entry["staging"], pending["ids"])
+            self.store.update_job({}, unset=("pending",))
+        if info is None or mapping is None:
+            log.warning("table %s disappeared from the legacy database during the migration",
+                        entry["table"])
+            self.store.update_job({f"tables.{i}.done": True})
+            return report
+        projector = Projector(info, mapping, self.params)
+        position = decode_position(entry["position"])
+        if "upto" not in entry:
+            entry["upto"] = encode_position(self.source.high_water(info))
+            self.store.update_job({f"tables.{i}.upto": entry["upto"]})
+        upto = decode_position(entry["upto"])
+        task = self.progress.task(f"{info.name} → {mapping.collection}",
+                                  self.source.count(info))
+        task.advance(report.rows)
+        began = time.monotonic() - report.seconds
+        self.source.check_intact(info)
+        chunks = read_projected(self.source, info, projector, position, self.chunk_size, upto)
+        for chunk, projected in chunks if upto is not None else ():
+            self._renew()
+            self.store.update_job({"pending": {"index": i,
+                                               "ids": [d["_id"] for d in projected.docs]}})
+            crashpoint("copy.after_pending")
+            rejected = self.sink.insert(entry["staging"], projected.docs)
+            crashpoint("copy.after_insert")
+            report.rows += len(chunk.rows)
+            report.written += len(projected.docs) - len(rejected)
+            report.raw_text += chunk.raw_text
+            report.flags.update(projected.flags)
+            if projected.quarantined or rejected:
+                report.quarantined += self._quarantine(projector, chunk.rows, projected, rejected)
+            report.seconds = time.monotonic() - began
+            self.store.update_job({
+                f"tables.{i}.position": encode_position(chunk.last),
+                f"tables.{i}.rows": report.rows, f"tables.{i}.docs": report.written,
+                f"tables.{i}.quarantined": report.quarantined,
+                f"tables.{i}.raw_text": report.raw_text,
+                f"tables.{i}.flags": [[k, v] for k, v in report.flags.items()],
+                f"tables.{i}.seconds": report.seconds,
+            }, unset=("pending",))
+            crashpoint("copy.after_checkpoint")
+            task.advance(len(chunk.rows))
+        self.source.confirm_read(info, report.rows, upto)
+        self.store.update_job({f"tables.{i}.done": True})
+        task.finish()
+        return report
+
+    # -- reconcile -----------------------------------------------------------------
+
+    def reconcile(self, pairs: list[tuple[TableInfo, TableMap]], model: Model,
+                  version: int, orphans: Sequence[str] = ()) -> Report:
+        """Bring each mapped collection to the projection in place, writing only differences."""
+        started = time.monotonic()
+        report = Report("reconcile", version, version)
+        for info, mapping in pairs:
+            report.tables.append(self.reconcile_table(info, mapping, model, check=True))
+        for name in orphans:
+            count = self.db[name].count_documents({})
+            if count:
+                self.db[name].delete_many({})
+                report.notes.append(f"collection {name}: its legacy table is gone; "
+                                    f"removed its {count} documents")
+        report.seconds = time.monotonic() - started
+        return report
+
+    def reconcile_table(self, info: TableInfo, mapping: TableMap, model: Model,
+                        check: bool = False) -> TableReport:
+        """Write the differences, then delete what no row projects to, but only after
+        the source confirmed the read was complete (a corrupt page reads short).
+
+        `check` runs the source's whole-table check first (migrate: it reads
+        everything anyway; the daemon's periodic reconcile does not).
+        """
+        report = TableReport(info.name, mapping.collection)
+        if check:
+            self.source.check_intact(info)
+        began = time.monotonic()
+        coll = self.db[mapping.collection]
+        for spec in model.index_specs(mapping.collection):
+            coll.create_index(list(spec.keys), name=spec.name)
+        digests = target_digests(coll, self._renew)
+        held = {q["_id"] for q in self.store.quarantine.find({"table": info.name}, {"_id": 1})}
+        projector = Projector(info, mapping, self.params)
+        task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
+        upto = self.source.high_water(info)
+        chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
+        for chunk, projected in chunks if upto is not None else ():
+            self._renew()
+            missing, different = compare_docs(projected.docs, digests)
+            rejected = self.sink.insert(mapping.collection, missing)
+            rejected += self.sink.upsert(mapping.collection, different)
+            crashpoint("reconcile.after_write")
+            report.rows += len(chunk.rows)
+            report.written += len(missing) + len(different) - len(rejected)
+            report.unchanged += len(projected.docs) - len(missing) - len(different)
+            report.raw_text += chunk.raw_text
+            report.flags.update(projected.flags)
+            if projected.quarantined or rejected:
+                report.quarantined += self._quarantine(projector, chunk.rows, projected, rejected)
+            if held:
+                bad = {r.id for r in rejected}
+                fixed = [d["_id"] for d in projected.docs if d["_id"] in held
+                         and d["_id"] not in bad]
+                self.store.release_quarantine(info.name, fixed)
+            task.advance(len(chunk.rows))
+        self.source.confirm_read(info, report.rows, upto)
+        extras = [key_to_id(k) for k in digests]
+        for start in range(0, len(extras), 1000):
+            report.deleted += self.sink.delete(mapping.collection, extras[start:start + 1000])
+        task.finish()
+        report.seconds = time.monotonic() - began
+        return report

@@ -1,0 +1,91 @@
+"""Migration files: plain Python files in one ordered folder, loaded by path.
+
+A file is named `NNNN_some_words.py` and defines `VERSION` (= NNNN),
+`DESCRIPTION` and `upgrade(model)`. Its checksum (SHA-256 of the file bytes) is
+recorded when it is applied; an applied file that later changes is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import migrations as bundled
+from syncd.errors import ConfigError, MigrationError
+from syncd.projection.model import Model
+
+FILE_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.py$")
+DEFAULT_DIR = Path(bundled.__file__).parent
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    file: str
+    description: str
+    checksum: str
+    upgrade: Callable[[Model], None]
+
+
+def load_migration(path: Path) -> Migration:
+    """Load one migration file (as a private module, not on sys.path)."""
+    match = FILE_NAME.match(path.name)
+    if not match:
+        raise MigrationError(f"{path}: migration files are named NNNN_words.py")
+    data = path.read_bytes()
+    spec = importlib.util.spec_from_file_location(f"_syncd_migration_{match.group(1)}", path)
+    if spec is None or spec.loader is None:
+        raise MigrationError(f"{path}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise MigrationError(f"{path.name}: fails to load ({type(exc).__name__}: {exc})") from None
+    version = getattr(module, "VERSION", None)
+    upgrade = getattr(module, "upgrade", None)
+    description = getattr(module, "DESCRIPTION", "")
+    if version != int(match.group(1)):
+        raise MigrationError(f"{path.name}: VERSION = {version!r} does not match the file name")
+    if not callable(upgrade):
+        raise MigrationError(f"{path.name}: defines no upgrade(model) function")
+    return Migration(version, path.name, str(description).strip(),
+                     hashlib.sha256(data).hexdigest(), upgrade)
+
+
+def load_migrations(folder: Path | None = None) -> list[Migration]:
+    """All migrations of `folder` (default: the bundled ones), checked to be 1..N in order."""
+    folder = Path(folder) if folder else DEFAULT_DIR
+    if not folder.is_dir():
+        raise ConfigError(f"--migrations {folder}: no such directory")
+    found = sorted(p for p in folder.iterdir() if FILE_NAME.match(p.name))
+    try:
+        result = [load_migration(p) for p in found]
+    except MigrationError as exc:  # a broken file in the folder the settings name
+        raise ConfigError(f"--migrations {folder}: {exc}") from None
+    for expected, migration in enumerate(result, start=1):
+        if migration.version != expected:
+            raise ConfigError(
+                f"--migrations {folder}: expected version {expected:04d} next, "
+                f"found {migration.file} (versions must be 1, 2, 3, ... without gaps)")
+    return result
+
+
+def build_model(migrations: list[Migration], version: int) -> Model:
+    """The model after applying migrations 1..version in order."""
+    if not 0 <= version <= len(migrations):
+        raise MigrationError(f"no migration version {version} (there are 0..{len(migrations)})")
+    model = Model()
+    for migration in migrations[:version]:
+        try:
+            migration.upgrade(model)
+        except MigrationError:
+            raise
+        except Exception as exc:
+            raise MigrationError(
+                f"{migration.file}: upgrade failed ({type(exc).__name__}: {exc})") from None
+        model.version = migration.version
+    return model

@@ -1,0 +1,218 @@
+"""Planning and running `syncd migrate`: versions, changelog, lease, resume, swap.
+
+The target version's model is rebuilt by replaying migrations 1..N; applied
+migrations are checked against their recorded checksums first (as Flyway does),
+and one lease document keeps a second syncd from migrating at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.database import Database
+
+from legacy_adapters.base import Schema, Source, TableInfo
+from syncd.checkpoint import source_file
+from syncd.checkpoint.store import Lease, StateStore, utcnow
+from syncd.config import Settings
+from syncd.engine.backfill import Engine
+from syncd.engine.migration_files import Migration, build_model
+from syncd.engine.report import Report
+from syncd.errors import ConfigError, MigrationError
+from syncd.faults import crashpoint
+from syncd.progress import Progress
+from syncd.projection.model import Model, TableMap
+from syncd.projection.project import Params, host_timezone
+from syncd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+def check_changelog(applied: list[dict[str, Any]], migrations: list[Migration],
+                    up_to: int) -> None:
+    """Refuse when an applied migration (version <= up_to) is missing or its file changed."""
+    by_version = {m.version: m for m in migrations}
+    for entry in applied:
+        version = entry["_id"]
+        if version > up_to:
+            continue
+        migration = by_version.get(version)
+        if migration is None:
+            raise MigrationError(f"applied migration {version:04d} ({entry.get('file')}) is "
+                                 "missing from the migrations folder")
+        if migration.checksum != entry.get("checksum"):
+            raise MigrationError(
+                f"applied migration {migration.file} has changed since it was applied "
+                f"(checksum {entry.get('checksum', '?')[:12]} recorded, "
+                f"{migration.checksum[:12]} now); restore the file, or move below it first "
+                f"(syncd migrate --to {version - 1}) and then up again")
+
+
+def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: str) -> Params:
+    """Projection parameters: the explicit settings, else the recorded ones, else defaults."""
+    recorded = (meta or {}).get("params") or {}
+    source_id = settings.source_id
+    if recorded.get("source_id") and recorded["source_id"] != source_id:
+        raise ConfigError(
+            f"--source-id {source_id}: database {database!r} holds source "
+            f"{recorded['source_id']!r}; pass --source-id {recorded['source_id']} or use "
+            f"another --database for this source")
+    if "timezone" in settings.explicit and settings.timezone:
+        zone = settings.timezone
+    else:
+        zone = recorded.get("timezone") or settings.timezone or host_timezone()
+    return Params(source_id, zone)
+
+
+@dataclass
+class Plan:
+    """What `migrate` will do; `--dry-run` prints it and stops."""
+
+    current: int
+    target: int
+    kind: str
+    params: Params
+    model: Model
+    pairs: list[tuple[TableInfo, TableMap]]
+    counts: dict[str, int | None]
+    views: list[str]
+    drop: list[str]
+    migrations: list[Migration]
+    job: dict[str, Any] | None = None
+    discard_job: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def collections(self) -> list[str]:
+        return [m.collection for _, m in self.pairs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current_version": self.current, "target_version": self.target, "kind": self.kind,
+            "params": self.params.document(),
+            "migrations": [{"version": m.version, "file": m.file, "description": m.description}
+                           for m in self.migrations[:self.target]],
+            "tables": [{"table": i.name, "collection": m.collection, "key": i.key_kind,
+                        "rows": self.counts.get(i.name)} for i, m in self.pairs],
+            "views_not_synced": self.views, "drop_collections": self.drop, "notes": self.notes,
+        }
+
+
+class Migrator:
+    """Plans and applies a move of the target database to a migration version."""
+
+    def __init__(self, settings: Settings, source: Source, db: Database,
+                 migrations: list[Migration], progress: Progress) -> None:
+        self.settings, self.source, self.db = settings, source, db
+        self.migrations, self.progress = migrations, progress
+        self.store = StateStore(db)
+
+    def plan(self, to: int | None = None) -> Plan:
+        meta = self.store.meta()
+        current = int(meta.get("version", 0)) if meta else 0
+        latest = len(self.migrations)
+        if to is None:
+            if current > latest:
+                raise MigrationError(
+                    f"the database is at version {current} but the migrations folder has only "
+                    f"{latest}; pass --to {latest} to move down explicitly")
+            target = latest
+        else:
+            target = to
+        if not 0 <= target <= latest:
+            raise ConfigError(f"--to {target}: there are migrations 0..{latest}")
+        applied = self.store.applied()
+        check_changelog(applied, self.migrations, target)
+        params = resolve_params(self.settings, meta, self.db.name)
+        model = build_model(self.migrations, target)
+        schema: Schema = self.source.schema()
+        pairs = model.resolve(schema)
+        job = self.store.job()
+        notes: list[str] = []
+        discard = False
+        if job and job.get("kind") == "rebuild" and job.get("version") == target \
+                and job.get("params") == params.document():
+            kind = "resume"
+            notes.append(f"resuming the unfinished migration to version {target} "
+                         f"(phase {job['phase']})")
+        else:
+            if job:
+                notes.append(f"discarding an unfinished migration to version "
+                             f"{job.get('version')}")
+                job, discard = None, True
+            same = meta is not None and current == target and \
+                (meta.get("params") or {}) == params.document()
+            kind = "reconcile" if same else "rebuild"
+        managed = list((meta or {}).get("collections", [])) + list(
+            (meta or {}).get("declared", []))
+        wanted = {m.collection for _, m in pairs} | set(model.declared)
+        drop = [c for c in managed if c not in wanted]
+        counts = {info.name: self.source.count(info) for info, _ in pairs}
+        return Plan(current, target, kind, params, model, pairs, counts, schema.views, drop,
+                    self.migrations, job, discard, notes)
+
+    def _ensure_declared(self, model: Model) -> None:
+        """Create the collections other sources fill (and their indexes) if missing."""
+        existing = set(self.db.list_collection_names())
+        for name in sorted(model.declared):
+            if name not in existing:
+                self.db.create_collection(name)
+            for spec in model.index_specs(name):
+                self.db[name].create_index(list(spec.keys), name=spec.name)
+
+    def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
+        """Apply `plan` under the migration lease (or under `lease`, already held)."""
+        source_file.check(self.store, self.settings, record=True)
+        if lease is not None:
+            return self._run(plan, sink, lease)
+        lease = Lease(self.store, "migrate")
+        lease.acquire()
+        try:
+            return self._run(plan, sink, lease)
+        finally:
+            lease.release()
+
+    def _run(self, plan: Plan, sink: Sink, lease: Lease) -> Report:
+        engine = Engine(self.source, self.db, sink, self.store, plan.params,
+                        self.settings.chunk_size, self.progress, lease)
+        schema = self.source.schema()
+        if plan.discard_job:
+            engine.drop_staging()
+            self.store.clear_job()
+        if plan.kind == "reconcile":
+            report = engine.reconcile(plan.pairs, plan.model, plan.target,
+                                      [c for c in plan.drop if c not in plan.model.declared])
+            self._ensure_declared(plan.model)
+            self.store.save_meta(collections=plan.collections, declared=sorted(plan.model.declared),
+                                 last_run_at=utcnow())
+        else:
+            entries = [{"_id": m.version, "file": m.file, "description": m.description,
+                        "checksum": m.checksum} for m in self.migrations[:plan.target]]
+            job = plan.job
+            if job is None:
+                job = engine.new_job(plan.pairs, plan.target, plan.current, entries)
+            report = engine.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
+            wanted = {e["collection"] for e in job["tables"]}
+            for name in plan.drop:
+                if name not in wanted and name not in plan.model.declared:
+                    self.db.drop_collection(name)
+                    report.dropped.append(name)
+            self._ensure_declared(plan.model)
+            crashpoint("finish.before_changelog")
+            now = utcnow()
+            for entry in job["checksums"]:
+                entry.setdefault("applied_at", now)
+                entry.setdefault("seconds", round(report.seconds, 3))
+            self.store.record_applied(job["checksums"], plan.target)
+            self.store.save_meta(version=plan.target, params=plan.params.document(),
+                                 collections=sorted(wanted),
+                                 declared=sorted(plan.model.declared), last_run_at=now)
+            crashpoint("finish.before_clear")
+            self.store.clear_job()
+        report.notes = plan.notes + report.notes
+        # "kind" names the run (what `syncd status` looks up); "plan" what it did.
+        self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
+                               "sqlite": str(self.settings.sqlite)})
+        return report

@@ -1,0 +1,80 @@
+"""`syncd status`: where the target stands, read from the target alone (no legacy access)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.database import Database
+
+from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
+
+
+def _position(value: Any) -> Any:
+    if isinstance(value, list):
+        return [v if isinstance(v, (int, float, str)) or v is None else str(v) for v in value]
+    return value
+
+
+def collect_status(db: Database) -> dict[str, Any]:
+    """Migration version, changelog, per-collection counts, last run, checkpoints."""
+    store = StateStore(db)
+    meta = store.meta() or {}
+    applied = store.applied()
+    collections = []
+    for name in meta.get("collections", []):
+        collections.append({"collection": name,
+                            "documents": db[name].estimated_document_count()})
+    job = store.job()
+    checkpoint = None
+    if job:
+        checkpoint = {
+            "target_version": job.get("version"), "phase": job.get("phase"),
+            "started_at": job.get("started_at"),
+            "tables": [{"table": t["table"], "collection": t["collection"],
+                        "position": _position(t.get("position")), "rows": t.get("rows", 0),
+                        "done": t.get("done", False)} for t in job.get("tables", [])],
+        }
+    lease = store.state.find_one({"_id": "lease"})
+    if lease and lease.get("expires_at") and lease["expires_at"] < utcnow():
+        lease = None
+    # Runs recorded by earlier syncd versions carry the plan's kind in "kind".
+    last = store.last_run("migrate", "rebuild", "reconcile", "resume")
+    quarantine = [
+        {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
+        for q in store.quarantine.find().sort("at", -1).limit(5)]
+    daemon = store.state.find_one({"_id": "daemon"})
+    if daemon:
+        daemon.pop("_id", None)
+        age = (utcnow() - daemon["heartbeat_at"]).total_seconds()
+        daemon["heartbeat_age_seconds"] = round(age, 1)
+        if daemon.get("running") and age > 3 * float(daemon.get("heartbeat_seconds", 5)):
+            daemon["running"] = False  # no heartbeat: it died without a goodbye
+            daemon["note"] = "no heartbeat: not running (or cannot reach MongoDB)"
+    capture = store.state.find_one({"_id": "capture"}) or store.state.find_one({"_id": "scan"})
+    if capture:
+        capture.pop("_id", None)
+    return {
+        "database": db.name,
+        "version": meta.get("version"),
+        "params": meta.get("params"),
+        "updated_at": meta.get("updated_at"),
+        "changelog": [{"version": e["_id"], "file": e.get("file"),
+                       "description": e.get("description"),
+                       "checksum": (e.get("checksum") or "")[:12],
+                       "applied_at": e.get("applied_at"), "seconds": e.get("seconds")}
+                      for e in applied],
+        "collections": collections,
+        "staging": sorted(n for n in db.list_collection_names() if n.startswith(STAGE_PREFIX)),
+        "checkpoint": checkpoint,
+        "lease": {"owner": lease.get("owner"), "what": lease.get("what"),
+                  "expires_at": lease.get("expires_at")} if lease else None,
+        "last_run": None if last is None else {
+            **{k: last.get(k) for k in ("at", "from_version", "to_version", "rows", "written",
+                                        "deleted", "quarantined", "flagged", "seconds",
+                                        "rows_per_second", "sqlite")},
+            "kind": last.get("plan", last.get("kind"))},
+        "daemon": daemon,
+        "capture": capture,
+        "quarantined": store.quarantine_count(),
+        "quarantine_samples": quarantine,
+    }

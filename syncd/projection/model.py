@@ -1,0 +1,146 @@
+"""The projection model that migrations build, version by version.
+
+A migration's `upgrade(model)` changes which legacy table goes to which
+collection, how a row becomes a document (`build`), and which indexes exist.
+The model at version N is what upgrades 1..N leave behind; the documents in
+MongoDB are a deterministic function of (legacy rows, model, parameters).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from legacy_adapters.base import Schema, TableInfo
+from syncd.errors import MigrationError
+
+if TYPE_CHECKING:
+    from syncd.projection.project import RowContext
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[Mapping[str, Any], "RowContext"], dict[str, Any]]
+
+STATE_PREFIX = "_syncd_"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A secondary index: keys as (field, 1 | -1) pairs. Never unique on legacy data."""
+
+    keys: tuple[tuple[str, int], ...]
+    name: str
+
+    def document(self) -> dict[str, Any]:
+        return {"name": self.name, "keys": [list(k) for k in self.keys]}
+
+
+@dataclass(frozen=True)
+class TableMap:
+    """Where one legacy table goes. `build=None` is the generic mapping (all columns)."""
+
+    table: str
+    collection: str
+    build: Builder | None = None
+
+
+def collection_for_table(table: str) -> str:
+    """The collection a table maps to generically: its own name, made MongoDB-safe."""
+    name = table.replace("$", "\uff04").replace("\x00", "")
+    if name.startswith(("system.", STATE_PREFIX)) or not name:
+        name = "\uff3f" + name
+    return name
+
+
+def _check_collection(name: str) -> str:
+    if not name or "$" in name or "\x00" in name or name.startswith(("system.", STATE_PREFIX)):
+        raise MigrationError(f"{name!r} is not a collection name syncd may write")
+    return name
+
+
+@dataclass
+class Model:
+    """The projection as the migrations applied so far define it."""
+
+    version: int = 0
+    all_tables: bool = False
+    tables: dict[str, TableMap] = field(default_factory=dict)
+    excluded: set[str] = field(default_factory=set)
+    indexes: dict[str, dict[str, IndexSpec]] = field(default_factory=dict)
+    # Collections filled by another source (e.g. the HDF5 indexer), not by table replay:
+    # name -> owner. Migrate creates them and their indexes and never rebuilds them.
+    declared: dict[str, str] = field(default_factory=dict)
+
+    # -- the API migrations call -------------------------------------------------
+
+    def map_all_tables(self) -> None:
+        """Every legacy table (now or later) goes to a same-named collection, all columns."""
+        self.all_tables = True
+
+    def map_table(self, table: str, collection: str | None = None,
+                  build: Builder | None = None) -> None:
+        """Send `table` to `collection` (default: its own name), built by `build`."""
+        coll = _check_collection(collection) if collection else collection_for_table(table)
+        old = self.tables.get(table)
+        if old is not None and old.collection != coll:
+            self.indexes.pop(old.collection, None)
+        self.tables[table] = TableMap(table, coll, build)
+        self.excluded.discard(table)
+
+    def exclude_table(self, table: str) -> None:
+        """Stop syncing `table`."""
+        old = self.tables.pop(table, None)
+        if old is not None:
+            self.indexes.pop(old.collection, None)
+        self.excluded.add(table)
+
+    def create_index(self, collection: str, keys: Iterable[tuple[str, int]],
+                     name: str | None = None) -> None:
+        """Declare a secondary index. Unique indexes are not offered: legacy data is the truth."""
+        keys = tuple((str(f), int(d)) for f, d in keys)
+        if not keys or any(d not in (1, -1) for _, d in keys):
+            raise MigrationError(f"index on {collection}: keys must be (field, 1 | -1) pairs")
+        name = name or "_".join(f"{f}_{d}" for f, d in keys)
+        self.indexes.setdefault(_check_collection(collection), {})[name] = IndexSpec(keys, name)
+
+    def declare_collection(self, collection: str, owner: str) -> None:
+        """A collection another part of syncd fills (`owner`, e.g. "hdf5")."""
+        self.declared[_check_collection(collection)] = owner
+
+    def undeclare_collection(self, collection: str) -> None:
+        self.declared.pop(collection, None)
+        self.indexes.pop(collection, None)
+
+    def drop_index(self, collection: str, name: str) -> None:
+        self.indexes.get(collection, {}).pop(name, None)
+
+    # -- what the engine asks ----------------------------------------------------
+
+    def resolve(self, schema: Schema) -> list[tuple[TableInfo, TableMap]]:
+        """The concrete (table, mapping) pairs for a legacy schema, in table-name order."""
+        pairs: list[tuple[TableInfo, TableMap]] = []
+        for name, info in sorted(schema.tables.items()):
+            if name in self.excluded:
+                continue
+            mapping = self.tables.get(name)
+            if mapping is None:
+                if not self.all_tables:
+                    continue
+                mapping = TableMap(name, collection_for_table(name))
+            if not info.addressable:
+                log.warning("table %s is not synced: no primary key and every rowid name is "
+                            "taken by a column", name)
+                continue
+            pairs.append((info, mapping))
+        seen: dict[str, str] = {c: f"({owner})" for c, owner in self.declared.items()}
+        for info, mapping in pairs:
+            other = seen.setdefault(mapping.collection, info.name)
+            if other != info.name:
+                raise MigrationError(f"tables {other} and {info.name} both map to collection "
+                                     f"{mapping.collection}")
+        return pairs
+
+    def index_specs(self, collection: str) -> list[IndexSpec]:
+        return list(self.indexes.get(collection, {}).values())
