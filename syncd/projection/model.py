@@ -109,13 +109,6 @@ class Model:
         """A collection another part of syncd fills (`owner`, e.g. "hdf5")."""
         self.declared[_check_collection(collection)] = owner
 
-    def undeclare_collection(self, collection: str) -> None:
-        self.declared.pop(collection, None)
-        self.indexes.pop(collection, None)
-
-    def drop_index(self, collection: str, name: str) -> None:
-        self.indexes.get(collection, {}).pop(name, None)
-
     # -- what the engine asks ----------------------------------------------------
 
     def resolve(self, schema: Schema) -> list[tuple[TableInfo, TableMap]]:
