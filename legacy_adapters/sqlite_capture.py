@@ -38,12 +38,8 @@ from urllib.parse import quote
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import Change, Consumer
 from legacy_adapters.errors import SourceError
-from legacy_adapters.sqlite import (
-    PRIVATE_PREFIX,
-    fetch_all,
-    quote_ident,
-    read_careful,
-)
+from legacy_adapters.sqlite import PRIVATE_PREFIX
+from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 
 LOG_TABLE = "_syncd_changes"
 CONSUMERS_TABLE = "_syncd_consumers"

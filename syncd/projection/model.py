@@ -33,9 +33,6 @@ class IndexSpec:
     keys: tuple[tuple[str, int], ...]
     name: str
 
-    def document(self) -> dict[str, Any]:
-        return {"name": self.name, "keys": [list(k) for k in self.keys]}
-
 
 @dataclass(frozen=True)
 class TableMap:
