@@ -60,7 +60,8 @@ class _LockGuard:
 
 
 class SQLiteSource(integrity.CheckedReads):
-    """Read-only access to a legacy metadata.db (its integrity checks: `CheckedReads`)."""
+    """Read-only access to a legacy metadata.db: the SQLite `Source` (its integrity
+    checks: `CheckedReads`)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
                  max_lock_seconds: float = 0.2) -> None:
