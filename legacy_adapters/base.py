@@ -1,9 +1,21 @@
-"""The Source boundary: what every legacy adapter offers the engine."""
+"""The Source boundary: what every legacy table source offers the engine and daemon.
+
+One interface, backends beside it (`legacy_adapters/sqlite.py` is the one today):
+`syncd/engine/*` and `syncd/daemon/*` are typed against `Source`, never against a
+concrete class. The change log a source may carry is the `ChangeLog` protocol
+(`legacy_adapters/changelog.py`).
+
+A **position** names a row's place in its table's key order: the rowid (an int)
+for rowid tables, the primary-key tuple for WITHOUT ROWID tables; `None` means
+"before the first row". Positions are what checkpoints store.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -62,23 +74,83 @@ class Schema:
     views: list[str] = field(default_factory=list)
 
 
+@runtime_checkable
 class Source(Protocol):
-    """A read-only legacy source of tables."""
+    """A read-only legacy source of tables.
 
-    def schema(self) -> Schema: ...
+    It never holds a lock a legacy writer could wait on for long: every method is
+    one short read (its own read transaction) unless called inside
+    `read_transaction()`, and no statement stays open between calls.
+    """
 
-    def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk: ...
+    def schema(self) -> Schema:
+        """The tables (columns, declared key, rowid addressing) and views as they are now;
+        syncd's own private tables are left out."""
+        ...
 
-    def high_water(self, table: TableInfo) -> Any: ...
+    def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:
+        """Up to `limit` rows strictly after position `after` (None: from the start) and
+        at most up to position `upto` (None: no bound), in key order.
 
-    def count(self, table: TableInfo) -> int | None: ...
+        `Chunk.last` is the position of the last row returned, or `after` when none
+        came (an empty chunk means the range is exhausted). A source may return fewer
+        than `limit` rows to keep its read lock short. Rows out of key order mean a
+        damaged store: it raises a `SourceError`, never returns them.
+        """
+        ...
+
+    def high_water(self, table: TableInfo) -> Any:
+        """The last position in the table now (None if empty): a whole-table read's end
+        mark, so a pass ends however fast the legacy scripts append."""
+        ...
+
+    def count(self, table: TableInfo) -> int | None:
+        """Rows in the table, for progress only: an estimate, or None, if an exact count
+        would hold the read lock too long."""
+        ...
+
+    def fetch(self, table: TableInfo, rowids: Sequence[int] = (),
+              keys: Sequence[tuple[Any, ...]] = ()) -> Chunk:
+        """The current rows with these rowids and/or primary-key tuples, in `scan`'s row
+        format and in no particular order; a key with no row means the row is gone.
+        `Chunk.last` is None (a fetch moves no position)."""
+        ...
+
+    def read_transaction(self) -> AbstractContextManager[None]:
+        """Several reads that see one consistent state under one read lock.
+
+        The lock is taken at the first read inside the block and dropped when the block
+        ends; nested blocks join the outer one. Keep the block short (a follower's
+        round: versions, change log, changed rows): legacy writers wait on it.
+        """
+        ...
+
+    def data_version(self) -> int:
+        """An opaque number that changes whenever another connection commits; equal
+        values mean nothing was committed in between (cheap to poll)."""
+        ...
+
+    def schema_version(self) -> int:
+        """An opaque number that changes whenever the schema changes (a table, column,
+        trigger or index)."""
+        ...
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One read statement on the source's own connection, so a helper (the change
+        log) reads inside the caller's `read_transaction` under the same lock guard;
+        text that is not UTF-8 comes back as `RawText` bytes."""
+        ...
 
     def check_intact(self, table: TableInfo) -> None:
         """Raise if the store itself reports the table damaged (migrate and verify call
         it before a whole-table read; a source may skip a check too costly to run)."""
+        ...
 
     def confirm_read(self, table: TableInfo, rows: int, upto: Any) -> None:
         """Raise if a whole-table read up to `upto` that gave `rows` rows missed some:
         a short read is an error, never a silent pass (and never grounds to delete)."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the connection; a later call opens a new one."""
+        ...

@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Schema, TableInfo
 from legacy_adapters.errors import SourceConfigError, SourceError
-from legacy_adapters.values import RawText, text_factory
+from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 
 log = logging.getLogger(__name__)
 
@@ -39,40 +39,6 @@ ROWID_NAMES = ("rowid", "_rowid_", "oid")
 PRIVATE_PREFIX = "_syncd_"
 FETCH_BATCH = 200
 LOCKED_RETRIES = 8
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def fetch_all(conn: sqlite3.Connection, sql: str,
-              params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement and fetch every row; the cursor is closed at once, so the
-    statement holds no lock afterwards."""
-    cur = conn.execute(sql, params)
-    try:
-        return cur.fetchall()
-    finally:
-        cur.close()
-
-
-def read_careful(conn: sqlite3.Connection,
-                 fetch: Callable[[], list[tuple[Any, ...]]]) -> tuple[list[tuple[Any, ...]], int]:
-    """`fetch()`'s rows; if some TEXT is not UTF-8, fetched again keeping such values
-    as `RawText` bytes (the fast path decodes in C; this one only when needed).
-    Returns the rows and how many values were kept as bytes."""
-    try:
-        return fetch(), 0
-    except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc).lower():
-            raise
-    old = conn.text_factory
-    conn.text_factory = text_factory
-    try:
-        rows = fetch()
-    finally:
-        conn.text_factory = old
-    return rows, sum(1 for row in rows for v in row if v.__class__ is RawText)
 
 
 class _LockGuard:
@@ -94,7 +60,8 @@ class _LockGuard:
 
 
 class SQLiteSource(integrity.CheckedReads):
-    """Read-only access to a legacy metadata.db (its integrity checks: `CheckedReads`)."""
+    """Read-only access to a legacy metadata.db: the SQLite `Source` (its integrity
+    checks: `CheckedReads`)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
                  max_lock_seconds: float = 0.2) -> None:

@@ -31,20 +31,15 @@ import hashlib
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from legacy_adapters.base import TableInfo
+from legacy_adapters.base import Source, TableInfo
+from legacy_adapters.changelog import Change, Consumer
 from legacy_adapters.errors import SourceError
-from legacy_adapters.sqlite import (
-    PRIVATE_PREFIX,
-    SQLiteSource,
-    fetch_all,
-    quote_ident,
-    read_careful,
-)
+from legacy_adapters.sqlite import PRIVATE_PREFIX
+from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 
 LOG_TABLE = "_syncd_changes"
 CONSUMERS_TABLE = "_syncd_consumers"
@@ -55,29 +50,6 @@ CONSUMER_REFRESH_SECONDS = 30.0
 MAX_KEY_COLUMNS = 8
 TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"
 KEY_COLUMNS = tuple(f"k{i}" for i in range(MAX_KEY_COLUMNS))
-
-
-@dataclass(frozen=True)
-class Consumer:
-    """One follower of the log: its saved position and when it last said so."""
-
-    consumer: str
-    label: str
-    seq: int
-    seen_seconds_ago: float
-    running: bool
-
-
-@dataclass(frozen=True)
-class Change:
-    """One logged row change: table, operation ('i', 'u', 'd'), rowid, key values."""
-
-    seq: int
-    table: str
-    op: str
-    rowid: int | None
-    key: tuple[Any, ...]
-    at: float | None  # julian day of the change's commit (SQLite's clock)
 
 
 def _literal(text: str) -> str:
@@ -125,10 +97,11 @@ def trigger_sql(table: TableInfo) -> list[str]:
 
 
 class Capture:
-    """Installs, reads, prunes and removes the change log of one metadata.db."""
+    """Installs, reads, prunes and removes the change log of one metadata.db (the
+    SQLite `ChangeLog`)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
-                 source: SQLiteSource | None = None) -> None:
+                 source: Source | None = None) -> None:
         """`source`: read the log through this source's connection and lock guard (the
         follower reads the log and the changed rows in one read transaction); by
         default through a read-only connection of its own."""
@@ -190,9 +163,11 @@ class Capture:
                                 (name,)))
 
     def log_exists(self) -> bool:
+        """Whether the log table is installed."""
         return self._table_exists(LOG_TABLE)
 
     def install_id(self) -> str | None:
+        """The id of this installation of the log (row seq=0); None if not installed."""
         if not self.log_exists():
             return None
         rows = self._query(f"SELECT tbl FROM {quote_ident(LOG_TABLE)} WHERE seq = 0")
@@ -271,6 +246,7 @@ class Capture:
                 for r in rows]
 
     def last_seq(self) -> int:
+        """The highest seq logged (0: none yet)."""
         rows = self._query(f"SELECT max(seq) FROM {quote_ident(LOG_TABLE)}")
         return int(rows[0][0] or 0)
 

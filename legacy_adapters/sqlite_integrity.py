@@ -31,6 +31,7 @@ from typing import Any
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.errors import SourceError
+from legacy_adapters.sqlite_sql import quote_ident
 from legacy_adapters.values import RawText
 
 log = logging.getLogger(__name__)
@@ -142,17 +143,13 @@ def quick_check(conn: sqlite3.Connection, path: Path, table: TableInfo) -> str |
                  "read lock too long; the key-order and count checks still apply",
                  table.name, path, size >> 20)
         return None
-    cur = conn.execute(f"PRAGMA quick_check({_quote(table.name)})")
+    cur = conn.execute(f"PRAGMA quick_check({quote_ident(table.name)})")
     try:
         lines = [line for (text,) in cur.fetchall() for line in str(text).splitlines()]
     finally:
         cur.close()
     problems = [line for line in lines if line != "ok" and not line.startswith("***")]
     return problems[0] if problems else None
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class CheckedReads:
@@ -236,11 +233,11 @@ class CheckedReads:
         (rows inserted below the read position meanwhile)."""
         if upto is None:
             return
-        src = _quote(table.name)
+        src = quote_ident(table.name)
         if table.rowid:
-            where, params = f"{_quote(table.rowid)} <= ?", (upto,)
+            where, params = f"{quote_ident(table.rowid)} <= ?", (upto,)
         else:
-            pk = ", ".join(_quote(c) for c in table.primary_key)
+            pk = ", ".join(quote_ident(c) for c in table.primary_key)
             holes = ", ".join("?" * len(table.primary_key))
             where = f"({pk}) <= ({holes})" if len(table.primary_key) > 1 else f"{pk} <= ?"
             params = tuple(upto)

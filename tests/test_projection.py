@@ -90,6 +90,16 @@ def test_json_and_boolean_helpers():
     assert ctx.boolean(7, "b") == 7 and ctx.flags == ["b: not a boolean"]
 
 
+def test_number_helper_keeps_odd_values_and_flags_them():
+    """`ctx.number` is builder API (README): numbers pass, anything else is kept, flagged."""
+    ctx = RowContext(Params("h", "UTC"))
+    assert [ctx.number(v, "n") for v in (3, 2.5, None)] == [3, 2.5, None]
+    assert ctx.flags is None
+    assert ctx.number("7", "n") == "7"
+    assert ctx.number(RawText(b"\xff"), "n") == Binary(b"\xff", 0x80)
+    assert ctx.flags == ["n: not a number (str)", "n: not a number (RawText)"]
+
+
 def test_projector_generic_documents():
     table = TableInfo("t", (Column("k", "TEXT"), Column("a.b", "INTEGER")), ("k",))
     projector = Projector(table, TableMap("t", "t"), Params("h", "UTC"))

@@ -10,20 +10,17 @@ later change to the same row, still lands on the truth.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from legacy_adapters.base import Chunk, TableInfo
-from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.base import Chunk, Source, TableInfo
 from syncd.checkpoint.store import StateStore
+from syncd.engine.quarantine import quarantine
 from syncd.projection.model import TableMap
 from syncd.projection.project import NULL_KEY_MARK, Params, Projector, gc_paused
 from syncd.sinks.base import Rejected, Sink
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,13 +32,12 @@ class Applied:
     upserted: list[Any] = field(default_factory=list)
     deleted: list[Any] = field(default_factory=list)
     quarantined: int = 0
-    flagged: int = 0
 
 
 class Applier:
     """Applies changed keys of mapped tables to their collections."""
 
-    def __init__(self, source: SQLiteSource, sink: Sink, store: StateStore,
+    def __init__(self, source: Source, sink: Sink, store: StateStore,
                  params: Params) -> None:
         self.source, self.sink, self.store, self.params = source, sink, store, params
         self._projectors: dict[str, Projector] = {}
@@ -64,12 +60,6 @@ class Applier:
         if info.rowid and None in values:
             return (NULL_KEY_MARK, rowid)
         return values
-
-    def apply(self, info: TableInfo, mapping: TableMap,
-              keys: Iterable[tuple[Any, ...]]) -> Applied:
-        """Bring the documents of these identity keys in line with the legacy rows."""
-        wanted = set(keys)
-        return self.write(info, mapping, self.fetch(info, wanted), wanted)
 
     def fetch(self, info: TableInfo, wanted: set[tuple[Any, ...]]) -> Chunk:
         """The current rows of these identity keys (absent ones are gone)."""
@@ -96,7 +86,6 @@ class Applier:
                                                     fresh)
         bad = {r.id for r in rejected}
         result.upserted = [d["_id"] for d in projected.docs if d["_id"] not in bad]
-        result.flagged = sum(projected.flags.values())
         if wanted:
             present = {projector.key(row) for row in chunk.rows}
             gone = [projector.make_id(k) for k in wanted if k not in present]
@@ -104,28 +93,12 @@ class Applier:
                 self.sink.delete(mapping.collection, gone)
                 result.deleted = gone
         if projected.quarantined or rejected:
-            result.quarantined = self._quarantine(info, mapping, projector, chunk,
-                                                  projected.quarantined, rejected)
+            result.quarantined = quarantine(self.store, projector, chunk.rows,
+                                            projected.quarantined, rejected)
+            self.quarantined_tables.add(info.name)
         if info.name in self.quarantined_tables:
             self.store.release_quarantine(info.name, result.upserted + result.deleted)
         return result
-
-    def _quarantine(self, info: TableInfo, mapping: TableMap, projector: Projector,
-                    chunk: Chunk, failed: list[dict[str, Any]],
-                    rejected: list[Rejected]) -> int:
-        entries = list(failed)
-        rows = {projector.make_id(projector.key(r)): r for r in chunk.rows}
-        for rej in rejected:
-            row = rows.get(rej.id)
-            entries.append({"_id": rej.id, "table": info.name,
-                            "collection": mapping.collection, "error": rej.error,
-                            "key": projector.key_document(row) if row else None})
-        for entry in entries:
-            log.warning("quarantined a row of %s %s: %s", info.name, entry.get("key"),
-                        entry["error"])
-        self.store.quarantine_rows(entries)
-        self.quarantined_tables.add(info.name)
-        return len(entries)
 
 
 def group_keys(changes: Iterable[tuple[str, str, int | None, tuple[Any, ...]]],

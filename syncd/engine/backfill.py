@@ -30,13 +30,14 @@ from legacy_adapters.base import Chunk, Schema, Source, TableInfo
 from legacy_adapters.values import RawText
 from syncd.checkpoint.store import STAGE_PREFIX, Lease, StateStore, utcnow
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
+from syncd.engine.quarantine import quarantine
 from syncd.engine.report import Report, TableReport
 from syncd.faults import crashpoint
 from syncd.progress import Progress
 from syncd.projection.model import Model, TableMap
 from syncd.projection.project import Params, Projected, Projector, gc_paused
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
-from syncd.sinks.base import Rejected, Sink
+from syncd.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +99,6 @@ class Engine:
             self.lease.renew()
         if self.between is not None:
             self.between()
-
-    def _quarantine(self, projector: Projector, rows: Sequence[Sequence[Any]],
-                    projected: Projected, rejected: list[Rejected]) -> int:
-        """Store rows that did not become documents; returns how many."""
-        entries = list(projected.quarantined)
-        if rejected:
-            by_id = {projector.make_id(projector.key(r)): r for r in rows}
-            for rej in rejected:
-                row = by_id.get(rej.id)
-                entries.append({
-                    "_id": rej.id, "table": projector.table.name,
-                    "collection": projector.collection, "error": rej.error,
-                    "key": projector.key_document(row) if row is not None else None,
-                })
-        for entry in entries:
-            log.warning("quarantined a row of %s %s: %s", entry["table"], entry.get("key"),
-                        entry["error"])
-        self.store.quarantine_rows(entries)
-        return len(entries)
 
     # -- rebuild -------------------------------------------------------------------
 
@@ -240,7 +222,8 @@ class Engine:
             report.raw_text += chunk.raw_text
             report.flags.update(projected.flags)
             if projected.quarantined or rejected:
-                report.quarantined += self._quarantine(projector, chunk.rows, projected, rejected)
+                report.quarantined += quarantine(self.store, projector, chunk.rows,
+                                                  projected.quarantined, rejected)
             report.seconds = time.monotonic() - began
             self.store.update_job({
                 f"tables.{i}.position": encode_position(chunk.last),
@@ -308,7 +291,8 @@ class Engine:
             report.raw_text += chunk.raw_text
             report.flags.update(projected.flags)
             if projected.quarantined or rejected:
-                report.quarantined += self._quarantine(projector, chunk.rows, projected, rejected)
+                report.quarantined += quarantine(self.store, projector, chunk.rows,
+                                                  projected.quarantined, rejected)
             if held:
                 bad = {r.id for r in rejected}
                 fixed = [d["_id"] for d in projected.docs if d["_id"] in held

@@ -33,9 +33,6 @@ class IndexSpec:
     keys: tuple[tuple[str, int], ...]
     name: str
 
-    def document(self) -> dict[str, Any]:
-        return {"name": self.name, "keys": [list(k) for k in self.keys]}
-
 
 @dataclass(frozen=True)
 class TableMap:
@@ -108,13 +105,6 @@ class Model:
     def declare_collection(self, collection: str, owner: str) -> None:
         """A collection another part of syncd fills (`owner`, e.g. "hdf5")."""
         self.declared[_check_collection(collection)] = owner
-
-    def undeclare_collection(self, collection: str) -> None:
-        self.declared.pop(collection, None)
-        self.indexes.pop(collection, None)
-
-    def drop_index(self, collection: str, name: str) -> None:
-        self.indexes.get(collection, {}).pop(name, None)
 
     # -- what the engine asks ----------------------------------------------------
 
