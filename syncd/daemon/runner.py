@@ -43,8 +43,9 @@ from pymongo.database import Database
 from legacy_adapters.base import Chunk, TableInfo
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import CONSUMER_REFRESH_SECONDS, Capture, capturable
-from syncd.checkpoint.resync import Resync, durable
-from syncd.checkpoint.store import Lease, StateStore, utcnow
+from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.resync import Resync
+from syncd.checkpoint.store import StateStore, durable, utcnow
 from syncd.config import Settings, section
 from syncd.daemon.sdnotify import notify, watchdog_seconds
 from syncd.daemon.wake import Waker
