@@ -82,7 +82,7 @@ from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
 from syncd.checkpoint.store import StateStore  # noqa: E402
 from syncd.connect.mongo import connect  # noqa: E402
-from syncd.daemon.runner import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
+from syncd.daemon.options import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
 from syncd.engine.backfill import Engine, encode_position  # noqa: E402
 from syncd.engine.compare import target_digests  # noqa: E402

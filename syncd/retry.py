@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 
 from pymongo.errors import ConnectionFailure, OperationFailure
 
@@ -12,8 +11,11 @@ TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 134
 
 
 class Backoff:
-    """Delay before retry n = 0, 1, 2, ...: uniform in [c/2, c], c = min(cap, base * 2**n)
-    (jittered, so restarted clients do not retry in lockstep, and never zero)."""
+    """Delay before retry n = 0, 1, 2, ...: uniform in [0, c], c = min(cap, base * 2**n).
+
+    "Full jitter" (the AWS Architecture Blog's recommendation): restarted clients
+    spread their retries over the whole interval instead of retrying in lockstep.
+    """
 
     def __init__(self, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
         self.base, self.cap = base, cap
@@ -23,7 +25,7 @@ class Backoff:
     def next(self) -> float:
         ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
         self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
+        return self.rng.uniform(0.0, ceiling)
 
     def reset(self) -> None:
         self.attempt = 0
@@ -35,8 +37,3 @@ def mongo_unavailable(exc: BaseException) -> bool:
         return True
     return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
 
-
-def sqlite_busy(exc: BaseException) -> bool:
-    """The legacy database is locked or briefly unreadable: wait and retry."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)

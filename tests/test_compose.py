@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from syncd.config import OPTIONS_BY_KEY, load_settings, section
-from syncd.daemon.runner import daemon_options
+from syncd.daemon.options import daemon_options
 from tests.conftest import ROOT
 
 DOCKER = ROOT / "docker"

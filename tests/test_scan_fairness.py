@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.config import Settings
-from syncd.daemon.runner import Daemon, daemon_options
+from syncd.daemon.options import daemon_options
+from syncd.daemon.runner import Daemon
 from syncd.engine.migration_files import load_migrations
 from syncd.sample import make_eeg2025
 from syncd.sinks.events import EventPublisher
@@ -17,6 +19,22 @@ def _write(path, sql, params=()):
     conn.execute(sql, params)
     conn.commit()
     conn.close()
+
+
+class Recording(EventPublisher):
+    """Notes each table the daemon writes (it announces every write), and lets the
+    test act in between, as a legacy writer would."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "t", None)
+        self.tables: list[str] = []
+        self.hook: Callable[[str], None] | None = None
+
+    def announce(self, collection, table, operation, ids):
+        if self.hook is not None and operation == "upsert":
+            self.tables.append(table)
+            self.hook(table)
+        super().announce(collection, table, operation, ids)
 
 
 EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss) "
@@ -31,29 +49,26 @@ def test_a_busy_table_does_not_starve_the_others(tmp_path, db, mongo_url):
     options = daemon_options(settings, "scan")
     options["batch"] = 5
     source = SQLiteSource(legacy)
-    daemon = Daemon(settings, source, db, load_migrations(), options,
-                    EventPublisher(None, "t", None))
+    events = Recording()
+    daemon = Daemon(settings, source, db, load_migrations(), options, events)
     daemon.lease.acquire()
     try:
-        daemon._start_sync()
+        daemon.startup.run()
         for _ in range(20):
             _write(legacy, EPOCH)
         _write(legacy, "INSERT INTO model_checkpoints (run_id, epoch, val_loss) "
                "VALUES (1, 99, 0.2)")
         _write(legacy, "INSERT INTO training_runs (challenge, status) VALUES (2, 'running')")
-        applied: list[str] = []
-        write = daemon.applier.write
+        applied = events.tables
 
-        def recording(info, mapping, chunk, wanted=None, inserted=None):
-            applied.append(info.name)
-            if info.name == "epoch_history" and applied.count("epoch_history") < 40:
+        def training(table):
+            if table == "epoch_history" and applied.count("epoch_history") < 40:
                 _write(legacy, EPOCH)  # a training run keeps logging epochs meanwhile
-            return write(info, mapping, chunk, wanted, inserted)
 
-        daemon.applier.write = recording
+        events.hook = training
         for _ in range(100):  # step until a round finds nothing new
             before = len(applied)
-            daemon._follow()
+            daemon.follower.follow()
             if len(applied) == before:
                 break
         # The first round applies a batch of each table; the old loop applied every

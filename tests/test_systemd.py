@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from syncd.config import load_settings, section
-from syncd.daemon.runner import DEFAULTS, daemon_options
+from syncd.daemon.options import DEFAULTS, daemon_options
 from syncd.sample import make_eeg2025
 from tests.conftest import ROOT, syncd_process
 

@@ -8,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from syncd.checkpoint.store import Lease, StateStore
+from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.store import StateStore
 from syncd.engine.migration_files import DEFAULT_DIR
 from syncd.errors import MigrationError
 from syncd.sample import make_eeg2025

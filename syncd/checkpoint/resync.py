@@ -21,9 +21,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from pymongo.collection import Collection
-from pymongo.write_concern import WriteConcern
 
-from syncd.checkpoint.store import utcnow
+from syncd.checkpoint.store import durable, utcnow
 from syncd.connect.resets import RESETS, PoolResets
 
 log = logging.getLogger(__name__)
@@ -31,12 +30,6 @@ log = logging.getLogger(__name__)
 PENDING_ID = "resync"
 REQUEST_ID = "reconcile_request"
 DONE_ID = "reconcile_done"
-
-
-def durable(state: Collection) -> Collection:
-    """The state collection with journaled writes: a checkpoint that survives a crash
-    of the target names only writes that survived it too."""
-    return state.with_options(write_concern=WriteConcern(j=True))
 
 
 class Resync:

@@ -49,12 +49,11 @@ def _mb(n: float | None) -> str:
 
 def _refuse_beside_a_daemon(db: Any) -> None:
     """One indexer per database: a running `syncd run` with HDF5 dirs already warms."""
-    from syncd.checkpoint.store import StateStore, utcnow
+    from syncd.checkpoint.daemon_doc import live_daemon
+    from syncd.checkpoint.store import StateStore
 
-    daemon = StateStore(db).state.find_one({"_id": "daemon"}) or {}
-    fresh = daemon.get("heartbeat_at") and (utcnow() - daemon["heartbeat_at"]).total_seconds() \
-        < 3 * float(daemon.get("heartbeat_seconds", 5))
-    if daemon.get("running") and fresh and daemon.get("hdf5_dirs"):
+    daemon = live_daemon(StateStore(db).state)
+    if daemon is not None and daemon.get("hdf5_dirs"):
         raise SyncdError(f"syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) keeps "
                          "the HDF5 caches warm for this database; `syncd warm` is not needed "
                          "(see syncd status)")

@@ -213,7 +213,7 @@ def _print_daemon(daemon: dict[str, Any]) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.cli import hdf5 as hdf5_cli
-    from syncd.daemon.runner import read_local_status
+    from syncd.daemon.health import read_local_status
     from syncd.engine.status import collect_status
 
     try:
@@ -416,7 +416,8 @@ def _daemon_target(settings: Settings) -> Iterator[Any]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.checkpoint.source_file import check as check_file
     from syncd.checkpoint.store import StateStore
-    from syncd.daemon.runner import Daemon, daemon_options, lower_priority
+    from syncd.daemon.options import daemon_options, lower_priority
+    from syncd.daemon.runner import Daemon
     from syncd.sinks.events import EventPublisher
 
     options = daemon_options(settings, args.capture)

@@ -12,31 +12,21 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
 
 from syncd.cli.output import print_json, say, table
 from syncd.config import Settings
 from syncd.errors import SyncdError
 
 
-def _live_daemon(state: Any) -> dict[str, Any] | None:
-    from syncd.checkpoint.store import utcnow
-
-    daemon = state.find_one({"_id": "daemon"}) or {}
-    beat = daemon.get("heartbeat_at")
-    fresh = beat is not None and (utcnow() - beat).total_seconds() \
-        < 3 * float(daemon.get("heartbeat_seconds", 5))
-    return daemon if daemon.get("running") and fresh else None
-
-
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.checkpoint.daemon_doc import live_daemon
     from syncd.checkpoint.resync import reconcile_result, request_reconcile
     from syncd.checkpoint.store import StateStore
     from syncd.connect.mongo import open_target
 
     with open_target(settings) as target:
         state = StateStore(target.db).state
-        daemon = _live_daemon(state)
+        daemon = live_daemon(state)
         if daemon is None:
             raise SyncdError(f"no syncd run is following into database {settings.database!r} "
                              "(no fresh heartbeat); without a daemon `syncd migrate` "

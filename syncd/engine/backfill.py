@@ -28,7 +28,8 @@ from pymongo.database import Database
 
 from legacy_adapters.base import Chunk, Schema, Source, TableInfo
 from legacy_adapters.values import RawText
-from syncd.checkpoint.store import STAGE_PREFIX, Lease, StateStore, utcnow
+from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
 from syncd.engine.quarantine import quarantine
 from syncd.engine.report import Report, TableReport

@@ -15,7 +15,8 @@ from pymongo.database import Database
 
 from legacy_adapters.base import Schema, Source, TableInfo
 from syncd.checkpoint import source_file
-from syncd.checkpoint.store import Lease, StateStore, utcnow
+from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
 from syncd.engine.backfill import Engine
 from syncd.engine.migration_files import Migration, build_model

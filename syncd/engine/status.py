@@ -6,7 +6,10 @@ from typing import Any
 
 from pymongo.database import Database
 
-from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
+from syncd.checkpoint.daemon_doc import daemon_status
+from syncd.checkpoint.lease import current_lease
+from syncd.checkpoint.positions import position_document
+from syncd.checkpoint.store import STAGE_PREFIX, StateStore
 
 
 def _position(value: Any) -> Any:
@@ -34,25 +37,14 @@ def collect_status(db: Database) -> dict[str, Any]:
                         "position": _position(t.get("position")), "rows": t.get("rows", 0),
                         "done": t.get("done", False)} for t in job.get("tables", [])],
         }
-    lease = store.state.find_one({"_id": "lease"})
-    if lease and lease.get("expires_at") and lease["expires_at"] < utcnow():
-        lease = None
+    lease = current_lease(store.state)
     # Runs recorded by earlier syncd versions carry the plan's kind in "kind".
     last = store.last_run("migrate", "rebuild", "reconcile", "resume")
     quarantine = [
         {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
         for q in store.quarantine.find().sort("at", -1).limit(5)]
-    daemon = store.state.find_one({"_id": "daemon"})
-    if daemon:
-        daemon.pop("_id", None)
-        age = (utcnow() - daemon["heartbeat_at"]).total_seconds()
-        daemon["heartbeat_age_seconds"] = round(age, 1)
-        if daemon.get("running") and age > 3 * float(daemon.get("heartbeat_seconds", 5)):
-            daemon["running"] = False  # no heartbeat: it died without a goodbye
-            daemon["note"] = "no heartbeat: not running (or cannot reach MongoDB)"
-    capture = store.state.find_one({"_id": "capture"}) or store.state.find_one({"_id": "scan"})
-    if capture:
-        capture.pop("_id", None)
+    daemon = daemon_status(store.state)
+    capture = position_document(store.state)
     return {
         "database": db.name,
         "version": meta.get("version"),

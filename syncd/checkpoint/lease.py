@@ -1,0 +1,127 @@
+"""The lease: a time-limited lock document (`_syncd_state` `lease`).
+
+Only one syncd migrates or follows a database at a time; a holder that died
+(killed, crashed) is recognised on its own host by its process token, elsewhere
+the lease simply expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from syncd.checkpoint.store import StateStore, utcnow
+from syncd.errors import MigrationError
+
+LEASE_ID = "lease"
+LEASE_SECONDS = 60.0
+
+
+def current_lease(state: Collection) -> dict[str, Any] | None:
+    """The lease document while it is held (not yet expired), for `syncd status`."""
+    lease = state.find_one({"_id": LEASE_ID})
+    if lease and lease.get("expires_at") and lease["expires_at"] < utcnow():
+        return None
+    return lease
+
+
+def process_token(pid: int) -> str | None:
+    """Boot id and start time of process `pid` (Linux): who it is, beyond its number."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+class Lease:
+    """A time-limited lock document: only one syncd migrates a database at a time."""
+
+    def __init__(self, store: StateStore, what: str = "migrate",
+                 seconds: float = LEASE_SECONDS) -> None:
+        self.collection = store.state
+        self.seconds = seconds
+        self.what = what
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self._renewed: dt.datetime | None = None
+        # Called at every renew (once per chunk of long work): the daemon uses it to
+        # note that it is alive and to stop long work when asked to.
+        self.on_renew: Callable[[], None] | None = None
+
+    def _dead_local_holder(self, held: dict[str, Any]) -> bool:
+        """The holder ran on this host and its process is gone (killed, crashed).
+
+        A pid alone is not enough: a container restarted in place has the same host
+        name and often the same pid. The process's start time (and the boot id) tell
+        the old holder from a new process that happens to have its pid.
+        """
+        pid = held.get("pid")
+        if held.get("host") != self.host or not isinstance(pid, int):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        token = held.get("process")
+        return bool(token) and token != process_token(pid)
+
+    def acquire(self) -> None:
+        now = utcnow()
+        claim = {"$set": {"owner": self.owner, "host": self.host, "pid": self.pid,
+                          "process": process_token(self.pid), "what": self.what,
+                          "acquired_at": now,
+                          "expires_at": now + dt.timedelta(seconds=self.seconds)}}
+        try:
+            self.collection.find_one_and_update(
+                {"_id": LEASE_ID, "$or": [{"expires_at": {"$lt": now}}, {"owner": self.owner}]},
+                claim, upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            held = self.collection.find_one({"_id": LEASE_ID}) or {}
+            if self._dead_local_holder(held) and self.collection.update_one(
+                    {"_id": LEASE_ID, "owner": held.get("owner")}, claim).matched_count:
+                self._renewed = now
+                return
+            raise MigrationError(
+                f"another syncd ({held.get('owner', '?')}) holds the {held.get('what', '?')} "
+                f"lease on this database until {held.get('expires_at', '?')} UTC; "
+                "wait for it to finish (a crashed holder's lease expires by itself)"
+            ) from None
+        self._renewed = now
+
+    def renew(self) -> None:
+        """Extend the lease; cheap to call often (writes at most every few seconds)."""
+        if self.on_renew is not None:
+            self.on_renew()
+        self.renew_idle()
+
+    def renew_idle(self) -> None:
+        """Extend the lease without the `on_renew` hook (a heartbeat while idle)."""
+        now = utcnow()
+        if self._renewed and (now - self._renewed).total_seconds() < self.seconds / 6:
+            return
+        result = self.collection.update_one(
+            {"_id": LEASE_ID, "owner": self.owner},
+            {"$set": {"expires_at": now + dt.timedelta(seconds=self.seconds)}},
+        )
+        if result.matched_count == 0:
+            raise MigrationError("lost the migration lease (it expired and another syncd took "
+                                 "it); stopping without writing further")
+        self._renewed = now
+
+    def release(self) -> None:
+        self.collection.delete_one({"_id": LEASE_ID, "owner": self.owner})

@@ -1,0 +1,96 @@
+"""The daemon's reconciles: periodic, on request, and whatever Resync holds.
+
+A reconcile compares a table with its documents chunk by chunk and fixes every
+difference; it catches what the change log cannot replay. New changes are still
+applied in between (Follower.follow_between), so a long reconcile does not hold
+up the sync. A table leaves Resync's pending set only once its reconcile is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pymongo.database import Database
+
+from legacy_adapters.sqlite import SQLiteSource
+from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.resync import Resync
+from syncd.checkpoint.store import StateStore
+from syncd.daemon.follow import Follower, Synced
+from syncd.daemon.health import Health
+from syncd.engine.backfill import Engine
+from syncd.progress import Progress
+from syncd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Runs reconciles for the loop's thread; others only ask (`request`)."""
+
+    def __init__(self, source: SQLiteSource, db: Database, sink: Sink, store: StateStore,
+                 lease: Lease, synced: Synced, follower: Follower, resync: Resync,
+                 health: Health, chunk_size: int, every: float, progress: Progress) -> None:
+        self.source, self.db, self.sink, self.store, self.lease = source, db, sink, store, lease
+        self.synced, self.follower, self.resync, self.health = synced, follower, resync, health
+        self.chunk_size, self.every, self.progress = chunk_size, every, progress
+        self.last = time.monotonic()  # when every table was last reconciled
+        self.requested = False  # SIGUSR1 or the periodic job: every table, at the next step
+        self._open_request: dict[str, Any] | None = None
+
+    def request(self) -> None:
+        """Reconcile every table at the next step (any thread, a signal handler too)."""
+        self.requested = True
+
+    def reconcile(self, tables: list[str]) -> dict[str, dict[str, int]]:
+        """Reconcile `tables` one by one; each leaves Resync's pending set when done."""
+        pairs, applier = self.synced.pairs, self.synced.applier
+        assert self.synced.model is not None and applier is not None
+        reports: dict[str, dict[str, int]] = {}
+        engine = Engine(self.source, self.db, self.sink, self.store, applier.params,
+                        self.chunk_size, self.progress, self.lease,
+                        between=self.follower.follow_between)
+        for table in tables:
+            if table not in self.synced.pairs:
+                continue
+            info, mapping = self.synced.pairs[table]
+            report = engine.reconcile_table(info, mapping, self.synced.model)
+            self.health.reconciled(table, report)
+            if report.written or report.deleted:
+                log.info("reconciled %s: %d written, %d deleted, %d unchanged", table,
+                         report.written, report.deleted, report.unchanged)
+            self.resync.done(table, wrote=bool(report.written or report.deleted))
+            reports[table] = {"written": report.written, "deleted": report.deleted,
+                              "unchanged": report.unchanged, "rows": report.rows}
+        if set(tables) >= set(pairs):
+            self.last = time.monotonic()
+        return reports
+
+    def when_due(self) -> None:
+        """The periodic (or requested) reconcile of every table, if it is time."""
+        due = time.monotonic() - self.last >= self.every
+        if due or self.requested:
+            self.requested = False
+            self.reconcile(list(self.synced.pairs))
+
+    def pending(self) -> None:
+        """Reconcile what Resync holds (left by a failure, a gap, a reset, a restart)."""
+        self.resync.forget([t for t in self.resync.pending if t not in self.synced.pairs])
+        if self.resync.pending:
+            self.reconcile(sorted(self.resync.pending))
+
+    def serve_request(self) -> None:
+        """A `syncd reconcile` handed over through MongoDB: do it, then answer."""
+        request = self._open_request or self.resync.take_request()
+        if request is None:
+            return
+        self._open_request = request  # kept until answered: a failure retries it
+        pairs = self.synced.pairs
+        wanted = list(request.get("tables") or pairs)
+        reports = self.reconcile([t for t in wanted if t in pairs])
+        reports.update({t: {"error": "not a synced table"} for t in wanted
+                        if t not in self.synced.pairs})
+        self.resync.finish_request(request, reports)
+        self._open_request = None
