@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from legacy_adapters.base import Chunk, TableInfo
-from legacy_adapters.sqlite import SQLiteSource
-from legacy_adapters.sqlite_capture import CONSUMER_REFRESH_SECONDS, Capture
+from legacy_adapters.base import Chunk, Source, TableInfo
+from legacy_adapters.changelog import ChangeLog
+from legacy_adapters.sqlite_capture import CONSUMER_REFRESH_SECONDS
 from syncd.checkpoint.positions import CapturePosition, consumer_id, save_scan_marks
 from syncd.checkpoint.resync import Resync
 from syncd.checkpoint.store import StateStore
@@ -85,10 +85,10 @@ class Follower:
     """Owns the position (`seq` applied, `saved_seq` saved; `hwm` in scan mode) and the
     rounds that move it. Only the loop's thread reads, writes and saves."""
 
-    def __init__(self, source: SQLiteSource, store: StateStore, options: dict[str, Any],
+    def __init__(self, source: Source, store: StateStore, options: dict[str, Any],
                  synced: Synced, resync: Resync, health: Health,
                  stop_event: threading.Event, wake: threading.Event,
-                 capture: Capture | None = None, pruner: Capture | None = None) -> None:
+                 capture: ChangeLog | None = None, pruner: ChangeLog | None = None) -> None:
         self.source, self.store, self.options = source, store, options
         self.synced, self.resync, self.health = synced, resync, health
         self.stop_event, self.wake = stop_event, wake

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from legacy_adapters.sqlite_capture import Capture
+from legacy_adapters.changelog import ChangeLog
 from syncd.checkpoint.daemon_doc import save_daemon_doc
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
@@ -95,7 +95,7 @@ class Health:
     def __init__(self, settings: Settings, store: StateStore, lease: Lease,
                  options: dict[str, Any], snapshot: Callable[[], Snapshot],
                  on_fatal: Callable[[BaseException], None],
-                 pending: Capture | None = None) -> None:
+                 pending: ChangeLog | None = None) -> None:
         self.settings, self.store, self.lease, self.options = settings, store, lease, options
         self.mode: str = options["capture"]
         self.snapshot, self.on_fatal = snapshot, on_fatal

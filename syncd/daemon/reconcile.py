@@ -14,7 +14,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.base import Source
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import Resync
 from syncd.checkpoint.store import StateStore
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Reconciler:
     """Runs reconciles for the loop's thread; others only ask (`request`)."""
 
-    def __init__(self, source: SQLiteSource, db: Database, sink: Sink, store: StateStore,
+    def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  lease: Lease, synced: Synced, follower: Follower, resync: Resync,
                  health: Health, chunk_size: int, every: float, progress: Progress) -> None:
         self.source, self.db, self.sink, self.store, self.lease = source, db, sink, store, lease

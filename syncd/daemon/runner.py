@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
 
-from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.base import Source
 from legacy_adapters.sqlite_capture import Capture
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import Resync
@@ -78,7 +78,7 @@ class Daemon:
     `synced` (what is synced now); tests may drive them one by one.
     """
 
-    def __init__(self, settings: Settings, source: SQLiteSource, db: Database,
+    def __init__(self, settings: Settings, source: Source, db: Database,
                  migrations: list[Migration], options: dict[str, Any],
                  publisher: EventPublisher, follower: Hdf5Follower | None = None,
                  progress: Progress | None = None) -> None:

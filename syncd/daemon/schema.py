@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.base import Source
 from syncd.checkpoint.resync import Resync
 from syncd.daemon.follow import Follower, Synced
 from syncd.daemon.health import Health
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class SchemaWatch:
     """Knows the schema version the synced tables were resolved at (`version`)."""
 
-    def __init__(self, source: SQLiteSource, synced: Synced, follower: Follower,
+    def __init__(self, source: Source, synced: Synced, follower: Follower,
                  resync: Resync, health: Health, reconciler: Reconciler) -> None:
         self.source, self.synced, self.follower = source, synced, follower
         self.resync, self.health, self.reconciler = resync, health, reconciler

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.base import Source
 from legacy_adapters.sqlite_capture import capturable
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.positions import CapturePosition
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class StartUp:
     """Runs once, on the loop's thread, before the daemon reports ready."""
 
-    def __init__(self, settings: Settings, source: SQLiteSource, store: StateStore,
+    def __init__(self, settings: Settings, source: Source, store: StateStore,
                  migrations: list[Migration], sink: Sink, publisher: EventPublisher,
                  lease: Lease, synced: Synced, follower: Follower, resync: Resync,
                  reconciler: Reconciler, schema: SchemaWatch, progress: Progress) -> None:
