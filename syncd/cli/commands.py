@@ -7,8 +7,18 @@ import json
 import sys
 
 from syncd import api
-from syncd.cli import render
 from syncd.cli.output import print_json, say
+from syncd.cli.render import (
+    print_capture_status,
+    print_daemon,
+    print_docs,
+    print_event,
+    print_history,
+    print_plan,
+    print_report,
+    print_status,
+    print_verify,
+)
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.progress import Progress
@@ -22,11 +32,11 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(done.plan.to_dict())
         else:
-            render.print_plan(done, settings)
+            print_plan(done, settings)
     elif args.json:
         print_json({"target": done.target, **done.report.to_dict()})
     else:
-        render.print_report(done, settings)
+        print_report(done, settings)
     return 0
 
 
@@ -35,7 +45,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        render.print_verify(report)
+        print_verify(report)
     return 0 if report.ok else 1
 
 
@@ -46,12 +56,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print_json(status)
         else:
             say(f"MongoDB: {status['error']}")
-            render.print_daemon(status["daemon"])
+            print_daemon(status["daemon"])
         return 1
     if args.json:
         print_json(status)
     else:
-        render.print_status(status, settings)
+        print_status(status, settings)
     return 0
 
 
@@ -61,7 +71,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(history)
         else:
-            render.print_history(history)
+            print_history(history)
         return 0
     if args.action == "best":
         found = api.experiments_best(settings, args.challenge, args.n, args.status or None)
@@ -78,7 +88,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(found.docs)
     else:
-        render.print_docs(found.docs, found.why_none)
+        print_docs(found.docs, found.why_none)
     return 0
 
 
@@ -102,7 +112,7 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(data)
         else:
-            render.print_capture_status(data)
+            print_capture_status(data)
     return 0
 
 
@@ -113,7 +123,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                 if args.json:
                     print_json({"id": entry_id, **event})
                 else:
-                    render.print_event(entry_id, event)
+                    print_event(entry_id, event)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass

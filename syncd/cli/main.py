@@ -17,8 +17,6 @@ from pathlib import Path
 from pymongo.errors import PyMongoError
 
 from syncd import __version__
-from syncd.cli import hdf5 as hdf5_cli
-from syncd.cli import reconcile as reconcile_cli
 from syncd.cli.commands import (
     cmd_capture,
     cmd_events,
@@ -29,6 +27,8 @@ from syncd.cli.commands import (
     cmd_status,
     cmd_verify,
 )
+from syncd.cli.hdf5 import add_commands as add_hdf5_commands
+from syncd.cli.reconcile import add_commands as add_reconcile_commands
 from syncd.config import add_arguments, load_settings
 from syncd.embedded import statedir
 from syncd.errors import FAILURES
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Read the target's state: migration version and changelog, collection counts, the "
             "last run, unfinished checkpoints and quarantined rows.")
 
-    hdf5_cli.add_commands(command, settings_parent, json_parent)  # warm, cache
+    add_hdf5_commands(command, settings_parent, json_parent)  # warm, cache
 
     p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
                 "Read the experiment model (migration 0002) as the legacy tracker did.",
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="remove them even while a syncd run follows the log (it "
                            "reinstalls them and reconciles every table)")
 
-    reconcile_cli.add_commands(command)
+    add_reconcile_commands(command)
 
     p = command("events", cmd_events, "tail the change events on Redis",
                 "Print the events `syncd run` publishes on the Redis stream syncd:events: "
