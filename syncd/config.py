@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -41,25 +41,10 @@ class Settings:
     timezone: str | None = None
     chunk_size: int = 5000
     mongo_timeout: float = 5.0
+    redis_timeout: float = 5.0
     config_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     explicit: set[str] = field(default_factory=set)
-
-    def describe(self) -> dict[str, Any]:
-        """Settings as printable values, URLs with passwords masked."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name in ("explicit", "extra"):
-                continue
-            value = getattr(self, f.name)
-            if f.name.endswith("_url"):
-                value = redact_url(value) if value else None
-            elif isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, list):
-                value = [str(v) for v in value]
-            out[f.name] = value
-        return out
 
 
 def _path(value: Any) -> Path:
@@ -163,6 +148,8 @@ OPTIONS: tuple[Option, ...] = (
            "rows per read transaction and per bulk write (default: 5000)", "N"),
     Option("mongo_timeout", "--mongo-timeout", _positive_float,
            "seconds to wait for MongoDB before giving up (default: 5)", "SECONDS"),
+    Option("redis_timeout", "--redis-timeout", _positive_float,
+           "seconds to wait for Redis before giving up (default: 5)", "SECONDS"),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 

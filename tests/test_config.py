@@ -118,6 +118,7 @@ def test_missing_config_file(tmp_path):
     ("--chunk-size", "0", "positive"),
     ("--chunk-size", "many", "--chunk-size"),
     ("--mongo-timeout", "-3", "--mongo-timeout"),
+    ("--redis-timeout", "0", "--redis-timeout"),
     ("--source-id", " ", "--source-id"),
     ("--redis-url", "http://cache", "--redis-url"),
 ])
@@ -163,8 +164,23 @@ def test_hdf5_dir_flag_is_accepted(good_db, target_args):
     assert result.code == 0, result
 
 
-def test_settings_describe_masks_passwords():
+def test_loaded_settings_mask_their_passwords_wherever_shown():
+    from syncd.redact import scrub
+
     settings = load_settings({"mongo_url": "mongodb://u:pw123@h/", "redis_url":
                               "redis://:pw456@h:6379/0"}, environ={})
-    shown = str(settings.describe())
+    shown = scrub(repr(settings))
     assert "pw123" not in shown and "pw456" not in shown
+
+
+def test_redis_timeout_is_its_own_setting_in_every_layer(tmp_path):
+    assert load_settings({}, environ={}).redis_timeout == 5.0
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text("redis_timeout = 7\nmongo_timeout = 3\n")
+    from_toml = load_settings({"config": str(cfg)}, environ={})
+    assert (from_toml.redis_timeout, from_toml.mongo_timeout) == (7.0, 3.0)
+    from_env = load_settings({"config": str(cfg)}, environ={"SYNCD_REDIS_TIMEOUT": "2.5"})
+    assert from_env.redis_timeout == 2.5
+    from_flag = load_settings({"config": str(cfg), "redis_timeout": "0.5"},
+                              environ={"SYNCD_REDIS_TIMEOUT": "2.5"})
+    assert from_flag.redis_timeout == 0.5

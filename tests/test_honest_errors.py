@@ -102,7 +102,7 @@ def test_an_unreachable_redis_url_is_a_config_error(tmp_path):
     from syncd.embedded import free_port
 
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
-    result = run_cli("events", "--redis-url", url, "--count", "1", "--mongo-timeout", "0.5")
+    result = run_cli("events", "--redis-url", url, "--count", "1", "--redis-timeout", "0.5")
     line = _one_line(result, "--redis-url redis://:***@127.0.0.1:")
     assert "s3cret" not in line
 

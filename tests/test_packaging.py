@@ -67,3 +67,13 @@ def test_cli_help_explains_every_command():
     for flag in ("--to", "--dry-run", "--sqlite", "--mongo-url", "SYNCD_MONGO_URL",
                  "--state-dir", "--source-id", "--config"):
         assert flag in migrate_help
+
+
+def test_readme_configuration_table_lists_every_setting():
+    from syncd.config import OPTIONS
+
+    text = (ROOT / "README.md").read_text()
+    for option in OPTIONS:
+        row = [line for line in text.splitlines() if line.startswith(f"| `{option.flag}")]
+        assert row, option.flag
+        assert f"`{option.env}`" in row[0] and f"`{option.key}`" in row[0], row[0]

@@ -1,81 +1,27 @@
 """The HDF5 cache commands (`syncd warm`, `syncd cache stats`) and their part of `syncd status`.
 
-Kept beside cli.py so that file stays a short list of commands; the work itself is
-in syncd.hdf5.follower and syncd.sinks.cache.
+Kept beside main.py so that file stays a short list of commands; the work itself is
+syncd.api.warm and syncd.api.cache_stats.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from syncd import api
 from syncd.cli.output import print_json, say, table
 from syncd.config import Settings
-from syncd.errors import SyncdError
-
-
-@contextlib.contextmanager
-def _redis(settings: Settings) -> Iterator[Any]:
-    from syncd.connect.redis import open_redis
-
-    with open_redis(settings) as target:
-        yield target
-
-
-@contextlib.contextmanager
-def running_redis(settings: Settings) -> Iterator[Any]:
-    """The configured Redis, or the embedded one if it is already running; never starts one."""
-    from syncd.connect.redis import connect_redis
-    from syncd.embedded import EmbeddedRedis
-
-    url = settings.redis_url or EmbeddedRedis(settings.state_dir).running_url()
-    if url is None:
-        yield None
-        return
-    # A status read: a Redis that hangs must not hang the command (bounded, no retries).
-    client = connect_redis(url, settings.mongo_timeout, retry=False,
-                           read_timeout=settings.mongo_timeout)
-    try:
-        yield client
-    finally:
-        client.close()
+from syncd.progress import Progress
 
 
 def _mb(n: float | None) -> str:
     return "?" if n is None else f"{n / 1e6:,.1f} MB"
 
 
-def _refuse_beside_a_daemon(db: Any) -> None:
-    """One indexer per database: a running `syncd run` with HDF5 dirs already warms."""
-    from syncd.checkpoint.daemon_doc import live_daemon
-    from syncd.checkpoint.store import StateStore
-
-    daemon = live_daemon(StateStore(db).state)
-    if daemon is not None and daemon.get("hdf5_dirs"):
-        raise SyncdError(f"syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) keeps "
-                         "the HDF5 caches warm for this database; `syncd warm` is not needed "
-                         "(see syncd status)")
-
-
 def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.connect.mongo import open_target
-    from syncd.hdf5.features import require_torch
-    from syncd.hdf5.follower import Hdf5Follower, load_hdf5_config
-    from syncd.progress import Progress
-
-    config = load_hdf5_config(settings)  # bad settings fail before any server starts
-    if config.features.extractors:
-        require_torch()
-    with open_target(settings) as target, _redis(settings) as rt, \
-            Progress(enabled=not args.json, verb="windows") as progress:
-        _refuse_beside_a_daemon(target.db)
-        follower = Hdf5Follower(settings, target.db, rt.client, progress=progress,
-                                config=config)
-        report = follower.warm()
-        where = rt.shown_url + (f" (embedded, data in {settings.state_dir / 'redis'}; saved "
-                                "and stopped when syncd exits)" if rt.embedded else "")
+    where, report = api.warm(settings, Progress(enabled=not args.json, verb="windows"))
     if args.json:
         print_json({"redis": where, **report.to_dict()})
         return 1 if report.redis_error or report.mongo_error else 0
@@ -107,17 +53,11 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.hdf5.follower import load_hdf5_config
-    from syncd.sinks.cache import WindowCache
-
-    config = load_hdf5_config(settings, require_dirs=False)
-    with _redis(settings) as rt:
-        stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
-        stats["redis"] = rt.shown_url
+    stats, prefix = api.cache_stats(settings)
     if args.json:
         print_json(stats)
         return 0
-    say(f"redis: {stats['redis']}; prefix {config.prefix!r}")
+    say(f"redis: {stats['redis']}; prefix {prefix!r}")
     coverage = "-" if stats["coverage"] is None else f"{stats['coverage']:.0%}"
     say(f"{stats['files']} file(s); {stats['windows_cached']:,}/{stats['windows_total']:,} "
         f"windows cached ({coverage})")
@@ -137,17 +77,8 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def status_section(db: Any, settings: Settings) -> dict[str, Any] | None:
-    """The HDF5 part of `syncd status` (None when no HDF5 file was ever indexed)."""
-    from syncd.hdf5.follower import HDF5_FILES, hdf5_status
-
-    if HDF5_FILES not in db.list_collection_names():
-        return None
-    with running_redis(settings) as client:
-        return hdf5_status(db, client)
-
-
 def print_status_section(status: dict[str, Any]) -> None:
+    """The HDF5 files and the cache, as a part of `syncd status`."""
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items())) or "none"
     coverage = "-" if status["coverage"] is None else f"{status['coverage']:.0%}"
     mem = status["memory"]

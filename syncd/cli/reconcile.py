@@ -3,45 +3,29 @@
 `syncd migrate` is refused while `syncd run` holds the lease, yet some legacy
 changes fire no trigger (a VACUUM renumbering rowids, INSERT OR REPLACE removing
 rows through another UNIQUE constraint) and would otherwise wait for the hourly
-reconcile. The request goes through MongoDB (syncd.checkpoint.resync), so it works wherever
-the daemon runs; the daemon answers with what it wrote.
+reconcile. The request goes through MongoDB (syncd.api.reconcile, syncd.checkpoint.resync), so
+it works wherever the daemon runs; the daemon answers with what it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+from typing import Any
 
+from syncd import api
 from syncd.cli.output import print_json, say, table
 from syncd.config import Settings
-from syncd.errors import SyncdError
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.checkpoint.daemon_doc import live_daemon
-    from syncd.checkpoint.resync import reconcile_result, request_reconcile
-    from syncd.checkpoint.store import StateStore
-    from syncd.connect.mongo import open_target
+    what = ", ".join(args.tables) if args.tables else "every table"
 
-    with open_target(settings) as target:
-        state = StateStore(target.db).state
-        daemon = live_daemon(state)
-        if daemon is None:
-            raise SyncdError(f"no syncd run is following into database {settings.database!r} "
-                             "(no fresh heartbeat); without a daemon `syncd migrate` "
-                             "reconciles every table")
-        request = request_reconcile(state, list(args.tables))
-        what = ", ".join(args.tables) if args.tables else "every table"
+    def asked(daemon: dict[str, Any]) -> None:
         say(f"asked syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) to reconcile "
             f"{what}; waiting up to {args.timeout:g} s")
-        deadline = time.monotonic() + args.timeout
-        while (result := reconcile_result(state, request)) is None:
-            if time.monotonic() > deadline:
-                raise SyncdError(f"the reconcile of {what} has not finished within "
-                                 f"{args.timeout:g} s; the daemon goes on with it "
-                                 "(see syncd status)")
-            time.sleep(0.25)
+
+    result = api.reconcile(settings, args.tables, args.timeout, asked=asked)
     if args.json:
         print_json(result)
     else:

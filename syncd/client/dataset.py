@@ -152,10 +152,12 @@ class CachedWindowDataset(Dataset):
 
     @staticmethod
     def _embedded_url(state_dir: str | Path | None) -> str | None:
-        from syncd.connect.redis import embedded_redis_url
+        """The configured Redis, else the embedded one running for `state_dir` (settings
+        as syncd reads them: TOML < SYNCD_* environment < this argument)."""
+        from syncd.config import load_settings
+        from syncd.connect.redis import running_redis_url
 
-        state = state_dir or os.environ.get("SYNCD_STATE_DIR") or ".syncd"
-        return embedded_redis_url(Path(state))
+        return running_redis_url(load_settings({"state_dir": state_dir} if state_dir else {}))
 
     def _spec(self, path: Path) -> _FileSpec:
         with open_h5(path) as f:

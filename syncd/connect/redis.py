@@ -1,11 +1,18 @@
-"""The Redis target: a configured URL, or the embedded redis-server when none is set."""
+"""The Redis target: a configured URL, or the embedded redis-server when none is set.
+
+The only place that decides between `--redis-url` and the embedded server. Each
+caller picks one policy by name: start the embedded server if needed
+(`open_redis`), use one only if it already runs (`running_redis_url`,
+`running_redis`, `tail_redis`), or tolerate an absent or unreachable Redis
+(`daemon_redis`). Every wait is bounded by `settings.redis_timeout`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
@@ -16,6 +23,8 @@ from syncd.embedded import configured_or_embedded
 from syncd.embedded.redis import EmbeddedRedis
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
+
+log = logging.getLogger("syncd")
 
 
 @dataclass
@@ -46,12 +55,13 @@ def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
                                 socket_read_size=READ_SIZE, **extra)
 
 
-def embedded_redis_url(state_dir: Path) -> str | None:
-    """The URL of the embedded Redis a syncd process is running for `state_dir`, if any.
+def running_redis_url(settings: Settings) -> str | None:
+    """The configured Redis, else the embedded one a syncd process runs for the state dir.
 
-    A training script uses this to find the cache that `syncd run` keeps warm.
+    Never starts a server: a training script uses this to find the cache that
+    `syncd run` keeps warm, and a status read must not create one.
     """
-    return EmbeddedRedis(state_dir).running_url()
+    return settings.redis_url or EmbeddedRedis(settings.state_dir).running_url()
 
 
 @contextlib.contextmanager
@@ -60,7 +70,7 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
     with configured_or_embedded(settings.redis_url,
                                 lambda: EmbeddedRedis(settings.state_dir)) as (url, embedded):
         shown = redact_url(url)
-        client = connect_redis(url, settings.mongo_timeout)
+        client = connect_redis(url, settings.redis_timeout)
         try:
             try:
                 client.ping()
@@ -70,7 +80,93 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
             except redis.RedisError as exc:
                 detail = scrub(str(exc))[:200]
                 raise ConfigError(f"--redis-url {shown}: not reachable within "
-                                  f"{settings.mongo_timeout:g} s ({detail})") from None
+                                  f"{settings.redis_timeout:g} s ({detail})") from None
             yield RedisTarget(client, url, shown, embedded)
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def running_redis(settings: Settings) -> Iterator[redis.Redis | None]:
+    """A client of `running_redis_url`, or None; for status reads.
+
+    A Redis that hangs must not hang the read: bounded, no retries.
+    """
+    url = running_redis_url(settings)
+    if url is None:
+        yield None
+        return
+    client = connect_redis(url, settings.redis_timeout, retry=False,
+                           read_timeout=settings.redis_timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def tail_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """The Redis `syncd run` publishes to (configured, or its running embedded one), pinged.
+
+    None running, unreachable or refusing is a configuration error naming --redis-url.
+    """
+    url = running_redis_url(settings)
+    if url is None:
+        raise ConfigError("--redis-url is not set and no embedded Redis is running for "
+                          f"--state-dir {settings.state_dir}: start syncd run, or name the "
+                          "Redis it publishes to")
+    client = connect_redis(url, settings.redis_timeout)
+    with contextlib.closing(client):
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            what = "refused syncd" if isinstance(exc, (redis.AuthenticationError,
+                                                       redis.ResponseError)) \
+                else f"not reachable within {settings.redis_timeout:g} s"
+            raise ConfigError(f"--redis-url {redact_url(url)}: {what} "
+                              f"({scrub(str(exc))[:200]})") from None
+        yield client
+
+
+@contextlib.contextmanager
+def daemon_redis(settings: Settings,
+                 needed: bool) -> Iterator[tuple[redis.Redis | None, redis.Redis | None]]:
+    """Redis for `syncd run`: (cache client, events client), or (None, None).
+
+    Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
+    goes on, events wait in a buffer and the cache is warmed once Redis is back. A
+    refused password is a configuration error. The events client has short timeouts
+    and no retries: a Redis that hangs must not hold anything up.
+    """
+    embedded = None
+    if settings.redis_url:
+        url = settings.redis_url
+    else:
+        embedded = EmbeddedRedis(settings.state_dir)
+        try:
+            url = embedded.start()
+        except ConfigError as exc:
+            if needed:
+                raise
+            log.warning("no --redis-url and no embedded Redis (%s): events are not published",
+                        exc)
+            yield None, None
+            return
+    client = connect_redis(url, settings.redis_timeout)
+    events = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                  retry=Retry(NoBackoff(), 0))
+    try:
+        try:
+            events.ping()
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            raise ConfigError(f"--redis-url {redact_url(url)}: the server refused syncd "
+                              f"({scrub(str(exc))})") from None
+        except redis.RedisError as exc:
+            log.warning("Redis %s is unreachable (%s): the MongoDB sync goes on; events wait "
+                        "and the cache is warmed when it is back", redact_url(url), exc)
+        yield client, events
+    finally:
+        client.close()
+        events.close()
+        if embedded is not None:
+            embedded.stop()

@@ -1,0 +1,29 @@
+"""The library under the `syncd` command: one plain function per command.
+
+Each function takes the resolved `Settings` (syncd.config.load_settings: TOML, then
+SYNCD_* environment, then flags) and plain arguments, does the work and returns
+data (reports, dicts, dataclasses); it never prints. The CLI (syncd.cli) only
+parses, calls these and renders; tests and new code call them directly. Errors are
+those of syncd.errors: a ConfigError is a usage or configuration problem (exit 2 in
+the CLI), a SyncdError a failed command (exit 1).
+"""
+
+from syncd.api.events import events
+from syncd.api.experiments import (
+    Experiments,
+    experiments_best,
+    experiments_compare,
+    experiments_history,
+    experiments_search,
+)
+from syncd.api.hdf5 import cache_stats, warm
+from syncd.api.legacy import capture_install, capture_status, capture_uninstall, sample
+from syncd.api.run import run
+from syncd.api.sync import Migration, migrate, reconcile, status, verify
+
+__all__ = [
+    "Experiments", "Migration", "cache_stats", "capture_install", "capture_status",
+    "capture_uninstall", "events", "experiments_best", "experiments_compare",
+    "experiments_history", "experiments_search", "migrate", "reconcile", "run", "sample",
+    "status", "verify", "warm",
+]

@@ -1,0 +1,68 @@
+"""The HDF5 cache: index and warm once (`warm`), Redis' view of it, its part of `status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.checkpoint.daemon_doc import live_daemon
+from syncd.config import Settings
+from syncd.connect.mongo import open_target
+from syncd.connect.redis import open_redis, running_redis
+from syncd.errors import SyncdError
+from syncd.progress import Progress
+
+
+def _refuse_beside_a_daemon(db: Any) -> None:
+    """One indexer per database: a running `syncd run` with HDF5 dirs already warms."""
+    from syncd.checkpoint.store import StateStore
+
+    daemon = live_daemon(StateStore(db).state)
+    if daemon is not None and daemon.get("hdf5_dirs"):
+        raise SyncdError(f"syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) keeps "
+                         "the HDF5 caches warm for this database; `syncd warm` is not needed "
+                         "(see syncd status)")
+
+
+def warm(settings: Settings, progress: Progress | None = None) -> tuple[str, Any]:
+    """Index the HDF5 caches into MongoDB and warm Redis once: (where Redis is, report).
+
+    The report's `redis_error` / `mongo_error` say whether the pass failed.
+    """
+    from syncd.hdf5.features import require_torch
+    from syncd.hdf5.follower import Hdf5Follower, load_hdf5_config
+
+    config = load_hdf5_config(settings)  # bad settings fail before any server starts
+    if config.features.extractors:
+        require_torch()
+    with open_target(settings) as target, open_redis(settings) as rt, \
+            (progress or Progress(enabled=False, verb="windows")) as shown_progress:
+        _refuse_beside_a_daemon(target.db)
+        follower = Hdf5Follower(settings, target.db, rt.client, progress=shown_progress,
+                                config=config)
+        report = follower.warm()
+        where = rt.shown_url + (f" (embedded, data in {settings.state_dir / 'redis'}; saved "
+                                "and stopped when syncd exits)" if rt.embedded else "")
+    return where, report
+
+
+def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
+    """Coverage per file, Redis memory and hit counters: (stats, the cache's key prefix)."""
+    from syncd.hdf5.follower import load_hdf5_config
+    from syncd.sinks.cache import WindowCache
+
+    config = load_hdf5_config(settings, require_dirs=False)
+    with open_redis(settings) as rt:
+        stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
+        stats["redis"] = rt.shown_url
+    return stats, config.prefix
+
+
+def hdf5_status(db: Any, settings: Settings) -> dict[str, Any] | None:
+    """The HDF5 part of `status` (None when no HDF5 file was ever indexed)."""
+    from syncd.hdf5.follower import HDF5_FILES
+    from syncd.hdf5.follower import hdf5_status as collect
+
+    if HDF5_FILES not in db.list_collection_names():
+        return None
+    with running_redis(settings) as client:
+        return collect(db, client)

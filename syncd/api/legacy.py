@@ -1,0 +1,93 @@
+"""Commands on the legacy file itself: the change-capture triggers, and the sample writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from syncd.api.shared import migration_files
+from syncd.config import Settings, require_sqlite
+from syncd.errors import ConfigError, SyncdError
+
+
+def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
+    """The legacy file and the tables the latest migration syncs (those triggers watch)."""
+    from legacy_adapters.sqlite import SQLiteSource
+    from syncd.engine.migration_files import build_model
+
+    source = SQLiteSource(require_sqlite(settings))
+    migrations = migration_files(settings)
+    model = build_model(migrations, len(migrations))
+    infos = [info for info, _ in model.resolve(source.schema())]
+    source.close()
+    return source.path, infos
+
+
+def capture_install(settings: Settings) -> tuple[Path, list[str]]:
+    """Add the triggers and the change log: (the file, the tables newly given triggers)."""
+    from legacy_adapters.sqlite_capture import Capture
+
+    path, infos = _capture_tables(settings)
+    capture = Capture(path)
+    try:
+        return path, list(capture.install(infos))
+    finally:
+        capture.close()
+
+
+def capture_uninstall(settings: Settings, force: bool = False) -> tuple[Path, int]:
+    """Drop the triggers and the change log: (the file, how many triggers were removed).
+
+    Refused while a `syncd run` follows the log, unless `force`.
+    """
+    from legacy_adapters.sqlite_capture import Capture
+
+    path, _ = _capture_tables(settings)
+    capture = Capture(path)
+    try:
+        live = capture.live_consumers()
+        if live and not force:
+            raise SyncdError(
+                f"syncd run is following this change log ({live[0].label}, "
+                f"{live[0].seen_seconds_ago:.0f} s ago); stop it first, or it reinstalls "
+                "the triggers and reconciles (--force removes them anyway)")
+        return path, capture.uninstall()
+    finally:
+        capture.close()
+
+
+def capture_status(settings: Settings) -> dict[str, Any]:
+    """Which synced tables have triggers, the log's size and its consumers."""
+    from legacy_adapters.sqlite_capture import Capture, capturable, trigger_names
+
+    path, infos = _capture_tables(settings)
+    capture = Capture(path)
+    try:
+        have = capture.triggers()
+        tables = {i.name: "yes" if all(n in have for n in trigger_names(i).values())
+                  else ("no (too many key columns)" if not capturable(i) else "no")
+                  for i in infos}
+        return {"database": str(path), "log": capture.log_exists(),
+                "install_id": capture.install_id(),
+                "last_seq": capture.last_seq() if capture.log_exists() else None,
+                "logged": (sum(n for n, _ in capture.pending(0).values())
+                           if capture.log_exists() else 0),
+                "tables": tables,
+                "consumers": [vars(c) for c in capture.consumers()]}
+    finally:
+        capture.close()
+
+
+def sample(path: Path, rows: int | None = None, seed: int = 2025,
+           force: bool = False) -> dict[str, int]:
+    """Write an EEG2025-shaped legacy metadata.db at `path`: its row counts per table.
+
+    An existing file is refused (it may be a real metadata.db) unless `force`.
+    """
+    from syncd.sample import SampleExists, make_eeg2025
+
+    try:
+        return make_eeg2025(path, rows=rows, seed=seed, force=force)
+    except SampleExists:
+        raise ConfigError(f"sample {path}: the file exists (it may be a real metadata.db); "
+                          "choose a new path, or pass --force to replace it") from None

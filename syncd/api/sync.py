@@ -1,0 +1,122 @@
+"""migrate, verify, status and reconcile: the commands on the MongoDB target's state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.api.shared import migration_files, open_source, where
+from syncd.checkpoint.daemon_doc import live_daemon
+from syncd.config import Settings
+from syncd.connect.mongo import open_target
+from syncd.errors import ConfigError, SyncdError
+from syncd.progress import Progress
+
+log = logging.getLogger("syncd")
+
+
+# -- migrate, verify, status ------------------------------------------------------------
+
+
+@dataclass
+class Migration:
+    """What `migrate` did (`report`) or, on a dry run, would do (`plan` only), and where."""
+
+    plan: Any
+    report: Any | None
+    target: str
+    embedded: bool
+
+
+def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
+            adopt_file: bool = False, progress: Progress | None = None) -> Migration:
+    """Bring the target to migration version `to` (default: the latest), resumably."""
+    from syncd.checkpoint.source_file import check as check_file
+    from syncd.engine.migrator import Migrator
+    from syncd.sinks.mongo import MongoSink
+
+    progress = progress or Progress(enabled=False)
+    migrations = migration_files(settings)
+    with open_source(settings) as source, open_target(settings) as target:
+        shown = where(settings, target)
+        migrator = Migrator(settings, source, target.db, migrations, progress)
+        check_file(migrator.store, settings, adopt=adopt_file)
+        plan = migrator.plan(to)
+        if dry_run:
+            return Migration(plan, None, shown, target.embedded)
+        log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite, shown,
+                 plan.current, plan.target, plan.kind)
+        check_file(migrator.store, settings, record=True, adopt=adopt_file)
+        with progress:
+            report = migrator.run(plan, MongoSink(target.db))
+        return Migration(plan, report, shown, target.embedded)
+
+
+def verify(settings: Settings, progress: Progress | None = None) -> Any:
+    """Compare every legacy row's projection with its document; the report says if ok."""
+    from syncd.checkpoint.source_file import check as check_file
+    from syncd.checkpoint.store import StateStore
+    from syncd.engine.verify import verify as verify_target
+
+    migrations = migration_files(settings)
+    with open_source(settings) as source, open_target(settings) as target, \
+            (progress or Progress(enabled=False)) as shown_progress:
+        check_file(StateStore(target.db), settings, verb="verify")
+        return verify_target(target.db, source, migrations, settings.chunk_size,
+                             shown_progress)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """The target's state (what `syncd status --json` prints).
+
+    With MongoDB unreachable and a local daemon status file beside the state, the
+    answer is `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
+    """
+    from syncd.api.hdf5 import hdf5_status
+    from syncd.daemon.health import read_local_status
+    from syncd.engine.status import collect_status
+
+    try:
+        with open_target(settings) as target:
+            found = collect_status(target.db)
+            found["target"] = where(settings, target)
+            found["hdf5"] = hdf5_status(target.db, settings)
+    except ConfigError as exc:
+        local = read_local_status(settings.state_dir / "daemon.json")
+        if local is None or "not reachable" not in str(exc):
+            raise
+        return {"error": str(exc), "daemon": local}
+    return found
+
+
+def reconcile(settings: Settings, tables: Sequence[str] = (), timeout: float = 3600.0,
+              asked: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Have the running `syncd run` reconcile `tables` (default all) now; its answer.
+
+    `asked(daemon)` is called once the request is made, before the wait.
+    """
+    from syncd.checkpoint.resync import reconcile_result, request_reconcile
+    from syncd.checkpoint.store import StateStore
+
+    with open_target(settings) as target:
+        state = StateStore(target.db).state
+        daemon = live_daemon(state)
+        if daemon is None:
+            raise SyncdError(f"no syncd run is following into database {settings.database!r} "
+                             "(no fresh heartbeat); without a daemon `syncd migrate` "
+                             "reconciles every table")
+        request = request_reconcile(state, list(tables))
+        if asked is not None:
+            asked(daemon)
+        what = ", ".join(tables) if tables else "every table"
+        deadline = time.monotonic() + timeout
+        while (result := reconcile_result(state, request)) is None:
+            if time.monotonic() > deadline:
+                raise SyncdError(f"the reconcile of {what} has not finished within "
+                                 f"{timeout:g} s; the daemon goes on with it "
+                                 "(see syncd status)")
+            time.sleep(0.25)
+    return dict(result)

@@ -1,0 +1,140 @@
+"""The `syncd` commands: each parses its arguments, calls syncd.api and renders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from syncd import api
+from syncd.cli.output import print_json, say
+from syncd.cli.render import (
+    print_capture_status,
+    print_daemon,
+    print_docs,
+    print_event,
+    print_history,
+    print_plan,
+    print_report,
+    print_status,
+    print_verify,
+)
+from syncd.config import Settings
+from syncd.errors import ConfigError
+from syncd.progress import Progress
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    progress = Progress(enabled=not args.json and not args.dry_run)
+    done = api.migrate(settings, args.to, dry_run=args.dry_run, adopt_file=args.adopt_file,
+                       progress=progress)
+    if done.report is None:
+        if args.json:
+            print_json(done.plan.to_dict())
+        else:
+            print_plan(done, settings)
+    elif args.json:
+        print_json({"target": done.target, **done.report.to_dict()})
+    else:
+        print_report(done, settings)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    report = api.verify(settings, Progress(enabled=not args.json))
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print_verify(report)
+    return 0 if report.ok else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    status = api.status(settings)
+    if "error" in status:  # MongoDB is down: what the daemon last wrote beside its state
+        if args.json:
+            print_json(status)
+        else:
+            say(f"MongoDB: {status['error']}")
+            print_daemon(status["daemon"])
+        return 1
+    if args.json:
+        print_json(status)
+    else:
+        print_status(status, settings)
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "history":
+        history = api.experiments_history(settings, args.ref)
+        if args.json:
+            print_json(history)
+        else:
+            print_history(history)
+        return 0
+    if args.action == "best":
+        found = api.experiments_best(settings, args.challenge, args.n, args.status or None)
+    elif args.action == "compare":
+        found = api.Experiments(api.experiments_compare(settings, args.refs))
+    else:
+        try:
+            query = json.loads(args.filter)
+        except ValueError as exc:
+            raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
+        if not isinstance(query, dict):
+            raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
+        found = api.experiments_search(settings, query, limit=args.limit)
+    if args.json:
+        print_json(found.docs)
+    else:
+        print_docs(found.docs, found.why_none)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    return api.run(settings, args.capture, adopt_file=args.adopt_file)
+
+
+def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
+    from legacy_adapters.sqlite_capture import LOG_TABLE
+
+    if args.action == "install":
+        path, done = api.capture_install(settings)
+        say(f"triggers installed on {len(done)} table(s) of {path}: {', '.join(done)}"
+            if done else f"triggers already installed on every synced table of {path}")
+        say(f"changes are logged in {LOG_TABLE}; `syncd capture uninstall` removes it all")
+    elif args.action == "uninstall":
+        path, count = api.capture_uninstall(settings, force=args.force)
+        say(f"removed {count} trigger(s) and the change log from {path}")
+    else:
+        data = api.capture_status(settings)
+        if args.json:
+            print_json(data)
+        else:
+            print_capture_status(data)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    with api.events(settings, start=args.start, count=args.count) as events:
+        try:
+            for entry_id, event in events:
+                if args.json:
+                    print_json({"id": entry_id, **event})
+                else:
+                    print_event(entry_id, event)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if events.skipped:  # entries other programs put on the stream
+                sys.stderr.write(f"skipped {events.skipped} stream entries that are not "
+                                 "syncd events\n")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    counts = api.sample(args.path, rows=args.rows, seed=args.seed, force=args.force)
+    say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
