@@ -37,14 +37,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import redis
 
-from legacy_adapters.hdf5 import (
-    DEFAULT_LAYOUTS,
-    FileSig,
-    Layout,
-    find_layout,
-    open_h5,
-    read_windows,
-)
+from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, FileSig, Layout, find_layout, open_h5
+from legacy_adapters.hdf5_slabs import read_windows
 from syncd.client.mget import BAD, HIT, DirectMget, MgetError, byte_view
 from syncd.sinks.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode_sealed
 from syncd.sinks.checksum import FORMAT

@@ -38,15 +38,11 @@ from legacy_adapters.hdf5 import (
     DEFAULT_PATTERNS,
     BadFile,
     FileBusy,
-    FileInfo,
     FileSig,
     Layout,
-    SlabReader,
-    inspect,
-    list_files,
-    matches,
-    wait_stable,
 )
+from legacy_adapters.hdf5_index import FileInfo, inspect, list_files, matches, wait_stable
+from legacy_adapters.hdf5_slabs import SlabReader
 from syncd.checkpoint.store import STATE, utcnow
 from syncd.config import Settings, section
 from syncd.errors import ConfigError
