@@ -1,7 +1,7 @@
 """The HDF5 cache commands (`syncd warm`, `syncd cache stats`) and their part of `syncd status`.
 
 Kept beside cli.py so that file stays a short list of commands; the work itself is
-in syncd.hdf5.follower and syncd.sinks.cache.
+in syncd.hdf5 and syncd.client.cache.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def _refuse_beside_a_daemon(db: Any) -> None:
 def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.connect.mongo import open_target
     from syncd.hdf5.features import require_torch
-    from syncd.hdf5.follower import Hdf5Follower, load_hdf5_config
+    from syncd.hdf5.follower import Hdf5Follower
+    from syncd.hdf5.options import load_hdf5_config
     from syncd.progress import Progress
 
     config = load_hdf5_config(settings)  # bad settings fail before any server starts
@@ -108,8 +109,8 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.hdf5.follower import load_hdf5_config
-    from syncd.sinks.cache import WindowCache
+    from syncd.client.cache import WindowCache
+    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings, require_dirs=False)
     with _redis(settings) as rt:
@@ -140,7 +141,8 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
 
 def status_section(db: Any, settings: Settings) -> dict[str, Any] | None:
     """The HDF5 part of `syncd status` (None when no HDF5 file was ever indexed)."""
-    from syncd.hdf5.follower import HDF5_FILES, hdf5_status
+    from syncd.hdf5.files import HDF5_FILES
+    from syncd.hdf5.status import hdf5_status
 
     if HDF5_FILES not in db.list_collection_names():
         return None
