@@ -13,7 +13,7 @@ from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, DEFAULT_PATTERNS, Layout
 from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.hdf5.features import FeatureConfig, load_feature_config
-from syncd.sinks.cache import MAX_VALUE_BYTES
+from syncd.sinks.cache import DEFAULT_PREFIX, MAX_VALUE_BYTES
 
 HDF5_DEFAULTS: dict[str, Any] = {
     "layouts": [list(pair) for pair in DEFAULT_LAYOUTS],
@@ -26,7 +26,7 @@ HDF5_DEFAULTS: dict[str, Any] = {
 }
 CACHE_DEFAULTS: dict[str, Any] = {
     "max_bytes": 1 << 30,
-    "prefix": "syncd",
+    "prefix": DEFAULT_PREFIX,
     "warm_first": [],
     "max_value_mb": MAX_VALUE_BYTES >> 20,
 }
