@@ -36,7 +36,8 @@ from syncd.config import Settings  # noqa: E402
 from syncd.connect.mongo import open_target  # noqa: E402
 from syncd.connect.redis import connect_redis  # noqa: E402
 from syncd.embedded import EmbeddedRedis  # noqa: E402
-from syncd.hdf5.follower import HDF5_FILES, Hdf5Follower  # noqa: E402
+from syncd.hdf5.files import HDF5_FILES  # noqa: E402
+from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 
 CHANNELS, TIMES = 129, 200  # the EEG2025 windows: 129 channels x 2 s at 100 Hz
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from syncd.sinks.cache import WindowCache
+from syncd.client.cache import WindowCache
 from syncd.sinks.events import STREAM
 from tests.conftest import run_cli
 from tests.hdf5_support import own_redis  # noqa: F401

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import redis
 
+from syncd.client.cache import CacheError, FileMeta, WindowCache, check_dtype, decode
 from syncd.embedded import EmbeddedRedis
-from syncd.sinks.cache import CacheError, FileMeta, WindowCache, check_dtype, decode
 from tests.conftest import run_cli
 from tests.hdf5_support import write_h5
 

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader  # noqa: E402
 
+from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
-from syncd.sinks.cache import WindowCache  # noqa: E402
 from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from syncd.client.cache import WindowCache
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.hdf5.features import compute, extractors_for, load_feature_config
 from syncd.hdf5.follower import Hdf5Follower
-from syncd.sinks.cache import WindowCache
 from tests.hdf5_support import h5_windows, make_settings, write_h5
 
 pytest.importorskip("torch")  # the extractors compute with torch

@@ -13,9 +13,9 @@ import redis
 
 torch = pytest.importorskip("torch")
 
+from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
-from syncd.sinks.cache import WindowCache  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
 from tests.test_hdf5_cli import config_file  # noqa: E402

@@ -13,8 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from syncd.hdf5.follower import HDF5_FILES, Hdf5Follower, hdf5_status
-from syncd.sinks.cache import WindowCache
+from syncd.client.cache import WindowCache
+from syncd.hdf5.files import HDF5_FILES
+from syncd.hdf5.follower import Hdf5Follower
+from syncd.hdf5.status import hdf5_status
 from tests.hdf5_support import make_settings, write_h5
 
 

@@ -166,7 +166,7 @@ def test_only_the_state_and_legacy_data_directories_are_writable(unit):
 def test_example_config_holds_only_known_keys_and_placeholder_passwords(tmp_path):
     """Every key of the example, commented-out ones included, is one syncd accepts."""
     from syncd.hdf5.features import FEATURES_DEFAULTS
-    from syncd.hdf5.follower import CACHE_DEFAULTS
+    from syncd.hdf5.options import CACHE_DEFAULTS
 
     text = EXAMPLE.read_text()
     uncommented = re.sub(r"(?m)^# (\[\w+\]|\w+ = .*)$", r"\1", text)

@@ -29,7 +29,8 @@ def warm(settings: Settings, progress: Progress | None = None) -> tuple[str, Any
     The report's `redis_error` / `mongo_error` say whether the pass failed.
     """
     from syncd.hdf5.features import require_torch
-    from syncd.hdf5.follower import Hdf5Follower, load_hdf5_config
+    from syncd.hdf5.follower import Hdf5Follower
+    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings)  # bad settings fail before any server starts
     if config.features.extractors:
@@ -47,8 +48,8 @@ def warm(settings: Settings, progress: Progress | None = None) -> tuple[str, Any
 
 def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
     """Coverage per file, Redis memory and hit counters: (stats, the cache's key prefix)."""
-    from syncd.hdf5.follower import load_hdf5_config
-    from syncd.sinks.cache import WindowCache
+    from syncd.client.cache import WindowCache
+    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings, require_dirs=False)
     with open_redis(settings) as rt:
@@ -59,8 +60,8 @@ def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
 
 def hdf5_status(db: Any, settings: Settings) -> dict[str, Any] | None:
     """The HDF5 part of `status` (None when no HDF5 file was ever indexed)."""
-    from syncd.hdf5.follower import HDF5_FILES
-    from syncd.hdf5.follower import hdf5_status as collect
+    from syncd.hdf5.files import HDF5_FILES
+    from syncd.hdf5.status import hdf5_status as collect
 
     if HDF5_FILES not in db.list_collection_names():
         return None

@@ -37,16 +37,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import redis
 
-from legacy_adapters.hdf5 import (
-    DEFAULT_LAYOUTS,
-    FileSig,
-    Layout,
-    find_layout,
-    open_h5,
-    read_windows,
+from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, FileSig, Layout, find_layout, open_h5
+from legacy_adapters.hdf5_slabs import read_windows
+from syncd.client.cache import (
+    DEFAULT_PREFIX,
+    CacheError,
+    FileMeta,
+    Keys,
+    check_dtype,
+    decode_sealed,
+    read_file_meta,
 )
 from syncd.client.mget import BAD, HIT, DirectMget, MgetError, byte_view
-from syncd.sinks.cache import DEFAULT_PREFIX, CacheError, FileMeta, Keys, check_dtype, decode_sealed
+from syncd.hdf5.files import paths_matching
 from syncd.sinks.checksum import FORMAT
 
 log = logging.getLogger(__name__)
@@ -132,9 +135,7 @@ class CachedWindowDataset(Dataset):
         if query is not None:
             if db is None:
                 raise ValueError("query needs db (the syncd MongoDB database)")
-            wanted = {"$and": [dict(query), {"state": {"$ne": "quarantined"}}]}
-            files = [d["path"] for d in db["hdf5_files"].find(wanted, {"path": 1})
-                     .sort("path", 1)]
+            files = paths_matching(db, query)
         assert files is not None
         self.layouts = [Layout(w, lab) for w, lab in layouts]
         self.specs = [self._spec(Path(p).absolute()) for p in files]
@@ -206,8 +207,7 @@ class CachedWindowDataset(Dataset):
         positions = [p for p, j in enumerate(file_of) if metas[j] is not None]
         if positions:
             self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions], eeg)
-        hits = sum(t is not None for t in eeg)
-        st.hits += hits
+        st.hits += sum(t is not None for t in eeg)
         labels = _Labels(len(idx))
         for j in sorted(metas):
             mine = [p for p, f in enumerate(file_of) if f == j]
@@ -229,7 +229,7 @@ class CachedWindowDataset(Dataset):
 
         Each float32 window is received straight into the tensor that is returned;
         other dtypes into an array of their own, converted after."""
-        keys = [f"{self.prefix}:w:{m.fid}:{m.gen}:{i}" for _, m, i in wanted]
+        keys = [self.keys.window(m.fid, m.gen, i) for _, m, i in wanted]
         direct = self._direct(st)
         if direct is None:
             for (p, meta, _), key, value in zip(wanted, keys, self._mget(st, keys)):
@@ -318,9 +318,7 @@ class CachedWindowDataset(Dataset):
         client = self._redis(st)
         if client is not None:
             try:
-                fid = client.hget(self.keys.files, spec.path)
-                raw = client.hgetall(self.keys.file(fid.decode())) if fid else {}
-                meta = FileMeta.from_hash(raw) if raw else None
+                meta = read_file_meta(client, self.keys, spec.path)
             except redis.RedisError as exc:
                 self._redis_failed(st, exc)
                 meta = None

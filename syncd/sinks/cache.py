@@ -1,11 +1,16 @@
-"""The Redis window and feature cache: key layout, a safe array codec, and the client.
+"""The Redis window and feature cache: its key layout, its metadata, and its one writer.
 
 Replaces the legacy pickle-based cache. Values are raw C-order array bytes with a
 CRC-32 trailer (syncd.sinks.checksum); the dtype and shape live beside them in the file's
 metadata hash, are checked against a whitelist, and every value's length and
-checksum are checked before it becomes an array: a value that fails is a miss
-(counted), never data. Metadata that does not parse is a miss too (counted), and the
-next warm pass rewrites it. Nothing read from Redis is ever unpickled or evaluated.
+checksum are checked before it becomes an array (syncd.client.cache, the reader): a
+value that fails is a miss (counted), never data. Metadata that does not parse is a
+miss too (counted), and the next warm pass rewrites it. Nothing read from Redis is
+ever unpickled or evaluated.
+
+`Keys` owns every key pattern (and the events stream's name); `CacheWriter` is the
+only code that writes or deletes cache keys, and it validates what it writes against
+the file's metadata.
 
 Key layout (prefix `cache.prefix`, default "syncd"):
 
@@ -27,16 +32,14 @@ import hashlib
 import json
 import logging
 import math
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import redis
 
-from syncd.sinks.checksum import CHECKSUM_BYTES, FORMAT, seal, unseal
-from syncd.sinks.events import send, tail
+from syncd.sinks.checksum import CHECKSUM_BYTES, FORMAT, seal
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +79,6 @@ def check_shape(shape: Sequence[Any], dtype: np.dtype, limit: int) -> tuple[int,
 def encode(array: np.ndarray) -> memoryview:
     """The C-order bytes of `array`, without a copy when it is already contiguous."""
     return np.ascontiguousarray(array).data.cast("B")
-
-
-def decode(value: bytes | None, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
-    """`value` as a read-only array of `dtype` and `shape`; None stays None; a bad length raises."""
-    if value is None:
-        return None
-    expected = dtype.itemsize * math.prod(shape)
-    if len(value) != expected:
-        raise CacheError(f"cached value has {len(value)} bytes, expected {expected} "
-                         f"({dtype} {list(shape)})")
-    return np.frombuffer(value, dtype).reshape(shape)
-
-
-def decode_sealed(key: str, value: bytes | None, dtype: np.dtype,
-                  shape: tuple[int, ...]) -> np.ndarray | None:
-    """A checksummed value read from `key` as an array; None stays None; a bad one raises."""
-    try:
-        payload = unseal(key, value, dtype.itemsize * math.prod(shape))
-    except ValueError as exc:
-        raise CacheError(f"{key}: {exc}") from None
-    return None if payload is None else np.frombuffer(payload, dtype).reshape(shape)
 
 
 def feature_key(name: str, params: Mapping[str, Any]) -> str:
@@ -193,7 +175,7 @@ def _check_types(meta: FileMeta) -> None:
 
 
 class Keys:
-    """The key names of one cache prefix."""
+    """The key names of one cache prefix: the one place a `{prefix}:*` name is spelled."""
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -213,16 +195,17 @@ class Keys:
     def labels(self, fid: str, gen: int) -> str:
         return f"{self.prefix}:l:{fid}:{gen}"
 
-    def feature(self, fid: str, gen: int, fkey: str, index: int) -> str:
-        return f"{self.prefix}:f:{fid}:{gen}:{fkey}:{index}"
-
     def features(self, fid: str, gen: int, fkey: str, indices: Sequence[int] | range) -> list[str]:
         head = f"{self.prefix}:f:{fid}:{gen}:{fkey}:"
         return [head + str(i) for i in indices]
 
 
-class WindowCache:
-    """Get and put windows, labels and features; statistics; events. Safe by construction."""
+class CacheWriter:
+    """The only writer of cache keys: metadata, windows, labels and features, and their deletion.
+
+    It reads metadata too (`file`), because a write must keep a file's generation and
+    coverage; everything it writes is checked against the file's metadata first.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
                  max_value_bytes: int = MAX_VALUE_BYTES) -> None:
@@ -230,9 +213,8 @@ class WindowCache:
         self.keys = Keys(prefix)
         self.max_value_bytes = max_value_bytes
         self.unreadable: dict[str, str] = {}  # file id -> why its metadata did not parse
-        self.bad_values = 0  # values that failed their length or checksum check (read as misses)
 
-    # -- files ---------------------------------------------------------------------
+    # -- metadata ------------------------------------------------------------------
 
     def file(self, ref: str) -> FileMeta | None:
         """The metadata of a cached file, by path or file id; None when it is not cached.
@@ -254,15 +236,13 @@ class WindowCache:
             self.unreadable[fid] = str(exc)
             return None
 
-    def files(self) -> list[FileMeta]:
-        """Every cached file's metadata (unreadable ones are left out, see `unreadable`)."""
-        out = []
-        for fid in sorted(set(self.redis.hvals(self.keys.files))):
-            text = fid.decode(errors="replace")
-            meta = self._parse(text, self.redis.hgetall(self.keys.file(text)))
-            if meta is not None:
-                out.append(meta)
-        return out
+    def _meta(self, ref: FileMeta | str) -> FileMeta:
+        if isinstance(ref, FileMeta):
+            return ref
+        meta = self.file(ref)
+        if meta is None:
+            raise KeyError(f"{ref} is not in the cache")
+        return meta
 
     def register(self, name: str, window_shape: Sequence[int], window_dtype: str,
                  n_windows: int, label_dtype: str = "<f4") -> FileMeta:
@@ -284,39 +264,11 @@ class WindowCache:
         pipe.hset(self.keys.files, meta.path, meta.fid)
         pipe.execute()
 
-    def _meta(self, ref: FileMeta | str) -> FileMeta:
-        if isinstance(ref, FileMeta):
-            return ref
-        meta = self.file(ref)
-        if meta is None:
-            raise KeyError(f"{ref} is not in the cache")
-        return meta
+    def set_cached(self, fid: str, cached: int) -> None:
+        """Record that windows 0..cached-1 are in Redis (as a warm advances)."""
+        self.redis.hset(self.keys.file(fid), "cached", str(cached))
 
-    # -- windows -------------------------------------------------------------------
-
-    def get_window(self, ref: FileMeta | str, index: int) -> np.ndarray | None:
-        return self.get_windows(ref, [index])[0]
-
-    def get_windows(self, ref: FileMeta | str, indices: Sequence[int]) -> list[np.ndarray | None]:
-        """Windows by index with one MGET; None for each one not cached."""
-        meta = self._meta(ref)
-        if not indices:
-            return []
-        keys = self.keys.windows(meta.fid, meta.gen, indices)
-        return self._decode_all(keys, self.redis.mget(keys), meta.dtype, meta.shape)
-
-    def _decode_all(self, keys: list[str], values: list[bytes | None], dtype: np.dtype,
-                    shape: tuple[int, ...]) -> list[np.ndarray | None]:
-        """Values as arrays; missing ones and ones that fail their checks (counted) are None."""
-        out: list[np.ndarray | None] = []
-        for key, value in zip(keys, values):
-            try:
-                out.append(decode_sealed(key, value, dtype, shape))
-            except CacheError as exc:
-                self.bad_values += 1
-                log.warning("ignoring a bad cached value (%s)", exc)
-                out.append(None)
-        return out
+    # -- values --------------------------------------------------------------------
 
     def put_window(self, ref: FileMeta | str, index: int, array: np.ndarray) -> None:
         self.put_windows(ref, index, np.asarray(array)[None])
@@ -333,85 +285,52 @@ class WindowCache:
         keys = self.keys.windows(meta.fid, meta.gen, range(start, start + len(windows)))
         self.redis.mset({k: seal(k, encode(w)) for k, w in zip(keys, windows)})
 
-    def get_labels(self, ref: FileMeta | str) -> np.ndarray | None:
-        meta = self._meta(ref)
+    def put_labels(self, meta: FileMeta, labels: np.ndarray) -> None:
+        """All labels of the file (dtype and shape must match its metadata)."""
+        labels = np.asarray(labels)
+        if labels.shape != (meta.n_windows, *meta.label_shape) or \
+                labels.dtype != check_dtype(meta.label_dtype):
+            raise CacheError(f"labels of {labels.dtype} {list(labels.shape)} do not match "
+                             f"{meta.path}: {meta.label_dtype} "
+                             f"{[meta.n_windows, *meta.label_shape]}")
         key = self.keys.labels(meta.fid, meta.gen)
-        return self._decode_all([key], [self.redis.get(key)], check_dtype(meta.label_dtype),
-                                (meta.n_windows, *meta.label_shape))[0]
+        self.redis.set(key, seal(key, encode(labels)))
 
-    # -- features ------------------------------------------------------------------
+    def put_features(self, meta: FileMeta, rows: Mapping[str, tuple[int, np.ndarray]]) -> None:
+        """Feature rows of several extractors in one MSET: `{feature key: (first index,
+        values)}`; each extractor must be in the metadata, with its shape and dtype."""
+        mapping = {}
+        for fkey, (start, values) in rows.items():
+            fm = meta.features.get(fkey)
+            values = np.asarray(values)
+            if fm is None or list(values.shape[1:]) != fm.shape or \
+                    values.dtype != check_dtype(fm.dtype):
+                raise CacheError(f"features {fkey} of {values.dtype} {list(values.shape[1:])} "
+                                 f"do not match the metadata of {meta.path}")
+            keys = self.keys.features(meta.fid, meta.gen, fkey, range(start, start + len(values)))
+            for key, v in zip(keys, values):
+                mapping[key] = seal(key, encode(v))
+        if mapping:
+            self.redis.mset(mapping)
 
-    def feature_meta(self, meta: FileMeta, extractor: str) -> FeatureMeta:
-        """The extractor by key (`band_power-1a2b3c4d`) or by name (if only one has it)."""
-        if extractor in meta.features:
-            return meta.features[extractor]
-        named = [k for k, f in meta.features.items() if f.name == extractor]
-        if len(named) != 1:
-            known = ", ".join(sorted(meta.features)) or "none"
-            raise KeyError(f"no features {extractor!r} for {meta.path} (cached: {known})")
-        return meta.features[named[0]]
+    # -- deletion ------------------------------------------------------------------
 
-    def get_features(self, ref: FileMeta | str, indices: Sequence[int],
-                     extractor: str) -> list[np.ndarray | None]:
-        meta = self._meta(ref)
-        fm = self.feature_meta(meta, extractor)
-        fkey = feature_key(fm.name, fm.params)
-        keys = self.keys.features(meta.fid, meta.gen, fkey, indices)
-        return self._decode_all(keys, self.redis.mget(keys), check_dtype(fm.dtype),
-                                tuple(fm.shape))
+    def delete_values(self, fid: str, gen: int, start: int, stop: int, fkeys: Iterable[str],
+                      windows: bool = True) -> None:
+        """Unlink windows start..stop-1 (unless `windows` is false) and their `fkeys` features."""
+        fkeys = list(fkeys)
+        for a in range(start, stop, 2000):
+            b = min(stop, a + 2000)
+            keys = self.keys.windows(fid, gen, range(a, b)) if windows else []
+            for fkey in fkeys:
+                keys += self.keys.features(fid, gen, fkey, range(a, b))
+            if keys:
+                self.redis.unlink(*keys)
 
-    def put_features(self, ref: FileMeta | str, start: int, extractor: str,
-                     values: np.ndarray) -> None:
-        meta = self._meta(ref)
-        fm = self.feature_meta(meta, extractor)
-        values = np.asarray(values)
-        if list(values.shape[1:]) != fm.shape or values.dtype != check_dtype(fm.dtype):
-            raise CacheError(f"features of {values.dtype} {list(values.shape[1:])} do not match "
-                             f"{fm.name}: {fm.dtype} {fm.shape}")
-        fkey = feature_key(fm.name, fm.params)
-        keys = self.keys.features(meta.fid, meta.gen, fkey, range(start, start + len(values)))
-        self.redis.mset({k: seal(k, encode(v)) for k, v in zip(keys, values)})
+    def delete_labels(self, fid: str, gen: int) -> None:
+        self.redis.unlink(self.keys.labels(fid, gen))
 
-    # -- statistics and events -----------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
-        """Coverage per file and overall, and Redis' own memory and hit counters."""
-        info = self.redis.info("memory")
-        counters = self.redis.info("stats")
-        self.unreadable.clear()
-        files = self.files()
-        total = sum(m.n_windows for m in files)
-        cached = sum(min(m.cached, m.n_windows) for m in files)
-        hits, misses = counters.get("keyspace_hits", 0), counters.get("keyspace_misses", 0)
-        return {
-            "files": len(files),
-            "windows_total": total,
-            "windows_cached": cached,
-            "coverage": round(cached / total, 4) if total else None,
-            "used_memory": info.get("used_memory"),
-            "maxmemory": info.get("maxmemory"),
-            "evicted_keys": counters.get("evicted_keys", 0),
-            "keyspace_hits": hits,
-            "keyspace_misses": misses,
-            "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
-            "unreadable_metadata": [{"fid": fid, "error": error}
-                                    for fid, error in sorted(self.unreadable.items())],
-            "per_file": [{"path": m.path, "generation": m.gen, "cached": m.cached,
-                          "windows": m.n_windows, "features": sorted(m.features)}
-                         for m in files],
-        }
-
-    def publish(self, event: Mapping[str, Any]) -> str:
-        """Append a JSON event to the events stream (capped) and announce it on pub/sub."""
-        body = json.dumps({"at": time.time(), **event}, default=str, separators=(",", ":"))
-        event_id = send(self.redis, self.keys.events, [body])[0]
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-
-    def subscribe(self, last_id: str = "$", block_ms: int = 1000,
-                  stop: Any = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Events after `last_id` ("0" for the retained history, "$" for new ones only).
-
-        Yields `(id, event)`; pass the last id back in to resume without a gap. Stops
-        when `stop()` returns true (checked every `block_ms`), else runs forever.
-        """
-        yield from tail(self.redis, self.keys.events, last_id, block_ms, stop=stop)
+    def forget(self, fid: str, path: str) -> None:
+        """Drop a file's metadata and its entry in the files index (its values go separately)."""
+        self.redis.unlink(self.keys.file(fid))
+        self.redis.hdel(self.keys.files, path)

@@ -3,8 +3,9 @@
 Every write the daemon applies becomes one JSON event per collection and
 operation: source id, collection, table, operation, document ids, migration
 version, time. Events go to the stream `syncd:events` (trimmed with MAXLEN ~) and
-are published on the channel `syncd:events`. Redis being down never stops the
-MongoDB sync: events wait in a bounded buffer and are sent when Redis is back.
+are published on the channel of the same name (both named by `Keys.events`).
+Redis being down never stops the MongoDB sync: events wait in a bounded buffer and
+are sent when Redis is back.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
 
 from syncd.retry import Backoff
+from syncd.sinks.cache import Keys
 
 log = logging.getLogger(__name__)
 
-STREAM = "syncd:events"
-CHANNEL = "syncd:events"
+STREAM = Keys().events  # the stream, and the pub/sub channel, of the default prefix
 MAXLEN = 100_000  # the stream is trimmed to about this many events
 MAX_IDS = 500  # ids per event; larger writes become several events
 
@@ -38,6 +40,13 @@ def send(client: redis.Redis, stream: str, payloads: list[str], maxlen: int = MA
         pipe.xadd(stream, {"event": payload}, maxlen=maxlen, approximate=True)
         pipe.publish(stream, payload)
     return pipe.execute()[::2]
+
+
+def publish_event(client: redis.Redis, stream: str, event: Mapping[str, Any]) -> str:
+    """Send one event now (stamped `at`, seconds since the epoch); returns its stream id."""
+    body = json.dumps({"at": time.time(), **event}, default=str, separators=(",", ":"))
+    event_id = send(client, stream, [body])[0]
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
 class EventPublisher:

@@ -1,0 +1,178 @@
+"""The `hdf5_files` collection: one document per HDF5 file of a source, and its only writer.
+
+A document records the file's stat and fingerprint, its datasets and attributes,
+its state (`indexed`, `warming`, `warm`, `quarantined`), its generation, what is
+cached of it (`cached_windows`, `features`, `cache_bytes`) and the retired
+generations whose Redis keys are still to be deleted (`stale_generations`, recorded
+before the deletion so a crash cannot leak them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pymongo.database import Database
+
+from legacy_adapters.hdf5 import FileSig
+from legacy_adapters.hdf5_index import FileInfo
+from syncd.checkpoint.store import utcnow
+from syncd.projection.ids import derive_id
+from syncd.sinks.cache import FileMeta
+
+HDF5_FILES = "hdf5_files"
+WARMABLE = ("indexed", "warming", "warm")
+
+Stale = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _safe_key(key: str) -> str:
+    """An attribute name usable as a MongoDB field name (full-width stand-ins for . and $)."""
+    key = key.replace(".", "\uff0e")
+    return "\uff04" + key[1:] if key.startswith("$") else key
+
+
+def doc_sig(doc: dict[str, Any]) -> FileSig | None:
+    """The stat a document recorded (None if it has none)."""
+    try:
+        return FileSig(int(doc["size"]), int(doc["mtime_ns"]), int(doc["ino"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def stale_record(doc: dict[str, Any]) -> dict[str, Any]:
+    """What deleting a retired generation needs: its number, window count and feature keys."""
+    return {"generation": int(doc["generation"]),
+            "windows": max(int(doc.get("n_windows") or 0), int(doc.get("cached_windows") or 0)),
+            "features": sorted((doc.get("features") or {}).keys())}
+
+
+def meta_for(doc: dict[str, Any]) -> FileMeta:
+    """The Redis metadata of a document's current generation (nothing cached yet)."""
+    return FileMeta(
+        fid=doc["fid"], gen=int(doc["generation"]), path=doc["path"],
+        n_windows=int(doc["n_windows"]), window_shape=list(doc["window_shape"]),
+        window_dtype=doc["window_dtype"], label_shape=list(doc["label_shape"]),
+        label_dtype=doc["label_dtype"], size=int(doc["size"]), mtime_ns=int(doc["mtime_ns"]),
+        ino=int(doc["ino"]), cached=0,
+        layout=[doc["layout"]["windows"], doc["layout"]["labels"]],
+    )
+
+
+def paths_matching(db: Database, query: Mapping[str, Any]) -> list[str]:
+    """The paths of the files matching a filter, in path order, quarantined ones left out."""
+    wanted = {"$and": [dict(query), {"state": {"$ne": "quarantined"}}]}
+    return [d["path"] for d in db[HDF5_FILES].find(wanted, {"path": 1}).sort("path", 1)]
+
+
+class Hdf5Files:
+    """The documents of one source (`source_id`): reads, and every write."""
+
+    def __init__(self, db: Database, source_id: str) -> None:
+        self.coll = db[HDF5_FILES]
+        self.source_id = source_id
+
+    def id_for(self, path: Path) -> Any:
+        return derive_id(self.source_id, HDF5_FILES, (str(path),))
+
+    def by_path(self) -> dict[str, dict[str, Any]]:
+        return {d["path"]: d for d in self.coll.find({"source_id": self.source_id})}
+
+    def get(self, _id: Any) -> dict[str, Any] | None:
+        return self.coll.find_one({"_id": _id})
+
+    def warmable(self) -> list[dict[str, Any]]:
+        """The documents whose files can be warmed (indexed, warming or warm)."""
+        return list(self.coll.find({"source_id": self.source_id,
+                                    "state": {"$in": list(WARMABLE)}}))
+
+    @staticmethod
+    def same_content(doc: dict[str, Any] | None, info: FileInfo) -> bool:
+        """Whether a file's new index describes the bytes the document already has."""
+        return (
+            doc is not None and doc.get("state") != "quarantined"
+            and doc.get("fingerprint") == info.fingerprint
+            and doc.get("window_shape") == info.window_shape
+            and doc.get("window_dtype") == info.window_dtype
+            and doc.get("n_windows") == info.n_windows
+        )
+
+    def write_index(self, info: FileInfo, doc: dict[str, Any] | None, directory: str,
+                    stale: Stale) -> tuple[dict[str, Any], bool]:
+        """Write a complete file's document; returns it and whether its content is the same.
+
+        New content is a new generation: the old one (if it was cached) is recorded in
+        `stale_generations`, as `stale(doc)` describes it, for its keys to be deleted."""
+        path = info.path
+        _id = self.id_for(path)
+        same_content = self.same_content(doc, info)
+        old_gen = int(doc.get("generation") or 0) if doc else 0
+        gen = old_gen if same_content else old_gen + 1
+        now = utcnow()
+        fields: dict[str, Any] = {
+            "source_id": self.source_id, "fid": str(_id), "path": str(path), "dir": directory,
+            "name": path.name, **info.sig.document(),
+            "mtime": dt.datetime.fromtimestamp(info.sig.mtime_ns / 1e9, dt.timezone.utc)
+            .replace(tzinfo=None),
+            "fingerprint": info.fingerprint,
+            "layout": {"windows": info.layout.windows, "labels": info.layout.labels},
+            "datasets": [{"name": n, **d.document()} for n, d in info.datasets.items()],
+            "attrs": {_safe_key(k): v for k, v in info.attrs.items()},
+            "n_windows": info.n_windows, "window_shape": info.window_shape,
+            "window_dtype": info.window_dtype, "window_bytes": info.window_bytes,
+            "label_shape": info.label_shape, "label_dtype": info.label_dtype,
+            "generation": gen, "error": None, "indexed_at": now, "updated_at": now,
+        }
+        update: dict[str, Any] = {"$set": fields}
+        if not same_content:
+            fields.update(state="indexed", cached_windows=0, features={}, cache_bytes=0)
+            if doc and old_gen and doc.get("state") != "quarantined":
+                update["$push"] = {"stale_generations": stale(doc)}
+        self.coll.update_one({"_id": _id}, update, upsert=True)
+        return self.get(_id) or {}, same_content
+
+    def write_quarantine(self, path: Path, directory: str, sig: FileSig, error: str,
+                         doc: dict[str, Any] | None, stale: Stale) -> dict[str, Any]:
+        """Mark a file quarantined with its error; a cached generation becomes stale."""
+        _id = self.id_for(path)
+        update: dict[str, Any] = {"$set": {
+            "source_id": self.source_id, "fid": str(_id), "path": str(path),
+            "dir": directory, "name": path.name, **sig.document(),
+            "state": "quarantined", "error": error, "quarantined_at": utcnow(),
+            "updated_at": utcnow(), "cached_windows": 0, "cache_bytes": 0, "features": {},
+        }}
+        if doc and doc.get("state") != "quarantined" and doc.get("generation"):
+            update["$push"] = {"stale_generations": stale(doc)}
+        self.coll.update_one({"_id": _id}, update, upsert=True)
+        return self.get(_id) or {}
+
+    def push_stale(self, doc: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        """Retire the document's generation (a removed file); returns the document now."""
+        self.coll.update_one({"_id": doc["_id"]}, {"$push": {"stale_generations": record}})
+        return self.get(doc["_id"]) or doc
+
+    def pull_stale(self, doc: dict[str, Any], gen: int) -> None:
+        """Forget a retired generation once its keys are deleted."""
+        self.coll.update_one({"_id": doc["_id"]},
+                             {"$pull": {"stale_generations": {"generation": gen}}})
+
+    def mark_warming(self, doc: dict[str, Any]) -> None:
+        self.coll.update_one({"_id": doc["_id"]}, {"$set": {"state": "warming",
+                                                            "updated_at": utcnow()}})
+
+    def record_partial(self, doc: dict[str, Any], cached: int) -> None:
+        """How far a warm got before the file changed under it."""
+        self.coll.update_one({"_id": doc["_id"]}, {"$set": {
+            "cached_windows": cached, "updated_at": utcnow()}})
+
+    def record_warm(self, doc: dict[str, Any], cached: int, features: dict[str, Any],
+                    cost: int) -> None:
+        now = utcnow()
+        self.coll.update_one({"_id": doc["_id"]}, {"$set": {
+            "state": "warm", "cached_windows": cached, "features": features,
+            "cache_bytes": cost, "warmed_at": now, "updated_at": now}})
+
+    def delete(self, doc: dict[str, Any]) -> None:
+        self.coll.delete_one({"_id": doc["_id"]})
