@@ -140,8 +140,7 @@ class CachedWindowDataset(Dataset):
         self.layouts = [Layout(w, lab) for w, lab in layouts]
         self.specs = [self._spec(Path(p).absolute()) for p in files]
         self.offsets = np.cumsum([0] + [s.n for s in self.specs])
-        self.redis_url = redis_url or os.environ.get("SYNCD_REDIS_URL") or \
-            self._embedded_url(state_dir)
+        self.redis_url = redis_url or self._embedded_url(state_dir)
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.label_dtype = label_dtype
@@ -153,8 +152,7 @@ class CachedWindowDataset(Dataset):
 
     @staticmethod
     def _embedded_url(state_dir: str | Path | None) -> str | None:
-        """The configured Redis, else the embedded one running for `state_dir` (settings
-        as syncd reads them: TOML < SYNCD_* environment < this argument)."""
+        """The configured Redis, else the embedded one running (TOML < SYNCD_* < argument)."""
         from syncd.config import load_settings
         from syncd.connect.redis import running_redis_url
 

@@ -1,17 +1,19 @@
-"""Every value syncd puts in the cache carries a CRC-32 trailer, checked on every read.
+"""Every value syncd puts in the cache carries a checksum trailer, checked on every read.
 
-A value is the array's raw bytes followed by 4 bytes, little-endian: the CRC-32 of
-those bytes, seeded with the CRC-32 of the key's name. Right-sized garbage, a value
-from another key and a value of the older format without a trailer (4 bytes short)
-all fail the check, and a reader treats them as not cached. CRC-32 (zlib, in C, the
-GIL released for large values) costs about 25 us per 100 KB window on one core; the
-trailer sits inside the value, so a batch is still one MGET.
+A value is the array's raw bytes followed by 4 bytes, little-endian: the low 32 bits
+of the XXH3-64 hash of those bytes, seeded with the hash of the key's name.
+Right-sized garbage, a value from another key and a value of the older format
+without a trailer (4 bytes short) all fail the check, and a reader treats them as not
+cached. XXH3 (the xxhash package, in C) costs about 1.7 us per 100 KB window on one
+core, against 24 us for zlib's CRC-32, so checking every read costs the training loop
+next to nothing; the trailer sits inside the value, so a batch is still one MGET.
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
+
+import xxhash
 
 CHECKSUM_BYTES = 4
 # The cache format: 2 = values carry the trailer. Metadata without a format is 1 (no trailer).
@@ -19,8 +21,9 @@ FORMAT = 2
 
 
 def checksum(key: str, payload: Any) -> int:
-    """CRC-32 of `payload` (any bytes-like object), seeded with the key's name."""
-    return zlib.crc32(payload, zlib.crc32(key.encode()))
+    """The 32-bit check of `payload` (any bytes-like object), seeded with the key's name."""
+    seed = xxhash.xxh3_64_intdigest(key.encode())
+    return xxhash.xxh3_64_intdigest(payload, seed) & 0xFFFFFFFF
 
 
 def seal(key: str, payload: Any) -> bytes:
