@@ -136,5 +136,19 @@ def target_args(mongo_url: str, db_name: str) -> list[str]:
             "--timezone", "UTC"]
 
 
+@pytest.fixture
+def own_mongo(tmp_path: Path) -> Iterator[tuple[object, pymongo.MongoClient]]:
+    """A SecantusDB of the test's own (tests/daemon_support.py MongoProcess, which the
+    test may stop and start) and a client of it; both closed after the test."""
+    from tests.daemon_support import MongoProcess
+
+    mongo = MongoProcess(tmp_path / "mongo")
+    mongo.start()
+    client = pymongo.MongoClient(mongo.url, serverSelectionTimeoutMS=10000)
+    yield mongo, client
+    client.close()
+    mongo.stop()
+
+
 # Real Redis fixtures of the HDF5 cache tests (tests/hdf5_support.py).
 from tests.hdf5_support import own_redis, prefix, rclient, redis_url  # noqa: E402, F401

@@ -121,3 +121,9 @@ class MongoProcess:
             self.proc.terminate()
             self.proc.wait(30)
         self.proc = None
+
+    def target_args(self, database: str, timeout: float = 1.0) -> list[str]:
+        """syncd's flags for a database on this server (short waits: tests stop it)."""
+        return ["--mongo-url", self.url, "--database", database, "--source-id", "h",
+                "--timezone", "UTC", "--mongo-timeout", f"{timeout:g}"]
+

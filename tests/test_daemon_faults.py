@@ -7,13 +7,12 @@ import subprocess
 import sys
 import textwrap
 
-import pymongo
 import pytest
 
 from syncd.sample import make_eeg2025
 from syncd.sinks.events import STREAM
 from tests.conftest import run_cli
-from tests.daemon_support import Daemon, MongoProcess, legacy_write, verified, wait_for
+from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 from tests.hdf5_support import RedisProcess
 
 
@@ -24,12 +23,9 @@ def legacy(tmp_path):
     return path
 
 
-def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy):
-    mongo = MongoProcess(tmp_path / "mongo")
-    mongo.start()
-    args = ["--mongo-url", mongo.url, "--database", "outage", "--source-id", "h",
-            "--timezone", "UTC", "--mongo-timeout", "1"]
-    client = pymongo.MongoClient(mongo.url, serverSelectionTimeoutMS=10000)
+def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy, own_mongo):
+    mongo, client = own_mongo
+    args = mongo.target_args("outage")
     daemon = Daemon(tmp_path, legacy, args)
     try:
         daemon.wait_ready(client.outage)
@@ -51,8 +47,6 @@ def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy):
                  "the outage to clear")
     finally:
         code, err = daemon.stop()
-        client.close()
-        mongo.stop()
     assert code == 0, err[-3000:]
     assert "MongoDB unavailable" in err and "is back after" in err
 

@@ -14,12 +14,11 @@ import signal
 import sqlite3
 from pathlib import Path
 
-import pymongo
 import pytest
 
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
-from tests.daemon_support import Daemon, MongoProcess, legacy_write, verified, wait_for
+from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 
 
 @pytest.fixture
@@ -111,12 +110,10 @@ def test_a_table_created_during_the_start_up_backfill_syncs(tmp_path, legacy, ta
         assert daemon.stop()[0] == 0
 
 
-def test_a_schema_change_during_a_mongodb_outage_is_synced_after_it(tmp_path, legacy):
-    mongo = MongoProcess(tmp_path / "mongo")
-    mongo.start()
-    args = ["--mongo-url", mongo.url, "--database", "outage", "--source-id", "h",
-            "--timezone", "UTC", "--mongo-timeout", "1"]
-    client = pymongo.MongoClient(mongo.url, serverSelectionTimeoutMS=10000)
+def test_a_schema_change_during_a_mongodb_outage_is_synced_after_it(tmp_path, legacy,
+                                                                     own_mongo):
+    mongo, client = own_mongo
+    args = mongo.target_args("outage")
     daemon = Daemon(tmp_path, legacy, args)
     try:
         daemon.wait_ready(client.outage)
@@ -132,8 +129,6 @@ def test_a_schema_change_during_a_mongodb_outage_is_synced_after_it(tmp_path, le
         wait_for(lambda: verified(legacy, args), 60, "source == target")
     finally:
         assert daemon.stop()[0] == 0
-        client.close()
-        mongo.stop()
 
 
 def test_a_schema_change_reconcile_killed_midway_is_finished_after_a_restart(
@@ -225,12 +220,9 @@ def test_a_gap_in_the_change_log_is_found_and_reconciled(tmp_path, legacy, targe
     assert "gap" in err
 
 
-def test_a_target_that_lost_acknowledged_writes_is_reconciled(tmp_path, legacy):
-    mongo = MongoProcess(tmp_path / "mongo")
-    mongo.start()
-    args = ["--mongo-url", mongo.url, "--database", "lossy", "--source-id", "h",
-            "--timezone", "UTC", "--mongo-timeout", "2"]
-    client = pymongo.MongoClient(mongo.url, serverSelectionTimeoutMS=10000)
+def test_a_target_that_lost_acknowledged_writes_is_reconciled(tmp_path, legacy, own_mongo):
+    mongo, client = own_mongo
+    args = mongo.target_args("lossy", timeout=2)
     daemon = Daemon(tmp_path, legacy, args)
     try:
         daemon.wait_ready(client.lossy)
@@ -253,8 +245,6 @@ def test_a_target_that_lost_acknowledged_writes_is_reconciled(tmp_path, legacy):
     finally:
         daemon.proc.send_signal(signal.SIGCONT)
         assert daemon.stop()[0] == 0
-        client.close()
-        mongo.stop()
 
 
 def test_reconcile_on_demand_while_the_daemon_runs(tmp_path, legacy, target_args, db):
