@@ -1,0 +1,1 @@
+"""One loopback HTTP server: Prometheus /metrics, /healthz, /readyz and the dashboard."""

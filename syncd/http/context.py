@@ -1,0 +1,28 @@
+"""What the HTTP routes may read: the contract between the server and the dashboard.
+
+The server (`syncd run`'s thread, or `syncd dashboard` on its own) builds one
+`HttpContext` and hands it to every route. Everything in it is read-only for the
+routes: they never write to MongoDB, Redis or the legacy stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.database import Database
+
+from syncd.config import Settings
+
+
+@dataclass
+class HttpContext:
+    """`db`: the target database; `redis`: a redis-py client or None (no Redis);
+    `status`: returns the daemon's live status document (`syncd run`) or None
+    (`syncd dashboard`, which then reads the heartbeat document from MongoDB)."""
+
+    settings: Settings
+    db: Database
+    redis: Any | None = None
+    status: Callable[[], dict[str, Any] | None] | None = None
