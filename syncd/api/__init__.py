@@ -8,6 +8,7 @@ those of syncd.errors: a ConfigError is a usage or configuration problem (exit 2
 the CLI), a SyncdError a failed command (exit 1).
 """
 
+from syncd.api.dashboard import dashboard
 from syncd.api.events import events
 from syncd.api.experiments import (
     Experiments,
@@ -23,7 +24,7 @@ from syncd.api.sync import Migration, migrate, reconcile, status, verify
 
 __all__ = [
     "Experiments", "Migration", "cache_stats", "capture_install", "capture_status",
-    "capture_uninstall", "events", "experiments_best", "experiments_compare",
+    "capture_uninstall", "dashboard", "events", "experiments_best", "experiments_compare",
     "experiments_history", "experiments_search", "migrate", "reconcile", "run", "sample",
     "status", "verify", "warm",
 ]

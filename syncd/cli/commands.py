@@ -134,6 +134,15 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    def started(url: str) -> None:
+        say(f"dashboard on {url} (read-only; Ctrl-C stops it)")
+        sys.stdout.flush()
+
+    api.dashboard(settings, args.listen, started)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     counts = api.sample(args.path, rows=args.rows, seed=args.seed, force=args.force)
     say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

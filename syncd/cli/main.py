@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 from syncd import __version__
 from syncd.cli.commands import (
     cmd_capture,
+    cmd_dashboard,
     cmd_events,
     cmd_experiments,
     cmd_migrate,
@@ -154,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", default="$",
                    help="stream id to start after ('0': the oldest kept; default '$': new)")
     p.add_argument("--count", type=int, help="stop after this many events")
+
+    p = command("dashboard", cmd_dashboard, "serve the read-only web dashboard",
+                "Serve the dashboard (sync health, experiments, live training curves, cache "
+                "coverage) on its own, reading the configured MongoDB and the Redis syncd run "
+                "publishes to; it writes nothing. Loopback only unless a token is set "
+                "(SYNCD_HTTP_TOKEN or [http] token).", json_flag=False)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:9108)")
 
     p = command("sample", cmd_sample, "write an EEG2025-shaped sample metadata.db",
                 "Write a legacy metadata.db in the EEG2025 shape (the quick start's sample is "

@@ -1,0 +1,96 @@
+"""The read-only dashboard: sync health, experiments, live training curves, cache coverage.
+
+`routes(ctx)` is everything the HTTP server mounts at `/`: four HTML pages, their
+JSON (`/api/...`), one server-sent-events stream per experiment and the static
+files (one CSS, one script; no CDN: it works offline). Nothing here writes
+anywhere; every read goes through `ctx` (syncd.http.context).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from syncd.errors import SyncdError
+from syncd.http.context import HttpContext
+from syncd.http.dashboard import data, pages
+from syncd.http.dashboard.live import event_stream
+
+STATIC = Path(__file__).parent / "static"
+
+
+def routes(ctx: HttpContext) -> list[BaseRoute]:
+    """The dashboard's routes, all GET, all read-only."""
+
+    async def read(func: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, ctx, *args)  # pymongo blocks
+
+    def filters(request: Request) -> dict[str, str]:
+        q = request.query_params
+        return {k: q.get(k, "").strip() for k in ("challenge", "status", "source")}
+
+    async def health_page(request: Request) -> Response:
+        return HTMLResponse(pages.health_page(await read(data.health)))
+
+    async def health_json(request: Request) -> Response:
+        return JSONResponse(await read(data.health))
+
+    async def experiments_page(request: Request) -> Response:
+        return HTMLResponse(pages.experiments_page(
+            await read(data.experiments, *filters(request).values())))
+
+    async def experiments_json(request: Request) -> Response:
+        return JSONResponse(await read(data.experiments, *filters(request).values()))
+
+    async def experiment_page(request: Request) -> Response:
+        try:
+            found = await read(data.experiment, request.path_params["ref"])
+        except SyncdError as exc:
+            return HTMLResponse(pages.page("Not found", "/experiments",
+                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 404)
+        return HTMLResponse(pages.experiment_page(found))
+
+    async def experiment_json(request: Request) -> Response:
+        try:
+            return JSONResponse(await read(data.experiment, request.path_params["ref"]))
+        except SyncdError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+
+    async def epochs_json(request: Request) -> Response:
+        try:
+            return JSONResponse(await read(data.epochs, request.path_params["ref"]))
+        except SyncdError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+
+    async def experiment_events(request: Request) -> Response:
+        try:
+            oid = await read(data.experiment_id, request.path_params["ref"])
+        except SyncdError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+        return event_stream(ctx, oid, request)
+
+    async def cache_page(request: Request) -> Response:
+        return HTMLResponse(pages.cache_page(await read(data.cache)))
+
+    async def cache_json(request: Request) -> Response:
+        return JSONResponse(await read(data.cache))
+
+    return [
+        Route("/", health_page),
+        Route("/experiments", experiments_page),
+        Route("/experiments/{ref}", experiment_page),
+        Route("/cache", cache_page),
+        Route("/api/health", health_json),
+        Route("/api/experiments", experiments_json),
+        Route("/api/experiments/{ref}", experiment_json),
+        Route("/api/experiments/{ref}/epochs", epochs_json),
+        Route("/api/experiments/{ref}/events", experiment_events),
+        Route("/api/cache", cache_json),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
+    ]

@@ -1,0 +1,196 @@
+"""What the dashboard shows, read from MongoDB and Redis: plain JSON-ready dicts.
+
+Read-only: every function here only finds, counts and reads. Errors and free text
+pass through `scrub` (no password is ever shown); experiment config values whose
+key names a secret are masked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from syncd.checkpoint.daemon_doc import daemon_status
+from syncd.checkpoint.store import QUARANTINE, StateStore
+from syncd.client.tracker import Tracker
+from syncd.http.context import HttpContext
+from syncd.redact import scrub
+
+SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
+MAX_EXPERIMENTS = 1000
+
+
+def jsonable(value: Any, key: str = "") -> Any:
+    """`value` with ObjectIds and datetimes as text, strings scrubbed, secret keys masked."""
+    if key and SECRET_KEY.search(key) and value is not None:
+        return "***"
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return scrub(str(value))
+
+
+def source_id(db: Database) -> str | None:
+    """The source this database mirrors (recorded by the first migrate)."""
+    meta = StateStore(db).meta() or {}
+    return (meta.get("params") or {}).get("source_id")
+
+
+# -- sync health ---------------------------------------------------------------------------
+
+
+def health(ctx: HttpContext) -> dict[str, Any]:
+    """Per source and table: lag, last apply, errors, quarantined rows, outage state."""
+    db = ctx.db
+    store = StateStore(db)
+    daemon = ctx.status() if ctx.status is not None else None
+    if daemon is None:
+        daemon = daemon_status(store.state)
+    quarantined: dict[str, int] = {}
+    for group in db[QUARANTINE].aggregate([{"$group": {"_id": "$table", "n": {"$sum": 1}}}]):
+        quarantined[str(group["_id"])] = int(group["n"])
+    tables = []
+    for row in (daemon or {}).get("tables") or []:
+        name = row.get("table")
+        tables.append({
+            "table": name, "collection": row.get("collection"), "mode": row.get("mode"),
+            "lag_seconds": row.get("lag_seconds"), "lag_rows": row.get("lag_rows"),
+            "applied": row.get("applied", 0), "deleted": row.get("deleted", 0),
+            "last_applied_at": row.get("last_applied_at"),
+            "last_error": row.get("last_error"), "reconciled_at": row.get("reconciled_at"),
+            "dropped_at": row.get("dropped_at"),
+            "quarantined": quarantined.get(str(name), 0),
+        })
+    meta = store.meta() or {}
+    events = (daemon or {}).get("events") or {}
+    return jsonable({
+        "source": source_id(db), "database": db.name, "version": meta.get("version"),
+        "daemon": None if daemon is None else {
+            k: daemon.get(k) for k in ("running", "ready", "pid", "host", "mode", "sqlite",
+                                       "started_at", "heartbeat_at", "heartbeat_age_seconds",
+                                       "uptime_seconds", "note", "seq")},
+        "outage": (daemon or {}).get("outage"),
+        "events": {k: events.get(k) for k in ("enabled", "sent", "buffered", "dropped",
+                                              "redis_down_since")} if events else None,
+        "tables": tables,
+        "quarantined": sum(quarantined.values()),
+    })
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+def _best(doc: dict[str, Any]) -> float | None:
+    value = (doc.get("metrics") or {}).get("best_val_loss")
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _order(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """Best validation loss first (none last), then by run_id."""
+    best, run = _best(doc), doc.get("run_id")
+    return (best is None, best or 0.0, not isinstance(run, int), run if isinstance(run, int)
+            else 0, str(run))
+
+
+def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
+                source: str = "") -> dict[str, Any]:
+    """Experiments filtered by challenge, status and source, best validation loss first
+    (those without one last); and the choices each filter offers."""
+    db = ctx.db
+    own = source_id(db)
+    query: dict[str, Any] = {}
+    if challenge:
+        try:
+            query["challenge"] = int(challenge)
+        except ValueError:
+            query["challenge"] = challenge
+    if status:
+        query["status"] = status
+    if source:  # documents carry no source of their own yet: the database's source
+        query["source_id"] = {"$in": [source, None]} if source == own else source
+    docs = Tracker(db).search(query, limit=MAX_EXPERIMENTS)
+    docs.sort(key=_order)
+    coll = db["experiments"]
+    return jsonable({
+        "experiments": [{
+            "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
+            "status": d.get("status"), "model": (d.get("model") or {}).get("name"),
+            "best_val_loss": _best(d), "best_epoch": (d.get("metrics") or {}).get("best_epoch"),
+            "total_epochs": (d.get("metrics") or {}).get("total_epochs"),
+            "start_time": d.get("start_time"), "source": d.get("source_id", own)}
+            for d in docs],
+        "filters": {"challenge": challenge, "status": status, "source": source},
+        "choices": {
+            "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
+            "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
+            "source": [own] if own else [],
+        },
+    })
+
+
+def experiment(ctx: HttpContext, ref: str) -> dict[str, Any]:
+    """One experiment: its document (config, metrics), epochs and checkpoints."""
+    found = Tracker(ctx.db).history(ref)
+    return jsonable({"experiment": found["experiment"],
+                     "epochs": [epoch_point(e) for e in found["epochs"]],
+                     "checkpoints": found["checkpoints"]})
+
+
+def experiment_id(ctx: HttpContext, ref: str) -> ObjectId:
+    """The `_id` of the experiment named by `ref` (its `_id` hex or legacy run_id)."""
+    return Tracker(ctx.db)._experiment_id(ref)
+
+
+def epoch_point(doc: dict[str, Any]) -> dict[str, Any]:
+    metrics = doc.get("metrics") or {}
+    return {"epoch": doc.get("epoch"), "train_loss": metrics.get("train_loss"),
+            "val_loss": metrics.get("val_loss"), "learning_rate": metrics.get("learning_rate"),
+            "timestamp": doc.get("timestamp")}
+
+
+def epochs(ctx: HttpContext, ref: str) -> dict[str, Any]:
+    """The chart's points: one per epoch row, in epoch order."""
+    found = Tracker(ctx.db).history(ref)
+    return jsonable({"id": found["experiment"]["_id"],
+                     "epochs": [epoch_point(e) for e in found["epochs"]]})
+
+
+def touches(db: Database, experiment_id: ObjectId, event: dict[str, Any]) -> bool:
+    """Whether a change event is about this experiment (its document or its epochs)."""
+    collection, ids = event.get("collection"), event.get("ids") or []
+    if collection == "experiments":
+        return str(experiment_id) in ids
+    if collection not in ("epochs", "checkpoints"):
+        return False
+    oids = [ObjectId(i) for i in ids if ObjectId.is_valid(i)]
+    if event.get("operation") == "delete":
+        return bool(oids)  # gone documents cannot be looked up: let the page re-read
+    return db[collection].count_documents(
+        {"_id": {"$in": oids}, "experiment_id": experiment_id}, limit=1) > 0
+
+
+# -- cache ---------------------------------------------------------------------------------
+
+
+def cache(ctx: HttpContext) -> dict[str, Any]:
+    """Coverage per HDF5 file, bytes against the budget, quarantined files."""
+    from syncd.hdf5.files import HDF5_FILES
+    from syncd.hdf5.status import hdf5_status
+
+    if HDF5_FILES not in ctx.db.list_collection_names():
+        return {"indexed": False, "files": [], "quarantined": []}
+    found = hdf5_status(ctx.db, ctx.redis, limit=500)
+    return jsonable({"indexed": True, **found})

@@ -1,0 +1,207 @@
+"""The dashboard's pages: plain server-rendered HTML (the data of syncd.http.dashboard.data).
+
+No template engine: each page is a few f-strings over escaped values. The one
+script (static/dashboard.js) draws the training-curve chart and follows events.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+NAV = (("/", "Sync health"), ("/experiments", "Experiments"), ("/cache", "Cache"))
+
+
+def e(value: Any) -> str:
+    """A value as escaped text ('–' for none)."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return escape(f"{value:.4g}")
+    return escape(str(value))
+
+
+def page(title: str, active: str, body: str, script: bool = False) -> str:
+    nav = "".join(f'<a href="{href}"{" class=active" if href == active else ""}>{name}</a>'
+                  for href, name in NAV)
+    js = '<script src="/static/dashboard.js" defer></script>' if script else ""
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width, initial-scale=1'>"
+            f"<title>{escape(title)} · syncd</title>"
+            f"<link rel=stylesheet href='/static/dashboard.css'>{js}</head>"
+            f"<body><header><span class=brand>syncd</span><nav>{nav}</nav></header>"
+            f"<main><h1>{escape(title)}</h1>{body}</main></body></html>")
+
+
+def table(headers: list[str], rows: list[list[str]], test_id: str, empty: str) -> str:
+    if not rows:
+        return f'<p class=empty data-testid="{test_id}">{escape(empty)}</p>'
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return (f'<table data-testid="{test_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def facts(pairs: list[tuple[str, Any]], test_id: str) -> str:
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{e(v)}</dd>" for k, v in pairs)
+    return f'<dl class=facts data-testid="{test_id}">{items}</dl>'
+
+
+# -- sync health ---------------------------------------------------------------------------
+
+
+def health_page(data: dict[str, Any]) -> str:
+    daemon = data.get("daemon")
+    outage = data.get("outage")
+    if daemon is None:
+        state = '<p class="badge bad" data-testid=daemon-state>no daemon has run here</p>'
+    elif outage:
+        state = (f'<p class="badge bad" data-testid=daemon-state>waiting for '
+                 f'{e(outage.get("what"))} since {e(outage.get("since"))}: '
+                 f'{e(outage.get("error"))}</p>')
+    elif daemon.get("running"):
+        ready = "in sync" if daemon.get("ready") else "starting (first sync)"
+        state = f'<p class="badge ok" data-testid=daemon-state>running: {ready}</p>'
+    else:
+        state = (f'<p class="badge bad" data-testid=daemon-state>not running '
+                 f'{e(daemon.get("note"))}</p>')
+    d = daemon or {}
+    summary = facts([("source", data.get("source")), ("database", data.get("database")),
+                     ("migration version", data.get("version")), ("host", d.get("host")),
+                     ("pid", d.get("pid")), ("legacy file", d.get("sqlite")),
+                     ("capture", d.get("mode")), ("last heartbeat", d.get("heartbeat_at")),
+                     ("quarantined rows", data.get("quarantined"))], "health-summary")
+    rows = [[e(data.get("source")), e(t["table"]), e(t["collection"]), e(t["lag_seconds"]),
+             e(t["lag_rows"]), e(t["applied"]), e(t["deleted"]), e(t["last_applied_at"]),
+             f'<span class="{"bad" if t["last_error"] else ""}">{e(t["last_error"])}</span>',
+             e(t["quarantined"]), e(t["dropped_at"])] for t in data.get("tables", [])]
+    grid = table(["source", "table", "collection", "lag (s)", "lag (rows)", "applied",
+                  "deleted", "last apply", "last error", "quarantined", "dropped"], rows,
+                 "health-tables", "no tables followed (no daemon heartbeat)")
+    events = data.get("events")
+    ev = "" if not events else "<h2>Events</h2>" + facts(
+        [("sent", events.get("sent")), ("buffered", events.get("buffered")),
+         ("dropped", events.get("dropped")),
+         ("Redis down since", events.get("redis_down_since"))], "health-events")
+    return page("Sync health", "/", state + summary + "<h2>Tables</h2>" + grid + ev)
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+def _select(name: str, current: str, choices: list[Any]) -> str:
+    options = [f'<option value=""{"" if current else " selected"}>any</option>']
+    for choice in choices:
+        value = escape(str(choice))
+        chosen = " selected" if str(choice) == current else ""
+        options.append(f'<option value="{value}"{chosen}>{value}</option>')
+    return (f"<label>{name} <select name={name} onchange='this.form.submit()'>"
+            f"{''.join(options)}</select></label>")
+
+
+def experiments_page(data: dict[str, Any]) -> str:
+    f, choices = data["filters"], data["choices"]
+    form = ("<form class=filters method=get action=/experiments>"
+            + "".join(_select(n, f[n], choices[n]) for n in ("challenge", "status", "source"))
+            + "<noscript><button>filter</button></noscript></form>")
+    rows = [[f'<a href="/experiments/{quote(x["id"])}">{e(x["run_id"])}</a>',
+             e(x["challenge"]), e(x["status"]), e(x["model"]), e(x["best_val_loss"]),
+             e(x["best_epoch"]), e(x["total_epochs"]), e(x["start_time"]), e(x["source"])]
+            for x in data["experiments"]]
+    grid = table(["run", "challenge", "status", "model", "best val loss", "best epoch",
+                  "epochs", "started", "source"], rows, "experiments",
+                 "no experiments match these filters")
+    count = f'<p class=muted>{len(rows)} experiment(s), best validation loss first</p>'
+    return page("Experiments", "/experiments", form + count + grid)
+
+
+def _config(config: Any) -> str:
+    if not isinstance(config, dict) or not config:
+        return '<p class=empty>no config</p>'
+    return facts(sorted((str(k), json.dumps(v) if isinstance(v, (dict, list)) else v)
+                        for k, v in config.items()), "config")
+
+
+def experiment_page(data: dict[str, Any]) -> str:
+    x = data["experiment"]
+    metrics = x.get("metrics") or {}
+    title = f"Run {x.get('run_id')}"
+    summary = facts([("challenge", x.get("challenge")), ("status", x.get("status")),
+                     ("model", (x.get("model") or {}).get("name")),
+                     ("started", x.get("start_time")), ("ended", x.get("end_time")),
+                     ("notes", x.get("notes"))], "experiment-summary")
+    metric_list = facts(sorted(metrics.items()), "metrics")
+    points = json.dumps({"id": x["_id"], "epochs": data["epochs"]}).replace("</", "<\\/")
+    chart = (f'<figure class=chart><div id=chart data-testid=chart data-experiment="{e(x["_id"])}">'
+             f'</div><figcaption><span class="key train">train loss</span> '
+             f'<span class="key val">validation loss</span> per epoch · '
+             f'<span id=live class=muted>connecting…</span></figcaption></figure>'
+             f'<script type=application/json id=epochs-data>{points}</script>')
+    epochs = table(["epoch", "train loss", "val loss", "learning rate", "time"],
+                   [[e(p["epoch"]), e(p["train_loss"]), e(p["val_loss"]),
+                     e(p["learning_rate"]), e(p["timestamp"])] for p in data["epochs"]],
+                   "epochs", "no epochs yet")
+    checkpoints = table(["epoch", "val loss", "file", "size (MB)", "best", "time"],
+                        [[e(c.get("epoch")), e((c.get("metrics") or {}).get("val_loss")),
+                          e((c.get("file") or {}).get("path")),
+                          e((c.get("file") or {}).get("size_mb")), e(c.get("is_best")),
+                          e(c.get("timestamp"))] for c in data["checkpoints"]],
+                        "checkpoints", "no checkpoints")
+    body = (summary + "<h2>Training curve</h2>" + chart + "<h2>Metrics</h2>" + metric_list
+            + "<h2>Config</h2>" + _config(x.get("config")) + "<h2>Epochs</h2>"
+            + f"<div id=epochs-table>{epochs}</div>"
+            + "<h2>Checkpoints</h2>" + checkpoints)
+    return page(title, "/experiments", body, script=True)
+
+
+# -- cache ---------------------------------------------------------------------------------
+
+
+def _bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return "–"
+
+
+def _bar(fraction: Any) -> str:
+    if not isinstance(fraction, (int, float)):
+        return "–"
+    pct = max(0.0, min(1.0, float(fraction))) * 100
+    return (f'<span class=bar><span style="width:{pct:.1f}%"></span></span> '
+            f"{pct:.0f}%")
+
+
+def cache_page(data: dict[str, Any]) -> str:
+    if not data.get("indexed"):
+        return page("Cache", "/cache", '<p class=empty data-testid=cache-files>no HDF5 file '
+                    "indexed yet (syncd run --hdf5-dir or syncd warm)</p>")
+    memory = data.get("memory") or {}
+    used, budget = memory.get("used_bytes"), memory.get("budget_bytes")
+    share = used / budget if isinstance(used, int) and budget else None
+    summary = facts([("files", data.get("files_total")),
+                     ("windows cached", f"{data.get('windows_cached')} / "
+                                        f"{data.get('windows_total')}"),
+                     ("coverage", None if data.get("coverage") is None
+                      else f"{data['coverage'] * 100:.1f}%"),
+                     ("bytes / budget", f"{_bytes(used)} / {_bytes(budget)}"),
+                     ("Redis used memory", _bytes(memory.get("redis_used_memory"))),
+                     ("last scan", data.get("last_scan_at")),
+                     ("Redis", data.get("redis_error") or "reachable")], "cache-summary")
+    budget_bar = f'<p data-testid=budget>budget used: {_bar(share)}</p>'
+    rows = [[e(f["path"]), e(f["state"]), e(f["generation"]), e(f["cached"]),
+             e(f["windows"]), _bar(f["coverage"]), e(", ".join(f["features"])),
+             e(f["warmed_at"])] for f in data.get("files", [])]
+    grid = table(["file", "state", "generation", "cached", "windows", "coverage", "features",
+                  "warmed"], rows, "cache-files", "no files")
+    bad = table(["file", "error", "since"],
+                [[e(q["path"]), f'<span class=bad>{e(q["error"])}</span>', e(q["at"])]
+                 for q in data.get("quarantined", [])], "quarantined-files",
+                "no quarantined files")
+    return page("Cache", "/cache", summary + budget_bar + "<h2>Files</h2>" + grid
+                + "<h2>Quarantined files</h2>" + bad)
