@@ -58,6 +58,19 @@ def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
                        socket_read_size=READ_SIZE, **extra)
 
 
+def reader_redis(url: str | None) -> RedisClient | None:
+    """A reader's client (the Dataset's): short connects, no retries (the files are its
+    fallback). None without a URL, or when a cluster's seed nodes do not answer now."""
+    if not url:
+        return None
+    try:
+        return connect_redis(url, timeout=2.0, retry=False)
+    except redis.RedisError as exc:
+        log.warning("Redis %s is unreachable (%s): reading from the HDF5 files",
+                    redact_url(url), scrub(str(exc))[:200])
+        return None
+
+
 def running_redis_url(settings: Settings) -> str | None:
     """The configured Redis, else the embedded one a syncd process runs for the state dir.
 
