@@ -82,9 +82,13 @@ def _mongo_url(value: Any) -> str:
 
 
 def _redis_url(value: Any) -> str:
+    from syncd.connect.redis_urls import parse_redis_url
+
     url = _nonempty(value)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    try:
+        parse_redis_url(url)
+    except ConfigError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
     return url
 
 

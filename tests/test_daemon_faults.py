@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from syncd.sample import make_eeg2025
+from syncd.sinks.cache import Keys
 from syncd.sinks.events import STREAM
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, verified, wait_for
@@ -251,7 +252,7 @@ def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db):
                                                           "state": "warm"}), 60,
                           "a new file picked up from its file event")
         assert second["n_windows"] == 7
-        assert rc.exists(f"syncd:l:{second['fid']}:{second['generation']}")
+        assert rc.exists(Keys().labels(second["fid"], second["generation"]))
         refused = run_cli("warm", "--hdf5-dir", cache, *daemon.args, "--redis-url",
                           redis_server.url)
         assert refused.code == 1 and "keeps the HDF5 caches warm" in refused.err

@@ -142,7 +142,7 @@ def test_a_pickled_value_is_never_unpickled(warmed, rclient, redis_url, prefix):
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(paths[0]))
     payload = pickle.dumps(np.zeros((8, 100), np.float32))
-    rclient.set(f"{prefix}:w:{meta.fid}:{meta.gen}:3", payload)
+    rclient.set(cache.keys.window(meta.fid, meta.gen, 3), payload)
     ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix)
     eeg, _ = ds[3]
     np.testing.assert_array_equal(eeg.numpy(), legacy_items([paths[0]])[3][0])

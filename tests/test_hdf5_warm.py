@@ -79,7 +79,7 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     follower.warm()
     cache = WindowCache(rclient, prefix)
     fid = cache.file(str(path)).fid
-    assert rclient.exists(f"{prefix}:w:{fid}:1:0")
+    assert rclient.exists(cache.keys.window(fid, 1, 0))
 
     new_windows, new_labels = write_h5(path, n=36, seed=2)  # the legacy script rewrites it
     report = follower.warm()
@@ -89,8 +89,8 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     np.testing.assert_array_equal(cached_windows(cache, path), new_windows)
     np.testing.assert_array_equal(cache.get_labels(meta), new_labels)
     # Nothing of generation 1 is left.
-    assert list(rclient.scan_iter(match=f"{prefix}:*:{fid}:1:*", count=1000)) == []
-    assert not rclient.exists(f"{prefix}:l:{fid}:1")
+    assert list(rclient.scan_iter(match=f"{prefix}:*{cache.keys.tag(fid, 1)}*", count=1000)) == []
+    assert not rclient.exists(cache.keys.labels(fid, 1))
     doc = db[HDF5_FILES].find_one({"path": str(path)})
     assert doc["generation"] == 2 and doc.get("stale_generations") == []
 
@@ -219,8 +219,9 @@ def test_memory_budget_newest_first_then_trims(tmp_path, db, own_redis):
               for p in paths}
     assert cached["old.h5"] > 0 and cached["new.h5"] == 0 and cached["mid.h5"] == 0
     assert report.windows_trimmed == 50 + before_mid
-    fid_new = WindowCache(client, "syncd").file(str(d / "new.h5")).fid
-    assert not client.exists(f"syncd:w:{fid_new}:1:0")
+    cache = WindowCache(client, "syncd")
+    fid_new = cache.file(str(d / "new.h5")).fid
+    assert not client.exists(cache.keys.window(fid_new, 1, 0))
     client.close()
 
 
@@ -311,7 +312,8 @@ def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix)
         np.testing.assert_array_equal(cached_windows(cache, path), f["eeg"][()])
     with h5py.File(d / "new.h5", "r") as f:
         np.testing.assert_array_equal(cached_windows(cache, d / "new.h5"), f["eeg"][()])
-    assert list(rclient.scan_iter(match=f"{prefix}:w:{meta.fid}:1:*", count=1000)) == []
+    old = f"{prefix}:w:{cache.keys.tag(meta.fid, 1)}:*"
+    assert list(rclient.scan_iter(match=old, count=1000)) == []
 
 
 def test_events_announce_what_a_pass_did(tmp_path, db, rclient, prefix):

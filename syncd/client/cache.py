@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from syncd.connect.redis_urls import server_info
 from syncd.sinks.cache import (
     DEFAULT_PREFIX,
     MAX_VALUE_BYTES,
@@ -142,8 +143,8 @@ class WindowCache(CacheWriter):
 
     def stats(self) -> dict[str, Any]:
         """Coverage per file and overall, and Redis' own memory and hit counters."""
-        info = self.redis.info("memory")
-        counters = self.redis.info("stats")
+        info = server_info(self.redis, "memory")
+        counters = server_info(self.redis, "stats")
         self.unreadable.clear()
         files = self.files()
         total = sum(m.n_windows for m in files)

@@ -48,7 +48,9 @@ from syncd.client.cache import (
     decode_sealed,
     read_file_meta,
 )
-from syncd.client.mget import BAD, HIT, DirectMget, MgetError, byte_view
+from syncd.client.cluster_mget import Mget, open_direct
+from syncd.client.mget import BAD, HIT, MgetError, byte_view
+from syncd.connect.redis_urls import RedisClient
 from syncd.hdf5.files import paths_matching
 from syncd.sinks.checksum import FORMAT
 
@@ -85,9 +87,9 @@ class _FileState:
 @dataclass
 class _Local:
     pid: int
-    redis: redis.Redis | None
+    redis: RedisClient | None
     files: list[_FileState] = field(default_factory=list)
-    direct: DirectMget | None = None
+    direct: Mget | None = None
     redis_down_until: float = 0.0
     hits: int = 0
     misses: int = 0
@@ -173,11 +175,9 @@ class CachedWindowDataset(Dataset):
     def _state(self) -> _Local:
         local = self._local
         if local is None or local.pid != os.getpid():
-            client = None
-            if self.redis_url:
-                from syncd.connect.redis import connect_redis
+            from syncd.connect.redis import reader_redis
 
-                client = connect_redis(self.redis_url, timeout=2.0, retry=False)
+            client = reader_redis(self.redis_url)
             local = _Local(os.getpid(), client, [_FileState() for _ in self.specs])
             self._local = local
         return local
@@ -261,20 +261,20 @@ class CachedWindowDataset(Dataset):
                 log.warning("%s: ignoring a bad cached value under %s (wrong length or "
                             "checksum)", meta.path, key)
 
-    def _direct(self, st: _Local) -> DirectMget | None:
+    def _direct(self, st: _Local) -> Mget | None:
         """The worker's direct MGET connection (None: Redis down, or a URL it cannot serve)."""
         if self.redis_url is None or time.monotonic() < st.redis_down_until:
             return None
-        if st.direct is None and not self.redis_url.startswith("rediss:"):
+        if st.direct is None and not self.redis_url.startswith("rediss"):
             try:
-                st.direct = DirectMget.connect(self.redis_url, timeout=10.0)
+                st.direct = open_direct(self.redis_url, timeout=10.0)
             except MgetError as exc:
                 self._redis_failed(st, exc)
         return st.direct
 
     # -- the cache side ----------------------------------------------------------------
 
-    def _redis(self, st: _Local) -> redis.Redis | None:
+    def _redis(self, st: _Local) -> RedisClient | None:
         if st.redis is None or time.monotonic() < st.redis_down_until:
             return None
         return st.redis

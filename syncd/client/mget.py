@@ -4,12 +4,13 @@ redis-py parses a reply into a buffer, copies it out into a `bytes` object, and 
 Dataset then copies that into a tensor. For a batch of 64 windows of 100 KB that
 is most of the time a batch takes. This speaks the few lines of RESP2 that MGET
 needs over a plain socket and `recv_into`s every value into the writable array it
-ends up in: one copy, from the kernel. Every value ends in a CRC-32 trailer
+ends up in: one copy, from the kernel. Every value ends in a checksum trailer
 (syncd.sinks.checksum), read into a small buffer of its own and checked against what was
 received. Values whose length is not the expected one are read into a scratch
 buffer and reported as misses, values that fail the checksum as bad; nothing is
 ever decoded beyond a length. URLs it does not handle (TLS) make `DirectMget.connect` return
-None, and the caller keeps using redis-py.
+None, and the caller keeps using redis-py. A Redis Cluster's node answers with a
+redirection when a slot is elsewhere: `Redirect`, which syncd.client.cluster_mget follows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ MISS, HIT, BAD = 0, 1, 2
 
 class MgetError(Exception):
     """The connection failed or Redis answered with an error: treat as Redis unavailable."""
+
+
+class Redirect(MgetError):
+    """A cluster node's one-line answer that the keys are elsewhere or moving:
+    `MOVED slot host:port`, `ASK slot host:port`, `TRYAGAIN ...` or `CLUSTERDOWN ...`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        parts = text.split()
+        self.kind = parts[0]
+        self.address: tuple[str, int] | None = None
+        if self.kind in ("MOVED", "ASK") and len(parts) == 3:
+            host, _, port = parts[2].rpartition(":")
+            self.address = (host.strip("[]"), int(port))
 
 
 class DirectMget:
@@ -141,10 +156,30 @@ class DirectMget:
         (filled and checked), MISS (no such key, or a None target) or BAD (another length:
         garbage or the format before checksums; or a failed checksum: the target then holds
         garbage)."""
+        self.send_mget(keys)
+        return self.read_mget(keys, targets)
+
+    def send_mget(self, keys: Sequence[str], asking: bool = False) -> None:
+        """Send MGET `keys` (after ASKING: a cluster's ASK redirection) without waiting;
+        `read_mget` reads the reply, in order."""
+        if asking:
+            self._send(["ASKING"])
         self._send(["MGET", *keys])
+
+    def read_mget(self, keys: Sequence[str], targets: Sequence[memoryview | None],
+                  asking: bool = False) -> list[int]:
+        """The reply to one `send_mget`, as `mget_into` describes. A cluster's redirection
+        (MOVED, ASK) or TRYAGAIN is a `Redirect`; the connection stays usable."""
+        if asking:
+            line = self._line()
+            if not line.startswith(b"+"):
+                raise MgetError(f"ASKING refused: {line[:80]!r}")
         head = self._line()
         if head.startswith(b"-"):
-            raise MgetError(head[1:].decode(errors="replace"))
+            text = head[1:].decode(errors="replace")
+            if text.startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")):
+                raise Redirect(text)
+            raise MgetError(text)
         if not head.startswith(b"*") or int(head[1:]) != len(keys):
             raise MgetError(f"unexpected reply to MGET: {head[:40]!r}")
         filled = []

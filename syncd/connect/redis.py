@@ -4,7 +4,9 @@ The only place that decides between `--redis-url` and the embedded server. Each
 caller picks one policy by name: start the embedded server if needed
 (`open_redis`), use one only if it already runs (`running_redis_url`,
 `running_redis`, `tail_redis`), or tolerate an absent or unreachable Redis
-(`daemon_redis`). Every wait is bounded by `settings.redis_timeout`.
+(`daemon_redis`). Every wait is bounded by `settings.redis_timeout`. Every client is
+made by `connect_redis`, for any URL `redis_urls` parses: one server, TLS, Sentinel
+or Cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from syncd.config import Settings
+from syncd.connect.redis_urls import RedisClient, make_client
 from syncd.embedded import configured_or_embedded
 from syncd.embedded.redis import EmbeddedRedis
 from syncd.errors import ConfigError
@@ -31,7 +34,7 @@ log = logging.getLogger("syncd")
 class RedisTarget:
     """An open Redis client, its URL (for worker processes) and where it is (password masked)."""
 
-    client: redis.Redis
+    client: RedisClient
     url: str
     shown_url: str
     embedded: bool
@@ -41,7 +44,7 @@ READ_SIZE = 1 << 20  # windows are ~100 KB: read replies in big pieces, not 64 K
 
 
 def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
-                  read_timeout: float | None = None) -> redis.Redis:
+                  read_timeout: float | None = None) -> RedisClient:
     """A binary-safe client whose connects are bounded by `timeout` seconds and whose
     replies by `read_timeout` (default: at least 30 s, for large cache values).
 
@@ -50,9 +53,22 @@ def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
     """
     extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     reads = max(timeout, 30.0) if read_timeout is None else read_timeout
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=reads,
-                                decode_responses=False, health_check_interval=30,
-                                socket_read_size=READ_SIZE, **extra)
+    return make_client(url, socket_connect_timeout=timeout, socket_timeout=reads,
+                       decode_responses=False, health_check_interval=30,
+                       socket_read_size=READ_SIZE, **extra)
+
+
+def reader_redis(url: str | None) -> RedisClient | None:
+    """A reader's client (the Dataset's): short connects, no retries (the files are its
+    fallback). None without a URL, or when a cluster's seed nodes do not answer now."""
+    if not url:
+        return None
+    try:
+        return connect_redis(url, timeout=2.0, retry=False)
+    except redis.RedisError as exc:
+        log.warning("Redis %s is unreachable (%s): reading from the HDF5 files",
+                    redact_url(url), scrub(str(exc))[:200])
+        return None
 
 
 def running_redis_url(settings: Settings) -> str | None:
@@ -70,9 +86,10 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
     with configured_or_embedded(settings.redis_url,
                                 lambda: EmbeddedRedis(settings.state_dir)) as (url, embedded):
         shown = redact_url(url)
-        client = connect_redis(url, settings.redis_timeout)
+        client = None
         try:
             try:
+                client = connect_redis(url, settings.redis_timeout)
                 client.ping()
             except redis.AuthenticationError as exc:
                 raise ConfigError(f"--redis-url {shown}: the server refused syncd "
@@ -83,11 +100,12 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
                                   f"{settings.redis_timeout:g} s ({detail})") from None
             yield RedisTarget(client, url, shown, embedded)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
 
 @contextlib.contextmanager
-def running_redis(settings: Settings) -> Iterator[redis.Redis | None]:
+def running_redis(settings: Settings) -> Iterator[RedisClient | None]:
     """A client of `running_redis_url`, or None; for status reads.
 
     A Redis that hangs must not hang the read: bounded, no retries.
@@ -96,8 +114,13 @@ def running_redis(settings: Settings) -> Iterator[redis.Redis | None]:
     if url is None:
         yield None
         return
-    client = connect_redis(url, settings.redis_timeout, retry=False,
-                           read_timeout=settings.redis_timeout)
+    try:
+        client = connect_redis(url, settings.redis_timeout, retry=False,
+                               read_timeout=settings.redis_timeout)
+    except redis.RedisError as exc:  # a cluster is asked for its nodes at once
+        log.warning("Redis %s is unreachable (%s)", redact_url(url), scrub(str(exc))[:200])
+        yield None
+        return
     try:
         yield client
     finally:
@@ -105,7 +128,7 @@ def running_redis(settings: Settings) -> Iterator[redis.Redis | None]:
 
 
 @contextlib.contextmanager
-def tail_redis(settings: Settings) -> Iterator[redis.Redis]:
+def tail_redis(settings: Settings) -> Iterator[RedisClient]:
     """The Redis `syncd run` publishes to (configured, or its running embedded one), pinged.
 
     None running, unreachable or refusing is a configuration error naming --redis-url.
@@ -115,7 +138,11 @@ def tail_redis(settings: Settings) -> Iterator[redis.Redis]:
         raise ConfigError("--redis-url is not set and no embedded Redis is running for "
                           f"--state-dir {settings.state_dir}: start syncd run, or name the "
                           "Redis it publishes to")
-    client = connect_redis(url, settings.redis_timeout)
+    try:
+        client = connect_redis(url, settings.redis_timeout)
+    except redis.RedisError as exc:
+        raise ConfigError(f"--redis-url {redact_url(url)}: not reachable within "
+                          f"{settings.redis_timeout:g} s ({scrub(str(exc))[:200]})") from None
     with contextlib.closing(client):
         try:
             client.ping()
@@ -130,7 +157,7 @@ def tail_redis(settings: Settings) -> Iterator[redis.Redis]:
 
 @contextlib.contextmanager
 def daemon_redis(settings: Settings,
-                 needed: bool) -> Iterator[tuple[redis.Redis | None, redis.Redis | None]]:
+                 needed: bool) -> Iterator[tuple[RedisClient | None, RedisClient | None]]:
     """Redis for `syncd run`: (cache client, events client), or (None, None).
 
     Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
@@ -152,9 +179,16 @@ def daemon_redis(settings: Settings,
                         exc)
             yield None, None
             return
-    client = connect_redis(url, settings.redis_timeout)
-    events = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                  retry=Retry(NoBackoff(), 0))
+    try:
+        client = connect_redis(url, settings.redis_timeout)
+        events = connect_redis(url, 2.0, retry=False, read_timeout=2.0)
+    except redis.RedisError as exc:  # a cluster is asked for its nodes at once
+        if needed:
+            raise
+        log.warning("Redis %s is unreachable (%s): events are not published by this run",
+                    redact_url(url), scrub(str(exc))[:200])
+        yield None, None
+        return
     try:
         try:
             events.ping()

@@ -35,6 +35,7 @@ from legacy_adapters.hdf5 import BadFile, FileBusy, FileSig
 from legacy_adapters.hdf5_index import FileInfo, inspect, list_files, matches, wait_stable
 from syncd.checkpoint.hdf5 import record_hdf5_status
 from syncd.config import Settings
+from syncd.connect.redis_urls import server_info
 from syncd.hdf5.budget import plan_budget
 from syncd.hdf5.features import extractors_for, prepare_torch
 from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for, stale_record
@@ -270,8 +271,8 @@ class Hdf5Follower:
 
     def _redis_changed(self) -> bool:
         """True when Redis restarted, evicted keys, or the verify interval passed."""
-        server = self.redis.info("server")
-        stats = self.redis.info("stats")
+        server = server_info(self.redis, "server")
+        stats = server_info(self.redis, "stats")
         run_id, evicted = server.get("run_id"), int(stats.get("evicted_keys", 0))
         now = time.monotonic()
         changed = (run_id != self._redis_run_id or evicted != self._evicted

@@ -8,6 +8,7 @@ import redis
 from pymongo.database import Database
 
 from syncd.checkpoint.hdf5 import read_hdf5_status
+from syncd.connect.redis_urls import server_info
 from syncd.hdf5.files import HDF5_FILES
 
 
@@ -49,7 +50,7 @@ def hdf5_status(db: Database, client: redis.Redis | None = None,
     }
     if client is not None:
         try:
-            out["memory"]["redis_used_memory"] = client.info("memory").get("used_memory")
+            out["memory"]["redis_used_memory"] = server_info(client, "memory").get("used_memory")
         except redis.RedisError as exc:
             out["redis_error"] = f"{type(exc).__name__}: {exc}"
     return out

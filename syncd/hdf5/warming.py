@@ -76,8 +76,10 @@ class FileWarmer:
         if self.cache.unreadable.pop(fid, None) is not None:
             report.metadata_repaired.append(doc["path"])  # a miss; _warm_file writes it again
         if meta is not None and meta.format != FORMAT and meta.gen == gen:
-            # Values of an older format (no checksum) read as misses: write them again.
+            # Values of an older format (no checksum, or no hash tag) read as misses: delete
+            # them (under either layout) and write them again.
             self.cache.delete_values(fid, gen, 0, max(cached, meta.cached), list(done))
+            self.cache.delete_labels(fid, gen)
             cached, done, meta = 0, dict.fromkeys(done, 0), None
         if full_verify or doc.get("state") != "warm" or meta is None or meta.gen != gen:
             cached = self._present(self.keys.windows(fid, gen, range(cached)))

@@ -1,7 +1,7 @@
 """The Redis window and feature cache: its key layout, its metadata, and its one writer.
 
 Replaces the legacy pickle-based cache. Values are raw C-order array bytes with a
-CRC-32 trailer (syncd.sinks.checksum); the dtype and shape live beside them in the file's
+checksum trailer (syncd.sinks.checksum); the dtype and shape live beside them in the file's
 metadata hash, are checked against a whitelist, and every value's length and
 checksum are checked before it becomes an array (syncd.client.cache, the reader): a
 value that fails is a miss (counted), never data. Metadata that does not parse is a
@@ -16,10 +16,15 @@ Key layout (prefix `cache.prefix`, default "syncd"):
 
     {p}:files                          hash  path -> file id
     {p}:file:{fid}                     hash  current generation, dtype, shape, stat, coverage
-    {p}:w:{fid}:{gen}:{i}              string  window i (raw bytes + checksum)
-    {p}:l:{fid}:{gen}                  string  all labels of the file (raw bytes + checksum)
-    {p}:f:{fid}:{gen}:{fkey}:{i}       string  features of window i (raw bytes + checksum)
+    {p}:w:{{fid}:{gen}}:{i}            string  window i (raw bytes + checksum)
+    {p}:l:{{fid}:{gen}}                string  all labels of the file (raw bytes + checksum)
+    {p}:f:{{fid}:{gen}}:{fkey}:{i}     string  features of window i (raw bytes + checksum)
     {p}:events                         stream (and pub/sub channel) of JSON events
+
+The literal braces are a Redis Cluster hash tag: every value of one file generation
+is in one slot, so a batch's MGET (and a warm's MSET) of one file is one command to
+one node. Format 2 spelled the values without the tag (`Format2Keys`); its keys are
+deleted with the current ones on a single server, where they could have been written.
 
 Keys carry the generation: when a file changes, its generation goes up, the
 metadata hash points at the new one, and the old generation's keys are deleted,
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from syncd.connect.redis_urls import is_cluster
 from syncd.sinks.checksum import CHECKSUM_BYTES, FORMAT, seal
 
 log = logging.getLogger(__name__)
@@ -185,19 +191,32 @@ class Keys:
     def file(self, fid: str) -> str:
         return f"{self.prefix}:file:{fid}"
 
+    @staticmethod
+    def tag(fid: str, gen: int) -> str:
+        """The hash tag of one file generation: its values share one cluster slot."""
+        return f"{{{fid}:{gen}}}"
+
     def window(self, fid: str, gen: int, index: int) -> str:
-        return f"{self.prefix}:w:{fid}:{gen}:{index}"
+        return f"{self.prefix}:w:{self.tag(fid, gen)}:{index}"
 
     def windows(self, fid: str, gen: int, indices: Sequence[int] | range) -> list[str]:
-        head = f"{self.prefix}:w:{fid}:{gen}:"
+        head = f"{self.prefix}:w:{self.tag(fid, gen)}:"
         return [head + str(i) for i in indices]
 
     def labels(self, fid: str, gen: int) -> str:
-        return f"{self.prefix}:l:{fid}:{gen}"
+        return f"{self.prefix}:l:{self.tag(fid, gen)}"
 
     def features(self, fid: str, gen: int, fkey: str, indices: Sequence[int] | range) -> list[str]:
-        head = f"{self.prefix}:f:{fid}:{gen}:{fkey}:"
+        head = f"{self.prefix}:f:{self.tag(fid, gen)}:{fkey}:"
         return [head + str(i) for i in indices]
+
+
+class Format2Keys(Keys):
+    """The value keys of formats 1 and 2, without a hash tag: only ever deleted."""
+
+    @staticmethod
+    def tag(fid: str, gen: int) -> str:
+        return f"{fid}:{gen}"
 
 
 class CacheWriter:
@@ -211,6 +230,8 @@ class CacheWriter:
                  max_value_bytes: int = MAX_VALUE_BYTES) -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        # Format 2's untagged keys can only be on a single server (a cluster refused them).
+        self.old_keys = None if is_cluster(client) else Format2Keys(prefix)
         self.max_value_bytes = max_value_bytes
         self.unreadable: dict[str, str] = {}  # file id -> why its metadata did not parse
 
@@ -258,10 +279,12 @@ class CacheWriter:
         return meta
 
     def write_meta(self, meta: FileMeta) -> None:
+        """The index entry first, then the metadata hash in one transaction (one key, so
+        one slot on a cluster): a reader finds no hash, the old one or the new one."""
+        self.redis.hset(self.keys.files, meta.path, meta.fid)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.file(meta.fid))  # no stray field of an older or broken hash stays
         pipe.hset(self.keys.file(meta.fid), mapping=meta.to_hash())
-        pipe.hset(self.keys.files, meta.path, meta.fid)
         pipe.execute()
 
     def set_cached(self, fid: str, cached: int) -> None:
@@ -321,14 +344,16 @@ class CacheWriter:
         fkeys = list(fkeys)
         for a in range(start, stop, 2000):
             b = min(stop, a + 2000)
-            keys = self.keys.windows(fid, gen, range(a, b)) if windows else []
-            for fkey in fkeys:
-                keys += self.keys.features(fid, gen, fkey, range(a, b))
+            keys: list[str] = []
+            for layout in filter(None, (self.keys, self.old_keys)):
+                keys += layout.windows(fid, gen, range(a, b)) if windows else []
+                for fkey in fkeys:
+                    keys += layout.features(fid, gen, fkey, range(a, b))
             if keys:
                 self.redis.unlink(*keys)
 
     def delete_labels(self, fid: str, gen: int) -> None:
-        self.redis.unlink(self.keys.labels(fid, gen))
+        self.redis.unlink(*[k.labels(fid, gen) for k in (self.keys, self.old_keys) if k])
 
     def forget(self, fid: str, path: str) -> None:
         """Drop a file's metadata and its entry in the files index (its values go separately)."""

@@ -16,8 +16,10 @@ from typing import Any
 import xxhash
 
 CHECKSUM_BYTES = 4
-# The cache format: 2 = values carry the trailer. Metadata without a format is 1 (no trailer).
-FORMAT = 2
+# The cache format: 2 = values carry the trailer; 3 = value keys carry a hash tag per file
+# generation (syncd.sinks.cache.Keys). Metadata without a format is 1 (no trailer).
+# Metadata of an older format is a miss to readers, and a warm writes its values again.
+FORMAT = 3
 
 
 def checksum(key: str, payload: Any) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from syncd.connect.redis_urls import RedisClient, is_cluster
 from syncd.retry import Backoff
 from syncd.sinks.cache import Keys
 
@@ -32,10 +33,17 @@ MAXLEN = 100_000  # the stream is trimmed to about this many events
 MAX_IDS = 500  # ids per event; larger writes become several events
 
 
-def send(client: redis.Redis, stream: str, payloads: list[str], maxlen: int = MAXLEN) -> list[Any]:
+def send(client: RedisClient, stream: str, payloads: list[str], maxlen: int = MAXLEN) -> list[Any]:
     """Append JSON payloads to `stream` (trimmed to ~maxlen) and publish each on the
     channel of the same name, in one round trip; returns the stream ids."""
     pipe = client.pipeline(transaction=False)
+    if is_cluster(client):  # a cluster pipeline refuses PUBLISH: one round trip each
+        for payload in payloads:
+            pipe.xadd(stream, {"event": payload}, maxlen=maxlen, approximate=True)
+        ids = pipe.execute()
+        for payload in payloads:
+            client.publish(stream, payload)
+        return ids
     for payload in payloads:
         pipe.xadd(stream, {"event": payload}, maxlen=maxlen, approximate=True)
         pipe.publish(stream, payload)
