@@ -425,7 +425,7 @@ class SyncdRun:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 sys.exit(f"syncd run exited ({self.proc.returncode}):\n{self.tail()}")
-            doc = state.find_one({"_id": "daemon"}, {"pid": 1, "ready": 1})
+            doc = state.find_one({"kind": "daemon"}, {"pid": 1, "ready": 1})
             if doc and doc.get("pid") == self.proc.pid and doc.get("ready"):
                 return time.monotonic() - self.started
             time.sleep(0.05)
@@ -444,7 +444,7 @@ class SyncdRun:
                 capture.close()
 
             def done() -> bool:
-                doc = db["_syncd_state"].find_one({"_id": "capture"}) or {}
+                doc = db["_syncd_state"].find_one({"kind": "capture"}) or {}
                 return int(doc.get("seq", -1)) >= last
         else:
             source = SQLiteSource(self.sqlite)
@@ -455,7 +455,7 @@ class SyncdRun:
                 source.close()
 
             def done() -> bool:
-                doc = db["_syncd_state"].find_one({"_id": "scan"}) or {}
+                doc = db["_syncd_state"].find_one({"kind": "scan"}) or {}
                 hwm = {t: p for t, p in doc.get("hwm", [])}
                 return all(mark is None or hwm.get(t) == mark for t, mark in marks.items())
         while time.monotonic() - started < timeout:

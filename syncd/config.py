@@ -36,7 +36,7 @@ class Settings:
     redis_url: str | None = None
     database: str = "syncd"
     state_dir: Path = Path(".syncd")
-    source_id: str = field(default_factory=socket.gethostname)
+    source_id: str = field(default_factory=socket.gethostname)  # see default_source_id
     migrations: Path | None = None
     timezone: str | None = None
     chunk_size: int = 5000
@@ -143,7 +143,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("state_dir", "--state-dir", _path,
            "local state: embedded servers' data and logs (default: ./.syncd)", "DIR"),
     Option("source_id", "--source-id", _nonempty,
-           "names this legacy source in document ids (default: the host name)", "ID"),
+           "names this legacy source in document ids (default: HOST:/resolved/path/of/metadata.db)",
+           "ID"),
     Option("migrations", "--migrations", _path,
            "folder of migration files (default: the ones shipped with syncd)", "DIR"),
     Option("timezone", "--timezone", _timezone,
@@ -244,9 +245,16 @@ def load_settings(
 
     settings = Settings(**values)
     settings.explicit = explicit
+    if "source_id" not in explicit and settings.sqlite is not None:
+        settings.source_id = default_source_id(settings.sqlite)
     register_url(settings.mongo_url)
     register_url(settings.redis_url)
     return settings
+
+
+def default_source_id(sqlite: Path) -> str:
+    """Host name and resolved file: two files on one host are two sources (issue 12)."""
+    return f"{socket.gethostname()}:{Path(sqlite).resolve()}"
 
 
 def require_sqlite(settings: Settings) -> Path:

@@ -69,7 +69,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 _, err = self.proc.communicate()
                 pytest.fail(f"syncd run exited {self.proc.returncode}: {err[-3000:]}")
-            doc = db["_syncd_state"].find_one({"_id": "daemon"})
+            doc = db["_syncd_state"].find_one({"kind": "daemon", "pid": self.proc.pid})
             return bool(doc and doc.get("ready") and doc.get("pid") == self.proc.pid
                         and doc.get("running"))
         wait_for(ready, timeout, "syncd run to be ready")

@@ -69,7 +69,7 @@ def _make(path: Path, runs: int, seed: int) -> Path:
     return path
 
 
-def test_a_second_file_into_one_database_is_refused(tmp_path, target_args, db):
+def test_a_second_file_under_one_source_id_is_refused(tmp_path, target_args, db):
     (tmp_path / "a").mkdir()
     first = _make(tmp_path / "a" / "metadata.db", runs=5, seed=1)
     other = _make(tmp_path / "other.db", runs=3, seed=2)
@@ -82,7 +82,7 @@ def test_a_second_file_into_one_database_is_refused(tmp_path, target_args, db):
         lines = result.err.strip().splitlines()
         assert len(lines) == 1, result
         assert str(first.resolve()) in lines[0] and str(other) in lines[0], lines[0]
-        assert "--database" in lines[0] and "--adopt-file" in lines[0], lines[0]
+        assert "--source-id" in lines[0] and "--adopt-file" in lines[0], lines[0]
     assert {name: db[name].count_documents({}) for name in before} == before
 
     daemon = syncd_process("run", "--sqlite", other, *target_args, "--state-dir",
@@ -104,7 +104,8 @@ def test_a_moved_file_is_adopted_on_request(tmp_path, target_args, db):
     assert run_cli("migrate", "--sqlite", moved, "--dry-run", *target_args).code == 2
     adopted = run_cli("migrate", "--sqlite", moved, "--adopt-file", *target_args, "--json")
     assert adopted.code == 0, adopted
-    assert db["_syncd_state"].find_one({"_id": "source_file"})["path"] == str(moved.resolve())
+    assert db["_syncd_state"].find_one({"_id": "source:testhost"})["path"] == \
+        str(moved.resolve())
     assert run_cli("verify", "--sqlite", moved, *target_args).code == 0
 
 
@@ -112,11 +113,12 @@ def test_a_database_without_a_recorded_file_adopts_the_first_one_seen(tmp_path, 
                                                                       db):
     first = _make(tmp_path / "metadata.db", runs=4, seed=4)
     assert run_cli("migrate", "--sqlite", first, *target_args).code == 0
-    db["_syncd_state"].delete_one({"_id": "source_file"})  # as an earlier syncd left it
+    db["_syncd_state"].delete_one({"_id": "source:testhost"})  # as an earlier syncd left it
     assert run_cli("verify", "--sqlite", first, *target_args).code == 0
     copy = tmp_path / "copy.db"
     shutil.copyfile(first, copy)
     result = run_cli("migrate", "--sqlite", copy, *target_args)
     assert result.code == 0, result
-    assert db["_syncd_state"].find_one({"_id": "source_file"})["path"] == str(copy.resolve())
+    assert db["_syncd_state"].find_one({"_id": "source:testhost"})["path"] == \
+        str(copy.resolve())
     assert run_cli("migrate", "--sqlite", first, *target_args).code == 2

@@ -71,8 +71,8 @@ def split_volume(spec: str) -> list[str]:
     return parts
 
 
-def test_compose_has_the_three_services_and_named_volumes(compose, services):
-    assert set(services) == {"mongo", "redis", "syncd"}
+def test_compose_has_its_services_and_named_volumes(compose, services):
+    assert set(services) == {"mongo", "redis", "syncd", "syncd-b"}
     assert "version" not in compose  # obsolete in the Compose Specification
     for name, service in services.items():
         assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
@@ -185,6 +185,23 @@ def test_syncd_mounts_the_legacy_data_and_a_state_volume(compose, services):
     assert config_mode == "ro" and (DOCKER / config).is_file()
 
 
+def test_two_sources_share_one_database_with_their_own_ids_files_and_state(compose,
+                                                                          services):
+    a, b = services["syncd"], services["syncd-b"]
+    env_a, env_b = env_of(a), env_of(b)
+    assert env_a["SYNCD_DATABASE"] == env_b["SYNCD_DATABASE"]
+    assert env_a["SYNCD_MONGO_URL"] == env_b["SYNCD_MONGO_URL"]
+    ids = [variables(e["SYNCD_SOURCE_ID"]) for e in (env_a, env_b)]
+    assert ids[0][0][0] != ids[1][0][0] and all(v[0][1] == ":?" for v in ids)  # required
+    mounts = [{split_volume(str(v))[1]: split_volume(str(v))[0] for v in s["volumes"]}
+              for s in (a, b)]
+    assert mounts[0]["/legacy"] != mounts[1]["/legacy"]
+    assert mounts[0]["/var/lib/syncd"] != mounts[1]["/var/lib/syncd"]
+    assert all(m["/var/lib/syncd"] in compose["volumes"] for m in mounts)
+    for key in ("build", "command", "depends_on", "read_only", "cap_drop", "stop_grace_period"):
+        assert a[key] == b[key], key
+
+
 def test_mounted_config_is_valid_and_needs_no_torch(tmp_path):
     """The image is built without torch: the stack's syncd.toml turns features off."""
     from syncd.hdf5.features import FEATURES_DEFAULTS
@@ -219,7 +236,7 @@ def test_env_example_names_every_required_variable_and_holds_no_password():
             assert value == "", f"{key} has a value in .env.example"
     required = {n for n, op, _ in variables(COMPOSE.read_text()) if op in (":?", "?")}
     assert required == {"REDIS_PASSWORD", "LEGACY_DATA_DIR", "SYNCD_SOURCE_ID",
-                        "SYNCD_TIMEZONE"}
+                        "SYNCD_TIMEZONE", "LEGACY_DATA_DIR_B", "SYNCD_SOURCE_ID_B"}
     assert required <= set(values)  # each one documented, and empty: to be filled in
     assert all(values[name] == "" for name in required)
     optional = {n for n, op, _ in variables(COMPOSE.read_text()) if op not in (":?", "?")}
@@ -244,7 +261,8 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     legacy.mkdir()
     env = tmp_path / ".env"
     env.write_text(f"REDIS_PASSWORD=0123abcd\nLEGACY_DATA_DIR={legacy}\n"
-                   "SYNCD_SOURCE_ID=test-host\nSYNCD_TIMEZONE=UTC\n")
+                   f"SYNCD_SOURCE_ID=test-host\nSYNCD_TIMEZONE=UTC\nLEGACY_DATA_DIR_B={legacy}\n"
+                   "SYNCD_SOURCE_ID_B=test-host-b\n")
     base = ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(env)]
     result = subprocess.run([*base, "config", "--format", "yaml"], capture_output=True,
                             text=True, timeout=120)
@@ -255,6 +273,6 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     assert all(p.get("host_ip") == "127.0.0.1" for s in resolved.values()
                for p in s.get("ports", []))
     env.write_text(f"REDIS_PASSWORD=\nLEGACY_DATA_DIR={legacy}\nSYNCD_SOURCE_ID=x\n"
-                   "SYNCD_TIMEZONE=UTC\n")
+                   f"SYNCD_TIMEZONE=UTC\nLEGACY_DATA_DIR_B={legacy}\nSYNCD_SOURCE_ID_B=y\n")
     refused = subprocess.run([*base, "config"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "REDIS_PASSWORD" in refused.stderr

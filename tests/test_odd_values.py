@@ -40,7 +40,7 @@ def test_odd_database_round_trips(tmp_path, target_args, db):
     raw = db.mixed.find_one({"id": 7})["t"]
     assert isinstance(raw, Binary) and raw.subtype == TEXT_SUBTYPE and bytes(raw) == b"caf\xe9"
     assert db.mixed.find_one({"id": 7})["_flags"] == ["t: text is not UTF-8 (kept as binary)"]
-    assert list(mixed[1]) == ["_id", "id", "n", "r", "t", "b", "anything"]
+    assert list(mixed[1]) == ["_id", "id", "n", "r", "t", "b", "anything", "_source", "_v"]
 
     comp = list(db.composite.find().sort([("run", 1), ("epoch", 1)]))
     assert [(d["run"], d["epoch"], d["loss"]) for d in comp] == expected["composite"]

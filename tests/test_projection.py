@@ -102,9 +102,10 @@ def test_number_helper_keeps_odd_values_and_flags_them():
 
 def test_projector_generic_documents():
     table = TableInfo("t", (Column("k", "TEXT"), Column("a.b", "INTEGER")), ("k",))
-    projector = Projector(table, TableMap("t", "t"), Params("h", "UTC"))
+    projector = Projector(table, TableMap("t", "t"), Params("h", "UTC", 2))
     out = projector.project([(10, "x", 1), (11, None, 2)])
-    assert out.docs[0] == {"_id": derive_id("h", "t", ("x",)), "k": "x", "a\uff0eb": 1}
+    assert out.docs[0] == {"_id": derive_id("h", "t", ("x",)), "k": "x", "a\uff0eb": 1,
+                           "_source": "h", "_v": 2}  # which source, which version made it
     # A NULL primary key (possible in rowid tables) falls back to the rowid, flagged.
     assert out.docs[1]["_flags"] == ["_id: primary key is NULL (keyed by rowid)"]
     assert out.docs[1]["_id"] != derive_id("h", "t", (None,))

@@ -49,7 +49,7 @@ def _assert_exact(path, db, target_args):
     verified = run_cli("verify", "--sqlite", path, "--json", *target_args)
     assert verified.code == 0, verified
     assert not [c for c in db.list_collection_names() if c.startswith("_syncd_stage.")]
-    assert db["_syncd_state"].find_one({"_id": "job"}) is None
+    assert db["_syncd_state"].find_one({"_id": "job:testhost"}) is None
 
 
 def _crash(path, target_args, point):
@@ -76,13 +76,13 @@ def test_killed_migrate_resumes_exactly(point, legacy, target_args, db):
     if point.startswith("copy."):
         assert report["resumed"] is True
     _assert_exact(legacy, db, target_args)
-    assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2, 3]
+    assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == [1, 2, 3]
 
 
 def test_rows_deleted_from_the_pending_chunk_do_not_come_back(legacy, target_args, db):
     """The chunk being written at the crash is undone, then read again from the legacy DB."""
     _crash(legacy, target_args, "copy.after_insert:4")
-    job = db["_syncd_state"].find_one({"_id": "job"})
+    job = db["_syncd_state"].find_one({"_id": "job:testhost"})
     assert job["pending"] and job["pending"]["ids"]
     entry = job["tables"][job["pending"]["index"]]
     position = entry["position"] or 0
@@ -105,7 +105,7 @@ def test_killed_at_random_moments(legacy, target_args, db):
         proc = syncd_process("migrate", "--sqlite", legacy, "--chunk-size", "200", *target_args)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until it is writing
-            if db["_syncd_state"].find_one({"_id": "job"}) is not None:
+            if db["_syncd_state"].find_one({"_id": "job:testhost"}) is not None:
                 break
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.5))

@@ -47,7 +47,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
                    if i["key"] != [("_id", 1)])
     # Same legacy row, same _id across versions (ids come from source, table, key).
     assert db.experiments.find_one({"run_id": 1})["_id"] == run["_id"]
-    assert [e["_id"] for e in db["_syncd_changelog"].find().sort("_id", 1)] == [1, 2]
+    assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == [1, 2]
 
     latest = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
     assert json.loads(latest.out)["to_version"] == 3
@@ -57,7 +57,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
     down = run_cli("migrate", "--sqlite", legacy, "--to", "1", "--json", *target_args)
     assert down.code == 0, down
     assert "experiments" not in _collections(db) and "hdf5_files" not in _collections(db)
-    assert [e["_id"] for e in db["_syncd_changelog"].find()] == [1]
+    assert [e["version"] for e in db["_syncd_changelog"].find()] == [1]
     assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
 
     zero = run_cli("migrate", "--sqlite", legacy, "--to", "0", *target_args)
@@ -121,7 +121,7 @@ def test_added_migration_applies_on_top(tmp_path, legacy, target_args, db):
 
 
 def test_a_held_lease_stops_a_second_migrate(legacy, target_args, db):
-    holder = Lease(StateStore(db), "migrate")
+    holder = Lease(StateStore(db, "testhost"), "migrate")
     holder.host = "another-host"  # a live holder elsewhere: its lease must be respected
     holder.acquire()
     refused = run_cli("migrate", "--sqlite", legacy, *target_args)
@@ -140,7 +140,10 @@ def test_reconcile_repairs_exactly_what_changed(legacy, target_args, db):
     conn.execute("INSERT INTO config VALUES ('new_key', 'v', 'added later')")
     conn.commit()
     conn.close()
-    db.checkpoints.insert_one({"stray": True})  # a document no legacy row projects to
+    # A document of this source no legacy row projects to, and another source's document
+    # (never this source's to compare or delete).
+    db.checkpoints.insert_one({"stray": True, "_source": "testhost"})
+    db.checkpoints.insert_one({"theirs": True, "_source": "otherhost"})
 
     found = run_cli("verify", "--sqlite", legacy, "--json", *target_args)
     assert found.code == 1
@@ -160,14 +163,16 @@ def test_reconcile_repairs_exactly_what_changed(legacy, target_args, db):
     assert report["written"] == 2 and report["deleted"] == 3
     assert db.experiments.find_one({"run_id": 4})["status"] == "failed"
     assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+    assert db.checkpoints.count_documents({"theirs": True}) == 1
 
 
-def test_another_source_cannot_write_into_the_same_database(legacy, target_args, db):
+def test_another_source_id_for_the_same_file_is_refused(legacy, target_args, db):
+    """Two ids for one file would mirror it twice; the file's host and path name it."""
     assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
     other = [a if a != "testhost" else "otherhost" for a in target_args]
     refused = run_cli("migrate", "--sqlite", legacy, *other)
-    assert refused.code == 2
-    assert "holds source 'testhost'" in refused.err
+    assert refused.code == 2, refused
+    assert "'testhost'" in refused.err and len(refused.err.strip().splitlines()) == 1
 
 
 def test_a_lease_held_by_a_dead_or_reborn_process_here_is_taken_over(legacy, target_args, db):
@@ -176,10 +181,10 @@ def test_a_lease_held_by_a_dead_or_reborn_process_here_is_taken_over(legacy, tar
     holder = Lease(store, "run")
     holder.acquire()
     # Same host and pid as this test process, but another process (its start differs):
-    store.state.update_one({"_id": "lease"}, {"$set": {"process": "boot:12345"}})
+    store.state.update_one({"_id": store.key("lease")}, {"$set": {"process": "boot:12345"}})
     taker = Lease(store, "migrate")
     taker.acquire()
-    assert store.state.find_one({"_id": "lease"})["owner"] == taker.owner
+    assert store.state.find_one({"_id": store.key("lease")})["owner"] == taker.owner
     taker.release()
     # A live holder on this host with a matching process token is respected.
     holder.acquire()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.checkpoint.daemon_doc import live_daemon
+from syncd.checkpoint.daemon_doc import live_daemons
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.connect.redis import open_redis, running_redis
@@ -12,12 +12,19 @@ from syncd.errors import SyncdError
 from syncd.progress import Progress
 
 
-def _refuse_beside_a_daemon(db: Any) -> None:
-    """One indexer per database: a running `syncd run` with HDF5 dirs already warms."""
+def _refuse_beside_a_daemon(db: Any, settings: Settings) -> None:
+    """A running `syncd run` on this host with these HDF5 dirs (any source's) already
+    warms them."""
+    import socket
+
     from syncd.checkpoint.store import StateStore
 
-    daemon = live_daemon(StateStore(db).state)
-    if daemon is not None and daemon.get("hdf5_dirs"):
+    wanted = {str(d) for d in settings.hdf5_dirs}
+    for daemon in live_daemons(StateStore(db, settings.source_id)):
+        theirs = set(daemon.get("hdf5_dirs") or [])
+        if not theirs or daemon.get("host") != socket.gethostname() or \
+                (wanted and not wanted & theirs):
+            continue
         raise SyncdError(f"syncd run (pid {daemon.get('pid')} on {daemon.get('host')}) keeps "
                          "the HDF5 caches warm for this database; `syncd warm` is not needed "
                          "(see syncd status)")
@@ -37,7 +44,7 @@ def warm(settings: Settings, progress: Progress | None = None) -> tuple[str, Any
         require_torch()
     with open_target(settings) as target, open_redis(settings) as rt, \
             (progress or Progress(enabled=False, verb="windows")) as shown_progress:
-        _refuse_beside_a_daemon(target.db)
+        _refuse_beside_a_daemon(target.db, settings)
         follower = Hdf5Follower(settings, target.db, rt.client, progress=shown_progress,
                                 config=config)
         report = follower.warm()

@@ -55,8 +55,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     `capture` is "triggers" or "scan" (default: [daemon] capture). A stop requested
     before the daemon starts following raises SystemExit(0).
     """
-    from syncd.checkpoint.source_file import check as check_file
-    from syncd.checkpoint.store import StateStore
+    from syncd.checkpoint import sources
     from syncd.daemon.options import daemon_options, lower_priority
     from syncd.daemon.runner import Daemon
     from syncd.sinks.events import EventPublisher
@@ -66,7 +65,8 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     migrations = migration_files(settings)
     with open_source(settings) as source, _waited_target(settings) as target, \
             daemon_redis(settings, needed=bool(settings.hdf5_dirs)) as (client, events):
-        check_file(StateStore(target.db), settings, record=True, adopt=adopt_file)
+        sources.check(sources.store_for(target.db, settings), settings, record_it=True,
+                      adopt=adopt_file)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),
                  options["capture"])
         publisher = EventPublisher(events, settings.source_id, None,

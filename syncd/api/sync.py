@@ -34,7 +34,7 @@ class Migration:
 def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
             adopt_file: bool = False, progress: Progress | None = None) -> Migration:
     """Bring the target to migration version `to` (default: the latest), resumably."""
-    from syncd.checkpoint.source_file import check as check_file
+    from syncd.checkpoint import sources
     from syncd.engine.migrator import Migrator
     from syncd.sinks.mongo import MongoSink
 
@@ -42,31 +42,32 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
     migrations = migration_files(settings)
     with open_source(settings) as source, open_target(settings) as target:
         shown = where(settings, target)
+        sources.store_for(target.db, settings)
         migrator = Migrator(settings, source, target.db, migrations, progress)
-        check_file(migrator.store, settings, adopt=adopt_file)
+        sources.check(migrator.store, settings, adopt=adopt_file)
         plan = migrator.plan(to)
         if dry_run:
             return Migration(plan, None, shown, target.embedded)
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite, shown,
                  plan.current, plan.target, plan.kind)
-        check_file(migrator.store, settings, record=True, adopt=adopt_file)
+        sources.check(migrator.store, settings, record_it=True, adopt=adopt_file)
         with progress:
             report = migrator.run(plan, MongoSink(target.db))
         return Migration(plan, report, shown, target.embedded)
 
 
 def verify(settings: Settings, progress: Progress | None = None) -> Any:
-    """Compare every legacy row's projection with its document; the report says if ok."""
-    from syncd.checkpoint.source_file import check as check_file
-    from syncd.checkpoint.store import StateStore
+    """Compare every legacy row's projection with its document (the configured source's
+    documents only); the report says if ok."""
+    from syncd.checkpoint import sources
     from syncd.engine.verify import verify as verify_target
 
     migrations = migration_files(settings)
     with open_source(settings) as source, open_target(settings) as target, \
             (progress or Progress(enabled=False)) as shown_progress:
-        check_file(StateStore(target.db), settings, verb="verify")
+        sources.check(sources.store_for(target.db, settings), settings, verb="verify")
         return verify_target(target.db, source, migrations, settings.chunk_size,
-                             shown_progress)
+                             shown_progress, settings.source_id)
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -76,12 +77,14 @@ def status(settings: Settings) -> dict[str, Any]:
     answer is `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
     """
     from syncd.api.hdf5 import hdf5_status
+    from syncd.checkpoint import sources
     from syncd.daemon.health import read_local_status
     from syncd.engine.status import collect_status
 
     try:
         with open_target(settings) as target:
-            found = collect_status(target.db)
+            store = sources.store_for(target.db, settings)
+            found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
             found["hdf5"] = hdf5_status(target.db, settings)
     except ConfigError as exc:
@@ -98,15 +101,16 @@ def reconcile(settings: Settings, tables: Sequence[str] = (), timeout: float = 3
 
     `asked(daemon)` is called once the request is made, before the wait.
     """
+    from syncd.checkpoint import sources
     from syncd.checkpoint.resync import reconcile_result, request_reconcile
-    from syncd.checkpoint.store import StateStore
 
     with open_target(settings) as target:
-        state = StateStore(target.db).state
+        state = sources.store_for(target.db, settings)
         daemon = live_daemon(state)
         if daemon is None:
-            raise SyncdError(f"no syncd run is following into database {settings.database!r} "
-                             "(no fresh heartbeat); without a daemon `syncd migrate` "
+            raise SyncdError(f"no syncd run is following source {settings.source_id!r} into "
+                             f"database {settings.database!r} (no fresh heartbeat); without a "
+                             "daemon `syncd migrate` "
                              "reconciles every table")
         request = request_reconcile(state, list(tables))
         if asked is not None:

@@ -1,6 +1,7 @@
-"""The lease: a time-limited lock document (`_syncd_state` `lease`).
+"""The lease: a time-limited lock document (`_syncd_state` `lease:<source id>`).
 
-Only one syncd migrates or follows a database at a time; a holder that died
+Only one syncd migrates or follows a source at a time (other sources of the same
+database have their own leases); a holder that died
 (killed, crashed) is recognised on its own host by its process token, elsewhere
 the lease simply expires.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from syncd.checkpoint.store import StateStore, utcnow
@@ -26,9 +26,9 @@ LEASE_ID = "lease"
 LEASE_SECONDS = 60.0
 
 
-def current_lease(state: Collection) -> dict[str, Any] | None:
-    """The lease document while it is held (not yet expired), for `syncd status`."""
-    lease = state.find_one({"_id": LEASE_ID})
+def current_lease(store: StateStore) -> dict[str, Any] | None:
+    """The source's lease document while it is held (not yet expired), for `syncd status`."""
+    lease = store.state.find_one({"_id": store.key(LEASE_ID)})
     if lease and lease.get("expires_at") and lease["expires_at"] < utcnow():
         return None
     return lease
@@ -51,6 +51,8 @@ class Lease:
     def __init__(self, store: StateStore, what: str = "migrate",
                  seconds: float = LEASE_SECONDS) -> None:
         self.collection = store.state
+        self.lease_id = store.key(LEASE_ID)
+        self.source_id = store.source_id
         self.seconds = seconds
         self.what = what
         self.host, self.pid = socket.gethostname(), os.getpid()
@@ -83,22 +85,23 @@ class Lease:
         now = utcnow()
         claim = {"$set": {"owner": self.owner, "host": self.host, "pid": self.pid,
                           "process": process_token(self.pid), "what": self.what,
-                          "acquired_at": now,
+                          "acquired_at": now, "kind": LEASE_ID, "source_id": self.source_id,
                           "expires_at": now + dt.timedelta(seconds=self.seconds)}}
         try:
             self.collection.find_one_and_update(
-                {"_id": LEASE_ID, "$or": [{"expires_at": {"$lt": now}}, {"owner": self.owner}]},
+                {"_id": self.lease_id,
+                 "$or": [{"expires_at": {"$lt": now}}, {"owner": self.owner}]},
                 claim, upsert=True, return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
-            held = self.collection.find_one({"_id": LEASE_ID}) or {}
+            held = self.collection.find_one({"_id": self.lease_id}) or {}
             if self._dead_local_holder(held) and self.collection.update_one(
-                    {"_id": LEASE_ID, "owner": held.get("owner")}, claim).matched_count:
+                    {"_id": self.lease_id, "owner": held.get("owner")}, claim).matched_count:
                 self._renewed = now
                 return
             raise MigrationError(
                 f"another syncd ({held.get('owner', '?')}) holds the {held.get('what', '?')} "
-                f"lease on this database until {held.get('expires_at', '?')} UTC; "
+                f"lease on source {self.source_id!r} until {held.get('expires_at', '?')} UTC; "
                 "wait for it to finish (a crashed holder's lease expires by itself)"
             ) from None
         self._renewed = now
@@ -115,7 +118,7 @@ class Lease:
         if self._renewed and (now - self._renewed).total_seconds() < self.seconds / 6:
             return
         result = self.collection.update_one(
-            {"_id": LEASE_ID, "owner": self.owner},
+            {"_id": self.lease_id, "owner": self.owner},
             {"$set": {"expires_at": now + dt.timedelta(seconds=self.seconds)}},
         )
         if result.matched_count == 0:
@@ -124,4 +127,4 @@ class Lease:
         self._renewed = now
 
     def release(self) -> None:
-        self.collection.delete_one({"_id": LEASE_ID, "owner": self.owner})
+        self.collection.delete_one({"_id": self.lease_id, "owner": self.owner})

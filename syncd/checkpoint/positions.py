@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.collection import Collection
 
-from syncd.checkpoint.store import durable, utcnow
+from syncd.checkpoint.store import StateStore, durable, utcnow
 
 CAPTURE_ID = "capture"
 SCAN_ID = "scan"
@@ -35,40 +34,45 @@ class CapturePosition:
     seq: int
 
     @classmethod
-    def load(cls, state: Collection) -> CapturePosition | None:
-        doc = state.find_one({"_id": CAPTURE_ID})
+    def load(cls, store: StateStore) -> CapturePosition | None:
+        doc = store.state.find_one({"_id": store.key(CAPTURE_ID)})
         if not doc:
             return None
         return cls(doc.get("install_id"), int(doc.get("seq") or 0))
 
-    def save(self, state: Collection) -> None:
+    def save(self, store: StateStore) -> None:
         """Save journaled: the position is what a crash of the target resumes from."""
-        durable(state).replace_one(
-            {"_id": CAPTURE_ID},
-            {"mode": "triggers", "install_id": self.install_id, "seq": self.seq,
+        durable(store.state).replace_one(
+            {"_id": store.key(CAPTURE_ID)},
+            {"kind": CAPTURE_ID, "source_id": store.source_id, "mode": "triggers",
+             "install_id": self.install_id, "seq": self.seq,
              "updated_at": utcnow()}, upsert=True)
 
 
-def save_scan_marks(state: Collection, marks: dict[str, Any]) -> None:
+def save_scan_marks(store: StateStore, marks: dict[str, Any]) -> None:
     """Record each table's high-water mark (BSON-encoded positions) for `syncd status`."""
-    state.replace_one(
-        {"_id": SCAN_ID},
-        {"mode": "scan", "hwm": [[table, mark] for table, mark in marks.items()],
+    store.state.replace_one(
+        {"_id": store.key(SCAN_ID)},
+        {"kind": SCAN_ID, "source_id": store.source_id, "mode": "scan",
+         "hwm": [[table, mark] for table, mark in marks.items()],
          "updated_at": utcnow()}, upsert=True)
 
 
-def position_document(state: Collection) -> dict[str, Any] | None:
+def position_document(store: StateStore) -> dict[str, Any] | None:
     """The saved capture position, else the scan marks, as stored (for `syncd status`)."""
-    doc = state.find_one({"_id": CAPTURE_ID}) or state.find_one({"_id": SCAN_ID})
+    doc = store.state.find_one({"_id": store.key(CAPTURE_ID)}) or \
+        store.state.find_one({"_id": store.key(SCAN_ID)})
     if doc:
-        doc.pop("_id", None)
+        for name in ("_id", "kind", "source_id"):
+            doc.pop(name, None)
     return doc
 
 
-def consumer_id(state: Collection) -> str:
-    """This target's stable name in the change log's consumer registry (made once)."""
-    doc = state.find_one_and_update(
-        {"_id": CONSUMER_ID}, {"$setOnInsert": {"consumer": uuid.uuid4().hex,
+def consumer_id(store: StateStore) -> str:
+    """This source's stable name in the change log's consumer registry (made once)."""
+    doc = store.state.find_one_and_update(
+        {"_id": store.key(CONSUMER_ID)}, {"$setOnInsert": {
+            "kind": CONSUMER_ID, "source_id": store.source_id, "consumer": uuid.uuid4().hex,
                                                 "created_at": utcnow()}},
         upsert=True, return_document=ReturnDocument.AFTER)
     return str(doc["consumer"])

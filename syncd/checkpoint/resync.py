@@ -20,9 +20,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo.collection import Collection
-
-from syncd.checkpoint.store import durable, utcnow
+from syncd.checkpoint.store import StateStore, durable, utcnow
 from syncd.connect.resets import RESETS, PoolResets
 
 log = logging.getLogger(__name__)
@@ -36,8 +34,11 @@ class Resync:
     """The pending set (saved), the tables written since their last reconcile (in
     memory), and the target's connection resets seen so far."""
 
-    def __init__(self, state: Collection, resets: PoolResets = RESETS) -> None:
-        self.state = durable(state)
+    def __init__(self, store: StateStore, resets: PoolResets = RESETS) -> None:
+        self.state = durable(store.state)
+        self.pending_id, self.request_id, self.done_id = (
+            store.key(PENDING_ID), store.key(REQUEST_ID), store.key(DONE_ID))
+        self.source_id = store.source_id
         self.resets = resets
         self.pending: set[str] = set()
         self.touched: set[str] = set()
@@ -47,13 +48,14 @@ class Resync:
 
     def load(self) -> set[str]:
         """The pending set a previous run left (it may have died mid-reconcile)."""
-        doc = self.state.find_one({"_id": PENDING_ID}) or {}
+        doc = self.state.find_one({"_id": self.pending_id}) or {}
         self.pending |= set(doc.get("tables") or [])
         return set(self.pending)
 
     def _save(self) -> None:
-        self.state.replace_one({"_id": PENDING_ID},
-                               {"tables": sorted(self.pending), "updated_at": utcnow()},
+        self.state.replace_one({"_id": self.pending_id},
+                               {"kind": PENDING_ID, "source_id": self.source_id,
+                                "tables": sorted(self.pending), "updated_at": utcnow()},
                                upsert=True)
 
     def add(self, tables: Iterable[str], why: str) -> None:
@@ -101,7 +103,7 @@ class Resync:
 
     def poll_request(self) -> None:
         """Take a waiting request (the heartbeat thread calls this)."""
-        doc = self.state.find_one_and_delete({"_id": REQUEST_ID})
+        doc = self.state.find_one_and_delete({"_id": self.request_id})
         if doc:
             with self._lock:
                 self._request = doc
@@ -112,20 +114,21 @@ class Resync:
         return request
 
     def finish_request(self, request: dict[str, Any], reports: dict[str, Any]) -> None:
-        self.state.replace_one({"_id": DONE_ID}, {"request": request["request"],
+        self.state.replace_one({"_id": self.done_id}, {"request": request["request"],
                                                   "tables": reports, "at": utcnow()},
                                upsert=True)
 
 
-def request_reconcile(state: Collection, tables: list[str]) -> str:
-    """Hand a reconcile of `tables` (all when empty) to the running daemon; its id."""
+def request_reconcile(store: StateStore, tables: list[str]) -> str:
+    """Hand a reconcile of `tables` (all when empty) to the source's daemon; its id."""
     request = uuid.uuid4().hex
-    durable(state).replace_one({"_id": REQUEST_ID}, {"request": request, "tables": tables,
-                                                     "at": utcnow()}, upsert=True)
+    durable(store.state).replace_one(
+        {"_id": store.key(REQUEST_ID)},
+        {"request": request, "tables": tables, "at": utcnow()}, upsert=True)
     return request
 
 
-def reconcile_result(state: Collection, request: str) -> dict[str, Any] | None:
+def reconcile_result(store: StateStore, request: str) -> dict[str, Any] | None:
     """The daemon's per-table report of `request`, once it is done."""
-    doc = state.find_one({"_id": DONE_ID})
+    doc = store.state.find_one({"_id": store.key(DONE_ID)})
     return doc.get("tables") if doc and doc.get("request") == request else None

@@ -1,13 +1,17 @@
 """syncd's own bookkeeping, kept in the target database beside the data.
 
 - `_syncd_state`: `meta` (applied version, projection parameters, managed
-  collections), `job` (the checkpoint of a migration in progress), `source_file`.
+  collections), `job` (the checkpoint of a migration in progress), `source`
+  (the file a source mirrors; syncd.checkpoint.sources). Every state document
+  belongs to one source: its `_id` is `"<kind>:<source id>"` (`key`), and it
+  carries a `source_id` field, so any number of sources share one database.
   The other kinds of state document each have one owner module beside this one:
   `lease` (lease.py), `capture`, `scan` and `consumer` (positions.py), `daemon`
   (daemon_doc.py), `resync` and the reconcile requests (resync.py).
-- `_syncd_changelog`: one document per applied migration (checksum, timing).
-- `_syncd_runs`: a summary of every migrate/verify run.
-- `_syncd_quarantine`: rows that could not be projected or written, with the error.
+- `_syncd_changelog`: one document per source and applied migration (checksum, timing).
+- `_syncd_runs`: a summary of every migrate/verify run, with its `source_id`.
+- `_syncd_quarantine`: rows that could not be projected or written, with the error
+  and the `source_id`.
 
 Keeping it in the same database means a checkpoint can never describe data that
 was not written: it is saved after the write it describes succeeds.
@@ -45,87 +49,113 @@ def durable(state: Collection) -> Collection:
 class StateStore:
     """Read and write syncd's bookkeeping documents."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, source_id: str = "") -> None:
         self.db = db
+        self.source_id = source_id
         self.state = db[STATE]
         self.changelog = db[CHANGELOG]
         self.runs = db[RUNS]
         self.quarantine = db[QUARANTINE]
 
+    def key(self, kind: str) -> str:
+        """The `_id` of this source's state document of `kind`."""
+        return f"{kind}:{self.source_id}"
+
     # -- meta --------------------------------------------------------------------
 
     def meta(self) -> dict[str, Any] | None:
-        return self.state.find_one({"_id": "meta"})
+        return self.state.find_one({"_id": self.key("meta")})
 
     def save_meta(self, **fields: Any) -> None:
-        self.state.update_one({"_id": "meta"}, {"$set": {**fields, "updated_at": utcnow()}},
-                              upsert=True)
+        self.state.update_one({"_id": self.key("meta")},
+                              {"$set": {**fields, "kind": "meta", "source_id": self.source_id,
+                                        "updated_at": utcnow()}}, upsert=True)
 
-    # -- the legacy file this database mirrors (see syncd.checkpoint.source_file) ------------
+    # -- the legacy file this source mirrors (see syncd.checkpoint.sources) ----------------
 
     def source_file(self) -> dict[str, Any] | None:
-        return self.state.find_one({"_id": "source_file"})
+        return self.state.find_one({"_id": self.key("source")})
 
-    def record_source_file(self, path: str, source_id: str, replace: bool = False) -> bool:
+    def record_source_file(self, fields: dict[str, Any], replace: bool = False) -> bool:
         """Record the mirrored file; False if one was recorded first (and not `replace`)."""
-        doc = {"path": path, "source_id": source_id, "recorded_at": utcnow()}
+        doc = {**fields, "kind": "source", "source_id": self.source_id,
+               "recorded_at": utcnow()}
         if replace:
-            self.state.replace_one({"_id": "source_file"}, doc, upsert=True)
+            self.state.replace_one({"_id": self.key("source")}, doc, upsert=True)
             return True
         try:
-            self.state.insert_one({"_id": "source_file", **doc})
+            self.state.insert_one({"_id": self.key("source"), **doc})
         except DuplicateKeyError:
             return False
         return True
 
+    def sources(self) -> list[dict[str, Any]]:
+        """Every source recorded in this database (for the fleet view)."""
+        return list(self.state.find({"kind": "source"}).sort("source_id", 1))
+
     # -- changelog ---------------------------------------------------------------
 
     def applied(self) -> list[dict[str, Any]]:
-        return list(self.changelog.find().sort("_id", 1))
+        """This source's changelog, in version order (`version` is each entry's version)."""
+        return list(self.changelog.find({"source_id": self.source_id}).sort("version", 1))
 
     def record_applied(self, entries: list[dict[str, Any]], version: int) -> None:
-        """Make the changelog say exactly versions 1..version are applied."""
-        self.changelog.delete_many({"_id": {"$gt": version}})
+        """Make this source's changelog say exactly versions 1..version are applied.
+
+        `entries` carry the version in `_id` (as migrations list them); stored, `_id`
+        is `"<version>:<source id>"` and the version is in `version`.
+        """
+        self.changelog.delete_many({"source_id": self.source_id, "version": {"$gt": version}})
         for entry in entries:
-            self.changelog.update_one({"_id": entry["_id"]}, {"$setOnInsert": entry}, upsert=True)
+            number = int(entry.get("version", entry["_id"]))
+            stored = {**entry, "_id": f"{number}:{self.source_id}", "version": number,
+                      "source_id": self.source_id}
+            self.changelog.update_one({"_id": stored["_id"]}, {"$setOnInsert": stored},
+                                      upsert=True)
 
     # -- job checkpoint ----------------------------------------------------------
 
     def job(self) -> dict[str, Any] | None:
-        return self.state.find_one({"_id": "job"})
+        return self.state.find_one({"_id": self.key("job")})
 
     def save_job(self, job: dict[str, Any]) -> None:
-        self.state.replace_one({"_id": "job"}, job, upsert=True)
+        job = {**job, "_id": self.key("job"), "source_id": self.source_id}
+        self.state.replace_one({"_id": self.key("job")}, job, upsert=True)
 
     def update_job(self, fields: dict[str, Any], unset: tuple[str, ...] = ()) -> None:
         update: dict[str, Any] = {"$set": fields}
         if unset:
             update["$unset"] = {k: "" for k in unset}
-        self.state.update_one({"_id": "job"}, update)
+        self.state.update_one({"_id": self.key("job")}, update)
 
     def clear_job(self) -> None:
-        self.state.delete_one({"_id": "job"})
+        self.state.delete_one({"_id": self.key("job")})
 
     # -- runs and quarantine -----------------------------------------------------
 
     def record_run(self, summary: dict[str, Any]) -> None:
-        self.runs.insert_one({"at": utcnow(), **summary})
+        self.runs.insert_one({"at": utcnow(), **summary, "source_id": self.source_id})
 
     def last_run(self, *kinds: str) -> dict[str, Any] | None:
-        """The latest run of one of `kinds` (any run when none is named)."""
-        query = {"kind": {"$in": list(kinds)}} if kinds else {}
+        """This source's latest run of one of `kinds` (any run when none is named)."""
+        query: dict[str, Any] = {"source_id": self.source_id}
+        if kinds:
+            query["kind"] = {"$in": list(kinds)}
         return self.runs.find_one(query, sort=[("at", DESCENDING), ("_id", DESCENDING)])
 
     def quarantine_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            self.quarantine.replace_one({"_id": row["_id"]}, {**row, "at": utcnow()}, upsert=True)
+            self.quarantine.replace_one(
+                {"_id": row["_id"]}, {**row, "source_id": self.source_id, "at": utcnow()},
+                upsert=True)
 
     def release_quarantine(self, table: str, ids: list[Any]) -> None:
         """Rows of `table` that now projected and wrote fine leave the quarantine."""
         if ids:
             for start in range(0, len(ids), 100):
                 batch = ids[start:start + 100]
-                self.quarantine.delete_many({"table": table, "_id": {"$in": batch}})
+                self.quarantine.delete_many({"source_id": self.source_id, "table": table,
+                                             "_id": {"$in": batch}})
 
     def quarantine_count(self) -> int:
-        return self.quarantine.count_documents({})
+        return self.quarantine.count_documents({"source_id": self.source_id})

@@ -67,16 +67,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "history":
-        history = api.experiments_history(settings, args.ref)
+        history = api.experiments_history(settings, args.ref, args.source)
         if args.json:
             print_json(history)
         else:
             print_history(history)
         return 0
     if args.action == "best":
-        found = api.experiments_best(settings, args.challenge, args.n, args.status or None)
+        found = api.experiments_best(settings, args.challenge, args.n, args.status or None,
+                                     args.source)
     elif args.action == "compare":
-        found = api.Experiments(api.experiments_compare(settings, args.refs))
+        found = api.Experiments(api.experiments_compare(settings, args.refs, args.source))
     else:
         try:
             query = json.loads(args.filter)
@@ -84,7 +85,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
         if not isinstance(query, dict):
             raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
-        found = api.experiments_search(settings, query, limit=args.limit)
+        found = api.experiments_search(settings, query, limit=args.limit, source=args.source)
     if args.json:
         print_json(found.docs)
     else:

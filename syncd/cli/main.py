@@ -104,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        return acts.add_parser(name, help=help_text, description=help_text,
-                               parents=[settings_parent, json_parent])
+        sub = acts.add_parser(name, help=help_text, description=help_text,
+                              parents=[settings_parent, json_parent])
+        sub.add_argument("--source", metavar="ID",
+                         help="only this source's experiments (default: every source)")
+        return sub
 
     best = action("best", "best experiments of a challenge by best_val_loss")
     best.add_argument("--challenge", type=int, required=True)

@@ -109,6 +109,13 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
     from syncd.cli.hdf5 import print_status_section
 
     say(f"target: {status['target']}")
+    if status.get("sources"):
+        say(table([[s["source_id"], s["host"], s["path"], s["version"], s["heartbeat_at"],
+                    s["lag_rows"], s["lag_seconds"], s["quarantined"], "; ".join(s["errors"]),
+                    "STALE" if s["stale"] else "live"] for s in status["sources"]],
+                  ["source", "host", "file", "version", "last heartbeat", "lag rows", "lag s",
+                   "quarantined", "errors", "state"]))
+        say(f"this source: {status['source_id']!r}")
     if status["version"] is None:
         say(f"not migrated yet: database {settings.database!r} holds no syncd state (run "
             "syncd migrate, or name the database it went into with --database NAME)")
@@ -154,9 +161,9 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None) -> N
         metrics = d.get("metrics") or {}
         rows.append([d.get("run_id"), d.get("challenge"), (d.get("model") or {}).get("name"),
                      d.get("status"), metrics.get("best_val_loss"), metrics.get("best_epoch"),
-                     d.get("start_time"), str(d.get("_id"))])
+                     d.get("start_time"), d.get("_source"), str(d.get("_id"))])
     say(table(rows, ["run_id", "challenge", "model", "status", "best_val_loss", "best_epoch",
-                     "start_time", "_id"]))
+                     "start_time", "source", "_id"]))
 
 
 def print_history(history: dict[str, Any]) -> None:

@@ -4,6 +4,9 @@ The same queries the legacy MongoDB experiment tracker offered, so dashboards an
 new scripts can use them directly: best experiments of a challenge, one
 experiment's history, a side-by-side comparison, and a free filter search.
 Experiments can be named by their `_id` (ObjectId hex) or by the legacy `run_id`.
+Every answer covers all sources of the database unless `source` narrows it, and
+each experiment says which source it came from (`_source`); a run_id that several
+sources have is refused, naming them (the `_id` is unique).
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ from pymongo.database import Database
 from syncd.errors import SyncdError
 
 SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics": 1,
-           "start_time": 1, "end_time": 1, "config": 1, "notes": 1}
+           "start_time": 1, "end_time": 1, "config": 1, "notes": 1, "_source": 1}
 
 
 class Tracker:
-    def __init__(self, db: Database) -> None:
+    """Queries over every source's experiments, or over `source`'s alone."""
+
+    def __init__(self, db: Database, source: str | None = None) -> None:
         self.db = db
+        self.source = source
         self.experiments = db["experiments"]
         self.epochs = db["epochs"]
         self.checkpoints = db["checkpoints"]
+
+    def _scoped(self, match: dict[str, Any]) -> dict[str, Any]:
+        return {**match, "_source": self.source} if self.source else match
 
     def _experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         """An experiment `_id` from an ObjectId, its hex, or a legacy run_id."""
@@ -43,10 +52,15 @@ class Tracker:
             run_id: Any = int(text)
         except ValueError:
             run_id = text
-        doc = self.experiments.find_one({"run_id": run_id}, {"_id": 1})
-        if doc is None:
+        docs = list(self.experiments.find(self._scoped({"run_id": run_id}),
+                                          {"_id": 1, "_source": 1}).limit(10))
+        if not docs:
             raise SyncdError(f"no experiment with run_id or _id {text!r}")
-        return doc["_id"]
+        if len(docs) > 1:
+            names = ", ".join(sorted({str(d.get("_source")) for d in docs}))
+            raise SyncdError(f"run_id {text!r} is in several sources ({names}): pass --source "
+                             "or the experiment's _id")
+        return docs[0]["_id"]
 
     def best_experiments(self, challenge: int, n: int = 10,
                          status: str | None = "completed") -> list[dict[str, Any]]:
@@ -55,20 +69,21 @@ class Tracker:
                                  "metrics.best_val_loss": {"$type": "number"}}
         if status:
             match["status"] = status
-        return list(self.experiments.find(match, SUMMARY)
+        return list(self.experiments.find(self._scoped(match), SUMMARY)
                     .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
                     .limit(n))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
         """One line saying why `best_experiments` found nothing: what exists instead."""
         where = f"database {self.db.name!r}"
-        total = self.experiments.count_documents({})
+        total = self.experiments.count_documents(self._scoped({}))
         if total == 0:
             return (f"no experiments in {where} (nothing migrated there with the EEG2025 model, "
                     "or the data is in another --database)")
         counts = self._status_counts({"challenge": challenge})
         if not counts:
-            others = sorted(c for c in self.experiments.distinct("challenge") if c is not None)
+            others = sorted(c for c in self.experiments.distinct("challenge", self._scoped({}))
+                            if c is not None)
             return (f"no experiments for challenge {challenge} in {where}; its {total} "
                     f"experiment(s) are of challenge {', '.join(map(str, others)) or '(none)'}")
         having = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: -i[1]))
@@ -87,7 +102,7 @@ class Tracker:
                 + (f" (it holds {having})" if having else " (it holds no experiments)"))
 
     def _status_counts(self, match: dict[str, Any]) -> dict[str, int]:
-        groups = self.experiments.aggregate([{"$match": match},
+        groups = self.experiments.aggregate([{"$match": self._scoped(match)},
                                              {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
         return {str(g["_id"]): int(g["n"]) for g in groups}
 
@@ -113,7 +128,7 @@ class Tracker:
     def search(self, query: dict[str, Any] | None = None, sort: list[tuple[str, int]] | None = None,
                limit: int = 0) -> list[dict[str, Any]]:
         """Experiments matching a MongoDB filter."""
-        cursor = self.experiments.find(query or {}, SUMMARY)
+        cursor = self.experiments.find(self._scoped(query or {}), SUMMARY)
         cursor = cursor.sort(sort or [("run_id", ASCENDING)])
         if limit:
             cursor = cursor.limit(limit)

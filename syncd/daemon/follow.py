@@ -217,7 +217,7 @@ class Follower:
         if not force and now - self._saved_at < self.options["checkpoint_seconds"]:
             return
         seq = self.seq
-        CapturePosition(self.install_id, seq).save(self.store.state)
+        CapturePosition(self.install_id, seq).save(self.store)
         self.saved_seq, self._saved_at = seq, now
 
     def marks(self) -> dict[str, Any]:
@@ -225,13 +225,13 @@ class Follower:
         return {table: encode_position(mark) for table, mark in self.hwm.items()}
 
     def save_marks(self) -> None:
-        save_scan_marks(self.store.state, self.marks())
+        save_scan_marks(self.store, self.marks())
 
     # -- the change log's consumer registry ----------------------------------------------------
 
     def register(self) -> None:
         """Learn this target's stable name in the change log's consumer registry."""
-        self.consumer = consumer_id(self.store.state)
+        self.consumer = consumer_id(self.store)
 
     def _label(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()} -> database {self.store.db.name}"

@@ -235,7 +235,7 @@ class Health:
         self.local_status_error = error
         doc["local_status_error"] = error
         try:
-            save_daemon_doc(self.store.state, doc)
+            save_daemon_doc(self.store, doc)
             if not final:
                 self.lease.renew_idle()
         except MigrationError as exc:

@@ -86,8 +86,8 @@ class Daemon:
         self.options, self.publisher = options, publisher
         self.mode: str = options["capture"]
         progress = progress or Progress(enabled=True)
-        self.store = StateStore(db)
-        self.resync = Resync(self.store.state)
+        self.store = StateStore(db, settings.source_id)
+        self.resync = Resync(self.store)
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.fatal: BaseException | None = None

@@ -77,7 +77,7 @@ class StartUp:
         if wide:
             log.warning("tables with more than 8 key columns are followed by the "
                         "periodic reconcile only: %s", ", ".join(wide))
-        saved = CapturePosition.load(self.store.state)
+        saved = CapturePosition.load(self.store)
         known = saved.install_id if saved is not None else None
         if not migrating and known is not None and known == capture.install_id():
             # Changes to these tables before their triggers exist were never logged.

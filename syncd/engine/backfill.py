@@ -2,10 +2,14 @@
 
 Two ways to bring a collection to the projection of the legacy rows:
 
-- **rebuild** (a new version, new parameters, or the first run): every table is
-  replayed into a fresh staging collection with `insert_many`, indexes are built
-  there, and each staging collection is swapped in with `renameCollection`
-  (dropTarget), so readers never see a half-built collection. The job document
+- **rebuild** (a new version, new parameters, or the first run): a collection
+  that does not exist yet is filled directly; one that holds only this source's
+  documents is replayed into a fresh staging collection with `insert_many`,
+  indexes built there, and swapped in with `renameCollection` (dropTarget), so
+  readers never see a half-built collection. One that holds other sources'
+  documents (a shared database: renaming would replace theirs, and a sharded
+  collection cannot be renamed) is rebuilt in place by a reconcile of this
+  source's documents; each document's `_v` tells readers which version made it. The job document
   is the checkpoint: before each chunk is written its ids are saved as
   `pending`; after the write the position advances and `pending` is cleared. A
   crash (SIGKILL anywhere) resumes by deleting the pending ids from staging and
@@ -20,11 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from bson.binary import Binary
+from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 from legacy_adapters.base import Chunk, Schema, Source, TableInfo
 from legacy_adapters.values import RawText
@@ -72,6 +78,28 @@ def read_projected(source: Source, table: TableInfo, projector: Projector, start
         position = chunk.last
 
 
+def own(source_id: str) -> dict[str, Any]:
+    """The filter for one source's documents."""
+    return {"_source": source_id}
+
+
+def create_collection(db: Database, name: str) -> None:
+    """Create `name` unless it exists (another source may create it at the same moment)."""
+    try:
+        db.create_collection(name)
+    except CollectionInvalid:
+        pass
+    except OperationFailure as exc:
+        if exc.code != 48:  # NamespaceExists: created between the check and the create
+            raise
+
+
+def source_index(collection: Collection) -> None:
+    """`{_source: 1, _id: 1}`: one source's documents found without a scan (reconcile,
+    verify, deletes), and the shard key docs/fleet.md proposes."""
+    collection.create_index([("_source", 1), ("_id", 1)], name="_source_1__id_1")
+
+
 def delete_ids(db: Database, collection: str, ids: Sequence[Any]) -> None:
     for start in range(0, len(ids), ID_BATCH):
         db[collection].delete_many({"_id": {"$in": list(ids[start:start + ID_BATCH])}})
@@ -103,11 +131,23 @@ class Engine:
 
     # -- rebuild -------------------------------------------------------------------
 
-    def drop_staging(self) -> None:
-        """Remove staging collections an abandoned migration left behind."""
-        for name in self.db.list_collection_names():
-            if name.startswith(STAGE_PREFIX):
+    def drop_staging(self, names: Iterable[str]) -> None:
+        """Remove the staging collections `names` an abandoned migration left behind."""
+        existing = set(self.db.list_collection_names())
+        for name in names:
+            if name.startswith(STAGE_PREFIX) and name in existing:
                 self.db.drop_collection(name)
+
+    def shared(self, collection: str) -> bool:
+        """Whether `collection` holds another source's documents."""
+        return self.db[collection].find_one(
+            {"_source": {"$ne": self.params.source_id}}, {"_id": 1}) is not None
+
+    def drop_own(self, collection: str) -> None:
+        """Remove this source's documents of `collection`; the collection too once empty."""
+        self.db[collection].delete_many(own(self.params.source_id))
+        if self.db[collection].find_one({}, {"_id": 1}) is None:
+            self.db.drop_collection(collection)
 
     def new_job(self, pairs: list[tuple[TableInfo, TableMap]], version: int,
                 from_version: int, checksums: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,17 +157,17 @@ class Engine:
         swapped in at the end. One that does not exist yet (or is empty) has nothing
         for readers to lose, so it is filled in place: no copy at the swap, which some
         servers implement as a full copy (SecantusDB's renameCollection is O(n)).
+        One that holds other sources' documents is reconciled in place (`inplace`).
         """
-        self.drop_staging()
+        self.drop_staging(stage_name(m.collection) for _, m in pairs)
         existing = set(self.db.list_collection_names())
         tables = []
         for info, mapping in pairs:
             coll = mapping.collection
-            direct = coll not in existing or self.db[coll].estimated_document_count() == 0
-            if direct and coll in existing:
-                self.db.drop_collection(coll)  # empty: start it afresh with this model's indexes
-            tables.append({"table": info.name, "collection": coll,
-                           "staging": coll if direct else stage_name(coll),
+            direct = coll not in existing or self.db[coll].find_one({}, {"_id": 1}) is None
+            inplace = not direct and self.shared(coll)
+            tables.append({"table": info.name, "collection": coll, "inplace": inplace,
+                           "staging": coll if direct or inplace else stage_name(coll),
                            "position": None, "done": False,
                            "rows": 0, "docs": 0, "quarantined": 0, "raw_text": 0,
                            "flags": [], "seconds": 0.0})
@@ -135,7 +175,8 @@ class Engine:
                "from_version": from_version, "params": self.params.document(),
                "checksums": checksums, "phase": "copy", "tables": tables,
                "pending": None, "started_at": utcnow()}
-        self.store.quarantine.delete_many({"table": {"$in": [t["table"] for t in tables]}})
+        self.store.quarantine.delete_many({"source_id": self.store.source_id,
+                                           "table": {"$in": [t["table"] for t in tables]}})
         self.store.save_job(job)
         return job
 
@@ -150,7 +191,8 @@ class Engine:
             if entry["done"]:
                 continue
             if entry["staging"] not in existing:
-                self.db.create_collection(entry["staging"])
+                create_collection(self.db, entry["staging"])
+            source_index(self.db[entry["staging"]])
             for spec in model.index_specs(entry["collection"]):
                 self.db[entry["staging"]].create_index(list(spec.keys), name=spec.name)
 
@@ -159,6 +201,7 @@ class Engine:
         started = time.monotonic()
         report = Report("rebuild", job["from_version"], job["version"], resumed=resumed)
         mappings = {info.name: mapping for info, mapping in model.resolve(schema)}
+        self._model = model
         if job["phase"] == "copy":
             self._prepare(job, model)
             for i, entry in enumerate(job["tables"]):
@@ -171,6 +214,13 @@ class Engine:
         for entry in job["tables"]:
             self._renew()
             if entry["staging"] != entry["collection"] and entry["staging"] in existing:
+                info, mapping = schema.tables.get(entry["table"]), mappings.get(entry["table"])
+                if self.shared(entry["collection"]) and info is not None and mapping:
+                    # Another source wrote here since the copy began: a rename would
+                    # replace its documents, so this source's are reconciled in place.
+                    self.reconcile_table(info, mapping, model)
+                    self.db.drop_collection(entry["staging"])
+                    continue
                 self.db[entry["staging"]].rename(entry["collection"], dropTarget=True)
                 crashpoint("swap.after_rename")
         report.seconds = time.monotonic() - started
@@ -189,6 +239,11 @@ class Engine:
         if entry["done"]:
             return report
         info, mapping = schema.tables.get(entry["table"]), mappings.get(entry["table"])
+        if entry.get("inplace") and info is not None and mapping is not None:
+            report = self.reconcile_table(info, mapping, self._model, check=True)
+            self.store.update_job({f"tables.{i}.done": True, f"tables.{i}.rows": report.rows,
+                                   f"tables.{i}.docs": report.written})
+            return report
         pending = job.get("pending")
         if pending and pending["index"] == i:
             # A crash came between announcing this chunk and checkpointing it.
@@ -251,9 +306,9 @@ class Engine:
         for info, mapping in pairs:
             report.tables.append(self.reconcile_table(info, mapping, model, check=True))
         for name in orphans:
-            count = self.db[name].count_documents({})
+            count = self.db[name].count_documents(own(self.params.source_id))
             if count:
-                self.db[name].delete_many({})
+                self.db[name].delete_many(own(self.params.source_id))
                 report.notes.append(f"collection {name}: its legacy table is gone; "
                                     f"removed its {count} documents")
         report.seconds = time.monotonic() - started
@@ -272,10 +327,12 @@ class Engine:
             self.source.check_intact(info)
         began = time.monotonic()
         coll = self.db[mapping.collection]
+        source_index(coll)
         for spec in model.index_specs(mapping.collection):
             coll.create_index(list(spec.keys), name=spec.name)
-        digests = target_digests(coll, self._renew)
-        held = {q["_id"] for q in self.store.quarantine.find({"table": info.name}, {"_id": 1})}
+        digests = target_digests(coll, self._renew, own(self.params.source_id))
+        held = {q["_id"] for q in self.store.quarantine.find(
+            {"source_id": self.store.source_id, "table": info.name}, {"_id": 1})}
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
         upto = self.source.high_water(info)

@@ -43,15 +43,16 @@ def id_key(value: Any) -> IdKey:
     return bson.encode({"_id": value}).hex()
 
 
-def target_digests(collection: Collection,
-                   tick: Callable[[], None] | None = None) -> dict[IdKey, bytes]:
-    """`_id` key -> digest of the stored BSON, for every document of `collection`.
+def target_digests(collection: Collection, tick: Callable[[], None] | None = None,
+                   query: dict[str, Any] | None = None) -> dict[IdKey, bytes]:
+    """`_id` key -> digest of the stored BSON, for every document of `collection` that
+    matches `query` (one source's: other sources' documents are never compared).
 
     `tick` is called every 10,000 documents (long scans stay visibly alive).
     """
     raw_coll = collection.with_options(codec_options=RAW)
     out: dict[IdKey, bytes] = {}
-    for n, doc in enumerate(raw_coll.find({}, batch_size=2000), start=1):
+    for n, doc in enumerate(raw_coll.find(query or {}, batch_size=2000), start=1):
         raw = doc.raw
         out[raw_id_key(raw)] = _digest(raw)
         if tick is not None and n % 10_000 == 0:

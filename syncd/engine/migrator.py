@@ -14,11 +14,11 @@ from typing import Any
 from pymongo.database import Database
 
 from legacy_adapters.base import Schema, Source, TableInfo
-from syncd.checkpoint import source_file
+from syncd.checkpoint import sources
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Engine, create_collection
 from syncd.engine.migration_files import Migration, build_model
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -36,7 +36,7 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[Migration],
     """Refuse when an applied migration (version <= up_to) is missing or its file changed."""
     by_version = {m.version: m for m in migrations}
     for entry in applied:
-        version = entry["_id"]
+        version = entry.get("version", entry["_id"])
         if version > up_to:
             continue
         migration = by_version.get(version)
@@ -52,14 +52,10 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[Migration],
 
 
 def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: str) -> Params:
-    """Projection parameters: the explicit settings, else the recorded ones, else defaults."""
+    """Projection parameters: the explicit settings, else the source's recorded ones,
+    else defaults."""
     recorded = (meta or {}).get("params") or {}
     source_id = settings.source_id
-    if recorded.get("source_id") and recorded["source_id"] != source_id:
-        raise ConfigError(
-            f"--source-id {source_id}: database {database!r} holds source "
-            f"{recorded['source_id']!r}; pass --source-id {recorded['source_id']} or use "
-            f"another --database for this source")
     if "timezone" in settings.explicit and settings.timezone:
         zone = settings.timezone
     else:
@@ -108,7 +104,7 @@ class Migrator:
                  migrations: list[Migration], progress: Progress) -> None:
         self.settings, self.source, self.db = settings, source, db
         self.migrations, self.progress = migrations, progress
-        self.store = StateStore(db)
+        self.store = StateStore(db, settings.source_id)
 
     def plan(self, to: int | None = None) -> Plan:
         meta = self.store.meta()
@@ -127,6 +123,7 @@ class Migrator:
         applied = self.store.applied()
         check_changelog(applied, self.migrations, target)
         params = resolve_params(self.settings, meta, self.db.name)
+        params = Params(params.source_id, params.timezone, target)
         model = build_model(self.migrations, target)
         schema: Schema = self.source.schema()
         pairs = model.resolve(schema)
@@ -159,13 +156,13 @@ class Migrator:
         existing = set(self.db.list_collection_names())
         for name in sorted(model.declared):
             if name not in existing:
-                self.db.create_collection(name)
+                create_collection(self.db, name)
             for spec in model.index_specs(name):
                 self.db[name].create_index(list(spec.keys), name=spec.name)
 
     def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
         """Apply `plan` under the migration lease (or under `lease`, already held)."""
-        source_file.check(self.store, self.settings, record=True)
+        sources.check(self.store, self.settings, record_it=True)
         if lease is not None:
             return self._run(plan, sink, lease)
         lease = Lease(self.store, "migrate")
@@ -180,7 +177,8 @@ class Migrator:
                         self.settings.chunk_size, self.progress, lease)
         schema = self.source.schema()
         if plan.discard_job:
-            engine.drop_staging()
+            engine.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
+                "tables", []))
             self.store.clear_job()
         if plan.kind == "reconcile":
             report = engine.reconcile(plan.pairs, plan.model, plan.target,
@@ -198,7 +196,7 @@ class Migrator:
             wanted = {e["collection"] for e in job["tables"]}
             for name in plan.drop:
                 if name not in wanted and name not in plan.model.declared:
-                    self.db.drop_collection(name)
+                    engine.drop_own(name)
                     report.dropped.append(name)
             self._ensure_declared(plan.model)
             crashpoint("finish.before_changelog")

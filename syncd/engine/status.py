@@ -18,15 +18,18 @@ def _position(value: Any) -> Any:
     return value
 
 
-def collect_status(db: Database) -> dict[str, Any]:
-    """Migration version, changelog, per-collection counts, last run, checkpoints."""
-    store = StateStore(db)
+def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
+    """Source `source_id`'s migration version, changelog, document counts, last run and
+    checkpoints; and every source of the database (`sources`)."""
+    from syncd.engine.fleet import list_sources
+
+    store = StateStore(db, source_id)
     meta = store.meta() or {}
     applied = store.applied()
     collections = []
     for name in meta.get("collections", []):
         collections.append({"collection": name,
-                            "documents": db[name].estimated_document_count()})
+                            "documents": db[name].count_documents({"_source": source_id})})
     job = store.job()
     checkpoint = None
     if job:
@@ -37,20 +40,22 @@ def collect_status(db: Database) -> dict[str, Any]:
                         "position": _position(t.get("position")), "rows": t.get("rows", 0),
                         "done": t.get("done", False)} for t in job.get("tables", [])],
         }
-    lease = current_lease(store.state)
+    lease = current_lease(store)
     # Runs recorded by earlier syncd versions carry the plan's kind in "kind".
     last = store.last_run("migrate", "rebuild", "reconcile", "resume")
     quarantine = [
         {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
-        for q in store.quarantine.find().sort("at", -1).limit(5)]
-    daemon = daemon_status(store.state)
-    capture = position_document(store.state)
+        for q in store.quarantine.find({"source_id": source_id}).sort("at", -1).limit(5)]
+    daemon = daemon_status(store)
+    capture = position_document(store)
     return {
         "database": db.name,
+        "source_id": source_id,
+        "sources": list_sources(db),
         "version": meta.get("version"),
         "params": meta.get("params"),
         "updated_at": meta.get("updated_at"),
-        "changelog": [{"version": e["_id"], "file": e.get("file"),
+        "changelog": [{"version": e["version"], "file": e.get("file"),
                        "description": e.get("description"),
                        "checksum": (e.get("checksum") or "")[:12],
                        "applied_at": e.get("applied_at"), "seconds": e.get("seconds")}

@@ -15,7 +15,7 @@ from pymongo.database import Database
 
 from legacy_adapters.base import Source
 from syncd.checkpoint.store import StateStore
-from syncd.engine.backfill import read_projected
+from syncd.engine.backfill import own, read_projected
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
 from syncd.engine.migration_files import Migration, build_model
 from syncd.engine.migrator import check_changelog
@@ -84,12 +84,14 @@ class VerifyReport:
 
 
 def verify(db: Database, source: Source, migrations: list[Migration], chunk_size: int,
-           progress: Progress) -> VerifyReport:
-    store = StateStore(db)
+           progress: Progress, source_id: str = "") -> VerifyReport:
+    """Compare source `source_id`'s rows with its documents (other sources' are not read)."""
+    store = StateStore(db, source_id)
     meta = store.meta()
     if not meta or "version" not in meta:
         report = VerifyReport(None, None)
-        report.problems.append(f"database {db.name!r} holds no migrated data: run syncd migrate")
+        report.problems.append(f"database {db.name!r} holds no migrated data of source "
+                               f"{source_id!r}: run syncd migrate")
         return report
     version = int(meta["version"])
     report = VerifyReport(version, meta.get("params"))
@@ -100,13 +102,13 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
         return report
     if store.job():
         report.problems.append("a migration is unfinished: run syncd migrate to complete it")
-    params = Params(**meta["params"])
+    params = Params(**meta["params"], version=version)
     model = build_model(migrations, version)
     pairs = model.resolve(source.schema())
     for info, mapping in pairs:
         check = CollectionCheck(mapping.collection, info.name)
         report.collections.append(check)
-        digests = target_digests(db[mapping.collection])
+        digests = target_digests(db[mapping.collection], None, own(source_id))
         check.target_docs = len(digests)
         projector = Projector(info, mapping, params)
         task = progress.task(f"{info.name} ⇄ {mapping.collection}", source.count(info))
@@ -133,7 +135,7 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
     wanted = {m.collection for _, m in pairs}
     for name in meta.get("collections", []):
         if name not in wanted:
-            count = db[name].count_documents({})
+            count = db[name].count_documents(own(source_id))
             check = CollectionCheck(name, None, target_docs=count, extra=count)
             report.collections.append(check)
             if count:

@@ -124,7 +124,7 @@ class Hdf5Follower:
                     self.cache.forget(doc["fid"], doc["path"])
             self._remove_missing(set(map(str, paths)), docs, report)
             self._plan_and_warm(report, full_verify)
-            record_hdf5_status(self.db, self.config.max_bytes, self.config.prefix,
+            record_hdf5_status(self.db, self.source_id, self.config.max_bytes, self.config.prefix,
                                self.config.dirs, report.used_bytes)
         except redis.RedisError as exc:
             report.redis_error = f"{type(exc).__name__}: {exc}"

@@ -76,10 +76,16 @@ def host_timezone() -> str:
 
 @dataclass(frozen=True)
 class Params:
-    """Everything besides rows and model that the documents depend on."""
+    """Everything besides rows and model that the documents depend on.
+
+    `version` (the migration version the model comes from) is stamped on every
+    document as `_v`, beside `_source`; it is not a parameter of the rebuild decision
+    (the version is compared on its own).
+    """
 
     source_id: str
     timezone: str
+    version: int = 0
 
     def document(self) -> dict[str, str]:
         return {"source_id": self.source_id, "timezone": self.timezone}
@@ -252,6 +258,7 @@ class Projector:
         out = Projected()
         build = self.mapping.build
         make_id, key, off, docs = self.make_id, self.key, self.offset, out.docs
+        source, version = self.params.source_id, self.params.version
         if build is None and not careful:
             fields = self.fields
             with_rowid = self.with_rowid_field
@@ -264,6 +271,8 @@ class Projector:
                 if k[0] is NULL_KEY_MARK:
                     doc["_flags"] = [NULL_KEY_FLAG]
                     out.flags[f"{self.table.name}.{NULL_KEY_FLAG}"] += 1
+                doc["_source"] = source
+                doc["_v"] = version
                 docs.append(doc)
             return out
         ctx, names = self.ctx, self.names
@@ -297,6 +306,8 @@ class Projector:
             if ctx.flags:
                 doc["_flags"] = ctx.flags
                 out.flags.update(f"{self.table.name}.{f}" for f in ctx.flags)
+            doc["_source"] = source
+            doc["_v"] = version
             docs.append(doc)
         return out
 

@@ -19,7 +19,7 @@ from bson.binary import Binary
 from legacy_adapters.values import RawText
 
 TEXT_SUBTYPE = 0x80
-RESERVED_FIELDS = frozenset({"_id", "_rowid", "_flags"})
+RESERVED_FIELDS = frozenset({"_id", "_rowid", "_flags", "_source", "_v"})
 
 
 def to_bson(value: Any) -> Any:
