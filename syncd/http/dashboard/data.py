@@ -15,6 +15,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from syncd.checkpoint.daemon_doc import daemon_status
+from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import QUARANTINE, StateStore
 from syncd.client.tracker import Tracker
 from syncd.http.context import HttpContext
@@ -43,10 +44,12 @@ def jsonable(value: Any, key: str = "") -> Any:
     return scrub(str(value))
 
 
-def source_id(db: Database) -> str | None:
-    """The source this database mirrors (recorded by the first migrate)."""
-    meta = StateStore(db).meta() or {}
-    return (meta.get("params") or {}).get("source_id")
+def source_store(ctx: HttpContext) -> StateStore:
+    """The configured source's state (read only: the id it already has for this host and
+    file, or the database's only source)."""
+    store = StateStore(ctx.db, ctx.settings.source_id)
+    resolve(store, ctx.settings)
+    return store
 
 
 # -- sync health ---------------------------------------------------------------------------
@@ -55,12 +58,13 @@ def source_id(db: Database) -> str | None:
 def health(ctx: HttpContext) -> dict[str, Any]:
     """Per source and table: lag, last apply, errors, quarantined rows, outage state."""
     db = ctx.db
-    store = StateStore(db)
+    store = source_store(ctx)
     daemon = ctx.status() if ctx.status is not None else None
     if daemon is None:
-        daemon = daemon_status(store.state)
+        daemon = daemon_status(store)
     quarantined: dict[str, int] = {}
-    for group in db[QUARANTINE].aggregate([{"$group": {"_id": "$table", "n": {"$sum": 1}}}]):
+    for group in db[QUARANTINE].aggregate([{"$match": {"source_id": store.source_id}},
+                                           {"$group": {"_id": "$table", "n": {"$sum": 1}}}]):
         quarantined[str(group["_id"])] = int(group["n"])
     tables = []
     for row in (daemon or {}).get("tables") or []:
@@ -77,7 +81,7 @@ def health(ctx: HttpContext) -> dict[str, Any]:
     meta = store.meta() or {}
     events = (daemon or {}).get("events") or {}
     return jsonable({
-        "source": source_id(db), "database": db.name, "version": meta.get("version"),
+        "source": store.source_id, "database": db.name, "version": meta.get("version"),
         "daemon": None if daemon is None else {
             k: daemon.get(k) for k in ("running", "ready", "pid", "host", "mode", "sqlite",
                                        "started_at", "heartbeat_at", "heartbeat_age_seconds",
@@ -110,7 +114,6 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
     """Experiments filtered by challenge, status and source, best validation loss first
     (those without one last); and the choices each filter offers."""
     db = ctx.db
-    own = source_id(db)
     query: dict[str, Any] = {}
     if challenge:
         try:
@@ -119,8 +122,8 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
             query["challenge"] = challenge
     if status:
         query["status"] = status
-    if source:  # documents carry no source of their own yet: the database's source
-        query["source_id"] = {"$in": [source, None]} if source == own else source
+    if source:
+        query["_source"] = source
     docs = Tracker(db).search(query, limit=MAX_EXPERIMENTS)
     docs.sort(key=_order)
     coll = db["experiments"]
@@ -130,13 +133,13 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
             "status": d.get("status"), "model": (d.get("model") or {}).get("name"),
             "best_val_loss": _best(d), "best_epoch": (d.get("metrics") or {}).get("best_epoch"),
             "total_epochs": (d.get("metrics") or {}).get("total_epochs"),
-            "start_time": d.get("start_time"), "source": d.get("source_id", own)}
+            "start_time": d.get("start_time"), "source": d.get("_source")}
             for d in docs],
         "filters": {"challenge": challenge, "status": status, "source": source},
         "choices": {
             "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
             "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
-            "source": [own] if own else [],
+            "source": sorted(str(x) for x in coll.distinct("_source") if x is not None),
         },
     })
 
