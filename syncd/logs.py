@@ -77,5 +77,5 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("pymongo", "apscheduler", "watchdog", "urllib3"):
+    for noisy in ("pymongo", "apscheduler", "watchdog", "urllib3", "uvicorn"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -7,7 +7,7 @@ import json
 import sys
 
 from syncd import api
-from syncd.cli.output import print_json, say
+from syncd.cli.output import dumps, print_json, say
 from syncd.cli.render import (
     print_capture_status,
     print_daemon,
@@ -123,7 +123,8 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
         try:
             for entry_id, event in events:
                 if args.json:
-                    print_json({"id": entry_id, **event})
+                    # One object per line (JSON lines), for `jq` and log shippers.
+                    sys.stdout.write(dumps({"id": entry_id, **event}, indent=None) + "\n")
                 else:
                     print_event(entry_id, event)
                 sys.stdout.flush()

@@ -61,6 +61,9 @@ ADOPT_HELP = ("the legacy file moved: make this --sqlite the file the database m
 def build_parser() -> argparse.ArgumentParser:
     settings_parent = argparse.ArgumentParser(add_help=False)
     add_arguments(settings_parent)
+    settings_parent.add_argument("--log-format", choices=LOG_FORMATS,
+                                 default=argparse.SUPPRESS,
+                                 help="text (default) or json: one object per line")
     json_parent = argparse.ArgumentParser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
 
