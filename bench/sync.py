@@ -601,7 +601,7 @@ def latency_run(mode: str, args: argparse.Namespace, work: Path,
     base.mkdir()
     legacy = base / "metadata.db"
     make_eeg2025(legacy, rows=args.rows)
-    database = f"bench_latency_{mode}"
+    database = f"bench_latency_{mode}{'_http' if http else ''}"
     target.drop(database)
     db = target.client[database]
     daemon = SyncdRun(base, "syncd", legacy, target.url, database, target.daemon_options(mode),
