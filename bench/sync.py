@@ -76,6 +76,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from http_load import HttpLoad, wait_url  # noqa: E402  (bench/http_load.py)
 from machine import describe  # noqa: E402  (bench/machine.py)
 
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
@@ -390,13 +391,15 @@ class SyncdRun:
     """One `syncd run` subprocess with its own config, state directory and log."""
 
     def __init__(self, work: Path, name: str, sqlite: Path, url: str, database: str,
-                 daemon: dict[str, Any]) -> None:
+                 daemon: dict[str, Any], http: bool = False) -> None:
         self.sqlite, self.url, self.database = sqlite, url, database
         self.mode = daemon.get("capture", "triggers")
         self.config = work / f"{name}.toml"
         self.state = work / f"{name}-state"
         self.log = work / f"{name}.log"
         lines = ["[daemon]"] + [f"{k} = {json.dumps(v)}" for k, v in daemon.items()]
+        # The HTTP server on a free port (--http-load phases), else off.
+        lines += ["[http]", f"listen = {json.dumps('127.0.0.1:0' if http else '')}"]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -593,17 +596,19 @@ def observer_floor(target: Target, samples: int = 50) -> list[float]:
 
 
 def latency_run(mode: str, args: argparse.Namespace, work: Path,
-                target: Target) -> dict[str, Any]:
-    base = work / f"latency-{mode}"
+                target: Target, http: bool = False) -> dict[str, Any]:
+    base = work / f"latency-{mode}{'-http' if http else ''}"
     base.mkdir()
     legacy = base / "metadata.db"
     make_eeg2025(legacy, rows=args.rows)
-    database = f"bench_latency_{mode}"
+    database = f"bench_latency_{mode}{'_http' if http else ''}"
     target.drop(database)
     db = target.client[database]
-    daemon = SyncdRun(base, "syncd", legacy, target.url, database, target.daemon_options(mode))
+    daemon = SyncdRun(base, "syncd", legacy, target.url, database, target.daemon_options(mode),
+                      http=http)
     daemon.start()
     ready = daemon.wait_ready(db, args.ready_timeout)
+    load_ = HttpLoad(wait_url(daemon.state)).start() if http else None
     watcher = start_watcher(db["epochs"])
     cpu0 = cpu_seconds(daemon.pid, children=True)
     procs, outs, start_at = start_writers(legacy, base, mode, 1, "rate", args.latency_seconds,
@@ -618,13 +623,14 @@ def latency_run(mode: str, args: argparse.Namespace, work: Path,
     time.sleep(0.5)
     busy = cpu_seconds(daemon.pid, children=True) - cpu0
     watcher.stop()
+    http_stats = load_.stop() if load_ is not None else None
     lat = [seen - at for rowid, at in commits
            if (seen := watcher.first_seen(ids[rowid])) is not None]
     daemon.stop()
     target.drop(database)
     elapsed = time.time() - start_at
     return {"mode": mode, "ready": ready, "commits": len(commits), "seen": len(lat), "lat": lat,
-            "locked": result["locked"], "errors": result["errors"],
+            "locked": result["locked"], "errors": result["errors"], "http": http_stats,
             "daemon_cpu": busy / elapsed if elapsed > 0 else float("nan")}
 
 
@@ -639,7 +645,8 @@ def capture_cli(action: str, legacy: Path) -> None:
 
 
 PHASE_NAMES = {"without": "without syncd", "triggers": "triggers only",
-               "with": "with syncd run", "cpu": "CPU control", "echo": "echo control"}
+               "with": "with syncd run", "http": "run+HTTP load", "cpu": "CPU control",
+               "echo": "echo control"}
 CONTROLS = ("triggers", "cpu", "echo")
 
 
@@ -650,7 +657,8 @@ def phase_kinds(args: argparse.Namespace) -> list[str]:
         controls = [c for c in controls if c != "triggers"]
     before = ["triggers"] if "triggers" in controls else []
     after = [c for c in ("cpu", "echo") if c in controls]  # they copy the phase before
-    return ["without", *before, "with", *after]
+    loaded = ["http"] if args.http_load else []  # syncd run under the HTTP load
+    return ["without", *before, "with", *loaded, *after]
 
 
 def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, Any]:
@@ -680,11 +688,14 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             burners = start_echo(legacy, share, gap, args.writer_seconds + 2.0)
         if kind == "triggers":
             capture_cli("install", legacy)
-        elif kind == "with":
+        http_load = None
+        if kind in ("with", "http"):
             daemon = SyncdRun(base, f"syncd-{n}", legacy, target.url, database,
-                              target.daemon_options(args.coexist_capture))
+                              target.daemon_options(args.coexist_capture), http=kind == "http")
             daemon.start()
             daemon.wait_ready(db, args.ready_timeout)
+            if kind == "http":
+                http_load = HttpLoad(wait_url(daemon.state)).start()
         cpu_d, cpu_m = (cpu_seconds(daemon.pid if daemon else None, children=True),
                         cpu_seconds(target.mongo_pid))
         before = load()
@@ -696,20 +707,21 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
         for burner in burners:
             burner.wait()
         burners = []
+        http_stats = http_load.stop() if http_load is not None else None
         phase = {"kind": kind, "load": before,
                  "lat": [x for r in results for x in r["lat"]],
                  "starts": [x for r in results for x in r["starts"]],
                  "commit": [x for r in results for x in r["commit_lat"]],
                  "locked": sum(r["locked"] for r in results),
                  "errors": [e for r in results for e in r["errors"]],
-                 "seconds": elapsed}
+                 "seconds": elapsed, "http": http_stats}
         if daemon is not None:
             phase["drain"] = daemon.wait_caught_up(db)
             phase["daemon_cpu"] = (cpu_seconds(daemon.pid, children=True) - cpu_d) / elapsed
             phase["mongo_cpu"] = (cpu_seconds(target.mongo_pid) - cpu_m) / elapsed
             share = phase["daemon_cpu"] + phase["mongo_cpu"]
             daemon.stop()
-        if kind in ("triggers", "with") and n != len(order) - 1:  # the next starts clean
+        if kind in ("triggers", "with", "http") and n != len(order) - 1:  # the next starts clean
             capture_cli("uninstall", legacy)
         phases.append(phase)
         lat = phase["lat"]
@@ -718,12 +730,15 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             f"{ms(max(lat, default=float('nan')))}, {slow_share(lat):.1%} over 20 ms, "
             f"COMMIT p99 {ms(pct(phase['commit'], 99))}, locked {phase['locked']}"
             + (f", caught up {phase['drain']:.2f} s after the writers stopped"
-               if kind == "with" else "")
+               if kind in ("with", "http") else "")
             + (f", syncd CPU (with its Redis) {phase['daemon_cpu']:.0%}, server CPU "
-               f"{phase['mongo_cpu']:.0%}" if kind == "with" else "")
+               f"{phase['mongo_cpu']:.0%}" if kind in ("with", "http") else "")
+            + (f", {http_stats['scrapes']} scrapes (p99 {ms(http_stats['scrape_p99'])}), "
+               f"{http_stats['errors']} HTTP errors, clients followed {http_stats['followed']}"
+               if http_stats else "")
             + (f", burning {share:.0%} of a core" if kind in ("cpu", "echo") else "")
             + f" (load {before})")
-    if order[-1] != "with":  # the control phase's writes: one more syncd run catches up
+    if order[-1] not in ("with", "http"):  # a control phase last: one more run catches up
         daemon = SyncdRun(base, "syncd-last", legacy, target.url, database,
                           target.daemon_options(args.coexist_capture))
         daemon.start()
@@ -874,6 +889,11 @@ def main() -> None:
     parser.add_argument("--big-updates", type=int, default=7)
     parser.add_argument("--big-pause", type=float, default=1.0,
                         help="seconds between the big-table updates")
+    parser.add_argument("--http-load", action="store_true",
+                        help="also run syncd with its HTTP server under 10 scrapes/s of "
+                        "/metrics and 5 clients following /events (/metrics once a second "
+                        "where there is no /events): a triggers latency run and a phase per "
+                        "round beside the plain ones")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--big-ready-timeout", type=float, default=7200.0)
     parser.add_argument("--mongo-url", help="bench against this server instead of the "
@@ -929,8 +949,15 @@ def main() -> None:
             say()
             say(f"(1) commit -> visible in MongoDB, one writer at {args.rate:g} commits/s for "
                 f"{args.latency_seconds:g} s (load {load()})")
-            for mode in ("triggers", "scan"):
-                r = latency_run(mode, args, work, target)
+            runs = [("triggers", False), *([("triggers", True)] if args.http_load else []),
+                    ("scan", False)]
+            for mode, http in runs:
+                r = latency_run(mode, args, work, target, http)
+                if http:
+                    h = r["http"]
+                    mode = "trig+HTTP"
+                    say(f"  (HTTP load: {h['scrapes']} scrapes, p99 {ms(h['scrape_p99'])}, "
+                        f"{h['errors']} errors; clients followed {h['followed']})")
                 p50, p99 = pct(r["lat"], 50), pct(r["lat"], 99)
                 line = (f"  {mode:8s}: p50 {ms(p50)}, p99 {ms(p99)}, max "
                         f"{ms(max(r['lat'], default=float('nan')))}; {r['seen']}/{r['commits']}"
@@ -940,6 +967,9 @@ def main() -> None:
                 if mode == "triggers":
                     figures.append(f"commit->visible p99 (triggers): {ms(p99)}   (goal < 250 ms)"
                                    f"  {verdict(p99 < 0.25 and r['seen'] == r['commits'])}")
+                elif mode == "trig+HTTP":
+                    figures.append(f"commit->visible p99 (triggers, HTTP load): {ms(p99)}   "
+                                   "(within noise of the line above)")
                 else:
                     figures.append(f"commit->visible p99 (scan):     {ms(p99)}   (for comparison)")
 
@@ -973,7 +1003,7 @@ def main() -> None:
                 rounds.append(f"{pct(group['with']['lat'], 99) / base:.2f}"
                               + (f" ({controls})" if controls else ""))
             intervals: dict[str, tuple[float, float]] = {}
-            for kind in ("without", "triggers", "with", "cpu", "echo"):
+            for kind in ("without", "triggers", "with", "http", "cpu", "echo"):
                 lat = pooled(kind)
                 if not lat:
                     continue
@@ -994,6 +1024,12 @@ def main() -> None:
             figures.append(f"writer commit p99 with/without syncd ({args.coexist_capture}): "
                            f"{ratio:.2f}, 95% interval {low:.2f}-{high:.2f}   (goal <= 1.2)  "
                            f"{verdict(ratio <= 1.2)}")
+            if args.http_load:
+                loaded = pct(pooled("http"), 99) / base99
+                low, high = intervals["http"]
+                figures.append(f"writer commit p99 with syncd + HTTP load/without syncd: "
+                               f"{loaded:.2f}, 95% interval {low:.2f}-{high:.2f}   (within "
+                               f"noise of {ratio:.2f} above)")
             figures.append(f"lock errors (all phases / with syncd): {locked} / {locked_with}   "
                            f"(goal 0)  {verdict(locked == 0)}")
             figures.append(f"syncd verify after the writers: {t['missing']} missing, "

@@ -192,8 +192,18 @@ class Capture:
         """Create the log (if needed) and the triggers of `tables` that are missing.
 
         Returns the names of the tables whose triggers were (re)created: changes to
-        them before this moment were not logged, so they need a reconcile.
+        them before this moment were not logged, so they need a reconcile. Two
+        followers starting at once may both see the log missing; the one that loses
+        the race finds it created ("already exists") and looks again.
         """
+        try:
+            return self._install(tables)
+        except SourceError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return self._install(tables)
+
+    def _install(self, tables: list[TableInfo]) -> list[str]:
         statements: list[str | tuple[str, tuple[Any, ...]]] = []
         if not self._table_exists(CONSUMERS_TABLE):
             statements.append(

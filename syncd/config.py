@@ -160,7 +160,7 @@ OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 
 # TOML tables owned by individual features; each feature validates its own keys
 # (see `section`). An unknown top-level key or table is a configuration error.
-SECTIONS: tuple[str, ...] = ("cache", "hdf5", "features", "daemon")
+SECTIONS: tuple[str, ...] = ("cache", "hdf5", "features", "daemon", "http", "log")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -55,6 +55,12 @@ def register_url(url: str | None) -> None:
             _secrets.add(unquote(parts[1]))
 
 
+def register_secret(secret: str | None) -> None:
+    """Remember a secret that is not in a URL (an HTTP token, a password)."""
+    if secret:
+        _secrets.add(secret)
+
+
 def scrub(text: str) -> str:
     """`text` with URL passwords and every registered secret masked."""
     text = redact_url(text)

@@ -23,6 +23,10 @@ import pytest
 
 from syncd.embedded import find_executable, free_port
 
+# Every `syncd run` of the suite serves HTTP on a port of its own (never the fixed
+# default, which another run on this host may hold); its status says which.
+os.environ.setdefault("SYNCD_HTTP_LISTEN", "127.0.0.1:0")
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DB = ROOT.parent / "shared" / "fixtures" / "eeg2025" / "metadata.db"
 

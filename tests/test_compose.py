@@ -276,3 +276,17 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
                    f"SYNCD_TIMEZONE=UTC\nLEGACY_DATA_DIR_B={legacy}\nSYNCD_SOURCE_ID_B=y\n")
     refused = subprocess.run([*base, "config"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "REDIS_PASSWORD" in refused.stderr
+
+
+def test_syncd_healthcheck_asks_readyz_where_the_stack_config_listens(services):
+    from syncd.http.options import DEFAULTS, http_options
+
+    check = services["syncd"]["healthcheck"]
+    command = " ".join(check["test"])
+    assert check["test"][0] == "CMD" and "curl" not in command  # python:3.11-slim has none
+    settings = load_settings({"config": str(DOCKER / "syncd.toml")}, environ={})
+    # The file's own listen (the tests' SYNCD_HTTP_LISTEN would win otherwise).
+    listen = http_options(settings, section(settings, "http", DEFAULTS)["listen"])
+    assert f"{listen.url}/readyz" in command
+    assert listen.host == "127.0.0.1" and not listen.auth  # loopback: no token needed
+    assert re.fullmatch(r"\d+[sm]", check["start_period"])  # a first backfill takes time

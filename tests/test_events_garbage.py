@@ -34,6 +34,7 @@ def test_events_cli_skips_and_counts_what_syncd_did_not_write(own_redis):  # noq
                       own_redis.url)
     assert as_json.code == 0, as_json
     assert json.loads(as_json.out)["ids"] == ["a", "b"]
+    assert as_json.out.count("\n") == 1  # one object per line
     assert f"skipped {len(GARBAGE)} stream entries that are not syncd events" in as_json.err
     as_text = run_cli("events", "--from", "0", "--count", "1", "--redis-url", own_redis.url)
     assert as_text.code == 0, as_text

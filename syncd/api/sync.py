@@ -95,6 +95,40 @@ def status(settings: Settings) -> dict[str, Any]:
     return found
 
 
+# `syncd status` exit codes (README "Commands", docs/operations.md): the first that applies.
+STATUS_TARGET_DOWN = 1  # MongoDB unreachable (what the daemon last wrote is shown)
+STATUS_NO_DAEMON = 3  # no `syncd run` with a fresh heartbeat follows this database
+STATUS_UNHEALTHY = 4  # it runs, but is not ready, waits out an outage, or lags too far
+STATUS_QUARANTINE = 5  # rows are in quarantine (`syncd status` lists them)
+DEFAULT_MAX_LAG = 60.0
+
+
+def status_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG) -> tuple[int, str]:
+    """The exit code for a status document, and why, so that a shell check can use it.
+
+    0 only when a daemon runs with a fresh heartbeat, is ready (the first sync is
+    done), sees no outage, lags no table by more than `max_lag` seconds, and no row
+    is quarantined.
+    """
+    if "error" in found:
+        return STATUS_TARGET_DOWN, f"MongoDB is not reachable: {found['error']}"
+    daemon = found.get("daemon")
+    if not daemon or not daemon.get("running"):
+        return STATUS_NO_DAEMON, (f"no syncd run is following database "
+                                  f"{found.get('database')!r} (no fresh heartbeat)")
+    if daemon.get("outage"):
+        outage = daemon["outage"]
+        return STATUS_UNHEALTHY, f"{outage.get('what')} unavailable: {outage.get('error')}"
+    if not daemon.get("ready"):
+        return STATUS_UNHEALTHY, "the daemon's first sync is not done yet"
+    lag = max((t.get("lag_seconds") or 0.0 for t in daemon.get("tables") or []), default=0.0)
+    if lag > max_lag:
+        return STATUS_UNHEALTHY, f"lag {lag:.1f} s is over {max_lag:g} s"
+    if found.get("quarantined"):
+        return STATUS_QUARANTINE, f"{found['quarantined']} row(s) quarantined"
+    return 0, f"in sync (lag {lag:.1f} s)"
+
+
 def reconcile(settings: Settings, tables: Sequence[str] = (), timeout: float = 3600.0,
               asked: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Have the running `syncd run` reconcile `tables` (default all) now; its answer.

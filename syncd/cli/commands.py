@@ -7,7 +7,7 @@ import json
 import sys
 
 from syncd import api
-from syncd.cli.output import print_json, say
+from syncd.cli.output import dumps, print_json, say
 from syncd.cli.render import (
     print_capture_status,
     print_daemon,
@@ -51,18 +51,20 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     status = api.status(settings)
+    code, why = api.status_health(status, args.max_lag)
     if "error" in status:  # MongoDB is down: what the daemon last wrote beside its state
         if args.json:
             print_json(status)
         else:
             say(f"MongoDB: {status['error']}")
             print_daemon(status["daemon"])
-        return 1
-    if args.json:
+    elif args.json:
         print_json(status)
     else:
         print_status(status, settings)
-    return 0
+    if not args.json:
+        say(f"health: {why} (exit {code})")
+    return code
 
 
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,7 +96,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    return api.run(settings, args.capture, adopt_file=args.adopt_file)
+    return api.run(settings, args.capture, adopt_file=args.adopt_file, http=args.http)
 
 
 def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,7 +124,8 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
         try:
             for entry_id, event in events:
                 if args.json:
-                    print_json({"id": entry_id, **event})
+                    # One object per line (JSON lines), for `jq` and log shippers.
+                    sys.stdout.write(dumps({"id": entry_id, **event}, indent=None) + "\n")
                 else:
                     print_event(entry_id, event)
                 sys.stdout.flush()

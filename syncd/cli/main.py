@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from syncd.cli.reconcile import add_commands as add_reconcile_commands
 from syncd.config import add_arguments, load_settings
 from syncd.embedded import statedir
 from syncd.errors import FAILURES
-from syncd.logs import setup_logging
+from syncd.logs import LOG_FORMATS, log_format, setup_logging
 from syncd.redact import scrub
 
 log = logging.getLogger("syncd")
@@ -45,7 +46,8 @@ variables, then flags. With no --mongo-url, syncd starts an embedded MongoDB
 no --redis-url, commands that need Redis start an embedded redis-server likewise.
 A password in --mongo-url or --redis-url is visible to every local user in `ps`:
 put such URLs in SYNCD_MONGO_URL / SYNCD_REDIS_URL or the TOML file instead.
-Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error.
+Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error
+(`syncd status` also 3, 4, 5: see its --help).
 """
 
 
@@ -60,6 +62,9 @@ ADOPT_HELP = ("the legacy file moved: make this --sqlite the file the database m
 def build_parser() -> argparse.ArgumentParser:
     settings_parent = argparse.ArgumentParser(add_help=False)
     add_arguments(settings_parent)
+    settings_parent.add_argument("--log-format", choices=LOG_FORMATS,
+                                 default=argparse.SUPPRESS,
+                                 help="text (default) or json: one object per line")
     json_parent = argparse.ArgumentParser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -70,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                        help="log lines as text (default) or one JSON object per line "
+                        "(env: SYNCD_LOG_FORMAT; [log] format)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func: Callable[..., int], help_text: str, description: str,
@@ -92,9 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("verify", cmd_verify, "prove MongoDB equals the projection of the legacy database",
             "Compare every legacy row's projection with its document (BSON bytes) and find "
             "extra documents. Exit 1 on any difference.")
-    command("status", cmd_status, "show version, counts, last run and checkpoints",
-            "Read the target's state: migration version and changelog, collection counts, the "
-            "last run, unfinished checkpoints and quarantined rows.")
+    p = command("status", cmd_status, "show version, counts, last run and checkpoints",
+                "Read the target's state: migration version and changelog, collection "
+                "counts, the last run, unfinished checkpoints and quarantined rows. Exit "
+                "0: a daemon runs, ready, no outage, within --max-lag, nothing quarantined; "
+                "1: MongoDB unreachable; 3: no daemon with a fresh heartbeat; 4: the daemon "
+                "is not ready, waits out an outage or lags more than --max-lag; 5: rows "
+                "are quarantined (the first that applies).")
+    p.add_argument("--max-lag", type=float, default=60.0, metavar="SECONDS",
+                   help="the lag above which status exits 4 (default 60)")
 
     add_hdf5_commands(command, settings_parent, json_parent)  # warm, cache
 
@@ -133,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "change log in metadata.db) or scan (writes nothing to metadata.db; "
                    "updates and deletes found by periodic reconcile) ([daemon] capture)")
     p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
+    p.add_argument("--http", metavar="ADDR", default=None,
+                   help="serve /metrics, /healthz, /readyz and the dashboard on HOST:PORT "
+                   "(default 127.0.0.1:9187; '' turns it off) ([http] listen)")
 
     p = command("capture", cmd_capture, "install, remove or inspect the change-capture "
                 "triggers", "Manage the triggers and the _syncd_changes log that `triggers` "
@@ -181,9 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+    verbosity = -1 if args.quiet else args.verbose
+    env_format = os.environ.get("SYNCD_LOG_FORMAT") or None
+    if env_format not in (None, *LOG_FORMATS):
+        sys.stderr.write(f"syncd: error: SYNCD_LOG_FORMAT={env_format!r}: use one of "
+                         f"{', '.join(LOG_FORMATS)}\n")
+        return 2
+    setup_logging(verbosity, args.log_format or env_format or "text")
     try:
         settings = load_settings(vars(args))
+        if not args.log_format and not env_format:
+            fmt = log_format(settings)
+            if fmt != "text":
+                setup_logging(verbosity, fmt)
         with statedir.for_command(args.command, settings):
             return int(args.func(args, settings))
     except FAILURES as exc:

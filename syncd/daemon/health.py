@@ -46,6 +46,7 @@ class TableStats:
     quarantined: int = 0
     last_applied_at: dt.datetime | None = None
     last_error: str | None = None
+    errors: int = 0  # failed writes (each retried): syncd_apply_errors_total
     reconciled_at: dt.datetime | None = None
 
 
@@ -102,6 +103,9 @@ class Health:
         # Its own connection to the change log (for the lag): heartbeats run on
         # scheduler threads, and sqlite3 connections are not for concurrent use.
         self.pending = pending
+        # The HTTP server builds status documents too (at scrape time), on its own thread.
+        self._pending_lock = threading.Lock()
+        self.http_url: str | None = None  # where the HTTP server listens, once it does
         self.state = DaemonState()
         self.status_file = Path(settings.state_dir) / "daemon.json"
         # Why daemon.json (the status beside the state) could not be written, if it could not.
@@ -130,7 +134,9 @@ class Health:
 
     def failed(self, table: str, exc: BaseException) -> None:
         with self.state.lock:
-            self.state.tables[table].last_error = first_line(exc)
+            stats = self.state.tables[table]
+            stats.last_error = first_line(exc)
+            stats.errors += 1
 
     def reconciled(self, table: str, report: Any) -> None:
         with self.state.lock:
@@ -159,7 +165,8 @@ class Health:
             outage = self.state.outage
             if outage is None or outage.what != what:
                 self.state.outage = Outage(what, utcnow(), message)
-                log.warning("%s unavailable (%s); retrying with backoff", what, message)
+                log.warning("%s unavailable (%s); retrying with backoff", what, message,
+                            extra={"source": self.settings.source_id, "outage": what})
             else:
                 outage.retries += 1
                 outage.error = message
@@ -180,7 +187,7 @@ class Health:
     def _table_status(self, snap: Snapshot) -> list[dict[str, Any]]:
         pending: dict[str, tuple[int, float | None]] = {}
         if self.pending is not None and snap.seq is not None:
-            with contextlib.suppress(Exception):
+            with self._pending_lock, contextlib.suppress(Exception):
                 pending = self.pending.pending(snap.seq)
         now_julian = time.time() / 86400 + JULIAN_UNIX_EPOCH
         rows = []
@@ -210,6 +217,7 @@ class Health:
             outage = asdict(self.state.outage) if self.state.outage else None
             ready = self.state.ready
             started = self.state.started_at
+            quiet = time.monotonic() - self.state.alive
         now = utcnow()
         return {
             "pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
@@ -220,6 +228,8 @@ class Health:
             "seq": snap.seq, "reconcile_pending": snap.reconcile_pending,
             "tables": self._table_status(snap), "events": snap.events,
             "hdf5_dirs": snap.hdf5_dirs, "hdf5": snap.hdf5,
+            # Seconds since the loop last moved (a backoff wait counts as moving): /healthz.
+            "loop_seconds_ago": round(quiet, 3), "http": self.http_url,
         }
 
     # -- the heartbeat -----------------------------------------------------------------------

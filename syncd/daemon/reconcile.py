@@ -60,7 +60,9 @@ class Reconciler:
             self.health.reconciled(table, report)
             if report.written or report.deleted:
                 log.info("reconciled %s: %d written, %d deleted, %d unchanged", table,
-                         report.written, report.deleted, report.unchanged)
+                         report.written, report.deleted, report.unchanged,
+                         extra={"table": table, "written": report.written,
+                                "deleted": report.deleted, "unchanged": report.unchanged})
             self.resync.done(table, wrote=bool(report.written or report.deleted))
             reports[table] = {"written": report.written, "deleted": report.deleted,
                               "unchanged": report.unchanged, "rows": report.rows}

@@ -186,7 +186,8 @@ class Daemon:
             notify("READY=1\nSTATUS=following " + str(self.settings.sqlite))
             self.health.heartbeat()
             log.info("following %s in %s mode (Ctrl-C or SIGTERM to stop)",
-                     self.settings.sqlite, self.mode)
+                     self.settings.sqlite, self.mode,
+                     extra={"source": self.settings.source_id, "mode": self.mode})
             self._loop()
         except Stopping as exc:
             log.info("%s", exc)

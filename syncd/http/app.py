@@ -1,0 +1,138 @@
+"""The ASGI app: /metrics, /healthz, /readyz, and the dashboard at `/`.
+
+Starlette, because it is small, typed and plain ASGI (uvicorn runs it on a thread of
+the daemon), and its routes are ordinary functions a test can call over real HTTP.
+Sync endpoints run in Starlette's thread pool, so a slow read never blocks the loop
+that serves the other routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from syncd.http.context import HttpContext
+from syncd.http.metrics import registry
+from syncd.http.options import HttpOptions, http_options
+from syncd.http.probe import Prober
+
+STATUS_TTL = 0.5  # seconds a status document is reused: 10 scrapes/s cost 2 builds/s
+
+
+def cached(func: Callable[[], dict[str, Any] | None],
+           ttl: float = STATUS_TTL) -> Callable[[], dict[str, Any] | None]:
+    """`func` called at most once per `ttl` seconds (thread-safe): scrapes stay cheap."""
+    lock = threading.Lock()
+    memo: list[Any] = [float("-inf"), None]
+
+    def get() -> dict[str, Any] | None:
+        with lock:
+            if time.monotonic() - memo[0] >= ttl:
+                memo[1], memo[0] = func(), time.monotonic()
+            return memo[1]
+    return get
+
+
+class RequireAuth:
+    """Every request needs the bearer token or the basic-auth pair (when either is set)."""
+
+    def __init__(self, app: ASGIApp, options: HttpOptions) -> None:
+        self.app, self.options = app, options
+        self.basic = ("Basic " + base64.b64encode(
+            f"{options.username}:{options.password}".encode()).decode()
+            if options.username else None)
+
+    def allowed(self, header: str) -> bool:
+        if self.options.token and hmac.compare_digest(
+                header.encode(), f"Bearer {self.options.token}".encode()):
+            return True
+        return bool(self.basic) and hmac.compare_digest(header.encode(),
+                                                        self.basic.encode())  # type: ignore[union-attr]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not self.allowed(header):
+                challenge = 'Basic realm="syncd"' if self.basic else "Bearer"
+                response = PlainTextResponse("authentication required\n", 401,
+                                             headers={"WWW-Authenticate": challenge})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _dashboard(ctx: HttpContext) -> list[BaseRoute]:
+    try:
+        from syncd.http.dashboard import routes as dashboard_routes
+    except ImportError:
+        def index(request: Request) -> Response:
+            return PlainTextResponse("syncd: /metrics, /healthz, /readyz (no dashboard "
+                                     "in this build)\n")
+        return [Route("/", index)]
+    return list(dashboard_routes(ctx))
+
+
+def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette:
+    """The app for `ctx`; `options` default to the `[http]` settings (auth, stuck time)."""
+    options = options or http_options(ctx.settings, listen="")
+    prober = Prober(ctx)
+    status = cached(ctx.status) if ctx.status is not None else (lambda: None)
+    metrics = registry(ctx.settings.source_id, status, lambda: prober.view)
+
+    def scrape(request: Request) -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    def healthz(request: Request) -> Response:
+        doc = status()
+        if doc is None:  # `syncd dashboard`: no loop of its own to watch
+            return JSONResponse({"status": "ok", "daemon": False})
+        quiet = float(doc.get("loop_seconds_ago") or 0.0)
+        if quiet > options.stuck_seconds:
+            return JSONResponse({"status": "stuck", "reason": f"the follow loop has not "
+                                 f"moved for {quiet:.0f} s"}, 503)
+        return JSONResponse({"status": "ok", "loop_seconds_ago": quiet})
+
+    def readyz(request: Request) -> Response:
+        doc, view = status(), prober.view
+        reason = None
+        if doc is not None and not doc.get("ready"):
+            reason = "the first sync is not done yet"
+        elif view.mongo_up is None:
+            reason = "MongoDB not probed yet"
+        elif not view.mongo_up:
+            reason = f"MongoDB unreachable: {view.mongo_error}"
+        elif doc is not None and doc.get("outage"):
+            outage = doc["outage"]
+            reason = f"{outage['what']} unavailable: {outage.get('error')}"
+        if reason is not None:
+            return JSONResponse({"status": "not ready", "reason": reason}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        prober.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(prober.stop)
+
+    routes: list[BaseRoute] = [Route("/metrics", scrape), Route("/healthz", healthz),
+                               Route("/readyz", readyz), *_dashboard(ctx)]
+    middleware = [Middleware(RequireAuth, options=options)] if options.auth else []
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.prober = prober
+    return app

@@ -1,0 +1,97 @@
+"""The `[http]` settings: where the server listens and what it asks of clients.
+
+Loopback by default, so nothing is exposed by accident; any other address needs a
+bearer token or basic-auth credentials, and then every route asks for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.config import Settings, section
+from syncd.errors import ConfigError
+from syncd.redact import register_secret
+
+DEFAULT_PORT = 9187
+DEFAULTS: dict[str, Any] = {
+    "listen": f"127.0.0.1:{DEFAULT_PORT}",
+    "token": "",
+    "username": "",
+    "password": "",
+    # /healthz answers 503 once the follow loop has not ticked for this long.
+    "stuck_seconds": 60.0,
+}
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Resolved `[http]` settings; `host` None means the server is off."""
+
+    host: str | None
+    port: int
+    token: str = ""
+    username: str = ""
+    password: str = ""
+    stuck_seconds: float = 60.0
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.token or self.username)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_listen(value: str) -> tuple[str | None, int]:
+    """`HOST:PORT`, `[V6]:PORT`, `:PORT` (loopback) or "" (off)."""
+    text = value.strip()
+    if not text:
+        return None, 0
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"[http] listen = {value!r}: use HOST:PORT (e.g. "
+                          f"127.0.0.1:{DEFAULT_PORT}), or \"\" to turn the server off")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
+    """The `[http]` settings, checked; `listen` (the --http flag) wins over the
+    SYNCD_HTTP_LISTEN environment variable, which wins over `[http] listen`.
+
+    A non-loopback address without a token or username/password is refused (a
+    ConfigError: exit 2), since the server would show the sync's state to anyone.
+    """
+    raw = section(settings, "http", DEFAULTS)
+    if listen is None:
+        listen = os.environ.get("SYNCD_HTTP_LISTEN")
+    if listen is not None:
+        raw["listen"] = listen
+    host, port = parse_listen(raw["listen"])
+    if bool(raw["username"]) != bool(raw["password"]):
+        raise ConfigError("[http] username and password: set both (basic auth) or neither")
+    if raw["stuck_seconds"] <= 0:
+        raise ConfigError(f"[http] stuck_seconds = {raw['stuck_seconds']}: must be positive")
+    for secret in (raw["token"], raw["password"]):
+        register_secret(secret)
+    options = HttpOptions(host, port, raw["token"], raw["username"], raw["password"],
+                          raw["stuck_seconds"])
+    if host is not None and not is_loopback(host) and not options.auth:
+        raise ConfigError(f"[http] listen = {raw['listen']!r} is not a loopback address: set "
+                          "[http] token (bearer) or username and password (basic auth), "
+                          "or listen on 127.0.0.1")
+    return options
