@@ -1,39 +1,43 @@
-"""`dashboard`: the read-only web dashboard on its own, against the configured stores."""
+"""`dashboard`: the read-only web dashboard on its own, against the configured stores.
+
+The same app and server as inside `syncd run` (syncd.http.app, syncd.http.server),
+so the `[http]` rules hold here too: loopback by default, and any other address
+needs a token (`[http] token` or SYNCD_HTTP_TOKEN) or basic-auth credentials.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from syncd.config import Settings
 
-TOKEN_ENV = "SYNCD_HTTP_TOKEN"
-
-
-def dashboard_token(settings: Settings) -> str | None:
-    """The token a dashboard off loopback requires: SYNCD_HTTP_TOKEN, else [http] token."""
-    http = settings.extra.get("http") or {}
-    token = os.environ.get(TOKEN_ENV) or http.get("token")
-    return str(token) if token else None
+# Beside `syncd run`'s server (9187), so both can run on one host.
+DEFAULT_LISTEN = "127.0.0.1:9108"
 
 
 def dashboard(settings: Settings, listen: str | None = None,
               started: Callable[[str], Any] | None = None) -> None:
-    """Serve the dashboard until interrupted. Reads MongoDB (configured or embedded) and
-    the Redis `syncd run` publishes to, if one runs; writes nothing."""
+    """Serve the dashboard until SIGINT or SIGTERM. Reads MongoDB (configured or
+    embedded) and the Redis `syncd run` publishes to, if one runs; writes nothing."""
     from syncd.connect.mongo import open_target
     from syncd.connect.redis import running_redis
+    from syncd.http.app import build_app
     from syncd.http.context import HttpContext
-    from syncd.http.dashboard.standalone import (
-        DEFAULT_LISTEN,
-        parse_listen,
-        require_token_off_loopback,
-        serve,
-    )
+    from syncd.http.options import http_options
+    from syncd.http.server import HttpServer
 
-    listen = listen or DEFAULT_LISTEN
-    token = dashboard_token(settings)
-    require_token_off_loopback(parse_listen(listen)[0], token)  # before any server starts
+    options = http_options(settings, listen or DEFAULT_LISTEN)  # refusals before any server
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open_target(settings) as target, running_redis(settings) as client:
-        serve(HttpContext(settings, target.db, client), listen, token, started)
+        app = build_app(HttpContext(settings, target.db, client), options)
+        with HttpServer(app, options) as server:
+            if started is not None:
+                started(server.url + "/")
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
+                stop.wait()

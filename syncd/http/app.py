@@ -47,6 +47,14 @@ def cached(func: Callable[[], dict[str, Any] | None],
     return get
 
 
+def _basic_password(header: str) -> str:
+    """The password of a `Basic` authorization header ("" if it is malformed)."""
+    try:
+        return base64.b64decode(header[6:], validate=True).decode().partition(":")[2]
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
 class RequireAuth:
     """Every request needs the bearer token or the basic-auth pair (when either is set)."""
 
@@ -57,9 +65,12 @@ class RequireAuth:
             if options.username else None)
 
     def allowed(self, header: str) -> bool:
-        if self.options.token and hmac.compare_digest(
-                header.encode(), f"Bearer {self.options.token}".encode()):
+        token = self.options.token
+        if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
             return True
+        if token and header.startswith("Basic ") and hmac.compare_digest(
+                _basic_password(header).encode(), token.encode()):
+            return True  # a browser's prompt: any user name, the token as password
         return bool(self.basic) and hmac.compare_digest(header.encode(),
                                                         self.basic.encode())  # type: ignore[union-attr]
 
@@ -67,9 +78,8 @@ class RequireAuth:
         if scope["type"] == "http":
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not self.allowed(header):
-                challenge = 'Basic realm="syncd"' if self.basic else "Bearer"
                 response = PlainTextResponse("authentication required\n", 401,
-                                             headers={"WWW-Authenticate": challenge})
+                                             headers={"WWW-Authenticate": 'Basic realm="syncd"'})
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -71,12 +71,14 @@ def is_loopback(host: str) -> bool:
 
 def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     """The `[http]` settings, checked; `listen` (the --http flag) wins over the
-    SYNCD_HTTP_LISTEN environment variable, which wins over `[http] listen`.
+    SYNCD_HTTP_LISTEN environment variable, which wins over `[http] listen`
+    (SYNCD_HTTP_TOKEN likewise over `[http] token`).
 
     A non-loopback address without a token or username/password is refused (a
     ConfigError: exit 2), since the server would show the sync's state to anyone.
     """
     raw = section(settings, "http", DEFAULTS)
+    raw["token"] = os.environ.get("SYNCD_HTTP_TOKEN") or raw["token"]
     if listen is None:
         listen = os.environ.get("SYNCD_HTTP_LISTEN")
     if listen is not None:
