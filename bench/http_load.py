@@ -1,8 +1,9 @@
 """The HTTP load of bench/sync.py --http-load: what monitoring and dashboards put on syncd.
 
-10 Prometheus scrapes a second of /metrics, plus 5 dashboard clients following the
-server-sent events at /events. Where the server has no /events (no dashboard in the
-build), each client polls /metrics once a second instead, and `followed` says so.
+10 Prometheus scrapes a second of /metrics, plus 5 dashboard clients following one
+experiment's live curve: the server-sent events at /api/experiments/1/events (what an
+open experiment page reads). Where the server has no dashboard, each client polls
+/metrics once a second instead, and `followed` says so.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def wait_url(state: Path, timeout: float = 60.0) -> str:
     raise SystemExit(f"no HTTP address in {state / 'daemon.json'}")
 
 
+EVENTS = "/api/experiments/1/events"  # run_id 1: the bench database always has it
+
+
 class HttpLoad:
     """Scrapers and followers on threads; `stop()` returns what they did."""
 
@@ -36,7 +40,7 @@ class HttpLoad:
         self.url, self.stop_event = url, threading.Event()
         self.scrapes = self.errors = self.events_bytes = 0
         self.scrape_times: list[float] = []
-        self.followed = "/events" if self._has_events() else "/metrics (no /events here)"
+        self.followed = EVENTS if self._has_events() else "/metrics (no dashboard here)"
         self.threads = [threading.Thread(target=self._scrape, args=(scrapes_per_second,),
                                          daemon=True)]
         self.threads += [threading.Thread(target=self._follow, daemon=True)
@@ -44,8 +48,8 @@ class HttpLoad:
         self._lock = threading.Lock()
 
     def _has_events(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/events", timeout=2) as response:
+        try:  # the dashboard's JSON twin of the page whose events the clients follow
+            with urllib.request.urlopen(self.url + "/api/experiments/1", timeout=5) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -79,8 +83,8 @@ class HttpLoad:
     def _follow(self) -> None:
         while not self.stop_event.is_set():
             try:
-                if self.followed == "/events":
-                    with urllib.request.urlopen(self.url + "/events", timeout=5) as stream:
+                if self.followed == EVENTS:
+                    with urllib.request.urlopen(self.url + EVENTS, timeout=5) as stream:
                         while not self.stop_event.is_set():
                             chunk = stream.read1(65536)  # type: ignore[attr-defined]
                             if not chunk:

@@ -891,8 +891,8 @@ def main() -> None:
                         help="seconds between the big-table updates")
     parser.add_argument("--http-load", action="store_true",
                         help="also run syncd with its HTTP server under 10 scrapes/s of "
-                        "/metrics and 5 clients following /events (/metrics once a second "
-                        "where there is no /events): a triggers latency run and a phase per "
+                        "/metrics and 5 dashboard clients following one experiment's live "
+                        "events (bench/http_load.py): a triggers latency run and a phase per "
                         "round beside the plain ones")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--big-ready-timeout", type=float, default=7200.0)
