@@ -38,7 +38,7 @@ class Tracker:
     def _scoped(self, match: dict[str, Any]) -> dict[str, Any]:
         return {**match, "_source": self.source} if self.source else match
 
-    def _experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
+    def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         """An experiment `_id` from an ObjectId, its hex, or a legacy run_id."""
         if isinstance(ref, ObjectId):
             return ref
@@ -108,7 +108,7 @@ class Tracker:
 
     def history(self, ref: str | int | ObjectId) -> dict[str, Any]:
         """One experiment with its epochs and checkpoints, in epoch order."""
-        oid = self._experiment_id(ref)
+        oid = self.experiment_id(ref)
         experiment = self.experiments.find_one({"_id": oid})
         if experiment is None:
             raise SyncdError(f"no experiment with _id {oid}")
@@ -121,7 +121,7 @@ class Tracker:
 
     def compare(self, refs: Iterable[str | int | ObjectId]) -> list[dict[str, Any]]:
         """Summaries of several experiments side by side, in the order asked."""
-        ids = [self._experiment_id(r) for r in refs]
+        ids = [self.experiment_id(r) for r in refs]
         found = {d["_id"]: d for d in self.experiments.find({"_id": {"$in": ids}}, SUMMARY)}
         return [found[i] for i in ids if i in found]
 

@@ -154,7 +154,7 @@ def experiment(ctx: HttpContext, ref: str) -> dict[str, Any]:
 
 def experiment_id(ctx: HttpContext, ref: str) -> ObjectId:
     """The `_id` of the experiment named by `ref` (its `_id` hex or legacy run_id)."""
-    return Tracker(ctx.db)._experiment_id(ref)
+    return Tracker(ctx.db).experiment_id(ref)
 
 
 def epoch_point(doc: dict[str, Any]) -> dict[str, Any]:
