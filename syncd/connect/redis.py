@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from syncd.config import Settings
-from syncd.connect.redis_urls import RedisClient, make_client
+from syncd.connect.redis_urls import RedisClient, deferred_client, make_client
 from syncd.embedded import configured_or_embedded
 from syncd.embedded.redis import EmbeddedRedis
 from syncd.errors import ConfigError
@@ -44,18 +44,21 @@ READ_SIZE = 1 << 20  # windows are ~100 KB: read replies in big pieces, not 64 K
 
 
 def connect_redis(url: str, timeout: float = 5.0, retry: bool = True,
-                  read_timeout: float | None = None) -> RedisClient:
+                  read_timeout: float | None = None, deferred: bool = False) -> RedisClient:
     """A binary-safe client whose connects are bounded by `timeout` seconds and whose
     replies by `read_timeout` (default: at least 30 s, for large cache values).
 
     `retry=False` gives up at the first connection error instead of backing off and
     trying again: for readers that have somewhere else to go (the HDF5 files).
+    `deferred=True`: a cluster that does not answer now is connected at first use
+    (one server's client always connects lazily), for the long-running daemon.
     """
     extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     reads = max(timeout, 30.0) if read_timeout is None else read_timeout
-    return make_client(url, socket_connect_timeout=timeout, socket_timeout=reads,
-                       decode_responses=False, health_check_interval=30,
-                       socket_read_size=READ_SIZE, **extra)
+    make = deferred_client if deferred else make_client
+    return make(url, socket_connect_timeout=timeout, socket_timeout=reads,
+                decode_responses=False, health_check_interval=30,
+                socket_read_size=READ_SIZE, **extra)
 
 
 def reader_redis(url: str | None) -> RedisClient | None:
@@ -179,16 +182,9 @@ def daemon_redis(settings: Settings,
                         exc)
             yield None, None
             return
-    try:
-        client = connect_redis(url, settings.redis_timeout)
-        events = connect_redis(url, 2.0, retry=False, read_timeout=2.0)
-    except redis.RedisError as exc:  # a cluster is asked for its nodes at once
-        if needed:
-            raise
-        log.warning("Redis %s is unreachable (%s): events are not published by this run",
-                    redact_url(url), scrub(str(exc))[:200])
-        yield None, None
-        return
+    # A cluster that is down now is connected when it answers; the sync goes on meanwhile.
+    client = connect_redis(url, settings.redis_timeout, deferred=True)
+    events = connect_redis(url, 2.0, retry=False, read_timeout=2.0, deferred=True)
     try:
         try:
             events.ping()

@@ -15,6 +15,9 @@ that does not parse is a `ConfigError` naming `--redis-url` (password masked).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -169,9 +172,61 @@ def make_client(url: str, **kwargs: Any) -> RedisClient:
         raise redis.ConnectionError(f"no seed node of the cluster answered ({exc})") from None
 
 
+class DeferredCluster:
+    """A Redis Cluster whose seed nodes did not answer yet: made at first use.
+
+    `RedisCluster` asks a seed node for the slot map when it is made, so a daemon
+    started while the cluster is down would have no client at all until restarted.
+    This stands in for it: every use tries to make the real client (at most once per
+    `retry_seconds`) and, until one is made, raises `redis.ConnectionError` as a down
+    server does, which the daemon's cache writer and event sender already wait out.
+    """
+
+    def __init__(self, factory: Callable[[], RedisCluster], retry_seconds: float = 5.0) -> None:
+        self._factory, self._retry = factory, retry_seconds
+        self._client: RedisCluster | None = None
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+
+    def connected(self) -> RedisCluster:
+        """The real client; `redis.ConnectionError` while no seed node answers."""
+        with self._lock:
+            if self._client is None:
+                wait = self._next_try - time.monotonic()
+                if wait > 0:
+                    raise redis.ConnectionError(f"no seed node of the cluster answered; "
+                                                f"next try in {wait:.0f} s")
+                try:
+                    self._client = self._factory()
+                except redis.RedisError:
+                    self._next_try = time.monotonic() + self._retry
+                    raise
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connected(), name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def deferred_client(url: str, **kwargs: Any) -> RedisClient:
+    """`make_client`, except that a cluster whose seed nodes do not answer now gives a
+    `DeferredCluster` (connected at first use) instead of an error."""
+    try:
+        return make_client(url, **kwargs)
+    except redis.AuthenticationError:
+        raise  # a refused password is not going to change: a configuration error
+    except redis.ConnectionError:
+        if parse_redis_url(url).kind != CLUSTER:
+            raise
+        return DeferredCluster(lambda: make_client(url, **kwargs))  # type: ignore[return-value]
+
+
 def is_cluster(client: Any) -> bool:
-    """Whether `client` routes by slot (a RedisCluster)."""
-    return isinstance(client, RedisCluster)
+    """Whether `client` routes by slot (a RedisCluster, made now or at first use)."""
+    return isinstance(client, (RedisCluster, DeferredCluster))
 
 
 def server_info(client: RedisClient, section: str) -> dict[str, Any]:

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
     from syncd.hdf5.follower import Hdf5Follower
 
 log = logging.getLogger(__name__)
+# After a Redis or MongoDB failure the HDF5 pass is tried again this soon, not at the
+# next slow rescan: the cache is warm again shortly after the outage ends.
+OUTAGE_RETRY_SECONDS = 5.0
 
 
 class Stopping(SyncdError):
@@ -343,6 +346,9 @@ class Daemon:
             except Exception:  # never let the cache stop the metadata sync
                 log.exception("the HDF5 pass failed; trying again later")
             due = self.hdf5.next_due()
+            if self.hdf5_report and (self.hdf5_report.get("redis_error")
+                                     or self.hdf5_report.get("mongo_error")):
+                due = OUTAGE_RETRY_SECONDS if due is None else min(due, OUTAGE_RETRY_SECONDS)
             timeout = self.options["hdf5_rescan_seconds"] if due is None else \
                 min(max(due, 0.05), self.options["hdf5_rescan_seconds"])
             self.hdf5_wake.wait(timeout)

@@ -21,6 +21,7 @@ Two ways to bring a collection to the projection of the legacy rows:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure
 from legacy_adapters.base import Chunk, Schema, Source, TableInfo
 from legacy_adapters.values import RawText
 from syncd.checkpoint.lease import Lease
+from syncd.checkpoint.resync import request_reconcile
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
 from syncd.engine.quarantine import quarantine
@@ -105,8 +107,11 @@ def delete_ids(db: Database, collection: str, ids: Sequence[Any]) -> None:
         db[collection].delete_many({"_id": {"$in": list(ids[start:start + ID_BATCH])}})
 
 
-def stage_name(collection: str) -> str:
-    return STAGE_PREFIX + collection
+def stage_name(collection: str, source_id: str) -> str:
+    """The staging collection of one source's rebuild of `collection`: named for the
+    source too, so that a source starting a rebuild never drops another's staging."""
+    tag = hashlib.blake2b(source_id.encode(), digest_size=4).hexdigest()
+    return f"{STAGE_PREFIX}{collection}.{tag}"
 
 
 class Engine:
@@ -138,9 +143,17 @@ class Engine:
             if name.startswith(STAGE_PREFIX) and name in existing:
                 self.db.drop_collection(name)
 
+    def others(self) -> set[str]:
+        """The other sources registered in this database (any may write here any moment)."""
+        return {doc["source_id"] for doc in self.store.state.find(
+            {"kind": {"$in": ["source", "meta"]}, "source_id": {"$ne": self.params.source_id}},
+            {"source_id": 1})}
+
     def shared(self, collection: str) -> bool:
-        """Whether `collection` holds another source's documents."""
-        return self.db[collection].find_one(
+        """Whether `collection` holds, or may get at any moment, another source's documents:
+        it has some, or another source is registered in the database. A rename replaces
+        the whole collection, so it is only safe while this source is alone."""
+        return bool(self.others()) or self.db[collection].find_one(
             {"_source": {"$ne": self.params.source_id}}, {"_id": 1}) is not None
 
     def drop_own(self, collection: str) -> None:
@@ -159,7 +172,10 @@ class Engine:
         servers implement as a full copy (SecantusDB's renameCollection is O(n)).
         One that holds other sources' documents is reconciled in place (`inplace`).
         """
-        self.drop_staging(stage_name(m.collection) for _, m in pairs)
+        mine = [stage_name(m.collection, self.params.source_id) for _, m in pairs]
+        if not self.others():  # the unsuffixed names of versions before sources had tags
+            mine += [STAGE_PREFIX + m.collection for _, m in pairs]
+        self.drop_staging(mine)
         existing = set(self.db.list_collection_names())
         tables = []
         for info, mapping in pairs:
@@ -167,7 +183,8 @@ class Engine:
             direct = coll not in existing or self.db[coll].find_one({}, {"_id": 1}) is None
             inplace = not direct and self.shared(coll)
             tables.append({"table": info.name, "collection": coll, "inplace": inplace,
-                           "staging": coll if direct or inplace else stage_name(coll),
+                           "staging": coll if direct or inplace
+                           else stage_name(coll, self.params.source_id),
                            "position": None, "done": False,
                            "rows": 0, "docs": 0, "quarantined": 0, "raw_text": 0,
                            "flags": [], "seconds": 0.0})
@@ -221,10 +238,21 @@ class Engine:
                     self.reconcile_table(info, mapping, model)
                     self.db.drop_collection(entry["staging"])
                     continue
+                crashpoint("swap.before_rename")
                 self.db[entry["staging"]].rename(entry["collection"], dropTarget=True)
                 crashpoint("swap.after_rename")
+                self._after_rename(entry["collection"])
         report.seconds = time.monotonic() - started
         return report
+
+    def _after_rename(self, collection: str) -> None:
+        """A source that registered between the check and the rename may have written
+        into the replaced collection: hand it a reconcile, which writes back anything
+        of its own that the rename dropped."""
+        for other in sorted(self.others()):
+            log.warning("source %r joined the database while %s was swapped in; asking it "
+                        "to reconcile", other, collection)
+            request_reconcile(StateStore(self.db, other), [])
 
     @staticmethod
     def _entry_report(entry: dict[str, Any]) -> TableReport:
