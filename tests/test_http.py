@@ -173,3 +173,28 @@ def test_listen_settings():
     for bad in ("nope", "127.0.0.1:99999"):
         with pytest.raises(Exception, match="HOST:PORT"):
             http_options(settings, listen=bad)
+
+
+def test_healthz_says_stuck_while_the_follow_loop_is_held(tmp_path, legacy, target_args, db):
+    """A follow loop held in the middle of a step (a pause point right after a write)
+    turns /healthz to 503 once `[http] stuck_seconds` pass, and 200 again after."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    daemon = Daemon(tmp_path, legacy, target_args, config="[http]\nstuck_seconds = 2\n",
+                    env={"SYNCD_PAUSE_AT": "daemon.after_apply", "SYNCD_PAUSE_DIR": str(pause)})
+    try:
+        daemon.wait_ready(db)
+        url = http_url(daemon)
+        assert get(url + "/healthz")[0] == 200
+        legacy_write(legacy, "INSERT INTO training_runs (challenge, status) VALUES (1, 'running')")
+        wait_for(lambda: (pause / "daemon.after_apply.paused").exists(), 30, "the loop held")
+        code, body = wait_for(lambda: (r := get(url + "/healthz"))[0] == 503 and r, 15,
+                              "/healthz 503")
+        assert json.loads(body)["status"] == "stuck", body
+        assert get(url + "/metrics")[0] == 200  # the server itself still answers
+        (pause / "daemon.after_apply.resume").touch()
+        wait_for(lambda: get(url + "/healthz")[0] == 200, 15, "/healthz 200 again")
+        wait_for(lambda: verified(legacy, target_args), 30, "in sync after the hold")
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err[-3000:]
