@@ -12,13 +12,25 @@ windows per second of:
   no decoding, no tensors): in one process, alternating batch by batch, so both see
   the same machine (it is shared, and its speed varies by the second).
 
-Ratios printed (median of `--rounds` alternating rounds): cached / legacy with one
-worker each (goal >= 3), and cached / raw MGET, both in-process (goal >= 0.7). Also
-for information: the legacy Dataset on files chunked one window per chunk (h5py's
-best case), and the one-worker cached figure against raw MGET (that ratio includes
-DataLoader's inter-process transfer of every batch, which is not the Dataset's).
+- CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=2 and 4,
+  collate_fn=collate_windows)` (one batch tensor from each worker, passed on as it is),
+  each against a raw MGET loop of the same keys and batches run in this process right
+  before it: the rate at which batches reach the training loop.
+
+Ratios printed (median of `--rounds` rounds, each ratio taken within its round):
+cached / legacy with one worker each (goal >= 3), cached / raw MGET, both in-process
+(goal >= 0.7), and the DataLoader with 2 and with 4 workers / raw MGET (goal >= 0.8;
+workers need cores of their own: on a machine with fewer free cores than workers plus
+Redis plus the training loop they are CPU-bound). Also for information: the legacy
+Dataset on files chunked one window per chunk (h5py's best case), and the one-worker
+default-collate figure against raw MGET.
+
+`--device cuda` also moves every batch of the 2-worker DataLoader (pinned memory) to
+the GPU with `non_blocking=True`, synchronises at the end and prints batches and
+windows per second arriving on the GPU; without CUDA it says so and exits with 2.
 
     python bench/dataset.py [--files 3] [--windows 600] [--legacy-windows 256]
+                            [--rounds 3] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
 from syncd.config import Settings  # noqa: E402
 from syncd.connect.mongo import open_target  # noqa: E402
 from syncd.connect.redis import connect_redis  # noqa: E402
@@ -98,6 +110,45 @@ def loader_rate(dataset: Dataset, limit: int, workers: int = 1) -> float:
     return seen / (time.perf_counter() - started)
 
 
+def batches_of(n: int, limit: int, epochs: int = 1) -> list[list[int]]:
+    """`epochs` shuffled passes over the first `limit` windows of a permutation, as
+    index batches of 64 (the same for every measure in a run)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].tolist()
+    return [order[a:a + BATCH] for _ in range(epochs) for a in range(0, limit, BATCH)]
+
+
+def raw_mget_rate(client: object, keys: list[str], batches: list[list[int]]) -> float:
+    """Windows/s of bare `MGET`s of the batches' keys in this process (bytes only)."""
+    client.mget([keys[i] for i in batches[0]])
+    started = time.perf_counter()
+    for batch in batches[1:]:
+        client.mget([keys[i] for i in batch])
+    return BATCH * (len(batches) - 1) / (time.perf_counter() - started)
+
+
+def batched_rate(dataset: Dataset, batches: list[list[int]], workers: int,
+                 device: str = "cpu") -> tuple[float, float]:
+    """Windows/s and batches/s reaching the training loop (on `device`: moved there
+    from pinned memory with non_blocking=True, synchronised at the end) through
+    `DataLoader(num_workers=workers, collate_fn=collate_windows)`."""
+    cuda = device == "cuda"
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                        collate_fn=collate_windows, pin_memory=cuda)
+    it = iter(loader)
+    next(it)  # worker start-up is not part of the rate
+    started, seen, count = time.perf_counter(), 0, 0
+    for eeg, labels in it:
+        if cuda:
+            eeg = eeg.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+        seen += len(eeg)
+        count += 1
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    return seen / elapsed, count / elapsed
+
+
 def interleaved_rates(dataset: CachedWindowDataset, client: object, keys: list[str],
                       limit: int) -> tuple[float, float]:
     """In one process, batch by batch and alternating (so both see the same machine):
@@ -126,7 +177,13 @@ def main() -> None:
     parser.add_argument("--legacy-windows", type=int, default=256,
                         help="windows the (slow) legacy Dataset reads a round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: also measure batches arriving on the GPU")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"--device cuda: CUDA is not available here (torch {torch.__version__}); "
+              "nothing measured", file=sys.stderr)
+        sys.exit(2)
     total = args.files * args.windows
 
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-dataset-"))
@@ -159,8 +216,10 @@ def main() -> None:
             keys += cached.keys.windows(fid, gen, range(spec.n))
 
         limit = total - total % BATCH
-        rates: dict[str, list[float]] = {k: [] for k in
-                                         ("cached1", "cached0", "mget", "legacy", "best")}
+        rates: dict[str, list[float]] = {k: [] for k in (
+            "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
+            "loader4", "gpu", "gpu_batches")}
+        epochs = batches_of(total, limit, epochs=2)
         legacy = LegacyHDF5Dataset(paths)
         best = LegacyHDF5Dataset(per_window)
         for _ in range(args.rounds):
@@ -170,12 +229,19 @@ def main() -> None:
             in_process, bare = interleaved_rates(cached, client, keys, limit)
             rates["cached0"].append(in_process)
             rates["mget"].append(bare)
-            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()))
+            for workers in (2, 4):
+                rates[f"raw{workers}"].append(raw_mget_rate(client, keys, epochs))
+                rates[f"loader{workers}"].append(batched_rate(cached, epochs, workers)[0])
+            if args.device == "cuda":
+                windows, batches = batched_rate(cached, epochs, 2, "cuda")
+                rates["gpu"].append(windows)
+                rates["gpu_batches"].append(batches)
+            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
     finally:
         client.close()
         redis_server.stop()
 
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
 
     def ratio(a: str, b: str) -> float:  # per round (same moment), then the median
         return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
@@ -187,11 +253,22 @@ def main() -> None:
           "(information: h5py's best case)")
     print(f"CachedWindowDataset, in-process:           {med['cached0']:,.0f} windows/s")
     print(f"raw MGET loop, same keys and batches:      {med['mget']:,.0f} windows/s")
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}")
+    for workers in (2, 4):
+        print(f"DataLoader, {workers} workers, collate_windows: {med[f'loader{workers}']:,.0f} "
+              f"windows/s (raw MGET just before: {med[f'raw{workers}']:,.0f} windows/s)")
+    if args.device == "cuda":
+        print(f"on the GPU ({torch.cuda.get_device_name()}), 2 workers, pinned memory, "
+              f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
+              f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw2'):.2f} of raw MGET)")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
     print(f"RESULT cached / legacy (1 worker each): {ratio('cached1', 'legacy'):,.1f} "
           f"(goal >= 3); against h5py's best case: {ratio('cached1', 'best'):.1f}")
     print(f"RESULT cached / raw MGET (in-process): {ratio('cached0', 'mget'):.2f} "
           f"(goal >= 0.7); with 1 worker: {ratio('cached1', 'mget'):.2f}")
+    for workers in (2, 4):
+        print(f"RESULT DataLoader {workers} workers / raw MGET: "
+              f"{ratio(f'loader{workers}', f'raw{workers}'):.2f} (goal >= 0.8)")
 
 if __name__ == "__main__":
     main()
