@@ -22,6 +22,7 @@ fresh shared-memory tensor each. Without memfds (not Linux) there is no pool.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -58,13 +59,14 @@ class BatchPool:
 
     def take(self, shape: tuple[int, ...]) -> tuple[np.ndarray, _Buffer] | None:
         """A float32 array of `shape` in an idle buffer, or None (all in use)."""
-        nbytes = 4 * math.prod(shape)
-        buffer = next((b for b in self.buffers if b.size >= HEADER + nbytes and b.idle()),
-                      None)
+        size = HEADER + 4 * math.prod(shape)
+        idle = [b for b in self.buffers if b.idle()]
+        buffer = next((b for b in idle if b.size >= size), None)
         if buffer is None:
             if len(self.buffers) >= MAX_BUFFERS:
-                return None
-            size = HEADER + nbytes
+                if not idle:
+                    return None
+                self.drop(idle[0])  # too small for this batch: make room
             fd = os.memfd_create("syncd-batch", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
             buffer = _Buffer(fd, size, mmap.mmap(fd, size))
@@ -72,6 +74,13 @@ class BatchPool:
         array = np.frombuffer(buffer.mm, np.float32, math.prod(shape), HEADER).reshape(shape)
         buffer.handed = weakref.ref(array)
         return array, buffer
+
+
+    def drop(self, buffer: _Buffer) -> None:
+        self.buffers.remove(buffer)
+        os.close(buffer.fd)
+        with contextlib.suppress(BufferError):  # an array of it not yet freed: the
+            buffer.mm.close()                    # mapping goes with that array
 
 
 _pool: BatchPool | None = None
