@@ -14,8 +14,9 @@ windows per second of:
 
 - CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=2 and 4,
   collate_fn=collate_windows)` (one batch tensor from each worker, passed on as it is),
-  each against a raw MGET loop of the same keys and batches run in this process right
-  before it: the rate at which batches reach the training loop.
+  timed after a first epoch (workers starting) over two more, against raw MGET loops
+  of the same keys and batches run in this process right before and right after it:
+  the rate at which batches reach the training loop.
 
 Ratios printed (median of `--rounds` rounds, each ratio taken within its round):
 cached / legacy with one worker each (goal >= 3), cached / raw MGET, both in-process
@@ -130,26 +131,44 @@ def raw_mget_rate(client: object, keys: list[str], batches: list[list[int]]) -> 
 
 
 def batched_rate(dataset: Dataset, batches: list[list[int]], workers: int,
-                 device: str = "cpu") -> tuple[float, float]:
+                 device: str = "cpu", warm_up: int = 0) -> tuple[float, float]:
     """Windows/s and batches/s reaching the training loop (on `device`: moved there
     from pinned memory with non_blocking=True, synchronised at the end) through
-    `DataLoader(num_workers=workers, collate_fn=collate_windows)`."""
+    `DataLoader(num_workers=workers, collate_fn=collate_windows)`, timed after the
+    first `warm_up` batches (workers starting, connecting, filling their buffers)."""
     cuda = device == "cuda"
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                         collate_fn=collate_windows, pin_memory=cuda)
-    it = iter(loader)
-    next(it)  # worker start-up is not part of the rate
     started, seen, count = time.perf_counter(), 0, 0
-    for eeg, labels in it:
+    for n, (eeg, labels) in enumerate(loader):
         if cuda:
             eeg = eeg.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
+        if n < warm_up:
+            continue
+        if n == warm_up:
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            continue
         seen += len(eeg)
         count += 1
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
     return seen / elapsed, count / elapsed
+
+
+def loader_against_raw(dataset: Dataset, client: object, keys: list[str],
+                       batches: list[list[int]], workers: int, warm_up: int,
+                       device: str = "cpu") -> tuple[float, float, float]:
+    """The DataLoader's rate between two raw MGET loops over the same batches (the
+    raw rate is their mean, time-weighted, so a drift in the machine's load while
+    measuring weighs on both sides): (loader windows/s, batches/s, raw windows/s)."""
+    before = raw_mget_rate(client, keys, batches[warm_up:])
+    windows, per_batch = batched_rate(dataset, batches, workers, device, warm_up)
+    after = raw_mget_rate(client, keys, batches[warm_up:])
+    return windows, per_batch, 2 / (1 / before + 1 / after)
 
 
 def interleaved_rates(dataset: CachedWindowDataset, client: object, keys: list[str],
@@ -221,8 +240,9 @@ def main() -> None:
         limit = total - total % BATCH
         rates: dict[str, list[float]] = {k: [] for k in (
             "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
-            "loader4", "gpu", "gpu_batches")}
-        epochs = batches_of(total, limit, epochs=2)
+            "loader4", "gpu", "gpu_batches", "raw_gpu")}
+        epochs = batches_of(total, limit, epochs=3)
+        warm_up = limit // BATCH  # the first epoch: workers start and fill their buffers
         legacy = LegacyHDF5Dataset(paths)
         best = LegacyHDF5Dataset(per_window)
         for _ in range(args.rounds):
@@ -233,12 +253,16 @@ def main() -> None:
             rates["cached0"].append(in_process)
             rates["mget"].append(bare)
             for workers in (2, 4):
-                rates[f"raw{workers}"].append(raw_mget_rate(client, keys, epochs))
-                rates[f"loader{workers}"].append(batched_rate(cached, epochs, workers)[0])
+                windows, _, raw = loader_against_raw(cached, client, keys, epochs, workers,
+                                                     warm_up)
+                rates[f"raw{workers}"].append(raw)
+                rates[f"loader{workers}"].append(windows)
             if args.device == "cuda":
-                windows, batches = batched_rate(cached, epochs, 2, "cuda")
+                windows, batches, raw = loader_against_raw(cached, client, keys, epochs, 2,
+                                                           warm_up, "cuda")
                 rates["gpu"].append(windows)
                 rates["gpu_batches"].append(batches)
+                rates["raw_gpu"].append(raw)
             print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
     finally:
         client.close()
@@ -258,11 +282,12 @@ def main() -> None:
     print(f"raw MGET loop, same keys and batches:      {med['mget']:,.0f} windows/s")
     for workers in (2, 4):
         print(f"DataLoader, {workers} workers, collate_windows: {med[f'loader{workers}']:,.0f} "
-              f"windows/s (raw MGET just before: {med[f'raw{workers}']:,.0f} windows/s)")
+              f"windows/s (raw MGET just before and after: {med[f'raw{workers}']:,.0f} "
+              "windows/s)")
     if args.device == "cuda":
         print(f"on the GPU ({torch.cuda.get_device_name()}), 2 workers, pinned memory, "
               f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
-              f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw2'):.2f} of raw MGET)")
+              f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw_gpu'):.2f} of raw MGET)")
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
     if (os.cpu_count() or 1) < 6:
