@@ -10,9 +10,9 @@ is taken again only when both sides are done with it:
   the array it handed out), and
 - the training process: its first byte, the "in use" flag, set by the worker when
   the batch is sent, is cleared by the training process when the last tensor or
-  view of the batch (or a pinned-memory copy's source) is freed: the tensor is made
-  with `torch.frombuffer` over a memoryview of the mapping, and a finalizer on that
-  memoryview clears the flag.
+  view of the batch is freed (with `pin_memory=True`, once the pinned copy is made):
+  the tensor is made with `torch.frombuffer` over a memoryview of the mapping, and a
+  finalizer on that memoryview clears the flag.
 
 A tensor the training process passes on to another process is first copied into
 shared memory of its own by torch, so that copy never sees a reused buffer. With
@@ -23,6 +23,7 @@ fresh shared-memory tensor each. Without memfds (not Linux) there is no pool.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import mmap
 import os
@@ -33,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 HEADER = 64  # the flag byte, then padding: the data stay 64-byte aligned
 MAX_BUFFERS = 8  # per worker: DataLoader's prefetch, the batch in use, and slack
@@ -67,9 +70,9 @@ class BatchPool:
                 if not idle:
                     return None
                 self.drop(idle[0])  # too small for this batch: make room
-            fd = os.memfd_create("syncd-batch", os.MFD_CLOEXEC)
-            os.ftruncate(fd, size)
-            buffer = _Buffer(fd, size, mmap.mmap(fd, size))
+            buffer = _new_buffer(size)
+            if buffer is None:
+                return None
             self.buffers.append(buffer)
         array = np.frombuffer(buffer.mm, np.float32, math.prod(shape), HEADER).reshape(shape)
         buffer.handed = weakref.ref(array)
@@ -81,6 +84,21 @@ class BatchPool:
         os.close(buffer.fd)
         with contextlib.suppress(BufferError):  # an array of it not yet freed: the
             buffer.mm.close()                    # mapping goes with that array
+
+
+def _new_buffer(size: int) -> _Buffer | None:
+    """A memfd of `size` bytes, mapped; None when the system refuses (out of memory or
+    descriptors): the batch then goes in a fresh shared-memory tensor, as torch's."""
+    fd = -1
+    try:
+        fd = os.memfd_create("syncd-batch", os.MFD_CLOEXEC)
+        os.ftruncate(fd, size)
+        return _Buffer(fd, size, mmap.mmap(fd, size))
+    except OSError as exc:
+        log.warning("no reusable batch buffer (%s): a fresh tensor for this batch", exc)
+        if fd >= 0:
+            os.close(fd)
+        return None
 
 
 _pool: BatchPool | None = None
