@@ -111,6 +111,17 @@ def test_collate_windows_hands_on_one_tensor_per_batch(warmed, redis_url, prefix
         np.testing.assert_array_equal(view.numpy(), expected[order[at]][0])
 
 
+def test_a_collate_fn_that_keeps_the_list(warmed, redis_url, prefix):
+    """A worker may send `__getitems__`'s list as it is: it travels as plain pairs."""
+    _, paths, _ = warmed
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    loader = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=lambda items: items,
+                        timeout=60)
+    got = [pair for items in loader for pair in items]
+    assert all(type(items) is list for items in loader)
+    assert_same(got, legacy_items(paths))
+
+
 def test_windows_of_different_shapes_in_one_batch(tmp_path, db, rclient, redis_url, prefix):
     d = tmp_path / "h5"
     d.mkdir()

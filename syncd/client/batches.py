@@ -39,6 +39,10 @@ class WindowBatch(list):
         super().__init__(zip(eeg.unbind(0), labels.unbind(0)))
         self.eeg, self.labels, self.buffer = eeg, labels, buffer
 
+    def __reduce__(self) -> Any:
+        """Sent as it is (a collate_fn that returns it): the plain list of pairs."""
+        return (list, (list(self),))
+
 
 def collate_windows(batch: Any) -> Any:
     """DataLoader's `collate_fn` for CachedWindowDataset: a `WindowBatch` becomes
