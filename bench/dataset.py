@@ -10,8 +10,7 @@ windows per second of:
 - CachedWindowDataset's batch fetch plus DataLoader's default collate, as DataLoader
   runs them with `num_workers=0`, against a bare `MGET` of the same keys (bytes only,
   no decoding, no tensors): in one process, alternating batch by batch, so both see
-  the same machine (it is shared, and its speed varies by the second).
-
+  the same machine (it is shared, and its speed varies by the second);
 - CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=2 and 4,
   collate_fn=collate_windows)` (one batch tensor from each worker, passed on as it is),
   timed after a first epoch (workers starting) over two more, against raw MGET loops
