@@ -10,15 +10,27 @@ windows per second of:
 - CachedWindowDataset's batch fetch plus DataLoader's default collate, as DataLoader
   runs them with `num_workers=0`, against a bare `MGET` of the same keys (bytes only,
   no decoding, no tensors): in one process, alternating batch by batch, so both see
-  the same machine (it is shared, and its speed varies by the second).
+  the same machine (it is shared, and its speed varies by the second);
+- CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=2 and 4,
+  collate_fn=collate_windows)` (one batch tensor from each worker, passed on as it is),
+  timed after a first epoch (workers starting) over two more, against raw MGET loops
+  of the same keys and batches run in this process right before and right after it:
+  the rate at which batches reach the training loop.
 
-Ratios printed (median of `--rounds` alternating rounds): cached / legacy with one
-worker each (goal >= 3), and cached / raw MGET, both in-process (goal >= 0.7). Also
-for information: the legacy Dataset on files chunked one window per chunk (h5py's
-best case), and the one-worker cached figure against raw MGET (that ratio includes
-DataLoader's inter-process transfer of every batch, which is not the Dataset's).
+Ratios printed (median of `--rounds` rounds, each ratio taken within its round):
+cached / legacy with one worker each (goal >= 3), cached / raw MGET, both in-process
+(goal >= 0.7), and the DataLoader with 2 and with 4 workers / raw MGET (goal >= 0.8;
+workers need cores of their own: on a machine with fewer free cores than workers plus
+Redis plus the training loop they are CPU-bound). Also for information: the legacy
+Dataset on files chunked one window per chunk (h5py's best case), and the one-worker
+default-collate figure against raw MGET.
+
+`--device cuda` also moves every batch of the 2-worker DataLoader (pinned memory) to
+the GPU with `non_blocking=True`, synchronises at the end and prints batches and
+windows per second arriving on the GPU; without CUDA it says so and exits with 2.
 
     python bench/dataset.py [--files 3] [--windows 600] [--legacy-windows 256]
+                            [--rounds 3] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -40,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
 from syncd.config import Settings  # noqa: E402
 from syncd.connect.mongo import open_target  # noqa: E402
 from syncd.connect.redis import connect_redis  # noqa: E402
@@ -48,6 +61,8 @@ from syncd.embedded import EmbeddedRedis  # noqa: E402
 from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
+# 4 workers on fewer cores is measured on purpose (and said so in the output).
+warnings.filterwarnings("ignore", message="This DataLoader will create")
 
 
 class LegacyHDF5Dataset(Dataset):
@@ -98,6 +113,63 @@ def loader_rate(dataset: Dataset, limit: int, workers: int = 1) -> float:
     return seen / (time.perf_counter() - started)
 
 
+def batches_of(n: int, limit: int, epochs: int = 1) -> list[list[int]]:
+    """`epochs` shuffled passes over the first `limit` windows of a permutation, as
+    index batches of 64 (the same for every measure in a run)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].tolist()
+    return [order[a:a + BATCH] for _ in range(epochs) for a in range(0, limit, BATCH)]
+
+
+def raw_mget_rate(client: object, keys: list[str], batches: list[list[int]]) -> float:
+    """Windows/s of bare `MGET`s of the batches' keys in this process (bytes only)."""
+    client.mget([keys[i] for i in batches[0]])
+    started = time.perf_counter()
+    for batch in batches[1:]:
+        client.mget([keys[i] for i in batch])
+    return BATCH * (len(batches) - 1) / (time.perf_counter() - started)
+
+
+def batched_rate(dataset: Dataset, batches: list[list[int]], workers: int,
+                 device: str = "cpu", warm_up: int = 0) -> tuple[float, float]:
+    """Windows/s and batches/s reaching the training loop (on `device`: moved there
+    from pinned memory with non_blocking=True, synchronised at the end) through
+    `DataLoader(num_workers=workers, collate_fn=collate_windows)`, timed after the
+    first `warm_up` batches (workers starting, connecting, filling their buffers)."""
+    cuda = device == "cuda"
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                        collate_fn=collate_windows, pin_memory=cuda)
+    started, seen, count = time.perf_counter(), 0, 0
+    for n, (eeg, labels) in enumerate(loader):
+        if cuda:
+            eeg = eeg.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+        if n < warm_up:
+            continue
+        if n == warm_up:
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            continue
+        seen += len(eeg)
+        count += 1
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    return seen / elapsed, count / elapsed
+
+
+def loader_against_raw(dataset: Dataset, client: object, keys: list[str],
+                       batches: list[list[int]], workers: int, warm_up: int,
+                       device: str = "cpu") -> tuple[float, float, float]:
+    """The DataLoader's rate between two raw MGET loops over the same batches (the
+    raw rate is their mean, time-weighted, so a drift in the machine's load while
+    measuring weighs on both sides): (loader windows/s, batches/s, raw windows/s)."""
+    before = raw_mget_rate(client, keys, batches[warm_up:])
+    windows, per_batch = batched_rate(dataset, batches, workers, device, warm_up)
+    after = raw_mget_rate(client, keys, batches[warm_up:])
+    return windows, per_batch, 2 / (1 / before + 1 / after)
+
+
 def interleaved_rates(dataset: CachedWindowDataset, client: object, keys: list[str],
                       limit: int) -> tuple[float, float]:
     """In one process, batch by batch and alternating (so both see the same machine):
@@ -126,7 +198,13 @@ def main() -> None:
     parser.add_argument("--legacy-windows", type=int, default=256,
                         help="windows the (slow) legacy Dataset reads a round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: also measure batches arriving on the GPU")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"--device cuda: CUDA is not available here (torch {torch.__version__}); "
+              "nothing measured", file=sys.stderr)
+        sys.exit(2)
     total = args.files * args.windows
 
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-dataset-"))
@@ -159,8 +237,11 @@ def main() -> None:
             keys += cached.keys.windows(fid, gen, range(spec.n))
 
         limit = total - total % BATCH
-        rates: dict[str, list[float]] = {k: [] for k in
-                                         ("cached1", "cached0", "mget", "legacy", "best")}
+        rates: dict[str, list[float]] = {k: [] for k in (
+            "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
+            "loader4", "gpu", "gpu_batches", "raw_gpu")}
+        epochs = batches_of(total, limit, epochs=3)
+        warm_up = limit // BATCH  # the first epoch: workers start and fill their buffers
         legacy = LegacyHDF5Dataset(paths)
         best = LegacyHDF5Dataset(per_window)
         for _ in range(args.rounds):
@@ -170,12 +251,23 @@ def main() -> None:
             in_process, bare = interleaved_rates(cached, client, keys, limit)
             rates["cached0"].append(in_process)
             rates["mget"].append(bare)
-            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()))
+            for workers in (2, 4):
+                windows, _, raw = loader_against_raw(cached, client, keys, epochs, workers,
+                                                     warm_up)
+                rates[f"raw{workers}"].append(raw)
+                rates[f"loader{workers}"].append(windows)
+            if args.device == "cuda":
+                windows, batches, raw = loader_against_raw(cached, client, keys, epochs, 2,
+                                                           warm_up, "cuda")
+                rates["gpu"].append(windows)
+                rates["gpu_batches"].append(batches)
+                rates["raw_gpu"].append(raw)
+            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
     finally:
         client.close()
         redis_server.stop()
 
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
 
     def ratio(a: str, b: str) -> float:  # per round (same moment), then the median
         return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
@@ -187,11 +279,26 @@ def main() -> None:
           "(information: h5py's best case)")
     print(f"CachedWindowDataset, in-process:           {med['cached0']:,.0f} windows/s")
     print(f"raw MGET loop, same keys and batches:      {med['mget']:,.0f} windows/s")
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}")
+    for workers in (2, 4):
+        print(f"DataLoader, {workers} workers, collate_windows: {med[f'loader{workers}']:,.0f} "
+              f"windows/s (raw MGET just before and after: {med[f'raw{workers}']:,.0f} "
+              "windows/s)")
+    if args.device == "cuda":
+        print(f"on the GPU ({torch.cuda.get_device_name()}), 2 workers, pinned memory, "
+              f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
+              f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw_gpu'):.2f} of raw MGET)")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
+    if (os.cpu_count() or 1) < 6:
+        print("note: the DataLoader ratios need a core for each worker, the training loop and "
+              "Redis; on this machine the workers share too few cores (CPU-bound)")
     print(f"RESULT cached / legacy (1 worker each): {ratio('cached1', 'legacy'):,.1f} "
           f"(goal >= 3); against h5py's best case: {ratio('cached1', 'best'):.1f}")
     print(f"RESULT cached / raw MGET (in-process): {ratio('cached0', 'mget'):.2f} "
           f"(goal >= 0.7); with 1 worker: {ratio('cached1', 'mget'):.2f}")
+    for workers in (2, 4):
+        print(f"RESULT DataLoader {workers} workers / raw MGET: "
+              f"{ratio(f'loader{workers}', f'raw{workers}'):.2f} (goal >= 0.8)")
 
 if __name__ == "__main__":
     main()

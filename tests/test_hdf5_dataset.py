@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
 
 from syncd.client.cache import WindowCache  # noqa: E402
-from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
 from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 
@@ -79,6 +79,65 @@ def test_dataloader_with_workers_and_a_query(warmed, db, redis_url, prefix):
         assert eeg.shape[1:] == (8, 100)
         seen += list(zip(eeg, label))
     assert_same(seen, [expected[i] for i in order])
+
+
+def test_collate_windows_hands_on_one_tensor_per_batch(warmed, redis_url, prefix):
+    """Workers fill one batch tensor each, from Redis and (an unwarmed file) from HDF5;
+    kept batches are never overwritten, dropped ones are refilled with the right windows."""
+    d, paths, _ = warmed
+    write_h5(d / "late.h5", n=21, seed=5)  # not warmed: every window from the file
+    paths = [*paths, d / "late.h5"]
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    expected = legacy_items(paths)
+    order = [int(i) for i in np.random.default_rng(1).permutation(len(ds))]
+    loader = DataLoader(ds, batch_size=4, sampler=order, num_workers=2,
+                        collate_fn=collate_windows)
+    kept = []  # more batches than the workers' buffers: all must stay intact
+    for eeg, label in loader:
+        assert eeg.is_contiguous() and eeg.shape[1:] == (8, 100) and label.shape == eeg.shape[:1]
+        kept.append((eeg, label))
+    assert_same([w for eeg, label in kept for w in zip(eeg, label)],
+                [expected[i] for i in order])
+    views, view_windows = [], []
+    for _ in range(2):  # batches dropped at once: buffers reused; a kept view stays intact
+        seen = []
+        for n, (eeg, label) in enumerate(loader):
+            seen += [(e.clone(), lab.clone()) for e, lab in zip(eeg, label)]
+            if n % 5 == 0:
+                views.append(eeg[1])
+                view_windows.append(len(seen) - len(eeg) + 1)
+        assert_same(seen, [expected[i] for i in order])
+    for view, at in zip(views, view_windows):
+        np.testing.assert_array_equal(view.numpy(), expected[order[at]][0])
+
+
+def test_a_collate_fn_that_keeps_the_list(warmed, redis_url, prefix):
+    """A worker may send `__getitems__`'s list as it is: it travels as plain pairs."""
+    _, paths, _ = warmed
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    loader = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=lambda items: items,
+                        timeout=60)
+    got = [pair for items in loader for pair in items]
+    assert all(type(items) is list for items in loader)
+    assert_same(got, legacy_items(paths))
+
+
+def test_windows_of_different_shapes_in_one_batch(tmp_path, db, rclient, redis_url, prefix):
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "a.h5", n=5, seed=1)
+    write_h5(d / "b.h5", n=5, seed=2, channels=4, times=50)
+    Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
+    paths = [d / "a.h5", d / "b.h5"]
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    items = ds.__getitems__([0, 9, 4, 5])
+    expected = legacy_items(paths)
+    assert_same(items, [expected[i] for i in (0, 9, 4, 5)])
+    assert [tuple(e.shape) for e, _ in items] == [(8, 100), (4, 50), (8, 100), (4, 50)]
+    with pytest.raises(RuntimeError):  # as the default collate: no batch of mixed shapes
+        collate_windows(items)
+    eeg, label = collate_windows(ds.__getitems__([5, 6]))
+    assert eeg.shape == (2, 4, 50) and label.shape == (2,)
 
 
 def test_falls_back_to_hdf5_for_what_is_not_cached(tmp_path, db, rclient, redis_url, prefix):

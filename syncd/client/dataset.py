@@ -3,9 +3,10 @@
 Same length, order and values as reading the HDF5 files directly: item `i` is
 `(eeg, label)` with `eeg` a float32 tensor `(channels, times)` and `label` a
 float32 tensor (as the legacy `HDF5Dataset` returned them). Batches are fetched
-with one MGET (`__getitems__`, which DataLoader uses), and anything not in Redis
-(not warmed yet, over the memory budget, evicted, Redis down) is read from the
-HDF5 file instead.
+with one MGET (`__getitems__`, which DataLoader uses) into one batch tensor, and
+anything not in Redis (not warmed yet, over the memory budget, evicted, Redis down)
+is read from the HDF5 file into it instead. `DataLoader(..., collate_fn=collate_windows)`
+hands that tensor to the training loop without copying it (syncd.client.batches).
 
 Consistency: before each batch the dataset compares every file's size, mtime and
 inode with what the cache recorded for its current generation. When they differ
@@ -39,6 +40,14 @@ import redis
 
 from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, FileSig, Layout, find_layout, open_h5
 from legacy_adapters.hdf5_slabs import read_windows
+from syncd.client.batches import (
+    WindowBatch,
+    collate_windows,
+    decode_into_targets,
+    gather_labels,
+    mget_into_targets,
+    targets_for,
+)
 from syncd.client.cache import (
     DEFAULT_PREFIX,
     CacheError,
@@ -49,14 +58,15 @@ from syncd.client.cache import (
     read_file_meta,
 )
 from syncd.client.cluster_mget import Mget, open_direct
-from syncd.client.mget import BAD, HIT, MgetError, byte_view
+from syncd.client.mget import BAD, HIT, MgetError
 from syncd.connect.redis_urls import RedisClient
 from syncd.hdf5.files import paths_matching
 from syncd.sinks.checksum import FORMAT
 
+__all__ = ["CachedWindowDataset", "collate_windows"]
+
 log = logging.getLogger(__name__)
 
-_FLOAT32 = np.dtype("<f4")
 RETRY_REDIS_SECONDS = 5.0
 RECHECK_SECONDS = 1.0
 CHUNK_CACHE_BYTES = 16 << 20
@@ -69,6 +79,7 @@ class _FileSpec:
     path: str
     layout: Layout
     n: int
+    shape: tuple[int, ...]  # one window's
 
 
 @dataclass
@@ -94,19 +105,6 @@ class _Local:
     hits: int = 0
     misses: int = 0
     bad: int = 0  # cached values that failed their length or checksum check (also misses)
-
-
-class _Labels:
-    """The labels of one batch, gathered into one array (they are small)."""
-
-    def __init__(self, size: int) -> None:
-        self.items: list[Any] = [None] * size
-
-    def tensors(self, dtype: torch.dtype) -> list[torch.Tensor]:
-        arrays = [np.asarray(a) for a in self.items]
-        if len({a.shape for a in arrays}) == 1:
-            return list(torch.as_tensor(np.stack(arrays)).to(dtype).unbind(0))
-        return [torch.as_tensor(a).to(dtype) for a in arrays]
 
 
 class CachedWindowDataset(Dataset):
@@ -163,7 +161,8 @@ class CachedWindowDataset(Dataset):
     def _spec(self, path: Path) -> _FileSpec:
         with open_h5(path) as f:
             layout = find_layout(f, self.layouts)
-            return _FileSpec(str(path), layout, int(f[layout.windows].shape[0]))
+            shape = f[layout.windows].shape
+            return _FileSpec(str(path), layout, int(shape[0]), tuple(shape[1:]))
 
     # -- pickling for DataLoader workers: settings only, no connection or handle ----------
 
@@ -191,7 +190,8 @@ class CachedWindowDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A batch: one MGET for every cached window, the files for the rest."""
+        """A batch: one MGET for every cached window, the files for the rest, all into
+        one tensor (a `WindowBatch`, see syncd.client.batches) when shapes agree."""
         n = len(self)
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and (idx.min() < -n or idx.max() >= n):
@@ -201,62 +201,53 @@ class CachedWindowDataset(Dataset):
         local_of = (idx - self.offsets[file_of]).tolist()
         st = self._state()
         metas = {j: self._current_meta(st, j) for j in set(file_of)}
-        eeg: list[torch.Tensor | None] = [None] * len(idx)
+        batch, buffer, targets = targets_for([self.specs[j].shape for j in file_of])
+        filled = [False] * len(idx)
         positions = [p for p, j in enumerate(file_of) if metas[j] is not None]
         if positions:
-            self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions], eeg)
-        st.hits += sum(t is not None for t in eeg)
-        labels = _Labels(len(idx))
+            self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions],
+                        targets, filled)
+        st.hits += sum(filled)
+        rows: list[Any] = [None] * len(idx)
         for j in sorted(metas):
             mine = [p for p, f in enumerate(file_of) if f == j]
-            misses = [p for p in mine if eeg[p] is None]
+            misses = [p for p in mine if not filled[p]]
             st.misses += len(misses)
             if misses:
                 data = read_windows(self._handle(st, j), self.specs[j].layout,
                                     [local_of[p] for p in misses])
                 for p, w in zip(misses, data):
-                    eeg[p] = torch.from_numpy(np.array(w, dtype=np.float32))
+                    targets[p][...] = w
             lab = self._labels(st, j, metas[j])
             for p in mine:
-                labels.items[p] = lab[local_of[p]]
-        return list(zip(eeg, labels.tensors(self.label_dtype)))  # type: ignore[arg-type]
+                rows[p] = lab[local_of[p]]
+        labels = gather_labels(rows, self.label_dtype)
+        if batch is not None and isinstance(labels, torch.Tensor):
+            return WindowBatch(batch, labels, buffer)
+        eeg = list(batch.unbind(0)) if batch is not None else \
+            [torch.from_numpy(t) for t in targets]
+        return list(zip(eeg, labels))
 
     def _fetch(self, st: _Local, wanted: list[tuple[int, FileMeta, int]],
-               eeg: list[torch.Tensor | None]) -> None:
-        """Fill `eeg[p]` for every cached window in `wanted` (position, metadata, index).
-
-        Each float32 window is received straight into the tensor that is returned;
-        other dtypes into an array of their own, converted after."""
+               targets: list[np.ndarray], filled: list[bool]) -> None:
+        """Fill `targets[p]` (and set `filled[p]`) for every cached window in `wanted`
+        (position, metadata, index): received in place, its checksum checked."""
         keys = [self.keys.window(m.fid, m.gen, i) for _, m, i in wanted]
+        metas = [m for _, m, _ in wanted]
+        mine = [targets[p] for p, _, _ in wanted]
         direct = self._direct(st)
         if direct is None:
-            for (p, meta, _), key, value in zip(wanted, keys, self._mget(st, keys)):
-                if value is None:
-                    continue
-                try:
-                    array = decode_sealed(key, value, meta.dtype, meta.shape)
-                except CacheError as exc:
-                    st.bad += 1
-                    log.warning("%s: ignoring a bad cached value (%s)", meta.path, exc)
-                    continue
-                eeg[p] = torch.from_numpy(np.array(array, dtype=np.float32))
-            return
-        arrays = []
-        for _, meta, _ in wanted:
-            if meta.dtype == _FLOAT32:
-                arrays.append(torch.empty(meta.shape, dtype=torch.float32).numpy())
-            else:
-                arrays.append(np.empty(meta.shape, meta.dtype))
-        try:
-            filled = direct.mget_into(keys, [byte_view(a) for a in arrays])
-        except MgetError as exc:
-            self._redis_failed(st, exc)
-            return
-        for (p, meta, _), key, array, status in zip(wanted, keys, arrays, filled):
-            if status == HIT:
-                eeg[p] = torch.from_numpy(array if array.dtype == _FLOAT32
-                                          else array.astype(np.float32))
-            elif status == BAD:
+            status = decode_into_targets(self._mget(st, keys), keys, metas, mine)
+        else:
+            try:
+                status = mget_into_targets(direct, keys, metas, mine)
+            except MgetError as exc:
+                self._redis_failed(st, exc)
+                return
+        for (p, meta, _), key, s in zip(wanted, keys, status):
+            if s == HIT:
+                filled[p] = True
+            elif s == BAD:
                 st.bad += 1
                 log.warning("%s: ignoring a bad cached value under %s (wrong length or "
                             "checksum)", meta.path, key)

@@ -23,7 +23,8 @@ import numpy as np
 
 from syncd.sinks.checksum import CHECKSUM_BYTES, checksum
 
-READ_CHUNK = 1 << 16
+READ_CHUNK = 1 << 12  # small: a large value mostly goes by recv_into, not through buf
+SKIP_CHUNK = 1 << 16
 # What `mget_into` says of each value.
 MISS, HIT, BAD = 0, 1, 2
 
@@ -125,7 +126,9 @@ class DirectMget:
     def _read_into(self, target: memoryview) -> None:
         """Exactly len(target) bytes: what is buffered first, then straight from the socket."""
         have = min(len(self.buf) - self.pos, len(target))
-        target[:have] = self.buf[self.pos:self.pos + have]
+        if have:
+            with memoryview(self.buf) as buffered:  # released at once: `_fill` resizes buf
+                target[:have] = buffered[self.pos:self.pos + have]
         self.pos += have
         done = have
         while done < len(target):
@@ -138,7 +141,7 @@ class DirectMget:
             done += n
 
     def _skip(self, n: int) -> None:
-        scratch = memoryview(bytearray(min(n, READ_CHUNK)))
+        scratch = memoryview(bytearray(min(n, SKIP_CHUNK)))
         while n:
             part = scratch[:min(n, len(scratch))]
             self._read_into(part)

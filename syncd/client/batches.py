@@ -1,0 +1,136 @@
+"""One contiguous tensor per batch: what CachedWindowDataset hands DataLoader.
+
+DataLoader calls `dataset.__getitems__(indices)` in a worker, collates the result
+and sends it to the training process. With per-window tensors, the default collate
+copies every window once more into a new batch tensor. Here a batch's windows are
+received (MGET `recv_into`, checksum checked) or read from HDF5 straight into their
+slices of one preallocated float32 tensor, which in a DataLoader worker lives in
+shared memory already (as torch's own collate allocates it), so sending it moves
+a file descriptor, not 6.6 MB.
+
+`WindowBatch` is still the list of `(eeg, label)` pairs the default collate expects
+(views of the two batch tensors), so existing code keeps working; `collate_windows`
+(`DataLoader(..., collate_fn=collate_windows)`) hands the two tensors on unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate, get_worker_info
+
+from syncd.client.batch_pool import ShippedBatch, pooled_array
+from syncd.client.cache import CacheError, FileMeta, decode_sealed
+from syncd.client.cluster_mget import Mget
+from syncd.client.mget import BAD, HIT, MISS, byte_view
+
+_FLOAT32 = np.dtype("<f4")
+
+
+class WindowBatch(list):
+    """A batch as one `eeg` tensor `(batch, *window)` and one `labels` tensor
+    `(batch, *label)`; as a list, the per-window `(eeg, label)` views of them."""
+
+    def __init__(self, eeg: torch.Tensor, labels: torch.Tensor, buffer: Any = None) -> None:
+        super().__init__(zip(eeg.unbind(0), labels.unbind(0)))
+        self.eeg, self.labels, self.buffer = eeg, labels, buffer
+
+    def __reduce__(self) -> Any:
+        """Sent as it is (a collate_fn that returns it): the plain list of pairs."""
+        return (list, (list(self),))
+
+
+def collate_windows(batch: Any) -> Any:
+    """DataLoader's `collate_fn` for CachedWindowDataset: a `WindowBatch` becomes
+    `[eeg, labels]` without a copy (what the default collate returns, copied);
+    anything else goes to the default collate."""
+    if isinstance(batch, WindowBatch):
+        if batch.buffer is not None:
+            return ShippedBatch(batch.eeg, batch.labels, batch.buffer)
+        return [batch.eeg, batch.labels]
+    return default_collate(batch)
+
+
+def new_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a DataLoader worker, in shared memory (as
+    torch's default collate allocates its output), so sending it copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.UntypedStorage._new_shared(4 * math.prod(shape))
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
+def gather_labels(rows: list[Any], dtype: torch.dtype) -> torch.Tensor | list[torch.Tensor]:
+    """One batch's labels as one tensor, or one tensor each when their shapes differ."""
+    arrays = [np.asarray(a) for a in rows]
+    if len({a.shape for a in arrays}) == 1:
+        return torch.as_tensor(np.stack(arrays) if arrays else np.empty(0)).to(dtype)
+    return [torch.as_tensor(a).to(dtype) for a in arrays]
+
+
+def targets_for(shapes: list[tuple[int, ...]]
+                ) -> tuple[torch.Tensor | None, Any, list[np.ndarray]]:
+    """Where each window of a batch goes: slices of one batch tensor when every window
+    has the same shape (returned too, with its pool buffer in a DataLoader worker),
+    else an array each."""
+    if not shapes or len(set(shapes)) != 1:
+        return None, None, [torch.empty(s, dtype=torch.float32).numpy() for s in shapes]
+    shape = (len(shapes), *shapes[0])
+    pooled = pooled_array(shape) if get_worker_info() is not None else None
+    if pooled is not None:
+        whole, buffer = pooled
+        batch = torch.from_numpy(whole)
+    else:
+        batch, buffer = new_batch(shape), None
+        whole = batch.numpy()
+    return batch, buffer, [whole[p] for p in range(len(shapes))]
+
+
+def mget_into_targets(direct: Mget, keys: list[str], metas: list[FileMeta],
+                      targets: list[np.ndarray]) -> list[int]:
+    """MGET `keys` into `targets` (float32 arrays of the windows' shapes); HIT, MISS or
+    BAD each (mget.py). float32 values land in place; other dtypes land in an array
+    of their own and are converted. Raises MgetError (Redis unavailable)."""
+    scratch: list[np.ndarray | None] = []
+    views = []
+    for meta, target in zip(metas, targets):
+        if meta.shape != target.shape:
+            scratch.append(None)
+            views.append(None)  # not this file's shape: a miss, read from the file
+        elif meta.dtype == _FLOAT32:
+            scratch.append(None)
+            views.append(byte_view(target))
+        else:
+            array = np.empty(meta.shape, meta.dtype)
+            scratch.append(array)
+            views.append(byte_view(array))
+    status = direct.mget_into(keys, views)
+    for i, array in enumerate(scratch):
+        if array is not None and status[i] == HIT:
+            targets[i][...] = array
+    for i, view in enumerate(views):
+        if view is None:
+            status[i] = MISS
+    return status
+
+
+def decode_into_targets(values: Sequence[bytes | None], keys: list[str],
+                        metas: list[FileMeta], targets: list[np.ndarray]) -> list[int]:
+    """redis-py's values (TLS URLs) checked and copied into `targets`; as above."""
+    status = []
+    for key, value, meta, target in zip(keys, values, metas, targets):
+        if value is None or meta.shape != target.shape:
+            status.append(MISS)
+            continue
+        try:
+            array = decode_sealed(key, value, meta.dtype, meta.shape)
+        except CacheError:
+            status.append(BAD)
+            continue
+        target[...] = array
+        status.append(HIT)
+    return status
