@@ -169,7 +169,7 @@ class Hdf5Follower:
             self._pending_since.setdefault(path, time.monotonic())
             return
         try:
-            info = inspect(path, self.config.layouts, workers=self.config.workers)
+            info = inspect(path, self.config.layouts, workers=self.config.warm_workers)
         except FileBusy as exc:
             log.info("%s: not complete yet (%s)", path, exc)
             self._pending_since[path] = time.monotonic()  # look again a debounce later

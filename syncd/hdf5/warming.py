@@ -128,7 +128,7 @@ class FileWarmer:
         task = self.progress.task(path.name, target - start) if target > start else None
         written = 0
         try:
-            with SlabReader(path, Layout(*meta.layout), self.config.workers,
+            with SlabReader(path, Layout(*meta.layout), self.config.warm_workers,
                             self.config.slab_bytes) as reader:
                 if reader.n_windows != meta.n_windows:
                     raise FileBusy("the number of windows changed")
