@@ -30,10 +30,14 @@ from h5py import h5z
 
 from legacy_adapters.hdf5 import Layout, open_h5
 
-try:  # libdeflate inflates HDF5's gzip chunks in about 60% of zlib's time, without the GIL
+try:  # libdeflate inflates HDF5's gzip chunks in about 60% of zlib's time
+    import deflate
     from deflate import DeflateError
     from deflate import zlib_decompress as _libdeflate
-except ImportError:  # not installed: the standard library's zlib does it all
+
+    if tuple(int(p) for p in deflate.__version__.split(".")[:2]) < (0, 9):
+        _libdeflate = None  # before 0.9 it holds the GIL: the threads would take turns
+except (ImportError, AttributeError, ValueError):  # not installed: zlib does it all
     _libdeflate = None
 
 SLAB_BYTES = 8 << 20

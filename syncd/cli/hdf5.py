@@ -36,7 +36,7 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
     rate = report.window_bytes / report.seconds if report.seconds else 0.0
     say(f"warmed {len(report.warmed)} file(s) into {where}: {report.windows_written:,} windows "
         f"({_mb(report.window_bytes)}, {_mb(rate)}/s), {report.features_written:,} feature "
-        f"rows, in {report.seconds:.1f} s")
+        f"rows, in {report.seconds:.1f} s ({report.workers} workers)")
     say(f"files: {report.files} found, {len(report.indexed)} indexed, {report.unchanged} "
         f"unchanged, {len(report.pending)} still being written, {len(report.quarantined)} "
         f"quarantined, {len(report.removed)} removed")

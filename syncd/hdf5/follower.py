@@ -110,7 +110,8 @@ class Hdf5Follower:
         re-checks Redis).
         """
         started = time.monotonic()
-        report = ScanReport(budget_bytes=self.config.max_bytes)
+        report = ScanReport(budget_bytes=self.config.max_bytes,
+                            workers=self.config.warm_workers)
         try:
             full_verify = self._redis_changed()
             paths = list_files(self.config.dirs, self.config.patterns)
