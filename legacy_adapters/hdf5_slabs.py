@@ -42,7 +42,7 @@ except (ImportError, AttributeError, ValueError):  # not installed: zlib does it
 
 SLAB_BYTES = 8 << 20
 AHEAD = 2  # slabs being decoded while the caller writes the one before them
-MAX_WORKERS = 16
+MAX_WORKERS = 8  # past this the Redis writes, not inflating, set the pace
 
 
 def default_workers() -> int:
@@ -160,15 +160,15 @@ class SlabReader:
     def _take(self, slab: _Slab) -> tuple[int, np.ndarray]:
         for part in slab.parts:
             part.result()
-        out = slab.out if slab.out.dtype == self.native else slab.out.astype(self.native)
-        return slab.lo, out[slab.lo - slab.start: slab.hi - slab.start]
+        return slab.lo, slab.out[slab.lo - slab.start: slab.hi - slab.start]
 
     def _submit(self, pool: ThreadPoolExecutor, a: int, b: int, start: int,
                 stop: int) -> _Slab:
         """Fetch rows a..b's raw chunks here (HDF5 calls are serialised anyway) and hand
         them to the workers in shares, or the whole slab to one worker through h5py."""
+        # In native byte order: the workers' copies (or HDF5) swap bytes on the way in.
         slab = _Slab(a, b, max(a, start), min(stop, b),
-                     np.empty((b - a, *self.ds.shape[1:]), self.dtype))
+                     np.empty((b - a, *self.ds.shape[1:]), self.native))
         chunks = self._raw_chunks(a, b)
         if chunks is None:
             slab.parts.append(pool.submit(self._read_h5py, slab))

@@ -117,7 +117,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
                 "without HDF5 file locks, so the legacy writers are never blocked.")
     p.add_argument("--workers", type=_positive, metavar="N", default=None,
                    help="threads inflating gzip chunks and hashing files (default: [hdf5] "
-                   "warm_workers, else one per usable CPU, at most 16)")
+                   "warm_workers, else one per usable CPU, at most 8)")
     p = command("cache", cmd_cache, "inspect the Redis window cache",
                 "Inspect the Redis window and feature cache.", json_flag=False, settings=False)
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)

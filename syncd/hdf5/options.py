@@ -21,7 +21,7 @@ HDF5_DEFAULTS: dict[str, Any] = {
     "patterns": list(DEFAULT_PATTERNS),
     "debounce_seconds": 2.0,
     "settle_seconds": 30.0,
-    "warm_workers": 0,  # 0: one per usable CPU, at most 16 (hdf5_slabs.default_workers)
+    "warm_workers": 0,  # 0: one per usable CPU, at most 8 (hdf5_slabs.default_workers)
     "workers": None,  # the old name of warm_workers, still accepted
     "slab_mb": 8,
     "verify_seconds": 60.0,
