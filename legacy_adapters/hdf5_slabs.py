@@ -45,12 +45,19 @@ AHEAD = 2  # slabs being decoded while the caller writes the one before them
 MAX_WORKERS = 8  # past this the Redis writes, not inflating, set the pace
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may run on, at most `MAX_WORKERS`."""
+def default_workers(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """One worker per CPU this process may use, at most `MAX_WORKERS`: the CPUs it may
+    run on, fewer where a cgroup quota (a container's `--cpus`) allows less."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to respect
     return max(1, min(MAX_WORKERS, usable))
 
 

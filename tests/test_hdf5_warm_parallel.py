@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from legacy_adapters.hdf5_slabs import MAX_WORKERS, inflate
+from legacy_adapters.hdf5_slabs import MAX_WORKERS, default_workers, inflate
 from syncd.client.cache import WindowCache
 from syncd.errors import ConfigError
 from syncd.hdf5.options import load_hdf5_config
@@ -148,9 +148,14 @@ def test_a_legacy_writer_appends_while_a_parallel_warm_reads(tmp_path, db, rclie
 
 
 def test_warm_workers_setting_and_flag(tmp_path, target_args, redis_url, prefix):
-    usable = len(os.sched_getaffinity(0))
+    usable = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
     config = load_hdf5_config(make_settings(tmp_path, [tmp_path], prefix))
-    assert config.warm_workers == min(usable, MAX_WORKERS)
+    assert config.warm_workers == default_workers() <= usable
+    quota = tmp_path / "cpu.max"
+    quota.write_text("max 100000\n")
+    assert default_workers(quota) == usable
+    quota.write_text("100000 100000\n")  # a container limited to one CPU
+    assert default_workers(quota) == 1
     old_name = make_settings(tmp_path, [tmp_path], prefix, hdf5={"workers": 3})
     assert load_hdf5_config(old_name).warm_workers == 3
     for bad in (-1, 2.5, "four"):
