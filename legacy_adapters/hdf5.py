@@ -8,8 +8,9 @@ Promises to the legacy writers (h5py scripts that create, rewrite and append):
   h5py writer holds, read from /proc/locks, never taken), and it opens
   consistently (same stat before and after);
 - windows are read in chunk-aligned slabs. For gzip (and shuffle) chunks the raw
-  chunk bytes are fetched from HDF5 and inflated in worker threads (zlib releases
-  the GIL), so decompression uses every core; other filters go through h5py.
+  chunk bytes are fetched from HDF5 and inflated in worker threads (libdeflate or
+  zlib, both without the GIL), so decompression uses every core; other filters go
+  through h5py.
 
 Two kinds of failure: `FileBusy` (being written, or changed under us: try again
 later) and `BadFile` (truncated, corrupt, not HDF5, no known layout: quarantine).

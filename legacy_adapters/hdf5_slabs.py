@@ -1,8 +1,15 @@
 """Reading windows out of an HDF5 file: chunk-aligned slabs for warming, any indices for readers.
 
-For gzip (and shuffle) chunks the raw chunk bytes are fetched from HDF5 and inflated
-in worker threads (zlib releases the GIL), so decompression uses every core; other
-filters go through h5py. Files are opened without locks (`legacy_adapters.hdf5`).
+For gzip (and shuffle) chunks the raw chunk bytes are fetched from HDF5 in the
+calling thread, and a pool of worker threads inflates them (libdeflate, else zlib)
+and copies them into the slab's array, each thread a share of the slab's chunks:
+both release the GIL, so decompression uses as many cores as there are workers,
+without the copies a process pool would need to move chunks and windows between
+processes.
+Memory stays bounded whatever the number of workers: at most `AHEAD` slabs are
+being decoded while the caller writes the one before. Other filters (and chunks
+HDF5 never wrote) go through h5py. Files are opened without locks
+(`legacy_adapters.hdf5`).
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ from __future__ import annotations
 import collections
 import itertools
 import math
+import os
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -22,7 +30,35 @@ from h5py import h5z
 
 from legacy_adapters.hdf5 import Layout, open_h5
 
+try:  # libdeflate inflates HDF5's gzip chunks in about 60% of zlib's time
+    import deflate
+    from deflate import DeflateError
+    from deflate import zlib_decompress as _libdeflate
+
+    if tuple(int(p) for p in deflate.__version__.split(".")[:2]) < (0, 9):
+        _libdeflate = None  # before 0.9 it holds the GIL: the threads would take turns
+except (ImportError, AttributeError, ValueError):  # not installed: zlib does it all
+    _libdeflate = None
+
 SLAB_BYTES = 8 << 20
+AHEAD = 2  # slabs being decoded while the caller writes the one before them
+MAX_WORKERS = 8  # past this the Redis writes, not inflating, set the pace
+
+
+def default_workers(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """One worker per CPU this process may use, at most `MAX_WORKERS`: the CPUs it may
+    run on, fewer where a cgroup quota (a container's `--cpus`) allows less."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to respect
+    return max(1, min(MAX_WORKERS, usable))
 
 
 def _decoders(ds: h5py.Dataset) -> list[int] | None:
@@ -36,6 +72,17 @@ def _decoders(ds: h5py.Dataset) -> list[int] | None:
     return list(reversed(codes))
 
 
+def inflate(data: bytes, nbytes: int) -> bytes | bytearray:
+    """One chunk of HDF5's deflate filter (a zlib stream) decoded to its `nbytes` bytes."""
+    if _libdeflate is not None:
+        try:
+            return _libdeflate(data, nbytes)
+        except DeflateError:
+            pass  # zlib decodes it, or says what is wrong with it
+    # One right-sized buffer: inflate runs start to end without the GIL.
+    return zlib.decompress(data, bufsize=nbytes)
+
+
 def _unshuffle(buf: bytes, itemsize: int) -> bytes:
     if itemsize == 1 or len(buf) % itemsize:
         return buf
@@ -43,14 +90,19 @@ def _unshuffle(buf: bytes, itemsize: int) -> bytes:
     return np.ascontiguousarray(raw.T).tobytes()
 
 
+Chunk = tuple[tuple[int, ...], bytes]  # a chunk's offset in the dataset and its raw bytes
+
+
 @dataclass
-class _Job:
-    start: int  # first row of the slab read (chunk-aligned)
+class _Slab:
+    """One slab being decoded: rows start..stop-1 into `out`, by one or more futures."""
+
+    start: int  # first row read (chunk-aligned)
     stop: int
-    chunks: list[tuple[tuple[int, ...], bytes]] | None  # raw chunks, or None: read via h5py
-
-
-_Pending = tuple[int, int, "Future[tuple[int, np.ndarray]]"]
+    lo: int  # the rows the caller asked for: lo..hi-1
+    hi: int
+    out: np.ndarray
+    parts: list[Future[None]] = field(default_factory=list)
 
 
 class SlabReader:
@@ -99,72 +151,87 @@ class SlabReader:
         first = start // step * step
         bounds = [*range(first, stop, self.rows_per_slab), stop]
         with ThreadPoolExecutor(self.workers, thread_name_prefix="syncd-inflate") as pool:
-            pending: collections.deque[_Pending] = collections.deque()
-            for a, b in itertools.pairwise(bounds):
-                job = self._prepare(a, min(stop, b))
-                pending.append((max(a, start), min(stop, b), pool.submit(self._assemble, job)))
-                while len(pending) > self.workers:
+            pending: collections.deque[_Slab] = collections.deque()
+            try:
+                for a, b in itertools.pairwise(bounds):
+                    pending.append(self._submit(pool, a, min(stop, b), start, stop))
+                    while len(pending) > AHEAD:
+                        yield self._take(pending.popleft())
+                while pending:
                     yield self._take(pending.popleft())
-            while pending:
-                yield self._take(pending.popleft())
+            finally:
+                for slab in pending:  # the caller stopped early: drop what is queued
+                    for part in slab.parts:
+                        part.cancel()
 
-    @staticmethod
-    def _take(item: _Pending) -> tuple[int, np.ndarray]:
-        lo, hi, fut = item
-        first, data = fut.result()
-        return lo, data[lo - first: hi - first]
+    def _take(self, slab: _Slab) -> tuple[int, np.ndarray]:
+        for part in slab.parts:
+            part.result()
+        return slab.lo, slab.out[slab.lo - slab.start: slab.hi - slab.start]
 
-    def _prepare(self, a: int, b: int) -> _Job:
-        """Fetch the raw chunks of rows a..b (main thread: HDF5 calls are serialised anyway)."""
+    def _submit(self, pool: ThreadPoolExecutor, a: int, b: int, start: int,
+                stop: int) -> _Slab:
+        """Fetch rows a..b's raw chunks here (HDF5 calls are serialised anyway) and hand
+        them to the workers in shares, or the whole slab to one worker through h5py."""
+        # In native byte order: the workers' copies (or HDF5) swap bytes on the way in.
+        slab = _Slab(a, b, max(a, start), min(stop, b),
+                     np.empty((b - a, *self.ds.shape[1:]), self.native))
+        chunks = self._raw_chunks(a, b)
+        if chunks is None:
+            slab.parts.append(pool.submit(self._read_h5py, slab))
+            return slab
+        shares = min(self.workers, len(chunks))
+        size = -(-len(chunks) // shares) if shares else 0
+        for i in range(0, len(chunks), max(size, 1)):
+            slab.parts.append(pool.submit(self._decode_into, slab, chunks[i:i + size]))
+        return slab
+
+    def _raw_chunks(self, a: int, b: int) -> list[Chunk] | None:
+        """The raw chunks holding rows a..b-1, or None when h5py must decode them."""
         if self.decoders is None:
-            return _Job(a, b, None)
+            return None
         assert self.chunks is not None
         c0 = self.chunks[0]
-        shape = self.ds.shape
         ranges = [range(a - a % c0, b, c0)] + [range(0, n, c) for n, c in
-                                               zip(shape[1:], self.chunks[1:])]
-        raw: list[tuple[tuple[int, ...], bytes]] = []
+                                               zip(self.ds.shape[1:], self.chunks[1:])]
+        raw: list[Chunk] = []
         read = self.ds.id.read_direct_chunk
         for offset in itertools.product(*ranges):
             try:
                 mask, data = read(offset)
             except (OSError, RuntimeError, ValueError):
-                return _Job(a, b, None)  # e.g. a chunk never written: let h5py fill it
+                return None  # e.g. a chunk never written: let h5py fill it
             if mask:
-                return _Job(a, b, None)  # a filter was skipped for this chunk
+                return None  # a filter was skipped for this chunk
             raw.append((offset, data))
-        return _Job(a, b, raw)
+        return raw
 
-    def _assemble(self, job: _Job) -> tuple[int, np.ndarray]:
-        shape = (job.stop - job.start, *self.ds.shape[1:])
-        out = np.empty(shape, self.dtype)
-        if job.chunks is None:
-            if shape[0]:
-                self.ds.read_direct(out, np.s_[job.start:job.stop], np.s_[0:shape[0]])
-        else:
-            assert self.chunks is not None
-            cshape = tuple(self.chunks)
-            itemsize = self.dtype.itemsize
-            nbytes = itemsize * math.prod(cshape)
-            for offset, data in job.chunks:
-                for code in self.decoders or ():
-                    if code == h5z.FILTER_DEFLATE:
-                        # One right-sized buffer: inflate runs start to end without the GIL.
-                        data = zlib.decompress(data, bufsize=nbytes)
-                    else:
-                        data = _unshuffle(data, itemsize)
-                chunk = np.frombuffer(data, self.dtype).reshape(cshape)
-                dst, src = [], []
-                for axis, (o, c) in enumerate(zip(offset, cshape)):
-                    lo = max(o, job.start) if axis == 0 else o
-                    hi = min(o + c, job.stop if axis == 0 else self.ds.shape[axis])
-                    base = job.start if axis == 0 else 0
-                    dst.append(slice(lo - base, hi - base))
-                    src.append(slice(lo - o, hi - o))
-                out[tuple(dst)] = chunk[tuple(src)]
-        if out.dtype != self.native:
-            out = out.astype(self.native)
-        return job.start, out
+    def _read_h5py(self, slab: _Slab) -> None:
+        if len(slab.out):
+            self.ds.read_direct(slab.out, np.s_[slab.start:slab.stop], np.s_[0:len(slab.out)])
+
+    def _decode_into(self, slab: _Slab, chunks: list[Chunk]) -> None:
+        """Inflate (and unshuffle) `chunks` and copy each one's part into the slab."""
+        assert self.chunks is not None
+        cshape = tuple(self.chunks)
+        itemsize = self.dtype.itemsize
+        nbytes = itemsize * math.prod(cshape)
+        shape = self.ds.shape
+        for offset, data in chunks:
+            for code in self.decoders or ():
+                if code == h5z.FILTER_DEFLATE:
+                    data = inflate(data, nbytes)
+                else:
+                    data = _unshuffle(data, itemsize)
+            chunk = np.frombuffer(data, self.dtype).reshape(cshape)
+            dst, src = [], []
+            for axis, (o, c) in enumerate(zip(offset, cshape)):
+                lo = max(o, slab.start) if axis == 0 else o
+                hi = min(o + c, slab.stop if axis == 0 else shape[axis])
+                base = slab.start if axis == 0 else 0
+                dst.append(slice(lo - base, hi - base))
+                src.append(slice(lo - o, hi - o))
+            slab.out[tuple(dst)] = chunk[tuple(src)]
 
 
 def read_windows(f: h5py.File, layout: Layout, indices: Sequence[int]) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from syncd.checkpoint.daemon_doc import live_daemons
@@ -30,16 +31,20 @@ def _refuse_beside_a_daemon(db: Any, settings: Settings) -> None:
                          "(see syncd status)")
 
 
-def warm(settings: Settings, progress: Progress | None = None) -> tuple[str, Any]:
+def warm(settings: Settings, progress: Progress | None = None,
+         workers: int | None = None) -> tuple[str, Any]:
     """Index the HDF5 caches into MongoDB and warm Redis once: (where Redis is, report).
 
-    The report's `redis_error` / `mongo_error` say whether the pass failed.
+    `workers` (`--workers`) overrides `[hdf5] warm_workers`. The report's `redis_error`
+    / `mongo_error` say whether the pass failed.
     """
     from syncd.hdf5.features import require_torch
     from syncd.hdf5.follower import Hdf5Follower
     from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings)  # bad settings fail before any server starts
+    if workers is not None:
+        config = dataclasses.replace(config, warm_workers=max(1, workers))
     if config.features.extractors:
         require_torch()
     with open_target(settings) as target, open_redis(settings) as rt, \

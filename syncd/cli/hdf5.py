@@ -20,15 +20,23 @@ def _mb(n: float | None) -> str:
     return "?" if n is None else f"{n / 1e6:,.1f} MB"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of workers")
+    return value
+
+
 def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
-    where, report = api.warm(settings, Progress(enabled=not args.json, verb="windows"))
+    where, report = api.warm(settings, Progress(enabled=not args.json, verb="windows"),
+                             workers=args.workers)
     if args.json:
         print_json({"redis": where, **report.to_dict()})
         return 1 if report.redis_error or report.mongo_error else 0
     rate = report.window_bytes / report.seconds if report.seconds else 0.0
     say(f"warmed {len(report.warmed)} file(s) into {where}: {report.windows_written:,} windows "
         f"({_mb(report.window_bytes)}, {_mb(rate)}/s), {report.features_written:,} feature "
-        f"rows, in {report.seconds:.1f} s")
+        f"rows, in {report.seconds:.1f} s ({report.workers} workers)")
     say(f"files: {report.files} found, {len(report.indexed)} indexed, {report.unchanged} "
         f"unchanged, {len(report.pending)} still being written, {len(report.quarantined)} "
         f"quarantined, {len(report.removed)} removed")
@@ -99,12 +107,17 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
                  settings_parent: argparse.ArgumentParser,
                  json_parent: argparse.ArgumentParser) -> None:
     """Register `warm` and `cache` with the parser `cli.build_parser` is making."""
-    command("warm", cmd_warm, "index the HDF5 caches into MongoDB and warm Redis (one shot)",
-            "Index every HDF5 window cache under --hdf5-dir into MongoDB (hdf5_files), then "
-            "warm Redis with windows, labels and features within [cache] max_bytes, newest "
-            "files first. Files still being written are waited for (up to [hdf5] "
-            "settle_seconds); unreadable ones are quarantined. With no --redis-url an "
-            "embedded Redis runs under --state-dir while syncd does.")
+    p = command("warm", cmd_warm, "index the HDF5 caches into MongoDB and warm Redis (one "
+                "shot)",
+                "Index every HDF5 window cache under --hdf5-dir into MongoDB (hdf5_files), then "
+                "warm Redis with windows, labels and features within [cache] max_bytes, newest "
+                "files first. Files still being written are waited for (up to [hdf5] "
+                "settle_seconds); unreadable ones are quarantined. With no --redis-url an "
+                "embedded Redis runs under --state-dir while syncd does. Files are opened "
+                "without HDF5 file locks, so the legacy writers are never blocked.")
+    p.add_argument("--workers", type=_positive, metavar="N", default=None,
+                   help="threads inflating gzip chunks and hashing files (default: [hdf5] "
+                   "warm_workers, else one per usable CPU, at most 8)")
     p = command("cache", cmd_cache, "inspect the Redis window cache",
                 "Inspect the Redis window and feature cache.", json_flag=False, settings=False)
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -110,7 +110,8 @@ class Hdf5Follower:
         re-checks Redis).
         """
         started = time.monotonic()
-        report = ScanReport(budget_bytes=self.config.max_bytes)
+        report = ScanReport(budget_bytes=self.config.max_bytes,
+                            workers=self.config.warm_workers)
         try:
             full_verify = self._redis_changed()
             paths = list_files(self.config.dirs, self.config.patterns)
@@ -169,7 +170,7 @@ class Hdf5Follower:
             self._pending_since.setdefault(path, time.monotonic())
             return
         try:
-            info = inspect(path, self.config.layouts, workers=self.config.workers)
+            info = inspect(path, self.config.layouts, workers=self.config.warm_workers)
         except FileBusy as exc:
             log.info("%s: not complete yet (%s)", path, exc)
             self._pending_since[path] = time.monotonic()  # look again a debounce later

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, DEFAULT_PATTERNS, Layout
+from legacy_adapters.hdf5_slabs import default_workers
 from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.hdf5.features import FeatureConfig, load_feature_config
@@ -20,7 +21,8 @@ HDF5_DEFAULTS: dict[str, Any] = {
     "patterns": list(DEFAULT_PATTERNS),
     "debounce_seconds": 2.0,
     "settle_seconds": 30.0,
-    "workers": 2,
+    "warm_workers": 0,  # 0: one per usable CPU, at most 8 (hdf5_slabs.default_workers)
+    "workers": None,  # the old name of warm_workers, still accepted
     "slab_mb": 8,
     "verify_seconds": 60.0,
 }
@@ -41,7 +43,7 @@ class Hdf5Config:
     patterns: tuple[str, ...]
     debounce: float
     settle: float
-    workers: int
+    warm_workers: int  # threads inflating chunks (and hashing files)
     slab_bytes: int
     verify_seconds: float
     max_bytes: int
@@ -68,8 +70,12 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
     for key in ("debounce_seconds", "settle_seconds", "verify_seconds"):
         if h[key] < 0:
             raise ConfigError(f"{where}: [hdf5] {key} must not be negative")
-    if h["workers"] < 1 or h["slab_mb"] < 1:
-        raise ConfigError(f"{where}: [hdf5] workers and slab_mb must be at least 1")
+    workers = h["warm_workers"] or h["workers"] or 0
+    if type(workers) is not int or workers < 0:
+        raise ConfigError(f"{where}: [hdf5] warm_workers = {workers!r} is not valid: expected "
+                          "a whole number of threads (0: one per usable CPU)")
+    if h["slab_mb"] < 1:
+        raise ConfigError(f"{where}: [hdf5] slab_mb must be at least 1")
     if c["max_bytes"] < 0:
         raise ConfigError(f"{where}: [cache] max_bytes must not be negative")
     if c["max_value_mb"] < 1:
@@ -86,7 +92,8 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
             raise ConfigError(f"--hdf5-dir {d}: no such directory")
     features = load_feature_config(settings)
     return Hdf5Config(dirs, tuple(layouts), tuple(str(p) for p in h["patterns"]),
-                      float(h["debounce_seconds"]), float(h["settle_seconds"]), int(h["workers"]),
+                      float(h["debounce_seconds"]), float(h["settle_seconds"]),
+                      workers or default_workers(),
                       int(h["slab_mb"]) << 20, float(h["verify_seconds"]), int(c["max_bytes"]),
                       prefix, tuple(str(g) for g in c["warm_first"]),
                       int(c["max_value_mb"]) << 20, features)

@@ -30,6 +30,7 @@ class ScanReport:
     redis_error: str | None = None
     mongo_error: str | None = None
     seconds: float = 0.0
+    workers: int = 0  # threads inflating chunks and hashing files ([hdf5] warm_workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -43,5 +44,5 @@ class ScanReport:
                      "seconds"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         for name in ("files", "unchanged", "pending", "windows_cached", "windows_total",
-                     "budget_bytes", "used_bytes", "redis_error", "mongo_error"):
+                     "budget_bytes", "used_bytes", "redis_error", "mongo_error", "workers"):
             setattr(self, name, getattr(later, name))

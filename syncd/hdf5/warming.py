@@ -9,8 +9,10 @@ deleted through `CacheWriter`; the file's document through `Hdf5Files`.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from syncd.sinks.events import publish_event
 log = logging.getLogger(__name__)
 
 MSET_BYTES = 16 << 20  # one MSET carries at most about this much
+WRITE_AHEAD = 1  # slabs handed to the writer thread and not yet written
 
 # Quarantines a file: (path, its stat, the error, its document, the pass's report).
 Quarantine = Callable[[Path, FileSig, str, "dict[str, Any] | None", ScanReport], None]
@@ -128,24 +131,43 @@ class FileWarmer:
         task = self.progress.task(path.name, target - start) if target > start else None
         written = 0
         try:
-            with SlabReader(path, Layout(*meta.layout), self.config.workers,
+            with SlabReader(path, Layout(*meta.layout), self.config.warm_workers,
                             self.config.slab_bytes) as reader:
                 if reader.n_windows != meta.n_windows:
                     raise FileBusy("the number of windows changed")
                 if plan.labels:
                     self.cache.put_labels(meta, reader.labels())
                 if target > start:
-                    for first, windows in reader.slabs(start, target):
-                        written += self._write_slab(meta, first, windows, cached, done,
-                                                    extractors, report)
-                        cached = max(cached, first + len(windows))
+                    # One thread writes slab k to Redis while this one reads slab k+1 (and
+                    # the reader's workers inflate the ones after); taken in order, so the
+                    # recorded coverage only ever counts windows already written.
+                    pending: collections.deque[tuple[int, int, Future[int]]] = \
+                        collections.deque()
+
+                    def written_one() -> int:
+                        nonlocal cached
+                        lo, hi, fut = pending.popleft()
+                        count = fut.result()
+                        cached = max(cached, hi)
                         for k in done:
-                            done[k] = max(done[k], first + len(windows))
+                            done[k] = max(done[k], hi)
                         self.cache.set_cached(fid, cached)
                         if task is not None:
-                            task.advance(len(windows))
+                            task.advance(hi - lo)
                         if self.on_slab is not None:
-                            self.on_slab(path, first + len(windows))
+                            self.on_slab(path, hi)
+                        return count
+
+                    before, done_before = cached, dict(done)
+                    with ThreadPoolExecutor(1, thread_name_prefix="syncd-write") as writer:
+                        for first, windows in reader.slabs(start, target):
+                            pending.append((first, first + len(windows), writer.submit(
+                                self._write_slab, meta, first, windows, before, done_before,
+                                extractors, report)))
+                            while len(pending) > WRITE_AHEAD:
+                                written += written_one()
+                        while pending:
+                            written += written_one()
         except redis.RedisError:
             raise
         except Exception as exc:
