@@ -20,14 +20,19 @@ after its checkpoint missing knows it has a gap). Row seq=0 holds the install id
 so a checkpoint taken against an earlier install of the log is recognised as stale.
 
 Several consumers (`syncd run` into different targets) may follow one log. Each
-records its saved position in `_syncd_consumers`, and pruning never passes the
-lowest position of a consumer seen within the retention window; one gone longer
-finds a gap when it returns and reconciles.
+records its saved position in the log's consumer registry (legacy_adapters/
+sqlite_consumers.py), and pruning never passes the lowest position of a consumer
+seen within the retention window; one gone longer finds a gap when it returns and
+reconciles.
+
+The triggers' SQL and the log's row formats live in legacy_adapters/sqlite_triggers.py.
+An install of an older format (format 1: longer triggers, a registry table of its
+own) is upgraded in place by `install`, in one transaction: no change goes unlogged
+and logged entries of either format are read alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 import uuid
@@ -38,62 +43,45 @@ from urllib.parse import quote
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import Change, Consumer
 from legacy_adapters.errors import SourceError
-from legacy_adapters.sqlite import PRIVATE_PREFIX
+from legacy_adapters.sqlite_consumers import (
+    CONSUMERS_SQL,
+    CONSUMERS_SQL_1,
+    CONSUMERS_TABLE,
+    consumers_upgrade,
+    record,
+)
 from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
+from legacy_adapters.sqlite_triggers import (
+    KEY_COLUMNS,
+    LOG_TABLE,
+    MAX_KEY_COLUMNS,
+    TRIGGER_PREFIX,
+    capturable,
+    expand,
+    trigger_names,
+    trigger_sql,
+)
 
-LOG_TABLE = "_syncd_changes"
-CONSUMERS_TABLE = "_syncd_consumers"
+__all__ = [
+    "CONSUMERS_TABLE",
+    "LOG_TABLE",
+    "TRIGGER_PREFIX",
+    "Capture",
+    "capturable",
+    "trigger_names",
+    "trigger_sql",
+]
+
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
 CONSUMER_LIVE_SECONDS = 90.0
 CONSUMER_REFRESH_SECONDS = 30.0
-MAX_KEY_COLUMNS = 8
-TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"
-KEY_COLUMNS = tuple(f"k{i}" for i in range(MAX_KEY_COLUMNS))
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def trigger_names(table: TableInfo) -> dict[str, str]:
-    """The trigger names for `table`; they encode its key layout, so a changed key
-    (a table dropped and recreated differently) shows up as missing triggers."""
-    shape = "\x1f".join([table.name, table.rowid or "", *table.primary_key])
-    tag = hashlib.sha1(shape.encode()).hexdigest()[:16]
-    return {op: f"{TRIGGER_PREFIX}{tag}_{op}" for op in ("i", "u", "d")}
-
-
-def capturable(table: TableInfo) -> bool:
-    return table.addressable and len(table.primary_key) <= MAX_KEY_COLUMNS
-
-
-def trigger_sql(table: TableInfo) -> list[str]:
-    """CREATE TRIGGER statements for `table`."""
-    names = trigger_names(table)
-    src, tbl = quote_ident(table.name), _literal(table.name)
-    keys = [quote_ident(c) for c in table.primary_key]
-    cols = ", ".join(["tbl", "op", "rid", *KEY_COLUMNS[:len(keys)]])
-    rid = quote_ident(table.rowid) if table.rowid else None
-
-    def values(row: str, op: str) -> str:
-        parts = [tbl, _literal(op), f"{row}.{rid}" if rid else "NULL"]
-        parts += [f"{row}.{k}" for k in keys]
-        return ", ".join(parts)
-
-    moved = [f"OLD.{k} IS NOT NEW.{k}" for k in keys] + (
-        [f"OLD.{rid} IS NOT NEW.{rid}"] if rid else [])
-    log = quote_ident(LOG_TABLE)
-    return [
-        f"CREATE TRIGGER {quote_ident(names['i'])} AFTER INSERT ON {src} BEGIN "
-        f"INSERT INTO {log} ({cols}) VALUES ({values('NEW', 'i')}); END",
-        f"CREATE TRIGGER {quote_ident(names['u'])} AFTER UPDATE ON {src} BEGIN "
-        f"INSERT INTO {log} ({cols}) VALUES ({values('NEW', 'u')}); "
-        f"INSERT INTO {log} ({cols}) SELECT {values('OLD', 'd')} "
-        f"WHERE {' OR '.join(moved)}; END",
-        f"CREATE TRIGGER {quote_ident(names['d'])} AFTER DELETE ON {src} BEGIN "
-        f"INSERT INTO {log} ({cols}) VALUES ({values('OLD', 'd')}); END",
-    ]
+def _complete(table: TableInfo, have: dict[str, str], version: int | None = None) -> bool:
+    """Whether `have` holds every trigger of `table` (in the current format by default)."""
+    names = trigger_names(table) if version is None else trigger_names(table, version)
+    return all(n in have for n in names.values())
 
 
 class Capture:
@@ -181,10 +169,21 @@ class Capture:
         return dict(rows)
 
     def missing(self, tables: list[TableInfo]) -> list[TableInfo]:
-        """Tables whose triggers are absent or describe an old key layout."""
+        """Tables whose triggers are absent or describe an old key layout (changes to
+        them may have gone unlogged). Triggers of an older format still log every
+        change: `install` replaces them, and they are not missing."""
         have = self.triggers()
-        return [t for t in tables if capturable(t)
-                and not all(n in have for n in trigger_names(t).values())]
+        return [t for t in tables if capturable(t) and not _complete(t, have, 1)
+                and not _complete(t, have)]
+
+    def _rowid_key(self, table: TableInfo) -> bool:
+        """Whether `table`'s primary key is its rowid (an INTEGER PRIMARY KEY column):
+        a rowid table with a one-column key that has no index of its own."""
+        if table.without_rowid or not table.rowid or len(table.primary_key) != 1:
+            return False
+        rows = self._query("SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'",
+                           (table.name,))
+        return not rows
 
     # -- install / uninstall -------------------------------------------------------------
 
@@ -205,11 +204,6 @@ class Capture:
 
     def _install(self, tables: list[TableInfo]) -> list[str]:
         statements: list[str | tuple[str, tuple[Any, ...]]] = []
-        if not self._table_exists(CONSUMERS_TABLE):
-            statements.append(
-                f"CREATE TABLE {quote_ident(CONSUMERS_TABLE)} (consumer TEXT PRIMARY KEY, "
-                "label TEXT, seq INTEGER NOT NULL, seen REAL NOT NULL, "
-                "running INTEGER NOT NULL DEFAULT 1)")
         if not self.log_exists():
             key_cols = ", ".join(KEY_COLUMNS)
             statements.append(
@@ -218,8 +212,10 @@ class Capture:
                 f"at REAL DEFAULT (julianday('now')))")
             statements.append((f"INSERT INTO {quote_ident(LOG_TABLE)} (seq, tbl, op) "
                                "VALUES (0, ?, '#')", (uuid.uuid4().hex,)))
+        if self._table_exists(CONSUMERS_TABLE):  # format 1: the registry moves into the log
+            statements.extend(consumers_upgrade())
         have = self.triggers()
-        todo = self.missing(tables)
+        todo = [t for t in tables if capturable(t) and not _complete(t, have)]
         for table in todo:
             wanted = set(trigger_names(table).values())
             for name, on in have.items():  # stale triggers of an older key layout
@@ -227,10 +223,12 @@ class Capture:
                     statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
             for name in wanted:
                 statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
-            statements.extend(trigger_sql(table))
+            statements.extend(trigger_sql(table, self._rowid_key(table)))
         if statements:
             self._write(statements)
-        return [t.name for t in todo]
+        # Triggers of an older format were replaced in the same transaction: their
+        # tables lost no change. Only tables that had none need a reconcile.
+        return [t.name for t in todo if not _complete(t, have, 1)]
 
     def uninstall(self) -> int:
         """Drop every syncd trigger and the log table; returns how many triggers."""
@@ -252,8 +250,9 @@ class Capture:
         rows = self._query(f"SELECT seq, tbl, op, rid, {cols}, at FROM "
                            f"{quote_ident(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT ?",
                            (max(after, 0), limit))
-        return [Change(r[0], r[1], r[2], r[3], tuple(r[4:4 + MAX_KEY_COLUMNS]), r[-1])
-                for r in rows]
+        return [change for r in rows
+                for change in expand(r[0], r[1], r[2], r[3], tuple(r[4:4 + MAX_KEY_COLUMNS]),
+                                     r[-1])]
 
     def last_seq(self) -> int:
         """The highest seq logged (0: none yet)."""
@@ -270,11 +269,11 @@ class Capture:
 
     def consumers(self) -> list[Consumer]:
         """Every consumer recorded in the log's registry, lowest position first."""
-        if not self._table_exists(CONSUMERS_TABLE):
-            return []
-        rows = self._query(f"SELECT consumer, label, seq, (julianday('now') - seen) * 86400, "
-                           f"running FROM {quote_ident(CONSUMERS_TABLE)} ORDER BY seq")
-        return [Consumer(r[0], r[1] or "", int(r[2]), float(r[3]), bool(r[4])) for r in rows]
+        rows = self._query(CONSUMERS_SQL) if self.log_exists() else []
+        if self._table_exists(CONSUMERS_TABLE):  # not upgraded yet (format 1)
+            rows += self._query(CONSUMERS_SQL_1)
+        return sorted((Consumer(r[0], r[1] or "", int(r[2]), float(r[3]), bool(r[4]))
+                       for r in rows), key=lambda c: c.seq)
 
     def live_consumers(self, exclude: str | None = None) -> list[Consumer]:
         """Consumers that say they run and recorded themselves recently."""
@@ -285,17 +284,11 @@ class Capture:
                         running: bool = True) -> bool:
         """Record `consumer`'s saved position (one short write that never waits on a
         legacy writer: a busy database is left for the next call). True if written."""
-        if not self._table_exists(CONSUMERS_TABLE):
+        if not self.log_exists():
             return False
         conn = sqlite3.connect(self.path, timeout=0.05, isolation_level=None)
         try:
-            conn.execute(f"INSERT INTO {quote_ident(CONSUMERS_TABLE)} "
-                         "(consumer, label, seq, seen, running) "
-                         "VALUES (?, ?, ?, julianday('now'), ?) ON CONFLICT(consumer) DO UPDATE "
-                         "SET label = excluded.label, seq = excluded.seq, "
-                         "seen = excluded.seen, running = excluded.running",
-                         (consumer, label, seq, int(running)))
-            return True
+            return record(conn, consumer, label, seq, running)
         except sqlite3.OperationalError:
             return False
         finally:

@@ -44,3 +44,25 @@ def test_a_legacy_commit_wakes_and_a_read_does_not(tmp_path):
         assert event.wait(5)
     finally:
         waker.stop()
+
+
+def test_a_commit_is_applied_at_once_unless_writers_are_busy():
+    from syncd.daemon.pace import WINDOW_SECONDS, Pacer
+
+    now = [100.0]
+    pacer = Pacer(0.05, 100.0, clock=lambda: now[0])
+    for _ in range(3):  # a training script's pace: 50 commits a second
+        pacer.note()
+        assert pacer.delay() == 0.0
+        pacer.stepped(now[0])
+        now[0] += 0.02
+    for _ in range(int(WINDOW_SECONDS * 400)):  # writers at full speed: 400 a second
+        pacer.note()
+        now[0] += 0.0025
+    pacer.stepped(now[0])
+    now[0] += 0.01
+    assert abs(pacer.delay() - 0.04) < 1e-9  # steps start min_step_seconds apart
+    now[0] += 1.0  # quiet again
+    pacer.note()
+    assert pacer.delay() == 0.0
+    assert Pacer(0.05, 0.0, clock=lambda: now[0]).delay() == 0.0  # never stepped yet

@@ -64,9 +64,14 @@ def capture_status(settings: Settings) -> dict[str, Any]:
     capture = Capture(path)
     try:
         have = capture.triggers()
-        tables = {i.name: "yes" if all(n in have for n in trigger_names(i).values())
-                  else ("no (too many key columns)" if not capturable(i) else "no")
-                  for i in infos}
+        def state(info: Any) -> str:
+            if all(n in have for n in trigger_names(info).values()):
+                return "yes"
+            if all(n in have for n in trigger_names(info, 1).values()):
+                return "yes (an older format: capture install or syncd run upgrades it)"
+            return "no (too many key columns)" if not capturable(info) else "no"
+
+        tables = {i.name: state(i) for i in infos}
         return {"database": str(path), "log": capture.log_exists(),
                 "install_id": capture.install_id(),
                 "last_seq": capture.last_seq() if capture.log_exists() else None,

@@ -13,7 +13,10 @@ from syncd.sinks.events import MAXLEN as EVENTS_MAXLEN
 DEFAULTS: dict[str, Any] = {
     "capture": "triggers",
     "poll_seconds": 0.5,
-    # Steps start at least this far apart: a burst of commits is applied in one step.
+    # A commit is applied at once while the legacy writers commit at most this often;
+    # above it (busy writers) steps start at least min_step_seconds apart and a burst of
+    # commits is applied in one step (0: always coalesce).
+    "busy_commits_per_second": 100.0,
     "min_step_seconds": 0.05,
     # The applied position is saved at most this often (applying is idempotent: a
     # crash re-applies at most this much; the log is pruned only up to what is saved).
@@ -60,7 +63,7 @@ def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, 
                 "hdf5_rescan_seconds", "log_retention_seconds"):
         if options[key] <= 0:
             raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
-    for key in ("min_step_seconds", "checkpoint_seconds"):
+    for key in ("min_step_seconds", "checkpoint_seconds", "busy_commits_per_second"):
         if options[key] < 0:
             raise ConfigError(f"[daemon] {key} = {options[key]}: must not be negative")
     if not 0 <= options["nice"] <= 19:

@@ -46,6 +46,7 @@ from syncd.checkpoint.store import StateStore
 from syncd.config import Settings
 from syncd.daemon.follow import Follower, Synced
 from syncd.daemon.health import Health, Snapshot
+from syncd.daemon.pace import Pacer
 from syncd.daemon.reconcile import Reconciler
 from syncd.daemon.schema import SchemaWatch
 from syncd.daemon.sdnotify import notify
@@ -93,6 +94,7 @@ class Daemon:
         self.resync = Resync(self.store)
         self.stop_event = threading.Event()
         self.wake = threading.Event()
+        self.pacer = Pacer(options["min_step_seconds"], options["busy_commits_per_second"])
         self.fatal: BaseException | None = None
         self.lease = Lease(self.store, "run")
         self.lease.on_renew = self._on_renew
@@ -178,7 +180,7 @@ class Daemon:
                 files = [Path(self.settings.sqlite)]
                 dirs = self.hdf5.watch_paths() if self.hdf5 else []
                 waker = Waker(files, self.wake, dirs, self.hdf5_wake,
-                              self.hdf5.wants if self.hdf5 else None)
+                              self.hdf5.wants if self.hdf5 else None, self.pacer.note)
                 waker.start()
                 self.wake.set()  # a commit between the start-up sync and the watch
             if self.hdf5 is not None:
@@ -226,20 +228,19 @@ class Daemon:
 
     def _loop(self) -> None:
         backoff = Backoff(cap=self.options["backoff_max_seconds"])
-        gap = self.options["min_step_seconds"]
-        last_step = float("-inf")
         self.follower.live = True
         while not self.stop_event.is_set():
             woke = self.wake.wait(self.options["poll_seconds"])
-            # Coalesce: legacy writers commit in bursts; one step applies them together
-            # (fewer reads of metadata.db, fewer MongoDB commits).
-            rest = last_step + gap - time.monotonic()
+            # A commit is applied at once; under load (writers committing faster than
+            # busy_commits_per_second) steps start min_step_seconds apart and one step
+            # applies a burst together (fewer reads of metadata.db, fewer MongoDB commits).
+            rest = self.pacer.delay()
             if woke and rest > 0:
                 self.stop_event.wait(rest)
             self.wake.clear()
             if self.stop_event.is_set():
                 break
-            last_step = self.health.alive()
+            self.pacer.stepped(self.health.alive())
             try:
                 self.step(woke)
                 if self.follower.capture is not None:

@@ -66,23 +66,28 @@ def commit_events(db: Path) -> list[type[FileSystemEvent]]:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, names: set[str], event: threading.Event) -> None:
-        self.names, self.event = names, event
+    def __init__(self, names: set[str], event: threading.Event,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.names, self.event, self.on_commit = names, event, on_commit
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         for path in (event.src_path, getattr(event, "dest_path", "")):
             name = Path(str(path)).name if path else ""
             if name in self.names:
+                if self.on_commit is not None:
+                    self.on_commit()
                 self.event.set()
                 return
 
 
 class Waker:
-    """Sets `event` when one of `files` changes (their directories are watched)."""
+    """Sets `event` when one of `files` changes (their directories are watched), and
+    calls `on_commit` for each such event (the loop's pacer counts them)."""
 
     def __init__(self, files: Iterable[Path], event: threading.Event,
                  extra_dirs: Iterable[Path] = (), extra_event: threading.Event | None = None,
-                 wants: Callable[[str], bool] | None = None) -> None:
+                 wants: Callable[[str], bool] | None = None,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self.event = event
         self.observer = Observer()
         watched: dict[Path, set[str]] = {}
@@ -93,7 +98,7 @@ class Waker:
                 {f.name, f.name + "-journal", f.name + "-wal"})
             kinds.setdefault(f.parent, set()).update(commit_events(f))
         for folder, names in watched.items():
-            handler = _Handler(names, event)
+            handler = _Handler(names, event, on_commit)
             try:
                 self.observer.schedule(handler, str(folder), recursive=False,
                                        event_filter=sorted(kinds[folder], key=str))

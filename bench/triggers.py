@@ -1,0 +1,184 @@
+"""Where a legacy write's time goes with the capture triggers installed (issue 14).
+
+One process writes copies of one EEG2025-shaped metadata.db exactly as the legacy
+scripts do (a new connection, one INSERT or UPDATE, commit, close; 9 epoch_history
+INSERTs to 1 training_runs UPDATE), round robin over the copies in a shuffled order so
+that other work on the machine hits each alike:
+
+  without     no capture at all
+  format 1    the triggers and tables syncd installed before 2026-11-30
+  format 2    what `syncd capture install` installs now
+  empty       18 triggers whose body is `SELECT 1` (the floor of 3 triggers a table)
+
+Each write is timed whole and in parts: connect, the schema parse (forced by a first
+statement), the write, COMMIT, close; with the CPU the process used. Then the schema
+parse alone (connect, parse, close) per copy, on the same disk. `--dir` picks the
+filesystem (default the system temp dir; /dev/shm takes the disk out).
+
+    python bench/triggers.py [--writes 1500] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402  (bench/machine.py)
+
+from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
+from legacy_adapters.sqlite_capture import Capture  # noqa: E402
+from syncd.sample import make_eeg2025  # noqa: E402
+
+EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss, learning_rate, "
+         "duration_seconds, timestamp) VALUES (?, ?, ?, ?, 0.002, ?, ?)")
+RUN = "UPDATE training_runs SET status = 'running', best_val_loss = ? WHERE run_id = ?"
+PARTS = ("connect", "parse", "write", "commit", "close")
+
+
+def _tables(path: Path) -> list:
+    source = SQLiteSource(path)
+    try:
+        return list(source.schema().tables.values())
+    finally:
+        source.close()
+
+
+def format2(path: Path) -> None:
+    capture = Capture(path)
+    capture.install(_tables(path))
+    capture.close()
+
+
+def format1(path: Path) -> None:
+    """The format-1 install, as syncd made it before (its SQL, copied)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    keys = ", ".join(f"k{i}" for i in range(8))
+    conn.execute('CREATE TABLE "_syncd_consumers" (consumer TEXT PRIMARY KEY, label TEXT, '
+                 "seq INTEGER NOT NULL, seen REAL NOT NULL, running INTEGER NOT NULL DEFAULT 1)")
+    conn.execute(f'CREATE TABLE "_syncd_changes" (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, '
+                 f"op TEXT NOT NULL, rid INTEGER, {keys}, at REAL DEFAULT (julianday('now')))")
+    conn.execute("INSERT INTO _syncd_changes (seq, tbl, op) VALUES (0, 'id', '#')")
+    log = '"_syncd_changes"'
+    for t in _tables(path):
+        pk, rowid = list(t.primary_key), t.rowid
+        tag = hashlib.sha1("\x1f".join([t.name, rowid or "", *pk]).encode()).hexdigest()[:16]
+        cols = ", ".join(["tbl", "op", "rid", *[f"k{i}" for i in range(len(pk))]])
+
+        def values(row: str, op: str, name: str = t.name, pk: list = pk,
+                   rowid: str | None = rowid) -> str:
+            return ", ".join([f"'{name}'", f"'{op}'", f'{row}."{rowid}"' if rowid else "NULL",
+                              *[f'{row}."{k}"' for k in pk]])
+
+        moved = " OR ".join([f'OLD."{k}" IS NOT NEW."{k}"' for k in pk]
+                            + ([f'OLD."{rowid}" IS NOT NEW."{rowid}"'] if rowid else []))
+        name = f"_syncd_trg_{tag}"
+        conn.execute(f'CREATE TRIGGER "{name}_i" AFTER INSERT ON "{t.name}" BEGIN INSERT INTO '
+                     f"{log} ({cols}) VALUES ({values('NEW', 'i')}); END")
+        conn.execute(f'CREATE TRIGGER "{name}_u" AFTER UPDATE ON "{t.name}" BEGIN INSERT INTO '
+                     f"{log} ({cols}) VALUES ({values('NEW', 'u')}); INSERT INTO {log} ({cols}) "
+                     f"SELECT {values('OLD', 'd')} WHERE {moved}; END")
+        conn.execute(f'CREATE TRIGGER "{name}_d" AFTER DELETE ON "{t.name}" BEGIN INSERT INTO '
+                     f"{log} ({cols}) VALUES ({values('OLD', 'd')}); END")
+    conn.close()
+
+
+def empty(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for n, t in enumerate(_tables(path)):
+        for op, event in (("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")):
+            conn.execute(f'CREATE TRIGGER "_empty_{n}_{op}" AFTER {event} ON "{t.name}" '
+                         "BEGIN SELECT 1; END")
+    conn.close()
+
+
+VARIANTS = {"without": None, "format 1": format1, "format 2": format2, "empty": empty}
+
+
+def q(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[int(p / 100 * (len(s) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--writes", type=int, default=1500, help="writes per variant")
+    parser.add_argument("--dir", type=Path, help="where the copies live (default: temp dir)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-triggers-", dir=args.dir))
+    try:
+        template = work / "template.db"
+        make_eeg2025(template, rows=10_000)
+        dbs = {}
+        for name, setup in VARIANTS.items():
+            dbs[name] = work / f"{name.replace(' ', '')}.db"
+            shutil.copy(template, dbs[name])
+            if setup is not None:
+                setup(dbs[name])
+        times = {n: {p: [] for p in ("total", "cpu", *PARTS)} for n in dbs}
+        rng = random.Random(1)
+        print(f"machine: {describe()}, SQLite {sqlite3.sqlite_version}; copies under {work}")
+        for i in range(args.writes):
+            order = list(dbs)
+            rng.shuffle(order)
+            for name in order:
+                t = times[name]
+                c0, t0 = time.process_time(), time.perf_counter()
+                conn = sqlite3.connect(dbs[name])
+                t1 = time.perf_counter()
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 0")  # the schema parse
+                t2 = time.perf_counter()
+                if i % 10:
+                    conn.execute(EPOCH, (1, i, 0.5, 0.5, 3.0, "2026-11-30T00:00:00"))
+                else:
+                    conn.execute(RUN, (rng.random(), rng.randint(1, 200)))
+                t3 = time.perf_counter()
+                conn.commit()
+                t4 = time.perf_counter()
+                conn.close()
+                t5 = time.perf_counter()
+                for part, value in zip(("total", *PARTS), (t5 - t0, t1 - t0, t2 - t1, t3 - t2,
+                                                         t4 - t3, t5 - t4), strict=True):
+                    t[part].append(value)
+                t["cpu"].append(time.process_time() - c0)
+        parse: dict[str, list[float]] = {n: [] for n in dbs}
+        for _ in range(args.writes * 2):
+            for name, path in dbs.items():
+                t0 = time.perf_counter()
+                conn = sqlite3.connect(path)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 0")
+                conn.close()
+                parse[name].append(time.perf_counter() - t0)
+        base, cpu0, parse0 = (q(times["without"]["total"], 50),
+                              sum(times["without"]["cpu"]), q(parse["without"], 50))
+        print(f"{args.writes} writes per variant; medians in us (total p90 beside)")
+        print(f"{'':9s} {'total':>7s} {'p90':>7s} " + " ".join(f"{p:>7s}" for p in PARTS)
+              + "   CPU/write  schema parse alone")
+        for name, t in times.items():
+            cpu = sum(t["cpu"]) / len(t["cpu"])
+            print(f"{name:9s} {q(t['total'], 50) * 1e6:7.0f} {q(t['total'], 90) * 1e6:7.0f} "
+                  + " ".join(f"{q(t[p], 50) * 1e6:7.0f}" for p in PARTS)
+                  + f"   {cpu * 1e6:6.0f} ({sum(t['cpu']) / cpu0:.2f})"
+                  + f"  {q(parse[name], 50) * 1e6:6.0f} "
+                  f"(+{(q(parse[name], 50) - parse0) * 1e6:.0f})")
+        for name in ("format 1", "format 2"):
+            ratio = q(times[name]["total"], 50) / base
+            print(f"RESULT one writer p50 {name} / without: {ratio:.3f} (goal <= 1.15 is for "
+                  "bench/sync.py's three writers; here for information)  CPU "
+                  f"{sum(times[name]['cpu']) / cpu0:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
