@@ -171,18 +171,35 @@ def epochs(ctx: HttpContext, ref: str) -> dict[str, Any]:
                      "epochs": [epoch_point(e) for e in found["epochs"]]})
 
 
-def touches(db: Database, experiment_id: ObjectId, event: dict[str, Any]) -> bool:
-    """Whether a change event is about this experiment (its document or its epochs)."""
-    collection, ids = event.get("collection"), event.get("ids") or []
-    if collection == "experiments":
-        return str(experiment_id) in ids
-    if collection not in ("epochs", "checkpoints"):
-        return False
-    oids = [ObjectId(i) for i in ids if ObjectId.is_valid(i)]
-    if event.get("operation") == "delete":
-        return bool(oids)  # gone documents cannot be looked up: let the page re-read
-    return db[collection].count_documents(
-        {"_id": {"$in": oids}, "experiment_id": experiment_id}, limit=1) > 0
+def touching(db: Database, experiment_id: ObjectId,
+             events: list[dict[str, Any]]) -> list[bool]:
+    """Which change events are about this experiment (its document, epochs, checkpoints).
+
+    One query per collection for the whole batch, not one per event: under a busy
+    writer an XREAD returns up to 100 events, and every open page asks.
+    """
+    wanted: dict[str, set[ObjectId]] = {"epochs": set(), "checkpoints": set()}
+    oids: list[list[ObjectId]] = []
+    for event in events:
+        ids = [ObjectId(i) for i in event.get("ids") or [] if ObjectId.is_valid(i)]
+        oids.append(ids)
+        if event.get("collection") in wanted and event.get("operation") != "delete":
+            wanted[event["collection"]].update(ids)
+    found = {name: {doc["_id"] for doc in db[name].find(
+        {"_id": {"$in": list(ids)}, "experiment_id": experiment_id}, {"_id": 1})}
+        if ids else set() for name, ids in wanted.items()}
+    out = []
+    for event, ids in zip(events, oids):
+        collection = event.get("collection")
+        if collection == "experiments":
+            out.append(str(experiment_id) in (event.get("ids") or []))
+        elif collection not in wanted:
+            out.append(False)
+        elif event.get("operation") == "delete":
+            out.append(bool(ids))  # gone documents cannot be looked up: let the page re-read
+        else:
+            out.append(any(i in found[collection] for i in ids))
+    return out
 
 
 # -- cache ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from syncd.http.context import HttpContext
-from syncd.http.dashboard.data import touches
+from syncd.http.dashboard.data import touching
 from syncd.redact import scrub
 from syncd.sinks.events import STREAM, parse_event
 
@@ -74,13 +74,14 @@ async def follow(ctx: HttpContext, experiment_id: ObjectId, request: Request,
         if not entries:
             yield ": idle\n\n"
             continue
-        for entry_id, raw in entries:
-            last = entry_id
-            event = parse_event(raw)
-            if isinstance(event, str):
-                continue  # not a syncd event (the stream is shared): skip it
-            if event.get("type") == "migrated" or await anyio.to_thread.run_sync(
-                    touches, ctx.db, experiment_id, event):
+        parsed = [(entry_id, parse_event(raw)) for entry_id, raw in entries]
+        last = entries[-1][0]
+        events = [(entry_id, e) for entry_id, e in parsed
+                  if not isinstance(e, str)]  # not a syncd event (the stream is shared)
+        moved = await anyio.to_thread.run_sync(touching, ctx.db, experiment_id,
+                                               [e for _, e in events])
+        for (entry_id, event), hit in zip(events, moved):
+            if event.get("type") == "migrated" or hit:
                 yield message("change", {"collection": event.get("collection"),
                                          "operation": event.get("operation")}, entry_id)
 
