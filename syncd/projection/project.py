@@ -27,7 +27,8 @@ from bson import ObjectId
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.values import RawText
-from syncd.projection.ids import id_maker
+from syncd.projection.compiled import doc_maker, row_dict_maker
+from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
 from syncd.projection.values import escape_field, to_bson
 
@@ -236,6 +237,12 @@ class Projector:
             self._pk = lambda row: get(row)  # type: ignore[misc]
         self.fields = [escape_field(n) for n in names]
         self.with_rowid_field = bool(table.rowid) and not table.primary_key
+        # The one column whose value is the whole key (None: a composite key).
+        self._key_at = (self.pk_index[0] if self.pk_index else 0) if len(self.pk_index) <= 1 \
+            else None
+        self._int_ids = int_ids_maker(params.source_id, table.name)
+        self._row_dict = row_dict_maker(names, self.offset)
+        self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
 
     def key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The identity of a row: its primary key, else its rowid."""
@@ -253,8 +260,58 @@ class Projector:
             return {"rowid": key[-1]}
         return {c: to_bson(v) for c, v in zip(self.table.primary_key, key)}
 
+    def _chunk_ids(self, rows: Sequence[Sequence[Any]]) -> list[ObjectId] | None:
+        """The `_id`s of a whole chunk; None if a row's primary key is NULL (those rows
+        are keyed by rowid and flagged: `_project_rows`)."""
+        at = self._key_at
+        if at is not None:
+            values = list(map(operator.itemgetter(at), rows))
+            if set(map(type, values)) == {int}:  # the common case: one integer key
+                return self._int_ids(values)
+        keys = list(map(self.key, rows))
+        if self.offset and any(k[0] is NULL_KEY_MARK for k in keys):
+            return None
+        return list(map(self.make_id, keys))
+
     def project(self, rows: Sequence[Sequence[Any]], careful: bool = False) -> Projected:
         """Documents for `rows`. `careful`: the chunk holds raw (non-UTF-8) text values."""
+        ids = None if careful else self._chunk_ids(rows)
+        if ids is None:
+            return self._project_rows(rows, careful)
+        out = Projected()
+        build, docs = self.mapping.build, out.docs
+        source, version = self.params.source_id, self.params.version
+        if build is None:
+            make = self._doc
+            docs.extend([make(oid, row, source, version) for row, oid in zip(rows, ids)])
+            return out
+        ctx, row_dict, name, off = self.ctx, self._row_dict, self.table.name, self.offset
+        for row, oid in zip(rows, ids):
+            ctx.flags = None
+            try:
+                doc = {"_id": oid}
+                doc.update(build(row_dict(row), ctx))
+            except Exception as exc:  # a bad row must not stop the run: quarantine it
+                out.quarantined.append(self._quarantined(row, row[off:], oid, exc))
+                continue
+            flags = ctx.flags
+            if flags:
+                doc["_flags"] = flags
+                out.flags.update(f"{name}.{f}" for f in flags)
+            doc["_source"] = source
+            doc["_v"] = version
+            docs.append(doc)
+        return out
+
+    def _quarantined(self, row: Sequence[Any], values: Sequence[Any], oid: ObjectId,
+                     exc: Exception) -> dict[str, Any]:
+        """The quarantine entry of a row whose builder raised."""
+        return {"_id": oid, "table": self.table.name, "collection": self.collection,
+                "key": self.key_document(row), "error": f"{type(exc).__name__}: {exc}",
+                "row": dict(zip(self.fields, row_for_quarantine(values)))}
+
+    def _project_rows(self, rows: Sequence[Sequence[Any]], careful: bool) -> Projected:
+        """`project` row by row: any key (composite, NULL, not an integer), raw text."""
         out = Projected()
         build = self.mapping.build
         make_id, key, off, docs = self.make_id, self.key, self.offset, out.docs
@@ -297,11 +354,7 @@ class Projector:
                     doc = {"_id": make_id(k)}
                     doc.update(build(dict(zip(names, values)), ctx))
             except Exception as exc:  # a bad row must not stop the run: quarantine it
-                out.quarantined.append({
-                    "_id": make_id(k), "table": self.table.name, "collection": self.collection,
-                    "key": self.key_document(row), "error": f"{type(exc).__name__}: {exc}",
-                    "row": dict(zip(self.fields, row_for_quarantine(values))),
-                })
+                out.quarantined.append(self._quarantined(row, values, make_id(k), exc))
                 continue
             if ctx.flags:
                 doc["_flags"] = ctx.flags
@@ -310,4 +363,3 @@ class Projector:
             doc["_v"] = version
             docs.append(doc)
         return out
-
