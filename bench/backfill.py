@@ -8,7 +8,9 @@ MongoDB server (the embedded SecantusDB, as users get it, unless --mongo-url):
       size, into fresh collections with the same indexes (the same end state);
       (b0, for reference: the same without indexes);
   (c) syncd's read + project path into a null sink, in this process (one core;
-      best of three passes);
+      best of three passes), with the EEG2025 model (migration 2), and (c1, for
+      reference) with the generic model of migration 1 (no builders: syncd's own
+      path alone);
   (d) a bare `sqlite3` fetch of the same tables' rows into dicts (one dict per row,
       keyed by column name: `dict(zip(names, row))` over `fetchmany` of a plain
       `SELECT *`), the same rows, in this process (best of three passes), and
@@ -49,13 +51,14 @@ from syncd.sample import make_eeg2025  # noqa: E402
 from syncd.sinks.null import NullSink  # noqa: E402
 
 
-def read_project(db_path: Path, params: Params, chunk: int, keep: bool):
-    """One pass of syncd's read + project path into a null sink.
+def read_project(db_path: Path, params: Params, chunk: int, keep: bool, version: int = 2):
+    """One pass of syncd's read + project path into a null sink, with the model of
+    migration `version` (2: the EEG2025 model; 1: the generic one, no builders).
 
     With `keep`, the documents are also kept (untimed use: the batches for b).
     """
     source = SQLiteSource(db_path)
-    model = build_model(load_migrations(), 2)
+    model = build_model(load_migrations(), version)
     pairs = model.resolve(source.schema())
     sink = NullSink()
     kept: list[tuple[str, list[dict]]] = []
@@ -122,21 +125,23 @@ def factory_fetch(db_path: Path, tables: list[str], chunk: int) -> tuple[int, fl
 
 
 def project_vs_fetch(db_path: Path, params: Params, chunk: int, rows: int,
-                     passes: int = 3) -> tuple[float, float, float]:
-    """Best of `passes` of (c), (d) and (d2), alternated; rows/s of each."""
+                     passes: int = 3) -> tuple[float, float, float, float]:
+    """Best of `passes` of (c), (c1), (d) and (d2), alternated; rows/s of each."""
     source = SQLiteSource(db_path)
     tables = [info.name for info, _ in
               build_model(load_migrations(), 2).resolve(source.schema())]
     source.close()
-    c_best = d_best = d2_best = float("inf")
+    c_best = c1_best = d_best = d2_best = float("inf")
     for _ in range(passes):
         _, c_rows, c_seconds, _ = read_project(db_path, params, chunk, keep=False)
+        _, c1_rows, c1_seconds, _ = read_project(db_path, params, chunk, False, version=1)
         d_rows, d_seconds = bare_fetch(db_path, tables, chunk)
         d2_rows, d2_seconds = factory_fetch(db_path, tables, chunk)
-        assert c_rows == d_rows == d2_rows == rows, (c_rows, d_rows, d2_rows, rows)
+        assert c_rows == c1_rows == d_rows == d2_rows == rows, (
+            c_rows, c1_rows, d_rows, d2_rows, rows)
         c_best, d_best = min(c_best, c_seconds), min(d_best, d_seconds)
-        d2_best = min(d2_best, d2_seconds)
-    return rows / c_best, rows / d_best, rows / d2_best
+        c1_best, d2_best = min(c1_best, c1_seconds), min(d2_best, d2_seconds)
+    return rows / c_best, rows / c1_best, rows / d_best, rows / d2_best
 
 
 def run_migrate(url: str, database: str, db_path: Path, chunk: int, source_id: str) -> float:
@@ -185,11 +190,11 @@ def main() -> None:
     params = Params("bench-host", "UTC")
     if args.only == "project":
         try:
-            c_rate, d_rate, d2_rate = project_vs_fetch(db_path, params, args.chunk_size, rows)
+            rates = project_vs_fetch(db_path, params, args.chunk_size, rows)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(f"machine: {describe()}; chunk size {args.chunk_size}")
-        print_project(c_rate, d_rate, d2_rate)
+        print_project(*rates)
         return
 
     embedded = None
@@ -199,7 +204,7 @@ def main() -> None:
         url = embedded.start()
     client = connect(url, 30)
     try:
-        c_rate, d_rate, d2_rate = project_vs_fetch(db_path, params, args.chunk_size, rows)
+        rates = project_vs_fetch(db_path, params, args.chunk_size, rows)
         batches, _, _, model = read_project(db_path, params, args.chunk_size, keep=True)
 
         for name in ("bench_a", "bench_b", "bench_b0"):  # a failed run's leftovers (a
@@ -228,14 +233,15 @@ def main() -> None:
     print(f"(b0) raw insert_many, no indexes:      {b0_rate:10,.0f} rows/s  ({b0_seconds:.1f} s)")
     print(f"a/b0 = {a_rate / b0_rate:.2f}")
     print(f"RESULT migrate / raw insert_many: {a_rate / b_rate:.2f} (goal >= 0.8)")
-    print_project(c_rate, d_rate, d2_rate)
+    print_project(*rates)
 
 
-def print_project(c_rate: float, d_rate: float, d2_rate: float) -> None:
+def print_project(c_rate: float, c1_rate: float, d_rate: float, d2_rate: float) -> None:
     print(f"(c) read + project into a null sink:   {c_rate:10,.0f} rows/s  (best of 3)")
+    print(f"(c1) the same, generic model (v1):     {c1_rate:10,.0f} rows/s  (best of 3)")
     print(f"(d) bare sqlite3 fetch into dicts:     {d_rate:10,.0f} rows/s  (best of 3)")
     print(f"(d2) the same, docs' dict row factory: {d2_rate:10,.0f} rows/s  (best of 3)")
-    print(f"c/d2 = {c_rate / d2_rate:.2f}")
+    print(f"c1/d = {c1_rate / d_rate:.2f}   c/d2 = {c_rate / d2_rate:.2f}")
     print(f"RESULT read+project / bare fetch: {c_rate / d_rate:.2f} (goal >= 0.75)")
 
 

@@ -112,3 +112,53 @@ def test_projector_generic_documents():
     careful = projector.project([(12, "y", RawText(b"\xfe"))], careful=True)
     assert careful.docs[0]["a\uff0eb"] == Binary(b"\xfe", 0x80)
     assert careful.flags == {"t.a\uff0eb: text is not UTF-8 (kept as binary)": 1}
+
+
+def _bytes(docs):
+    return [bson.encode(d) for d in docs]
+
+
+def test_whole_chunk_ids_and_documents_match_row_by_row():
+    """Integer keys take a whole-chunk path (ids hashed at once, documents built by a
+    per-table function); every document is byte-for-byte what one row alone gives,
+    and a chunk whose keys are not all integers gets each key's own typed id."""
+    cols = (Column("k", ""), Column("a.b", "INTEGER"), Column("a\uff0eb", "TEXT"),
+            Column("_id", "TEXT"), Column("v", ""))
+    table = TableInfo("t", cols, ("k",), without_rowid=True, rowid=None)
+    projector = Projector(table, TableMap("t", "t"), Params("h", "UTC", 3))
+    rows = [(1, 2, "x", "legacy", 1.5), (2, None, None, None, b"\x00"), (-(2**63), 0, "", "", "t")]
+    # A text key sends the whole chunk down the row-by-row path.
+    one_by_one = projector.project([*rows, ("z", 0, "", "", 0)]).docs[:-1]
+    assert _bytes(projector.project(rows).docs) == _bytes(one_by_one)
+    assert list(one_by_one[0]) == ["_id", "k", "a\uff0eb", "\uff3fid", "v", "_source", "_v"]
+    assert one_by_one[0]["a\uff0eb"] == "x"  # two columns, one field name: the later wins
+    mixed = [(1, 0, "", "", 0), ("1", 0, "", "", 0), (1.0, 0, "", "", 0), (b"1", 0, "", "", 0)]
+    docs = projector.project(mixed).docs
+    assert [d["_id"] for d in docs] == [derive_id("h", "t", (r[0],)) for r in mixed]
+    assert len({d["_id"] for d in docs}) == 4
+
+
+def test_built_documents_keep_their_order_flags_and_quarantine():
+    def build(row, ctx):
+        if row["n"] == 3:
+            raise ValueError("bad row")
+        return {"n": ctx.number(row["n"], "n"), "when": ctx.datetime(row["t"], "t"),
+                "run": ctx.ref("runs", row["n"])}
+
+    table = TableInfo("e", (Column("id", "INTEGER"), Column("n", ""), Column("t", "TEXT")),
+                      ("id",))
+    projector = Projector(table, TableMap("e", "epochs", build), Params("h", "UTC", 2))
+    rows = [(1, 1, 1, "2025-01-02T03:04:05"), (2, 2, "x", "later"), (3, 3, 3, None)]
+    out = projector.project(rows)
+    assert [list(d) for d in out.docs] == [["_id", "n", "when", "run", "_source", "_v"],
+                                           ["_id", "n", "when", "run", "_flags", "_source",
+                                            "_v"]]
+    assert out.docs[0]["_id"] == derive_id("h", "e", (1,))
+    assert out.docs[0]["when"] == dt.datetime(2025, 1, 2, 3, 4, 5)
+    assert out.docs[1]["_flags"] == ["n: not a number (str)", "t: not an ISO-8601 time"]
+    assert out.flags == {"e.n: not a number (str)": 1, "e.t: not an ISO-8601 time": 1}
+    assert [(q["_id"], q["error"], q["row"]) for q in out.quarantined] == [
+        (derive_id("h", "e", (3,)), "ValueError: bad row", {"id": 3, "n": 3, "t": None})]
+    one_by_one = projector.project([*rows, (4, "z", 0, None)])  # row by row: a text key
+    assert _bytes(out.docs) == _bytes(one_by_one.docs[:-1])
+    assert out.quarantined == one_by_one.quarantined

@@ -118,10 +118,10 @@ class RowContext:
 
     def ref(self, table: str, *key: Any) -> ObjectId | None:
         """The `_id` of the row of `table` with primary key `key` (None if a part is NULL)."""
-        if None in key:
-            return None
-        oid = self._refs.get((table, key))
+        oid = self._refs.get((table, key))  # a hit is never a key with a NULL part
         if oid is None:
+            if None in key:
+                return None
             maker = self._makers.get(table)
             if maker is None:
                 maker = self._makers[table] = id_maker(self.params.source_id, table)
