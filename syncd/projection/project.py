@@ -237,9 +237,10 @@ class Projector:
             self._pk = lambda row: get(row)  # type: ignore[misc]
         self.fields = [escape_field(n) for n in names]
         self.with_rowid_field = bool(table.rowid) and not table.primary_key
-        # The one column whose value is the whole key (None: a composite key).
-        self._key_at = (self.pk_index[0] if self.pk_index else 0) if len(self.pk_index) <= 1 \
-            else None
+        # The one value that is the whole key: the rowid or a one-column primary key
+        # (None: a composite key).
+        single = len(self.pk_index) <= 1
+        self._key_at = (self.pk_index[0] if self.pk_index else 0) if single else None
         self._int_ids = int_ids_maker(params.source_id, table.name)
         self._row_dict = row_dict_maker(names, self.offset)
         self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
