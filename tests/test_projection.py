@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
+import weakref
 from zoneinfo import ZoneInfo
 
 import bson
@@ -14,7 +16,7 @@ from legacy_adapters.base import Column, TableInfo
 from legacy_adapters.values import RawText
 from syncd.projection.ids import derive_id, id_maker
 from syncd.projection.model import TableMap, collection_for_table
-from syncd.projection.project import Params, Projector, RowContext
+from syncd.projection.project import Params, Projector, RowContext, gc_paused
 from syncd.projection.values import escape_field
 
 
@@ -90,6 +92,27 @@ def test_json_and_boolean_helpers():
     assert ctx.boolean(7, "b") == 7 and ctx.flags == ["b: not a boolean"]
 
 
+def test_ref_ids_do_not_depend_on_the_order_of_refs():
+    """A foreign key gets the id of its own storage class, whatever was looked up
+    before it in the same context: 3 and 3.0 (and 0 and -0.0, b"1" and RawText b"1")
+    are equal in Python but different SQLite values, so different ids. The daemon's
+    apply path projects a few rows with a fresh context; a backfill, many with one."""
+    keys = [(3,), (3.0,), (True,), (0,), (0.0,), (-0.0,), ("3",), (b"1",), (RawText(b"1"),),
+            (3, "a"), (3.0, "a"), (None,), (3, None)]
+    want = [None if None in k else derive_id("h", "runs", k) for k in keys]
+    # Positions, not the keys, index the results: equal keys would share a dict entry.
+    n = len(keys)
+    for order in (range(n), range(n - 1, -1, -1), [*range(1, n, 2), *range(0, n, 2)]):
+        ctx = RowContext(Params("h", "UTC"))
+        got, again = [None] * n, [None] * n
+        for i in order:
+            got[i] = ctx.ref("runs", *keys[i])
+        for i in order:
+            again[i] = ctx.ref("runs", *keys[i])
+        assert got == again == want
+    assert [RowContext(Params("h", "UTC")).ref("runs", *k) for k in keys] == want
+
+
 def test_number_helper_keeps_odd_values_and_flags_them():
     """`ctx.number` is builder API (README): numbers pass, anything else is kept, flagged."""
     ctx = RowContext(Params("h", "UTC"))
@@ -162,3 +185,32 @@ def test_built_documents_keep_their_order_flags_and_quarantine():
     one_by_one = projector.project([*rows, (4, "z", 0, None)])  # row by row: a text key
     assert _bytes(out.docs) == _bytes(one_by_one.docs[:-1])
     assert out.quarantined == one_by_one.quarantined
+
+
+class _Node:
+    """A weak-referenceable object that can sit in a reference cycle."""
+
+
+def test_gc_pause_leaves_collection_working_and_frozen_objects_frozen():
+    """After a chunk the collector is on again and still frees cycles made during the
+    chunk; objects another party froze stay frozen (only syncd's own pause unfreezes)."""
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        node = _Node()
+        node.self = node
+        gone = weakref.ref(node)
+        del node
+    assert gc.isenabled() and gone() is not None
+    gc.collect()
+    assert gone() is None
+    kept = [_Node()]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            pass
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert kept
