@@ -195,20 +195,21 @@ def test_gc_pause_leaves_collection_working_and_frozen_objects_frozen():
     """After a chunk the collector is on again and still frees cycles made during the
     chunk; objects another party froze stay frozen (only syncd's own pause unfreezes)."""
     assert gc.isenabled()
-    with gc_paused():
-        assert not gc.isenabled()
-        node = _Node()
-        node.self = node
-        gone = weakref.ref(node)
-        del node
-    assert gc.isenabled() and gone() is not None
-    gc.collect()
-    assert gone() is None
+    for promote in (False, True):
+        with gc_paused(promote):
+            assert not gc.isenabled()
+            node = _Node()
+            node.self = node
+            gone = weakref.ref(node)
+            del node
+        assert gc.isenabled() and gone() is not None
+        gc.collect()
+        assert gone() is None
     kept = [_Node()]
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        with gc_paused():
+        with gc_paused(promote=True):
             pass
         assert gc.isenabled() and gc.get_freeze_count() == frozen
     finally:

@@ -36,7 +36,7 @@ NULL_KEY_FLAG = "_id: primary key is NULL (keyed by rowid)"
 
 
 @contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(promote: bool = False) -> Iterator[None]:
     """Pause the cycle collector while a chunk is read and projected.
 
     A chunk allocates tens of thousands of small acyclic tuples and dicts; the
@@ -45,12 +45,14 @@ def gc_paused() -> Iterator[None]:
 
     Switched back on, the collector would at once scan the chunk's documents (still
     live: the caller is about to write them) and move them to an older generation:
-    about 0.3 us of the 4 us a built row costs (measured on the bench database). `gc.freeze()` + `gc.unfreeze()` move
+    about 0.3 us of the 4 us a built row costs (measured on the bench database).
+    `promote` (a backfill's chunks): `gc.freeze()` + `gc.unfreeze()` first, which move
     every tracked object to the oldest generation without scanning it (two list
-    splices) and reset the young count; acyclic documents are then freed by their
-    reference counts as before, and a cycle made meanwhile waits for a full
-    collection. Skipped when something else has frozen objects (unfreeze would
-    release those too).
+    splices) and reset the young count; the acyclic documents are then freed by
+    their reference counts as before, and a cycle made meanwhile (by any thread)
+    waits for the next full collection. Not for the daemon's steady small batches,
+    where that wait would have no end in sight and the scan costs little. Skipped
+    when something else has frozen objects (unfreeze would release those too).
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -58,7 +60,7 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
-            if not gc.get_freeze_count():
+            if promote and not gc.get_freeze_count():
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
