@@ -27,6 +27,7 @@ Prints rows/s for each and the ratios. Goals: a/b >= 0.8, c/d >= 0.75.
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import sqlite3
 import subprocess
@@ -141,7 +142,9 @@ def factory_fetch(db_path: Path, tables: list[str], chunk: int) -> tuple[int, Se
 def project_vs_fetch(db_path: Path, params: Params, chunk: int, rows: int,
                      passes: int = 3) -> dict[str, Seconds]:
     """Best of `passes` of (c), (c1), (d) and (d2), alternated: rows/s of each, by the
-    wall clock and by this thread's CPU time."""
+    wall clock and by this thread's CPU time. A full collection before each pass: the
+    passes share a process, and one pass's survivors would otherwise change when the
+    collector runs in the next (the bare fetch's row tuples are tracked objects too)."""
     source = SQLiteSource(db_path)
     tables = [info.name for info, _ in
               build_model(load_migrations(), 2).resolve(source.schema())]
@@ -153,6 +156,7 @@ def project_vs_fetch(db_path: Path, params: Params, chunk: int, rows: int,
                 ("c1", lambda: read_project(db_path, params, chunk, False, version=1)[1:3]),
                 ("d", lambda: bare_fetch(db_path, tables, chunk)),
                 ("d2", lambda: factory_fetch(db_path, tables, chunk))):
+            gc.collect()  # every pass starts from the same collector state (untimed)
             got, seconds = run()
             assert got == rows, (name, got, rows)
             runs[name].append(seconds)
