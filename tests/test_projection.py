@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
+import weakref
 from zoneinfo import ZoneInfo
 
 import bson
@@ -14,7 +16,7 @@ from legacy_adapters.base import Column, TableInfo
 from legacy_adapters.values import RawText
 from syncd.projection.ids import derive_id, id_maker
 from syncd.projection.model import TableMap, collection_for_table
-from syncd.projection.project import Params, Projector, RowContext
+from syncd.projection.project import Params, Projector, RowContext, gc_paused
 from syncd.projection.values import escape_field
 
 
@@ -90,6 +92,27 @@ def test_json_and_boolean_helpers():
     assert ctx.boolean(7, "b") == 7 and ctx.flags == ["b: not a boolean"]
 
 
+def test_ref_ids_do_not_depend_on_the_order_of_refs():
+    """A foreign key gets the id of its own storage class, whatever was looked up
+    before it in the same context: 3 and 3.0 (and 0 and -0.0, b"1" and RawText b"1")
+    are equal in Python but different SQLite values, so different ids. The daemon's
+    apply path projects a few rows with a fresh context; a backfill, many with one."""
+    keys = [(3,), (3.0,), (True,), (0,), (0.0,), (-0.0,), ("3",), (b"1",), (RawText(b"1"),),
+            (3, "a"), (3.0, "a"), (None,), (3, None)]
+    want = [None if None in k else derive_id("h", "runs", k) for k in keys]
+    # Positions, not the keys, index the results: equal keys would share a dict entry.
+    n = len(keys)
+    for order in (range(n), range(n - 1, -1, -1), [*range(1, n, 2), *range(0, n, 2)]):
+        ctx = RowContext(Params("h", "UTC"))
+        got, again = [None] * n, [None] * n
+        for i in order:
+            got[i] = ctx.ref("runs", *keys[i])
+        for i in order:
+            again[i] = ctx.ref("runs", *keys[i])
+        assert got == again == want
+    assert [RowContext(Params("h", "UTC")).ref("runs", *k) for k in keys] == want
+
+
 def test_number_helper_keeps_odd_values_and_flags_them():
     """`ctx.number` is builder API (README): numbers pass, anything else is kept, flagged."""
     ctx = RowContext(Params("h", "UTC"))
@@ -112,3 +135,83 @@ def test_projector_generic_documents():
     careful = projector.project([(12, "y", RawText(b"\xfe"))], careful=True)
     assert careful.docs[0]["a\uff0eb"] == Binary(b"\xfe", 0x80)
     assert careful.flags == {"t.a\uff0eb: text is not UTF-8 (kept as binary)": 1}
+
+
+def _bytes(docs):
+    return [bson.encode(d) for d in docs]
+
+
+def test_whole_chunk_ids_and_documents_match_row_by_row():
+    """Integer keys take a whole-chunk path (ids hashed at once, documents built by a
+    per-table function); every document is byte-for-byte what one row alone gives,
+    and a chunk whose keys are not all integers gets each key's own typed id."""
+    cols = (Column("k", ""), Column("a.b", "INTEGER"), Column("a\uff0eb", "TEXT"),
+            Column("_id", "TEXT"), Column("v", ""))
+    table = TableInfo("t", cols, ("k",), without_rowid=True, rowid=None)
+    projector = Projector(table, TableMap("t", "t"), Params("h", "UTC", 3))
+    rows = [(1, 2, "x", "legacy", 1.5), (2, None, None, None, b"\x00"), (-(2**63), 0, "", "", "t")]
+    # A text key sends the whole chunk down the row-by-row path.
+    one_by_one = projector.project([*rows, ("z", 0, "", "", 0)]).docs[:-1]
+    assert _bytes(projector.project(rows).docs) == _bytes(one_by_one)
+    assert list(one_by_one[0]) == ["_id", "k", "a\uff0eb", "\uff3fid", "v", "_source", "_v"]
+    assert one_by_one[0]["a\uff0eb"] == "x"  # two columns, one field name: the later wins
+    mixed = [(1, 0, "", "", 0), ("1", 0, "", "", 0), (1.0, 0, "", "", 0), (b"1", 0, "", "", 0)]
+    docs = projector.project(mixed).docs
+    assert [d["_id"] for d in docs] == [derive_id("h", "t", (r[0],)) for r in mixed]
+    assert len({d["_id"] for d in docs}) == 4
+
+
+def test_built_documents_keep_their_order_flags_and_quarantine():
+    def build(row, ctx):
+        if row["n"] == 3:
+            raise ValueError("bad row")
+        return {"n": ctx.number(row["n"], "n"), "when": ctx.datetime(row["t"], "t"),
+                "run": ctx.ref("runs", row["n"])}
+
+    table = TableInfo("e", (Column("id", "INTEGER"), Column("n", ""), Column("t", "TEXT")),
+                      ("id",))
+    projector = Projector(table, TableMap("e", "epochs", build), Params("h", "UTC", 2))
+    rows = [(1, 1, 1, "2025-01-02T03:04:05"), (2, 2, "x", "later"), (3, 3, 3, None)]
+    out = projector.project(rows)
+    assert [list(d) for d in out.docs] == [["_id", "n", "when", "run", "_source", "_v"],
+                                           ["_id", "n", "when", "run", "_flags", "_source",
+                                            "_v"]]
+    assert out.docs[0]["_id"] == derive_id("h", "e", (1,))
+    assert out.docs[0]["when"] == dt.datetime(2025, 1, 2, 3, 4, 5)
+    assert out.docs[1]["_flags"] == ["n: not a number (str)", "t: not an ISO-8601 time"]
+    assert out.flags == {"e.n: not a number (str)": 1, "e.t: not an ISO-8601 time": 1}
+    assert [(q["_id"], q["error"], q["row"]) for q in out.quarantined] == [
+        (derive_id("h", "e", (3,)), "ValueError: bad row", {"id": 3, "n": 3, "t": None})]
+    one_by_one = projector.project([*rows, (4, "z", 0, None)])  # row by row: a text key
+    assert _bytes(out.docs) == _bytes(one_by_one.docs[:-1])
+    assert out.quarantined == one_by_one.quarantined
+
+
+class _Node:
+    """A weak-referenceable object that can sit in a reference cycle."""
+
+
+def test_gc_pause_leaves_collection_working_and_frozen_objects_frozen():
+    """After a chunk the collector is on again and still frees cycles made during the
+    chunk; objects another party froze stay frozen (only syncd's own pause unfreezes)."""
+    assert gc.isenabled()
+    for promote in (False, True):
+        with gc_paused(promote):
+            assert not gc.isenabled()
+            node = _Node()
+            node.self = node
+            gone = weakref.ref(node)
+            del node
+        assert gc.isenabled() and gone() is not None
+        gc.collect()
+        assert gone() is None
+    kept = [_Node()]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused(promote=True):
+            pass
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert kept

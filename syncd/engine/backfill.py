@@ -71,7 +71,7 @@ def read_projected(source: Source, table: TableInfo, projector: Projector, start
     """Chunks of the table after `start` up to `upto`, each with its projected documents."""
     position = start
     while True:
-        with gc_paused():
+        with gc_paused(promote=True):
             chunk = source.scan(table, position, chunk_size, upto)
             if not chunk.rows:
                 return

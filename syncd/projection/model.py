@@ -17,7 +17,7 @@ from legacy_adapters.base import Schema, TableInfo
 from syncd.errors import MigrationError
 
 if TYPE_CHECKING:
-    from syncd.projection.project import RowContext
+    from syncd.projection.context import RowContext
 
 log = logging.getLogger(__name__)
 

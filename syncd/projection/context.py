@@ -1,0 +1,163 @@
+"""What builders get besides the row: `Params` and the `RowContext` helpers.
+
+The helpers run once per value of every built document, so they are written for
+the common case (an ISO time, a JSON object, an integer foreign key) and take the
+slow, flagging path only for a value that is not that. Their results are the
+same whichever path a value takes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bson import ObjectId
+
+from syncd.projection.ids import id_maker
+from syncd.projection.values import to_bson
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UTC_NAMES = ("UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu")
+REF_CACHE_SIZE = 65536
+
+_fromisoformat = datetime.fromisoformat
+_utc = timezone.utc
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything besides rows and model that the documents depend on.
+
+    `version` (the migration version the model comes from) is stamped on every
+    document as `_v`, beside `_source`; it is not a parameter of the rebuild decision
+    (the version is compared on its own).
+    """
+
+    source_id: str
+    timezone: str
+    version: int = 0
+
+    def document(self) -> dict[str, str]:
+        return {"source_id": self.source_id, "timezone": self.timezone}
+
+
+def _json_int(text: str) -> int | str:
+    value = int(text)
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    raise OverflowError(text)
+
+
+class RowContext:
+    """Helpers for builders; `flags` collects this row's parse problems."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.zone = ZoneInfo(params.timezone)
+        self.flags: list[str] | None = None
+        self._makers: dict[str, Callable[[Sequence[Any]], ObjectId]] = {}
+        self._refs: dict[tuple[str, tuple[Any, ...]], ObjectId] = {}
+        self._utc = params.timezone in UTC_NAMES
+        # `json.loads(text, parse_int=...)` builds a decoder on every call (most of
+        # its cost on a small object); one decoder per context, used the same way.
+        self._decode = json.JSONDecoder(parse_int=_json_int).decode
+
+    def flag(self, name: str, problem: str) -> None:
+        """Record that field `name` of this row kept its legacy value because of `problem`."""
+        if self.flags is None:
+            self.flags = []
+        self.flags.append(f"{name}: {problem}")
+
+    def ref(self, table: str, *key: Any) -> ObjectId | None:
+        """The `_id` of the row of `table` with primary key `key` (None if a part is NULL).
+
+        Only keys made of exact `int` and `str` values are cached: those never equal a
+        value of another type. A REAL 3.0 equals (and hashes like) the INTEGER 3, and
+        -0.0 equals 0.0, yet their ids differ, so such keys are hashed every time.
+        """
+        for value in key:
+            if value.__class__ is not int and value.__class__ is not str:
+                return self._ref_uncached(table, key)
+        oid = self._refs.get((table, key))
+        if oid is None:
+            if len(self._refs) > REF_CACHE_SIZE:
+                self._refs.clear()
+            oid = self._refs[(table, key)] = self._maker(table)(key)
+        return oid
+
+    def _ref_uncached(self, table: str, key: tuple[Any, ...]) -> ObjectId | None:
+        if None in key:
+            return None
+        return self._maker(table)(key)
+
+    def _maker(self, table: str) -> Callable[[Sequence[Any]], ObjectId]:
+        maker = self._makers.get(table)
+        if maker is None:
+            maker = self._makers[table] = id_maker(self.params.source_id, table)
+        return maker
+
+    def datetime(self, value: Any, name: str) -> Any:
+        """ISO-8601 text as a BSON datetime; naive times are in the configured zone."""
+        if value.__class__ is str:
+            try:
+                parsed = _fromisoformat(value)
+            except ValueError:
+                self.flag(name, "not an ISO-8601 time")
+                return value
+            if parsed.tzinfo is None:
+                if self._utc:
+                    return parsed
+                return parsed - self.zone.utcoffset(parsed)
+            return parsed.astimezone(_utc).replace(tzinfo=None)
+        if value is None:
+            return None
+        self.flag(name, f"not text ({type(value).__name__})")
+        return to_bson(value)
+
+    def json_object(self, value: Any, name: str) -> Any:
+        """JSON text as an embedded document; anything else kept as it is and flagged."""
+        if value is None:
+            return None
+        if value.__class__ is not str:
+            self.flag(name, f"not JSON text ({type(value).__name__})")
+            return to_bson(value)
+        try:
+            # A leading BOM fails here as in json.loads: "not JSON" either way.
+            parsed = self._decode(value)
+        except (ValueError, OverflowError):
+            self.flag(name, "not JSON")
+            return value
+        if not isinstance(parsed, dict):
+            self.flag(name, "JSON but not an object")
+            return value
+        return parsed
+
+    def boolean(self, value: Any, name: str) -> Any:
+        """A 0/1 (or true/false text) flag as a real boolean; NULL stays NULL.
+
+        A one-byte BLOB 0x00/0x01 is what sqlite3 stores for a numpy.bool_ (it is
+        bound through the buffer protocol), as the EEG2025 scripts do.
+        """
+        if value is None:
+            return None
+        if value.__class__ is bytes and value in (b"\x00", b"\x01"):
+            return value == b"\x01"
+        if value == 1 and value.__class__ is not str:
+            return True
+        if value == 0 and value.__class__ is not str:
+            return False
+        if value.__class__ is str and value.strip().lower() in ("true", "false", "1", "0"):
+            return value.strip().lower() in ("true", "1")
+        self.flag(name, "not a boolean")
+        return to_bson(value)
+
+    def number(self, value: Any, name: str) -> Any:
+        """A numeric value as stored; text or bytes in a numeric column are kept and flagged."""
+        if value is None or value.__class__ in (int, float):
+            return value
+        self.flag(name, f"not a number ({type(value).__name__})")
+        return to_bson(value)
