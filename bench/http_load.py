@@ -8,6 +8,7 @@ open experiment page reads). Where the server has no dashboard, each client poll
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
@@ -40,6 +41,7 @@ class HttpLoad:
         self.url, self.stop_event = url, threading.Event()
         self.scrapes = self.errors = self.events_bytes = 0
         self.scrape_times: list[float] = []
+        self.kinds: collections.Counter[str] = collections.Counter()  # what the errors were
         self.followed = EVENTS if self._has_events() else "/metrics (no dashboard here)"
         self.threads = [threading.Thread(target=self._scrape, args=(scrapes_per_second,),
                                          daemon=True)]
@@ -74,9 +76,8 @@ class HttpLoad:
                 with self._lock:
                     self.scrapes += 1
                     self.scrape_times.append(took)
-            except (urllib.error.URLError, OSError):
-                with self._lock:
-                    self.errors += 1
+            except (urllib.error.URLError, OSError) as exc:
+                self._failed("/metrics", exc)
             due += gap
             self.stop_event.wait(max(0.0, due - time.monotonic()))
 
@@ -94,11 +95,15 @@ class HttpLoad:
                 else:
                     self._get("/metrics")
                     self.stop_event.wait(1.0)
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError) as exc:
                 if not self.stop_event.is_set():
-                    with self._lock:
-                        self.errors += 1
+                    self._failed("events" if self.followed == EVENTS else "/metrics", exc)
                 self.stop_event.wait(0.5)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self.errors += 1
+            self.kinds[f"{what}: {type(exc).__name__} {str(exc)[:60]}"] += 1
 
     def stop(self) -> dict[str, object]:
         self.stop_event.set()
@@ -107,4 +112,5 @@ class HttpLoad:
         times = sorted(self.scrape_times)
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else float("nan")
         return {"scrapes": self.scrapes, "errors": self.errors, "followed": self.followed,
-                "scrape_p99": p99}
+                "scrape_p99": p99,
+                "error_kinds": "; ".join(f"{n}x {k}" for k, n in self.kinds.most_common(3))}

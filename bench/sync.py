@@ -738,7 +738,9 @@ def coexist(args: argparse.Namespace, work: Path, target: Target) -> dict[str, A
             + (f", syncd CPU (with its Redis) {phase['daemon_cpu']:.0%}, server CPU "
                f"{phase['mongo_cpu']:.0%}" if kind in ("with", "http") else "")
             + (f", {http_stats['scrapes']} scrapes (p99 {ms(http_stats['scrape_p99'])}), "
-               f"{http_stats['errors']} HTTP errors, clients followed {http_stats['followed']}"
+               f"{http_stats['errors']} HTTP errors"
+               + (f" ({http_stats['error_kinds']})" if http_stats["errors"] else "")
+               + f", clients followed {http_stats['followed']}"
                if http_stats else "")
             + (f", burning {share:.0%} of a core" if kind in ("cpu", "echo") else "")
             + f" (load {before})")
