@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -184,3 +186,38 @@ def test_a_token_guards_every_route_and_pages_work_without_a_daemon(tmp_path, ta
     finally:
         dash.terminate()
         dash.communicate(timeout=30)
+
+
+def test_a_page_stream_stays_alive_while_other_experiments_change(served):
+    """Events of other experiments only: the page's stream still sends something every
+    second or so (no proxy or client read timeout), and no `change` for this one; an
+    epoch of this experiment then arrives as a `change`."""
+    url, _db, legacy = served
+    mine, other = (r[0] for r in sqlite3.connect(legacy).execute(
+        "SELECT run_id FROM training_runs ORDER BY run_id LIMIT 2"))
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, train_loss) "
+                         "VALUES (?, 999, 0.5)", (other,))
+            time.sleep(0.02)
+
+    with urllib.request.urlopen(f"{url}/api/experiments/{mine}/events", timeout=3) as stream:
+        writer = threading.Thread(target=busy)
+        writer.start()
+        try:
+            received = b""
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:  # a read timeout here fails the test
+                received += stream.read1(65536)
+        finally:
+            stop.set()
+            writer.join()
+        assert b"event: ready" in received and b"event: change" not in received
+        legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, train_loss) "
+                     "VALUES (?, 999, 0.5)", (mine,))
+        deadline = time.monotonic() + 10
+        while b"event: change" not in received and time.monotonic() < deadline:
+            received += stream.read1(65536)
+        assert b"event: change" in received

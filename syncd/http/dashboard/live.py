@@ -87,10 +87,14 @@ async def follow(ctx: HttpContext, experiment_id: ObjectId, request: Request,
                   if not isinstance(e, str)]  # not a syncd event (the stream is shared)
         moved = await anyio.to_thread.run_sync(touching, ctx.db, experiment_id,
                                                [e for _, e in events])
+        sent = False
         for (entry_id, event), hit in zip(events, moved):
             if event.get("type") == "migrated" or hit:
+                sent = True
                 yield message("change", {"collection": event.get("collection"),
                                          "operation": event.get("operation")}, entry_id)
+        if not sent:  # other experiments' events only: still show the stream is alive
+            yield ": idle\n\n"
         await anyio.sleep(COALESCE_SECONDS)
 
 
