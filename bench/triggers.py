@@ -21,7 +21,6 @@ filesystem (default the system temp dir; /dev/shm takes the disk out).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import shutil
 import sqlite3
@@ -38,6 +37,7 @@ from machine import describe  # noqa: E402  (bench/machine.py)
 from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_capture import Capture  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
+from tests.capture_format1 import install_format1  # noqa: E402
 
 EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss, learning_rate, "
          "duration_seconds, timestamp) VALUES (?, ?, ?, ?, 0.002, ?, ?)")
@@ -60,36 +60,8 @@ def format2(path: Path) -> None:
 
 
 def format1(path: Path) -> None:
-    """The format-1 install, as syncd made it before (its SQL, copied)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    keys = ", ".join(f"k{i}" for i in range(8))
-    conn.execute('CREATE TABLE "_syncd_consumers" (consumer TEXT PRIMARY KEY, label TEXT, '
-                 "seq INTEGER NOT NULL, seen REAL NOT NULL, running INTEGER NOT NULL DEFAULT 1)")
-    conn.execute(f'CREATE TABLE "_syncd_changes" (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, '
-                 f"op TEXT NOT NULL, rid INTEGER, {keys}, at REAL DEFAULT (julianday('now')))")
-    conn.execute("INSERT INTO _syncd_changes (seq, tbl, op) VALUES (0, 'id', '#')")
-    log = '"_syncd_changes"'
-    for t in _tables(path):
-        pk, rowid = list(t.primary_key), t.rowid
-        tag = hashlib.sha1("\x1f".join([t.name, rowid or "", *pk]).encode()).hexdigest()[:16]
-        cols = ", ".join(["tbl", "op", "rid", *[f"k{i}" for i in range(len(pk))]])
-
-        def values(row: str, op: str, name: str = t.name, pk: list = pk,
-                   rowid: str | None = rowid) -> str:
-            return ", ".join([f"'{name}'", f"'{op}'", f'{row}."{rowid}"' if rowid else "NULL",
-                              *[f'{row}."{k}"' for k in pk]])
-
-        moved = " OR ".join([f'OLD."{k}" IS NOT NEW."{k}"' for k in pk]
-                            + ([f'OLD."{rowid}" IS NOT NEW."{rowid}"'] if rowid else []))
-        name = f"_syncd_trg_{tag}"
-        conn.execute(f'CREATE TRIGGER "{name}_i" AFTER INSERT ON "{t.name}" BEGIN INSERT INTO '
-                     f"{log} ({cols}) VALUES ({values('NEW', 'i')}); END")
-        conn.execute(f'CREATE TRIGGER "{name}_u" AFTER UPDATE ON "{t.name}" BEGIN INSERT INTO '
-                     f"{log} ({cols}) VALUES ({values('NEW', 'u')}); INSERT INTO {log} ({cols}) "
-                     f"SELECT {values('OLD', 'd')} WHERE {moved}; END")
-        conn.execute(f'CREATE TRIGGER "{name}_d" AFTER DELETE ON "{t.name}" BEGIN INSERT INTO '
-                     f"{log} ({cols}) VALUES ({values('OLD', 'd')}); END")
-    conn.close()
+    """The format-1 install, as syncd made it before (tests/capture_format1.py)."""
+    install_format1(path, _tables(path))
 
 
 def empty(path: Path) -> None:

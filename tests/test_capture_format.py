@@ -3,13 +3,12 @@ the log) logs what format 1 logged, and an install of format 1 is upgraded in pl
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-import uuid
 
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture
 from legacy_adapters.sqlite_consumers import CONSUMERS_TABLE
+from tests.capture_format1 import install_format1
 
 TABLES = [
     "CREATE TABLE alias (id INTEGER PRIMARY KEY, v)",
@@ -98,38 +97,9 @@ def test_format_2_logs_every_change_and_a_moved_key(tmp_path):
 # -- format 1, as syncd installed it before (the triggers' SQL copied from that version) ---
 
 
-def _format1(conn, table, rowid, keys):
-    tag = hashlib.sha1("\x1f".join([table, rowid or "", *keys]).encode()).hexdigest()[:16]
-    log = '"_syncd_changes"'
-    cols = ", ".join(["tbl", "op", "rid", *[f"k{i}" for i in range(len(keys))]])
-
-    def values(row, op):
-        return ", ".join([f"'{table}'", f"'{op}'", f'{row}."{rowid}"' if rowid else "NULL",
-                          *[f'{row}."{k}"' for k in keys]])
-
-    moved = " OR ".join([f'OLD."{k}" IS NOT NEW."{k}"' for k in keys]
-                        + ([f'OLD."{rowid}" IS NOT NEW."{rowid}"'] if rowid else []))
-    name = f"_syncd_trg_{tag}"
-    conn.execute(f'CREATE TRIGGER "{name}_i" AFTER INSERT ON "{table}" BEGIN INSERT INTO {log} '
-                 f"({cols}) VALUES ({values('NEW', 'i')}); END")
-    conn.execute(f'CREATE TRIGGER "{name}_u" AFTER UPDATE ON "{table}" BEGIN INSERT INTO {log} '
-                 f"({cols}) VALUES ({values('NEW', 'u')}); INSERT INTO {log} ({cols}) SELECT "
-                 f"{values('OLD', 'd')} WHERE {moved}; END")
-    conn.execute(f'CREATE TRIGGER "{name}_d" AFTER DELETE ON "{table}" BEGIN INSERT INTO {log} '
-                 f"({cols}) VALUES ({values('OLD', 'd')}); END")
-
-
 def _install_format1(path, tables):
+    install_id = install_format1(path, tables)
     conn = sqlite3.connect(path, isolation_level=None)
-    keys = ", ".join(f"k{i}" for i in range(8))
-    conn.execute(f'CREATE TABLE "{CONSUMERS_TABLE}" (consumer TEXT PRIMARY KEY, label TEXT, '
-                 "seq INTEGER NOT NULL, seen REAL NOT NULL, running INTEGER NOT NULL DEFAULT 1)")
-    conn.execute(f'CREATE TABLE "_syncd_changes" (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, '
-                 f"op TEXT NOT NULL, rid INTEGER, {keys}, at REAL DEFAULT (julianday('now')))")
-    install_id = uuid.uuid4().hex
-    conn.execute("INSERT INTO _syncd_changes (seq, tbl, op) VALUES (0, ?, '#')", (install_id,))
-    for t in tables:
-        _format1(conn, t.name, t.rowid, list(t.primary_key))
     conn.execute(f'INSERT INTO "{CONSUMERS_TABLE}" VALUES (?, ?, ?, julianday(\'now\'), 1)',
                  ("other", "host pid 1 -> database x", 3))
     conn.close()
