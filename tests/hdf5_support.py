@@ -8,6 +8,7 @@ child process on a free loopback port.
 from __future__ import annotations
 
 import subprocess
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,26 @@ def write_h5(path: Path, n: int = 40, layout: str = "eeg", seed: int = 0,
 def h5_windows(path: Path, name: str = "eeg") -> np.ndarray:
     with h5py.File(path, "r", locking=False) as f:
         return f[name][()]
+
+
+# A legacy writer as its own process: `python -c WRITER a PATH` appends 8 windows to
+# PATH, `w PATH` writes a new 16-window file, with h5py's default file locking.
+WRITER = textwrap.dedent("""
+    import sys, h5py, numpy as np
+    mode, path = sys.argv[1], sys.argv[2]
+    rng = np.random.default_rng(7)
+    if mode == "a":
+        with h5py.File(path, "a") as f:  # the legacy writer: default HDF5 file locking
+            eeg, labels = f["eeg"], f["labels"]
+            n = eeg.shape[0]
+            eeg.resize(n + 8, axis=0)
+            eeg[n:] = rng.standard_normal((8,) + eeg.shape[1:]).astype("f4")
+            labels.resize(n + 8, axis=0)
+            labels[n:] = rng.random(8)
+    else:
+        with h5py.File(path, "w") as f:
+            f.create_dataset("eeg", data=rng.standard_normal((16, 8, 100)).astype("f4"),
+                             compression="gzip", compression_opts=4)
+            f.create_dataset("labels", data=rng.random(16))
+    print("ok")
+""")

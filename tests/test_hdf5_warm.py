@@ -17,7 +17,7 @@ from syncd.client.cache import WindowCache
 from syncd.hdf5.files import HDF5_FILES
 from syncd.hdf5.follower import Hdf5Follower
 from syncd.hdf5.status import hdf5_status
-from tests.hdf5_support import make_settings, write_h5
+from tests.hdf5_support import WRITER, make_settings, write_h5
 
 
 def cached_windows(cache: WindowCache, path: Path) -> np.ndarray:
@@ -260,25 +260,6 @@ def test_redis_killed_mid_warm_and_restarted(tmp_path, db, own_redis):
     client.close()
 
 
-WRITER = textwrap.dedent("""
-    import sys, h5py, numpy as np
-    mode, path = sys.argv[1], sys.argv[2]
-    rng = np.random.default_rng(7)
-    if mode == "a":
-        with h5py.File(path, "a") as f:  # the legacy writer: default HDF5 file locking
-            eeg, labels = f["eeg"], f["labels"]
-            n = eeg.shape[0]
-            eeg.resize(n + 8, axis=0)
-            eeg[n:] = rng.standard_normal((8,) + eeg.shape[1:]).astype("f4")
-            labels.resize(n + 8, axis=0)
-            labels[n:] = rng.random(8)
-    else:
-        with h5py.File(path, "w") as f:
-            f.create_dataset("eeg", data=rng.standard_normal((16, 8, 100)).astype("f4"),
-                             compression="gzip", compression_opts=4)
-            f.create_dataset("labels", data=rng.random(16))
-    print("ok")
-""")
 
 
 def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix):
