@@ -190,36 +190,14 @@ def redis_part(args: argparse.Namespace) -> None:
 
 
 class Source(SyncdRun):
-    """One fleet member: bench/sync.py's `syncd run` under its own source id."""
+    """One fleet member: bench/sync.py's `syncd run` under a source id of its own."""
 
     def __init__(self, work: Path, index: int, url: str, database: str) -> None:
         legacy = work / f"host{index}" / "metadata.db"
         legacy.parent.mkdir(parents=True)
         make_eeg2025(legacy, rows=2_000)
-        super().__init__(work, f"syncd{index}", legacy, url, database, {})
-        self.source_id = f"{socket.gethostname()}-{index}:{legacy}"
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "syncd", "run", "--sqlite", str(self.sqlite),
-               "--mongo-url", self.url, "--database", self.database,
-               "--config", str(self.config), "--state-dir", str(self.state),
-               "--source-id", self.source_id, "--timezone", "UTC"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        self.started = time.monotonic()
-
-    def wait_ready(self, db: object, timeout: float) -> float:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"syncd run exited ({self.proc.returncode}):\n{self.tail()}")
-            doc = db["_syncd_state"].find_one({"_id": f"daemon:{self.source_id}"})  # type: ignore[index]
-            if doc and doc.get("pid") == self.proc.pid and doc.get("ready"):
-                return time.monotonic() - self.started
-            time.sleep(0.05)
-        sys.exit(f"syncd run was not ready within {timeout:.0f} s:\n{self.tail()}")
+        super().__init__(work, f"syncd{index}", legacy, url, database, {},
+                         source_id=f"{socket.gethostname()}-{index}:{legacy}")
 
     def verify(self) -> bool:
         cmd = [sys.executable, "-m", "syncd", "verify", "--sqlite", str(self.sqlite),

@@ -395,8 +395,9 @@ class SyncdRun:
     """One `syncd run` subprocess with its own config, state directory and log."""
 
     def __init__(self, work: Path, name: str, sqlite: Path, url: str, database: str,
-                 daemon: dict[str, Any], http: bool = False) -> None:
+                 daemon: dict[str, Any], http: bool = False, source_id: str = SOURCE_ID) -> None:
         self.sqlite, self.url, self.database = sqlite, url, database
+        self.source_id = source_id
         self.mode = daemon.get("capture", "triggers")
         self.config = work / f"{name}.toml"
         self.state = work / f"{name}-state"
@@ -412,7 +413,7 @@ class SyncdRun:
         cmd = [sys.executable, "-m", "syncd", "run", "--sqlite", str(self.sqlite),
                "--mongo-url", self.url, "--database", self.database,
                "--config", str(self.config), "--state-dir", str(self.state),
-               "--source-id", SOURCE_ID, "--timezone", TIMEZONE]
+               "--source-id", self.source_id, "--timezone", TIMEZONE]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
@@ -432,7 +433,7 @@ class SyncdRun:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 sys.exit(f"syncd run exited ({self.proc.returncode}):\n{self.tail()}")
-            doc = state.find_one({"kind": "daemon"}, {"pid": 1, "ready": 1})
+            doc = state.find_one({"_id": f"daemon:{self.source_id}"}, {"pid": 1, "ready": 1})
             if doc and doc.get("pid") == self.proc.pid and doc.get("ready"):
                 return time.monotonic() - self.started
             time.sleep(0.05)
