@@ -89,6 +89,24 @@ class RowContext:
             oid = self._refs[(table, key)] = self._maker(table)(key)
         return oid
 
+    def ref_to(self, table: str) -> Callable[[Any], ObjectId | None]:
+        """`value -> self.ref(table, value)` for a one-column key, with the same cache:
+        what a compiled builder (`template.py`) calls for `ctx.ref("table", row["c"])`."""
+        refs, maker, uncached = self._refs, self._maker(table), self._ref_uncached
+
+        def ref(value: Any) -> ObjectId | None:
+            if value.__class__ is not int and value.__class__ is not str:
+                return uncached(table, (value,))
+            key = (table, (value,))
+            oid = refs.get(key)
+            if oid is None:
+                if len(refs) > REF_CACHE_SIZE:
+                    refs.clear()
+                oid = refs[key] = maker((value,))
+            return oid
+
+        return ref
+
     def _ref_uncached(self, table: str, key: tuple[Any, ...]) -> ObjectId | None:
         if None in key:
             return None

@@ -29,6 +29,7 @@ from syncd.projection.compiled import doc_maker, row_dict_maker
 from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext
 from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
+from syncd.projection.template import compile_builder
 from syncd.projection.values import escape_field, to_bson
 
 NULL_KEY_MARK = "\x00rowid"
@@ -139,6 +140,8 @@ class Projector:
         self._int_ids = int_ids_maker(params.source_id, table.name)
         self._row_dict = row_dict_maker(names, self.offset)
         self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
+        self._chunk_build = (compile_builder(mapping.build, names, self.offset, self.ctx)
+                             if mapping.build is not None else None)
 
     def key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The identity of a row: its primary key, else its rowid."""
@@ -156,7 +159,7 @@ class Projector:
             return {"rowid": key[-1]}
         return {c: to_bson(v) for c, v in zip(self.table.primary_key, key)}
 
-    def _chunk_ids(self, rows: Sequence[Sequence[Any]]) -> list[ObjectId] | None:
+    def chunk_ids(self, rows: Sequence[Sequence[Any]]) -> list[ObjectId] | None:
         """The `_id`s of a whole chunk; None if a row's primary key is NULL (those rows
         are keyed by rowid and flagged: `_project_rows`)."""
         at = self._key_at
@@ -171,7 +174,7 @@ class Projector:
 
     def project(self, rows: Sequence[Sequence[Any]], careful: bool = False) -> Projected:
         """Documents for `rows`. `careful`: the chunk holds raw (non-UTF-8) text values."""
-        ids = None if careful else self._chunk_ids(rows)
+        ids = None if careful else self.chunk_ids(rows)
         if ids is None:
             return self._project_rows(rows, careful)
         out = Projected()
@@ -180,6 +183,8 @@ class Projector:
         if build is None:
             make = self._doc
             docs.extend([make(oid, row, source, version) for row, oid in zip(rows, ids)])
+            return out
+        if self._chunk_build is not None and self._chunk_at_once(rows, ids, out):
             return out
         ctx, row_dict, name, off = self.ctx, self._row_dict, self.table.name, self.offset
         append = docs.append
@@ -204,6 +209,23 @@ class Projector:
             doc["_v"] = version
             append(doc)
         return out
+
+    def _chunk_at_once(self, rows: Sequence[Sequence[Any]], ids: list[ObjectId],
+                       out: Projected) -> bool:
+        """The compiled builder over the whole chunk (`template.py`); False, with nothing
+        kept, if a row raised or was flagged: the caller then goes row by row, which
+        quarantines and flags exactly as always."""
+        ctx = self.ctx
+        ctx.flags = None
+        try:
+            docs = self._chunk_build(rows, ids, self.params.source_id,  # type: ignore[misc]
+                                     self.params.version)
+        except Exception:  # the row-by-row path names and quarantines it
+            return False
+        if ctx.flags is not None:
+            return False
+        out.docs.extend(docs)
+        return True
 
     def _quarantined(self, row: Sequence[Any], values: Sequence[Any], oid: ObjectId,
                      exc: Exception) -> dict[str, Any]:
