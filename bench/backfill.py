@@ -45,7 +45,7 @@ from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_sql import quote_ident  # noqa: E402
 from syncd.connect.mongo import connect  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.engine.backfill import read_projected  # noqa: E402
+from syncd.engine.backfill import read_projected, source_index  # noqa: E402
 from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
 from syncd.projection.project import Params, Projector, gc_paused  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
@@ -205,7 +205,8 @@ def raw_insert(client, database: str, batches, model, indexes: bool) -> float:
     db = client[database]
     for name in {c for c, _ in batches}:
         db.create_collection(name)
-        if indexes:
+        if indexes:  # what migrate makes: the source index and the model's
+            source_index(db[name])
             for spec in model.index_specs(name):
                 db[name].create_index(list(spec.keys), name=spec.name)
     started = time.perf_counter()
@@ -260,6 +261,10 @@ def main() -> None:
         docs_a = sum(client["bench_a"][c].estimated_document_count() for c in
                      {c for c, _ in batches})
         assert docs_a == rows, (docs_a, rows)
+        for name in {c for c, _ in batches}:  # (b) ends in (a)'s state: the same indexes
+            got = {n: i["key"] for n, i in client["bench_b"][name].index_information().items()}
+            want = {n: i["key"] for n, i in client["bench_a"][name].index_information().items()}
+            assert got == want, (name, got, want)
         if embedded is None:  # the embedded server's data goes with its temporary folder
             for name in ("bench_a", "bench_b", "bench_b0"):
                 client.drop_database(name)
