@@ -180,3 +180,29 @@ def test_a_migration_file_changed_after_loading_is_not_compiled(tmp_path: Path):
     linecache.checkcache(str(path))
     assert compile_builder(module.build, ["n", "t"], 1, ctx) is None
     sys.modules.pop("m_changed", None)
+
+
+def test_a_table_flagged_in_every_chunk_stops_trying_the_compiled_path():
+    """Times in another format flag every row: after each chunk the compiled builder
+    gives back, it waits 1, 2, 4 ... chunks, so such a table does not pay twice."""
+    def build(row, ctx):
+        return {"when": ctx.datetime(row["t"], "t")}
+
+    projector = _projector(build)
+    compiled, calls = projector._chunk_build, []
+
+    def counting(*args):
+        calls.append(1)
+        return compiled(*args)
+
+    projector._chunk_build = counting
+    for chunk in range(20):
+        out = projector.project([(chunk * 10 + i, 1, 1, "30/11/2026") for i in range(10)])
+        assert len(out.docs) == 10 and out.flags == {"e.t: not an ISO-8601 time": 10}
+    assert len(calls) == 5  # chunks 1, 3, 6, 11 and 20; then 16 chunks row by row
+    for chunk in range(17):
+        good = projector.project([(1000 + chunk, 1, 1, "2026-11-30T00:00:00")])
+        assert "_flags" not in good.docs[0]
+    assert len(calls) == 6  # the 17th clean chunk was compiled again
+    projector.project([(2000, 1, 1, "2026-11-30T00:00:00")])
+    assert len(calls) == 7  # and a compiled chunk that went through resets the wait

@@ -142,6 +142,10 @@ class Projector:
         self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
         self._chunk_build = (compile_builder(mapping.build, names, self.offset, self.ctx)
                              if mapping.build is not None else None)
+        # After a chunk the compiled builder gave back (a flagged or raising row), the
+        # next 1, 2, 4 ... 64 chunks go row by row: a table whose every chunk has such
+        # a row (times in another format, say) does not pay for both paths each time.
+        self._misses = self._skip = 0
 
     def key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The identity of a row: its primary key, else its rowid."""
@@ -215,15 +219,21 @@ class Projector:
         """The compiled builder over the whole chunk (`template.py`); False, with nothing
         kept, if a row raised or was flagged: the caller then goes row by row, which
         quarantines and flags exactly as always."""
+        if self._skip:
+            self._skip -= 1
+            return False
         ctx = self.ctx
         ctx.flags = None
         try:
             docs = self._chunk_build(rows, ids, self.params.source_id,  # type: ignore[misc]
                                      self.params.version)
         except Exception:  # the row-by-row path names and quarantines it
+            docs = None
+        if docs is None or ctx.flags is not None:
+            self._skip = min(2 ** self._misses, 64)
+            self._misses += 1
             return False
-        if ctx.flags is not None:
-            return False
+        self._misses = 0
         out.docs.extend(docs)
         return True
 

@@ -93,7 +93,7 @@ def _function(build: Callable[..., Any]) -> ast.FunctionDef:
         raise _Shape
     fn = tree.body[0]
     code = build.__code__
-    again = compile(tree, code.co_filename, "exec")
+    again = compile(tree, code.co_filename, "exec", dont_inherit=True)
     made = next(c for c in again.co_consts if hasattr(c, "co_code"))
     if (made.co_code, made.co_consts, made.co_names, made.co_varnames) != (
             code.co_code, code.co_consts, code.co_names, code.co_varnames):
@@ -126,11 +126,11 @@ def compile_builder(build: Callable[..., Any], names: Sequence[str], offset: int
         columns = {name: i + offset for i, name in enumerate(names)}  # a later name wins,
         writer = _Writer(args.args[0].arg, args.args[1].arg, columns, context)  # as in dicts
         items = writer.display(body[0].value)
-    except (_Shape, SyntaxError, StopIteration, RecursionError):
+        source = ("def made(rows, ids, source, version):\n"
+                  f"    return [{{'_id': oid, {items + ', ' if items else ''}"
+                  "'_source': source, '_v': version} for r, oid in zip(rows, ids)]\n")
+        namespace: dict[str, Any] = {"__builtins__": {"zip": zip}, **writer.bound}
+        exec(source, namespace)  # generated identifiers and indices only: see the docstring
+    except Exception:  # of another shape, or anything unforeseen: the builder as written
         return None
-    source = ("def made(rows, ids, source, version):\n"
-              f"    return [{{'_id': oid, {items + ', ' if items else ''}"
-              "'_source': source, '_v': version} for r, oid in zip(rows, ids)]\n")
-    namespace: dict[str, Any] = {"__builtins__": {"zip": zip}, **writer.bound}
-    exec(source, namespace)  # generated identifiers and indices only: see the docstring
     return namespace["made"]
