@@ -4,6 +4,7 @@ makes are exactly those of calling the migration's builder row by row."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sqlite3
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_a_raising_row_is_quarantined_and_its_chunk_still_made():
 GLOBAL = 3
 
 
-def test_other_shapes_are_left_to_the_row_path():
+def test_other_shapes_are_left_to_the_row_path(caplog: pytest.LogCaptureFixture):
     def branches(row, ctx):
         if row["n"]:
             return {"n": 1}
@@ -164,6 +165,14 @@ def test_other_shapes_are_left_to_the_row_path():
             is None, build
     out = _projector(unknown_column).project([(1, 1, 1, None)])
     assert out.quarantined[0]["error"] == "KeyError: 'missing'"
+    with caplog.at_level(logging.DEBUG, logger="syncd.projection.template"):
+        for build in (branches, unknown_column, uses_a_global):
+            compile_builder(build, ["id", "n", "t"], 1, RowContext(Params("h", "UTC")))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("branches runs row by row: its body is not one `return {...}`" in m
+               for m in said), said
+    assert any("row['missing'] is not a column" in m for m in said), said
+    assert any("GLOBAL is not a row value" in m for m in said), said
 
 
 def test_a_migration_file_changed_after_loading_is_not_compiled(tmp_path: Path):

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import ast
 import inspect
+import logging
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 # The RowContext helpers a compiled builder may call: pure functions of their
 # arguments (plus the row's flags, which send the chunk down the row-by-row path).
+log = logging.getLogger(__name__)
+
 HELPERS = frozenset({"ref", "datetime", "json_object", "boolean", "number"})
 
 ChunkBuild = Callable[[Sequence[Sequence[Any]], Sequence[Any], str, int], list[dict[str, Any]]]
@@ -59,7 +62,7 @@ class _Writer:
             index = self.columns.get(node.slice.value) if isinstance(node.slice.value, str) \
                 else None
             if index is None:  # not a column: the row dict would raise; leave it to that path
-                raise _Shape
+                raise _Shape(f"row[{node.slice.value!r}] is not a column")
             return f"r[{index}]"
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == self.ctx
@@ -71,13 +74,14 @@ class _Writer:
                 return f"{self.bind(self.context.ref_to(args[0].value))}({self.expr(args[1])})"
             method = self.bind(getattr(self.context, node.func.attr))
             return f"{method}({', '.join(self.expr(a) for a in node.args)})"
-        raise _Shape
+        raise _Shape(f"line {node.lineno}: {ast.unparse(node)[:60]} is not a row value, "
+                     "a constant, a dict display or a ctx helper call")
 
     def display(self, node: ast.Dict) -> str:
         items = []
         for key, value in zip(node.keys, node.values, strict=True):
             if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                raise _Shape  # `**mapping` or a key that is not a constant string
+                raise _Shape("a dict key that is not a constant string (or `**`)")
             items.append(f"{self.bind(key.value)}: {self.expr(value)}")
         return ", ".join(items)
 
@@ -87,17 +91,17 @@ def _function(build: Callable[..., Any]) -> ast.FunctionDef:
     try:
         source = textwrap.dedent(inspect.getsource(build))
     except (OSError, TypeError):
-        raise _Shape from None
+        raise _Shape("its source cannot be read") from None
     tree = ast.parse(source)
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
-        raise _Shape
+        raise _Shape("not a plain `def`")
     fn = tree.body[0]
     code = build.__code__
     again = compile(tree, code.co_filename, "exec", dont_inherit=True)
     made = next(c for c in again.co_consts if hasattr(c, "co_code"))
     if (made.co_code, made.co_consts, made.co_names, made.co_varnames) != (
             code.co_code, code.co_consts, code.co_names, code.co_varnames):
-        raise _Shape  # the file changed since it was loaded
+        raise _Shape("its file changed since it was loaded")
     return fn
 
 
@@ -109,21 +113,23 @@ def compile_builder(build: Callable[..., Any], names: Sequence[str], offset: int
     `names` are the table's columns, at `offset` in each row tuple (after the rowid);
     `context` is the RowContext whose helpers the builder calls.
     """
+    name = getattr(build, "__qualname__", repr(build))
     if getattr(build, "__defaults__", None) or getattr(build, "__closure__", None):
+        log.debug("builder %s runs row by row: it has defaults or a closure", name)
         return None
     try:
         fn = _function(build)
         args = fn.args
         if (fn.decorator_list or args.posonlyargs or args.kwonlyargs or args.vararg
                 or args.kwarg or len(args.args) != 2):
-            raise _Shape
+            raise _Shape("not `def name(row, ctx)` without decorators")
         body = fn.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the docstring
         if len(body) != 1 or not isinstance(body[0], ast.Return) \
                 or not isinstance(body[0].value, ast.Dict):
-            raise _Shape
-        columns = {name: i + offset for i, name in enumerate(names)}  # a later name wins,
+            raise _Shape("its body is not one `return {...}`")
+        columns = {column: i + offset for i, column in enumerate(names)}  # a later one wins,
         writer = _Writer(args.args[0].arg, args.args[1].arg, columns, context)  # as in dicts
         items = writer.display(body[0].value)
         source = ("def made(rows, ids, source, version):\n"
@@ -131,6 +137,11 @@ def compile_builder(build: Callable[..., Any], names: Sequence[str], offset: int
                   "'_source': source, '_v': version} for r, oid in zip(rows, ids)]\n")
         namespace: dict[str, Any] = {"__builtins__": {"zip": zip}, **writer.bound}
         exec(source, namespace)  # generated identifiers and indices only: see the docstring
-    except Exception:  # of another shape, or anything unforeseen: the builder as written
+    except _Shape as exc:
+        log.debug("builder %s runs row by row: %s", name, exc)
         return None
+    except Exception as exc:  # anything unforeseen: the builder as written, row by row
+        log.debug("builder %s runs row by row: %s: %s", name, type(exc).__name__, exc)
+        return None
+    log.debug("builder %s compiled for whole chunks", name)
     return namespace["made"]
