@@ -38,9 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import describe  # noqa: E402  (bench/machine.py)
 from sync import WRITER  # noqa: E402  (bench/sync.py: the legacy writer)
-from triggers import VARIANTS, format2, q  # noqa: E402  (bench/triggers.py)
-
-from syncd.sample import make_eeg2025  # noqa: E402
+from triggers import VARIANTS, format2, make_copies, q  # noqa: E402  (bench/triggers.py)
 
 FIRED = (("epoch_history", "INSERT"), ("training_runs", "INSERT"),
          ("training_runs", "UPDATE"), ("model_checkpoints", "INSERT"))
@@ -102,14 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-contention-"))
     try:
-        template = work / "template.db"
-        make_eeg2025(template, rows=10_000)
-        dbs = {}
-        for name, setup in ALL.items():
-            dbs[name] = work / f"{name.replace(' ', '')}.db"
-            shutil.copy(template, dbs[name])
-            if setup is not None:
-                setup(dbs[name])
+        dbs = make_copies(work, ALL)
         print(f"machine: {describe()}, SQLite {sqlite3.sqlite_version}; {args.writers} writers "
               f"flat out, {args.seconds:g} s per phase, {args.rounds} rounds")
         results = {name: ([], 0) for name in dbs}

@@ -76,6 +76,19 @@ def empty(path: Path) -> None:
 VARIANTS = {"without": None, "format 1": format1, "format 2": format2, "empty": empty}
 
 
+def make_copies(work: Path, variants: dict) -> dict[str, Path]:
+    """One copy of a 10,000-row EEG2025-shaped metadata.db per variant, each set up."""
+    template = work / "template.db"
+    make_eeg2025(template, rows=10_000)
+    dbs = {}
+    for name, setup in variants.items():
+        dbs[name] = work / f"{name.replace(' ', '')}.db"
+        shutil.copy(template, dbs[name])
+        if setup is not None:
+            setup(dbs[name])
+    return dbs
+
+
 def q(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[int(p / 100 * (len(s) - 1))]
@@ -89,14 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-triggers-", dir=args.dir))
     try:
-        template = work / "template.db"
-        make_eeg2025(template, rows=10_000)
-        dbs = {}
-        for name, setup in VARIANTS.items():
-            dbs[name] = work / f"{name.replace(' ', '')}.db"
-            shutil.copy(template, dbs[name])
-            if setup is not None:
-                setup(dbs[name])
+        dbs = make_copies(work, VARIANTS)
         times = {n: {p: [] for p in ("total", "cpu", *PARTS)} for n in dbs}
         rng = random.Random(1)
         print(f"machine: {describe()}, SQLite {sqlite3.sqlite_version}; copies under {work}")
