@@ -4,7 +4,7 @@
 # else of syncd's (the device machine: no network there).
 #
 # Here, first: bash bench/device.sh --fetch   (puts py3.12 wheels of syncd's other
-# dependencies in .whl/, which git ignores: add "/.whl/" to .git/info/exclude)
+# dependencies in .whl/, which .gitignore keeps out of commits; carry it)
 # There:       bash bench/device.sh           (carry .whl; figures land in $OUT or
 #                                              ./device-out, one file per bench)
 # BENCHES=sync,warm,dataset picks parts; DEVICE=cpu runs dataset.py without a GPU.
