@@ -51,6 +51,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class StopSignalNoise(logging.Filter):
+    """Drops a library's traceback of syncd's own stop signal.
+
+    SIGTERM, SIGHUP and SIGINT raise in the main thread wherever they land
+    (syncd/embedded/interrupts.py). When that is inside SQLAlchemy's connection pool,
+    the pool logs the exception with its traceback before passing it on, and syncd
+    then says "stopped by SIGHUP" in one line of its own. A library's record whose
+    exception is no `Exception` (KeyboardInterrupt, SystemExit) is that noise; its
+    real errors, and every record of syncd's own, pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return (exc is None or isinstance(exc, Exception)
+                or record.name == "syncd" or record.name.startswith("syncd."))
+
+
 def log_format(settings: Any) -> str:
     """`[log] format` from the settings file, checked."""
     from syncd.config import section
@@ -71,6 +88,7 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                "%(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(StopSignalNoise())  # first: SecretFilter turns exc_info into text
     handler.addFilter(SecretFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -170,3 +170,32 @@ def test_stop_while_run_waits_for_mongodb_is_a_clean_stop(tmp_path, sample, sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, "".join(seen) + err
     assert "Traceback" not in err
+
+
+def test_a_library_traceback_of_the_stop_signal_is_not_printed(capsys):
+    """SQLAlchemy's pool logs an exception raised while it closes a connection, with its
+    traceback, before passing it on: when that exception is syncd's own stop signal,
+    the traceback is noise (syncd says "stopped by SIGHUP" itself); its real errors
+    and syncd's own records still show."""
+    import logging
+
+    from syncd.embedded.interrupts import Interrupted
+    from syncd.logs import setup_logging
+
+    setup_logging(0)
+    pool = logging.getLogger("sqlalchemy.pool.impl.NullPool")
+
+    def logged(exc: BaseException, logger: logging.Logger = pool) -> str:
+        try:
+            raise exc
+        except BaseException:
+            logger.error("Exception closing connection <sqlite3.Connection>", exc_info=True)
+        return capsys.readouterr().err
+
+    try:
+        assert logged(Interrupted(signal.SIGHUP)) == ""
+        assert logged(KeyboardInterrupt()) == ""
+        assert "Traceback" in logged(OSError("disk I/O error"))  # a real error shows
+        assert "Traceback" in logged(Interrupted(signal.SIGHUP), logging.getLogger("syncd.x"))
+    finally:
+        logging.getLogger().handlers.clear()
