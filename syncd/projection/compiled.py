@@ -13,24 +13,31 @@ included (a later key overwrites the value, the first position stays).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 RowDict = Callable[[Sequence[Any]], dict[str, Any]]
 DocMaker = Callable[[Any, Sequence[Any], str, int], dict[str, Any]]
 
 
-def _compile(params: str, body: str, names: Sequence[str]) -> Callable[..., Any]:
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    namespace.update((f"k{i}", name) for i, name in enumerate(names))
+def compile_function(params: str, body: str, bound: Mapping[str, Any]) -> Callable[..., Any]:
+    """`def made(params): return body`, whose only globals are `bound` (no builtins).
+
+    `body` must hold generated identifiers and integer indices only; every value
+    (legacy names, a builder's keys and constants) is one of `bound`'s names."""
+    namespace: dict[str, Any] = {"__builtins__": {}, **bound}
     exec(f"def made({params}):\n    return {body}\n", namespace)  # indices only: see above
     return namespace["made"]
+
+
+def _names(names: Sequence[str]) -> dict[str, str]:
+    return {f"k{i}": name for i, name in enumerate(names)}
 
 
 def row_dict_maker(names: Sequence[str], offset: int) -> RowDict:
     """`row -> dict(zip(names, row[offset:]))`."""
     items = ", ".join(f"k{i}: r[{i + offset}]" for i in range(len(names)))
-    return _compile("r", "{" + items + "}", names)
+    return compile_function("r", "{" + items + "}", _names(names))
 
 
 def doc_maker(fields: Sequence[str], offset: int, with_rowid: bool) -> DocMaker:
@@ -39,4 +46,4 @@ def doc_maker(fields: Sequence[str], offset: int, with_rowid: bool) -> DocMaker:
     items = "".join(f"k{i}: r[{i + offset}], " for i in range(len(fields)))
     rowid = "'_rowid': r[0], " if with_rowid else ""
     body = "{'_id': oid, " + items + rowid + "'_source': source, '_v': version}"
-    return _compile("oid, r, source, version", body, fields)
+    return compile_function("oid, r, source, version", body, _names(fields))

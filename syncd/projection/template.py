@@ -14,8 +14,8 @@ flagged is done again row by row, so quarantine and `_flags` are unchanged.
 Safety: the source read back is compiled again and its bytecode compared with the
 loaded function's, so a file changed on disk after it was loaded is never used; the
 generated source holds only generated identifiers and integer indices (keys,
-constants, table names and helpers are bound as the function's globals, as in
-`compiled.py`). Anything of another shape is simply not compiled.
+constants, table names and helpers are bound as the function's globals:
+`compiled.compile_function`). Anything of another shape is simply not compiled.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# The RowContext helpers a compiled builder may call: pure functions of their
-# arguments (plus the row's flags, which send the chunk down the row-by-row path).
+from syncd.projection.compiled import compile_function
+
 log = logging.getLogger(__name__)
 
+# The RowContext helpers a compiled builder may call: pure functions of their
+# arguments (plus the row's flags, which send the chunk down the row-by-row path).
 HELPERS = frozenset({"ref", "datetime", "json_object", "boolean", "number"})
 
 ChunkBuild = Callable[[Sequence[Sequence[Any]], Sequence[Any], str, int], list[dict[str, Any]]]
@@ -132,11 +134,10 @@ def compile_builder(build: Callable[..., Any], names: Sequence[str], offset: int
         columns = {column: i + offset for i, column in enumerate(names)}  # a later one wins,
         writer = _Writer(args.args[0].arg, args.args[1].arg, columns, context)  # as in dicts
         items = writer.display(body[0].value)
-        source = ("def made(rows, ids, source, version):\n"
-                  f"    return [{{'_id': oid, {items + ', ' if items else ''}"
-                  "'_source': source, '_v': version} for r, oid in zip(rows, ids)]\n")
-        namespace: dict[str, Any] = {"__builtins__": {"zip": zip}, **writer.bound}
-        exec(source, namespace)  # generated identifiers and indices only: see the docstring
+        made = compile_function(
+            "rows, ids, source, version",
+            f"[{{'_id': oid, {items + ', ' if items else ''}'_source': source, '_v': version}} "
+            "for r, oid in zip(rows, ids)]", {"zip": zip, **writer.bound})
     except _Shape as exc:
         log.debug("builder %s runs row by row: %s", name, exc)
         return None
@@ -144,4 +145,4 @@ def compile_builder(build: Callable[..., Any], names: Sequence[str], offset: int
         log.debug("builder %s runs row by row: %s: %s", name, type(exc).__name__, exc)
         return None
     log.debug("builder %s compiled for whole chunks", name)
-    return namespace["made"]
+    return made
