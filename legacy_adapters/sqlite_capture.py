@@ -52,6 +52,7 @@ from legacy_adapters.sqlite_consumers import (
 )
 from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 from legacy_adapters.sqlite_triggers import (
+    FORMAT,
     KEY_COLUMNS,
     LOG_TABLE,
     MAX_KEY_COLUMNS,
@@ -78,10 +79,9 @@ CONSUMER_LIVE_SECONDS = 90.0
 CONSUMER_REFRESH_SECONDS = 30.0
 
 
-def _complete(table: TableInfo, have: dict[str, str], version: int | None = None) -> bool:
+def _complete(table: TableInfo, have: dict[str, str], version: int = FORMAT) -> bool:
     """Whether `have` holds every trigger of `table` (in the current format by default)."""
-    names = trigger_names(table) if version is None else trigger_names(table, version)
-    return all(n in have for n in names.values())
+    return all(n in have for n in trigger_names(table, version).values())
 
 
 class Capture:

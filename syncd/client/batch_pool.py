@@ -78,7 +78,6 @@ class BatchPool:
         buffer.handed = weakref.ref(array)
         return array, buffer
 
-
     def drop(self, buffer: _Buffer) -> None:
         self.buffers.remove(buffer)
         os.close(buffer.fd)

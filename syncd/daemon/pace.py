@@ -37,16 +37,19 @@ class Pacer:
         now = self.clock()
         with self._lock:
             self._events.append(now)
-            while self._events and self._events[0] < now - WINDOW_SECONDS:
-                self._events.popleft()
+            self._forget(now)
 
     def rate(self) -> float:
         """Commit events per second over the last WINDOW_SECONDS."""
         now = self.clock()
         with self._lock:
-            while self._events and self._events[0] < now - WINDOW_SECONDS:
-                self._events.popleft()
+            self._forget(now)
             return len(self._events) / WINDOW_SECONDS
+
+    def _forget(self, now: float) -> None:
+        """Drop the events older than the window (the caller holds the lock)."""
+        while self._events and self._events[0] < now - WINDOW_SECONDS:
+            self._events.popleft()
 
     def busy(self) -> bool:
         return self.busy_rate <= 0 or self.rate() > self.busy_rate
