@@ -209,8 +209,8 @@ def test_gc_pause_leaves_collection_working_and_frozen_objects_frozen():
     gc.freeze()
     try:
         # A frozen object is in no generation, so get_objects() does not list it. (The
-        # freeze count itself may drop meanwhile: frozen objects that other threads
-        # release are still freed.)
+        # freeze count itself may drop meanwhile: frozen objects released by anyone,
+        # another thread included, are still freed.)
         assert not any(o is kept for o in gc.get_objects())
         with gc_paused(promote=True):
             pass
