@@ -7,6 +7,8 @@ of one EEG2025-shaped metadata.db, one variant at a time, in ABBA rounds:
   without     no capture at all
   format 1    the triggers syncd installed before 2026-11-30
   format 2    what `syncd capture install` installs now (18 triggers and the log)
+  narrow      format 2's triggers inserting the narrowest row there is (a cost model
+              of a "format 3": bench/triggers.py)
   empty       18 triggers whose body is `SELECT 1`
   parse only  format 2's 18 triggers moved onto empty copies of the tables: every
               connection parses them, no write fires one (the schema also holds the

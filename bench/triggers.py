@@ -8,6 +8,9 @@ that other work on the machine hits each alike:
   without     no capture at all
   format 1    the triggers and tables syncd installed before 2026-11-30
   format 2    what `syncd capture install` installs now
+  narrow      format 2's triggers rewritten to insert the narrowest row there is,
+              `VALUES(NULL, code, rowid[, one more value])`, into a 4-column table:
+              a cost model of a "format 3" (it does not capture composite keys)
   empty       18 triggers whose body is `SELECT 1` (the floor of 3 triggers a table)
 
 Each write is timed whole and in parts: connect, the schema parse (forced by a first
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import shutil
 import sqlite3
 import sys
@@ -73,7 +77,25 @@ def empty(path: Path) -> None:
     conn.close()
 
 
-VARIANTS = {"without": None, "format 1": format1, "format 2": format2, "empty": empty}
+def narrow(path: Path) -> None:
+    """Format 2 with every trigger inserting (code, rowid[, the next value]) instead."""
+    format2(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE _narrow_log (seq INTEGER PRIMARY KEY, c, r, o)")
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+    conn.execute("BEGIN")
+    for code, (name, sql) in enumerate(triggers.fetchall()):
+        values = re.search(r"VALUES\((.*)\);END$", sql).group(1).split(",")[2:]
+        row = f"NULL,{code},{values[0]},{values[1] if len(values) > 1 else 'NULL'}"
+        conn.execute(f'DROP TRIGGER "{name}"')
+        conn.execute(re.sub(r"BEGIN .*END$", f"BEGIN INSERT INTO _narrow_log VALUES({row});END",
+                            sql))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+VARIANTS = {"without": None, "format 1": format1, "format 2": format2, "narrow": narrow,
+            "empty": empty}
 
 
 def make_copies(work: Path, variants: dict) -> dict[str, Path]:
@@ -149,11 +171,14 @@ def main() -> None:
                   + f"   {cpu * 1e6:6.0f} ({sum(t['cpu']) / cpu0:.2f})"
                   + f"  {q(parse[name], 50) * 1e6:6.0f} "
                   f"(+{(q(parse[name], 50) - parse0) * 1e6:.0f})")
-        for name in ("format 1", "format 2"):
+        for name in ("format 1", "format 2", "narrow", "empty"):
             ratio = q(times[name]["total"], 50) / base
+            cpu = f"CPU {sum(times[name]['cpu']) / cpu0:.2f}"
+            if name in ("narrow", "empty"):  # cost models, not something syncd installs
+                print(f"for comparison, one writer p50 {name} / without: {ratio:.3f}  {cpu}")
+                continue
             print(f"RESULT one writer p50 {name} / without: {ratio:.3f} (goal <= 1.15 is for "
-                  "bench/sync.py's three writers; here for information)  CPU "
-                  f"{sum(times[name]['cpu']) / cpu0:.2f}")
+                  f"bench/sync.py's three writers; here for information)  {cpu}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
