@@ -69,6 +69,7 @@ __all__ = [
     "TRIGGER_PREFIX",
     "Capture",
     "capturable",
+    "complete",
     "trigger_names",
     "trigger_sql",
 ]
@@ -79,7 +80,7 @@ CONSUMER_LIVE_SECONDS = 90.0
 CONSUMER_REFRESH_SECONDS = 30.0
 
 
-def _complete(table: TableInfo, have: dict[str, str], version: int = FORMAT) -> bool:
+def complete(table: TableInfo, have: dict[str, str], version: int = FORMAT) -> bool:
     """Whether `have` holds every trigger of `table` (in the current format by default)."""
     return all(n in have for n in trigger_names(table, version).values())
 
@@ -173,8 +174,8 @@ class Capture:
         them may have gone unlogged). Triggers of an older format still log every
         change: `install` replaces them, and they are not missing."""
         have = self.triggers()
-        return [t for t in tables if capturable(t) and not _complete(t, have, 1)
-                and not _complete(t, have)]
+        return [t for t in tables if capturable(t) and not complete(t, have, 1)
+                and not complete(t, have)]
 
     def _rowid_key(self, table: TableInfo) -> bool:
         """Whether `table`'s primary key is its rowid (an INTEGER PRIMARY KEY column):
@@ -215,7 +216,7 @@ class Capture:
         if self._table_exists(CONSUMERS_TABLE):  # format 1: the registry moves into the log
             statements.extend(consumers_upgrade())
         have = self.triggers()
-        todo = [t for t in tables if capturable(t) and not _complete(t, have)]
+        todo = [t for t in tables if capturable(t) and not complete(t, have)]
         for table in todo:
             wanted = set(trigger_names(table).values())
             for name, on in have.items():  # stale triggers of an older key layout
@@ -228,7 +229,7 @@ class Capture:
             self._write(statements)
         # Triggers of an older format were replaced in the same transaction: their
         # tables lost no change. Only tables that had none need a reconcile.
-        return [t.name for t in todo if not _complete(t, have, 1)]
+        return [t.name for t in todo if not complete(t, have, 1)]
 
     def uninstall(self) -> int:
         """Drop every syncd trigger and the log table; returns how many triggers."""

@@ -58,16 +58,17 @@ def capture_uninstall(settings: Settings, force: bool = False) -> tuple[Path, in
 
 def capture_status(settings: Settings) -> dict[str, Any]:
     """Which synced tables have triggers, the log's size and its consumers."""
-    from legacy_adapters.sqlite_capture import Capture, capturable, trigger_names
+    from legacy_adapters.sqlite_capture import Capture, capturable, complete
 
     path, infos = _capture_tables(settings)
     capture = Capture(path)
     try:
         have = capture.triggers()
+
         def state(info: Any) -> str:
-            if all(n in have for n in trigger_names(info).values()):
+            if complete(info, have):
                 return "yes"
-            if all(n in have for n in trigger_names(info, 1).values()):
+            if complete(info, have, 1):
                 return "yes (an older format: capture install or syncd run upgrades it)"
             return "no (too many key columns)" if not capturable(info) else "no"
 
