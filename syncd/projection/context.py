@@ -84,15 +84,14 @@ class RowContext:
                 return self._ref_uncached(table, key)
         oid = self._refs.get((table, key))
         if oid is None:
-            if len(self._refs) > REF_CACHE_SIZE:
-                self._refs.clear()
-            oid = self._refs[(table, key)] = self._maker(table)(key)
+            oid = self._remember((table, key), self._maker(table), key)
         return oid
 
     def ref_to(self, table: str) -> Callable[[Any], ObjectId | None]:
         """`value -> self.ref(table, value)` for a one-column key, with the same cache:
         what a compiled builder (`template.py`) calls for `ctx.ref("table", row["c"])`."""
-        refs, maker, uncached = self._refs, self._maker(table), self._ref_uncached
+        refs, maker = self._refs, self._maker(table)
+        uncached, remember = self._ref_uncached, self._remember
 
         def ref(value: Any) -> ObjectId | None:
             if value.__class__ is not int and value.__class__ is not str:
@@ -100,12 +99,18 @@ class RowContext:
             key = (table, (value,))
             oid = refs.get(key)
             if oid is None:
-                if len(refs) > REF_CACHE_SIZE:
-                    refs.clear()
-                oid = refs[key] = maker((value,))
+                oid = remember(key, maker, (value,))
             return oid
 
         return ref
+
+    def _remember(self, cached: tuple[str, tuple[Any, ...]],
+                  maker: Callable[[Sequence[Any]], ObjectId], key: tuple[Any, ...]) -> ObjectId:
+        """A cache miss of `ref`: the id made and kept (the cache emptied when full)."""
+        if len(self._refs) > REF_CACHE_SIZE:
+            self._refs.clear()
+        oid = self._refs[cached] = maker(key)
+        return oid
 
     def _ref_uncached(self, table: str, key: tuple[Any, ...]) -> ObjectId | None:
         if None in key:
