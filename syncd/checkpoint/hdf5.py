@@ -24,6 +24,8 @@ def record_hdf5_status(db: Database, source_id: str, max_bytes: int, prefix: str
 
 
 def read_hdf5_status(db: Database, source_id: str | None = None) -> dict[str, Any]:
-    """The source's last pass's record ({} before the first); any source's if None."""
-    query = {"kind": STATUS_ID} if source_id is None else {"_id": f"{STATUS_ID}:{source_id}"}
-    return db[STATE].find_one(query) or {}
+    """The source's last pass's record ({} before the first); the latest of any source's
+    if None (`syncd warm` and `syncd run` on one host's files each record theirs)."""
+    if source_id is None:
+        return db[STATE].find_one({"kind": STATUS_ID}, sort=[("last_scan_at", -1)]) or {}
+    return db[STATE].find_one({"_id": f"{STATUS_ID}:{source_id}"}) or {}

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import redis
 
-from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, FileSig, Layout, find_layout, open_h5
+from legacy_adapters.hdf5 import BadFile, FileSig, Layout, find_layout, open_h5
 from legacy_adapters.hdf5_slabs import read_windows
 from syncd.client.batches import (
     WindowBatch,
@@ -49,7 +49,6 @@ from syncd.client.batches import (
     targets_for,
 )
 from syncd.client.cache import (
-    DEFAULT_PREFIX,
     CacheError,
     FileMeta,
     Keys,
@@ -58,9 +57,11 @@ from syncd.client.cache import (
     read_file_meta,
 )
 from syncd.client.cluster_mget import Mget, open_direct
+from syncd.client.layouts import dataset_settings, recorded_layouts
 from syncd.client.mget import BAD, HIT, MgetError
 from syncd.connect.redis_urls import RedisClient
 from syncd.hdf5.files import paths_matching
+from syncd.hdf5.options import cache_prefix, load_layouts
 from syncd.sinks.checksum import FORMAT
 
 __all__ = ["CachedWindowDataset", "collate_windows"]
@@ -115,9 +116,14 @@ class CachedWindowDataset(Dataset):
         query: instead of `files`, a MongoDB filter on `hdf5_files` (needs `db`);
             files are taken in path order, quarantined ones left out.
         db: the syncd target database (only used here, in the constructor).
+        config: the syncd TOML file (as `--config`); default SYNCD_CONFIG, as the CLI.
+            Its `[hdf5] layouts` and `[cache] prefix` are the Dataset's defaults.
         redis_url: the cache; default SYNCD_REDIS_URL, else the embedded Redis running
             for `state_dir` (default SYNCD_STATE_DIR or ./.syncd); None found: files only.
-        prefix: the cache's key prefix (`[cache] prefix`).
+        prefix: the cache's key prefix; default `[cache] prefix` of the settings ("syncd").
+        layouts: `(windows, labels)` dataset names to look for; default the layout syncd
+            recorded when it indexed the file (Redis, or `db`), else the first of
+            `[hdf5] layouts` (default `eeg`+`labels`, `data`+`targets`) the file has.
         label_dtype: the labels' tensor dtype (float32, as the legacy Dataset).
         recheck_seconds: how long a file found uncached is served from the file before
             the cache is asked again (it may have been warmed meanwhile).
@@ -125,9 +131,10 @@ class CachedWindowDataset(Dataset):
 
     def __init__(self, files: Sequence[str | Path] | None = None, *,
                  query: Mapping[str, Any] | None = None, db: Any = None,
+                 config: str | Path | None = None,
                  redis_url: str | None = None, state_dir: str | Path | None = None,
-                 prefix: str = DEFAULT_PREFIX,
-                 layouts: Sequence[tuple[str, str]] = DEFAULT_LAYOUTS,
+                 prefix: str | None = None,
+                 layouts: Sequence[tuple[str, str]] | None = None,
                  label_dtype: torch.dtype = torch.float32,
                  recheck_seconds: float = RECHECK_SECONDS) -> None:
         if (files is None) == (query is None):
@@ -137,12 +144,19 @@ class CachedWindowDataset(Dataset):
                 raise ValueError("query needs db (the syncd MongoDB database)")
             files = paths_matching(db, query)
         assert files is not None
-        self.layouts = [Layout(w, lab) for w, lab in layouts]
-        self.specs = [self._spec(Path(p).absolute()) for p in files]
+        from syncd.connect.redis import running_redis_url
+
+        settings = dataset_settings(config, state_dir)
+        self.redis_url = redis_url or running_redis_url(settings)
+        self.prefix = prefix or cache_prefix(settings)
+        self.keys = Keys(self.prefix)
+        paths = [Path(p).absolute() for p in files]
+        self.layouts = list(load_layouts(settings)) if layouts is None else \
+            [Layout(w, lab) for w, lab in layouts]
+        recorded = {} if layouts is not None else \
+            recorded_layouts(paths, db, self.redis_url, self.keys)
+        self.specs = [self._spec(p, recorded.get(str(p))) for p in paths]
         self.offsets = np.cumsum([0] + [s.n for s in self.specs])
-        self.redis_url = redis_url or self._embedded_url(state_dir)
-        self.prefix = prefix
-        self.keys = Keys(prefix)
         self.label_dtype = label_dtype
         self.recheck_seconds = recheck_seconds
         self._local: _Local | None = None
@@ -150,17 +164,13 @@ class CachedWindowDataset(Dataset):
             log.warning("no Redis cache found (no redis_url, SYNCD_REDIS_URL or running "
                         "embedded Redis): every window is read from the HDF5 files")
 
-    @staticmethod
-    def _embedded_url(state_dir: str | Path | None) -> str | None:
-        """The configured Redis, else the embedded one running (TOML < SYNCD_* < argument)."""
-        from syncd.config import load_settings
-        from syncd.connect.redis import running_redis_url
-
-        return running_redis_url(load_settings({"state_dir": state_dir} if state_dir else {}))
-
-    def _spec(self, path: Path) -> _FileSpec:
+    def _spec(self, path: Path, recorded: Layout | None) -> _FileSpec:
         with open_h5(path) as f:
-            layout = find_layout(f, self.layouts)
+            try:
+                layout = find_layout(f, ([recorded] if recorded else []) + self.layouts)
+            except BadFile as exc:
+                raise BadFile(f"{path}: {exc}; name them in [hdf5] layouts of the syncd TOML "
+                              "(config= or SYNCD_CONFIG) or pass layouts=") from None
             shape = f[layout.windows].shape
             return _FileSpec(str(path), layout, int(shape[0]), tuple(shape[1:]))
 

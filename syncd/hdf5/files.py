@@ -1,22 +1,30 @@
-"""The `hdf5_files` collection: one document per HDF5 file of a source, and its only writer.
+"""The `hdf5_files` collection: one document per HDF5 file on a host, and its only writer.
 
-A document records the file's stat and fingerprint, its datasets and attributes,
-its state (`indexed`, `warming`, `warm`, `quarantined`), its generation, what is
-cached of it (`cached_windows`, `features`, `cache_bytes`) and the retired
-generations whose Redis keys are still to be deleted (`stale_generations`, recorded
-before the deletion so a crash cannot leak them).
+A file has one identity, its host and absolute path (`host`, `path`), whichever
+command saw it (`syncd warm` alone, or `syncd run --sqlite ...` as a source of its
+own): the document is found by those two, never by the source. A document records
+the file's stat and fingerprint, its datasets and attributes, its state (`indexed`,
+`warming`, `warm`, `quarantined`), its generation, what is cached of it
+(`cached_windows`, `features`, `cache_bytes`), the layout settings it was examined
+with (`layouts_key`: a quarantined file is examined again when they change), the
+source that wrote it last (`source_id`) and the retired generations whose Redis keys
+are still to be deleted (`stale_generations`, recorded before the deletion so a
+crash cannot leak them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+import hashlib
+import json
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pymongo.database import Database
 
-from legacy_adapters.hdf5 import FileSig
+from legacy_adapters.hdf5 import FileSig, Layout
 from legacy_adapters.hdf5_index import FileInfo
 from syncd.checkpoint.store import utcnow
 from syncd.projection.ids import derive_id
@@ -61,32 +69,68 @@ def meta_for(doc: dict[str, Any]) -> FileMeta:
     )
 
 
+def layouts_key(layouts: Sequence[Layout]) -> str:
+    """A digest of the `[hdf5] layouts` setting (in its order): what a file was examined with."""
+    blob = json.dumps([[lay.windows, lay.labels] for lay in layouts])
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
 def paths_matching(db: Database, query: Mapping[str, Any]) -> list[str]:
-    """The paths of the files matching a filter, in path order, quarantined ones left out."""
+    """The paths of the files matching a filter, in path order, quarantined ones left out
+    (each path once, should a database still hold two records of one file)."""
     wanted = {"$and": [dict(query), {"state": {"$ne": "quarantined"}}]}
-    return [d["path"] for d in db[HDF5_FILES].find(wanted, {"path": 1}).sort("path", 1)]
+    found = (d["path"] for d in db[HDF5_FILES].find(wanted, {"path": 1}).sort("path", 1))
+    return list(dict.fromkeys(found))
+
+
+def under(path: str, dirs: Iterable[Path]) -> bool:
+    """Whether `path` lies in one of `dirs` (at any depth)."""
+    parents = Path(path).parents
+    return any(d in parents for d in dirs)
 
 
 class Hdf5Files:
-    """The documents of one source (`source_id`): reads, and every write."""
+    """The documents of this host's files under `dirs` (the follower's directories):
+    reads, and every write. `source_id` is recorded as the last writer."""
 
-    def __init__(self, db: Database, source_id: str) -> None:
+    def __init__(self, db: Database, source_id: str, dirs: Iterable[Path] = (),
+                 layouts: Sequence[Layout] = (), host: str | None = None) -> None:
         self.coll = db[HDF5_FILES]
         self.source_id = source_id
+        self.host = host or socket.gethostname()
+        self.dirs = tuple(dirs)
+        self.layouts_key = layouts_key(layouts)
 
     def id_for(self, path: Path) -> Any:
-        return derive_id(self.source_id, HDF5_FILES, (str(path),))
+        """A new document's id (and file id): the host and path. A database made before
+        identities were per host keeps the id its surviving record had."""
+        return derive_id(self.host, HDF5_FILES, (str(path),))
+
+    def _where(self, path: Path | str) -> dict[str, Any]:
+        return {"host": self.host, "path": str(path)}
+
+    def mine(self) -> list[dict[str, Any]]:
+        """This host's documents of files under the directories."""
+        return [d for d in self.coll.find({"host": self.host}) if under(d["path"], self.dirs)]
 
     def by_path(self) -> dict[str, dict[str, Any]]:
-        return {d["path"]: d for d in self.coll.find({"source_id": self.source_id})}
+        return {d["path"]: d for d in self.mine()}
 
     def get(self, _id: Any) -> dict[str, Any] | None:
         return self.coll.find_one({"_id": _id})
 
+    def find(self, path: Path | str) -> dict[str, Any] | None:
+        """The document of the file at `path` on this host."""
+        return self.coll.find_one(self._where(path))
+
     def warmable(self) -> list[dict[str, Any]]:
         """The documents whose files can be warmed (indexed, warming or warm)."""
-        return list(self.coll.find({"source_id": self.source_id,
-                                    "state": {"$in": list(WARMABLE)}}))
+        return [d for d in self.mine() if d.get("state") in WARMABLE]
+
+    def examined_with_other_layouts(self, doc: dict[str, Any]) -> bool:
+        """A quarantined file examined with other `[hdf5] layouts` than now: examine it again
+        (a layout added for it must not wait for the file to be touched)."""
+        return doc.get("state") == "quarantined" and doc.get("layouts_key") != self.layouts_key
 
     @staticmethod
     def same_content(doc: dict[str, Any] | None, info: FileInfo) -> bool:
@@ -106,14 +150,13 @@ class Hdf5Files:
         New content is a new generation: the old one (if it was cached) is recorded in
         `stale_generations`, as `stale(doc)` describes it, for its keys to be deleted."""
         path = info.path
-        _id = self.id_for(path)
         same_content = self.same_content(doc, info)
         old_gen = int(doc.get("generation") or 0) if doc else 0
         gen = old_gen if same_content else old_gen + 1
         now = utcnow()
         fields: dict[str, Any] = {
-            "source_id": self.source_id, "fid": str(_id), "path": str(path), "dir": directory,
-            "name": path.name, **info.sig.document(),
+            "source_id": self.source_id, "host": self.host, "path": str(path),
+            "dir": directory, "name": path.name, **info.sig.document(),
             "mtime": dt.datetime.fromtimestamp(info.sig.mtime_ns / 1e9, dt.timezone.utc)
             .replace(tzinfo=None),
             "fingerprint": info.fingerprint,
@@ -124,29 +167,34 @@ class Hdf5Files:
             "window_dtype": info.window_dtype, "window_bytes": info.window_bytes,
             "label_shape": info.label_shape, "label_dtype": info.label_dtype,
             "generation": gen, "error": None, "indexed_at": now, "updated_at": now,
+            "layouts_key": self.layouts_key,
         }
-        update: dict[str, Any] = {"$set": fields}
+        update: dict[str, Any] = {"$set": fields, "$setOnInsert": self._new_ids(path)}
         if not same_content:
             fields.update(state="indexed", cached_windows=0, features={}, cache_bytes=0)
             if doc and old_gen and doc.get("state") != "quarantined":
                 update["$push"] = {"stale_generations": stale(doc)}
-        self.coll.update_one({"_id": _id}, update, upsert=True)
-        return self.get(_id) or {}, same_content
+        self.coll.update_one(self._where(path), update, upsert=True)
+        return self.find(path) or {}, same_content
+
+    def _new_ids(self, path: Path) -> dict[str, Any]:
+        _id = self.id_for(path)
+        return {"_id": _id, "fid": str(_id)}
 
     def write_quarantine(self, path: Path, directory: str, sig: FileSig, error: str,
                          doc: dict[str, Any] | None, stale: Stale) -> dict[str, Any]:
         """Mark a file quarantined with its error; a cached generation becomes stale."""
-        _id = self.id_for(path)
         update: dict[str, Any] = {"$set": {
-            "source_id": self.source_id, "fid": str(_id), "path": str(path),
+            "source_id": self.source_id, "host": self.host, "path": str(path),
             "dir": directory, "name": path.name, **sig.document(),
             "state": "quarantined", "error": error, "quarantined_at": utcnow(),
             "updated_at": utcnow(), "cached_windows": 0, "cache_bytes": 0, "features": {},
-        }}
+            "layouts_key": self.layouts_key,
+        }, "$setOnInsert": self._new_ids(path)}
         if doc and doc.get("state") != "quarantined" and doc.get("generation"):
             update["$push"] = {"stale_generations": stale(doc)}
-        self.coll.update_one({"_id": _id}, update, upsert=True)
-        return self.get(_id) or {}
+        self.coll.update_one(self._where(path), update, upsert=True)
+        return self.find(path) or {}
 
     def push_stale(self, doc: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """Retire the document's generation (a removed file); returns the document now."""
@@ -176,3 +224,16 @@ class Hdf5Files:
 
     def delete(self, doc: dict[str, Any]) -> None:
         self.coll.delete_one({"_id": doc["_id"]})
+
+    # -- records of earlier versions (syncd.hdf5.identity) ------------------------------
+
+    def without_host(self) -> list[dict[str, Any]]:
+        """Documents written before files had one identity per host (no `host`)."""
+        return list(self.coll.find({"host": {"$exists": False}}))
+
+    def adopt(self, docs: Iterable[dict[str, Any]]) -> None:
+        """Record this host on earlier documents of its files (their ids are kept)."""
+        ids = [d["_id"] for d in docs]
+        if ids:
+            self.coll.update_many({"_id": {"$in": ids}}, {"$set": {"host": self.host}})
+        self.coll.create_index([("host", 1), ("path", 1)])

@@ -34,11 +34,13 @@ from pymongo.errors import PyMongoError
 from legacy_adapters.hdf5 import BadFile, FileBusy, FileSig
 from legacy_adapters.hdf5_index import FileInfo, inspect, list_files, matches, wait_stable
 from syncd.checkpoint.hdf5 import record_hdf5_status
+from syncd.checkpoint.store import StateStore
 from syncd.config import Settings
 from syncd.connect.redis_urls import server_info
 from syncd.hdf5.budget import plan_budget
 from syncd.hdf5.features import extractors_for, prepare_torch
-from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for, stale_record
+from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for, stale_record, under
+from syncd.hdf5.identity import repair
 from syncd.hdf5.options import Hdf5Config, load_hdf5_config
 from syncd.hdf5.report import ScanReport
 from syncd.hdf5.warming import FileWarmer
@@ -67,7 +69,7 @@ class Hdf5Follower:
         self.config = config or load_hdf5_config(settings)
         prepare_torch(self.config.features)  # fails now, in one clear line, if torch is missing
         self.db = db
-        self.files = Hdf5Files(db, settings.source_id)
+        self.files = Hdf5Files(db, settings.source_id, self.config.dirs, self.config.layouts)
         self.redis = client
         self.cache = CacheWriter(client, self.config.prefix, self.config.max_value_bytes)
         self.keys = self.cache.keys
@@ -79,6 +81,7 @@ class Hdf5Follower:
         self._redis_run_id: str | None = None
         self._evicted: int | None = None
         self._verified_at: float | None = None
+        self._repaired = False  # duplicates an earlier version left (syncd.hdf5.identity)
 
     # -- what the daemon asks -------------------------------------------------------
 
@@ -114,6 +117,8 @@ class Hdf5Follower:
                             workers=self.config.warm_workers)
         try:
             full_verify = self._redis_changed()
+            if not self._repaired:
+                self._repair()
             paths = list_files(self.config.dirs, self.config.patterns)
             report.files = len(paths)
             docs = self.files.by_path()
@@ -161,7 +166,8 @@ class Hdf5Follower:
             sig = FileSig.of(path)
         except FileNotFoundError:
             return
-        if doc is not None and doc_sig(doc) == sig:
+        if doc is not None and doc_sig(doc) == sig and \
+                not self.files.examined_with_other_layouts(doc):
             self._pending_since.pop(path, None)
             report.unchanged += 1
             return
@@ -181,7 +187,7 @@ class Hdf5Follower:
         except BadFile as exc:
             self._pending_since.pop(path, None)
             self._quarantine(path, sig, str(exc), doc, report)
-            docs[str(path)] = self.files.get(self.files.id_for(path)) or {}
+            docs[str(path)] = self.files.find(path) or {}
             return
         self._pending_since.pop(path, None)
         docs[str(path)] = self._store_index(info, doc, report)
@@ -244,7 +250,7 @@ class Hdf5Follower:
                                               self._stale)
         if new_doc.get("n_windows") is not None:
             self._drop_stale(new_doc)
-        self.cache.forget(str(self.files.id_for(path)), str(path))
+        self.cache.forget(str(new_doc.get("fid") or self.files.id_for(path)), str(path))
         report.quarantined.append({"path": str(path), "error": error})
         self._publish({"type": "hdf5.quarantined", "path": str(path), "error": error})
 
@@ -255,9 +261,9 @@ class Hdf5Follower:
                         report: ScanReport) -> None:
         """Files that are gone from a watched directory lose their document and keys."""
         # A watched directory that is not there (an unmounted volume) removes nothing.
-        dirs = {str(d) for d in self.config.dirs if d.is_dir()}
+        dirs = [d for d in self.config.dirs if d.is_dir()]
         for path, doc in list(docs.items()):
-            if path in present or not doc or doc.get("dir") not in dirs:
+            if path in present or not doc or not under(path, dirs):
                 continue
             if Path(path).exists():  # e.g. renamed to a name the patterns no longer match
                 continue
@@ -269,6 +275,15 @@ class Hdf5Follower:
             self._pending_since.pop(Path(path), None)
             report.removed.append(path)
             self._publish({"type": "hdf5.removed", "path": path})
+
+    def _repair(self) -> None:
+        """Merge the records an earlier version kept per source into one per file, once."""
+        hosts = {s["source_id"]: s["host"] for s in StateStore(self.db).sources()
+                 if s.get("source_id") and s.get("host")}
+        dropped = repair(self.files, self.cache, hosts, self._stale, self._drop_stale)
+        if dropped:
+            self._publish({"type": "hdf5.merged", "records_dropped": dropped})
+        self._repaired = True
 
     def _redis_changed(self) -> bool:
         """True when Redis restarted, evicted keys, or the verify interval passed."""

@@ -53,13 +53,11 @@ class Hdf5Config:
     features: FeatureConfig
 
 
-def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Config:
-    """Check `--hdf5-dir`, `[hdf5]`, `[cache]` and `[features]`; a ConfigError names the problem."""
-    h = section(settings, "hdf5", HDF5_DEFAULTS)
-    c = section(settings, "cache", CACHE_DEFAULTS)
+def load_layouts(settings: Settings) -> tuple[Layout, ...]:
+    """`[hdf5] layouts`, checked (also what `CachedWindowDataset` reads of the settings)."""
     where = f"--config {settings.config_file}"
     layouts = []
-    for pair in h["layouts"]:
+    for pair in section(settings, "hdf5", HDF5_DEFAULTS)["layouts"]:
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and p
                                                                   for p in pair)):
             raise ConfigError(f"{where}: [hdf5] layouts: {pair!r} is not valid: expected "
@@ -67,6 +65,20 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
         layouts.append(Layout(pair[0], pair[1]))
     if not layouts:
         raise ConfigError(f"{where}: [hdf5] layouts is empty")
+    return tuple(layouts)
+
+
+def cache_prefix(settings: Settings) -> str:
+    """`[cache] prefix` (the Dataset's default prefix)."""
+    return str(section(settings, "cache", CACHE_DEFAULTS)["prefix"])
+
+
+def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Config:
+    """Check `--hdf5-dir`, `[hdf5]`, `[cache]` and `[features]`; a ConfigError names the problem."""
+    h = section(settings, "hdf5", HDF5_DEFAULTS)
+    c = section(settings, "cache", CACHE_DEFAULTS)
+    where = f"--config {settings.config_file}"
+    layouts = load_layouts(settings)
     for key in ("debounce_seconds", "settle_seconds", "verify_seconds"):
         if h[key] < 0:
             raise ConfigError(f"{where}: [hdf5] {key} must not be negative")
@@ -91,7 +103,7 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
         if require_dirs and not d.is_dir():
             raise ConfigError(f"--hdf5-dir {d}: no such directory")
     features = load_feature_config(settings)
-    return Hdf5Config(dirs, tuple(layouts), tuple(str(p) for p in h["patterns"]),
+    return Hdf5Config(dirs, layouts, tuple(str(p) for p in h["patterns"]),
                       float(h["debounce_seconds"]), float(h["settle_seconds"]),
                       workers or default_workers(),
                       int(h["slab_mb"]) << 20, float(h["verify_seconds"]), int(c["max_bytes"]),
