@@ -2,12 +2,16 @@
 
 One pass (`Hdf5Follower.scan_once`) does, for the configured `--hdf5-dir`s:
 
+0. (first pass only) merge the records an earlier version kept per source into one
+   per file (`identity`): a file's document is its host's and path's, whichever
+   command (`warm`, `run` with any source) sees it;
 1. find the files (`[hdf5] patterns`), and for each new or changed one wait until it
    is complete (stable over `debounce_seconds` and a consistent open), then index it
    into `hdf5_files`: a changed file gets a new generation, and the old
    generation's Redis keys are deleted (the pending deletion is recorded first, so
    a crash cannot leak them);
-2. quarantine files that cannot be read, with their error, and carry on;
+2. quarantine files that cannot be read, with their error, and carry on (a quarantined
+   file is examined again when it changes or when `[hdf5] layouts` does);
 3. plan the memory budget (`[cache] max_bytes`) over the files in warm order
    (`warm_first` globs, then newest first) and warm or trim each file to its share;
 4. check what Redis still holds when it restarted, evicted keys, or every
