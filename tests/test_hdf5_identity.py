@@ -125,6 +125,9 @@ def test_duplicates_an_earlier_version_left_are_merged_and_their_keys_freed(
     assert db[HDF5_FILES].count_documents({}) == 4
     assert keys_of(rclient, prefix, dup_b["fid"])
     assert hdf5_files_total(db) == 2  # status counts each file once even before the repair
+    # Say b.h5 was warmed with `--source-id trainbox`: only the file itself names its host.
+    db[HDF5_FILES].update_one({"_id": warm_docs[str(d / "b.h5")]["_id"]},
+                              {"$set": {"source_id": "trainbox"}})
 
     report = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
     assert report.windows_written == 0  # nothing warmed again: the kept records were warm

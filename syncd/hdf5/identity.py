@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from syncd.hdf5.files import Hdf5Files, Stale, under
+from legacy_adapters.hdf5 import FileSig
+from syncd.hdf5.files import Hdf5Files, Stale, doc_sig, under
 from syncd.sinks.cache import CacheWriter
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,8 @@ def repair(files: Hdf5Files, cache: CacheWriter, source_hosts: Mapping[str, str]
     """Give this host's files under the follower's directories one record each; returns
     how many records were dropped. `stale(doc)` describes a record's cached generation,
     `drop_stale(doc)` deletes the keys of the generations it has retired."""
-    earlier = [d for d in files.without_host()
-               if host_of(d, source_hosts) == files.host and under(d["path"], files.dirs)]
+    earlier = [d for d in files.without_host() if under(d["path"], files.dirs)
+               and (host_of(d, source_hosts) == files.host or _here(d))]
     files.adopt(earlier)
     groups: dict[str, list[dict[str, Any]]] = {}
     for doc in files.mine():
@@ -73,6 +75,15 @@ def repair(files: Hdf5Files, cache: CacheWriter, source_hosts: Mapping[str, str]
                     "newest (%s, file id %s) and freed the others' cache keys", path,
                     len(docs), keep.get("state"), keep.get("fid"))
     return dropped
+
+
+def _here(doc: dict[str, Any]) -> bool:
+    """Whether the file a document recorded is here, as recorded (size, mtime and inode):
+    a source named by `--source-id` says nothing of its host, the file does."""
+    try:
+        return doc_sig(doc) == FileSig.of(Path(doc["path"]))
+    except OSError:
+        return False
 
 
 def _free(doc: dict[str, Any], keep: dict[str, Any], cache: CacheWriter, stale: Stale,
