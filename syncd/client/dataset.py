@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import redis
 
-from legacy_adapters.hdf5 import BadFile, FileSig, Layout, find_layout, open_h5
+from legacy_adapters.hdf5 import FileSig, Layout, open_h5
 from legacy_adapters.hdf5_slabs import read_windows
 from syncd.client.batches import (
     WindowBatch,
@@ -57,11 +57,10 @@ from syncd.client.cache import (
     read_file_meta,
 )
 from syncd.client.cluster_mget import Mget, open_direct
-from syncd.client.layouts import dataset_settings, recorded_layouts
+from syncd.client.layouts import dataset_defaults, pick_layout, recorded_layouts
 from syncd.client.mget import BAD, HIT, MgetError
 from syncd.connect.redis_urls import RedisClient
 from syncd.hdf5.files import paths_matching
-from syncd.hdf5.options import cache_prefix, load_layouts
 from syncd.sinks.checksum import FORMAT
 
 __all__ = ["CachedWindowDataset", "collate_windows"]
@@ -144,15 +143,12 @@ class CachedWindowDataset(Dataset):
                 raise ValueError("query needs db (the syncd MongoDB database)")
             files = paths_matching(db, query)
         assert files is not None
-        from syncd.connect.redis import running_redis_url
-
-        settings = dataset_settings(config, state_dir)
-        self.redis_url = redis_url or running_redis_url(settings)
-        self.prefix = prefix or cache_prefix(settings)
+        found = dataset_defaults(config, state_dir)
+        self.redis_url = redis_url or found.redis_url
+        self.prefix = prefix or found.prefix
         self.keys = Keys(self.prefix)
         paths = [Path(p).absolute() for p in files]
-        self.layouts = list(load_layouts(settings)) if layouts is None else \
-            [Layout(w, lab) for w, lab in layouts]
+        self.layouts = found.layouts if layouts is None else [Layout(*pair) for pair in layouts]
         recorded = {} if layouts is not None else \
             recorded_layouts(paths, db, self.redis_url, self.keys)
         self.specs = [self._spec(p, recorded.get(str(p))) for p in paths]
@@ -166,11 +162,7 @@ class CachedWindowDataset(Dataset):
 
     def _spec(self, path: Path, recorded: Layout | None) -> _FileSpec:
         with open_h5(path) as f:
-            try:
-                layout = find_layout(f, ([recorded] if recorded else []) + self.layouts)
-            except BadFile as exc:
-                raise BadFile(f"{path}: {exc}; name them in [hdf5] layouts of the syncd TOML "
-                              "(config= or SYNCD_CONFIG) or pass layouts=") from None
+            layout = pick_layout(f, path, recorded, self.layouts)
             shape = f[layout.windows].shape
             return _FileSpec(str(path), layout, int(shape[0]), tuple(shape[1:]))
 

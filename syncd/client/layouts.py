@@ -13,27 +13,52 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from legacy_adapters.hdf5 import Layout
+from legacy_adapters.hdf5 import BadFile, Layout, find_layout
 from syncd.client.cache import CacheError, Keys, read_file_meta
-from syncd.config import Settings, load_settings
+from syncd.config import load_settings
 from syncd.hdf5.files import HDF5_FILES
 
 log = logging.getLogger(__name__)
 
 
-def dataset_settings(config: str | Path | None, state_dir: str | Path | None) -> Settings:
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """What the settings give the Dataset where its arguments say nothing."""
+
+    redis_url: str | None  # the configured Redis, else the embedded one running
+    prefix: str  # [cache] prefix
+    layouts: list[Layout]  # [hdf5] layouts
+
+
+def dataset_defaults(config: str | Path | None, state_dir: str | Path | None) -> DatasetDefaults:
     """The settings as the CLI resolves them (TOML < SYNCD_* < these arguments)."""
+    from syncd.connect.redis import running_redis_url
+    from syncd.hdf5.options import cache_prefix, load_layouts
+
     flags: dict[str, Any] = {}
     if config is not None:
         flags["config"] = str(config)
     if state_dir is not None:
         flags["state_dir"] = state_dir
-    return load_settings(flags)
+    settings = load_settings(flags)
+    return DatasetDefaults(running_redis_url(settings), cache_prefix(settings),
+                           list(load_layouts(settings)))
+
+
+def pick_layout(f: Any, path: Path, recorded: Layout | None,
+                layouts: Sequence[Layout]) -> Layout:
+    """The recorded layout if the file has it, else the first of `layouts` it has."""
+    try:
+        return find_layout(f, ([recorded] if recorded else []) + list(layouts))
+    except BadFile as exc:
+        raise BadFile(f"{path}: {exc}; name them in [hdf5] layouts of the syncd TOML "
+                      "(config= or SYNCD_CONFIG) or pass layouts=") from None
 
 
 def recorded_layouts(paths: Sequence[Path], db: Any, redis_url: str | None,
