@@ -48,6 +48,9 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
         for q in store.quarantine.find({"source_id": source_id}).sort("at", -1).limit(5)]
     daemon = daemon_status(store)
     capture = position_document(store)
+    # Tables syncd cannot mirror: a running daemon's view is the newest, else migrate's.
+    live = daemon is not None and daemon.get("running") and "not_mirrored" in daemon
+    not_mirrored = (daemon or {}).get("not_mirrored") if live else meta.get("not_mirrored")
     return {
         "database": db.name,
         "source_id": source_id,
@@ -72,6 +75,7 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
             "kind": last.get("plan", last.get("kind"))},
         "daemon": daemon,
         "capture": capture,
+        "not_mirrored": not_mirrored or [],
         "quarantined": store.quarantine_count(),
         "quarantine_samples": quarantine,
     }

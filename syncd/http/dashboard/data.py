@@ -90,6 +90,9 @@ def health(ctx: HttpContext) -> dict[str, Any]:
         "events": {k: events.get(k) for k in ("enabled", "sent", "buffered", "dropped",
                                               "redis_down_since")} if events else None,
         "tables": tables,
+        "not_mirrored": [{"table": t.get("shown") or t.get("table"), "reason": t.get("reason")}
+                         for t in (daemon or {}).get("not_mirrored", meta.get("not_mirrored"))
+                         or []],
         "quarantined": sum(quarantined.values()),
     })
 
