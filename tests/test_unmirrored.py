@@ -143,3 +143,40 @@ def test_the_daemon_skips_it_without_triggers_and_follows_the_rest(tmp_path, tar
         code, err = again.stop()
     assert code == 0, err[-3000:]
     assert verified(legacy, target_args)
+
+
+def test_a_migration_left_unfinished_on_such_a_table_resumes_without_it(tmp_path,
+                                                                       target_args, db):
+    from legacy_adapters.sqlite import SQLiteSource
+    from syncd.checkpoint.store import StateStore
+    from syncd.engine.backfill import Engine
+    from syncd.engine.migration_files import build_model, load_migrations
+    from syncd.progress import Progress
+    from syncd.projection.model import TableMap
+    from syncd.projection.project import Params
+    from syncd.sinks.mongo import MongoSink
+
+    legacy = _legacy(tmp_path / "metadata.db", LONG)
+    # The job an earlier syncd saved before MongoDB refused the long name: a rebuild
+    # that names the table and its collection.
+    migrations = load_migrations()
+    source = SQLiteSource(legacy)
+    tables = source.schema().tables
+    model = build_model(migrations, len(migrations))
+    pairs = [(i, m) for i, m in model.resolve(source.schema()) if i.name != LONG]
+    pairs.append((tables[LONG], TableMap(LONG, LONG)))
+    store = StateStore(db, "testhost")
+    engine = Engine(source, db, MongoSink(db), store, Params("testhost", "UTC"), 1000,
+                    Progress(enabled=False))
+    engine.new_job(pairs, len(migrations), 0, [
+        {"_id": m.version, "file": m.file, "description": m.description,
+         "checksum": m.checksum} for m in migrations])
+    source.close()
+
+    done = run_cli("migrate", "--sqlite", legacy, *target_args)
+    assert done.code == 0, done
+    assert "resuming" in done.out and "not mirrored" in _line(done.out, SHOWN)
+    assert db["runs"].count_documents({}) == 2
+    assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+    legacy_write(legacy, f'DROP TABLE "{LONG}"')
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
