@@ -134,6 +134,7 @@ def test_the_daemon_skips_it_without_triggers_and_follows_the_rest(tmp_path, tar
     finally:
         code, err = daemon.stop()
     assert code == 0, err[-3000:]
+    assert json.loads(run_cli("status", "--json", *daemon.args).out)["not_mirrored"] == []
     again = Daemon(tmp_path, legacy, target_args)  # and a restart finds no failing state
     try:
         again.wait_ready(db)

@@ -10,6 +10,7 @@ from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.lease import current_lease
 from syncd.checkpoint.positions import position_document
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore
+from syncd.projection.unmirrored import newest
 
 
 def _position(value: Any) -> Any:
@@ -48,9 +49,6 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
         for q in store.quarantine.find({"source_id": source_id}).sort("at", -1).limit(5)]
     daemon = daemon_status(store)
     capture = position_document(store)
-    # Tables syncd cannot mirror: a running daemon's view is the newest, else migrate's.
-    live = daemon is not None and daemon.get("running") and "not_mirrored" in daemon
-    not_mirrored = (daemon or {}).get("not_mirrored") if live else meta.get("not_mirrored")
     return {
         "database": db.name,
         "source_id": source_id,
@@ -75,7 +73,7 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
             "kind": last.get("plan", last.get("kind"))},
         "daemon": daemon,
         "capture": capture,
-        "not_mirrored": not_mirrored or [],
+        "not_mirrored": newest(daemon, meta),
         "quarantined": store.quarantine_count(),
         "quarantine_samples": quarantine,
     }

@@ -9,6 +9,7 @@ makes (docs/operations.md, "Tables syncd does not mirror").
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,3 +56,16 @@ def lines(documents: list[dict[str, Any]] | None) -> list[str]:
     """The one-line reports of stored `document()`s (missing keys tolerated)."""
     return [f"table {d.get('shown') or shown(str(d.get('table', '')))} is not mirrored: "
             f"{d.get('reason')}" for d in documents or []]
+
+
+def newest(daemon: dict[str, Any] | None, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latest list of tables not mirrored: the daemon's status document's (a running
+    daemon follows the schema) unless a `migrate` recorded one since it last wrote."""
+    daemon = daemon or {}
+    if "not_mirrored" not in daemon:
+        return list(meta.get("not_mirrored") or [])
+    beat, migrated = daemon.get("heartbeat_at"), meta.get("updated_at")
+    if not daemon.get("running") and isinstance(beat, dt.datetime) \
+            and isinstance(migrated, dt.datetime) and migrated > beat:
+        return list(meta.get("not_mirrored") or [])
+    return list(daemon.get("not_mirrored") or [])

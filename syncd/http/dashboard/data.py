@@ -19,6 +19,7 @@ from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import QUARANTINE, StateStore
 from syncd.client.tracker import Tracker
 from syncd.http.context import HttpContext
+from syncd.projection.unmirrored import newest
 from syncd.redact import scrub
 
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
@@ -91,8 +92,7 @@ def health(ctx: HttpContext) -> dict[str, Any]:
                                               "redis_down_since")} if events else None,
         "tables": tables,
         "not_mirrored": [{"table": t.get("shown") or t.get("table"), "reason": t.get("reason")}
-                         for t in (daemon or {}).get("not_mirrored", meta.get("not_mirrored"))
-                         or []],
+                         for t in newest(daemon, meta)],
         "quarantined": sum(quarantined.values()),
     })
 
