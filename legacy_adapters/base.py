@@ -70,8 +70,12 @@ class Chunk:
 
 @dataclass
 class Schema:
+    """`reserved`: user tables named like syncd's own (the `_syncd_` prefix), which are
+    not in `tables` and are reported as not mirrored rather than silently left out."""
+
     tables: dict[str, TableInfo] = field(default_factory=dict)
     views: list[str] = field(default_factory=list)
+    reserved: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -85,7 +89,8 @@ class Source(Protocol):
 
     def schema(self) -> Schema:
         """The tables (columns, declared key, rowid addressing) and views as they are now;
-        syncd's own private tables are left out."""
+        syncd's own private tables are left out, other tables with their prefix are
+        listed in `reserved`."""
         ...
 
     def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
 PRIVATE_PREFIX = "_syncd_"
+LOG_TABLE = PRIVATE_PREFIX + "changes"  # the capture triggers' log (sqlite_triggers)
+CONSUMERS_TABLE = PRIVATE_PREFIX + "consumers"  # format 1's registry (sqlite_consumers)
+OWN_TABLES = frozenset({LOG_TABLE, CONSUMERS_TABLE})
 FETCH_BATCH = 200
 LOCKED_RETRIES = 8
 _FIRST = operator.itemgetter(0)
@@ -130,7 +133,11 @@ class SQLiteSource(integrity.CheckedReads):
                 schema = Schema(views=sorted(insp.get_view_names()))
                 for name in sorted(insp.get_table_names()):
                     if name.startswith(PRIVATE_PREFIX):
-                        continue  # syncd's own change log (triggers mode), not legacy data
+                        # syncd's own change log (triggers mode) is not legacy data; a
+                        # user's table with that prefix is reported, not mirrored.
+                        if name not in OWN_TABLES:
+                            schema.reserved.append(name)
+                        continue
                     columns = tuple(
                         Column(c["name"], "" if isinstance(c["type"], sa.types.NullType)
                                else str(c["type"]))

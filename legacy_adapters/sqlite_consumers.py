@@ -14,10 +14,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from legacy_adapters.sqlite import CONSUMERS_TABLE, LOG_TABLE
 from legacy_adapters.sqlite_sql import quote_ident
-from legacy_adapters.sqlite_triggers import LOG_TABLE
 
-CONSUMERS_TABLE = "_syncd_consumers"  # format 1
 CONSUMER_OP = "consumer"
 _LOG = quote_ident(LOG_TABLE)
 # consumer, label, seq, seconds since seen, running

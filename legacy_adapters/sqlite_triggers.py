@@ -29,10 +29,9 @@ from typing import Any
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.changelog import Change
-from legacy_adapters.sqlite import PRIVATE_PREFIX
+from legacy_adapters.sqlite import LOG_TABLE, PRIVATE_PREFIX
 from legacy_adapters.sqlite_sql import quote_ident
 
-LOG_TABLE = "_syncd_changes"
 MAX_KEY_COLUMNS = 8
 TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"
 KEY_COLUMNS = tuple(f"k{i}" for i in range(MAX_KEY_COLUMNS))

@@ -18,7 +18,7 @@ def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
     source = SQLiteSource(require_sqlite(settings))
     migrations = migration_files(settings)
     model = build_model(migrations, len(migrations))
-    infos = [info for info, _ in model.resolve(source.schema())]
+    infos = [info for info, _ in model.resolve(source.schema(), settings.database)]
     source.close()
     return source.path, infos
 

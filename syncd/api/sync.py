@@ -46,6 +46,8 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
         migrator = Migrator(settings, source, target.db, migrations, progress)
         sources.check(migrator.store, settings, adopt=adopt_file)
         plan = migrator.plan(to)
+        for skipped in plan.not_mirrored:
+            log.warning("%s", skipped.line)
         if dry_run:
             return Migration(plan, None, shown, target.embedded)
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite, shown,

@@ -34,7 +34,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print_plan(done, settings)
     elif args.json:
-        print_json({"target": done.target, **done.report.to_dict()})
+        print_json({"target": done.target, **done.report.to_dict(),
+                    "not_mirrored": [n.document() for n in done.plan.not_mirrored]})
     else:
         print_report(done, settings)
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from syncd.cli.output import say, table
 from syncd.config import Settings
+from syncd.projection.unmirrored import lines as not_mirrored_lines
 
 
 def print_plan(migration: Any, settings: Settings) -> None:
@@ -27,6 +28,8 @@ def print_plan(migration: Any, settings: Settings) -> None:
         say("collections to drop: " + ", ".join(plan.drop))
     for note in plan.notes:
         say("note: " + note)
+    for skipped in plan.not_mirrored:
+        say(skipped.line)
     say("dry run: nothing was written")
 
 
@@ -52,6 +55,8 @@ def print_report(migration: Any, settings: Settings) -> None:
         say(f"dropped collection {name} (not in version {report.to_version})")
     for note in report.notes:
         say("note: " + note)
+    for skipped in migration.plan.not_mirrored:
+        say(skipped.line)
     say(f"look at it (same settings):  syncd status   |   syncd verify --sqlite "
         f"{settings.sqlite}   |   syncd experiments best --challenge 2")
     if migration.embedded:
@@ -73,7 +78,13 @@ def print_verify(report: Any) -> None:
                     json.dumps(k, default=str) for k in keys))
     for problem in report.problems:
         say("problem: " + problem)
-    say("verify: source == target" if report.ok else "verify: DIFFERENCES FOUND")
+    for skipped in report.not_mirrored:
+        say(skipped.line)
+    verdict = "source == target" if report.ok else "DIFFERENCES FOUND"
+    if report.ok and report.not_mirrored:
+        verdict += (f" for every mirrored table; {len(report.not_mirrored)} table(s) not "
+                    "mirrored (above)")
+    say("verify: " + verdict)
 
 
 def print_daemon(daemon: dict[str, Any]) -> None:
@@ -144,6 +155,8 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
         say(f"lease held by {status['lease']['owner']} until {status['lease']['expires_at']}")
     if status["daemon"]:
         print_daemon(status["daemon"])
+    for line in not_mirrored_lines(status.get("not_mirrored")):
+        say(line)
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")

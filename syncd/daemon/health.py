@@ -69,6 +69,7 @@ class DaemonState:
     outage: Outage | None = None
     tables: dict[str, TableStats] = field(default_factory=dict)
     dropped: dict[str, dt.datetime] = field(default_factory=dict)
+    not_mirrored: list[dict[str, Any]] = field(default_factory=list)  # NotMirrored.document()
     alive: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -155,6 +156,16 @@ class Health:
             for table in tables:
                 self.state.dropped.pop(table, None)
 
+    def skipped(self, tables: list[Any]) -> None:
+        """The tables syncd cannot mirror now (`NotMirrored`s): logged when new, shown."""
+        docs = [t.document() for t in tables]
+        with self.state.lock:
+            known = {d["table"] for d in self.state.not_mirrored}
+            self.state.not_mirrored = docs
+        for table in tables:
+            if table.table not in known:
+                log.warning("%s", table.line)
+
     def ready(self) -> None:
         with self.state.lock:
             self.state.ready = True
@@ -227,6 +238,7 @@ class Health:
             "running": not final, "ready": ready, "outage": outage,
             "seq": snap.seq, "reconcile_pending": snap.reconcile_pending,
             "tables": self._table_status(snap), "events": snap.events,
+            "not_mirrored": list(self.state.not_mirrored),
             "hdf5_dirs": snap.hdf5_dirs, "hdf5": snap.hdf5,
             # Seconds since the loop last moved (a backoff wait counts as moving): /healthz.
             "loop_seconds_ago": round(quiet, 3), "http": self.http_url,

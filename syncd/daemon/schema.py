@@ -43,7 +43,10 @@ class SchemaWatch:
         model, old = self.synced.model, self.synced.pairs
         assert model is not None
         capture = self.follower.capture
-        pairs = model.resolve(self.source.schema())
+        schema = self.source.schema()
+        database = self.follower.store.db.name
+        pairs = model.resolve(schema, database)
+        self.health.skipped(model.not_mirrored(schema, database))
         new = {i.name: (i, m) for i, m in pairs}
         added = [t for t in new if t not in old]
         dropped = [t for t in old if t not in new]

@@ -57,6 +57,7 @@ class StartUp:
         self.synced.applier = Applier(self.source, self.sink, self.store, plan.params)
         self.publisher.version = plan.target
         self.synced.set_pairs(plan.pairs)
+        self.synced.health.skipped(plan.not_mirrored)
         left = self.resync.load()
         if left:
             log.info("a reconcile of %s was left unfinished: doing it", ", ".join(sorted(left)))

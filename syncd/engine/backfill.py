@@ -45,6 +45,7 @@ from syncd.faults import crashpoint
 from syncd.progress import Progress
 from syncd.projection.model import Model, TableMap
 from syncd.projection.project import Params, Projected, Projector, gc_paused
+from syncd.projection.unmirrored import shown
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
 from syncd.sinks.base import Sink
 
@@ -197,15 +198,17 @@ class Engine:
         self.store.save_job(job)
         return job
 
-    def _prepare(self, job: dict[str, Any], model: Model) -> None:
+    def _prepare(self, job: dict[str, Any], model: Model, mirrored: set[str]) -> None:
         """Create each write target with its indexes before the copy (idempotent).
 
         Indexes are maintained during the bulk load rather than built after it: with a
         server that syncs every commit, one commit per batch beats one per index entry.
+        A table no longer `mirrored` (dropped, renamed, or one an earlier syncd could not
+        write) gets no target: its collection name may be one MongoDB refuses.
         """
         existing = set(self.db.list_collection_names())
         for entry in job["tables"]:
-            if entry["done"]:
+            if entry["done"] or entry["table"] not in mirrored:
                 continue
             if entry["staging"] not in existing:
                 create_collection(self.db, entry["staging"])
@@ -217,10 +220,10 @@ class Engine:
                 resumed: bool) -> Report:
         started = time.monotonic()
         report = Report("rebuild", job["from_version"], job["version"], resumed=resumed)
-        mappings = {info.name: mapping for info, mapping in model.resolve(schema)}
+        mappings = {i.name: m for i, m in model.resolve(schema, self.db.name)}
         self._model = model
         if job["phase"] == "copy":
-            self._prepare(job, model)
+            self._prepare(job, model, set(mappings))
             for i, entry in enumerate(job["tables"]):
                 report.tables.append(self._copy_table(i, entry, job, schema, mappings))
             self.store.update_job({"phase": "swap"})
@@ -278,8 +281,9 @@ class Engine:
             delete_ids(self.db, entry["staging"], pending["ids"])
             self.store.update_job({}, unset=("pending",))
         if info is None or mapping is None:
-            log.warning("table %s disappeared from the legacy database during the migration",
-                        entry["table"])
+            log.warning("table %s disappeared from the legacy database during the migration "
+                        "(or is not mirrored any more); the migration goes on without it",
+                        shown(entry["table"]))
             self.store.update_job({f"tables.{i}.done": True})
             return report
         projector = Projector(info, mapping, self.params)

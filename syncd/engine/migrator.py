@@ -26,6 +26,7 @@ from syncd.faults import crashpoint
 from syncd.progress import Progress
 from syncd.projection.model import Model, TableMap
 from syncd.projection.project import Params, host_timezone
+from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Plan:
     job: dict[str, Any] | None = None
     discard_job: bool = False
     notes: list[str] = field(default_factory=list)
+    not_mirrored: list[NotMirrored] = field(default_factory=list)
 
     @property
     def collections(self) -> list[str]:
@@ -94,6 +96,7 @@ class Plan:
             "tables": [{"table": i.name, "collection": m.collection, "key": i.key_kind,
                         "rows": self.counts.get(i.name)} for i, m in self.pairs],
             "views_not_synced": self.views, "drop_collections": self.drop, "notes": self.notes,
+            "not_mirrored": [n.document() for n in self.not_mirrored],
         }
 
 
@@ -126,7 +129,8 @@ class Migrator:
         params = Params(params.source_id, params.timezone, target)
         model = build_model(self.migrations, target)
         schema: Schema = self.source.schema()
-        pairs = model.resolve(schema)
+        pairs = model.resolve(schema, self.db.name)
+        skipped = model.not_mirrored(schema, self.db.name)
         job = self.store.job()
         notes: list[str] = []
         discard = False
@@ -149,7 +153,7 @@ class Migrator:
         drop = [c for c in managed if c not in wanted]
         counts = {info.name: self.source.count(info) for info, _ in pairs}
         return Plan(current, target, kind, params, model, pairs, counts, schema.views, drop,
-                    self.migrations, job, discard, notes)
+                    self.migrations, job, discard, notes, skipped)
 
     def _ensure_declared(self, model: Model) -> None:
         """Create the collections other sources fill (and their indexes) if missing."""
@@ -185,6 +189,7 @@ class Migrator:
                                       [c for c in plan.drop if c not in plan.model.declared])
             self._ensure_declared(plan.model)
             self.store.save_meta(collections=plan.collections, declared=sorted(plan.model.declared),
+                                 not_mirrored=[n.document() for n in plan.not_mirrored],
                                  last_run_at=utcnow())
         else:
             entries = [{"_id": m.version, "file": m.file, "description": m.description,
@@ -193,7 +198,13 @@ class Migrator:
             if job is None:
                 job = engine.new_job(plan.pairs, plan.target, plan.current, entries)
             report = engine.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
-            wanted = {e["collection"] for e in job["tables"]}
+            # A job saved by an earlier syncd may hold a table syncd cannot mirror (a
+            # name MongoDB cannot hold): its collection is not managed.
+            existing = set(self.db.list_collection_names())
+            skipped = {n.table for n in plan.not_mirrored}
+            wanted = {e["collection"] for e in job["tables"] if e["collection"] in
+                      plan.collections or (e["collection"] in existing
+                                           and e["table"] not in skipped)}
             for name in plan.drop:
                 if name not in wanted and name not in plan.model.declared:
                     engine.drop_own(name)
@@ -207,7 +218,9 @@ class Migrator:
             self.store.record_applied(job["checksums"], plan.target)
             self.store.save_meta(version=plan.target, params=plan.params.document(),
                                  collections=sorted(wanted),
-                                 declared=sorted(plan.model.declared), last_run_at=now)
+                                 declared=sorted(plan.model.declared),
+                                 not_mirrored=[n.document() for n in plan.not_mirrored],
+                                 last_run_at=now)
             crashpoint("finish.before_clear")
             self.store.clear_job()
         report.notes = plan.notes + report.notes

@@ -10,6 +10,7 @@ from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.lease import current_lease
 from syncd.checkpoint.positions import position_document
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore
+from syncd.projection.unmirrored import newest
 
 
 def _position(value: Any) -> Any:
@@ -72,6 +73,7 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
             "kind": last.get("plan", last.get("kind"))},
         "daemon": daemon,
         "capture": capture,
+        "not_mirrored": newest(daemon, meta),
         "quarantined": store.quarantine_count(),
         "quarantine_samples": quarantine,
     }

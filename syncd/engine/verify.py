@@ -3,7 +3,10 @@
 Every source row is projected with the applied version's model and parameters
 and compared, by BSON bytes, with the stored document; documents no row
 projects to are extra. Quarantined rows and an unfinished migration are
-differences too: verify passes only when source == target exactly.
+differences too: verify passes only when source == target exactly, for every
+table syncd mirrors. A table it cannot mirror (syncd.projection.unmirrored) is
+listed as "not mirrored" with the reason, and does not fail verify: nothing of it
+is in the target to differ, and `migrate` and `run` said so when they skipped it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from syncd.engine.migration_files import Migration, build_model
 from syncd.engine.migrator import check_changelog
 from syncd.progress import Progress
 from syncd.projection.project import Params, Projector
+from syncd.projection.unmirrored import NotMirrored
 
 SAMPLES = 5
 
@@ -67,6 +71,7 @@ class VerifyReport:
     params: dict[str, Any] | None
     collections: list[CollectionCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    not_mirrored: list[NotMirrored] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +83,7 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "version": self.version, "params": self.params,
                 "problems": self.problems,
+                "not_mirrored": [n.document() for n in self.not_mirrored],
                 "totals": {k: self.total(k) for k in ("source_rows", "target_docs", "missing",
                                                       "different", "extra", "quarantined")},
                 "collections": [c.to_dict() for c in self.collections]}
@@ -104,7 +110,9 @@ def verify(db: Database, source: Source, migrations: list[Migration], chunk_size
         report.problems.append("a migration is unfinished: run syncd migrate to complete it")
     params = Params(**meta["params"], version=version)
     model = build_model(migrations, version)
-    pairs = model.resolve(source.schema())
+    schema = source.schema()
+    pairs = model.resolve(schema, db.name)
+    report.not_mirrored = model.not_mirrored(schema, db.name)
     for info, mapping in pairs:
         check = CollectionCheck(mapping.collection, info.name)
         report.collections.append(check)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncd.http.probe import TargetView
+from syncd.projection.unmirrored import REASONS
 
 
 def _timestamp(value: Any) -> float | None:
@@ -72,6 +74,13 @@ class SyncdCollector(Collector):
                 last = at
         yield from (lag_s, lag_r, applied)
 
+        family = GaugeMetricFamily("syncd_tables_not_mirrored", "Legacy tables syncd "
+                                   "cannot mirror (syncd status says why)",
+                                   labels=["source", "reason"])
+        skipped = Counter(str(t.get("kind")) for t in doc.get("not_mirrored") or [])
+        for kind in sorted(set(REASONS) | set(skipped)):
+            family.add_metric([src, kind], float(skipped[kind]))
+        yield family
         family = CounterMetricFamily("syncd_apply_errors", "Failed table writes (retried)",
                                      labels=["source"])
         family.add_metric([src], float(errors))

@@ -8,22 +8,26 @@ MongoDB are a deterministic function of (legacy rows, model, parameters).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from legacy_adapters.base import Schema, TableInfo
+from syncd.checkpoint.store import STAGE_PREFIX
 from syncd.errors import MigrationError
+from syncd.projection.unmirrored import NO_KEY, RESERVED, TAKEN, TOO_LONG, NotMirrored, shown
 
 if TYPE_CHECKING:
     from syncd.projection.context import RowContext
 
-log = logging.getLogger(__name__)
-
 Builder = Callable[[Mapping[str, Any], "RowContext"], dict[str, Any]]
 
 STATE_PREFIX = "_syncd_"
+# MongoDB (4.4 and later) holds a namespace "database.collection" of at most 255 UTF-8
+# bytes; a rebuild also writes the collection's staging copy, "_syncd_stage.<name>.<tag>".
+NAMESPACE_BYTES = 255
+STAGING_BYTES = len(STAGE_PREFIX) + len(".") + 8
+DATABASE_BYTES = 64  # the longest database name MongoDB allows (no database given)
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,17 @@ class TableMap:
 def collection_for_table(table: str) -> str:
     """The collection a table maps to generically: its own name, made MongoDB-safe."""
     name = table.replace("$", "\uff04").replace("\x00", "")
+    if name.startswith("."):  # MongoDB refuses a collection name that starts with "."
+        name = "\uff0e" + name[1:]
     if name.startswith(("system.", STATE_PREFIX)) or not name:
         name = "\uff3f" + name
     return name
+
+
+def collection_room(database: str | None) -> int:
+    """The most UTF-8 bytes a collection name may have in `database` (None: in any)."""
+    db_bytes = DATABASE_BYTES if database is None else len(database.encode())
+    return NAMESPACE_BYTES - db_bytes - len(".") - STAGING_BYTES
 
 
 def _check_collection(name: str) -> str:
@@ -108,29 +120,67 @@ class Model:
 
     # -- what the engine asks ----------------------------------------------------
 
-    def resolve(self, schema: Schema) -> list[tuple[TableInfo, TableMap]]:
-        """The concrete (table, mapping) pairs for a legacy schema, in table-name order."""
-        pairs: list[tuple[TableInfo, TableMap]] = []
+    def resolve(self, schema: Schema,
+                database: str | None = None) -> list[tuple[TableInfo, TableMap]]:
+        """The concrete (table, mapping) pairs for a legacy schema, in table-name order:
+        the tables syncd can mirror into `database` (`not_mirrored` says which not)."""
+        return self._resolve(schema, database)[0]
+
+    def not_mirrored(self, schema: Schema, database: str | None = None) -> list[NotMirrored]:
+        """The legacy tables this model would map but syncd cannot mirror, and why."""
+        return self._resolve(schema, database)[1]
+
+    def _resolve(self, schema: Schema, database: str | None
+                 ) -> tuple[list[tuple[TableInfo, TableMap]], list[NotMirrored]]:
+        skipped = [NotMirrored(name, RESERVED, f"names starting with {STATE_PREFIX} are "
+                               "reserved for syncd's own tables (rename it to mirror it)")
+                   for name in schema.reserved
+                   if name not in self.excluded and (self.all_tables or name in self.tables)]
+        room = collection_room(database)
+        candidates: list[tuple[TableInfo, TableMap, bool]] = []
         for name, info in sorted(schema.tables.items()):
             if name in self.excluded:
                 continue
             mapping = self.tables.get(name)
+            generic = mapping is None
             if mapping is None:
                 if not self.all_tables:
                     continue
                 mapping = TableMap(name, collection_for_table(name))
-            if not info.addressable:
-                log.warning("table %s is not synced: no primary key and every rowid name is "
-                            "taken by a column", name)
-                continue
-            pairs.append((info, mapping))
+            size = len(mapping.collection.encode("utf-8", "surrogatepass"))
+            if size > room:
+                where = "any database" if database is None else f"database {database!r}"
+                skipped.append(NotMirrored(name, TOO_LONG, (
+                    f"its collection name would be {size} bytes; MongoDB holds {room} in "
+                    f"{where} (a {NAMESPACE_BYTES}-byte namespace, less syncd's staging "
+                    "suffix)")))
+            elif not info.addressable:
+                skipped.append(NotMirrored(name, NO_KEY, (
+                    "it has no primary key and columns named rowid, _rowid_ and oid hide "
+                    "its rowid")))
+            else:
+                candidates.append((info, mapping, generic))
+        # Explicit mappings claim their collections first, then tables named as their
+        # collection: a generically mapped table whose collection is taken is skipped.
         seen: dict[str, str] = {c: f"({owner})" for c, owner in self.declared.items()}
-        for info, mapping in pairs:
+        order = sorted(candidates, key=lambda c: (c[2], c[1].collection != c[0].name))
+        pairs: list[tuple[TableInfo, TableMap]] = []
+        for info, mapping, generic in order:
             other = seen.setdefault(mapping.collection, info.name)
-            if other != info.name:
+            if other == info.name:
+                pairs.append((info, mapping))
+            elif generic:
+                owner = (f"syncd's {other[1:-1]} collection" if other.startswith("(")
+                         else f"the mirror of table {shown(other)}")
+                skipped.append(NotMirrored(info.name, TAKEN, (
+                    f"its collection {shown(mapping.collection)} is already "
+                    f"{owner}")))
+            else:
                 raise MigrationError(f"tables {other} and {info.name} both map to collection "
                                      f"{mapping.collection}")
-        return pairs
+        pairs.sort(key=lambda p: p[0].name)
+        skipped.sort(key=lambda n: n.table)
+        return pairs, skipped
 
     def index_specs(self, collection: str) -> list[IndexSpec]:
         return list(self.indexes.get(collection, {}).values())

@@ -19,6 +19,7 @@ from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import QUARANTINE, StateStore
 from syncd.client.tracker import Tracker
 from syncd.http.context import HttpContext
+from syncd.projection.unmirrored import newest
 from syncd.redact import scrub
 
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
@@ -90,6 +91,8 @@ def health(ctx: HttpContext) -> dict[str, Any]:
         "events": {k: events.get(k) for k in ("enabled", "sent", "buffered", "dropped",
                                               "redis_down_since")} if events else None,
         "tables": tables,
+        "not_mirrored": [{"table": t.get("shown") or t.get("table"), "reason": t.get("reason")}
+                         for t in newest(daemon, meta)],
         "quarantined": sum(quarantined.values()),
     })
 

@@ -80,6 +80,10 @@ def health_page(data: dict[str, Any]) -> str:
     grid = table(["source", "table", "collection", "lag (s)", "lag (rows)", "applied",
                   "deleted", "last apply", "last error", "quarantined", "dropped"], rows,
                  "health-tables", "no tables followed (no daemon heartbeat)")
+    skipped = data.get("not_mirrored") or []
+    grid += "" if not skipped else "<h2>Not mirrored</h2>" + table(
+        ["table", "why"], [[e(t["table"]), e(t["reason"])] for t in skipped],
+        "health-not-mirrored", "")
     events = data.get("events")
     ev = "" if not events else "<h2>Events</h2>" + facts(
         [("sent", events.get("sent")), ("buffered", events.get("buffered")),
