@@ -43,7 +43,7 @@ def _child(code: str, timeout: float = 240) -> str:
     can be given up on); its stdout."""
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=timeout, cwd=ROOT)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"did not finish within {timeout:.0f} s: super-linear on hostile input")
     assert done.returncode == 0, done.stderr[-3000:]
