@@ -48,7 +48,7 @@ def _urls(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _secret_param(key: str) -> bool:
-    name = unquote(key).lower()
+    name = (unquote(key) if "%" in key else key).lower()
     return any(word in name for word in _SECRET_PARAM)
 
 
@@ -83,6 +83,8 @@ def _spans(rest: str) -> list[tuple[int, int]]:
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if len(spans) < 2:
+        return spans
     out: list[tuple[int, int]] = []
     for begin, end in sorted(spans):
         if out and begin <= out[-1][1]:
