@@ -64,20 +64,29 @@ def visible(text: str) -> str:
     return text.translate(_INVISIBLE)
 
 
-# A longer cell is cut (with "…"): every row is padded to its column's widest cell, so
-# one 1 MB legacy value would otherwise make each row of the table a megabyte long.
+# A longer cell of a padded column is cut in the middle (its start and its end, a
+# file's name, stay): every row is padded to its column's widest cell, so one 1 MB
+# legacy value would otherwise make each row of the table a megabyte long. The last
+# column is not padded, so it is shown whole (an error message stays readable).
 MAX_CELL = 120
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else visible(str(value))
-    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+def _cut(text: str) -> str:
+    if len(text) <= MAX_CELL:
+        return text
+    half = (MAX_CELL - 1) // 2
+    return text[:half] + "…" + text[-(MAX_CELL - 1 - half):]
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
-    """A plain aligned text table (cells cut to MAX_CELL, control characters escaped)."""
-    cells = [[str(h) for h in headers]] + [[_cell(c) for c in r] for r in rows]
+    """A plain aligned text table (control characters escaped, padded cells cut)."""
+    last = len(headers) - 1
+    cells = [[str(h) for h in headers]] + [
+        [_cut(text) if i < last else text
+         for i, text in enumerate("" if c is None else visible(str(c)) for c in r)]
+        for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths[-1] = min(widths[-1], MAX_CELL)  # the dashes under a long last column
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
