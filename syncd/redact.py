@@ -56,8 +56,9 @@ def _spans(rest: str) -> list[tuple[int, int]]:
     """Where the passwords are in `rest` (a URL after `scheme://`): query values of
     password-like parameters, and the userinfo's password.
 
-    The userinfo is everything before the LAST "@" outside those values (a raw "@",
-    ":" or "/" in a password is common), so a password is never cut short.
+    The userinfo is everything before the LAST "@" (a raw "@", ":" or "/" in a
+    password is common), so a password is never cut short; an "@" further on (in a
+    query) only masks more. The spans may overlap: `_merged` joins them.
     """
     spans: list[tuple[int, int]] = []
     query = rest.find("?")
@@ -68,13 +69,6 @@ def _spans(rest: str) -> list[tuple[int, int]]:
             if eq > begin + 1 and eq + 1 < end and _secret_param(rest[begin + 1:eq]):
                 spans.append((eq + 1, end))
     at = rest.rfind("@")
-    i = len(spans) - 1
-    while at >= 0:  # an "@" inside a masked value does not end the userinfo
-        while i >= 0 and spans[i][0] > at:
-            i -= 1
-        if i < 0 or at >= spans[i][1]:
-            break
-        at = rest.rfind("@", 0, spans[i][0])
     if at > 0:
         colon = rest.find(":", 0, at)
         if 0 <= colon < at - 1:  # a user name alone is no secret

@@ -20,7 +20,11 @@ SECRET = "Qu3ryPassw0rd"
 @pytest.mark.parametrize("url, shown", [
     (f"redis://127.0.0.1/0?password={SECRET}", "redis://127.0.0.1/0?password=***"),
     (f"redis://h:6379/0?db=1&password={SECRET}&x=1", "redis://h:6379/0?db=1&password=***&x=1"),
-    (f"redis://h:6379/0?password=p@ss{SECRET}", "redis://h:6379/0?password=***"),
+    (f"redis://h/0?password=p@ss{SECRET}", "redis://h/0?password=***"),
+    # Up to the last "@" could be userinfo too ("h:6379/0?password=p" before "@ss..."):
+    # an "@" in a query only masks more.
+    (f"redis://h:6379/0?password=p@ss{SECRET}", "redis://h:***"),
+    (f"mongodb://u:my?token=x@{SECRET}@h/db", "mongodb://u:***"),
     (f"rediss://u@h:6380/0?ssl_cert_reqs=none&password={SECRET}",
      "rediss://u@h:6380/0?ssl_cert_reqs=none&password=***"),
     (f"unix:///run/redis.sock?db=2&password={SECRET}", "unix:///run/redis.sock?db=2&password=***"),
