@@ -1,63 +1,132 @@
 """Keep secrets out of every line syncd prints or logs.
 
-Passwords come from URLs (mongodb://user:pw@host, redis://:pw@host). They are
-registered once when settings load; `scrub` masks them wherever they appear, and
-`SecretFilter` applies that to every log record.
+Passwords come from URLs (mongodb://user:pw@host, redis://:pw@host,
+redis://host/0?password=pw). They are registered once when settings load; `scrub`
+masks them wherever they appear, and `SecretFilter` applies that to every log record.
+
+Everything here runs on every string the dashboard, the CLI and the logs show,
+including legacy values nobody checked (a pasted traceback, a 1 MB `notes`), so
+each step is one forward pass over the text: `str.find` for `://`, one possessive
+character class for where a URL ends, `rfind`/`find` inside it. No pattern here can
+backtrack, so the cost is linear in the text whatever its shape.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+from collections.abc import Iterator
 from urllib.parse import unquote
 
-# A URL up to whatever ends it in a message (space, quote, bracket). Its userinfo is
-# everything before the LAST "@" (a raw "@", ":" or "/" in a password is common), so a
-# password is never cut short; an "@" further on (in a query) only masks more.
-_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<rest>[^\s'\"<>`]*)")
+# What ends a URL in a message: whitespace, a quote, a bracket, a backtick. A single
+# character class, possessive: it matches in one pass and has nothing to backtrack to.
+_URL_END = re.compile(r"[^\s'\"<>`]*+")
+# What separates query parameters (MongoDB also accepts ";").
+_PARAM_SEP = re.compile(r"[?&;]")
+# A query parameter whose name has one of these in it carries a password
+# (redis://host/0?password=X, ?tlsCertificateKeyFilePassword=X, ?token=X).
+_SECRET_PARAM = ("pass", "pwd", "secret", "token")
+# Shorter registered secrets (and whitespace-only ones) are ignored: masking every
+# " " or "a" in every line would garble the logs and hide nothing worth hiding.
+MIN_SECRET = 4
 _secrets: set[str] = set()
 
 
-def _split(rest: str) -> tuple[str, str, str] | None:
-    """(user:, password, @host...) of the part of a URL after `scheme://`, or None."""
+def _urls(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of what follows each `scheme://` in `text`, up to what ends the URL.
+
+    The scheme itself needs no parsing: it is kept as it is, and text before `://` is
+    never masked. Each character is looked at a bounded number of times.
+    """
+    pos = 0
+    while (sep := text.find("://", pos)) >= 0:
+        start = sep + 3
+        end = _URL_END.match(text, start).end()  # type: ignore[union-attr]  # always matches
+        yield start, end
+        pos = end
+
+
+def _secret_param(key: str) -> bool:
+    name = (unquote(key) if "%" in key else key).lower()
+    return any(word in name for word in _SECRET_PARAM)
+
+
+def _spans(rest: str) -> list[tuple[int, int]]:
+    """Where the passwords are in `rest` (a URL after `scheme://`): query values of
+    password-like parameters, and the userinfo's password.
+
+    The userinfo is everything before the LAST "@" (a raw "@", ":" or "/" in a
+    password is common), so a password is never cut short; an "@" further on (in a
+    query) only masks more. The spans may overlap: `_merged` joins them.
+    """
+    spans: list[tuple[int, int]] = []
+    query = rest.find("?")
+    if query >= 0 and ("%" in rest or any(w in rest.lower() for w in _SECRET_PARAM)):
+        bounds = [m.start() for m in _PARAM_SEP.finditer(rest, query)] + [len(rest)]
+        for begin, end in itertools.pairwise(bounds):
+            eq = rest.find("=", begin + 1, end)
+            if eq > begin + 1 and eq + 1 < end and _secret_param(rest[begin + 1:eq]):
+                spans.append((eq + 1, end))
     at = rest.rfind("@")
-    if at < 0:
-        return None
-    userinfo = rest[:at]
-    colon = userinfo.find(":")
-    if colon < 0 or colon == len(userinfo) - 1:
-        return None  # a user name alone is no secret
-    return userinfo[:colon + 1], userinfo[colon + 1:], rest[at:]
+    if at > 0:
+        colon = rest.find(":", 0, at)
+        if 0 <= colon < at - 1:  # a user name alone is no secret
+            spans.append((colon + 1, at))
+    return spans
 
 
-def _mask(match: re.Match[str]) -> str:
-    parts = _split(match.group("rest"))
-    if parts is None:
-        return match.group(0)
-    return match.group("scheme") + parts[0] + "***" + parts[2]
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if len(spans) < 2:
+        return spans
+    out: list[tuple[int, int]] = []
+    for begin, end in sorted(spans):
+        if out and begin <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((begin, end))
+    return out
 
 
 def redact_url(url: str | None) -> str:
     """The URL (or any text with URLs in it) with every password replaced by `***`."""
     if not url:
         return ""
-    return _URL.sub(_mask, url)
+    if "@" not in url and "?" not in url:
+        return url  # no userinfo and no query anywhere: one pass in C, the common case
+    pieces: list[str] = []
+    pos = 0
+    for start, end in _urls(url):
+        if url.find("@", start, end) < 0 and url.find("?", start, end) < 0:
+            continue  # no userinfo, no query: nothing to mask (the common case)
+        rest = url[start:end]
+        for begin, stop in _merged(_spans(rest)):
+            pieces += [url[pos:start + begin], "***"]
+            pos = start + stop
+    if not pieces:
+        return url
+    pieces.append(url[pos:])
+    return "".join(pieces)
 
 
 def register_url(url: str | None) -> None:
-    """Remember the password in `url` so that `scrub` hides it anywhere."""
+    """Remember the passwords in `url` so that `scrub` hides them anywhere."""
     if not url:
         return
-    for match in _URL.finditer(url):
-        parts = _split(match.group("rest"))
-        if parts is not None:
-            _secrets.add(parts[1])
-            _secrets.add(unquote(parts[1]))
+    for start, end in _urls(url):
+        rest = url[start:end]
+        for begin, stop in _spans(rest):
+            register_secret(rest[begin:stop])
+            register_secret(unquote(rest[begin:stop]))
 
 
 def register_secret(secret: str | None) -> None:
-    """Remember a secret that is not in a URL (an HTTP token, a password)."""
-    if secret:
+    """Remember a secret that is not in a URL (an HTTP token, a password).
+
+    Whitespace-only or very short values are not remembered: masking them everywhere
+    would turn every space (or every "a") in the logs into `***`.
+    """
+    if secret and len(secret.strip()) >= MIN_SECRET:
         _secrets.add(secret)
 
 
@@ -65,7 +134,7 @@ def scrub(text: str) -> str:
     """`text` with URL passwords and every registered secret masked."""
     text = redact_url(text)
     for secret in sorted(_secrets, key=len, reverse=True):
-        if secret and secret in text:
+        if secret in text:
             text = text.replace(secret, "***")
     return text
 

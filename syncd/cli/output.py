@@ -49,10 +49,44 @@ def say(text: str = "") -> None:
     sys.stdout.write(scrub(text) + "\n")
 
 
+# Control characters (C0, DEL, C1) and Unicode line/paragraph separators and bidi
+# controls: what could move a terminal's cursor, recolour it, set its title or split
+# one line over several. Shown as Python writes them: \x1b, \r, \n, \u202e.
+_INVISIBLE = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7f, 0xa0))}
+_INVISIBLE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202a, 0x202f),
+                                               *range(0x2066, 0x206a))})
+
+
+def visible(text: str) -> str:
+    """`text` with every control character written out as an escape, so that what an
+    event stream or a legacy value holds (anything may be in them) cannot drive the
+    reader's terminal."""
+    return text.translate(_INVISIBLE)
+
+
+# A longer cell of a padded column is cut in the middle (its start and its end, a
+# file's name, stay): every row is padded to its column's widest cell, so one 1 MB
+# legacy value would otherwise make each row of the table a megabyte long. The last
+# column is not padded, so it is shown whole (an error message stays readable).
+MAX_CELL = 120
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_CELL:
+        return text
+    half = (MAX_CELL - 1) // 2
+    return text[:half] + "…" + text[-(MAX_CELL - 1 - half):]
+
+
 def table(rows: list[list[Any]], headers: list[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain aligned text table (control characters escaped, padded cells cut)."""
+    last = len(headers) - 1
+    cells = [[str(h) for h in headers]] + [
+        [_cut(text) if i < last else text
+         for i, text in enumerate("" if c is None else visible(str(c)) for c in r)]
+        for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths[-1] = min(widths[-1], MAX_CELL)  # the dashes under a long last column
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

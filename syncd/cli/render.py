@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from syncd.cli.output import say, table
+from syncd.cli.output import say, table, visible
 from syncd.config import Settings
 from syncd.projection.unmirrored import lines as not_mirrored_lines
 
@@ -209,11 +209,12 @@ def print_capture_status(data: dict[str, Any]) -> None:
 def print_event(entry_id: str, event: dict[str, Any]) -> None:
     """One stream entry on one line: a change event, else its type and fields."""
     if "collection" in event:
-        ids = event.get("ids", [])
-        say(f"{event.get('time')} {event.get('collection')} "
-            f"{event.get('operation')} {len(ids)} doc(s) "
-            f"{' '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
+        ids = [str(i) for i in event.get("ids", [])]
+        line = (f"{event.get('time')} {event.get('collection')} "
+                f"{event.get('operation')} {len(ids)} doc(s) "
+                f"{' '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
     else:  # HDF5 cache events (and events new code publishes)
         rest = {k: v for k, v in event.items() if k not in ("type", "at")}
-        say(f"{entry_id} {event.get('type', 'event')} "
-            f"{json.dumps(rest, default=str)[:200]}")
+        line = (f"{entry_id} {event.get('type', 'event')} "
+                f"{json.dumps(rest, default=str)[:200]}")
+    say(visible(line))

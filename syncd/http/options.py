@@ -69,6 +69,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _refuse_blank(settings: Settings, raw: dict[str, Any]) -> None:
+    """A token or password set but empty or whitespace only is a mistake (a template's
+    `SYNCD_HTTP_TOKEN=`, a stray " "), not "no auth": refuse it rather than guess."""
+    given = settings.extra.get("http", {})
+    env = os.environ.get("SYNCD_HTTP_TOKEN")
+    if env is not None and not env.strip():
+        raise ConfigError("SYNCD_HTTP_TOKEN is set but blank: set a real token, or unset it")
+    for key in ("token", "password"):
+        if key in given and not str(given[key]).strip():
+            raise ConfigError(f"[http] {key} = {given[key]!r} in --config {settings.config_file} "
+                              "is blank: set a real one, or remove the line")
+
+
 def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     """The `[http]` settings, checked; `listen` (the --http flag) wins over the
     SYNCD_HTTP_LISTEN environment variable, which wins over `[http] listen`
@@ -86,6 +99,7 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     host, port = parse_listen(raw["listen"])
     if bool(raw["username"]) != bool(raw["password"]):
         raise ConfigError("[http] username and password: set both (basic auth) or neither")
+    _refuse_blank(settings, raw)
     if raw["stuck_seconds"] <= 0:
         raise ConfigError(f"[http] stuck_seconds = {raw['stuck_seconds']}: must be positive")
     for secret in (raw["token"], raw["password"]):
