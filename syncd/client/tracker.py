@@ -62,16 +62,24 @@ class Tracker:
                              "or the experiment's _id")
         return docs[0]["_id"]
 
-    def best_experiments(self, challenge: int, n: int = 10,
-                         status: str | None = "completed") -> list[dict[str, Any]]:
-        """The `n` experiments of `challenge` with the lowest best validation loss."""
+    @staticmethod
+    def best_match(challenge: int, status: str | None = "completed") -> dict[str, Any]:
+        """The filter of `best_experiments`: of `challenge`, with a best validation loss."""
         match: dict[str, Any] = {"challenge": challenge,
                                  "metrics.best_val_loss": {"$type": "number"}}
         if status:
             match["status"] = status
-        return list(self.experiments.find(self._scoped(match), SUMMARY)
-                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
-                    .limit(n))
+        return match
+
+    def best_experiments(self, challenge: int, n: int = 10, status: str | None = "completed",
+                         offset: int = 0) -> list[dict[str, Any]]:
+        """The `n` experiments of `challenge` with the lowest best validation loss (after
+        the first `offset`)."""
+        return list(self.experiments.find(self._scoped(self.best_match(challenge, status)),
+                                          SUMMARY)
+                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING),
+                           ("_id", ASCENDING)])
+                    .skip(offset).limit(n))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
         """One line saying why `best_experiments` found nothing: what exists instead."""
@@ -126,10 +134,42 @@ class Tracker:
         return [found[i] for i in ids if i in found]
 
     def search(self, query: dict[str, Any] | None = None, sort: list[tuple[str, int]] | None = None,
-               limit: int = 0) -> list[dict[str, Any]]:
-        """Experiments matching a MongoDB filter."""
+               limit: int = 0, offset: int = 0) -> list[dict[str, Any]]:
+        """Experiments matching a MongoDB filter (`offset` of them skipped)."""
         cursor = self.experiments.find(self._scoped(query or {}), SUMMARY)
-        cursor = cursor.sort(sort or [("run_id", ASCENDING)])
+        cursor = cursor.sort(sort or [("run_id", ASCENDING), ("_id", ASCENDING)])
+        if offset:
+            cursor = cursor.skip(offset)
         if limit:
             cursor = cursor.limit(limit)
         return list(cursor)
+
+    def count(self, query: dict[str, Any] | None = None) -> int:
+        """How many experiments match a MongoDB filter (the same scope as `search`)."""
+        return self.experiments.count_documents(self._scoped(query or {}))
+
+    def best_first(self, query: dict[str, Any], offset: int = 0,
+                   limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """One page of the experiments matching `query`, best validation loss first
+        (those without one last, by run_id), and how many match in all.
+
+        Sorted and skipped by the server (two ranges: with a loss, then without), so
+        a page costs the same at experiment 10 as at experiment 10,000, and no more
+        than one page ever crosses the wire.
+        """
+        scoped = self._scoped(query)
+        with_loss = {"$and": [scoped, {"metrics.best_val_loss": {"$type": "number"}}]}
+        without = {"$and": [scoped, {"metrics.best_val_loss": {"$not": {"$type": "number"}}}]}
+        total = self.experiments.count_documents(scoped)
+        ranked = self.experiments.count_documents(with_loss) if total else 0
+        docs: list[dict[str, Any]] = []
+        if offset < ranked:
+            docs = list(self.experiments.find(with_loss, SUMMARY)
+                        .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING),
+                               ("_id", ASCENDING)])
+                        .skip(offset).limit(limit))
+        if len(docs) < limit and offset + len(docs) < total:
+            docs += list(self.experiments.find(without, SUMMARY)
+                         .sort([("run_id", ASCENDING), ("_id", ASCENDING)])
+                         .skip(max(0, offset - ranked)).limit(limit - len(docs)))
+        return docs, total
