@@ -77,8 +77,7 @@ class Tracker:
         the first `offset`)."""
         return list(self.experiments.find(self._scoped(self.best_match(challenge, status)),
                                           SUMMARY)
-                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING),
-                           ("_id", ASCENDING)])
+                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
                     .skip(offset).limit(n))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
@@ -153,22 +152,25 @@ class Tracker:
         """One page of the experiments matching `query`, best validation loss first
         (those without one last, by run_id), and how many match in all.
 
-        Sorted and skipped by the server (two ranges: with a loss, then without), so
-        a page costs the same at experiment 10 as at experiment 10,000, and no more
-        than one page ever crosses the wire.
+        Sorted and skipped by the server in two ranges (with a loss, by it; then
+        without, by run_id), so no more than one page ever crosses the wire. Where the
+        page lies is found without counting the first range unless the page starts
+        beyond it.
         """
         scoped = self._scoped(query)
         with_loss = {"$and": [scoped, {"metrics.best_val_loss": {"$type": "number"}}]}
         without = {"$and": [scoped, {"metrics.best_val_loss": {"$not": {"$type": "number"}}}]}
         total = self.experiments.count_documents(scoped)
-        ranked = self.experiments.count_documents(with_loss) if total else 0
-        docs: list[dict[str, Any]] = []
-        if offset < ranked:
-            docs = list(self.experiments.find(with_loss, SUMMARY)
-                        .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING),
-                               ("_id", ASCENDING)])
-                        .skip(offset).limit(limit))
-        if len(docs) < limit and offset + len(docs) < total:
+        if offset >= total:
+            return [], total
+        docs = list(self.experiments.find(with_loss, SUMMARY)
+                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+                    .skip(offset).limit(limit))
+        if len(docs) < limit:  # the page reaches the runs without a loss
+            ranked = offset + len(docs) if docs or not offset else \
+                self.experiments.count_documents(with_loss)
+            # Sources of a fleet share run_ids: `_id` makes the order, and so the pages,
+            # the same on every read.
             docs += list(self.experiments.find(without, SUMMARY)
                          .sort([("run_id", ASCENDING), ("_id", ASCENDING)])
                          .skip(max(0, offset - ranked)).limit(limit - len(docs)))

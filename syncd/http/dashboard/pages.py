@@ -101,6 +101,8 @@ def health_page(data: dict[str, Any]) -> str:
 
 def _select(name: str, current: str, choices: list[Any]) -> str:
     options = [f'<option value=""{"" if current else " selected"}>any</option>']
+    if current and current not in map(str, choices):  # choices are re-read every 30 s
+        choices = [*choices, current]
     for choice in choices:
         value = escape(str(choice))
         chosen = " selected" if str(choice) == current else ""
