@@ -153,9 +153,9 @@ class Tracker:
         (those without one last, by run_id), and how many match in all.
 
         Sorted and skipped by the server in two ranges (with a loss, by it; then
-        without, by run_id), so no more than one page ever crosses the wire. Where the
-        page lies is found without counting the first range unless the page starts
-        beyond it.
+        without, by run_id), so no more than one page ever crosses the wire. The first
+        page needs no count of the first range; a later one counts it, to read only
+        the ranges it lies in.
         """
         scoped = self._scoped(query)
         with_loss = {"$and": [scoped, {"metrics.best_val_loss": {"$type": "number"}}]}
@@ -163,12 +163,14 @@ class Tracker:
         total = self.experiments.count_documents(scoped)
         if offset >= total:
             return [], total
-        docs = list(self.experiments.find(with_loss, SUMMARY)
-                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
-                    .skip(offset).limit(limit))
+        ranked = self.experiments.count_documents(with_loss) if offset else None
+        docs: list[dict[str, Any]] = []
+        if ranked is None or offset < ranked:
+            docs = list(self.experiments.find(with_loss, SUMMARY)
+                        .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+                        .skip(offset).limit(limit))
         if len(docs) < limit:  # the page reaches the runs without a loss
-            ranked = offset + len(docs) if docs or not offset else \
-                self.experiments.count_documents(with_loss)
+            ranked = offset + len(docs) if ranked is None else ranked
             # Sources of a fleet share run_ids: `_id` makes the order, and so the pages,
             # the same on every read.
             docs += list(self.experiments.find(without, SUMMARY)
