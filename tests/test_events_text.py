@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.checkpoint.store import StateStore
@@ -13,10 +14,10 @@ from syncd.engine.apply import Applier
 from syncd.engine.backfill import Engine
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
-from syncd.projection.project import Params
+from syncd.projection.project import Params, Projector
 from syncd.sample import make_eeg2025
 from syncd.sinks.eventing import EventingSink
-from syncd.sinks.events import STREAM, EventPublisher
+from syncd.sinks.events import STREAM, EventPublisher, event_key
 from syncd.sinks.mongo import MongoSink
 from tests.conftest import run_cli
 from tests.daemon_support import legacy_write
@@ -83,3 +84,31 @@ def test_an_hdf5_event_has_the_same_shape_and_odd_text_is_escaped(own_redis):  #
     assert text.out == ('2025-12-01T00:00:00.250+00:00 ' + text.out.split()[1]
                         + ' hdf5.quarantined path="/data/R1 \\u001b[2J.h5" '
                         'error="bad\\nfile"\n')
+
+
+def test_keys_of_odd_rows_name_them_as_their_documents_are_keyed(tmp_path):
+    """A NULL primary key is keyed by rowid (as its document is), a composite key names
+    every column, and a BLOB key is written as SQLite writes it."""
+    path = tmp_path / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE subjects (subject_id TEXT PRIMARY KEY, age REAL);"
+                       "INSERT INTO subjects VALUES ('s1', 20), (NULL, 30);"
+                       "CREATE TABLE pairs (a INTEGER, b BLOB, PRIMARY KEY (a, b));"
+                       "INSERT INTO pairs VALUES (1, x'00ff');")
+    conn.close()
+    source = SQLiteSource(path)
+    model = build_model(load_migrations(), 1)
+
+    for info, mapping in model.resolve(source.schema()):
+        projector = Projector(info, mapping, Params("h", "UTC", 1))
+        rows = source.scan(info, None, 10).rows
+        docs = projector.project(rows).docs
+        keys = {str(k): event_key(v) for k, v in projector.legacy_keys(rows, docs).items()}
+        assert keys == {str(d["_id"]): event_key(projector.key_document(r))
+                        for d, r in zip(docs, rows)}
+        assert keys == {str(k): event_key(v) for k, v in projector.legacy_keys(rows).items()}
+        if info.name == "subjects":
+            assert sorted(keys.values(), key=str) == [{"rowid": 2}, {"subject_id": "s1"}]
+        else:
+            assert list(keys.values()) == [{"a": 1, "b": "x'00ff'"}]
+    source.close()

@@ -84,7 +84,8 @@ class Applier:
         else:
             fresh = {projector.make_id(k) for k in inserted} if inserted else set()
         # The rows' legacy keys, for a sink that names what it wrote by them (events).
-        keys = projector.legacy_keys(chunk.rows) if self.sink.wants_keys else None
+        keys = (projector.legacy_keys(chunk.rows, projected.docs) if self.sink.wants_keys
+                else None)
         rejected: list[Rejected] = self.sink.upsert(mapping.collection, projected.docs,
                                                     fresh, keys)
         bad = {r.id for r in rejected}

@@ -368,7 +368,7 @@ class Engine:
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
             missing, different = compare_docs(projected.docs, digests)
-            keys = (projector.legacy_keys(chunk.rows)
+            keys = (projector.legacy_keys(chunk.rows, projected.docs)
                     if (missing or different) and self.sink.wants_keys else None)
             rejected = self.sink.insert(mapping.collection, missing, keys)
             rejected += self.sink.upsert(mapping.collection, different, keys=keys)
