@@ -42,11 +42,15 @@ class Comparison:
     docs: list[dict[str, Any]] = field(default_factory=list)
 
     def shown(self, show_all: bool = False) -> list[Row]:
-        """The rows to show: the differing ones (every one with `show_all`)."""
-        return [r for r in self.rows if show_all or not r.same]
+        """The rows to show: the differing ones (every one with `show_all`, or when there
+        is only one experiment)."""
+        every = show_all or len(self.runs) < 2
+        return [r for r in self.rows if every or not r.same]
 
     def folded(self) -> dict[str, int]:
-        """Per section, how many keys are equal in every experiment."""
+        """Per section, how many keys are equal in every experiment (and not shown)."""
+        if len(self.runs) < 2:
+            return {}
         counts = {s: 0 for s in SECTIONS}
         for row in self.rows:
             if row.same:

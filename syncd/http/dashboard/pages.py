@@ -221,9 +221,10 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
     runs = data["runs"]
     heads = "".join(f'<th><a href="/experiments/{quote(r["id"])}">{e(r["label"])}</a></th>'
                     for r in runs)
+    show_all = show_all or len(runs) < 2  # one run: nothing to fold against
     shown = [r for r in data["rows"] if show_all or not r["same"]]
     body = "".join(
-        f'<tr{" class=same" if r["same"] else ""}><th scope=row>'
+        f'<tr{" class=same" if r["same"] and len(runs) > 1 else ""}><th scope=row>'
         f'{e(r["key"] if r["section"] == "run" else r["section"] + "." + r["key"])}</th>'
         + "".join(f"<td>{_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
     grid = (f'<table data-testid=differences><thead><tr><th></th>{heads}</tr></thead>'
@@ -235,7 +236,7 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
         counts = ", ".join(f"{n} equal {NOUNS[s][n != 1]}" for s, n in data["equal"].items())
         folded = (f'<p class=muted data-testid=folded>{counts} not shown '
                   f'(<a href="{escape(here + "&all=1")}">show them</a>)</p>')
-    elif show_all:
+    elif show_all and len(runs) > 1:
         folded = f'<p class=muted><a href="{escape(here)}">only the differences</a></p>'
     chart = ('<figure class=chart><div id=compare-chart data-testid=compare-chart></div>'
              '<figcaption>validation loss per epoch · <span id=compare-legend></span>'
