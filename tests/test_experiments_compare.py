@@ -133,6 +133,10 @@ def test_the_experiments_page_says_the_true_count_and_pages(db, dashboard):
     assert api["total"] == 2500 and api["offset"] == border - 30
     assert [x["run_id"] for x in api["experiments"]] == \
         [d["run_id"] for d in ranked[border - 30:border + 70]]
+    between = get(f"{dashboard}/experiments?offset=150")
+    assert "151–250 of 2,500" in between
+    assert 'href="/experiments?offset=50" data-testid=prev-page' in between
+    assert 'href="/experiments?offset=250" data-testid=next-page' in between
     last = get(dashboard + "/experiments?page=25")
     assert "2,401–2,500 of 2,500" in last and "data-testid=next-page" not in last
 

@@ -135,13 +135,16 @@ def _pager(data: dict[str, Any], marked: bool = True) -> str:
     def mark(test_id: str) -> str:
         return f" data-testid={test_id}" if marked else ""
 
-    def link(number: int, text: str, test_id: str) -> str:
-        href = "/experiments?" + urlencode({**kept, "page": number})
+    page_no, limit = data["page"], data["limit"]
+
+    def link(at: int, text: str, test_id: str) -> str:
+        """To the page starting at `at`: `?page=` where pages fall, else `?offset=`."""
+        where = {"page": at // limit + 1} if at % limit == 0 else {"offset": at}
+        href = "/experiments?" + urlencode({**kept, **where})
         return f'<a href="{escape(href)}"{mark(test_id)}>{text}</a>'
 
-    page_no, limit = data["page"], data["limit"]
-    prev = link(page_no - 1, "← previous", "prev-page") if start > 0 else ""
-    following = link(start // limit + 2, "next →", "next-page") \
+    prev = link(max(0, start - limit), "← previous", "prev-page") if start > 0 else ""
+    following = link(start + shown, "next →", "next-page") \
         if start + shown < total and shown else ""
     where = f"page {page_no:,} of {data['pages']:,}" if total else ""
     return (f'<p class="pager muted"><span{mark("experiments-count")}>{count}</span>'
