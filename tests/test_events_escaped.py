@@ -29,10 +29,12 @@ def test_text_mode_escapes_control_characters(own_redis):  # noqa: F811
     assert not RAW.search(text.out), repr(text.out)
     lines = text.out.splitlines()
     assert len(lines) == 2, lines  # the CR/LF inside a field did not make a line of its own
-    assert "experiments\\x1b[2J upsert\\r\\nforged line 2 doc(s) a\\x1b]0;pwned\\x07 b\\u202ec" \
-        in lines[0], lines
-    assert lines[0].startswith("2025-01-01T00:00:00\\x1b[31m "), lines
-    assert "hdf5.cached\\x1b[1m\\rX" in lines[1], lines  # json.dumps escaped the rest already
+    # one line format for every event: odd values are quoted and escaped as JSON
+    assert ('"experiments\\u001b[2J" "upsert\\r\\nforged line" 2 doc(s) '
+            '"a\\u001b]0;pwned\\u0007" "b\\u202ec"') in lines[0], lines
+    assert lines[0].startswith('"2025-01-01T00:00:00\\u001b[31m" '), lines
+    assert '"hdf5.cached\\u001b[1m\\rX"' in lines[1], lines
+    assert 'file="w\\u009b1m.h5\\n"' in lines[1], lines
 
     as_json = run_cli("events", "--from", "0", "--count", "2", "--json", "--redis-url",
                       own_redis.url)

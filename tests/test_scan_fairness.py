@@ -30,11 +30,11 @@ class Recording(EventPublisher):
         self.tables: list[str] = []
         self.hook: Callable[[str], None] | None = None
 
-    def announce(self, collection, table, operation, ids):
+    def announce(self, collection, table, operation, ids, keys=None):
         if self.hook is not None and operation == "upsert":
             self.tables.append(table)
             self.hook(table)
-        super().announce(collection, table, operation, ids)
+        super().announce(collection, table, operation, ids, keys)
 
 
 EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss) "

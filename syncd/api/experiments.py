@@ -9,47 +9,59 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.client.compare import Comparison
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 
 
 @dataclass
 class Experiments:
-    """Experiment documents; when there are none, `why_none` says what the database holds."""
+    """Experiment documents; when there are none, `why_none` says what the database holds.
+    `total`: how many match in all (`docs` are those after the first `offset`)."""
 
     docs: list[dict[str, Any]]
     why_none: str | None = None
+    total: int | None = None
+    offset: int = 0
 
 
 def experiments_best(settings: Settings, challenge: int, n: int = 10,
-                     status: str | None = "completed", source: str | None = None) -> Experiments:
-    """The `n` best experiments of `challenge` by best_val_loss (`status` None: any)."""
+                     status: str | None = "completed", source: str | None = None,
+                     offset: int = 0) -> Experiments:
+    """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
+    after the first `offset`."""
     from syncd.client.tracker import Tracker
 
     with open_target(settings) as target:
         tracker = Tracker(target.db, source)
-        docs = list(tracker.best_experiments(challenge, n, status))
-        return Experiments(docs, None if docs else tracker.why_no_best(challenge, status))
+        docs = list(tracker.best_experiments(challenge, n, status, offset))
+        total = tracker.count(tracker.best_match(challenge, status))
+        why = None if total else tracker.why_no_best(challenge, status)
+        return Experiments(docs, why, total, offset)
 
 
 def experiments_compare(settings: Settings, refs: Sequence[str],
-                        source: str | None = None) -> list[dict[str, Any]]:
-    """Several experiments (run_ids or _ids) side by side."""
+                        source: str | None = None) -> Comparison:
+    """Several experiments (run_ids or _ids) side by side: what differs between them."""
+    from syncd.client.compare import compare
     from syncd.client.tracker import Tracker
 
     with open_target(settings) as target:
-        return list(Tracker(target.db, source).compare(list(refs)))
+        return compare(Tracker(target.db, source).compare(list(refs)))
 
 
-def experiments_search(settings: Settings, query: Mapping[str, Any],
-                       limit: int = 0, source: str | None = None) -> Experiments:
-    """Experiments matching a MongoDB filter."""
+def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int = 0,
+                       source: str | None = None, offset: int = 0) -> Experiments:
+    """Experiments matching a MongoDB filter (at most `limit`, after the first `offset`)."""
     from syncd.client.tracker import Tracker
 
     with open_target(settings) as target:
         tracker = Tracker(target.db, source)
-        docs = list(tracker.search(dict(query), limit=limit))
-        return Experiments(docs, None if docs else tracker.why_no_match(dict(query)))
+        docs = list(tracker.search(dict(query), limit=limit, offset=offset))
+        total = len(docs) + offset if not limit and (docs or not offset) \
+            else tracker.count(dict(query))
+        return Experiments(docs, None if total else tracker.why_no_match(dict(query)),
+                           total, offset)
 
 
 def experiments_history(settings: Settings, ref: str, source: str | None = None) -> dict[str, Any]:

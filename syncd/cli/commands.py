@@ -10,6 +10,7 @@ from syncd import api
 from syncd.cli.output import dumps, print_json, say
 from syncd.cli.render import (
     print_capture_status,
+    print_comparison,
     print_daemon,
     print_docs,
     print_event,
@@ -76,11 +77,18 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print_history(history)
         return 0
+    if args.action == "compare":
+        comparison = api.experiments_compare(settings, args.refs, args.source)
+        if args.json:
+            print_json(comparison.to_dict(args.all))
+        else:
+            print_comparison(comparison, args.all)
+        return 0
+    if args.offset < 0:
+        raise ConfigError(f"--offset {args.offset}: must be 0 or more")
     if args.action == "best":
         found = api.experiments_best(settings, args.challenge, args.n, args.status or None,
-                                     args.source)
-    elif args.action == "compare":
-        found = api.Experiments(api.experiments_compare(settings, args.refs, args.source))
+                                     args.source, offset=args.offset)
     else:
         try:
             query = json.loads(args.filter)
@@ -88,11 +96,12 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
         if not isinstance(query, dict):
             raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
-        found = api.experiments_search(settings, query, limit=args.limit, source=args.source)
+        found = api.experiments_search(settings, query, limit=args.limit, source=args.source,
+                                       offset=args.offset)
     if args.json:
         print_json(found.docs)
     else:
-        print_docs(found.docs, found.why_none)
+        print_docs(found.docs, found.why_none, found.total, found.offset)
     return 0
 
 

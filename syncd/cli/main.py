@@ -129,14 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("-n", type=int, default=10, help="how many (default 10)")
     best.add_argument("--status", default="completed",
                       help="only this status (default completed; '' for any)")
+    best.add_argument("--offset", type=int, default=0, metavar="N",
+                      help="skip the N best first (the next page: --offset 10)")
     hist = action("history", "one experiment's epochs and checkpoints")
     hist.add_argument("ref", help="run_id or experiment _id")
     comp = action("compare", "several experiments side by side")
     comp.add_argument("refs", nargs="+", help="run_ids or experiment _ids")
+    comp.add_argument("--all", action="store_true",
+                      help="show the keys that are equal in every experiment too")
     search = action("search", "experiments matching a MongoDB filter (JSON)")
     search.add_argument("filter", nargs="?", default="{}",
                         help='e.g. \'{"status": "running"}\'')
-    search.add_argument("--limit", type=int, default=0)
+    search.add_argument("--limit", type=int, default=0, metavar="N",
+                        help="at most N experiments (default: all)")
+    search.add_argument("--offset", type=int, default=0, metavar="N",
+                        help="skip the first N (by run_id)")
 
     p = command("run", cmd_run, "follow the legacy database and keep MongoDB in sync",
                 "Bring MongoDB up to date (backfill if needed), then apply every INSERT, "

@@ -3,11 +3,14 @@ capture and events (the --json shapes are the API's data as they are)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from syncd.cli.output import say, table, visible
+from syncd.client.compare import folded_line
 from syncd.config import Settings
 from syncd.projection.unmirrored import lines as not_mirrored_lines
 
@@ -164,8 +167,10 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
         print_status_section(status["hdf5"])
 
 
-def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None) -> None:
-    """Experiments as a table; an empty answer says why when it can."""
+def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
+               total: int | None = None, offset: int = 0) -> None:
+    """Experiments as a table, and how many of how many; an empty answer says why when
+    it can."""
     if not docs and why_none is not None:  # an empty table says nothing: say why
         say(why_none)
         return
@@ -177,6 +182,45 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None) -> N
                      d.get("start_time"), d.get("_source"), str(d.get("_id"))])
     say(table(rows, ["run_id", "challenge", "model", "status", "best_val_loss", "best_epoch",
                      "start_time", "source", "_id"]))
+    if total is not None:
+        shown = (f"{offset + 1:,}-{offset + len(docs):,}" if docs
+                 else f"none after the first {offset:,}")
+        more = offset + len(docs) < total
+        say(f"showing {shown} of {total:,} experiment(s)"
+            + (f" (--offset {offset + len(docs)} shows the next)" if more and docs else ""))
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    """A compared value as short text: numbers as numbers, objects as JSON."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    else:
+        text = str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def print_comparison(comparison: Any, show_all: bool = False) -> None:
+    """Experiments side by side: the keys that differ, and how many equal ones are not
+    shown (`show_all`: every key)."""
+    if not comparison.runs:
+        say("no experiments to compare")
+        return
+    rows = [[row.key if row.section == "run" else f"{row.section}.{row.key}",
+             *(_cell(v) for v in row.values), *(["=" if row.same else "differs"]
+                                                 if show_all else [])]
+            for row in comparison.shown(show_all)]
+    headers = ["", *(r["label"] for r in comparison.runs), *([""] if show_all else [])]
+    if rows:
+        say(table(rows, headers))
+    else:
+        say(f"{', '.join(r['label'] for r in comparison.runs)}: no differences")
+    if not show_all:
+        for section, count in comparison.folded().items():
+            say(folded_line(section, count))
 
 
 def print_history(history: dict[str, Any]) -> None:
@@ -206,15 +250,67 @@ def print_capture_status(data: dict[str, Any]) -> None:
                   ["consumer", "applied up to", "last seen", "state"]))
 
 
-def print_event(entry_id: str, event: dict[str, Any]) -> None:
-    """One stream entry on one line: a change event, else its type and fields."""
+PLAIN = re.compile(r"[^\s\"'=,\\]+")
+MAX_FIELD = 120  # characters of one value on an event's line
+
+
+def event_field(value: Any) -> str:
+    """One value of an event's line: plain text as it is, anything else quoted as JSON
+    (control characters, quotes, spaces and non-printable text escaped), cut to
+    MAX_FIELD characters. Every value of the line passes through here."""
+    if isinstance(value, str):
+        if value.isprintable() and PLAIN.fullmatch(value):
+            text = value
+        else:
+            text = json.dumps(value, ensure_ascii=not value.isprintable())
+    else:
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= MAX_FIELD else text[:MAX_FIELD - 1] + "…"
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    """When: a change event's `time`, else the `at` publish_event stamps (epoch seconds)."""
+    at = event.get("at")
+    if event.get("time") is None and isinstance(at, (int, float)) and not isinstance(at, bool):
+        try:
+            return dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat(
+                timespec="milliseconds")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return event_field(event.get("time", "-"))
+
+
+def _legacy_key(key: Any) -> str | None:
+    """`run_id=7` (`run_id=7,epoch=3` for a composite key), or None without one."""
+    if not isinstance(key, dict) or not key:
+        return None
+    return ",".join(f"{event_field(str(c))}={event_field(v)}" for c, v in key.items())
+
+
+CHANGE_FIELDS = ("type", "at", "time", "collection", "operation", "ids", "keys")
+
+
+def event_line(entry_id: str, event: dict[str, Any]) -> str:
+    """One stream entry on one line, the same shape for every event: time, stream id,
+    what happened, then its other fields as name=value. A change event names its
+    documents by their rows' legacy keys (`run_id=7`), or by `_id` where the event
+    carries no key (events of older versions)."""
     if "collection" in event:
-        ids = [str(i) for i in event.get("ids", [])]
-        line = (f"{event.get('time')} {event.get('collection')} "
-                f"{event.get('operation')} {len(ids)} doc(s) "
-                f"{' '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
-    else:  # HDF5 cache events (and events new code publishes)
-        rest = {k: v for k, v in event.items() if k not in ("type", "at")}
-        line = (f"{entry_id} {event.get('type', 'event')} "
-                f"{json.dumps(rest, default=str)[:200]}")
-    say(visible(line))
+        ids = event.get("ids") or []
+        keys = event.get("keys")
+        if not isinstance(keys, list) or len(keys) != len(ids):
+            keys = [None] * len(ids)
+        names = [_legacy_key(k) or event_field(i) for i, k in zip(ids[:3], keys)]
+        what = [event_field(event.get("collection")), event_field(event.get("operation")),
+                f"{len(ids)} doc(s)", *names, *(["..."] if len(ids) > 3 else [])]
+        rest = {k: v for k, v in event.items() if k not in CHANGE_FIELDS}
+    else:  # HDF5 cache events, `migrated`, and events new code publishes
+        what = [event_field(event.get("type", "event"))]
+        rest = {k: v for k, v in event.items() if k not in ("type", "at", "time")}
+    fields = [f"{event_field(str(k))}={event_field(v)}" for k, v in rest.items()]
+    return " ".join([_event_time(event), event_field(entry_id), *what, *fields])
+
+
+def print_event(entry_id: str, event: dict[str, Any]) -> None:
+    """The event's line, with anything event_field left unescaped escaped too."""
+    say(visible(event_line(entry_id, event)))

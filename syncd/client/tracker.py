@@ -62,16 +62,23 @@ class Tracker:
                              "or the experiment's _id")
         return docs[0]["_id"]
 
-    def best_experiments(self, challenge: int, n: int = 10,
-                         status: str | None = "completed") -> list[dict[str, Any]]:
-        """The `n` experiments of `challenge` with the lowest best validation loss."""
+    @staticmethod
+    def best_match(challenge: int, status: str | None = "completed") -> dict[str, Any]:
+        """The filter of `best_experiments`: of `challenge`, with a best validation loss."""
         match: dict[str, Any] = {"challenge": challenge,
                                  "metrics.best_val_loss": {"$type": "number"}}
         if status:
             match["status"] = status
-        return list(self.experiments.find(self._scoped(match), SUMMARY)
+        return match
+
+    def best_experiments(self, challenge: int, n: int = 10, status: str | None = "completed",
+                         offset: int = 0) -> list[dict[str, Any]]:
+        """The `n` experiments of `challenge` with the lowest best validation loss (after
+        the first `offset`)."""
+        return list(self.experiments.find(self._scoped(self.best_match(challenge, status)),
+                                          SUMMARY)
                     .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
-                    .limit(n))
+                    .skip(offset).limit(n))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
         """One line saying why `best_experiments` found nothing: what exists instead."""
@@ -126,10 +133,47 @@ class Tracker:
         return [found[i] for i in ids if i in found]
 
     def search(self, query: dict[str, Any] | None = None, sort: list[tuple[str, int]] | None = None,
-               limit: int = 0) -> list[dict[str, Any]]:
-        """Experiments matching a MongoDB filter."""
+               limit: int = 0, offset: int = 0) -> list[dict[str, Any]]:
+        """Experiments matching a MongoDB filter (`offset` of them skipped)."""
         cursor = self.experiments.find(self._scoped(query or {}), SUMMARY)
-        cursor = cursor.sort(sort or [("run_id", ASCENDING)])
+        cursor = cursor.sort(sort or [("run_id", ASCENDING), ("_id", ASCENDING)])
+        if offset:
+            cursor = cursor.skip(offset)
         if limit:
             cursor = cursor.limit(limit)
         return list(cursor)
+
+    def count(self, query: dict[str, Any] | None = None) -> int:
+        """How many experiments match a MongoDB filter (the same scope as `search`)."""
+        return self.experiments.count_documents(self._scoped(query or {}))
+
+    def best_first(self, query: dict[str, Any], offset: int = 0,
+                   limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """One page of the experiments matching `query`, best validation loss first
+        (those without one last, by run_id), and how many match in all.
+
+        Sorted and skipped by the server in two ranges (with a loss, by it; then
+        without, by run_id), so no more than one page ever crosses the wire. The first
+        page needs no count of the first range; a later one counts it, to read only
+        the ranges it lies in.
+        """
+        scoped = self._scoped(query)
+        with_loss = {"$and": [scoped, {"metrics.best_val_loss": {"$type": "number"}}]}
+        without = {"$and": [scoped, {"metrics.best_val_loss": {"$not": {"$type": "number"}}}]}
+        total = self.experiments.count_documents(scoped)
+        if offset >= total:
+            return [], total
+        ranked = self.experiments.count_documents(with_loss) if offset else None
+        docs: list[dict[str, Any]] = []
+        if ranked is None or offset < ranked:
+            docs = list(self.experiments.find(with_loss, SUMMARY)
+                        .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+                        .skip(offset).limit(limit))
+        if len(docs) < limit:  # the page reaches the runs without a loss
+            ranked = offset + len(docs) if ranked is None else ranked
+            # Sources of a fleet share run_ids: `_id` makes the order, and so the pages,
+            # the same on every read.
+            docs += list(self.experiments.find(without, SUMMARY)
+                         .sort([("run_id", ASCENDING), ("_id", ASCENDING)])
+                         .skip(max(0, offset - ranked)).limit(limit - len(docs)))
+        return docs, total

@@ -83,15 +83,21 @@ class Applier:
             fresh = {d["_id"] for d in projected.docs}
         else:
             fresh = {projector.make_id(k) for k in inserted} if inserted else set()
+        # The rows' legacy keys, for a sink that names what it wrote by them (events).
+        keys = (projector.legacy_keys(chunk.rows, projected.docs) if self.sink.wants_keys
+                else None)
         rejected: list[Rejected] = self.sink.upsert(mapping.collection, projected.docs,
-                                                    fresh)
+                                                    fresh, keys)
         bad = {r.id for r in rejected}
         result.upserted = [d["_id"] for d in projected.docs if d["_id"] not in bad]
         if wanted:
             present = {projector.key(row) for row in chunk.rows}
-            gone = [projector.make_id(k) for k in wanted if k not in present]
+            gone_keys = [k for k in wanted if k not in present]
+            gone = [projector.make_id(k) for k in gone_keys]
             if gone:
-                self.sink.delete(mapping.collection, gone)
+                self.sink.delete(mapping.collection, gone, {
+                    oid: projector.identity_document(k) for oid, k in zip(gone, gone_keys)}
+                    if self.sink.wants_keys else None)
                 result.deleted = gone
         if projected.quarantined or rejected:
             result.quarantined = quarantine(self.store, projector, chunk.rows,

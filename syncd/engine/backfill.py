@@ -372,8 +372,10 @@ class Engine:
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
             missing, different = compare_docs(projected.docs, digests)
-            rejected = self.sink.insert(mapping.collection, missing)
-            rejected += self.sink.upsert(mapping.collection, different)
+            keys = (projector.legacy_keys(chunk.rows, projected.docs)
+                    if (missing or different) and self.sink.wants_keys else None)
+            rejected = self.sink.insert(mapping.collection, missing, keys)
+            rejected += self.sink.upsert(mapping.collection, different, keys=keys)
             crashpoint("reconcile.after_write")
             report.rows += len(chunk.rows)
             report.written += len(missing) + len(different) - len(rejected)

@@ -158,10 +158,32 @@ class Projector:
 
     def key_document(self, row: Sequence[Any]) -> dict[str, Any]:
         """The row's key as a small readable document (for reports and quarantine)."""
-        key = self.key(row)
+        return self.identity_document(self.key(row))
+
+    def identity_document(self, key: tuple[Any, ...]) -> dict[str, Any]:
+        """An identity (`key`) as a small readable document: {"run_id": 7}, or
+        {"rowid": 12} for a table without a primary key (or a row whose key is NULL)."""
         if key[0] is NULL_KEY_MARK or not self.pk_index:
             return {"rowid": key[-1]}
         return {c: to_bson(v) for c, v in zip(self.table.primary_key, key)}
+
+    def legacy_keys(self, rows: Sequence[Sequence[Any]],
+                    projected: Sequence[dict[str, Any]] = ()) -> dict[Any, dict[str, Any]]:
+        """Each row's document `_id` -> its key document (what events name rows by).
+
+        `projected`: the rows' documents; when there is one per row (nothing was
+        quarantined) they are in row order, and their ids are not computed again.
+        """
+        ids = ([d["_id"] for d in projected] if len(projected) == len(rows)
+               else self.chunk_ids(rows))
+        if ids is None:  # a NULL primary key: those rows are keyed by rowid
+            ids = [self.make_id(self.key(row)) for row in rows]
+        elif self._key_at is not None and not (self.offset and any(
+                row[self._key_at] is None for row in rows)):  # one value is the whole key
+            name = self.table.primary_key[0] if self.pk_index else "rowid"
+            values = map(to_bson, map(operator.itemgetter(self._key_at), rows))
+            return {oid: {name: v} for oid, v in zip(ids, values)}
+        return {oid: self.key_document(row) for oid, row in zip(ids, rows)}
 
     def chunk_ids(self, rows: Sequence[Sequence[Any]]) -> list[ObjectId] | None:
         """The `_id`s of a whole chunk; None if a row's primary key is NULL (those rows

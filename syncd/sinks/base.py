@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+# A document's `_id` -> the legacy key of its row (primary key column -> value, or
+# {"rowid": n}): what a sink that reports its writes (events) names them by.
+LegacyKeys = Mapping[Any, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -17,15 +21,23 @@ class Rejected:
 
 
 class Sink(ABC):
-    """Writes documents to named collections."""
+    """Writes documents to named collections.
+
+    `keys` (every write's optional last argument) are the legacy keys of the written
+    documents, for a sink that reports what it wrote; writers compute them only where
+    `wants_keys` is true, and a sink that does not report ignores them.
+    """
+
+    wants_keys = False
 
     @abstractmethod
-    def insert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
+    def insert(self, collection: str, docs: Sequence[dict[str, Any]],
+               keys: LegacyKeys | None = None) -> list[Rejected]:
         """Add documents known to be absent (fresh staging collections, missing rows)."""
 
     @abstractmethod
     def upsert(self, collection: str, docs: Sequence[dict[str, Any]],
-               fresh: Collection[Any] = ()) -> list[Rejected]:
+               fresh: Collection[Any] = (), keys: LegacyKeys | None = None) -> list[Rejected]:
         """Insert or replace whole documents by `_id`.
 
         `fresh` holds the ids of documents that are probably absent (their rows were
@@ -34,7 +46,8 @@ class Sink(ABC):
         """
 
     @abstractmethod
-    def delete(self, collection: str, ids: Sequence[Any]) -> int:
+    def delete(self, collection: str, ids: Sequence[Any],
+               keys: LegacyKeys | None = None) -> int:
         """Remove documents by `_id`; returns how many were removed."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

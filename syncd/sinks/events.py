@@ -1,9 +1,11 @@
 """Announcing applied changes on Redis: a Stream to resume from, pub/sub to listen live.
 
 Every write the daemon applies becomes one JSON event per collection and
-operation: source id, collection, table, operation, document ids, migration
-version, time. Events go to the stream `syncd:events` (trimmed with MAXLEN ~) and
-are published on the channel of the same name (both named by `Keys.events`).
+operation: source id, collection, table, operation, document ids, the legacy key of
+each document's row (`keys`, one per id: {"run_id": 7}; absent in events of older
+versions, null where unknown), migration version, time. Events go to the stream
+`syncd:events` (trimmed with MAXLEN ~) and are published on the channel of the same
+name (both named by `Keys.events`).
 Redis being down never stops the MongoDB sync: events wait in a bounded buffer and
 are sent when Redis is back.
 """
@@ -15,6 +17,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,6 +60,27 @@ def publish_event(client: redis.Redis, stream: str, event: Mapping[str, Any]) ->
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
+MAX_KEY_TEXT = 200  # a longer key value is not carried (readers show the id instead)
+
+
+def event_key(key: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A row's legacy key as JSON values (BLOBs as x'hex', as SQLite writes them); None if
+    there is none or a value is too long to repeat in every event."""
+    if not key:
+        return None
+    out: dict[str, Any] = {}
+    for column, value in key.items():
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            value = f"x'{bytes(value).hex()}'"
+        elif value is not None and not (isinstance(value, (int, str)) or (
+                isinstance(value, float) and math.isfinite(value))):
+            value = str(value)  # NaN, inf, or a type SQLite keys do not have
+        if isinstance(value, str) and len(value) > MAX_KEY_TEXT:
+            return None
+        out[str(column)] = value
+    return out
+
+
 class EventPublisher:
     """Queues events and sends them from a thread of its own.
 
@@ -84,20 +108,25 @@ class EventPublisher:
         self._thread: threading.Thread | None = None
 
     def event(self, collection: str, table: str | None, operation: str,
-              ids: Sequence[Any]) -> str:
-        return json.dumps({
+              ids: Sequence[Any], keys: Mapping[Any, Mapping[str, Any]] | None = None) -> str:
+        event: dict[str, Any] = {
             "type": f"table.{operation}", "source_id": self.source_id,
             "collection": collection, "table": table,
             "operation": operation, "ids": [str(i) for i in ids], "version": self.version,
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-        }, separators=(",", ":"))
+        }
+        legacy = [event_key(keys.get(i)) for i in ids] if keys else []
+        if any(k is not None for k in legacy):
+            event["keys"] = legacy
+        return json.dumps(event, separators=(",", ":"))
 
     def announce(self, collection: str, table: str | None, operation: str,
-                 ids: Sequence[Any]) -> None:
-        """Queue events for these ids (never blocks on Redis)."""
+                 ids: Sequence[Any], keys: Mapping[Any, Mapping[str, Any]] | None = None) -> None:
+        """Queue events for these ids (never blocks on Redis); `keys` (id -> the legacy
+        row's key) names them as the legacy tables do."""
         if self.client is None or not ids:
             return
-        self._queue([self.event(collection, table, operation, ids[start:start + MAX_IDS])
+        self._queue([self.event(collection, table, operation, ids[start:start + MAX_IDS], keys)
                      for start in range(0, len(ids), MAX_IDS)])
 
     def announce_migrated(self, version: int) -> None:
@@ -204,6 +233,10 @@ def parse_event(raw: Any) -> dict[str, Any] | str:
     ids = event.get("ids", [])
     if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
         return "'ids' is not a list of strings"
+    keys = event.get("keys")
+    if keys is not None and not (isinstance(keys, list) and len(keys) == len(ids) and all(
+            k is None or isinstance(k, dict) for k in keys)):
+        return "'keys' is not a list of objects, one per id"
     for name in _TEXT_FIELDS:
         if event.get(name) is not None and not isinstance(event[name], str):
             return f"{name!r} is not a string"

@@ -28,7 +28,7 @@ from pymongo.errors import (
 )
 
 from syncd.redact import scrub
-from syncd.sinks.base import Rejected, Sink
+from syncd.sinks.base import LegacyKeys, Rejected, Sink
 
 DUPLICATE_KEY = 11000
 
@@ -64,7 +64,8 @@ class MongoSink(Sink):
                 rejected.append(Rejected(doc["_id"], scrub(f"{type(exc).__name__}: {exc}")))
         return rejected
 
-    def insert(self, collection: str, docs: Sequence[dict[str, Any]]) -> list[Rejected]:
+    def insert(self, collection: str, docs: Sequence[dict[str, Any]],
+               keys: LegacyKeys | None = None) -> list[Rejected]:
         if not docs:
             return []
         try:
@@ -78,7 +79,7 @@ class MongoSink(Sink):
         return []
 
     def upsert(self, collection: str, docs: Sequence[dict[str, Any]],
-               fresh: Collection[Any] = ()) -> list[Rejected]:
+               fresh: Collection[Any] = (), keys: LegacyKeys | None = None) -> list[Rejected]:
         if not docs:
             return []
         inserted = [d["_id"] in fresh for d in docs] if fresh else [False] * len(docs)
@@ -98,7 +99,8 @@ class MongoSink(Sink):
             return self._one_by_one(collection, docs, upsert=True)
         return []
 
-    def delete(self, collection: str, ids: Sequence[Any]) -> int:
+    def delete(self, collection: str, ids: Sequence[Any],
+               keys: LegacyKeys | None = None) -> int:
         if not ids:
             return 0
         result = self.db[collection].bulk_write([DeleteOne({"_id": i}) for i in ids],

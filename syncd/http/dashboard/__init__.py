@@ -1,8 +1,8 @@
 """The read-only dashboard: sync health, experiments, live training curves, cache coverage.
 
-`routes(ctx)` is everything the HTTP server mounts at `/`: four HTML pages, their
+`routes(ctx)` is everything the HTTP server mounts at `/`: five HTML pages, their
 JSON (`/api/...`), one server-sent-events stream per experiment and the static
-files (one CSS, one script; no CDN: it works offline). Nothing here writes
+files (one CSS, the chart and page scripts; no CDN: it works offline). Nothing here writes
 anywhere; every read goes through `ctx` (syncd.http.context).
 """
 
@@ -41,12 +41,37 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
     async def health_json(request: Request) -> Response:
         return JSONResponse(await read(data.health))
 
+    def listing(request: Request) -> list[str]:
+        q = request.query_params
+        return [*filters(request).values(), q.get("page", ""), q.get("offset", "")]
+
+    def compared(request: Request) -> list[str]:
+        """`?runs=A,B,C` (or `runs` repeated, as the list's checkboxes send them)."""
+        return [ref for value in request.query_params.getlist("runs")
+                for ref in value.split(",")]
+
     async def experiments_page(request: Request) -> Response:
-        return HTMLResponse(pages.experiments_page(
-            await read(data.experiments, *filters(request).values())))
+        return HTMLResponse(pages.experiments_page(await read(data.experiments,
+                                                              *listing(request))))
 
     async def experiments_json(request: Request) -> Response:
-        return JSONResponse(await read(data.experiments, *filters(request).values()))
+        return JSONResponse(await read(data.experiments, *listing(request)))
+
+    async def compare_page(request: Request) -> Response:
+        refs = compared(request)
+        try:
+            found = await read(data.comparison, refs)
+        except SyncdError as exc:
+            return HTMLResponse(pages.page("Compare", "/experiments",
+                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 404)
+        show_all = request.query_params.get("all", "") not in ("", "0")
+        return HTMLResponse(pages.compare_page(found, show_all, refs))
+
+    async def compare_json(request: Request) -> Response:
+        try:
+            return JSONResponse(await read(data.comparison, compared(request)))
+        except SyncdError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
 
     async def experiment_page(request: Request) -> Response:
         try:
@@ -85,9 +110,11 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
         Route("/", health_page),
         Route("/experiments", experiments_page),
         Route("/experiments/{ref}", experiment_page),
+        Route("/compare", compare_page),
         Route("/cache", cache_page),
         Route("/api/health", health_json),
         Route("/api/experiments", experiments_json),
+        Route("/api/compare", compare_json),
         Route("/api/experiments/{ref}", experiment_json),
         Route("/api/experiments/{ref}/epochs", epochs_json),
         Route("/api/experiments/{ref}/events", experiment_events),

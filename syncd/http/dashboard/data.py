@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from typing import Any
 
 from bson import ObjectId
@@ -17,13 +18,18 @@ from pymongo.database import Database
 from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import QUARANTINE, StateStore
+from syncd.client.compare import compare
 from syncd.client.tracker import Tracker
+from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.projection.unmirrored import newest
 from syncd.redact import scrub
 
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
-MAX_EXPERIMENTS = 1000
+PAGE_SIZE = 100  # experiments per page of the list
+MAX_COMPARED = 20  # experiments on one compare page
+CHOICES_SECONDS = 30.0  # how long the filters' choices are reused
+_choices: dict[str, tuple[float, dict[str, list[Any]]]] = {}  # per database: (read at, choices)
 
 
 def jsonable(value: Any, key: str = "") -> Any:
@@ -105,31 +111,38 @@ def _best(doc: dict[str, Any]) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _order(doc: dict[str, Any]) -> tuple[Any, ...]:
-    """Best validation loss first (none last), then by run_id."""
-    best, run = _best(doc), doc.get("run_id")
-    return (best is None, best or 0.0, not isinstance(run, int), run if isinstance(run, int)
-            else 0, str(run))
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
-def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
-                source: str = "") -> dict[str, Any]:
-    """Experiments filtered by challenge, status and source, best validation loss first
-    (those without one last); and the choices each filter offers."""
+def first_shown(page: str = "", offset: str = "") -> int:
+    """Where a page of the experiments list starts: `?offset=` if given, else `?page=`
+    (from 1); anything else (or less) is the first page."""
+    at = _whole(offset.strip()) if offset.strip() else None
+    if at is not None:
+        return max(0, at)
+    number = _whole(page.strip()) if page.strip() else None
+    return (max(1, number) - 1) * PAGE_SIZE if number is not None else 0
+
+
+def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source: str = "",
+                page: str = "", offset: str = "") -> dict[str, Any]:
+    """One page of the experiments filtered by challenge, status and source, best
+    validation loss first (those without one last); how many match in all; and the
+    choices each filter offers."""
     db = ctx.db
     query: dict[str, Any] = {}
     if challenge:
-        try:
-            query["challenge"] = int(challenge)
-        except ValueError:
-            query["challenge"] = challenge
+        query["challenge"] = _whole(challenge) if _whole(challenge) is not None else challenge
     if status:
         query["status"] = status
     if source:
         query["_source"] = source
-    docs = Tracker(db).search(query, limit=MAX_EXPERIMENTS)
-    docs.sort(key=_order)
-    coll = db["experiments"]
+    start = first_shown(page, offset)
+    docs, total = Tracker(db).best_first(query, start, PAGE_SIZE)
     return jsonable({
         "experiments": [{
             "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
@@ -138,13 +151,58 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
             "total_epochs": (d.get("metrics") or {}).get("total_epochs"),
             "start_time": d.get("start_time"), "source": d.get("_source")}
             for d in docs],
+        "total": total, "offset": start, "limit": PAGE_SIZE,
+        "page": start // PAGE_SIZE + 1, "pages": max(1, -(-total // PAGE_SIZE)),
         "filters": {"challenge": challenge, "status": status, "source": source},
-        "choices": {
-            "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
-            "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
-            "source": sorted(str(x) for x in coll.distinct("_source") if x is not None),
-        },
+        "choices": filter_choices(db),
     })
+
+
+def filter_choices(db: Database) -> dict[str, list[Any]]:
+    """The values each filter offers: the distinct challenges, statuses and sources.
+
+    Three passes over the collection where the server has no index to answer them
+    from (SecantusDB: about 0.1 s each at 10,000 runs), so read at most every
+    CHOICES_SECONDS per database rather than on every page of the list.
+    """
+    key = f"{id(db.client)}:{db.name}"
+    now = time.monotonic()
+    kept = _choices.get(key)
+    if kept is not None and now - kept[0] < CHOICES_SECONDS:
+        return kept[1]
+    coll = db["experiments"]
+    found = {
+        "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
+        "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
+        "source": sorted(str(x) for x in coll.distinct("_source") if x is not None),
+    }
+    _choices[key] = (now, found)
+    return found
+
+
+def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
+    """Experiments side by side for /compare: every key with its values (`same`: equal in
+    all of them; values under secret-looking keys masked), and each one's epochs."""
+    refs = list(dict.fromkeys(r.strip() for r in refs if r.strip()))
+    if not refs:
+        raise SyncdError("no runs to compare: tick some on the experiments page "
+                         "(or /compare?runs=RUN_ID,RUN_ID)")
+    if len(refs) > MAX_COMPARED:
+        raise SyncdError(f"{len(refs)} runs: at most {MAX_COMPARED} compare on one page")
+    found = compare(Tracker(ctx.db).compare(refs))
+    ids = [r["id"] for r in found.runs]
+    curves: dict[Any, list[dict[str, Any]]] = {i: [] for i in ids}
+    for doc in ctx.db["epochs"].find({"experiment_id": {"$in": ids}},
+                                     {"experiment_id": 1, "epoch": 1, "metrics": 1,
+                                      "timestamp": 1}).sort(
+            [("experiment_id", 1), ("epoch", 1), ("_id", 1)]):
+        curves[doc["experiment_id"]].append(epoch_point(doc))
+    rows = [{"section": r.section, "key": r.key, "same": r.same,
+             "values": [None if v is None else "***" for v in r.values]
+             if SECRET_KEY.search(r.key) else r.values} for r in found.rows]
+    return jsonable({"runs": found.runs, "rows": rows, "equal": found.folded(),
+                     "curves": [{"id": r["id"], "label": r["label"], "epochs": curves[r["id"]]}
+                                for r in found.runs]})
 
 
 def experiment(ctx: HttpContext, ref: str) -> dict[str, Any]:

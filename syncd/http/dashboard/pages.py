@@ -1,7 +1,9 @@
 """The dashboard's pages: plain server-rendered HTML (the data of syncd.http.dashboard.data).
 
-No template engine: each page is a few f-strings over escaped values. The one
-script (static/dashboard.js) draws the training-curve chart and follows events.
+No template engine: each page is a few f-strings over escaped values. The scripts are
+files of static/ (chart.js draws the loss charts, dashboard.js follows an experiment's
+events, compare.js fills the compare page's chart); a page hands them data in a JSON
+block, never in inline script.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import json
 from html import escape
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
+
+from syncd.client.compare import NOUNS
 
 NAV = (("/", "Sync health"), ("/experiments", "Experiments"), ("/cache", "Cache"))
 
@@ -23,10 +27,14 @@ def e(value: Any) -> str:
     return escape(str(value))
 
 
-def page(title: str, active: str, body: str, script: bool = False) -> str:
+def page(title: str, active: str, body: str, script: bool = False,
+         scripts: tuple[str, ...] = ()) -> str:
+    """A whole page; `script`: the experiment page's chart and live updates, `scripts`:
+    other files of static/ (run in order, after the page is parsed)."""
     nav = "".join(f'<a href="{href}"{" class=active" if href == active else ""}>{name}</a>'
                   for href, name in NAV)
-    js = '<script src="/static/dashboard.js" defer></script>' if script else ""
+    files = (("chart.js", "dashboard.js") if script else ()) + scripts
+    js = "".join(f'<script src="/static/{name}" defer></script>' for name in files)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<title>{escape(title)} · syncd</title>"
@@ -97,12 +105,54 @@ def health_page(data: dict[str, Any]) -> str:
 
 def _select(name: str, current: str, choices: list[Any]) -> str:
     options = [f'<option value=""{"" if current else " selected"}>any</option>']
+    if current and current not in map(str, choices):  # choices are re-read every 30 s
+        choices = [*choices, current]
     for choice in choices:
         value = escape(str(choice))
         chosen = " selected" if str(choice) == current else ""
         options.append(f'<option value="{value}"{chosen}>{value}</option>')
     return (f"<label>{name} <select name={name} onchange='this.form.submit()'>"
             f"{''.join(options)}</select></label>")
+
+
+def json_block(element_id: str, data: Any) -> str:
+    """Data for a page's script: a JSON <script> block (never run; `<` escaped so no value
+    can close it)."""
+    text = (json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def _pager(data: dict[str, Any], marked: bool = True) -> str:
+    """How many match, which of them this page shows, and links to the pages around it
+    (`marked`: with the test ids; the copy under the table has none)."""
+    total, start, shown = data["total"], data["offset"], len(data["experiments"])
+    if not total:
+        count = "0 experiment(s)"
+    elif not shown:
+        count = f"none after the first {start:,} of {total:,} experiment(s)"
+    else:
+        count = (f"{start + 1:,}–{start + shown:,} of {total:,} experiment(s), "
+                 "best validation loss first")
+    kept = {k: v for k, v in data["filters"].items() if v}
+
+    def mark(test_id: str) -> str:
+        return f" data-testid={test_id}" if marked else ""
+
+    page_no, limit = data["page"], data["limit"]
+
+    def link(at: int, text: str, test_id: str) -> str:
+        """To the page starting at `at`: `?page=` where pages fall, else `?offset=`."""
+        where = {"page": at // limit + 1} if at % limit == 0 else {"offset": at}
+        href = "/experiments?" + urlencode({**kept, **where})
+        return f'<a href="{escape(href)}"{mark(test_id)}>{text}</a>'
+
+    prev = link(max(0, start - limit), "← previous", "prev-page") if start > 0 else ""
+    following = link(start + shown, "next →", "next-page") \
+        if start + shown < total and shown else ""
+    where = f"page {page_no:,} of {data['pages']:,}" if total else ""
+    return (f'<p class="pager muted"><span{mark("experiments-count")}>{count}</span>'
+            f"{prev}<span>{where}</span>{following}</p>")
 
 
 def experiments_page(data: dict[str, Any]) -> str:
@@ -112,13 +162,18 @@ def experiments_page(data: dict[str, Any]) -> str:
             + "<noscript><button>filter</button></noscript></form>")
     rows = [[f'<a href="/experiments/{quote(x["id"])}">{e(x["run_id"])}</a>',
              e(x["challenge"]), e(x["status"]), e(x["model"]), e(x["best_val_loss"]),
-             e(x["best_epoch"]), e(x["total_epochs"]), e(x["start_time"]), e(x["source"])]
+             e(x["best_epoch"]), e(x["total_epochs"]), e(x["start_time"]), e(x["source"]),
+             f'<input type=checkbox name=runs value="{e(x["id"])}" form=compare-form '
+             f'aria-label="compare run {e(x["run_id"])}">']
             for x in data["experiments"]]
     grid = table(["run", "challenge", "status", "model", "best val loss", "best epoch",
-                  "epochs", "started", "source"], rows, "experiments",
+                  "epochs", "started", "source", "compare"], rows, "experiments",
                  "no experiments match these filters")
-    count = f'<p class=muted>{len(rows)} experiment(s), best validation loss first</p>'
-    return page("Experiments", "/experiments", form + count + grid)
+    pick = ("<form id=compare-form class=compare-bar method=get action=/compare>"
+            "<button data-testid=compare-button>compare the ticked runs</button></form>"
+            if rows else "")
+    return page("Experiments", "/experiments",
+                form + _pager(data) + pick + grid + _pager(data, marked=False))
 
 
 def _config(config: Any) -> str:
@@ -158,6 +213,44 @@ def experiment_page(data: dict[str, Any]) -> str:
             + f"<div id=epochs-table>{epochs}</div>"
             + "<h2>Checkpoints</h2>" + checkpoints)
     return page(title, "/experiments", body, script=True)
+
+
+def _value(value: Any) -> str:
+    """A compared value as escaped text (objects and lists as JSON)."""
+    if isinstance(value, (dict, list)):
+        return e(json.dumps(value, separators=(",", ":")))
+    return e(value)
+
+
+def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
+    """Runs side by side: their validation loss on one chart (static/compare.js), then the
+    keys whose values differ (equal ones folded, with a link that shows them)."""
+    runs = data["runs"]
+    heads = "".join(f'<th><a href="/experiments/{quote(r["id"])}">{e(r["label"])}</a></th>'
+                    for r in runs)
+    show_all = show_all or len(runs) < 2  # one run: nothing to fold against
+    shown = [r for r in data["rows"] if show_all or not r["same"]]
+    body = "".join(
+        f'<tr{" class=same" if r["same"] and len(runs) > 1 else ""}><th scope=row>'
+        f'{e(r["key"] if r["section"] == "run" else r["section"] + "." + r["key"])}</th>'
+        + "".join(f"<td>{_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
+    grid = (f'<table data-testid=differences><thead><tr><th></th>{heads}</tr></thead>'
+            f"<tbody>{body}</tbody></table>" if shown else
+            '<p class=empty data-testid=differences>no differences</p>')
+    here = "/compare?" + urlencode({"runs": ",".join(refs)})
+    folded = ""
+    if not show_all and data["equal"]:
+        counts = ", ".join(f"{n} equal {NOUNS[s][n != 1]}" for s, n in data["equal"].items())
+        folded = (f'<p class=muted data-testid=folded>{counts} not shown '
+                  f'(<a href="{escape(here + "&all=1")}">show them</a>)</p>')
+    elif show_all and len(runs) > 1:
+        folded = f'<p class=muted><a href="{escape(here)}">only the differences</a></p>'
+    chart = ('<figure class=chart><div id=compare-chart data-testid=compare-chart></div>'
+             '<figcaption>validation loss per epoch · <span id=compare-legend></span>'
+             "</figcaption></figure>" + json_block("compare-data", {"curves": data["curves"]}))
+    title = f"Compare {len(runs)} run(s)"
+    return page(title, "/experiments", "<h2>Validation loss</h2>" + chart
+                + "<h2>Differences</h2>" + grid + folded, scripts=("chart.js", "compare.js"))
 
 
 # -- cache ---------------------------------------------------------------------------------
