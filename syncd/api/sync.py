@@ -13,6 +13,7 @@ from syncd.checkpoint.daemon_doc import live_daemon
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.errors import ConfigError, SyncdError
+from syncd.faults import crashpoint
 from syncd.progress import Progress
 
 log = logging.getLogger("syncd")
@@ -83,6 +84,7 @@ def status(settings: Settings) -> dict[str, Any]:
 
     try:
         with open_target(settings) as target:
+            crashpoint("status.connected")  # a test stops status here, its server up
             store = sources.store_for(target.db, settings)
             found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
