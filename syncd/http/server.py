@@ -36,8 +36,9 @@ def bind(host: str, port: int) -> socket.socket:
                           f"({exc.strerror or exc}"
                           + (": another syncd on this host?)" if taken else ")")
                           + f"; give each syncd its own port: [http] listen = \"{host}:PORT\" "
-                          "in its settings file (or SYNCD_HTTP_LISTEN, or --http HOST:PORT), "
-                          "or listen = \"\" to turn the server off") from None
+                          "in its settings file (or SYNCD_HTTP_LISTEN, or --http HOST:PORT; "
+                          "syncd dashboard: --listen HOST:PORT), or listen = \"\" to turn "
+                          "the server off") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock
