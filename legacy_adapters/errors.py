@@ -17,3 +17,8 @@ class SourceConfigError(SourceError):
     """The legacy source is unusable as configured: missing, not SQLite (exit 2)."""
 
     exit_code = 2
+
+
+class SourceReadOnly(SourceConfigError):
+    """The legacy database cannot be written here (a read-only file, folder or mount), so
+    nothing that changes its schema can work: a setting to change, not a failure (exit 2)."""

@@ -158,9 +158,21 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 
-# TOML tables owned by individual features; each feature validates its own keys
-# (see `section`). An unknown top-level key or table is a configuration error.
-SECTIONS: tuple[str, ...] = ("cache", "hdf5", "features", "daemon", "http", "log")
+# TOML tables owned by individual features: where each one's defaults live (module,
+# attribute). The defaults name a table's keys and their types; every command checks
+# every table present against them when the settings load (`check_sections`), so a
+# mistyped key is refused whichever command reads the file. Each feature checks its
+# values further when it reads its table (`section`). An unknown top-level key or
+# table is a configuration error.
+SECTION_DEFAULTS: dict[str, tuple[str, str]] = {
+    "cache": ("syncd.hdf5.options", "CACHE_DEFAULTS"),
+    "hdf5": ("syncd.hdf5.options", "HDF5_DEFAULTS"),
+    "features": ("syncd.hdf5.features", "FEATURES_DEFAULTS"),
+    "daemon": ("syncd.daemon.options", "DEFAULTS"),
+    "http": ("syncd.http.options", "DEFAULTS"),
+    "log": ("syncd.logs", "LOG_DEFAULTS"),
+}
+SECTIONS: tuple[str, ...] = tuple(SECTION_DEFAULTS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,11 +257,32 @@ def load_settings(
 
     settings = Settings(**values)
     settings.explicit = explicit
+    check_sections(settings)
     if "source_id" not in explicit and settings.sqlite is not None:
         settings.source_id = default_source_id(settings.sqlite)
     register_url(settings.mongo_url)
     register_url(settings.redis_url)
     return settings
+
+
+def section_defaults(name: str) -> Mapping[str, Any]:
+    """The defaults (hence the keys) of the `[name]` table, from the feature that owns it.
+
+    Imported on demand: a command whose file has no such table does not pay for the
+    feature's imports (h5py, numpy).
+    """
+    import importlib
+
+    module, attribute = SECTION_DEFAULTS[name]
+    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def check_sections(settings: Settings) -> None:
+    """Every table of the file against its keys and their types: one ConfigError (exit 2)
+    naming the table and the key, for every command alike (`migrate` as `warm`)."""
+    for name in settings.extra:
+        if name in SECTION_DEFAULTS:
+            section(settings, name, section_defaults(name))
 
 
 def default_source_id(sqlite: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from syncd.redact import SecretFilter, scrub
 
 LOG_FORMATS = ("text", "json")
+LOG_DEFAULTS: dict[str, Any] = {"format": "text"}  # `[log]`: syncd.config checks its keys
 # What every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -73,7 +74,7 @@ def log_format(settings: Any) -> str:
     from syncd.config import section
     from syncd.errors import ConfigError
 
-    fmt = section(settings, "log", {"format": "text"})["format"]
+    fmt = section(settings, "log", LOG_DEFAULTS)["format"]
     if fmt not in LOG_FORMATS:
         raise ConfigError(f"[log] format = {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
     return str(fmt)

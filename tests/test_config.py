@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from syncd.config import load_settings
 from syncd.embedded import free_port
-from tests.conftest import run_cli
+from tests.conftest import Result, run_cli, syncd_process
 
 
 def _one_line(result) -> str:
@@ -184,3 +186,28 @@ def test_redis_timeout_is_its_own_setting_in_every_layer(tmp_path):
     from_flag = load_settings({"config": str(cfg), "redis_timeout": "0.5"},
                               environ={"SYNCD_REDIS_TIMEOUT": "2.5"})
     assert from_flag.redis_timeout == 0.5
+
+
+@pytest.mark.parametrize("table,key", [("hdf5", "debounce_second"), ("cache", "max_byte")])
+@pytest.mark.parametrize("command", ["migrate", "status", "run", "verify"])
+def test_a_mistyped_table_key_is_refused_by_every_command(tmp_path, good_db, target_args,
+                                                          command, table, key):
+    """Not only `warm` reads `[hdf5]` and `[cache]`: every command checks the whole file
+    when the settings load, before it connects or starts anything (exit 2, one line)."""
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text(f'sqlite = "{good_db}"\n\n[{table}]\n{key} = 1\n')
+    args = [command, "--config", cfg, *target_args]
+    if command == "run":  # a separate process: without the check it would start following
+        proc = syncd_process(*args, "--http", "")
+        try:
+            _out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("syncd run started with a mistyped key in its settings")
+        result = Result(proc.returncode, _out, err)
+    else:
+        result = run_cli(*args)
+    assert result.code == 2, result
+    line = _one_line(result)
+    assert f"[{table}]" in line and f"unknown key {key!r}" in line and str(cfg) in line

@@ -74,12 +74,24 @@ CASES = [
                          ids=[f"{c}-{s.name}-{'listening' if x else 'spawned'}"
                               for c, s, x in CASES])
 def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, sig, listening):
+    """The signal comes at a state the test observes, never after a guess of how long the
+    work takes: syncd holds at a pause point (syncd.faults) it reaches only with its server
+    up, so it cannot finish first however slow or loaded the machine is. "listening"
+    signals once syncd is there; "spawned" as soon as the server process exists."""
     state = tmp_path / "state"
     args = ["--sqlite", sample, "--state-dir", state, "--source-id", "h", "--timezone", "UTC"]
     if command == "status":  # status reads existing state only (it creates none)
         assert run_cli("migrate", *args, env=NO_URL).code == 0
-    proc = syncd_process(command, *(args if command == "migrate" else args[2:4]), env=NO_URL)
-    server = _server_of(proc, listening)
+    point = "copy.after_insert" if command == "migrate" else "status.connected"
+    pause = {"SYNCD_PAUSE_AT": point, "SYNCD_PAUSE_DIR": str(tmp_path)}
+    proc = syncd_process(command, *(args if command == "migrate" else args[2:4]),
+                         env={**NO_URL, **pause})
+    server = _server_of(proc, listening=False)
+    if listening:
+        wait_for(lambda: (tmp_path / f"{point}.paused").exists() or proc.poll() is not None,
+                 120, f"syncd at {point}, its server listening")
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert _listening(server)
     try:
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)

@@ -51,7 +51,8 @@ def test_two_files_on_one_host_keep_both_mirrors(tmp_path, shared_args, db):
     status = json.loads(run_cli("status", "--json", "--sqlite", other, *shared_args).out)
     assert sorted(s["path"] for s in status["sources"]) == sorted(
         str(p.resolve()) for p in (first, other))
-    assert all(s["version"] == 3 and s["stale"] for s in status["sources"])  # no daemon
+    assert all(s["version"] == 3 and s["state"] == "no daemon" and not s["stale"]
+               for s in status["sources"])  # migrated, no daemon ever ran
     assert db["experiments"].index_information()["_source_1__id_1"]
 
 

@@ -13,6 +13,7 @@ import pytest
 from syncd.redact import redact_url, register_url, scrub
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
+from tests.daemon_support import Daemon
 
 
 @pytest.fixture
@@ -28,11 +29,32 @@ def sample(tmp_path):
 def test_status_shows_the_last_migrate(sample, target_args):
     assert run_cli("migrate", "--sqlite", sample, *target_args).code == 0
     result = run_cli("status", *target_args, "--json")
-    assert result.code == 3, result  # readable, but no syncd run follows this database
+    assert result.code == 0, result  # migrated; no daemon ever ran, so none is stale
     last = json.loads(result.out)["last_run"]
     assert last is not None and last["kind"] == "rebuild" and last["rows"] > 0, last
     text = run_cli("status", *target_args)
     assert "last migrate:" in text.out and "rebuild 0->" in text.out, text
+
+
+def test_status_after_the_quick_start_says_no_daemon_runs_and_exits_0(sample, target_args,
+                                                                      tmp_path, db):
+    """Right after `syncd migrate` (the quick start) no daemon has ever followed the
+    source: status says so and how to follow changes, and is healthy; a daemon that ran
+    and stopped (or died) is STALE, exit 3, as before (issue 21 item 7)."""
+    assert run_cli("migrate", "--sqlite", sample, *target_args).code == 0
+    result = run_cli("status", *target_args)
+    assert result.code == 0, result
+    assert "health: no daemon running (last migrate 20" in result.out, result
+    assert "`syncd run` follows changes) (exit 0)" in result.out, result
+    assert "STALE" not in result.out and "no daemon" in result.out.split("this source")[0]
+    daemon = Daemon(tmp_path, sample, target_args)
+    try:
+        daemon.wait_ready(db)
+    finally:
+        assert daemon.stop()[0] == 0
+    stopped = run_cli("status", *target_args)
+    assert stopped.code == 3, stopped
+    assert "STALE" in stopped.out and "no fresh heartbeat" in stopped.out, stopped
 
 
 # -- (b) a password with a raw "@" (or ":" or "/") is masked whole ---------------------------

@@ -26,6 +26,8 @@ from tests.conftest import ROOT, syncd_process
 
 UNIT = ROOT / "systemd" / "syncd.service"
 EXAMPLE = ROOT / "systemd" / "syncd.toml.example"
+TEMPLATE = ROOT / "systemd" / "syncd@.service"
+INSTANCE_EXAMPLE = ROOT / "systemd" / "syncd@.toml.example"
 
 Unit = dict[str, dict[str, list[str]]]
 
@@ -183,22 +185,25 @@ def test_example_config_holds_only_known_keys_and_placeholder_passwords(tmp_path
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed on this machine")
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+@pytest.mark.parametrize("source, name", [(UNIT, "syncd.service"),
+                                          (TEMPLATE, "syncd@alpha.service")])
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path, source, name):
     """`verify` checks that ExecStart's binary exists: the copy runs this venv's syncd.
-    User=/Group= become root so the check does not depend on a `syncd` user here."""
+    User=/Group= become root so the check does not depend on a `syncd` user here. The
+    template is verified as an instance of it (%i = alpha)."""
     exe = Path(sys.executable).parent / "syncd"
     if not exe.exists():
         exe = Path(shutil.which("syncd") or "")
     assert exe.is_file() and os.access(exe, os.X_OK), "the syncd console script is missing"
-    text = UNIT.read_text()
+    text = source.read_text()
     venv_syncd = one(parse_unit(text), "ExecStart").split()[0]
     text = text.replace(venv_syncd, str(exe))
     text = re.sub(r"(?m)^User=.*$", "User=root", text)
     text = re.sub(r"(?m)^Group=.*$", "Group=root", text)
-    copy = tmp_path / "syncd.service"
+    copy = tmp_path / source.name
     copy.write_text(text)
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
-                            text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0, output
     # Warnings (an unknown key, a bad value) come with exit code 0: there are none.
@@ -317,3 +322,113 @@ def test_syncd_run_speaks_the_notify_protocol(tmp_path, target_args, own_redis, 
     assert proc.returncode == 0, err[-3000:]
     assert "stopped cleanly" in err
     assert sum("READY=1" in lines(m) for m in seen.received) == 1
+
+
+# -- several sources on one host: the template unit syncd@.service --------------------------
+
+# What an instance sets for itself; every other directive is syncd.service's.
+PER_INSTANCE = {"Description", "ExecStart", "StateDirectory", "Environment", "ReadWritePaths"}
+
+
+def test_template_is_the_unit_with_a_config_state_and_data_directory_per_instance(unit):
+    template = parse_unit(TEMPLATE.read_text())
+    assert one(template, "ExecStart").split()[1:] == ["run", "--config", "/etc/syncd/%i.toml"]
+    assert one(template, "StateDirectory") == "syncd/%i"
+    env = dict(v.split("=", 1) for v in template["Service"]["Environment"])
+    assert env["SYNCD_STATE_DIR"] == "/var/lib/syncd/%i"
+    assert one(template, "ReadWritePaths") == "/srv/%i"
+    assert "%i" in one(template, "Description", "Unit")
+    for where in ("Unit", "Service", "Install"):
+        same = {k: v for k, v in unit[where].items() if k not in PER_INSTANCE}
+        assert same == {k: v for k, v in template[where].items() if k not in PER_INSTANCE}, where
+
+
+def test_instance_example_holds_known_keys_its_own_port_and_the_template_paths(tmp_path):
+    text = INSTANCE_EXAMPLE.read_text().replace("NAME", "alpha")
+    path = tmp_path / "alpha.toml"
+    path.write_text(text)
+    settings = load_settings({"config": str(path)}, environ={})
+    assert str(PurePosixPath(str(settings.sqlite)).parent) == "/srv/alpha"  # ReadWritePaths=
+    assert "alpha" in settings.source_id
+    assert section(settings, "http", {"listen": ""})["listen"] != "127.0.0.1:9187"
+
+
+def _instance(template: Unit, name: str, root: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and environment systemd gives instance `name` of the template, with
+    /etc and /var/lib under `root` and this venv's syncd as the binary."""
+    words = one(template, "ExecStart").replace("%i", name).split()
+    command = [sys.executable, "-m", "syncd",
+               *[w.replace("/etc/syncd", str(root / "etc")) for w in words[1:]]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCD_", "NOTIFY_"))}
+    for value in template["Service"]["Environment"]:
+        key, val = value.replace("%i", name).split("=", 1)
+        env[key] = val.replace("/var/lib", str(root / "var" / "lib"))
+    return command, env
+
+
+def _get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def test_two_instances_run_two_daemons_on_their_own_ports(tmp_path, mongo_url, db_name,
+                                                           own_redis):
+    """Two instances of the template, each with its TOML (the example's, filled in): two
+    daemons, each ready on its own port with its own state directory; a third whose TOML
+    names a port already taken exits 2 saying which setting to change."""
+    from syncd.embedded import free_port
+    from tests.daemon_support import FAST, wait_for
+
+    template = parse_unit(TEMPLATE.read_text())
+    (tmp_path / "etc").mkdir()
+    ports = {"alpha": free_port(), "beta": free_port()}
+    ports["gamma"] = ports["alpha"]
+    for name, port in ports.items():
+        legacy = tmp_path / "srv" / name / "metadata.db"
+        legacy.parent.mkdir(parents=True)
+        make_eeg2025(legacy, runs=3)
+        text = INSTANCE_EXAMPLE.read_text().replace("/srv/NAME", str(legacy.parent))
+        text = text.replace("NAME", name).replace("127.0.0.1:9188", f"127.0.0.1:{port}")
+        text = re.sub(r'(?m)^mongo_url = .*$', f'mongo_url = "{mongo_url}"', text)
+        text = re.sub(r'(?m)^redis_url = .*$', f'redis_url = "{own_redis.url}"', text)
+        text = re.sub(r'(?m)^database = .*$', f'database = "{db_name}"', text)
+        (tmp_path / "etc" / f"{name}.toml").write_text(text + FAST)
+    procs = {}
+    try:
+        for name in ("alpha", "beta"):
+            command, env = _instance(template, name, tmp_path)
+            procs[name] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
+        for name in ("alpha", "beta"):
+            url = f"http://127.0.0.1:{ports[name]}/readyz"
+
+            def ready(name: str = name, url: str = url) -> bool:
+                if procs[name].poll() is not None:
+                    pytest.fail(f"{name} exited: {procs[name].communicate()[1][-3000:]}")
+                return _get(url) == 200
+            wait_for(ready, 120, f"instance {name} ready on its port")
+        for name in ("alpha", "beta"):
+            assert (tmp_path / "var" / "lib" / "syncd" / name).is_dir()
+        command, env = _instance(template, "gamma", tmp_path)
+        third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert third.returncode == 2, third.stderr[-3000:]
+        line = [x for x in third.stderr.splitlines() if x.startswith("syncd: error")]
+        assert len(line) == 1, third.stderr[-3000:]
+        assert f"127.0.0.1:{ports['alpha']}" in line[0] and "another syncd" in line[0], line
+        assert '[http] listen = "127.0.0.1:PORT" in its settings file' in line[0], line
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert all(p.returncode == 0 for p in procs.values()), [p.returncode for p in procs.values()]

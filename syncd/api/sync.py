@@ -13,6 +13,7 @@ from syncd.checkpoint.daemon_doc import live_daemon
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.errors import ConfigError, SyncdError
+from syncd.faults import crashpoint
 from syncd.progress import Progress
 
 log = logging.getLogger("syncd")
@@ -85,6 +86,7 @@ def status(settings: Settings) -> dict[str, Any]:
 
     try:
         with open_target(settings) as target:
+            crashpoint("status.connected")  # a test stops status here, its server up
             store = sources.store_for(target.db, settings)
             found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
@@ -99,7 +101,7 @@ def status(settings: Settings) -> dict[str, Any]:
 
 # `syncd status` exit codes (README "Commands", docs/operations.md): the first that applies.
 STATUS_TARGET_DOWN = 1  # MongoDB unreachable (what the daemon last wrote is shown)
-STATUS_NO_DAEMON = 3  # no `syncd run` with a fresh heartbeat follows this database
+STATUS_NO_DAEMON = 3  # a `syncd run` followed this source and has no fresh heartbeat now
 STATUS_UNHEALTHY = 4  # it runs, but is not ready, waits out an outage, or lags too far
 STATUS_QUARANTINE = 5  # rows are in quarantine (`syncd status` lists them)
 DEFAULT_MAX_LAG = 60.0
@@ -108,13 +110,16 @@ DEFAULT_MAX_LAG = 60.0
 def status_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG) -> tuple[int, str]:
     """The exit code for a status document, and why, so that a shell check can use it.
 
-    0 only when a daemon runs with a fresh heartbeat, is ready (the first sync is
-    done), sees no outage, lags no table by more than `max_lag` seconds, and no row
-    is quarantined.
+    0 when a daemon runs with a fresh heartbeat, is ready (the first sync is done),
+    sees no outage, lags no table by more than `max_lag` seconds, and no row is
+    quarantined; and 0 for a source that `syncd migrate` brought up to date and no
+    daemon ever followed (nothing stopped; `_migrated_only`).
     """
     if "error" in found:
         return STATUS_TARGET_DOWN, f"MongoDB is not reachable: {found['error']}"
     daemon = found.get("daemon")
+    if not daemon and found.get("version") is not None:
+        return _migrated_only(found)
     if not daemon or not daemon.get("running"):
         return STATUS_NO_DAEMON, (f"no syncd run is following database "
                                   f"{found.get('database')!r} (no fresh heartbeat)")
@@ -129,6 +134,26 @@ def status_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG) -> tu
     if found.get("quarantined"):
         return STATUS_QUARANTINE, f"{found['quarantined']} row(s) quarantined"
     return 0, f"in sync (lag {lag:.1f} s)"
+
+
+def _migrated_only(found: dict[str, Any]) -> tuple[int, str]:
+    """The health of a source that `syncd migrate` brought up to date and no daemon has
+    ever followed (the quick start): nothing has stopped, so nothing is stale.
+
+    A daemon that ran and stopped (or died) leaves its heartbeat document behind and
+    stays exit 3; rows in quarantine and an interrupted migration count here too.
+    """
+    if found.get("checkpoint"):
+        return STATUS_UNHEALTHY, (f"a migration to version "
+                                  f"{found['checkpoint'].get('target_version')} was interrupted: "
+                                  "syncd migrate (or syncd run) finishes it")
+    if found.get("quarantined"):
+        return STATUS_QUARANTINE, f"{found['quarantined']} row(s) quarantined"
+    run = found.get("last_run") or {}
+    at = run.get("at")
+    when = (at.isoformat(sep=" ", timespec="seconds") + " UTC" if hasattr(at, "isoformat")
+            else at or f"to version {found.get('version')}")
+    return 0, f"no daemon running (last migrate {when}; `syncd run` follows changes)"
 
 
 def reconcile(settings: Settings, tables: Sequence[str] = (), timeout: float = 3600.0,

@@ -45,6 +45,27 @@ def process_token(pid: int) -> str | None:
     return f"{boot}:{fields[19]}" if len(fields) > 19 else None
 
 
+def held_message(held: dict[str, Any], source_id: str) -> str:
+    """Why a second syncd is refused: who holds the lease (host, pid) and what to do.
+
+    A `run` lease is held by a daemon that renews it for as long as it runs: waiting
+    does not help, stopping it does. A `migrate` lease ends with the migrate.
+    """
+    what, host, pid = held.get("what", "?"), held.get("host") or "?", held.get("pid")
+    who = f"pid {pid} on {host}" if pid else f"owner {held.get('owner', '?')}"
+    until = f"until {held.get('expires_at', '?')} UTC"
+    if what == "run":
+        how = f"`kill {pid}` on {host}" if pid else f"stop it on {host}"
+        return (f"another syncd holds the run lease on source {source_id!r}: a `syncd run` "
+                f"daemon ({who}) follows it and renews the lease while it runs ({until}); "
+                f"stop it first (`systemctl stop syncd` or `syncd@NAME` where it runs as a "
+                f"service, else {how}), or leave the syncing to it")
+    return (f"another syncd holds the {what} lease on source {source_id!r}: a `syncd {what}` "
+            f"({who}) is at work ({until}); wait for it to finish, or stop it"
+            + (f" (`kill {pid}` on {host})" if pid else "")
+            + "; a crashed holder's lease expires by itself")
+
+
 class Lease:
     """A time-limited lock document: only one syncd migrates a database at a time."""
 
@@ -99,11 +120,7 @@ class Lease:
                     {"_id": self.lease_id, "owner": held.get("owner")}, claim).matched_count:
                 self._renewed = now
                 return
-            raise MigrationError(
-                f"another syncd ({held.get('owner', '?')}) holds the {held.get('what', '?')} "
-                f"lease on source {self.source_id!r} until {held.get('expires_at', '?')} UTC; "
-                "wait for it to finish (a crashed holder's lease expires by itself)"
-            ) from None
+            raise MigrationError(held_message(held, self.source_id)) from None
         self._renewed = now
 
     def renew(self) -> None:

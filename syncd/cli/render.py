@@ -126,7 +126,8 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
     if status.get("sources"):
         say(table([[s["source_id"], s["host"], s["path"], s["version"], s["heartbeat_at"],
                     s["lag_rows"], s["lag_seconds"], s["quarantined"], "; ".join(s["errors"]),
-                    "STALE" if s["stale"] else "live"] for s in status["sources"]],
+                    s["state"].upper() if s["state"] == "stale" else s["state"]]
+                   for s in status["sources"]],
                   ["source", "host", "file", "version", "last heartbeat", "lag rows", "lag s",
                    "quarantined", "errors", "state"]))
         say(f"this source: {status['source_id']!r}")

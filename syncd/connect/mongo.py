@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,16 @@ def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoC
     )
 
 
+def unreachable_reason(text: str) -> str:
+    """The first host's error of a server selection timeout, without pymongo's
+    "(configured timeouts: ...)" and topology dump, and never an unclosed parenthesis."""
+    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
+    text = text.split(", Timeout:")[0].split(",")[0][:200].strip()
+    while text.count("(") > text.count(")"):
+        text = text[:text.rindex("(")].rstrip()
+    return text
+
+
 def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) -> None:
     try:
         client.admin.command("ping")
@@ -49,9 +60,10 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
         raise ConfigError(f"--mongo-url {shown}: the server refused syncd ({scrub(str(exc))})") \
             from None
     except PyMongoError as exc:
-        detail = scrub(str(exc)).split(",")[0][:200]
+        detail = unreachable_reason(scrub(str(exc)))
         raise TargetUnreachable(
-            f"--mongo-url {shown}: not reachable within {timeout:g} s ({detail})"
+            f"--mongo-url {shown}: not reachable within {timeout:g} s"
+            + (f" ({detail})" if detail else "")
         ) from None
 
 

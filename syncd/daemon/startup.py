@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from legacy_adapters.base import Source
+from legacy_adapters.errors import SourceReadOnly
 from legacy_adapters.sqlite_capture import capturable
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.positions import CapturePosition
@@ -25,6 +26,7 @@ from syncd.daemon.schema import SchemaWatch
 from syncd.engine.apply import Applier
 from syncd.engine.migration_files import Migration
 from syncd.engine.migrator import Migrator
+from syncd.errors import ConfigError
 from syncd.progress import Progress
 from syncd.sinks.base import Sink
 from syncd.sinks.events import EventPublisher
@@ -84,7 +86,13 @@ class StartUp:
             # Changes to these tables before their triggers exist were never logged.
             self.resync.add([i.name for i in capture.missing(infos) if i.name in pairs],
                             "capture triggers were missing")
-        newly = capture.install(infos)
+        try:
+            newly = capture.install(infos)
+        except SourceReadOnly as exc:
+            raise ConfigError(f"{exc}; triggers capture (the default) writes its triggers and "
+                              "change log into the database: follow it with --capture scan "
+                              '(or [daemon] capture = "scan"), which writes nothing to '
+                              "it") from None
         if newly:
             log.info("capture triggers installed on %s", ", ".join(newly))
         follower.install_id = capture.install_id()

@@ -13,8 +13,9 @@ from syncd.checkpoint.store import StateStore
 def list_sources(db: Database) -> list[dict[str, Any]]:
     """One row per source: host, file, version, last heartbeat, lag, errors, stale.
 
-    A source is stale when its daemon's heartbeat is missing or old (`describe` marks a
-    daemon that stopped without a goodbye as not running).
+    A source is stale when the daemon that followed it stopped or its heartbeat is old
+    (`describe` marks a daemon that stopped without a goodbye as not running); one that
+    no daemon ever followed (migrated only) is "no daemon", not stale.
     """
     rows = []
     for doc in StateStore(db).sources():
@@ -30,7 +31,10 @@ def list_sources(db: Database) -> list[dict[str, Any]]:
             "version": meta.get("version"),
             "heartbeat_at": (daemon or {}).get("heartbeat_at"),
             "running": bool(daemon and daemon.get("running")),
-            "stale": not (daemon and daemon.get("running")),
+            "stale": bool(daemon and not daemon.get("running")),
+            # live, stale (a daemon ran and has no fresh heartbeat), or no daemon (only
+            # `syncd migrate` ever wrote this source: nothing stopped).
+            "state": ("live" if daemon.get("running") else "stale") if daemon else "no daemon",
             "lag_rows": sum(t.get("lag_rows") or 0 for t in tables),
             "lag_seconds": max([t.get("lag_seconds") or 0.0 for t in tables], default=0.0),
             "quarantined": store.quarantine_count(), "errors": errors,

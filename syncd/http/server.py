@@ -8,6 +8,7 @@ uvicorn to finish open requests for a few seconds, then closes what is left.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -30,9 +31,14 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        taken = exc.errno == errno.EADDRINUSE
         raise ConfigError(f"[http] listen = {host}:{port}: cannot listen there "
-                          f"({exc.strerror or exc}); choose another port with --http, "
-                          "or --http '' to turn the server off") from None
+                          f"({exc.strerror or exc}"
+                          + (": another syncd on this host?)" if taken else ")")
+                          + f"; give each syncd its own port: [http] listen = \"{host}:PORT\" "
+                          "in its settings file (or SYNCD_HTTP_LISTEN, or --http HOST:PORT; "
+                          "syncd dashboard: --listen HOST:PORT), or listen = \"\" to turn "
+                          "the server off") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock
