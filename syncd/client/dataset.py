@@ -59,7 +59,7 @@ from syncd.client.cache import (
 )
 from syncd.client.cluster_mget import Mget, open_direct
 from syncd.client.mget import BAD, HIT, MgetError
-from syncd.connect.redis_urls import RedisClient
+from syncd.connect.redis_urls import RedisClient, mget_any
 from syncd.hdf5.files import paths_matching
 from syncd.sinks.checksum import FORMAT
 
@@ -285,7 +285,7 @@ class CachedWindowDataset(Dataset):
         if client is None:
             return [None] * len(keys)
         try:
-            return client.mget(keys)
+            return mget_any(client, keys)
         except redis.RedisError as exc:
             self._redis_failed(st, exc)
             return [None] * len(keys)
