@@ -50,7 +50,7 @@ import redis
 
 from syncd.connect.redis_urls import is_cluster
 from syncd.sinks.checksum import CHECKSUM_BYTES, FORMAT, seal
-from syncd.sinks.slots import BLOCK_WINDOWS, block_tags
+from syncd.sinks.slots import BLOCK_WINDOWS, block_tag, block_tags
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ class Keys:
         return f"{{{fid}:{gen}}}"
 
     def window(self, fid: str, gen: int, index: int) -> str:
-        return self.windows(fid, gen, [index])[0]
+        tag = block_tag(f"{fid}:{gen}", index // BLOCK_WINDOWS)
+        return f"{self.prefix}:w:{{{tag}}}:{fid}:{gen}:{index}"
 
     def windows(self, fid: str, gen: int, indices: Sequence[int] | range) -> list[str]:
         return self._values("w", fid, gen, "", indices)
@@ -217,13 +218,10 @@ class Keys:
                 indices: Sequence[int] | range) -> list[str]:
         """`{p}:{kind}:{{tag}}:{fid}:{gen}:{part}{i}`, the tag of the block holding i."""
         blocks = [i // BLOCK_WINDOWS for i in indices]
-        if not blocks:
-            return []
-        low = min(blocks)
-        tags = block_tags(f"{fid}:{gen}", range(low, max(blocks) + 1))
+        distinct = list(dict.fromkeys(blocks))
+        tags = dict(zip(distinct, block_tags(f"{fid}:{gen}", distinct)))
         tail = f":{fid}:{gen}:{part}"
-        return [f"{self.prefix}:{kind}:{{{tags[b - low]}}}{tail}{i}"
-                for b, i in zip(blocks, indices)]
+        return [f"{self.prefix}:{kind}:{{{tags[b]}}}{tail}{i}" for b, i in zip(blocks, indices)]
 
     def values_pattern(self, fid: str, gen: int) -> str:
         """A SCAN pattern matching every window and feature key of one file generation."""
@@ -232,6 +230,9 @@ class Keys:
 
 class Format3Keys(Keys):
     """The value keys of format 3, one hash tag per file generation: only ever deleted."""
+
+    def window(self, fid: str, gen: int, index: int) -> str:
+        return self._values("w", fid, gen, "", (index,))[0]
 
     def _values(self, kind: str, fid: str, gen: int, part: str,
                 indices: Sequence[int] | range) -> list[str]:

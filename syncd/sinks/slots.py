@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from binascii import crc_hqx
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -45,7 +46,12 @@ def slot_tags() -> tuple[str, ...]:
     return tuple(combos[i].tobytes().decode() for i in first)
 
 
-def block_tags(name: str, blocks: range) -> list[str]:
+def block_tag(name: str, block: int) -> str:
+    """The hash tag of one block of the file generation `name` (e.g. 'fid:gen')."""
+    return slot_tags()[(crc_hqx(name.encode(), 0) + block * STEP) % SLOTS]
+
+
+def block_tags(name: str, blocks: Iterable[int]) -> list[str]:
     """The hash tags of `blocks` of the file generation `name` (e.g. 'fid:gen')."""
     tags = slot_tags()
     base = key_slot(name)
