@@ -5,8 +5,9 @@ Same length, order and values as reading the HDF5 files directly: item `i` is
 float32 tensor (as the legacy `HDF5Dataset` returned them). Batches are fetched
 with one MGET (`__getitems__`, which DataLoader uses) into one batch tensor, and
 anything not in Redis (not warmed yet, over the memory budget, evicted, Redis down)
-is read from the HDF5 file into it instead. `DataLoader(..., collate_fn=collate_windows)`
-hands that tensor to the training loop without copying it (syncd.client.batches).
+is read from the HDF5 file into it instead. DataLoader's default collate (and
+`collate_fn=collate_windows`) hands that tensor to the training loop without copying
+it (syncd.client.batches).
 
 Consistency: before each batch the dataset compares every file's size, mtime and
 inode with what the cache recorded for its current generation. When they differ
