@@ -14,21 +14,19 @@ the file's metadata.
 
 Key layout (prefix `cache.prefix`, default "syncd"):
 
-    {p}:files                          hash  path -> file id
-    {p}:file:{fid}                     hash  current generation, dtype, shape, stat, coverage
+    {p}:files                              hash  path -> file id
+    {p}:file:{fid}                         hash  current generation, dtype, shape, stat, coverage
     {p}:w:{{tag}}:{fid}:{gen}:{i}          string  window i (raw bytes + checksum)
     {p}:l:{{fid}:{gen}}                    string  all labels of the file (raw bytes + checksum)
     {p}:f:{{tag}}:{fid}:{gen}:{fkey}:{i}   string  features of window i (raw bytes + checksum)
     {p}:events                             stream (and pub/sub channel) of JSON events
 
 The literal braces are a Redis Cluster hash tag. Windows (and their features) go in
-blocks of `BLOCK_WINDOWS`, one tag per block, and a file generation's blocks are
-spread evenly over the cluster's slots (syncd.sinks.slots), so one large file is
-spread over every master; a batch is one MGET per slot, pipelined per node. That is
-cache format 4. Format 3 tagged every value of a file generation `{fid:gen}` (one
-file, one node: `Format3Keys`), format 2 spelled the values without a tag
-(`Format2Keys`); their keys are misses to readers and are deleted with the current
-ones (format 2's on a single server only, where it could have been written).
+blocks of `BLOCK_WINDOWS`, one tag per block, the blocks spread evenly over the slots
+(syncd.sinks.slots): a large file is spread over every master. That is cache format
+4. Format 3 tagged all values of a file generation `{fid:gen}` (a file on one node:
+`Format3Keys`), format 2 spelled them untagged (`Format2Keys`); their keys are misses
+to readers and are deleted with the current ones (format 2's on one server only).
 
 Keys carry the generation: when a file changes, its generation goes up, the
 metadata hash points at the new one, and the old generation's keys are deleted,
@@ -259,11 +257,11 @@ class CacheWriter:
                  max_value_bytes: int = MAX_VALUE_BYTES) -> None:
         self.redis = client
         self.keys = Keys(prefix)
-        # Older layouts, deleted with the current one. Format 2's untagged keys can only
-        # be on a single server (a cluster refused them).
-        self.old_layouts: tuple[Keys, ...] = (Format3Keys(prefix),) if is_cluster(client) \
-            else (Format3Keys(prefix), Format2Keys(prefix))
         self.cluster = is_cluster(client)
+        # Older layouts, deleted with the current one (format 2's only on a single server:
+        # a cluster refused its untagged keys).
+        self.old_layouts: tuple[Keys, ...] = (Format3Keys(prefix),) + \
+            (() if self.cluster else (Format2Keys(prefix),))
         self.max_value_bytes = max_value_bytes
         self.unreadable: dict[str, str] = {}  # file id -> why its metadata did not parse
 
