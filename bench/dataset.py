@@ -11,6 +11,14 @@ windows per second of:
   runs them with `num_workers=0`, against a bare `MGET` of the same keys (bytes only,
   no decoding, no tensors): in one process, alternating batch by batch, so both see
   the same machine (it is shared, and its speed varies by the second);
+- the README's own loader, as a user copies it: `DataLoader(dataset, batch_size=64,
+  shuffle=True, num_workers=2 and 4)`, no collate_fn, over 3 epochs of a Dataset of
+  the files listed `--readme-repeat` times (its workers, and their batch buffers,
+  start anew every epoch: an epoch must be long enough to be one), timed over the
+  last two from each epoch's first batch (with each epoch's start: printed too),
+  against raw MGET loops of as many shuffled batches right before and after it; then
+  the same loader with the copying default collate it had before issue 21
+  (information);
 - CachedWindowDataset through `DataLoader(batch_size=64, shuffled, num_workers=2 and 4,
   collate_fn=collate_windows)` (one batch tensor from each worker, passed on as it is),
   timed after a first epoch (workers starting) over two more, against raw MGET loops
@@ -19,7 +27,8 @@ windows per second of:
 
 Ratios printed (median of `--rounds` rounds, each ratio taken within its round):
 cached / legacy with one worker each (goal >= 3), cached / raw MGET, both in-process
-(goal >= 0.7), and the DataLoader with 2 and with 4 workers / raw MGET (goal >= 0.8;
+(goal >= 0.7), and the README's DataLoader and the collate_windows one, with 2 and with
+4 workers / raw MGET (goal >= 0.8;
 workers need cores of their own: on a machine with fewer free cores than workers plus
 Redis plus the training loop they are CPU-bound). Also for information: the legacy
 Dataset on files chunked one window per chunk (h5py's best case), and the one-worker
@@ -30,7 +39,7 @@ the GPU with `non_blocking=True`, synchronises at the end and prints batches and
 windows per second arriving on the GPU; without CUDA it says so and exits with 2.
 
     python bench/dataset.py [--files 3] [--windows 600] [--legacy-windows 256]
-                            [--rounds 3] [--device cpu|cuda]
+                            [--rounds 3] [--readme-repeat 4] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -170,6 +179,55 @@ def loader_against_raw(dataset: Dataset, client: object, keys: list[str],
     return windows, per_batch, 2 / (1 / before + 1 / after)
 
 
+def copying_collate(batch: list) -> list:
+    """What the README's loader ran before issue 21: the default collate stacking a copy
+    of every batch (the pairs as plain tuples, so the batch tensor is not recognised)."""
+    return default_collate([tuple(pair) for pair in batch])
+
+
+def readme_rate(dataset: Dataset, workers: int, epochs: int = 3,
+                collate_fn: object = None) -> tuple[float, float]:
+    """The README's loader exactly as a user copies it: `DataLoader(dataset,
+    batch_size=64, shuffle=True, num_workers=workers)`, no collate_fn, iterated
+    `for eeg, label in loader` for `epochs` epochs. Windows/s reaching the loop over
+    epochs 2.., each timed from its first batch (the README's loader starts its
+    workers again every epoch: that start is left out, as in `batched_rate`), and the
+    same with each epoch's start counted (information)."""
+    extra = {} if collate_fn is None else {"collate_fn": collate_fn}
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, **extra)
+    flowing = whole = 0.0
+    seen = counted = 0
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        first = None
+        for eeg, _ in loader:
+            if first is None:
+                first = time.perf_counter()
+                n_first = len(eeg)
+                continue
+            seen += len(eeg) if epoch else 0
+        ended = time.perf_counter()
+        if epoch and first is not None:
+            flowing += ended - first
+            whole += ended - started
+            counted += n_first
+    return seen / flowing, (seen + counted) / whole
+
+
+def readme_against_raw(dataset: Dataset, client: object, keys: list[str],
+                       batches: list[list[int]], workers: int
+                       ) -> tuple[float, float, float, float]:
+    """`readme_rate` between two raw MGET loops of as many shuffled batches of 64 (the
+    raw rate their time-weighted mean), then the same loader with `copying_collate`:
+    (loader windows/s, the same with each epoch's worker start, raw windows/s, the
+    copying loader's windows/s)."""
+    before = raw_mget_rate(client, keys, batches)
+    flowing, whole = readme_rate(dataset, workers)
+    after = raw_mget_rate(client, keys, batches)
+    copying, _ = readme_rate(dataset, workers, collate_fn=copying_collate)
+    return flowing, whole, 2 / (1 / before + 1 / after), copying
+
+
 def interleaved_rates(dataset: CachedWindowDataset, client: object, keys: list[str],
                       limit: int) -> tuple[float, float]:
     """In one process, batch by batch and alternating (so both see the same machine):
@@ -198,6 +256,8 @@ def main() -> None:
     parser.add_argument("--legacy-windows", type=int, default=256,
                         help="windows the (slow) legacy Dataset reads a round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--readme-repeat", type=int, default=4,
+                        help="the README loader's Dataset lists the files this many times")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: also measure batches arriving on the GPU")
     args = parser.parse_args()
@@ -230,6 +290,10 @@ def main() -> None:
 
         cached = CachedWindowDataset(paths, redis_url=url)
         assert len(cached) == total
+        # The README's loader starts its workers (and their batch buffers) anew every
+        # epoch: measured on the files listed --readme-repeat times, so that an epoch
+        # is long enough to be one (a real one is tens of thousands of windows or more).
+        readme_set = CachedWindowDataset(paths * args.readme_repeat, redis_url=url)
         keys = []
         for spec in cached.specs:
             fid = client.hget(cached.keys.files, spec.path).decode()
@@ -239,7 +303,8 @@ def main() -> None:
         limit = total - total % BATCH
         rates: dict[str, list[float]] = {k: [] for k in (
             "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
-            "loader4", "gpu", "gpu_batches", "raw_gpu")}
+            "loader4", "readme_raw2", "readme2", "readme2_start", "readme_raw4", "readme4",
+            "readme4_start", "readme2_copying", "readme4_copying", "gpu", "gpu_batches", "raw_gpu")}
         epochs = batches_of(total, limit, epochs=3)
         warm_up = limit // BATCH  # the first epoch: workers start and fill their buffers
         legacy = LegacyHDF5Dataset(paths)
@@ -256,6 +321,12 @@ def main() -> None:
                                                      warm_up)
                 rates[f"raw{workers}"].append(raw)
                 rates[f"loader{workers}"].append(windows)
+                flowing, whole, raw, copying = readme_against_raw(readme_set, client, keys,
+                                                                  epochs[warm_up:], workers)
+                rates[f"readme{workers}_copying"].append(copying)
+                rates[f"readme_raw{workers}"].append(raw)
+                rates[f"readme{workers}"].append(flowing)
+                rates[f"readme{workers}_start"].append(whole)
             if args.device == "cuda":
                 windows, batches, raw = loader_against_raw(cached, client, keys, epochs, 2,
                                                            warm_up, "cuda")
@@ -283,6 +354,12 @@ def main() -> None:
         print(f"DataLoader, {workers} workers, collate_windows: {med[f'loader{workers}']:,.0f} "
               f"windows/s (raw MGET just before and after: {med[f'raw{workers}']:,.0f} "
               "windows/s)")
+    for workers in (2, 4):
+        print(f"README DataLoader (shuffle, default collate), {workers} workers: "
+              f"{med[f'readme{workers}']:,.0f} windows/s, {med[f'readme{workers}_start']:,.0f} "
+              f"with each epoch's worker start (raw MGET just before and after: "
+              f"{med[f'readme_raw{workers}']:,.0f} windows/s); with the copying collate it "
+              f"had before issue 21: {med[f'readme{workers}_copying']:,.0f} windows/s")
     if args.device == "cuda":
         print(f"on the GPU ({torch.cuda.get_device_name()}), 2 workers, pinned memory, "
               f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
@@ -299,6 +376,13 @@ def main() -> None:
     for workers in (2, 4):
         print(f"RESULT DataLoader {workers} workers / raw MGET: "
               f"{ratio(f'loader{workers}', f'raw{workers}'):.2f} (goal >= 0.8)")
+    for workers in (2, 4):
+        print(f"RESULT README DataLoader (batch_size=64, shuffle=True, num_workers={workers}, "
+              f"no collate_fn) / raw MGET: {ratio(f'readme{workers}', f'readme_raw{workers}'):.2f}"
+              f" (goal >= 0.8); with each epoch's worker start: "
+              f"{ratio(f'readme{workers}_start', f'readme_raw{workers}'):.2f}; the copying "
+              "collate it had before: "
+              f"{ratio(f'readme{workers}_copying', f'readme_raw{workers}'):.2f}")
 
 if __name__ == "__main__":
     main()

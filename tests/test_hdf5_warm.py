@@ -80,6 +80,8 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     cache = WindowCache(rclient, prefix)
     fid = cache.file(str(path)).fid
     assert rclient.exists(cache.keys.window(fid, 1, 0))
+    assert len(list(rclient.scan_iter(match=cache.keys.values_pattern(fid, 1), count=1000))) \
+        == 30 + 30 * len(cache.file(fid).features)
 
     new_windows, new_labels = write_h5(path, n=36, seed=2)  # the legacy script rewrites it
     report = follower.warm()
@@ -89,6 +91,7 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     np.testing.assert_array_equal(cached_windows(cache, path), new_windows)
     np.testing.assert_array_equal(cache.get_labels(meta), new_labels)
     # Nothing of generation 1 is left.
+    assert list(rclient.scan_iter(match=cache.keys.values_pattern(fid, 1), count=1000)) == []
     assert list(rclient.scan_iter(match=f"{prefix}:*{cache.keys.tag(fid, 1)}*", count=1000)) == []
     assert not rclient.exists(cache.keys.labels(fid, 1))
     doc = db[HDF5_FILES].find_one({"path": str(path)})
@@ -293,7 +296,7 @@ def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix)
         np.testing.assert_array_equal(cached_windows(cache, path), f["eeg"][()])
     with h5py.File(d / "new.h5", "r") as f:
         np.testing.assert_array_equal(cached_windows(cache, d / "new.h5"), f["eeg"][()])
-    old = f"{prefix}:w:{cache.keys.tag(meta.fid, 1)}:*"
+    old = cache.keys.values_pattern(meta.fid, 1)
     assert list(rclient.scan_iter(match=old, count=1000)) == []
 
 

@@ -1,5 +1,5 @@
 """Redis URLs: what parses, what is refused (one line naming --redis-url, exit 2), what is
-masked; and the upgrade of format-2 cache keys (untagged) on a single server."""
+masked; and the upgrade of format-2 (untagged) and format-3 (one tag a file) cache keys."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import logging
 
 import numpy as np
 import pytest
+from redis.crc import key_slot
 
 from syncd.client.cache import WindowCache
 from syncd.connect.redis_urls import CLUSTER, SENTINEL, SINGLE, parse_redis_url
 from syncd.errors import ConfigError
 from syncd.hdf5.follower import Hdf5Follower
 from syncd.redact import redact_url, register_url, scrub
-from syncd.sinks.cache import Format2Keys
+from syncd.sinks.cache import Format2Keys, Format3Keys
+from syncd.sinks.checksum import FORMAT
+from syncd.sinks.slots import slot_tags
 from tests.conftest import run_cli
 from tests.hdf5_support import make_settings, write_h5
 
@@ -78,27 +81,44 @@ def test_new_schemes_are_masked(url, caplog):
     assert "s3cr3t" not in caplog.text
 
 
-def test_format2_keys_are_deleted_and_warmed_again(tmp_path, db, rclient, prefix):
-    """Keys of format 2 (no hash tag) on a single server: a miss, then deleted and rewritten."""
+def test_every_cluster_slot_has_a_tag_of_its_own():
+    """The cache spreads a file's blocks over chosen slots: each needs a tag landing there."""
+    assert [key_slot(f"{{{tag}}}".encode()) for tag in slot_tags()] == list(range(16384))
+
+
+@pytest.mark.parametrize("layout,fmt", [(Format2Keys, 2), (Format3Keys, 3)])
+def test_older_format_keys_are_deleted_and_warmed_again(tmp_path, db, rclient, redis_url, prefix,
+                                                        layout, fmt):
+    """Keys of format 2 (no hash tag) or 3 (one tag per file generation): a miss to the
+    Dataset (never data), then deleted and rewritten by the next warm."""
     (tmp_path / "h5").mkdir()
     path = tmp_path / "h5" / "r1.h5"
-    windows, labels = write_h5(path, n=12)
+    windows, labels = write_h5(path, n=40)
     settings = make_settings(tmp_path, [tmp_path / "h5"], prefix)
     Hdf5Follower(settings, db, rclient).warm()
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(path))
-    old, new = Format2Keys(prefix), cache.keys
-    # Make it what format 2 left: the same values under untagged names, metadata format 2.
-    for i in range(12):
+    old, new = layout(prefix), cache.keys
+    # Make it what that format left: the same values under its names, its metadata format.
+    for i in range(40):
         rclient.rename(new.window(meta.fid, meta.gen, i), old.window(meta.fid, meta.gen, i))
-    rclient.rename(new.labels(meta.fid, meta.gen), old.labels(meta.fid, meta.gen))
-    rclient.hset(new.file(meta.fid), "format", "2")
-    assert cache.file(str(path)).format == 2
+    if old.labels(meta.fid, meta.gen) != new.labels(meta.fid, meta.gen):
+        rclient.rename(new.labels(meta.fid, meta.gen), old.labels(meta.fid, meta.gen))
+    rclient.hset(new.file(meta.fid), "format", str(fmt))
+    assert cache.file(str(path)).format == fmt
+    assert not rclient.exists(*new.windows(meta.fid, meta.gen, range(40)))
+    dataset = pytest.importorskip("syncd.client.dataset")  # needs torch
+    ds = dataset.CachedWindowDataset([path], redis_url=redis_url, prefix=prefix)
+    np.testing.assert_array_equal(np.stack([e.numpy() for e, _ in ds.__getitems__(
+        list(range(40)))]), windows)
+    assert ds.cache_counts() == {"hits": 0, "misses": 40, "bad": 0}
+    ds.close()
 
     Hdf5Follower(settings, db, rclient).warm()
-    assert cache.file(str(path)).format == 3
-    assert rclient.exists(*old.windows(meta.fid, meta.gen, range(12))) == 0
-    assert not rclient.exists(old.labels(meta.fid, meta.gen))
-    np.testing.assert_array_equal(np.stack(cache.get_windows(str(path), list(range(12)))),
+    assert cache.file(str(path)).format == FORMAT
+    assert rclient.exists(*old.windows(meta.fid, meta.gen, range(40))) == 0
+    assert rclient.exists(*new.windows(meta.fid, meta.gen, range(40))) == 40
+    np.testing.assert_array_equal(np.stack(cache.get_windows(str(path), list(range(40)))),
                                   windows)
     np.testing.assert_array_equal(cache.get_labels(str(path)), labels)
+

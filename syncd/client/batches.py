@@ -9,8 +9,13 @@ shared memory already (as torch's own collate allocates it), so sending it moves
 a file descriptor, not 6.6 MB.
 
 `WindowBatch` is still the list of `(eeg, label)` pairs the default collate expects
-(views of the two batch tensors), so existing code keeps working; `collate_windows`
-(`DataLoader(..., collate_fn=collate_windows)`) hands the two tensors on unchanged.
+(views of the two batch tensors), so existing code keeps working. Those pairs are
+`WindowItem`s, a tuple type registered in torch's `default_collate_fn_map` (the
+registry torch documents for extending `default_collate`): given a whole `WindowBatch`,
+the default collate hands the two batch tensors on as `collate_windows` does, so a
+plain `DataLoader(dataset, batch_size=64, num_workers=2)` gets the fast path; given any
+other list of pairs, it collates them as it collates tuples. `collate_fn=collate_windows`
+does the same explicitly.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from syncd.client.batch_pool import ShippedBatch, pooled_array
 from syncd.client.cache import CacheError, FileMeta, decode_sealed
@@ -31,12 +37,19 @@ from syncd.client.mget import BAD, HIT, MISS, byte_view
 _FLOAT32 = np.dtype("<f4")
 
 
+class WindowItem(tuple):
+    """One `(eeg, label)` pair of a batch: a plain tuple to its users; its type tells the
+    default collate that the batch may be a `WindowBatch` (see the module's doc)."""
+
+    __slots__ = ()
+
+
 class WindowBatch(list):
     """A batch as one `eeg` tensor `(batch, *window)` and one `labels` tensor
     `(batch, *label)`; as a list, the per-window `(eeg, label)` views of them."""
 
     def __init__(self, eeg: torch.Tensor, labels: torch.Tensor, buffer: Any = None) -> None:
-        super().__init__(zip(eeg.unbind(0), labels.unbind(0)))
+        super().__init__(map(WindowItem, zip(eeg.unbind(0), labels.unbind(0))))
         self.eeg, self.labels, self.buffer = eeg, labels, buffer
 
     def __reduce__(self) -> Any:
@@ -53,6 +66,18 @@ def collate_windows(batch: Any) -> Any:
             return ShippedBatch(batch.eeg, batch.labels, batch.buffer)
         return [batch.eeg, batch.labels]
     return default_collate(batch)
+
+
+def _collate_items(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """The default collate's rule for `WindowItem`s: a `WindowBatch` as `collate_windows`
+    hands it on; other pairs as the default collate does tuples (one collated value
+    per position, in a list)."""
+    if isinstance(batch, WindowBatch):
+        return collate_windows(batch)
+    return [collate(list(samples), collate_fn_map=collate_fn_map) for samples in zip(*batch)]
+
+
+default_collate_fn_map[WindowItem] = _collate_items
 
 
 def new_batch(shape: tuple[int, ...]) -> torch.Tensor:

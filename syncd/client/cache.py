@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from syncd.connect.redis_urls import server_info
+from syncd.connect.redis_urls import mget_any, server_info
 from syncd.sinks.cache import (
     DEFAULT_PREFIX,
     MAX_VALUE_BYTES,
@@ -97,7 +97,7 @@ class WindowCache(CacheWriter):
         if not indices:
             return []
         keys = self.keys.windows(meta.fid, meta.gen, indices)
-        return self._decode_all(keys, self.redis.mget(keys), meta.dtype, meta.shape)
+        return self._decode_all(keys, mget_any(self.redis, keys), meta.dtype, meta.shape)
 
     def _decode_all(self, keys: list[str], values: list[bytes | None], dtype: np.dtype,
                     shape: tuple[int, ...]) -> list[np.ndarray | None]:
@@ -136,7 +136,7 @@ class WindowCache(CacheWriter):
         fm = self.feature_meta(meta, extractor)
         fkey = feature_key(fm.name, fm.params)
         keys = self.keys.features(meta.fid, meta.gen, fkey, indices)
-        return self._decode_all(keys, self.redis.mget(keys), check_dtype(fm.dtype),
+        return self._decode_all(keys, mget_any(self.redis, keys), check_dtype(fm.dtype),
                                 tuple(fm.shape))
 
     # -- statistics and events -----------------------------------------------------

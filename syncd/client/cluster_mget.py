@@ -2,9 +2,10 @@
 
 `open_direct(url)` gives the reader an object with `mget_into(keys, targets)` and
 `close()` (syncd.client.mget describes them), or None where only redis-py can go
-(TLS). On a Redis Cluster, `ClusterMget` groups a batch's keys by hash slot (one
-file generation is one slot: syncd.sinks.cache.Keys), sends every group's MGET to
-the master that owns its slot before reading any reply, and follows the cluster
+(TLS). On a Redis Cluster, `ClusterMget` groups a batch's keys by hash slot (a file's
+windows are spread over many slots in blocks: syncd.sinks.cache.Keys), sends every
+group's MGET to the master that owns its slot, all of one master's in one send, before
+reading any reply (one round trip per master a batch involves), and follows the cluster
 while slots move: on MOVED it reloads the slot map and asks the new owner; on ASK
 it sends ASKING and the MGET to the node named; on TRYAGAIN (a slot half moved) it
 waits a moment and asks again. A group still not answered after `ATTEMPTS` tries is
@@ -143,14 +144,18 @@ class ClusterMget:
         if any(r is not None and r.kind == "MOVED" for _, _, r in todo):
             self.refresh()
         sent = []
+        commands: dict[DirectMget, list[bytes]] = {}
         for slot, idx, previous in todo:
             ask = previous is not None and previous.kind == "ASK"
             address = previous.address if ask and previous.address else self.owner[slot]
             if address is None:
                 raise MgetError(f"slot {slot} is not served by any node")
             conn = self._node(address)
-            conn.send_mget([keys[i] for i in idx], asking=ask)
+            commands.setdefault(conn, []).append(
+                DirectMget.mget_command([keys[i] for i in idx], asking=ask))
             sent.append((slot, idx, conn, ask))
+        for conn, parts in commands.items():  # one send per node, whatever its slots
+            conn.send_raw(b"".join(parts))
         again = []
         for slot, idx, conn, ask in sent:
             try:

@@ -5,8 +5,9 @@ Same length, order and values as reading the HDF5 files directly: item `i` is
 float32 tensor (as the legacy `HDF5Dataset` returned them). Batches are fetched
 with one MGET (`__getitems__`, which DataLoader uses) into one batch tensor, and
 anything not in Redis (not warmed yet, over the memory budget, evicted, Redis down)
-is read from the HDF5 file into it instead. `DataLoader(..., collate_fn=collate_windows)`
-hands that tensor to the training loop without copying it (syncd.client.batches).
+is read from the HDF5 file into it instead. DataLoader's default collate (and
+`collate_fn=collate_windows`) hands that tensor to the training loop without copying
+it (syncd.client.batches).
 
 Consistency: before each batch the dataset compares every file's size, mtime and
 inode with what the cache recorded for its current generation. When they differ
@@ -59,7 +60,7 @@ from syncd.client.cache import (
 from syncd.client.cluster_mget import Mget, open_direct
 from syncd.client.layouts import dataset_defaults, pick_layout, recorded_layouts
 from syncd.client.mget import BAD, HIT, MgetError
-from syncd.connect.redis_urls import RedisClient
+from syncd.connect.redis_urls import RedisClient, mget_any
 from syncd.hdf5.files import paths_matching
 from syncd.sinks.checksum import FORMAT
 
@@ -287,7 +288,7 @@ class CachedWindowDataset(Dataset):
         if client is None:
             return [None] * len(keys)
         try:
-            return client.mget(keys)
+            return mget_any(client, keys)
         except redis.RedisError as exc:
             self._redis_failed(st, exc)
             return [None] * len(keys)

@@ -92,13 +92,22 @@ class DirectMget:
 
     # -- the protocol ----------------------------------------------------------------
 
-    def _send(self, args: Sequence[str | bytes]) -> None:
+    @staticmethod
+    def command(args: Sequence[str | bytes]) -> bytes:
+        """One command in RESP, ready to send."""
         out = [b"*%d\r\n" % len(args)]
         for arg in args:
             data = arg.encode() if isinstance(arg, str) else arg
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return b"".join(out)
+
+    def _send(self, args: Sequence[str | bytes]) -> None:
+        self.send_raw(self.command(args))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send commands already encoded (several at once: one system call)."""
         try:
-            self.sock.sendall(b"".join(out))
+            self.sock.sendall(data)
         except OSError as exc:
             raise MgetError(f"send failed: {exc}") from None
 
@@ -165,9 +174,13 @@ class DirectMget:
     def send_mget(self, keys: Sequence[str], asking: bool = False) -> None:
         """Send MGET `keys` (after ASKING: a cluster's ASK redirection) without waiting;
         `read_mget` reads the reply, in order."""
-        if asking:
-            self._send(["ASKING"])
-        self._send(["MGET", *keys])
+        self.send_raw(self.mget_command(keys, asking))
+
+    @classmethod
+    def mget_command(cls, keys: Sequence[str], asking: bool = False) -> bytes:
+        """What `send_mget` sends, for a caller that sends several at once (`send_raw`)."""
+        mget = cls.command(["MGET", *keys])
+        return cls.command(["ASKING"]) + mget if asking else mget
 
     def read_mget(self, keys: Sequence[str], targets: Sequence[memoryview | None],
                   asking: bool = False) -> list[int]:

@@ -229,6 +229,14 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, (RedisCluster, DeferredCluster))
 
 
+def mget_any(client: RedisClient, keys: list[str]) -> list[bytes | None]:
+    """MGET of keys in any slots: on a cluster one MGET per slot, pipelined per node
+    (the cache spreads a file's values over many slots)."""
+    if is_cluster(client):
+        return client.mget_nonatomic(keys)
+    return client.mget(keys)
+
+
 def server_info(client: RedisClient, section: str) -> dict[str, Any]:
     """INFO `section` of the one server, or of a cluster's masters summed up: numbers
     added, `run_id` the sorted run ids joined (so any node's restart changes it)."""

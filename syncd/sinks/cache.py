@@ -14,17 +14,19 @@ the file's metadata.
 
 Key layout (prefix `cache.prefix`, default "syncd"):
 
-    {p}:files                          hash  path -> file id
-    {p}:file:{fid}                     hash  current generation, dtype, shape, stat, coverage
-    {p}:w:{{fid}:{gen}}:{i}            string  window i (raw bytes + checksum)
-    {p}:l:{{fid}:{gen}}                string  all labels of the file (raw bytes + checksum)
-    {p}:f:{{fid}:{gen}}:{fkey}:{i}     string  features of window i (raw bytes + checksum)
-    {p}:events                         stream (and pub/sub channel) of JSON events
+    {p}:files                              hash  path -> file id
+    {p}:file:{fid}                         hash  current generation, dtype, shape, stat, coverage
+    {p}:w:{{tag}}:{fid}:{gen}:{i}          string  window i (raw bytes + checksum)
+    {p}:l:{{fid}:{gen}}                    string  all labels of the file (raw bytes + checksum)
+    {p}:f:{{tag}}:{fid}:{gen}:{fkey}:{i}   string  features of window i (raw bytes + checksum)
+    {p}:events                             stream (and pub/sub channel) of JSON events
 
-The literal braces are a Redis Cluster hash tag: every value of one file generation
-is in one slot, so a batch's MGET (and a warm's MSET) of one file is one command to
-one node. Format 2 spelled the values without the tag (`Format2Keys`); its keys are
-deleted with the current ones on a single server, where they could have been written.
+The literal braces are a Redis Cluster hash tag. Windows (and their features) go in
+blocks of `BLOCK_WINDOWS`, one tag per block, the blocks spread evenly over the slots
+(syncd.sinks.slots): a large file is spread over every master. That is cache format
+4. Format 3 tagged all values of a file generation `{fid:gen}` (a file on one node:
+`Format3Keys`), format 2 spelled them untagged (`Format2Keys`); their keys are misses
+to readers and are deleted with the current ones (format 2's on one server only).
 
 Keys carry the generation: when a file changes, its generation goes up, the
 metadata hash points at the new one, and the old generation's keys are deleted,
@@ -46,6 +48,7 @@ import redis
 
 from syncd.connect.redis_urls import is_cluster
 from syncd.sinks.checksum import CHECKSUM_BYTES, FORMAT, seal
+from syncd.sinks.slots import BLOCK_WINDOWS, block_tag, block_tags
 
 log = logging.getLogger(__name__)
 
@@ -193,25 +196,49 @@ class Keys:
 
     @staticmethod
     def tag(fid: str, gen: int) -> str:
-        """The hash tag of one file generation: its values share one cluster slot."""
+        """The hash tag of one file generation (its labels' key)."""
         return f"{{{fid}:{gen}}}"
 
     def window(self, fid: str, gen: int, index: int) -> str:
-        return f"{self.prefix}:w:{self.tag(fid, gen)}:{index}"
+        tag = block_tag(f"{fid}:{gen}", index // BLOCK_WINDOWS)
+        return f"{self.prefix}:w:{{{tag}}}:{fid}:{gen}:{index}"
 
     def windows(self, fid: str, gen: int, indices: Sequence[int] | range) -> list[str]:
-        head = f"{self.prefix}:w:{self.tag(fid, gen)}:"
-        return [head + str(i) for i in indices]
+        return self._values("w", fid, gen, "", indices)
 
     def labels(self, fid: str, gen: int) -> str:
         return f"{self.prefix}:l:{self.tag(fid, gen)}"
 
     def features(self, fid: str, gen: int, fkey: str, indices: Sequence[int] | range) -> list[str]:
-        head = f"{self.prefix}:f:{self.tag(fid, gen)}:{fkey}:"
+        return self._values("f", fid, gen, f"{fkey}:", indices)
+
+    def _values(self, kind: str, fid: str, gen: int, part: str,
+                indices: Sequence[int] | range) -> list[str]:
+        """`{p}:{kind}:{{tag}}:{fid}:{gen}:{part}{i}`, the tag of the block holding i."""
+        blocks = [i // BLOCK_WINDOWS for i in indices]
+        distinct = list(dict.fromkeys(blocks))
+        tags = dict(zip(distinct, block_tags(f"{fid}:{gen}", distinct)))
+        tail = f":{fid}:{gen}:{part}"
+        return [f"{self.prefix}:{kind}:{{{tags[b]}}}{tail}{i}" for b, i in zip(blocks, indices)]
+
+    def values_pattern(self, fid: str, gen: int) -> str:
+        """A SCAN pattern matching every window and feature key of one file generation."""
+        return f"{self.prefix}:[wf]:{{*}}:{fid}:{gen}:*"
+
+
+class Format3Keys(Keys):
+    """The value keys of format 3, one hash tag per file generation: only ever deleted."""
+
+    def window(self, fid: str, gen: int, index: int) -> str:
+        return self._values("w", fid, gen, "", (index,))[0]
+
+    def _values(self, kind: str, fid: str, gen: int, part: str,
+                indices: Sequence[int] | range) -> list[str]:
+        head = f"{self.prefix}:{kind}:{self.tag(fid, gen)}:{part}"
         return [head + str(i) for i in indices]
 
 
-class Format2Keys(Keys):
+class Format2Keys(Format3Keys):
     """The value keys of formats 1 and 2, without a hash tag: only ever deleted."""
 
     @staticmethod
@@ -230,8 +257,11 @@ class CacheWriter:
                  max_value_bytes: int = MAX_VALUE_BYTES) -> None:
         self.redis = client
         self.keys = Keys(prefix)
-        # Format 2's untagged keys can only be on a single server (a cluster refused them).
-        self.old_keys = None if is_cluster(client) else Format2Keys(prefix)
+        self.cluster = is_cluster(client)
+        # Older layouts, deleted with the current one (format 2's only on a single server:
+        # a cluster refused its untagged keys).
+        self.old_layouts: tuple[Keys, ...] = (Format3Keys(prefix),) + \
+            (() if self.cluster else (Format2Keys(prefix),))
         self.max_value_bytes = max_value_bytes
         self.unreadable: dict[str, str] = {}  # file id -> why its metadata did not parse
 
@@ -306,7 +336,7 @@ class CacheWriter:
         if not 0 <= start <= start + len(windows) <= max(meta.n_windows, start + len(windows)):
             raise CacheError(f"window indices {start}.. are out of range")
         keys = self.keys.windows(meta.fid, meta.gen, range(start, start + len(windows)))
-        self.redis.mset({k: seal(k, encode(w)) for k, w in zip(keys, windows)})
+        self._mset({k: seal(k, encode(w)) for k, w in zip(keys, windows)})
 
     def put_labels(self, meta: FileMeta, labels: np.ndarray) -> None:
         """All labels of the file (dtype and shape must match its metadata)."""
@@ -334,6 +364,14 @@ class CacheWriter:
             for key, v in zip(keys, values):
                 mapping[key] = seal(key, encode(v))
         if mapping:
+            self._mset(mapping)
+
+    def _mset(self, mapping: Mapping[str, bytes]) -> None:
+        """One MSET; on a cluster one per slot, pipelined per node (values of one file
+        span many slots)."""
+        if self.cluster:
+            self.redis.mset_nonatomic(mapping)
+        else:
             self.redis.mset(mapping)
 
     # -- deletion ------------------------------------------------------------------
@@ -345,7 +383,7 @@ class CacheWriter:
         for a in range(start, stop, 2000):
             b = min(stop, a + 2000)
             keys: list[str] = []
-            for layout in filter(None, (self.keys, self.old_keys)):
+            for layout in (self.keys, *self.old_layouts):
                 keys += layout.windows(fid, gen, range(a, b)) if windows else []
                 for fkey in fkeys:
                     keys += layout.features(fid, gen, fkey, range(a, b))
@@ -353,7 +391,7 @@ class CacheWriter:
                 self.redis.unlink(*keys)
 
     def delete_labels(self, fid: str, gen: int) -> None:
-        self.redis.unlink(*[k.labels(fid, gen) for k in (self.keys, self.old_keys) if k])
+        self.redis.unlink(*{k.labels(fid, gen) for k in (self.keys, *self.old_layouts)})
 
     def forget(self, fid: str, path: str) -> None:
         """Drop a file's metadata and its entry in the files index (its values go separately)."""

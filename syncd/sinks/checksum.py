@@ -17,9 +17,10 @@ import xxhash
 
 CHECKSUM_BYTES = 4
 # The cache format: 2 = values carry the trailer; 3 = value keys carry a hash tag per file
-# generation (syncd.sinks.cache.Keys). Metadata without a format is 1 (no trailer).
+# generation; 4 = one hash tag per block of windows, blocks spread over a cluster's slots
+# (syncd.sinks.cache.Keys). Metadata without a format is 1 (no trailer).
 # Metadata of an older format is a miss to readers, and a warm writes its values again.
-FORMAT = 3
+FORMAT = 4
 
 
 def checksum(key: str, payload: Any) -> int:
