@@ -18,8 +18,14 @@ from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import QUARANTINE, StateStore
 from syncd.client.tracker import Tracker
+from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.redact import scrub
+
+
+class BadQuery(SyncdError):
+    """A query parameter no stored value could match (a 400, not a 500)."""
+
 
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
 MAX_EXPERIMENTS = 1000
@@ -120,6 +126,10 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
             query["challenge"] = int(challenge)
         except ValueError:
             query["challenge"] = challenge
+        else:
+            if not -2**63 <= query["challenge"] < 2**63:  # pymongo: OverflowError
+                raise BadQuery(f"challenge={challenge[:40]}: not a challenge number "
+                               "(too large for a 64-bit integer)")
     if status:
         query["status"] = status
     if source:

@@ -1,7 +1,10 @@
 """The dashboard's pages: plain server-rendered HTML (the data of syncd.http.dashboard.data).
 
 No template engine: each page is a few f-strings over escaped values. The one
-script (static/dashboard.js) draws the training-curve chart and follows events.
+script (static/dashboard.js) draws the training-curve chart, follows events and
+submits the filters; pages hold no inline script or style (the Content-Security-
+Policy of syncd.http.browser forbids both) and hand it data as a JSON block that
+is never executed (`script_json`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,18 @@ def e(value: Any) -> str:
     if isinstance(value, float):
         return escape(f"{value:.4g}")
     return escape(str(value))
+
+
+# Characters that could end or re-open markup inside a <script> block (`</script>`,
+# `<!--`, `<script`), or that JavaScript once read as line ends: as JSON escapes.
+SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                  0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON safe inside `<script type=application/json>` whatever its strings
+    hold (a `<!--<script>` in a timestamp would otherwise swallow the rest of the page)."""
+    return json.dumps(value).translate(SCRIPT_ESCAPES)
 
 
 def page(title: str, active: str, body: str, script: bool = False) -> str:
@@ -97,7 +112,7 @@ def _select(name: str, current: str, choices: list[Any]) -> str:
         value = escape(str(choice))
         chosen = " selected" if str(choice) == current else ""
         options.append(f'<option value="{value}"{chosen}>{value}</option>')
-    return (f"<label>{name} <select name={name} onchange='this.form.submit()'>"
+    return (f"<label>{name} <select name={name} data-autosubmit>"
             f"{''.join(options)}</select></label>")
 
 
@@ -114,7 +129,7 @@ def experiments_page(data: dict[str, Any]) -> str:
                   "epochs", "started", "source"], rows, "experiments",
                  "no experiments match these filters")
     count = f'<p class=muted>{len(rows)} experiment(s), best validation loss first</p>'
-    return page("Experiments", "/experiments", form + count + grid)
+    return page("Experiments", "/experiments", form + count + grid, script=True)
 
 
 def _config(config: Any) -> str:
@@ -133,7 +148,7 @@ def experiment_page(data: dict[str, Any]) -> str:
                      ("started", x.get("start_time")), ("ended", x.get("end_time")),
                      ("notes", x.get("notes"))], "experiment-summary")
     metric_list = facts(sorted(metrics.items()), "metrics")
-    points = json.dumps({"id": x["_id"], "epochs": data["epochs"]}).replace("</", "<\\/")
+    points = script_json({"id": x["_id"], "epochs": data["epochs"]})
     chart = (f'<figure class=chart><div id=chart data-testid=chart data-experiment="{e(x["_id"])}">'
              f'</div><figcaption><span class="key train">train loss</span> '
              f'<span class="key val">validation loss</span> per epoch · '
@@ -173,8 +188,7 @@ def _bar(fraction: Any) -> str:
     if not isinstance(fraction, (int, float)):
         return "–"
     pct = max(0.0, min(1.0, float(fraction))) * 100
-    return (f'<span class=bar><span style="width:{pct:.1f}%"></span></span> '
-            f"{pct:.0f}%")
+    return f'<progress class=bar max=100 value="{pct:.1f}"></progress> {pct:.0f}%'
 
 
 def cache_page(data: dict[str, Any]) -> str:
