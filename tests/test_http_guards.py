@@ -143,3 +143,44 @@ def test_query_values_no_stored_value_can_match_are_a_400_or_404(tmp_path, db, r
                                     {"Last-Event-ID": last})
             sock.close()
             assert b"event: ready" in got and b"unavailable" not in got, (last, got)
+
+
+def _read_until(sock: socket.socket, marker: bytes, got: bytes = b"") -> bytes:
+    sock.settimeout(10)
+    while marker not in got:
+        chunk = sock.recv(65536)  # a timeout fails the test
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_more_pages_than_the_redis_pool_has_connections_all_follow(tmp_path, db, rclient):
+    """A blocking read per page took one pooled Redis connection each: past redis-py's
+    100, pages got `unavailable: Too many connections` (and the pool was the daemon's).
+    The pages now share one reader; each still gets the events about its experiment,
+    and a page that reconnects with Last-Event-ID gets what it missed."""
+    from syncd.sinks.events import STREAM
+
+    oid = add_experiment(db, 1, [{"epoch": 1, "train_loss": 0.5}])
+    event = json.dumps({"type": "batch", "collection": "experiments", "operation": "update",
+                        "ids": [str(oid)]})
+    with serve(tmp_path, db, rclient, "max_streams = 150") as server:
+        pages = [open_stream(server, f"/api/experiments/{oid}/events") for _ in range(120)]
+        try:
+            assert all(b"event: ready" in got for _, got in pages)
+            sock, got = pages[0]
+            got = _read_until(sock, b": idle", got)  # every page waits for the same read
+            before = rclient.xadd(STREAM, {"event": event}).decode()
+            for sock, got in pages:
+                got = _read_until(sock, b"event: change", got)
+                assert b"event: change" in got and b"unavailable" not in got, got[-300:]
+            missed = rclient.xadd(STREAM, {"event": event}).decode()
+            sock, got = open_stream(server, f"/api/experiments/{oid}/events",
+                                    {"Last-Event-ID": before})
+            with sock:
+                got = _read_until(sock, b"event: change", got)
+            assert f"id: {missed}".encode() in got, got
+        finally:
+            for sock, _ in pages:
+                sock.close()

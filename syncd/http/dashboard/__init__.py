@@ -29,7 +29,7 @@ STATIC = Path(__file__).parent / "static"
 def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
     """The dashboard's routes, all GET, all read-only; at most `max_streams` live
     streams open at once."""
-    streams = Streams(max_streams)
+    streams = Streams(max_streams, ctx.redis)
 
     async def read(func: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, ctx, *args)  # pymongo blocks
