@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import multiprocessing
 import resource
 import selectors
 import shutil
@@ -142,14 +143,14 @@ class HttpLoad:
 # -- the probes' bench (run as a script) -----------------------------------------------------
 
 
-class Crowd(threading.Thread):
+class Crowd:
     """Open live streams and half-sent requests, drained and kept at their number: a
-    socket the server closes is opened again (what a slowloris does)."""
+    socket the server closes is opened again (what a slowloris does). It runs in a
+    process of its own (`crowd`), so that its work never delays this process' probes."""
 
     HALF = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
     def __init__(self, port: int, streams: int, half: int) -> None:
-        super().__init__(daemon=True)
         self.port, self.selector = port, selectors.DefaultSelector()
         self.halt = threading.Event()
         self.counts: collections.Counter[str] = collections.Counter()
@@ -176,8 +177,10 @@ class Crowd(threading.Thread):
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, kind)
 
-    def run(self) -> None:
+    def run(self, stop: Any) -> None:
         while not self.halt.is_set():
+            if stop.poll():
+                self.halt.set()
             for key, _ in self.selector.select(0.2):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 try:
@@ -199,11 +202,40 @@ class Crowd(threading.Thread):
                         self.counts["half-sent reopen failed"] += 1
 
     def close(self) -> None:
-        self.halt.set()
-        self.join(5)
         for key in list(self.selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
         self.selector.close()
+
+
+def crowd(port: int, streams: int, half: int, pipe: Any) -> None:
+    """The child process: open the crowd, report, keep it up until told, report again."""
+    group = Crowd(port, streams, half)
+    pipe.send(dict(group.counts))
+    group.run(pipe)
+    pipe.send(dict(group.counts))
+    group.close()
+
+
+def start_crowd(port: int, streams: int, half: int) -> tuple[Any, Any]:
+    """(process, pipe) of a running crowd, once it is all open."""
+    ours, theirs = multiprocessing.get_context("fork").Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=crowd, daemon=True,
+                                                       args=(port, streams, half, theirs))
+    proc.start()
+    if not ours.poll(180):
+        proc.kill()
+        sys.exit("the crowd of streams and half-sent requests did not open within 180 s")
+    print(f"  load: {ours.recv()}", flush=True)
+    return proc, ours
+
+
+def stop_crowd(proc: Any, pipe: Any) -> dict[str, int]:
+    pipe.send("stop")
+    counts = pipe.recv() if pipe.poll(30) else {"no report": 1}
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+    return counts
 
 
 def timed_get(url: str) -> float:
@@ -310,14 +342,11 @@ def main() -> None:
         base = wait_url(daemon.state)
         print(f"machine: {describe()}; syncd run at {base} (embedded SecantusDB and Redis)")
         idle = phase("idle", base, args.seconds, legacy, db)
-        crowd = Crowd(int(base.rsplit(":", 1)[1]), args.streams, args.half)
-        crowd.start()
-        print(f"  load: {dict(crowd.counts)}", flush=True)
+        proc, pipe = start_crowd(int(base.rsplit(":", 1)[1]), args.streams, args.half)
         try:
             loaded = phase("loaded", base, args.seconds, legacy, db)
         finally:
-            counts = dict(crowd.counts)
-            crowd.close()
+            counts = stop_crowd(proc, pipe)
         print(f"  load at the end: {counts}")
         again = phase("idle", base, args.seconds, legacy, db)
         idle99 = max(idle["healthz_p99"], again["healthz_p99"])

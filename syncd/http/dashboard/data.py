@@ -181,12 +181,14 @@ def epochs(ctx: HttpContext, ref: str) -> dict[str, Any]:
                      "epochs": [epoch_point(e) for e in found["epochs"]]})
 
 
-def touching(db: Database, experiment_id: ObjectId,
-             events: list[dict[str, Any]]) -> list[bool]:
-    """Which change events are about this experiment (its document, epochs, checkpoints).
+def owners(db: Database, events: list[dict[str, Any]]) -> list[frozenset[str] | None]:
+    """For each change event, the experiments it is about (their `_id` hex): None where
+    that cannot be known (a deleted epoch or checkpoint cannot be looked up; every page
+    then re-reads).
 
-    One query per collection for the whole batch, not one per event: under a busy
-    writer an XREAD returns up to 100 events, and every open page asks.
+    One query per collection for the whole batch, whoever asks: every open page
+    shares the answer (syncd.http.dashboard.live), so 500 pages cost one query per
+    batch, not 500.
     """
     wanted: dict[str, set[ObjectId]] = {"epochs": set(), "checkpoints": set()}
     oids: list[list[ObjectId]] = []
@@ -195,20 +197,20 @@ def touching(db: Database, experiment_id: ObjectId,
         oids.append(ids)
         if event.get("collection") in wanted and event.get("operation") != "delete":
             wanted[event["collection"]].update(ids)
-    found = {name: {doc["_id"] for doc in db[name].find(
-        {"_id": {"$in": list(ids)}, "experiment_id": experiment_id}, {"_id": 1})}
-        if ids else set() for name, ids in wanted.items()}
-    out = []
+    found = {name: {doc["_id"]: str(doc.get("experiment_id")) for doc in db[name].find(
+        {"_id": {"$in": list(ids)}}, {"experiment_id": 1})} if ids else {}
+        for name, ids in wanted.items()}
+    out: list[frozenset[str] | None] = []
     for event, ids in zip(events, oids):
         collection = event.get("collection")
         if collection == "experiments":
-            out.append(str(experiment_id) in (event.get("ids") or []))
+            out.append(frozenset(event.get("ids") or []))
         elif collection not in wanted:
-            out.append(False)
+            out.append(frozenset())
         elif event.get("operation") == "delete":
-            out.append(bool(ids))  # gone documents cannot be looked up: let the page re-read
+            out.append(None if ids else frozenset())
         else:
-            out.append(any(i in found[collection] for i in ids))
+            out.append(frozenset(found[collection][i] for i in ids if i in found[collection]))
     return out
 
 

@@ -12,13 +12,14 @@ from the same position, so nothing is lost or read twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import redis
 
-from syncd.sinks.events import STREAM
+from syncd.sinks.events import STREAM, parse_event
 
 BLOCK_MS = 1000
 BATCH_COUNT = 100  # entries per read
@@ -52,12 +53,39 @@ def read_after(client: Any, last: str, block: int | None = BLOCK_MS,
 
 @dataclass
 class Batch:
-    """One read's result: `entries` up to stream id `last`, or the `error` it met."""
+    """One read's result: `entries` up to stream id `last`, or the `error` it met.
+    `events`: the entries that are syncd events, parsed once for every page; `owners`:
+    the experiments each is about, looked up once (by the first page that asks)."""
 
     last: str
     entries: list[tuple[str, Any]]
     error: redis.RedisError | None = None
     next: Batch | None = None
+    events: list[tuple[str, dict[str, Any]]] = field(init=False)
+    owners: list[frozenset[str] | None] | None = None
+    finding: anyio.Event | None = None  # set once the page looking them up is done
+
+    def __post_init__(self) -> None:
+        parsed = [(entry_id, parse_event(raw)) for entry_id, raw in self.entries]
+        self.events = [(i, e) for i, e in parsed
+                       if not isinstance(e, str)]  # not a syncd event (the stream is shared)
+
+    async def owners_by(self, find: Callable[[list[dict[str, Any]]], Any],
+                        threads: anyio.CapacityLimiter) -> list[frozenset[str] | None]:
+        """`find(events)` run once (on a thread) whichever pages ask; a page whose lookup
+        failed or was abandoned leaves it to the next."""
+        while self.owners is None:
+            if self.finding is not None:
+                await self.finding.wait()
+                continue
+            self.finding = anyio.Event()
+            try:
+                self.owners = await anyio.to_thread.run_sync(
+                    find, [e for _, e in self.events], limiter=threads)
+            finally:
+                done, self.finding = self.finding, None
+                done.set()
+        return self.owners
 
 
 class Hub:

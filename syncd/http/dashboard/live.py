@@ -6,8 +6,11 @@ a read that found events a page waits `COALESCE_SECONDS` and then takes everythi
 read meanwhile at once, so a busy writer costs a few MongoDB queries a second per
 page, not one per event. Only events about the experiment (its document, its epochs,
 its checkpoints) are forwarded, as `change` events; the page then fetches the new
-points. A comment every `BLOCK_MS` keeps proxies from closing an idle stream and lets
-a closed client be noticed.
+points. A comment keeps proxies from closing a stream: after a read with only other
+experiments' events, and every `KEEPALIVE_SECONDS` on a quiet one (not after every
+empty read: with hundreds of pages open, a write to each every second kept the event
+loop from the probes for a good part of each second). A closed client is noticed by
+its disconnect, not by a failed write.
 
 Streams are counted: beyond `[http] max_streams` open at once a new one is refused
 with a 503 (the page then re-reads every few seconds instead). Their reads and
@@ -17,8 +20,10 @@ that answer /healthz, /readyz and /metrics, nor more than one Redis connection.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,16 +36,16 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from syncd.http.context import HttpContext
-from syncd.http.dashboard.data import touching
-from syncd.http.dashboard.hub import Hub, entry_key, read_after
+from syncd.http.dashboard.data import owners as data_owners
+from syncd.http.dashboard.hub import Batch, Hub, entry_key, read_after
 from syncd.redact import scrub
-from syncd.sinks.events import parse_event
 
 # After a read that found events, the next waits this long: a busy writer's events
 # then arrive in a few reads a second per page instead of one read (and one MongoDB
 # query) per event, and a new epoch still shows well within a second.
 COALESCE_SECONDS = 0.25
 RETRY_MS = 2000  # the browser reconnects after this long when the stream ends
+KEEPALIVE_SECONDS = 15.0  # well inside proxies' read timeouts (nginx: 60 s)
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 # Threads for the streams' one read and their MongoDB queries (which event is whose):
 # whatever the number of pages, they wait for each other, never for other routes.
@@ -116,49 +121,55 @@ async def follow(ctx: HttpContext, experiment_id: ObjectId, start: str | None,
     if hub is None:
         yield message("unavailable", {"reason": "no Redis configured: no live events"})
         return
-    pending: list[tuple[str, Any]] = []
+    pending: list[Batch] = []
     try:
         batch = await hub.tail()
         if start is not None and entry_key(start) < entry_key(batch.last):
             # A reconnecting page: what it missed, up to where the shared reads are.
             missed = await anyio.to_thread.run_sync(read_after, hub.client, start, None, 1000,
                                                     limiter=streams.threads)
-            pending = [(i, raw) for i, raw in missed if entry_key(i) <= entry_key(batch.last)]
+            pending = [Batch(batch.last, [(i, raw) for i, raw in missed
+                                          if entry_key(i) <= entry_key(batch.last)])]
     except redis.RedisError as exc:
         yield message("unavailable", {"reason": scrub(f"Redis: {exc}")[:200]})
         return
     yield message("ready", {"after": start or batch.last})
+    wrote = time.monotonic()
     while True:
-        if pending:
-            for text in await _changes(ctx, experiment_id, pending, streams.threads):
-                yield text
-            pending = []
+        if any(b.entries for b in pending):
+            # One write for all of them: hundreds of pages x several events each would
+            # be that many sends on the event loop that also answers the probes.
+            yield "".join(await _changes(ctx, experiment_id, pending, streams.threads))
+            wrote = time.monotonic()
             await anyio.sleep(COALESCE_SECONDS)
         batch = await hub.after(batch)
-        pending = list(batch.entries)
+        pending = [batch]
         while batch.next is not None and batch.error is None:  # read while this page slept
             batch = batch.next
-            pending += batch.entries
+            pending.append(batch)
         if batch.error is not None:
             yield message("unavailable", {"reason": scrub(f"Redis: {batch.error}")[:200]})
             return
-        if not pending:
+        quiet = not any(b.entries for b in pending)
+        if quiet and time.monotonic() - wrote >= KEEPALIVE_SECONDS:
             yield ": idle\n\n"
+            wrote = time.monotonic()
 
 
-async def _changes(ctx: HttpContext, experiment_id: ObjectId, entries: list[tuple[str, Any]],
+async def _changes(ctx: HttpContext, experiment_id: ObjectId, batches: list[Batch],
                    threads: anyio.CapacityLimiter) -> list[str]:
-    """The `change` messages of the entries about this experiment (an idle comment if
-    none is: the stream still shows it is alive)."""
-    parsed = [(entry_id, parse_event(raw)) for entry_id, raw in entries]
-    events = [(entry_id, e) for entry_id, e in parsed
-              if not isinstance(e, str)]  # not a syncd event (the stream is shared)
-    moved = await anyio.to_thread.run_sync(touching, ctx.db, experiment_id,
-                                           [e for _, e in events], limiter=threads)
-    out = [message("change", {"collection": event.get("collection"),
-                              "operation": event.get("operation")}, entry_id)
-           for (entry_id, event), hit in zip(events, moved)
-           if event.get("type") == "migrated" or hit]
+    """The `change` messages of the batches' events about this experiment (an idle
+    comment if none is: the stream still shows it is alive)."""
+    mine, out = str(experiment_id), []
+    for batch in batches:
+        if not batch.events:
+            continue
+        owners = await batch.owners_by(functools.partial(data_owners, ctx.db), threads)
+        for (entry_id, event), who in zip(batch.events, owners):
+            if event.get("type") == "migrated" or (mine in who if who is not None
+                                                   else bool(event.get("ids"))):
+                out.append(message("change", {"collection": event.get("collection"),
+                                              "operation": event.get("operation")}, entry_id))
     return out or [": idle\n\n"]
 
 
