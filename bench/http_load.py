@@ -109,7 +109,8 @@ class HttpLoad:
         while not self.stop_event.is_set():
             try:
                 if self.followed == EVENTS:
-                    with urllib.request.urlopen(self.url + EVENTS, timeout=5) as stream:
+                    # (a quiet stream sends a keep-alive comment every 15 s)
+                    with urllib.request.urlopen(self.url + EVENTS, timeout=30) as stream:
                         while not self.stop_event.is_set():
                             chunk = stream.read1(65536)  # type: ignore[attr-defined]
                             if not chunk:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -134,7 +135,9 @@ async def follow(ctx: HttpContext, experiment_id: ObjectId, start: str | None,
         yield message("unavailable", {"reason": scrub(f"Redis: {exc}")[:200]})
         return
     yield message("ready", {"after": start or batch.last})
-    wrote = time.monotonic()
+    # Each page's keep-alive clock starts at a random phase: pages opened together
+    # (a crowd reconnecting after a restart) do not all write at the same read.
+    wrote = time.monotonic() - random.uniform(0, KEEPALIVE_SECONDS)
     while True:
         if any(b.entries for b in pending):
             # One write for all of them: hundreds of pages x several events each would
