@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from tests.daemon_support import wait_for
 from tests.http_support import add_experiment, open_stream, request, serve
 
 
@@ -182,3 +183,30 @@ def test_more_pages_than_the_redis_pool_has_connections_all_follow(tmp_path, db,
         finally:
             for sock, _ in pages:
                 sock.close()
+
+
+def test_a_page_opened_after_all_others_closed_starts_at_the_newest_event(tmp_path, db,
+                                                                        rclient):
+    """(The pages' shared reader must not resume where the last page left off.)"""
+    from syncd.sinks.events import STREAM
+
+    oid = add_experiment(db, 1, [])
+    event = json.dumps({"type": "batch", "collection": "experiments", "operation": "update",
+                        "ids": [str(oid)]})
+    with serve(tmp_path, db, rclient, "max_streams = 1") as server:
+        sock, got = open_stream(server, f"/api/experiments/{oid}/events")
+        sock.close()
+        old = rclient.xadd(STREAM, {"event": event}).decode()
+
+        def reopened() -> tuple[socket.socket, bytes] | None:
+            sock, got = open_stream(server, f"/api/experiments/{oid}/events")
+            if b"event: ready" in got:
+                return sock, got
+            sock.close()  # refused: the closed page's place is not given back yet
+            return None
+
+        sock, got = wait_for(reopened, 30, "the closed page's place given back")
+        with sock:
+            new = rclient.xadd(STREAM, {"event": event}).decode()
+            got = _read_until(sock, b"event: change", got)
+        assert f"id: {new}".encode() in got and f"id: {old}".encode() not in got, got

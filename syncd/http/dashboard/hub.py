@@ -108,6 +108,11 @@ class Hub:
                 self._tail = Batch(last, [])
             return self._tail
 
+    def forget(self) -> None:
+        """No page follows any more: the next one starts at the newest entry (not at
+        where the last one left off, which may be hours of events ago)."""
+        self._tail = None
+
     async def after(self, batch: Batch) -> Batch:
         """The batch after `batch`: read now by this page, or by the one reading already."""
         while batch.next is None:

@@ -77,6 +77,8 @@ class Streams:
 
     def give_back(self) -> None:
         self.open -= 1
+        if self.open == 0 and self.hub is not None:
+            self.hub.forget()  # the next page starts at the newest entry, not here
 
     def refused(self) -> JSONResponse:
         return JSONResponse({"error": f"too many live streams: {self.limit} are open "
