@@ -69,6 +69,9 @@ def test_every_page_shows_the_fixture_and_the_curve_grows_live(served, tmp_path)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         failed: list[str] = []
         page.on("requestfailed", lambda r: failed.append(r.url))
+        refused: list[str] = []  # what the pages' Content-Security-Policy blocked
+        page.on("console", lambda m: "Content Security Policy" in m.text
+                and refused.append(m.text))
 
         # Sync health: the daemon runs; every synced table has a row.
         page.goto(url + "/")
@@ -145,6 +148,7 @@ def test_every_page_shows_the_fixture_and_the_curve_grows_live(served, tmp_path)
         page.screenshot(path=shots / "cache.png", full_page=True)
 
         assert not [u for u in failed if not u.endswith("/events")], failed
+        assert refused == []
         browser.close()
     for name in ("health", "experiments", "experiment", "experiment-live", "cache"):
         assert (shots / f"{name}.png").stat().st_size > 5000

@@ -60,5 +60,9 @@ def test_markup_in_the_data_breaks_no_page_and_nothing_runs_inline(tmp_path, db,
 
         for each in (page, other):
             assert each.evaluate("window.cspViolations") == []
+        for path in ("/", "/cache"):  # the other pages: nothing refused either
+            page.goto(url + path)
+            assert page.locator("h1").count() == 1
+            assert page.evaluate("window.cspViolations") == [], path
         assert errors == []
         browser.close()
