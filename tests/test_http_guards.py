@@ -127,7 +127,8 @@ def test_query_values_no_stored_value_can_match_are_a_400_or_404(tmp_path, db, r
     huge = "99999999999999999999"
     with serve(tmp_path, db, rclient) as server:
         for path in (f"/api/experiments?challenge={huge}", f"/experiments?challenge={huge}",
-                     f"/experiments?challenge=-{huge}&status=running"):
+                     f"/experiments?challenge=-{huge}&status=running",
+                     "/api/experiments?challenge=" + "9" * 5000):  # (int() refuses these)
             code, _, body = request(server, path)
             assert code == 400 and "challenge" in body and "Traceback" not in body, (path, body)
         code, _, body = request(server, f"/api/experiments?challenge={huge}")

@@ -115,6 +115,24 @@ def _order(doc: dict[str, Any]) -> tuple[Any, ...]:
             else 0, str(run))
 
 
+NUMBER = re.compile(r"\s*[+-]?\d+(_\d+)*\s*")  # what int() reads (past 4300 digits it refuses)
+
+
+def _number_or_text(name: str, text: str) -> int | str:
+    """A query value as the integer it spells, else as text; a number no BSON integer
+    can hold is a BadQuery (pymongo would raise OverflowError: a 500)."""
+    try:
+        number = int(text)
+    except ValueError:
+        if not NUMBER.fullmatch(text):
+            return text
+        number = None
+    if number is None or not -2**63 <= number < 2**63:
+        raise BadQuery(f"{name}={text.strip()[:40]}{'...' if len(text.strip()) > 40 else ''}: "
+                       "not a number any experiment can have (beyond a 64-bit integer)")
+    return number
+
+
 def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
                 source: str = "") -> dict[str, Any]:
     """Experiments filtered by challenge, status and source, best validation loss first
@@ -122,14 +140,7 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "",
     db = ctx.db
     query: dict[str, Any] = {}
     if challenge:
-        try:
-            query["challenge"] = int(challenge)
-        except ValueError:
-            query["challenge"] = challenge
-        else:
-            if not -2**63 <= query["challenge"] < 2**63:  # pymongo: OverflowError
-                raise BadQuery(f"challenge={challenge[:40]}: not a challenge number "
-                               "(too large for a 64-bit integer)")
+        query["challenge"] = _number_or_text("challenge", challenge)
     if status:
         query["status"] = status
     if source:
