@@ -69,6 +69,9 @@ def test_every_page_shows_the_fixture_and_the_curve_grows_live(served, tmp_path)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         failed: list[str] = []
         page.on("requestfailed", lambda r: failed.append(r.url))
+        refused: list[str] = []  # what the pages' Content-Security-Policy blocked
+        page.on("console", lambda m: "Content Security Policy" in m.text
+                and refused.append(m.text))
 
         # Sync health: the daemon runs; every synced table has a row.
         page.goto(url + "/")
@@ -125,8 +128,8 @@ def test_every_page_shows_the_fixture_and_the_curve_grows_live(served, tmp_path)
         legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss, "
                      "learning_rate, duration_seconds, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (run_id, n + 1, 0.05, 0.002, 0.002, 100.0, "2025-10-24T16:00:00"))
-        page.wait_for_function(f"document.querySelector('#chart svg')"
-                               f".getAttribute('data-points') === '{n + 1}'", timeout=10_000)
+        # (a selector, not wait_for_function: the page's CSP forbids evaluating strings)
+        page.wait_for_selector(f"#chart svg[data-points='{n + 1}']", timeout=10_000)
         shown = time.monotonic() - committed
         print(f"commit -> chart: {shown:.3f} s")
         assert shown < 2.0, shown
@@ -145,6 +148,7 @@ def test_every_page_shows_the_fixture_and_the_curve_grows_live(served, tmp_path)
         page.screenshot(path=shots / "cache.png", full_page=True)
 
         assert not [u for u in failed if not u.endswith("/events")], failed
+        assert refused == []
         browser.close()
     for name in ("health", "experiments", "experiment", "experiment-live", "cache"):
         assert (shots / f"{name}.png").stat().st_size > 5000

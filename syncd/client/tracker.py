@@ -52,6 +52,9 @@ class Tracker:
             run_id: Any = int(text)
         except ValueError:
             run_id = text
+        if isinstance(run_id, int) and not -2**63 <= run_id < 2**63:
+            # No BSON integer is that large (pymongo would raise OverflowError).
+            raise SyncdError(f"no experiment with run_id or _id {text!r}")
         docs = list(self.experiments.find(self._scoped({"run_id": run_id}),
                                           {"_id": 1, "_source": 1}).limit(10))
         if not docs:

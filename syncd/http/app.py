@@ -2,8 +2,10 @@
 
 Starlette, because it is small, typed and plain ASGI (uvicorn runs it on a thread of
 the daemon), and its routes are ordinary functions a test can call over real HTTP.
-Sync endpoints run in Starlette's thread pool, so a slow read never blocks the loop
-that serves the other routes.
+Blocking work runs on worker threads, so a slow read never blocks the loop that
+serves the other routes; and each purpose has its own limit of threads (anyio
+capacity limiters): the probes' few can never be taken by dashboard pages waiting
+on MongoDB or by live streams waiting on Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -25,12 +28,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from syncd.http.browser import BrowserHeaders, HostCheck
 from syncd.http.context import HttpContext
 from syncd.http.metrics import registry
 from syncd.http.options import HttpOptions, http_options
 from syncd.http.probe import Prober
 
 STATUS_TTL = 0.5  # seconds a status document is reused: 10 scrapes/s cost 2 builds/s
+PROBE_THREADS = 4  # /metrics, /healthz, /readyz at once; none waits for another purpose
 
 
 def cached(func: Callable[[], dict[str, Any] | None],
@@ -47,32 +52,39 @@ def cached(func: Callable[[], dict[str, Any] | None],
     return get
 
 
-def _basic_password(header: str) -> str:
-    """The password of a `Basic` authorization header ("" if it is malformed)."""
+def _basic_pair(credentials: str) -> tuple[str, str] | None:
+    """(user, password) of basic-auth credentials; None if they are malformed."""
     try:
-        return base64.b64decode(header[6:], validate=True).decode().partition(":")[2]
+        user, sep, password = base64.b64decode(credentials, validate=True).decode() \
+            .partition(":")
     except (ValueError, UnicodeDecodeError):
-        return ""
+        return None
+    return (user, password) if sep else None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class RequireAuth:
-    """Every request needs the bearer token or the basic-auth pair (when either is set)."""
+    """Every request needs the bearer token or the basic-auth pair (when either is set).
+    The scheme's name is case-insensitive (RFC 9110): `bearer` and `BASIC` count."""
 
     def __init__(self, app: ASGIApp, options: HttpOptions) -> None:
         self.app, self.options = app, options
-        self.basic = ("Basic " + base64.b64encode(
-            f"{options.username}:{options.password}".encode()).decode()
-            if options.username else None)
 
     def allowed(self, header: str) -> bool:
-        token = self.options.token
-        if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-            return True
-        if token and header.startswith("Basic ") and hmac.compare_digest(
-                _basic_password(header).encode(), token.encode()):
+        scheme, _, credentials = header.strip().partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        token, user = self.options.token, self.options.username
+        if scheme == "bearer":
+            return bool(token) and _same(credentials, token)
+        pair = _basic_pair(credentials) if scheme == "basic" else None
+        if pair is None:
+            return False
+        if token and _same(pair[1], token):
             return True  # a browser's prompt: any user name, the token as password
-        return bool(self.basic) and hmac.compare_digest(header.encode(),
-                                                        self.basic.encode())  # type: ignore[union-attr]
+        return bool(user) and _same(pair[0], user) & _same(pair[1], self.options.password)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -85,7 +97,14 @@ class RequireAuth:
         await self.app(scope, receive, send)
 
 
-def _dashboard(ctx: HttpContext) -> list[BaseRoute]:
+class App(Starlette):
+    """Starlette with the browser headers outside everything, its error pages included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return BrowserHeaders(super().build_middleware_stack())
+
+
+def _dashboard(ctx: HttpContext, options: HttpOptions) -> list[BaseRoute]:
     try:
         from syncd.http.dashboard import routes as dashboard_routes
     except ImportError:
@@ -93,11 +112,12 @@ def _dashboard(ctx: HttpContext) -> list[BaseRoute]:
             return PlainTextResponse("syncd: /metrics, /healthz, /readyz (no dashboard "
                                      "in this build)\n")
         return [Route("/", index)]
-    return list(dashboard_routes(ctx))
+    return list(dashboard_routes(ctx, max_streams=options.max_streams))
 
 
 def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette:
-    """The app for `ctx`; `options` default to the `[http]` settings (auth, stuck time)."""
+    """The app for `ctx`; `options` default to the `[http]` settings (auth, stuck time,
+    Host names, the live streams' cap)."""
     options = options or http_options(ctx.settings, listen="")
     prober = Prober(ctx)
     status = cached(ctx.status) if ctx.status is not None else (lambda: None)
@@ -140,9 +160,18 @@ def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette
         finally:
             await anyio.to_thread.run_sync(prober.stop)
 
-    routes: list[BaseRoute] = [Route("/metrics", scrape), Route("/healthz", healthz),
-                               Route("/readyz", readyz), *_dashboard(ctx)]
-    middleware = [Middleware(RequireAuth, options=options)] if options.auth else []
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    probe_threads = anyio.CapacityLimiter(PROBE_THREADS)
+
+    def probe(func: Callable[[Request], Response]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await anyio.to_thread.run_sync(func, request, limiter=probe_threads)
+        return endpoint
+
+    routes: list[BaseRoute] = [Route("/metrics", probe(scrape)), Route("/healthz", probe(healthz)),
+                               Route("/readyz", probe(readyz)), *_dashboard(ctx, options)]
+    middleware = [Middleware(HostCheck, options=options)]
+    if options.auth:
+        middleware.append(Middleware(RequireAuth, options=options))
+    app = App(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.prober = prober
     return app

@@ -23,6 +23,12 @@ DEFAULTS: dict[str, Any] = {
     "password": "",
     # /healthz answers 503 once the follow loop has not ticked for this long.
     "stuck_seconds": 60.0,
+    # Open live streams (dashboard pages following an experiment) at most; more: 503.
+    "max_streams": 100,
+    # Host names browsers may use besides loopback and the listen host ("*": any).
+    "allowed_hosts": [],
+    # A client has this long to send a request's headers, then its connection closes.
+    "header_timeout_seconds": 5.0,
 }
 
 
@@ -36,6 +42,9 @@ class HttpOptions:
     username: str = ""
     password: str = ""
     stuck_seconds: float = 60.0
+    max_streams: int = 100
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_seconds: float = 5.0
 
     @property
     def auth(self) -> bool:
@@ -102,10 +111,21 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     _refuse_blank(settings, raw)
     if raw["stuck_seconds"] <= 0:
         raise ConfigError(f"[http] stuck_seconds = {raw['stuck_seconds']}: must be positive")
+    if raw["max_streams"] < 1:
+        raise ConfigError(f"[http] max_streams = {raw['max_streams']}: must be at least 1")
+    if raw["header_timeout_seconds"] <= 0:
+        raise ConfigError(f"[http] header_timeout_seconds = {raw['header_timeout_seconds']}: "
+                          "must be positive")
+    hosts = raw["allowed_hosts"]
+    if not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ConfigError(f"[http] allowed_hosts = {hosts!r}: a list of host names, e.g. "
+                          '["trainhost.lab", "10.0.0.5"] (or ["*"] for any)')
     for secret in (raw["token"], raw["password"]):
         register_secret(secret)
     options = HttpOptions(host, port, raw["token"], raw["username"], raw["password"],
-                          raw["stuck_seconds"])
+                          raw["stuck_seconds"], raw["max_streams"],
+                          tuple(h.strip().lower() for h in hosts),
+                          raw["header_timeout_seconds"])
     if host is not None and not is_loopback(host) and not options.auth:
         raise ConfigError(f"[http] listen = {raw['listen']!r} is not a loopback address: set "
                           "[http] token (bearer) or username and password (basic auth), "

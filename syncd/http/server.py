@@ -3,7 +3,9 @@
 The socket is bound before the thread starts, so a port already in use (or an
 address that does not exist here) is a clear start-up error, not a log line later.
 The sync never waits for the server: it runs its own event loop, and a stop asks
-uvicorn to finish open requests for a few seconds, then closes what is left.
+uvicorn to finish open requests for a few seconds, then closes what is left. A
+client that does not send a whole request's headers within `[http]
+header_timeout_seconds` is disconnected (syncd.http.slow_clients).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from starlette.applications import Starlette
 
 from syncd.errors import ConfigError
 from syncd.http.options import HttpOptions
+from syncd.http.slow_clients import protocol
+
+# Connections waiting to be accepted: a burst of clients (hundreds of dashboard tabs
+# reconnecting at once) must not push a probe's SYN into a retry a second later.
+BACKLOG = 2048
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ def bind(host: str, port: int) -> socket.socket:
                           "in its settings file (or SYNCD_HTTP_LISTEN, or --http HOST:PORT; "
                           "syncd dashboard: --listen HOST:PORT), or listen = \"\" to turn "
                           "the server off") from None
-    sock.listen(128)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -54,7 +61,9 @@ class HttpServer:
         self.sock = sock or bind(options.host, options.port)
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=3, server_header=False)
+                                timeout_graceful_shutdown=3, server_header=False,
+                                http=protocol(options.header_timeout_seconds),
+                                timeout_keep_alive=5, backlog=BACKLOG)
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -20,13 +20,16 @@ from starlette.staticfiles import StaticFiles
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.http.dashboard import data, pages
-from syncd.http.dashboard.live import event_stream
+from syncd.http.dashboard.data import BadQuery
+from syncd.http.dashboard.live import Streams, event_stream
 
 STATIC = Path(__file__).parent / "static"
 
 
-def routes(ctx: HttpContext) -> list[BaseRoute]:
-    """The dashboard's routes, all GET, all read-only."""
+def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
+    """The dashboard's routes, all GET, all read-only; at most `max_streams` live
+    streams open at once."""
+    streams = Streams(max_streams, ctx.redis)
 
     async def read(func: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, ctx, *args)  # pymongo blocks
@@ -51,11 +54,18 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
                 for ref in value.split(",")]
 
     async def experiments_page(request: Request) -> Response:
-        return HTMLResponse(pages.experiments_page(await read(data.experiments,
-                                                              *listing(request))))
+        try:
+            found = await read(data.experiments, *listing(request))
+        except BadQuery as exc:
+            return HTMLResponse(pages.page("Bad request", "/experiments",
+                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 400)
+        return HTMLResponse(pages.experiments_page(found))
 
     async def experiments_json(request: Request) -> Response:
-        return JSONResponse(await read(data.experiments, *listing(request)))
+        try:
+            return JSONResponse(await read(data.experiments, *listing(request)))
+        except BadQuery as exc:
+            return JSONResponse({"error": str(exc)}, 400)
 
     async def compare_page(request: Request) -> Response:
         refs = compared(request)
@@ -94,11 +104,16 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
             return JSONResponse({"error": str(exc)}, 404)
 
     async def experiment_events(request: Request) -> Response:
+        if not streams.take():
+            return streams.refused()
         try:
             oid = await read(data.experiment_id, request.path_params["ref"])
-        except SyncdError as exc:
-            return JSONResponse({"error": str(exc)}, 404)
-        return event_stream(ctx, oid, request)
+        except BaseException as exc:
+            streams.give_back()
+            if isinstance(exc, SyncdError):
+                return JSONResponse({"error": str(exc)}, 404)
+            raise
+        return event_stream(ctx, oid, request, streams)
 
     async def cache_page(request: Request) -> Response:
         return HTMLResponse(pages.cache_page(await read(data.cache)))

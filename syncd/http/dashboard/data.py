@@ -25,6 +25,11 @@ from syncd.http.context import HttpContext
 from syncd.projection.unmirrored import newest
 from syncd.redact import scrub
 
+
+class BadQuery(SyncdError):
+    """A query parameter no stored value could match (a 400, not a 500)."""
+
+
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
 PAGE_SIZE = 100  # experiments per page of the list
 MAX_COMPARED = 20  # experiments on one compare page
@@ -118,14 +123,35 @@ def _whole(text: str) -> int | None:
         return None
 
 
+NUMBER = re.compile(r"\s*[+-]?\d+(_\d+)*\s*")  # what int() reads (past 4300 digits it refuses)
+MAX_OFFSET = 2**31  # no list is longer: a larger ?offset= or ?page= shows an empty page
+
+
+def _number_or_text(name: str, text: str) -> int | str:
+    """A query value as the integer it spells, else as text; a number no BSON integer
+    can hold is a BadQuery (pymongo would raise OverflowError: a 500)."""
+    try:
+        number = int(text)
+    except ValueError:
+        if not NUMBER.fullmatch(text):
+            return text
+        number = None
+    if number is None or not -2**63 <= number < 2**63:
+        raise BadQuery(f"{name}={text.strip()[:40]}{'...' if len(text.strip()) > 40 else ''}: "
+                       "not a number any experiment can have (beyond a 64-bit integer)")
+    return number
+
+
 def first_shown(page: str = "", offset: str = "") -> int:
     """Where a page of the experiments list starts: `?offset=` if given, else `?page=`
-    (from 1); anything else (or less) is the first page."""
+    (from 1); anything else (or less) is the first page, anything huge past the end."""
     at = _whole(offset.strip()) if offset.strip() else None
     if at is not None:
-        return max(0, at)
+        return min(max(0, at), MAX_OFFSET)
     number = _whole(page.strip()) if page.strip() else None
-    return (max(1, number) - 1) * PAGE_SIZE if number is not None else 0
+    if number is None:
+        return 0
+    return min((max(1, number) - 1) * PAGE_SIZE, MAX_OFFSET)
 
 
 def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source: str = "",
@@ -136,7 +162,7 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     db = ctx.db
     query: dict[str, Any] = {}
     if challenge:
-        query["challenge"] = _whole(challenge) if _whole(challenge) is not None else challenge
+        query["challenge"] = _number_or_text("challenge", challenge)
     if status:
         query["status"] = status
     if source:
@@ -232,12 +258,14 @@ def epochs(ctx: HttpContext, ref: str) -> dict[str, Any]:
                      "epochs": [epoch_point(e) for e in found["epochs"]]})
 
 
-def touching(db: Database, experiment_id: ObjectId,
-             events: list[dict[str, Any]]) -> list[bool]:
-    """Which change events are about this experiment (its document, epochs, checkpoints).
+def owners(db: Database, events: list[dict[str, Any]]) -> list[frozenset[str] | None]:
+    """For each change event, the experiments it is about (their `_id` hex): None where
+    that cannot be known (a deleted epoch or checkpoint cannot be looked up; every page
+    then re-reads).
 
-    One query per collection for the whole batch, not one per event: under a busy
-    writer an XREAD returns up to 100 events, and every open page asks.
+    One query per collection for the whole batch, whoever asks: every open page
+    shares the answer (syncd.http.dashboard.live), so 500 pages cost one query per
+    batch, not 500.
     """
     wanted: dict[str, set[ObjectId]] = {"epochs": set(), "checkpoints": set()}
     oids: list[list[ObjectId]] = []
@@ -246,20 +274,20 @@ def touching(db: Database, experiment_id: ObjectId,
         oids.append(ids)
         if event.get("collection") in wanted and event.get("operation") != "delete":
             wanted[event["collection"]].update(ids)
-    found = {name: {doc["_id"] for doc in db[name].find(
-        {"_id": {"$in": list(ids)}, "experiment_id": experiment_id}, {"_id": 1})}
-        if ids else set() for name, ids in wanted.items()}
-    out = []
+    found = {name: {doc["_id"]: str(doc.get("experiment_id")) for doc in db[name].find(
+        {"_id": {"$in": list(ids)}}, {"experiment_id": 1})} if ids else {}
+        for name, ids in wanted.items()}
+    out: list[frozenset[str] | None] = []
     for event, ids in zip(events, oids):
         collection = event.get("collection")
         if collection == "experiments":
-            out.append(str(experiment_id) in (event.get("ids") or []))
+            out.append(frozenset(event.get("ids") or []))
         elif collection not in wanted:
-            out.append(False)
+            out.append(frozenset())
         elif event.get("operation") == "delete":
-            out.append(bool(ids))  # gone documents cannot be looked up: let the page re-read
+            out.append(None if ids else frozenset())
         else:
-            out.append(any(i in found[collection] for i in ids))
+            out.append(frozenset(found[collection][i] for i in ids if i in found[collection]))
     return out
 
 

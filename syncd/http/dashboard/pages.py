@@ -2,8 +2,9 @@
 
 No template engine: each page is a few f-strings over escaped values. The scripts are
 files of static/ (chart.js draws the loss charts, dashboard.js follows an experiment's
-events, compare.js fills the compare page's chart); a page hands them data in a JSON
-block, never in inline script.
+events and submits the filters, compare.js fills the compare page's chart); pages hold
+no inline script or style (the Content-Security-Policy of syncd.http.browser forbids
+both) and hand the scripts data as a JSON block that is never executed (`script_json`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,22 @@ def e(value: Any) -> str:
     return escape(str(value))
 
 
+# Characters that could end or re-open markup inside a <script> block (`</script>`,
+# `<!--`, `<script`), or that JavaScript once read as line ends: as JSON escapes.
+SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                  0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON safe inside `<script type=application/json>` whatever its strings
+    hold (a `<!--<script>` in a timestamp would otherwise swallow the rest of the page)."""
+    return json.dumps(value).translate(SCRIPT_ESCAPES)
+
+
 def page(title: str, active: str, body: str, script: bool = False,
          scripts: tuple[str, ...] = ()) -> str:
-    """A whole page; `script`: the experiment page's chart and live updates, `scripts`:
+    """A whole page; `script`: chart.js and dashboard.js (the experiment page's chart and
+    live updates, the filters' submit), `scripts`:
     other files of static/ (run in order, after the page is parsed)."""
     nav = "".join(f'<a href="{href}"{" class=active" if href == active else ""}>{name}</a>'
                   for href, name in NAV)
@@ -111,16 +125,14 @@ def _select(name: str, current: str, choices: list[Any]) -> str:
         value = escape(str(choice))
         chosen = " selected" if str(choice) == current else ""
         options.append(f'<option value="{value}"{chosen}>{value}</option>')
-    return (f"<label>{name} <select name={name} onchange='this.form.submit()'>"
+    return (f"<label>{name} <select name={name} data-autosubmit>"
             f"{''.join(options)}</select></label>")
 
 
 def json_block(element_id: str, data: Any) -> str:
     """Data for a page's script: a JSON <script> block (never run; `<` escaped so no value
     can close it)."""
-    text = (json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("&", "\\u0026"))
-    return f'<script type="application/json" id="{element_id}">{text}</script>'
+    return f'<script type="application/json" id="{element_id}">{script_json(data)}</script>'
 
 
 def _pager(data: dict[str, Any], marked: bool = True) -> str:
@@ -173,7 +185,8 @@ def experiments_page(data: dict[str, Any]) -> str:
             "<button data-testid=compare-button>compare the ticked runs</button></form>"
             if rows else "")
     return page("Experiments", "/experiments",
-                form + _pager(data) + pick + grid + _pager(data, marked=False))
+                form + _pager(data) + pick + grid + _pager(data, marked=False),
+                script=True)
 
 
 def _config(config: Any) -> str:
@@ -192,7 +205,7 @@ def experiment_page(data: dict[str, Any]) -> str:
                      ("started", x.get("start_time")), ("ended", x.get("end_time")),
                      ("notes", x.get("notes"))], "experiment-summary")
     metric_list = facts(sorted(metrics.items()), "metrics")
-    points = json.dumps({"id": x["_id"], "epochs": data["epochs"]}).replace("</", "<\\/")
+    points = script_json({"id": x["_id"], "epochs": data["epochs"]})
     chart = (f'<figure class=chart><div id=chart data-testid=chart data-experiment="{e(x["_id"])}">'
              f'</div><figcaption><span class="key train">train loss</span> '
              f'<span class="key val">validation loss</span> per epoch · '
@@ -270,8 +283,7 @@ def _bar(fraction: Any) -> str:
     if not isinstance(fraction, (int, float)):
         return "–"
     pct = max(0.0, min(1.0, float(fraction))) * 100
-    return (f'<span class=bar><span style="width:{pct:.1f}%"></span></span> '
-            f"{pct:.0f}%")
+    return f'<progress class=bar max=100 value="{pct:.1f}"></progress> {pct:.0f}%'
 
 
 def cache_page(data: dict[str, Any]) -> str:

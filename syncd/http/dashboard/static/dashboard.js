@@ -1,7 +1,15 @@
 // syncd dashboard: draws an experiment's train/validation loss per epoch (with
-// static/chart.js), and follows the server-sent events of /api/experiments/{id}/events
-// to add new epochs without a reload. No dependencies, no CDN.
+// static/chart.js), follows the server-sent events of /api/experiments/{id}/events
+// to add new epochs without a reload, and submits the experiments' filters when one
+// changes. No dependencies, no CDN, no inline script in the pages (their
+// Content-Security-Policy allows none).
 "use strict";
+
+(function () {
+  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
+})();
 
 (function () {
   const chart = document.getElementById("chart");
@@ -75,5 +83,10 @@
   events.addEventListener("unavailable", (ev) => {
     events.close(); fallback(JSON.parse(ev.data).reason);
   });
-  events.onerror = () => { live.textContent = "reconnecting…"; live.dataset.state = "down"; };
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED) { // refused (e.g. 503: too many streams)
+      fallback("the server refused a live stream"); return;
+    }
+    live.textContent = "reconnecting…"; live.dataset.state = "down";
+  };
 })();
