@@ -138,10 +138,16 @@ def main(argv: list[str]) -> None:
 # -- starting writers from a bench -----------------------------------------------------------
 
 
+def spawn(cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """One writer process (`python -m bench.legacy_writer CFG`). Started here, not with
+    bench.harness, so that a writer imports nothing of syncd's and starts quickly."""
+    return subprocess.Popen([sys.executable, "-m", "bench.legacy_writer", json.dumps(cfg)],
+                            cwd=ROOT)
+
+
 def start_writers(db_path: Path, work: Path, tag: str, n: int, mode: str, seconds: float,
                   **extra: Any) -> tuple[list[subprocess.Popen[bytes]], list[Path], float]:
-    """`n` writer processes that start together in one second; (procs, outs, start_at).
-    (Started here, not with bench.harness, so that a writer imports nothing of syncd's.)"""
+    """`n` writer processes that start together in one second; (procs, outs, start_at)."""
     start_at = time.time() + 1.0  # every writer starts at the same moment
     procs, outs = [], []
     for i in range(n):
@@ -149,8 +155,7 @@ def start_writers(db_path: Path, work: Path, tag: str, n: int, mode: str, second
         cfg = {"db": str(db_path), "mode": mode, "start_at": start_at,
                "end_at": start_at + seconds, "seed": zlib.crc32(f"{tag}-{i}".encode()),
                "out": str(out), **extra}
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.legacy_writer",
-                                       json.dumps(cfg)], cwd=ROOT))
+        procs.append(spawn(cfg))
         outs.append(out)
     return procs, outs, start_at
 
