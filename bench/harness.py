@@ -8,6 +8,9 @@ it starts with `cwd=ROOT`, whatever version is installed. A RESULT line is
     RESULT <what, usually a ratio "x / y">: <value> [(goal ...)] [details]
 
 and other people grep it (README, docs/performance.md): print it with `result()`.
+Beside it: bench/legacy_writer.py (the legacy writer, its own program),
+bench/syncd_run.py (a real `syncd run` and a change-stream watcher) and
+bench/redis_cluster.py (local redis-servers and a Redis Cluster).
 """
 
 from __future__ import annotations
@@ -181,13 +184,6 @@ def redis_server(state: Path) -> Iterator[str]:
         yield url
     finally:
         server.stop()
-
-
-def python_module(module: str, *args: str, **popen: object) -> subprocess.Popen[bytes]:
-    """`python -m module args` from the repository root: a bench's own child program
-    (bench.legacy_writer, ...) runs this checkout's code, as the bench does."""
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                            **popen)  # type: ignore[call-overload]
 
 
 def syncd_cli(*args: str) -> subprocess.CompletedProcess[str]:
