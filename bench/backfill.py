@@ -20,7 +20,7 @@ MongoDB server (the embedded SecantusDB, as users get it, unless --mongo-url):
 Prints rows/s for each and the ratios. Goals: a/b >= 0.8, c/d >= 0.75.
 `--only project` measures c and d alone (no MongoDB server; well under a minute).
 
-    python bench/backfill.py [--rows 200000] [--mongo-url URL] [--chunk-size 5000]
+    python -m bench.backfill [--rows 200000] [--mongo-url URL] [--chunk-size 5000]
                              [--only all|project]
 """
 
@@ -30,40 +30,22 @@ import argparse
 import gc
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from machine import describe  # noqa: E402  (bench/machine.py)
-
-from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
-from legacy_adapters.sqlite_sql import quote_ident  # noqa: E402
-from syncd.connect.mongo import connect  # noqa: E402
-from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.engine.backfill import read_projected, source_index  # noqa: E402
-from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
-from syncd.projection.project import Params, Projector, gc_paused  # noqa: E402
-from syncd.sample import make_eeg2025  # noqa: E402
-from syncd.sinks.null import NullSink  # noqa: E402
+from bench.harness import Timer, describe, mongo_server, result, syncd_cli
+from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.sqlite_sql import quote_ident
+from syncd.connect.mongo import connect
+from syncd.engine.backfill import read_projected, source_index
+from syncd.engine.migration_files import build_model, load_migrations
+from syncd.projection.project import Params, Projector, gc_paused
+from syncd.sample import make_eeg2025
+from syncd.sinks.null import NullSink
 
 Seconds = tuple[float, float]  # wall clock, this thread's CPU time
-
-
-class Timer:
-    """Wall-clock and CPU seconds of one pass. On a machine shared with other work the
-    CPU time of the measuring thread is the steadier figure: a pass that loses the core
-    to another process for a while is not charged for that while."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.thread_time()
-
-    def stop(self) -> Seconds:
-        return time.perf_counter() - self.wall, time.thread_time() - self.cpu
 
 
 def read_project(db_path: Path, params: Params, chunk: int, keep: bool, version: int = 2):
@@ -190,11 +172,10 @@ def project_vs_fetch(db_path: Path, params: Params, chunk: int, rows: int,
 
 
 def run_migrate(url: str, database: str, db_path: Path, chunk: int, source_id: str) -> float:
-    cmd = [sys.executable, "-m", "syncd", "-q", "migrate", "--sqlite", str(db_path),
-           "--mongo-url", url, "--database", database, "--source-id", source_id,
-           "--timezone", "UTC", "--chunk-size", str(chunk)]
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    done = syncd_cli("-q", "migrate", "--sqlite", str(db_path), "--mongo-url", url,
+                     "--database", database, "--source-id", source_id, "--timezone", "UTC",
+                     "--chunk-size", str(chunk))
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"syncd migrate failed:\n{done.stderr[-3000:]}")
@@ -214,6 +195,33 @@ def raw_insert(client, database: str, batches, model, indexes: bool) -> float:
         if docs:
             db[name].insert_many(docs, ordered=False)
     return time.perf_counter() - started
+
+
+def migrate_vs_insert(url: str, given: bool, db_path: Path, params: Params, chunk: int,
+                      rows: int) -> tuple[float, float, float]:
+    """Seconds of (a) `syncd migrate`, (b) raw insert_many with the same indexes and (b0)
+    without, into one server; (b) ends in (a)'s state, which is checked."""
+    client = connect(url, 30)
+    try:
+        batches, _, _, model = read_project(db_path, params, chunk, keep=True)
+        for name in ("bench_a", "bench_b", "bench_b0"):  # a failed run's leftovers (a
+            client.drop_database(name)  # database mirrors one legacy file: start clean)
+        b_seconds = raw_insert(client, "bench_b", batches, model, indexes=True)
+        a_seconds = run_migrate(url, "bench_a", db_path, chunk, "bench-host")
+        b0_seconds = raw_insert(client, "bench_b0", batches, model, indexes=False)
+        docs_a = sum(client["bench_a"][c].estimated_document_count() for c in
+                     {c for c, _ in batches})
+        assert docs_a == rows, (docs_a, rows)
+        for name in {c for c, _ in batches}:  # (b) ends in (a)'s state: the same indexes
+            got = {n: i["key"] for n, i in client["bench_b"][name].index_information().items()}
+            want = {n: i["key"] for n, i in client["bench_a"][name].index_information().items()}
+            assert got == want, (name, got, want)
+        if given:  # the embedded server's data goes with its temporary folder
+            for name in ("bench_a", "bench_b", "bench_b0"):
+                client.drop_database(name)
+    finally:
+        client.close()
+    return a_seconds, b_seconds, b0_seconds
 
 
 def main() -> None:
@@ -243,46 +251,23 @@ def main() -> None:
         print_project(rates)
         return
 
-    embedded = None
-    url = args.mongo_url
-    if url is None:
-        embedded = EmbeddedMongo(work / "state")
-        url = embedded.start()
-    client = connect(url, 30)
     try:
-        rates = project_vs_fetch(db_path, params, args.chunk_size, rows)
-        batches, _, _, model = read_project(db_path, params, args.chunk_size, keep=True)
-
-        for name in ("bench_a", "bench_b", "bench_b0"):  # a failed run's leftovers (a
-            client.drop_database(name)  # database mirrors one legacy file: start clean)
-        b_seconds = raw_insert(client, "bench_b", batches, model, indexes=True)
-        a_seconds = run_migrate(url, "bench_a", db_path, args.chunk_size, "bench-host")
-        b0_seconds = raw_insert(client, "bench_b0", batches, model, indexes=False)
-        docs_a = sum(client["bench_a"][c].estimated_document_count() for c in
-                     {c for c, _ in batches})
-        assert docs_a == rows, (docs_a, rows)
-        for name in {c for c, _ in batches}:  # (b) ends in (a)'s state: the same indexes
-            got = {n: i["key"] for n, i in client["bench_b"][name].index_information().items()}
-            want = {n: i["key"] for n, i in client["bench_a"][name].index_information().items()}
-            assert got == want, (name, got, want)
-        if embedded is None:  # the embedded server's data goes with its temporary folder
-            for name in ("bench_a", "bench_b", "bench_b0"):
-                client.drop_database(name)
+        with mongo_server(work / "state", args.mongo_url) as (url, _):
+            rates = project_vs_fetch(db_path, params, args.chunk_size, rows)
+            a_seconds, b_seconds, b0_seconds = migrate_vs_insert(
+                url, args.mongo_url is not None, db_path, params, args.chunk_size, rows)
     finally:
-        client.close()
-        if embedded is not None:
-            embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     a_rate, b_rate, b0_rate = rows / a_seconds, rows / b_seconds, rows / b0_seconds
-    server = "embedded SecantusDB --sync-on-commit" if embedded else "the given --mongo-url"
+    server = "the given --mongo-url" if args.mongo_url else "embedded SecantusDB --sync-on-commit"
     print(f"machine: {describe()}")
     print(f"server: {server}; chunk size {args.chunk_size}")
     print(f"(a) syncd migrate end to end:          {a_rate:10,.0f} rows/s  ({a_seconds:.1f} s)")
     print(f"(b) raw insert_many, same indexes:     {b_rate:10,.0f} rows/s  ({b_seconds:.1f} s)")
     print(f"(b0) raw insert_many, no indexes:      {b0_rate:10,.0f} rows/s  ({b0_seconds:.1f} s)")
     print(f"a/b0 = {a_rate / b0_rate:.2f}")
-    print(f"RESULT migrate / raw insert_many: {a_rate / b_rate:.2f} (goal >= 0.8)")
+    result("migrate / raw insert_many", f"{a_rate / b_rate:.2f}", " (goal >= 0.8)")
     print_project(rates)
 
 
@@ -301,8 +286,9 @@ def print_project(rates: dict[str, Seconds]) -> None:
     print(f"c/d by the wall clock = {wall:.2f}; CPU time: c1/d = {c1:.2f}, c/d2 = {d2:.2f}")
     print(f"e/d = {rates['e'][1] / rates['d'][1]:.2f}: the most c/d can be (every document "
           "needs the row read and its _id before anything is built)")
-    print(f"RESULT read+project / bare fetch: {rates['c'][1] / rates['d'][1]:.2f} "
-          "(goal >= 0.75, CPU time)")
+    result("read+project / bare fetch", f"{rates['c'][1] / rates['d'][1]:.2f}",
+           " (goal >= 0.75, CPU time)")
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Where the legacy writers' tail comes from when they contend (issue 14).
 
-Three writer processes run the legacy cycle flat out (bench/sync.py's writer: a new
+Three writer processes run the legacy cycle flat out (bench/legacy_writer.py: a new
 connection per write, one statement, commit, close; 5 s busy timeout) against copies
 of one EEG2025-shaped metadata.db, one variant at a time, in ABBA rounds:
 
@@ -19,7 +19,7 @@ No syncd process runs. Per variant: p50 (and its ratio to `without`), p99, the s
 of writes over 20 ms (SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms...: a
 write that waited for a lock a few times) and `database is locked` errors.
 
-    python bench/contention.py [--seconds 8] [--rounds 2] [--writers 3]
+    python -m bench.contention [--seconds 8] [--rounds 2] [--writers 3]
 """
 
 from __future__ import annotations
@@ -29,18 +29,13 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from machine import describe  # noqa: E402  (bench/machine.py)
-from sync import WRITER  # noqa: E402  (bench/sync.py: the legacy writer)
-from triggers import VARIANTS, format2, make_copies, q  # noqa: E402  (bench/triggers.py)
+from bench.harness import describe
+from bench.legacy_writer import spawn
+from bench.triggers import VARIANTS, format2, make_copies, q
 
 FIRED = (("epoch_history", "INSERT"), ("training_runs", "INSERT"),
          ("training_runs", "UPDATE"), ("model_checkpoints", "INSERT"))
@@ -82,7 +77,7 @@ def run_phase(db: Path, work: Path, writers: int, seconds: float, seed: int) -> 
         out = work / f"writer{w}.json"
         cfg = {"db": str(db), "mode": "cycle", "start_at": start, "end_at": start + seconds,
                "seed": seed + w, "out": str(out), "epochs": 20}
-        procs.append((subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(cfg)]), out))
+        procs.append((spawn(cfg), out))
     lat: list[float] = []
     locked = 0
     for proc, out in procs:

@@ -10,7 +10,7 @@ latencies at both sizes, the ratio large / small, one `count_documents({})` from
 pymongo at both sizes (the server's cost of one pass over the runs: the same-run
 baseline a page is made of), and the goal at `--runs` (< 0.5 s a page).
 
-    python bench/dashboard_pages.py [--runs 10000] [--small 200] [--rounds 5]
+    python -m bench.dashboard_pages [--runs 10000] [--small 200] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ from pathlib import Path
 import pymongo
 from bson import ObjectId
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
-from syncd.embedded import free_port  # noqa: E402
-from syncd.embedded.mongo import EmbeddedMongo  # noqa: E402
-from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
+from bench.harness import ROOT, describe, mongo_server
+from syncd.embedded import free_port
+from syncd.engine.migration_files import build_model, load_migrations
 
 GOAL_SECONDS = 0.5
 
@@ -91,11 +87,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(describe())
+    print(f"machine: {describe()}")
     rng = random.Random(2025)
-    with tempfile.TemporaryDirectory() as tmp:
-        mongo = EmbeddedMongo(Path(tmp) / "state")
-        url = mongo.start()
+    with tempfile.TemporaryDirectory() as tmp, mongo_server(Path(tmp) / "state") as (url, _):
         dash = None
         try:
             db = pymongo.MongoClient(url)["bench"]
@@ -132,7 +126,6 @@ def main() -> None:
             if dash is not None:
                 dash.terminate()
                 dash.wait(30)
-            mongo.stop()
     print(f"{'page':<26}{args.small:>8,} runs{args.runs:>10,} runs{'ratio':>8}")
     for name in small:
         print(f"{name:<26}{small[name]:>11.3f} s{large[name]:>11.3f} s"

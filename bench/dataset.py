@@ -38,7 +38,7 @@ default-collate figure against raw MGET.
 the GPU with `non_blocking=True`, synchronises at the end and prints batches and
 windows per second arriving on the GPU; without CUDA it says so and exits with 2.
 
-    python bench/dataset.py [--files 3] [--windows 600] [--legacy-windows 256]
+    python -m bench.dataset [--files 3] [--windows 600] [--legacy-windows 256]
                             [--rounds 3] [--readme-repeat 4] [--device cpu|cuda]
 """
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,15 +59,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
-from syncd.config import Settings  # noqa: E402
-from syncd.connect.mongo import open_target  # noqa: E402
-from syncd.connect.redis import connect_redis  # noqa: E402
-from syncd.embedded import EmbeddedRedis  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
+from bench.harness import describe, load, redis_server, result
+from syncd.client.dataset import CachedWindowDataset, collate_windows
+from syncd.config import Settings
+from syncd.connect.mongo import open_target
+from syncd.connect.redis import connect_redis
+from syncd.hdf5.follower import Hdf5Follower
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
 # 4 workers on fewer cores is measured on purpose (and said so in the output).
@@ -265,7 +262,6 @@ def main() -> None:
         print(f"--device cuda: CUDA is not available here (torch {torch.__version__}); "
               "nothing measured", file=sys.stderr)
         sys.exit(2)
-    total = args.files * args.windows
 
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-dataset-"))
     (work / "h5").mkdir()
@@ -277,67 +273,79 @@ def main() -> None:
         print(f"{args.files} files x {args.windows} windows of {CHANNELS}x{TIMES} float32, "
               f"gzip-4, chunks {f['eeg'].chunks} (h5py's automatic choice)")
 
-    redis_server = EmbeddedRedis(work / "state")
-    url = redis_server.start()
-    client = connect_redis(url)
     try:
-        settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="b",
-                            extra={"hdf5": {"debounce_seconds": 0.0},
-                                   "features": {"extractors": []}})
-        with open_target(settings) as target:
-            report = Hdf5Follower(settings, target.db, client).warm()
-            assert report.windows_cached == total, report
-
-        cached = CachedWindowDataset(paths, redis_url=url)
-        assert len(cached) == total
-        # The README's loader starts its workers (and their batch buffers) anew every
-        # epoch: measured on the files listed --readme-repeat times, so that an epoch
-        # is long enough to be one (a real one is tens of thousands of windows or more).
-        readme_set = CachedWindowDataset(paths * args.readme_repeat, redis_url=url)
-        keys = []
-        for spec in cached.specs:
-            fid = client.hget(cached.keys.files, spec.path).decode()
-            gen = int(client.hget(cached.keys.file(fid), "gen"))
-            keys += cached.keys.windows(fid, gen, range(spec.n))
-
-        limit = total - total % BATCH
-        rates: dict[str, list[float]] = {k: [] for k in (
-            "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
-            "loader4", "readme_raw2", "readme2", "readme2_start", "readme_raw4", "readme4",
-            "readme4_start", "readme2_copying", "readme4_copying", "gpu", "gpu_batches", "raw_gpu")}
-        epochs = batches_of(total, limit, epochs=3)
-        warm_up = limit // BATCH  # the first epoch: workers start and fill their buffers
-        legacy = LegacyHDF5Dataset(paths)
-        best = LegacyHDF5Dataset(per_window)
-        for _ in range(args.rounds):
-            rates["cached1"].append(loader_rate(cached, limit, workers=1))
-            rates["legacy"].append(loader_rate(legacy, args.legacy_windows, workers=1))
-            rates["best"].append(loader_rate(best, limit, workers=1))
-            in_process, bare = interleaved_rates(cached, client, keys, limit)
-            rates["cached0"].append(in_process)
-            rates["mget"].append(bare)
-            for workers in (2, 4):
-                windows, _, raw = loader_against_raw(cached, client, keys, epochs, workers,
-                                                     warm_up)
-                rates[f"raw{workers}"].append(raw)
-                rates[f"loader{workers}"].append(windows)
-                flowing, whole, raw, copying = readme_against_raw(readme_set, client, keys,
-                                                                  epochs[warm_up:], workers)
-                rates[f"readme{workers}_copying"].append(copying)
-                rates[f"readme_raw{workers}"].append(raw)
-                rates[f"readme{workers}"].append(flowing)
-                rates[f"readme{workers}_start"].append(whole)
-            if args.device == "cuda":
-                windows, batches, raw = loader_against_raw(cached, client, keys, epochs, 2,
-                                                           warm_up, "cuda")
-                rates["gpu"].append(windows)
-                rates["gpu_batches"].append(batches)
-                rates["raw_gpu"].append(raw)
-            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
+        with redis_server(work / "state") as url:
+            client = connect_redis(url)
+            try:
+                rates = measure(args, work, paths, per_window, url, client)
+            finally:
+                client.close()
     finally:
-        client.close()
-        redis_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report(args, rates)
 
+
+def measure(args: argparse.Namespace, work: Path, paths: list[Path], per_window: list[Path],
+            url: str, client: object) -> dict[str, list[float]]:
+    """Warm the files, then `--rounds` rounds of every reader: windows/s by name."""
+    total = args.files * args.windows
+    settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="b",
+                        extra={"hdf5": {"debounce_seconds": 0.0},
+                               "features": {"extractors": []}})
+    with open_target(settings) as target:
+        report = Hdf5Follower(settings, target.db, client).warm()
+        assert report.windows_cached == total, report
+
+    cached = CachedWindowDataset(paths, redis_url=url)
+    assert len(cached) == total
+    # The README's loader starts its workers (and their batch buffers) anew every
+    # epoch: measured on the files listed --readme-repeat times, so that an epoch
+    # is long enough to be one (a real one is tens of thousands of windows or more).
+    readme_set = CachedWindowDataset(paths * args.readme_repeat, redis_url=url)
+    keys = []
+    for spec in cached.specs:
+        fid = client.hget(cached.keys.files, spec.path).decode()
+        gen = int(client.hget(cached.keys.file(fid), "gen"))
+        keys += cached.keys.windows(fid, gen, range(spec.n))
+
+    limit = total - total % BATCH
+    rates: dict[str, list[float]] = {k: [] for k in (
+        "cached1", "cached0", "mget", "legacy", "best", "raw2", "loader2", "raw4",
+        "loader4", "readme_raw2", "readme2", "readme2_start", "readme_raw4", "readme4",
+        "readme4_start", "readme2_copying", "readme4_copying", "gpu", "gpu_batches", "raw_gpu")}
+    epochs = batches_of(total, limit, epochs=3)
+    warm_up = limit // BATCH  # the first epoch: workers start and fill their buffers
+    legacy = LegacyHDF5Dataset(paths)
+    best = LegacyHDF5Dataset(per_window)
+    for _ in range(args.rounds):
+        rates["cached1"].append(loader_rate(cached, limit, workers=1))
+        rates["legacy"].append(loader_rate(legacy, args.legacy_windows, workers=1))
+        rates["best"].append(loader_rate(best, limit, workers=1))
+        in_process, bare = interleaved_rates(cached, client, keys, limit)
+        rates["cached0"].append(in_process)
+        rates["mget"].append(bare)
+        for workers in (2, 4):
+            windows, _, raw = loader_against_raw(cached, client, keys, epochs, workers,
+                                                 warm_up)
+            rates[f"raw{workers}"].append(raw)
+            rates[f"loader{workers}"].append(windows)
+            flowing, whole, raw, copying = readme_against_raw(readme_set, client, keys,
+                                                              epochs[warm_up:], workers)
+            rates[f"readme{workers}_copying"].append(copying)
+            rates[f"readme_raw{workers}"].append(raw)
+            rates[f"readme{workers}"].append(flowing)
+            rates[f"readme{workers}_start"].append(whole)
+        if args.device == "cuda":
+            windows, batches, raw = loader_against_raw(cached, client, keys, epochs, 2,
+                                                       warm_up, "cuda")
+            rates["gpu"].append(windows)
+            rates["gpu_batches"].append(batches)
+            rates["raw_gpu"].append(raw)
+        print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
+    return rates
+
+
+def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
     med = {k: statistics.median(v) for k, v in rates.items() if v}
 
     def ratio(a: str, b: str) -> float:  # per round (same moment), then the median
@@ -364,25 +372,26 @@ def main() -> None:
         print(f"on the GPU ({torch.cuda.get_device_name()}), 2 workers, pinned memory, "
               f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
               f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw_gpu'):.2f} of raw MGET)")
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {describe()}, torch {torch.__version__}, load average {load()}")
     if (os.cpu_count() or 1) < 6:
         print("note: the DataLoader ratios need a core for each worker, the training loop and "
               "Redis; on this machine the workers share too few cores (CPU-bound)")
-    print(f"RESULT cached / legacy (1 worker each): {ratio('cached1', 'legacy'):,.1f} "
-          f"(goal >= 3); against h5py's best case: {ratio('cached1', 'best'):.1f}")
-    print(f"RESULT cached / raw MGET (in-process): {ratio('cached0', 'mget'):.2f} "
-          f"(goal >= 0.7); with 1 worker: {ratio('cached1', 'mget'):.2f}")
+    result("cached / legacy (1 worker each)", f"{ratio('cached1', 'legacy'):,.1f}",
+           f" (goal >= 3); against h5py's best case: {ratio('cached1', 'best'):.1f}")
+    result("cached / raw MGET (in-process)", f"{ratio('cached0', 'mget'):.2f}",
+           f" (goal >= 0.7); with 1 worker: {ratio('cached1', 'mget'):.2f}")
     for workers in (2, 4):
-        print(f"RESULT DataLoader {workers} workers / raw MGET: "
-              f"{ratio(f'loader{workers}', f'raw{workers}'):.2f} (goal >= 0.8)")
+        result(f"DataLoader {workers} workers / raw MGET",
+               f"{ratio(f'loader{workers}', f'raw{workers}'):.2f}", " (goal >= 0.8)")
     for workers in (2, 4):
-        print(f"RESULT README DataLoader (batch_size=64, shuffle=True, num_workers={workers}, "
-              f"no collate_fn) / raw MGET: {ratio(f'readme{workers}', f'readme_raw{workers}'):.2f}"
-              f" (goal >= 0.8); with each epoch's worker start: "
-              f"{ratio(f'readme{workers}_start', f'readme_raw{workers}'):.2f}; the copying "
-              "collate it had before: "
-              f"{ratio(f'readme{workers}_copying', f'readme_raw{workers}'):.2f}")
+        result(f"README DataLoader (batch_size=64, shuffle=True, num_workers={workers}, "
+               "no collate_fn) / raw MGET",
+               f"{ratio(f'readme{workers}', f'readme_raw{workers}'):.2f}",
+               " (goal >= 0.8); with each epoch's worker start: "
+               f"{ratio(f'readme{workers}_start', f'readme_raw{workers}'):.2f}; the copying "
+               "collate it had before: "
+               f"{ratio(f'readme{workers}_copying', f'readme_raw{workers}'):.2f}")
+
 
 if __name__ == "__main__":
     main()

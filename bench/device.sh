@@ -7,7 +7,8 @@
 # dependencies in .whl/, which .gitignore keeps out of commits; carry it)
 # There:       bash bench/device.sh           (carry .whl; figures land in $OUT or
 #                                              ./device-out, one file per bench)
-# BENCHES=sync,warm,dataset picks parts; DEVICE=cpu runs dataset.py without a GPU.
+# BENCHES=sync,warm,dataset picks parts; DEVICE=cpu runs bench.dataset without a GPU.
+# Each bench runs from the repository root as `python3 -m bench.<name>`.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -47,9 +48,9 @@ run() {  # run NAME SECONDS ARGS...: one bench, its output kept whole in $OUT/NA
 python3 -c "import os, sys; print(sys.version.split()[0], os.cpu_count(), 'cores')"
 BENCHES=${BENCHES:-sync,warm,dataset}
 case ",$BENCHES," in *,sync,*)
-    run sync 270 bench/sync.py --only latency,coexist --latency-seconds 20 \
+    run sync 270 -m bench.sync --only latency,coexist --latency-seconds 20 \
         --writer-seconds 10 --rounds 2 ;; esac
 case ",$BENCHES," in *,warm,*)
-    run warm 120 bench/warm.py --rounds 3 ;; esac
+    run warm 120 -m bench.warm --rounds 3 ;; esac
 case ",$BENCHES," in *,dataset,*)
-    run dataset 180 bench/dataset.py --rounds 2 --device "${DEVICE:-cuda}" ;; esac
+    run dataset 180 -m bench.dataset --rounds 2 --device "${DEVICE:-cuda}" ;; esac

@@ -5,7 +5,7 @@ Part 1 starts one embedded SecantusDB (`--sync-on-commit`, as users get it) and,
 1, 2 and 4 sources in turn (`--sources`), that many EEG2025-shaped legacy files, a
 real `syncd run` for each (its own source id, state directory and config, all into
 one database) and one legacy writer per file INSERTing an epoch_history row
-`--rate` times a second for `--seconds` (bench/sync.py's writer: a new connection per
+`--rate` times a second for `--seconds` (bench/legacy_writer.py: a new connection per
 write, as the legacy scripts do). A change stream on `epochs` stamps each document
 when it shows up. It prints, per source, commit -> visible p50/p99 and rows seen;
 per run, the total applied rows/s (rows seen / (last seen - first commit)) and the
@@ -28,7 +28,7 @@ bytes on each master of the cluster (goal: each within 20 % of the mean: a file 
 spread over the cluster in blocks) and the Dataset's windows/s through the cluster
 against one Redis on that file (goal >= 0.9), `--rounds` rounds.
 
-    python bench/fleet.py [--only sources,redis] [--sources 1,2,4] [--rate 50]
+    python -m bench.fleet [--only sources,redis] [--sources 1,2,4] [--rate 50]
                           [--seconds 15] [--files 3] [--windows 400] [--rounds 3]
                           [--big-windows 2000]
 """
@@ -39,8 +39,6 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -49,30 +47,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from pymongo import MongoClient
 from torch.utils.data import default_collate
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
-from bench.sync import (  # noqa: E402
-    SyncdRun,
-    Watcher,
-    cpu_seconds,
-    finish_writers,
-    pct,
-    start_watcher,
-    start_writers,
-)
-from syncd.client.dataset import CachedWindowDataset  # noqa: E402
-from syncd.config import Settings  # noqa: E402
-from syncd.connect.mongo import open_target  # noqa: E402
-from syncd.connect.redis import connect_redis  # noqa: E402
-from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
-from syncd.projection.ids import derive_id  # noqa: E402
-from syncd.sample import make_eeg2025  # noqa: E402
-from tests.redis_topologies import Cluster, Servers  # noqa: E402
+from bench.harness import cpu_seconds, describe, mongo_server, pct, result, syncd_cli
+from bench.legacy_writer import finish_writers, start_writers
+from bench.redis_cluster import Cluster, Servers
+from bench.syncd_run import SyncdRun, Watcher, start_watcher
+from syncd.client.dataset import CachedWindowDataset
+from syncd.config import Settings
+from syncd.connect.mongo import open_target
+from syncd.connect.redis import connect_redis
+from syncd.hdf5.follower import Hdf5Follower
+from syncd.projection.ids import derive_id
+from syncd.sample import make_eeg2025
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
 
@@ -169,8 +157,8 @@ def big_file_part(args: argparse.Namespace, work: Path, urls: dict[str, str],
         values = [v[at] for v in spread.values()]
         mean = sum(values) / len(values)
         shown = ", ".join(f"{v:,}" if at == 0 else f"{v / 1e6:,.1f} MB" for v in values)
-        print(f"RESULT big file {name} per master: {shown}; largest distance from the mean "
-              f"{max(abs(v - mean) for v in values) / mean:.1%} (goal <= 20%)")
+        result(f"big file {name} per master", shown, "; largest distance from the mean "
+               f"{max(abs(v - mean) for v in values) / mean:.1%} (goal <= 20%)")
     sets = {name: CachedWindowDataset([path], redis_url=url, prefix=prefix)
             for name, url in urls.items()}
     limit = args.big_windows - args.big_windows % BATCH
@@ -184,9 +172,9 @@ def big_file_part(args: argparse.Namespace, work: Path, urls: dict[str, str],
         counts = ds.cache_counts()
         assert counts["misses"] == 0, (name, counts)
         ds.close()
-    print(f"RESULT big file Dataset cluster / single: {statistics.median(ratios):.2f} "
-          f"(goal >= 0.9; {statistics.median(r[1] for r in rates):,.0f} against "
-          f"{statistics.median(r[0] for r in rates):,.0f} windows/s)")
+    result("big file Dataset cluster / single", f"{statistics.median(ratios):.2f}",
+           f" (goal >= 0.9; {statistics.median(r[1] for r in rates):,.0f} against "
+           f"{statistics.median(r[0] for r in rates):,.0f} windows/s)")
 
 
 def redis_part(args: argparse.Namespace) -> None:
@@ -250,9 +238,9 @@ def redis_part(args: argparse.Namespace) -> None:
     print(f"CachedWindowDataset, one Redis:    {med['ds single']:,.0f} windows/s (in-process)")
     print(f"CachedWindowDataset, cluster:      {med['ds cluster']:,.0f} windows/s (in-process)")
     print(f"machine: {describe()}")
-    print(f"RESULT warm cluster / single: {ratio('warm cluster', 'warm single'):.2f}")
-    print(f"RESULT Dataset cluster / single: {ratio('ds cluster', 'ds single'):.2f} "
-          "(goal >= 0.9)")
+    result("warm cluster / single", f"{ratio('warm cluster', 'warm single'):.2f}")
+    result("Dataset cluster / single", f"{ratio('ds cluster', 'ds single'):.2f}",
+           " (goal >= 0.9)")
 
 
 # -- part 1: sources into one database ---------------------------------------------------
@@ -269,10 +257,9 @@ class Source(SyncdRun):
                          source_id=f"{socket.gethostname()}-{index}:{legacy}")
 
     def verify(self) -> bool:
-        cmd = [sys.executable, "-m", "syncd", "verify", "--sqlite", str(self.sqlite),
-               "--mongo-url", self.url, "--database", self.database,
-               "--source-id", self.source_id, "--timezone", "UTC"]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+        return syncd_cli("verify", "--sqlite", str(self.sqlite), "--mongo-url", self.url,
+                         "--database", self.database, "--source-id", self.source_id,
+                         "--timezone", "UTC").returncode == 0
 
 
 def fleet_run(n: int, args: argparse.Namespace, work: Path, url: str, client: object
@@ -302,17 +289,17 @@ def fleet_run(n: int, args: argparse.Namespace, work: Path, url: str, client: ob
     cpu = (sum(cpu_seconds(s.pid, children=True) for s in sources) - cpu0) / elapsed
     watcher.stop()
     per, first, last, seen_total = [], float("inf"), 0.0, 0
-    for result, keys in zip(results, ids):
+    for got, keys in zip(results, ids):
         lat = []
-        for rowid, at in result["commits"]:
+        for rowid, at in got["commits"]:
             seen = watcher.first_seen(keys[rowid])
             if seen is not None:
                 lat.append(seen - at)
                 last = max(last, seen)
             first = min(first, at)
         seen_total += len(lat)
-        per.append({"commits": len(result["commits"]), "seen": len(lat),
-                    "p50": pct(lat, 50), "p99": pct(lat, 99), "locked": result["locked"]})
+        per.append({"commits": len(got["commits"]), "seen": len(lat),
+                    "p50": pct(lat, 50), "p99": pct(lat, 99), "locked": got["locked"]})
     exact = [s.verify() for s in sources]
     for source in sources:
         source.stop()
@@ -324,13 +311,10 @@ def sources_part(args: argparse.Namespace) -> dict[int, dict[str, object]]:
     """Part 1: 1, 2, 4 sources, one writer each, into one database."""
     counts = [int(x) for x in args.sources.split(",")]
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-fleet-"))
-    embedded = EmbeddedMongo(work / "mongo-state")
-    url = embedded.start()
     print(f"one embedded SecantusDB --sync-on-commit; writers at {args.rate:g} commits/s "
           f"for {args.seconds:g} s; {os.cpu_count()} cores")
     runs: dict[int, dict[str, object]] = {}
-    try:
-        from pymongo import MongoClient
+    with mongo_server(work / "mongo-state") as (url, _):
         client: MongoClient = MongoClient(url)
         for n in counts:
             r = runs[n] = fleet_run(n, args, work, url, client)
@@ -341,15 +325,13 @@ def sources_part(args: argparse.Namespace) -> dict[int, dict[str, object]]:
             print(f"{n} sources: {r['rows_s']:,.1f} applied rows/s in total; daemons' CPU "
                   f"{r['cpu']:.0%} of a core; verify exact: {all(r['exact'])}")  # type: ignore[arg-type]
         client.close()
-    finally:
-        embedded.stop()
     top = max(counts)
     ratio = runs[top]["rows_s"] / runs[min(counts)]["rows_s"]  # type: ignore[operator]
     worst = max(s["p99"] for r in runs.values() for s in r["per"])  # type: ignore[attr-defined]
     print(f"machine: {describe()}")
-    print(f"RESULT applied rows/s {top} sources / {min(counts)}: {ratio:.2f} "
-          f"(goal >= {0.75 * top / min(counts):g}, with a core per daemon)")
-    print(f"RESULT commit -> visible p99 ms, worst source of any run: {worst * 1e3:.1f}")
+    result(f"applied rows/s {top} sources / {min(counts)}", f"{ratio:.2f}",
+           f" (goal >= {0.75 * top / min(counts):g}, with a core per daemon)")
+    result("commit -> visible p99 ms, worst source of any run", f"{worst * 1e3:.1f}")
     return runs
 
 

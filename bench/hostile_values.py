@@ -17,7 +17,7 @@ in one run:
       - commit -> visible (a writer INSERTs epoch_history rows 20 times a second, a
         change stream stamps each document) idle, and with that client going.
 
-    python bench/hostile_values.py [--size 1000000] [--rounds 5] [--seconds 6]
+    python -m bench.hostile_values [--size 1000000] [--rounds 5] [--seconds 6]
 """
 
 from __future__ import annotations
@@ -33,16 +33,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from pymongo import MongoClient
 
-from bench.http_load import wait_url  # noqa: E402
-from bench.machine import describe  # noqa: E402
-from bench.sync import SOURCE_ID, SyncdRun, legacy_write, pct, start_watcher  # noqa: E402
-from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.projection.ids import derive_id  # noqa: E402
-from syncd.redact import scrub  # noqa: E402
-from syncd.sample import make_eeg2025  # noqa: E402
+from bench.harness import describe, mongo_server, pct, result
+from bench.http_load import wait_url
+from bench.legacy_writer import legacy_write
+from bench.syncd_run import SOURCE_ID, SyncdRun, start_watcher
+from syncd.projection.ids import derive_id
+from syncd.redact import scrub
+from syncd.sample import make_eeg2025
 
 
 def shapes(n: int) -> dict[str, str]:
@@ -139,12 +138,15 @@ def server_part(args: argparse.Namespace) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-hostile-"))
     legacy = work / "metadata.db"
     make_eeg2025(legacy, runs=5)
-    mongo = EmbeddedMongo(work / "mongo-state")
-    url = mongo.start()
+    with mongo_server(work / "mongo-state") as (url, _):
+        return serve_and_measure(args, work, legacy, url)
+
+
+def serve_and_measure(args: argparse.Namespace, work: Path, legacy: Path,
+                      url: str) -> dict[str, float]:
     run = SyncdRun(work, "syncd", legacy, url, "bench_hostile", {"poll_seconds": 0.1}, http=True)
     out: dict[str, float] = {}
     try:
-        from pymongo import MongoClient
         client: MongoClient[Any] = MongoClient(url)
         db = client["bench_hostile"]
         run.start()
@@ -186,7 +188,6 @@ def server_part(args: argparse.Namespace) -> dict[str, float]:
         client.close()
     finally:
         run.stop()
-        mongo.stop()
     return out
 
 
@@ -201,19 +202,19 @@ def main() -> None:
     ratios = scrub_part(args)
     served = server_part(args)
     worst = max(ratios, key=ratios.__getitem__)
-    print(f"RESULT scrub 1 MB letters / str.replace 1 MB: {ratios['letters']:.2f} "
-          "(goal: linear, a few passes; was quadratic: hours)")
-    print(f"RESULT scrub worst 1 MB shape ({worst}) / str.replace 1 MB: {ratios[worst]:.0f} "
-          "(goal: linear; per URL or parameter found, in Python, which lets other threads run)")
-    print(f"RESULT experiment page with 1 MB notes / with a few bytes: {served['page']:.1f}; "
-          f"its JSON: {served['JSON']:.1f}")
-    print(f"RESULT /healthz p99 ms while the 1 MB page is served: "
-          f"{served['healthz p99 busy'] * 1e3:.1f} (goal < 100; idle "
-          f"{served['healthz p99 idle'] * 1e3:.1f})")
-    print(f"RESULT commit -> visible p99 with the 1 MB page served / idle: "
-          f"{served['visible p99 page'] / served['visible p99 idle']:.2f} (p50 "
-          f"{served['visible p50 page'] / served['visible p50 idle']:.2f}; goal: its usual "
-          "range)")
+    result("scrub 1 MB letters / str.replace 1 MB", f"{ratios['letters']:.2f}",
+           " (goal: linear, a few passes; was quadratic: hours)")
+    result(f"scrub worst 1 MB shape ({worst}) / str.replace 1 MB", f"{ratios[worst]:.0f}",
+           " (goal: linear; per URL or parameter found, in Python, which lets other threads run)")
+    result("experiment page with 1 MB notes / with a few bytes", f"{served['page']:.1f}",
+           f"; its JSON: {served['JSON']:.1f}")
+    result("/healthz p99 ms while the 1 MB page is served",
+           f"{served['healthz p99 busy'] * 1e3:.1f}",
+           f" (goal < 100; idle {served['healthz p99 idle'] * 1e3:.1f})")
+    result("commit -> visible p99 with the 1 MB page served / idle",
+           f"{served['visible p99 page'] / served['visible p99 idle']:.2f}",
+           f" (p50 {served['visible p50 page'] / served['visible p50 idle']:.2f}; goal: its "
+           "usual range)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ statement), the write, COMMIT, close; with the CPU the process used. Then the sc
 parse alone (connect, parse, close) per copy, on the same disk. `--dir` picks the
 filesystem (default the system temp dir; /dev/shm takes the disk out).
 
-    python bench/triggers.py [--writes 1500] [--dir DIR]
+    python -m bench.triggers [--writes 1500] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -28,20 +28,15 @@ import random
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from machine import describe  # noqa: E402  (bench/machine.py)
-
-from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
-from legacy_adapters.sqlite_capture import Capture  # noqa: E402
-from syncd.sample import make_eeg2025  # noqa: E402
-from tests.capture_format1 import install_format1  # noqa: E402
+from bench.capture_format1 import install_format1
+from bench.harness import describe, result
+from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.sqlite_capture import Capture
+from syncd.sample import make_eeg2025
 
 EPOCH = ("INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss, learning_rate, "
          "duration_seconds, timestamp) VALUES (?, ?, ?, ?, 0.002, ?, ?)")
@@ -177,8 +172,8 @@ def main() -> None:
             if name in ("narrow", "empty"):  # cost models, not something syncd installs
                 print(f"for comparison, one writer p50 {name} / without: {ratio:.3f}  {cpu}")
                 continue
-            print(f"RESULT one writer p50 {name} / without: {ratio:.3f} (goal <= 1.15 is for "
-                  f"bench/sync.py's three writers; here for information)  {cpu}")
+            result(f"one writer p50 {name} / without", f"{ratio:.3f}", " (goal <= 1.15 is for "
+                   f"bench/sync.py's three writers; here for information)  {cpu}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

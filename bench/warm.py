@@ -15,16 +15,14 @@ bytes (goal <= 1.10). For information: each round also warms with one worker (wh
 libdeflate alone gives, against what the threads add), and a last warm has band-power
 features on.
 
-    python bench/warm.py [--windows 2000] [--rounds 5] [--workers N]
+    python -m bench.warm [--windows 2000] [--rounds 5] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,16 +31,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from legacy_adapters.hdf5_slabs import default_workers  # noqa: E402
-from syncd.config import Settings  # noqa: E402
-from syncd.connect.mongo import open_target  # noqa: E402
-from syncd.connect.redis import connect_redis  # noqa: E402
-from syncd.embedded import EmbeddedRedis  # noqa: E402
-from syncd.hdf5.files import HDF5_FILES  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
+from bench.harness import describe, redis_server, result
+from legacy_adapters.hdf5_slabs import default_workers
+from syncd.config import Settings
+from syncd.connect.mongo import open_target
+from syncd.connect.redis import connect_redis
+from syncd.hdf5.files import HDF5_FILES
+from syncd.hdf5.follower import Hdf5Follower
 
 CHANNELS, TIMES = 129, 200  # the EEG2025 windows: 129 channels x 2 s at 100 Hz
 
@@ -94,8 +89,22 @@ def main() -> None:
           f"{path.stat().st_size / 1e6:.0f} MB gzip-4 on disk, chunks {chunks}; "
           f"{args.workers} warm workers")
 
-    redis_server = EmbeddedRedis(work / "state")
-    client = connect_redis(redis_server.start())
+    try:
+        with redis_server(work / "state") as url:
+            client = connect_redis(url)
+            try:
+                rates = measure(args, work, path, raw, client)
+            finally:
+                client.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base_rates, warm_rates, one_rates, memory = rates
+    report(base_rates, warm_rates, one_rates, memory)
+
+
+def measure(args: argparse.Namespace, work: Path, path: Path, raw: int,
+            client: Any) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Alternating rounds of h5py's slab read and syncd's warm: MB/s each, and memory."""
     settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="bench")
     base_rates, warm_rates, one_rates, memory = [], [], [], []
 
@@ -113,31 +122,31 @@ def main() -> None:
         assert report.windows_written == args.windows, report
         return seconds, client.info("memory")["used_memory"] - before
 
-    try:
-        with open_target(settings) as target:
-            for rnd in range(args.rounds):
-                seconds = h5py_slab_read(path)
-                warm_seconds, used = warm_once(target, args.workers, False)
-                base_rates.append(raw / seconds / 1e6)
-                warm_rates.append(raw / warm_seconds / 1e6)
-                memory.append(used / raw)
-                line = (f"round {rnd + 1}: h5py slab read {base_rates[-1]:.0f} MB/s, "
-                        f"syncd warm {warm_rates[-1]:.0f} MB/s, "
-                        f"ratio {warm_rates[-1] / base_rates[-1]:.2f}; "
-                        f"Redis memory / raw {memory[-1]:.3f}")
-                if args.workers != 1:
-                    one_rates.append(raw / warm_once(target, 1, False)[0] / 1e6)
-                    line += f"; one worker {one_rates[-1] / base_rates[-1]:.2f}"
-                print(line)
-            warm_seconds, _ = warm_once(target, args.workers, True)
-            print(f"with band_power features (information): {raw / warm_seconds / 1e6:.0f}"
-                  f" MB/s of windows")
-    finally:
-        client.close()
-        redis_server.stop()
+    with open_target(settings) as target:
+        for rnd in range(args.rounds):
+            seconds = h5py_slab_read(path)
+            warm_seconds, used = warm_once(target, args.workers, False)
+            base_rates.append(raw / seconds / 1e6)
+            warm_rates.append(raw / warm_seconds / 1e6)
+            memory.append(used / raw)
+            line = (f"round {rnd + 1}: h5py slab read {base_rates[-1]:.0f} MB/s, "
+                    f"syncd warm {warm_rates[-1]:.0f} MB/s, "
+                    f"ratio {warm_rates[-1] / base_rates[-1]:.2f}; "
+                    f"Redis memory / raw {memory[-1]:.3f}")
+            if args.workers != 1:
+                one_rates.append(raw / warm_once(target, 1, False)[0] / 1e6)
+                line += f"; one worker {one_rates[-1] / base_rates[-1]:.2f}"
+            print(line)
+        warm_seconds, _ = warm_once(target, args.workers, True)
+        print(f"with band_power features (information): {raw / warm_seconds / 1e6:.0f}"
+              f" MB/s of windows")
+    return base_rates, warm_rates, one_rates, memory
+
+
+def report(base_rates: list[float], warm_rates: list[float], one_rates: list[float],
+           memory: list[float]) -> None:
     ratios = [w / b for w, b in zip(warm_rates, base_rates)]
-    print(f"machine: {os.cpu_count()} cores ({default_workers()} usable), "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"machine: {describe()} ({default_workers()} usable)")
     print(f"warm {statistics.median(warm_rates):.0f} MB/s against h5py "
           f"{statistics.median(base_rates):.0f} MB/s (medians of {len(ratios)} rounds; rounds "
           f"{min(ratios):.2f} to {max(ratios):.2f})")
@@ -145,10 +154,10 @@ def main() -> None:
         ones = [w / b for w, b in zip(one_rates, base_rates)]
         print(f"one worker / h5py (information): {statistics.median(ones):.2f} (rounds "
               f"{min(ones):.2f} to {max(ones):.2f})")
-    print(f"RESULT warm / h5py single-thread: {statistics.median(ratios):.2f} "
-          "(goal >= 1.3 on 2 cores, >= 3 on 8+ cores)")
-    print(f"RESULT Redis memory / raw window bytes: {statistics.median(memory):.3f} "
-          "(goal <= 1.10)")
+    result("warm / h5py single-thread", f"{statistics.median(ratios):.2f}",
+           " (goal >= 1.3 on 2 cores, >= 3 on 8+ cores)")
+    result("Redis memory / raw window bytes", f"{statistics.median(memory):.3f}",
+           " (goal <= 1.10)")
 
 
 if __name__ == "__main__":

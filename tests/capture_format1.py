@@ -1,6 +1,6 @@
 """The change capture as syncd installed it before format 2 (2026-11-30): its SQL,
-copied, so tests and bench/triggers.py can make a format-1 install to upgrade or to
-measure against. Nothing in syncd installs format 1 any more."""
+copied, so tests can make a format-1 install to upgrade (bench/capture_format1.py is
+the benches' own frozen copy). Nothing in syncd installs format 1 any more."""
 
 from __future__ import annotations
 
