@@ -17,7 +17,7 @@ probe, every 25 ms) p50/p99, /metrics p99, and commit -> visible in MongoDB p50/
 ratios from the same run (goal: /healthz p99 < 100 ms loaded; lag unchanged). It
 stops by itself: every wait has a deadline, and the work folder is removed.
 
-    python bench/http_load.py [--streams 500] [--half 1000] [--seconds 8]
+    python -m bench.http_load [--streams 500] [--half 1000] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.harness import describe, pct, result
+from bench.syncd_run import SOURCE_ID, SyncdRun, start_watcher
+from syncd.connect.mongo import connect
+from syncd.embedded import EmbeddedMongo
+from syncd.projection.ids import derive_id
+from syncd.sample import make_eeg2025
 
 
 def wait_url(state: Path, timeout: float = 60.0) -> str:
@@ -270,9 +277,7 @@ def phase(name: str, url: str, seconds: float, legacy: Path, db: Any) -> dict[st
     """Probes for `seconds`: the first half with no commits (the live streams wait out
     their reads), the second with the legacy writer (the streams forward its events)
     and its commit -> visible lag."""
-    from sync import SOURCE_ID, pct, start_watcher
 
-    from syncd.projection.ids import derive_id
 
     quiet, quiet_metrics, quiet_failed = probe(url, seconds / 2)
     watcher = start_watcher(db["epochs"])
@@ -327,13 +332,6 @@ def main() -> None:
     parser.add_argument("--half", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from machine import describe
-    from sync import SyncdRun
-
-    from syncd.connect.mongo import connect
-    from syncd.embedded import EmbeddedMongo
-    from syncd.sample import make_eeg2025
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.streams + args.half + 500
@@ -369,15 +367,15 @@ def main() -> None:
         again = phase("idle", base, args.seconds, legacy, db)
         idle99 = max(idle["healthz_p99"], again["healthz_p99"])
         lag50 = (idle["lag_p50"] + again["lag_p50"]) / 2
-        print(f"RESULT /healthz p99 loaded / idle: {loaded['healthz_p99'] / idle99:.2f}  "
-              f"(loaded {loaded['healthz_p99'] * 1e3:.1f} ms, goal < 100 ms; "
-              f"{args.streams} streams + {args.half} half-sent requests)")
-        print(f"RESULT /healthz p50 loaded / idle: "
-              f"{loaded['healthz_p50'] / min(idle['healthz_p50'], again['healthz_p50']):.2f}")
-        print(f"RESULT /metrics p99 loaded / idle: "
-              f"{loaded['metrics_p99'] / max(idle['metrics_p99'], again['metrics_p99']):.2f}")
-        print(f"RESULT commit -> visible p50 loaded / idle: {loaded['lag_p50'] / lag50:.2f}  "
-              f"(goal: unchanged, ~1)")
+        result("/healthz p99 loaded / idle", f"{loaded['healthz_p99'] / idle99:.2f}",
+               f"  (loaded {loaded['healthz_p99'] * 1e3:.1f} ms, goal < 100 ms; "
+               f"{args.streams} streams + {args.half} half-sent requests)")
+        result("/healthz p50 loaded / idle",
+               f"{loaded['healthz_p50'] / min(idle['healthz_p50'], again['healthz_p50']):.2f}")
+        result("/metrics p99 loaded / idle",
+               f"{loaded['metrics_p99'] / max(idle['metrics_p99'], again['metrics_p99']):.2f}")
+        result("commit -> visible p50 loaded / idle", f"{loaded['lag_p50'] / lag50:.2f}",
+               "  (goal: unchanged, ~1)")
     finally:
         if daemon is not None:
             daemon.stop()
