@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from urllib.parse import quote
 
-from syncd.embedded import children, credentials, mongo_users
+from syncd.embedded import children, credentials, interrupts, mongo_users
 from syncd.embedded.server import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class EmbeddedMongo(EmbeddedServer):
         self._start_process(exe)
         assert self.password is not None
         mongo_users.create_user(self.url, self.password)
-        self._stop(20.0)
+        with interrupts.deferred():  # a stop signal must not fall between "forgotten" and "stopped"
+            self._stop(20.0)
         self.auth = True
         self._start_process(exe)
         mongo_users.sweep(self.url, fresh, str(self.data))
