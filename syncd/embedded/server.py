@@ -8,6 +8,11 @@ separate program, never imported (it is GPL-2.0). Each server is shared: a
 second syncd command finds the running one through `<state>/<mongo|redis>/server.json`
 and reuses it; only the process that started it stops it, cleanly, at exit.
 
+Loopback is open to every account on the host, so each server requires a password
+syncd generated and keeps in `<state>/<mongo|redis>/credentials` (0600,
+syncd/embedded/credentials.py); `server.json` records whether the running server
+does (one an older syncd started does not), and the URL carries it.
+
 No server outlives its syncd: SIGTERM, SIGINT and SIGHUP become exceptions from
 before the spawn until the stop (syncd/interrupts.py), the kernel sends the server
 SIGTERM if syncd is killed outright (syncd/children.py), `server.json` is written the
