@@ -205,8 +205,8 @@ class EmbeddedServer:
             info = self._info()
             # Reused unless nobody would stop it: told to die with its (dead) owner, or
             # left by an older syncd without a password (stopped, and started with one).
-            if running is not None and not (running[2] and (info["dies_with_owner"]
-                                                            or not info["auth"])):
+            if running is not None and not (running[2] and (info.get("dies_with_owner")
+                                                            or not info.get("auth"))):
                 self.port, pid, orphaned = running
                 self._use_recorded_auth()
                 if orphaned:  # adopt it: this process stops it at exit
