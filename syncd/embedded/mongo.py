@@ -45,9 +45,10 @@ class EmbeddedMongo(EmbeddedServer):
 
     def _launch(self, exe: str) -> None:
         """Start with --auth; first give a data directory without syncd's user one."""
+        new_password = credentials.read(self.credentials_file) is None  # (re)made now
         self.password = credentials.ensure(self.credentials_file)
         fresh = not (self.data.is_dir() and any(self.data.iterdir()))
-        if fresh or not self.users_set.exists():
+        if fresh or new_password or not self.users_set.exists():
             self._set_users(exe, fresh)
         else:
             self.auth = True
