@@ -120,15 +120,15 @@ def test_kill_9_of_syncd_takes_its_server_down(tmp_path, sample):
     assert again.code == 0, again
 
 
-def _orphan(state) -> tuple[subprocess.Popen[bytes], int]:
+def _orphan(state, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     """A secantusd-py on the state dir's data, as an older syncd killed mid-start left it."""
     exe = find_executable("secantusd-py")
     assert exe is not None
     data = state / "mongo" / "data"
-    data.mkdir(parents=True)
+    data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port),
-                               "--storage-path", str(data), "--log-level", "WARNING"],
+                               "--storage-path", str(data), "--log-level", "WARNING", *extra],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     wait_port(port, server, "secantusd-py")
@@ -148,18 +148,26 @@ def test_server_left_without_a_record_is_stopped_and_named(tmp_path, sample):
             server.kill()
 
 
-def test_server_left_with_a_dead_owner_is_adopted_and_stopped(tmp_path, sample):
+@pytest.mark.parametrize("auth", [True, False])
+def test_server_left_with_a_dead_owner_is_adopted_and_stopped(tmp_path, sample, auth):
+    """One with the password is adopted; one of the syncd before passwords (no "auth"
+    in server.json) is stopped and a server that requires the password started."""
     state = tmp_path / "state"
+    if auth:  # the data gets syncd's user, as any syncd run before the kill did
+        assert run_cli("migrate", "--sqlite", sample, "--state-dir", state,
+                       env=NO_URL).code == 0
     dead = subprocess.Popen(["true"])
     dead.wait()
-    server, port = _orphan(state)
+    server, port = _orphan(state, *(["--auth"] if auth else []))
     try:
-        (state / "mongo" / "server.json").write_text(
-            json.dumps({"pid": server.pid, "port": port, "owner": dead.pid}))
+        (state / "mongo" / "server.json").write_text(json.dumps(
+            {"pid": server.pid, "port": port, "owner": dead.pid, **({"auth": True} if auth
+                                                                   else {})}))
         result = run_cli("migrate", "--sqlite", sample, "--state-dir", state, env=NO_URL)
         assert result.code == 0, result
-        assert "already running" in result.err
-        assert server.wait(30) is not None  # adopted, then stopped cleanly
+        assert ("already running" if auth else f"(pid {server.pid}) left running") \
+            in result.err
+        assert server.wait(30) is not None  # adopted (or stopped at once), then stopped
     finally:
         if server.poll() is None:
             server.kill()

@@ -1,13 +1,23 @@
 """The embedded MongoDB: SecantusDB's `secantusd-py`, a separate program (GPL-2.0,
-never imported), with its data under `<state>/mongo/data`."""
+never imported), with its data under `<state>/mongo/data`, requiring a password.
+
+It runs with `--auth`: only the user `syncd`, whose generated password is kept in
+`<state>/mongo/credentials` (0600), may do anything but the handshake. A data
+directory without that user yet is set up first (syncd.embedded.mongo_users), and
+`<state>/mongo/users-set` records that it was.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
+from urllib.parse import quote
 
-from syncd.embedded import children
+from syncd.embedded import children, credentials, interrupts, mongo_users
 from syncd.embedded.server import EmbeddedServer
+
+log = logging.getLogger(__name__)
 
 MONGO_EXECUTABLE = "secantusd-py"
 
@@ -24,10 +34,47 @@ class EmbeddedMongo(EmbeddedServer):
 
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir, "mongo")
+        self.users_set = self.home / "users-set"  # the data holds syncd's user, only it
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        if not (self.auth and self.password):
+            return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        return (f"mongodb://{mongo_users.USER}:{quote(self.password, safe='')}@127.0.0.1:"
+                f"{self.port}/?directConnection=true&authSource=admin")
+
+    def _launch(self, exe: str) -> None:
+        """Start with --auth; first give a data directory without syncd's user one."""
+        new_password = credentials.read(self.credentials_file) is None  # (re)made now
+        self.password = credentials.ensure(self.credentials_file)
+        fresh = not (self.data.is_dir() and any(self.data.iterdir()))
+        if fresh or new_password or not self.users_set.exists():
+            self._set_users(exe, fresh)
+        else:
+            self.auth = True
+            self._start_process(exe)
+
+    def ready(self) -> bool:
+        """Answering, and (with --auth) accepting syncd's password: a data directory
+        restored from before the password was set would refuse it."""
+        if not self.auth:
+            return True
+        return mongo_users.logs_in(self.url, self.users_set)
+
+    def _set_users(self, exe: str, fresh: bool) -> None:
+        """Create syncd's user without --auth, restart with it, drop anyone else's."""
+        self.users_set.unlink(missing_ok=True)
+        log.info("setting the embedded MongoDB's password (kept in %s)", self.credentials_file)
+        self.auth = False
+        self._start_process(exe)
+        assert self.password is not None
+        mongo_users.create_user(self.url, self.password)
+        with interrupts.deferred():  # a stop signal must not fall between "forgotten" and "stopped"
+            self._stop(20.0)
+        self.auth = True
+        self._start_process(exe)
+        mongo_users.sweep(self.url, fresh, str(self.data))
+        self.users_set.touch()
 
     def owns(self, args: list[str], port: int | None) -> bool:
         """A secantusd-py serving this state dir's data (what WiredTiger locks)."""
@@ -44,4 +91,5 @@ class EmbeddedMongo(EmbeddedServer):
 
     def command(self, exe: str, port: int) -> list[str]:
         return [exe, "--host", "127.0.0.1", "--port", str(port),
-                "--storage-path", str(self.data), "--sync-on-commit", "--log-level", "WARNING"]
+                "--storage-path", str(self.data), "--sync-on-commit", "--log-level", "WARNING",
+                *(["--auth"] if self.auth else [])]

