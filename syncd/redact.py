@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 # What ends a URL in a message: whitespace, a quote, a bracket, a backtick. A single
-# character class, possessive: it matches in one pass and has nothing to backtrack to.
-_URL_END = re.compile(r"[^\s'\"<>`]*+")
+# character class with nothing after it: `match` takes it in one pass, with nothing to
+# backtrack to (and no possessive quantifier, which Python 3.10 cannot read).
+_URL_END = re.compile(r"[^\s'\"<>`]*")
 # What separates query parameters (MongoDB also accepts ";").
 _PARAM_SEP = re.compile(r"[?&;]")
 # A query parameter whose name has one of these in it carries a password

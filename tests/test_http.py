@@ -80,8 +80,10 @@ def test_metrics_agree_with_status(tmp_path, legacy, target_args, db):
             want = {table: float(t["applied"]) for table, t in tables.items()}
             lag = {t: found.get(("syncd_lag_rows", (("source", "testhost"), ("table", t))))
                    for t in tables}
+            events = found.get(("syncd_event_queue_depth", ()))
             return (applied == want and lag == {t: float(v["lag_rows"])
                                                 for t, v in tables.items()}
+                    and events == status["daemon"]["events"]["buffered"]
                     and (found, status))
         found, status = wait_for(agree, 30, "/metrics to agree with syncd status --json")
         assert found[("syncd_applied_rows_total", (("op", "upsert"), ("source", "testhost"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,8 @@ def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoC
 def unreachable_reason(text: str) -> str:
     """The first host's error of a server selection timeout, without pymongo's
     "(configured timeouts: ...)" and topology dump, and never an unclosed parenthesis."""
-    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
+    while (at := text.find("(configured timeouts:")) >= 0 and (end := text.find(")", at)) >= 0:
+        text = text[:at].rstrip() + text[end + 1:]  # str.find: linear whatever the text
     text = text.split(", Timeout:")[0].split(",")[0][:200].strip()
     while text.count("(") > text.count(")"):
         text = text[:text.rindex("(")].rstrip()

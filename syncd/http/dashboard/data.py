@@ -123,7 +123,6 @@ def _whole(text: str) -> int | None:
         return None
 
 
-NUMBER = re.compile(r"\s*[+-]?\d+(_\d+)*\s*")  # what int() reads (past 4300 digits it refuses)
 MAX_OFFSET = 2**31  # no list is longer: a larger ?offset= or ?page= shows an empty page
 
 
@@ -133,7 +132,8 @@ def _number_or_text(name: str, text: str) -> int | str:
     try:
         number = int(text)
     except ValueError:
-        if not NUMBER.fullmatch(text):
+        digits = text.strip().lstrip("+-").replace("_", "")
+        if not digits.isdigit():  # not a number: text (past 4300 digits int() refuses one)
             return text
         number = None
     if number is None or not -2**63 <= number < 2**63:
