@@ -1,14 +1,15 @@
 """The dashboard's experiments list and compare page as the number of runs grows.
 
 Starts one embedded SecantusDB (as users get it), writes `--small` experiment documents
-of the EEG2025 model (migration 0002's shape and indexes, ~2/3 of them with a best
-validation loss), serves them with a real `syncd dashboard` process and times, over
-HTTP, the first, a middle and the last page of /experiments, a filtered page, and a
-/compare page of three runs; then grows the collection to `--runs` and times the
-same pages again. Each figure is the median of `--rounds` requests. It prints the
-latencies at both sizes, the ratio large / small, one `count_documents({})` from
-pymongo at both sizes (the server's cost of one pass over the runs: the same-run
-baseline a page is made of), and the goal at `--runs` (< 0.5 s a page).
+of the EEG2025 model (migration 0002's shape, the newest migration's indexes, ~2/3 of
+them with a best validation loss), serves them with a real `syncd dashboard` process
+and times, over HTTP, the first, a middle and the last page of /experiments, a
+filtered page, and a /compare page of three runs; then grows the collection to
+`--runs` and times the same pages again. Each figure is the median of `--rounds`
+requests. It prints the latencies at both sizes, the ratio large / small, one
+`count_documents({})` from pymongo at both sizes (the server's cost of one pass over
+the runs: the same-run baseline a page is made of), and the goal at `--runs` (< 0.5 s
+a page).
 
     python -m bench.dashboard_pages [--runs 10000] [--small 200] [--rounds 5]
 """
@@ -93,7 +94,8 @@ def main() -> None:
         dash = None
         try:
             db = pymongo.MongoClient(url)["bench"]
-            model = build_model(load_migrations(), 2)
+            migrations = load_migrations()
+            model = build_model(migrations, len(migrations))
             for name in ("experiments", "epochs"):
                 for spec in model.index_specs(name):
                     db[name].create_index(list(spec.keys), name=spec.name)

@@ -29,6 +29,8 @@ os.environ.setdefault("SYNCD_HTTP_LISTEN", "127.0.0.1:0")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DB = ROOT.parent / "shared" / "fixtures" / "eeg2025" / "metadata.db"
+# The newest migration version: the bundled migrations are 0001.. without gaps.
+NEWEST = len(list((ROOT / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py")))
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, what: str = "server",

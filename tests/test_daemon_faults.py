@@ -13,7 +13,7 @@ import pytest
 from syncd.sample import make_eeg2025
 from syncd.sinks.cache import Keys
 from syncd.sinks.events import STREAM
-from tests.conftest import run_cli
+from tests.conftest import NEWEST, run_cli
 from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 from tests.hdf5_support import RedisProcess
 
@@ -77,8 +77,8 @@ def test_events_on_redis_and_redis_down_never_stops_the_sync(tmp_path, legacy, t
         assert event["table"] == "training_runs" and event["source_id"] == "testhost"
         assert event["type"] == "table.upsert"
         kept = [json.loads(f[b"event"]) for _, f in rc.xrange(STREAM)]
-        assert any(e["type"] == "migrated" and e["version"] == 3 for e in kept)
-        assert event["version"] == 3 and event["time"].endswith("+00:00")
+        assert any(e["type"] == "migrated" and e["version"] == NEWEST for e in kept)
+        assert event["version"] == NEWEST and event["time"].endswith("+00:00")
         # `syncd events` tails the stream from the beginning.
         tail = run_cli("events", "--from", "0", "--count", "1", "--json", "--redis-url",
                        redis_server.url)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from syncd.sample import make_eeg2025
-from tests.conftest import run_cli, syncd_process
+from tests.conftest import NEWEST, run_cli, syncd_process
 
 NO_URL = {"SYNCD_MONGO_URL": ""}
 
@@ -44,7 +44,7 @@ def test_embedded_server_keeps_data_across_commands(tmp_path, sample):
     status = run_cli("status", "--json", "--state-dir", state, env=NO_URL)
     assert status.code == 0, status  # migrated; no daemon ever ran (none is stale)
     data = json.loads(status.out)
-    assert data["version"] == 3
+    assert data["version"] == NEWEST
     counts = {c["collection"]: c["documents"] for c in data["collections"]}
     assert counts["experiments"] == 12 and counts["config"] == 4
     assert run_cli("verify", *args, env=NO_URL).code == 0

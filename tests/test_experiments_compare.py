@@ -140,6 +140,20 @@ def test_the_experiments_page_says_the_true_count_and_pages(db, dashboard):
     last = get(dashboard + "/experiments?page=25")
     assert "2,401–2,500 of 2,500" in last and "data-testid=next-page" not in last
 
+    # Runs losing their loss move the border: pages read before are exact after it.
+    db["experiments"].update_many({"run_id": {"$gt": 1000}},
+                                  {"$set": {"metrics.best_val_loss": None}})
+    for d in docs:
+        if d["run_id"] > 1000:
+            d["metrics"]["best_val_loss"] = None
+    ranked = sorted(docs, key=lambda d: (d["metrics"]["best_val_loss"] is None,
+                                         d["metrics"]["best_val_loss"] or 0, d["run_id"]))
+    moved = sum(1 for d in docs if d["metrics"]["best_val_loss"] is not None)
+    for at in (border - 30, moved - 30, moved + 100):
+        api = json.loads(get(f"{dashboard}/api/experiments?offset={at}"))
+        assert [x["run_id"] for x in api["experiments"]] == \
+            [d["run_id"] for d in ranked[at:at + 100]], at
+
     # Filters narrow the count and stay in the page links.
     running = get(dashboard + "/experiments?status=running&page=2")
     assert "101–200 of 1,250 experiment(s)" in running

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, syncd_process
+from tests.conftest import NEWEST, run_cli, syncd_process
 from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 
 DATA = ("experiments", "epochs", "checkpoints")
@@ -51,7 +51,7 @@ def test_two_files_on_one_host_keep_both_mirrors(tmp_path, shared_args, db):
     status = json.loads(run_cli("status", "--json", "--sqlite", other, *shared_args).out)
     assert sorted(s["path"] for s in status["sources"]) == sorted(
         str(p.resolve()) for p in (first, other))
-    assert all(s["version"] == 3 and s["state"] == "no daemon" and not s["stale"]
+    assert all(s["version"] == NEWEST and s["state"] == "no daemon" and not s["stale"]
                for s in status["sources"])  # migrated, no daemon ever ran
     assert db["experiments"].index_information()["_source_1__id_1"]
 
@@ -74,7 +74,7 @@ def test_to_n_in_a_shared_database_rebuilds_one_source_in_place(tmp_path, shared
     for path in (first, other):
         assert run_cli("verify", "--sqlite", path, *shared_args).code == 0
     assert run_cli("migrate", "--sqlite", first, *shared_args).code == 0
-    assert {d["_v"] for d in db["experiments"].find({"_source": mine})} == {3}
+    assert {d["_v"] for d in db["experiments"].find({"_source": mine})} == {NEWEST}
     assert _own(db, f"{socket.gethostname()}:{other.resolve()}") == theirs
     assert run_cli("verify", "--sqlite", first, *shared_args).code == 0
 
@@ -148,7 +148,7 @@ def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path, target_a
     assert {c: [d["_id"] for d in db[c].find({}, {"_id": 1}).sort("_id", 1)]
             for c in DATA} == ids
     assert db["_syncd_state"].find_one({"_id": "meta"}) is None
-    assert db["experiments"].count_documents({"_source": "testhost", "_v": 3}) == 5
+    assert db["experiments"].count_documents({"_source": "testhost", "_v": NEWEST}) == 5
     assert run_cli("verify", "--sqlite", legacy, *plain).code == 0
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from syncd.sample import make_eeg2025
-from tests.conftest import run_cli, syncd_process
+from tests.conftest import NEWEST, run_cli, syncd_process
 
 CHUNK = "400"
 
@@ -72,11 +72,12 @@ def test_killed_migrate_resumes_exactly(point, legacy, target_args, db):
     resumed = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
     assert resumed.code == 0, resumed
     report = json.loads(resumed.out)
-    assert report["to_version"] == 3
+    assert report["to_version"] == NEWEST
     if point.startswith("copy."):
         assert report["resumed"] is True
     _assert_exact(legacy, db, target_args)
-    assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == [1, 2, 3]
+    assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == list(
+        range(1, NEWEST + 1))
 
 
 def test_rows_deleted_from_the_pending_chunk_do_not_come_back(legacy, target_args, db):
@@ -138,8 +139,8 @@ def test_version_move_builds_in_staging_and_readers_keep_the_old_version(
     args = ["--sqlite", legacy, "--migrations", folder, *target_args]
     assert run_cli("migrate", *args).code == 0
     runs = _counts(legacy)["epoch_history"]
-    (folder / "0004_epoch_rank.py").write_text(
-        "VERSION = 4\nDESCRIPTION = 'epochs carry a rank'\n"
+    (folder / f"{NEWEST + 1:04d}_epoch_rank.py").write_text(
+        f"VERSION = {NEWEST + 1}\nDESCRIPTION = 'epochs carry a rank'\n"
         "def epoch(row, ctx):\n"
         "    return {'run_id': row['run_id'], 'epoch': row['epoch'], 'rank': 1}\n"
         "def upgrade(model):\n    model.map_table('epoch_history', 'epochs', build=epoch)\n")

@@ -13,7 +13,7 @@ from syncd.checkpoint.store import StateStore
 from syncd.engine.migration_files import DEFAULT_DIR
 from syncd.errors import MigrationError
 from syncd.sample import make_eeg2025
-from tests.conftest import run_cli
+from tests.conftest import NEWEST, run_cli
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
     assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == [1, 2]
 
     latest = run_cli("migrate", "--sqlite", legacy, "--json", *target_args)
-    assert json.loads(latest.out)["to_version"] == 3
+    assert json.loads(latest.out)["to_version"] == NEWEST
     assert "hdf5_files" in _collections(db)  # 0003 declares the HDF5 index collection
     assert "state_1" in db.hdf5_files.index_information()
 
@@ -70,7 +70,7 @@ def test_to_moves_down_and_up(legacy, target_args, db):
 def test_dry_run_prints_the_plan_and_writes_nothing(legacy, target_args, db):
     result = run_cli("migrate", "--sqlite", legacy, "--dry-run", *target_args)
     assert result.code == 0, result
-    assert "version 0 -> 3 (rebuild)" in result.out
+    assert f"version 0 -> {NEWEST} (rebuild)" in result.out
     assert "training_runs" in result.out and "experiments" in result.out
     assert "0002 EEG2025 experiment model" in result.out
     assert "nothing was written" in result.out
@@ -106,18 +106,18 @@ def test_added_migration_applies_on_top(tmp_path, legacy, target_args, db):
     shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))
     args = ["--sqlite", legacy, "--migrations", folder, *target_args]
     assert run_cli("migrate", *args).code == 0
-    (folder / "0004_no_subjects.py").write_text(
-        "VERSION = 4\nDESCRIPTION = 'stop syncing subjects'\n"
+    (folder / f"{NEWEST + 1:04d}_no_subjects.py").write_text(
+        f"VERSION = {NEWEST + 1}\nDESCRIPTION = 'stop syncing subjects'\n"
         "def upgrade(model):\n    model.exclude_table('subjects')\n"
         "    model.create_index('epochs', [('metrics.val_loss', 1)])\n")
     result = run_cli("migrate", *args, "--json")
     assert result.code == 0, result
     assert json.loads(result.out)["dropped"] == ["subjects"]
     assert "metrics.val_loss_1" in db.epochs.index_information()
-    gap = folder / "0006_gap.py"
-    gap.write_text("VERSION = 6\ndef upgrade(model):\n    pass\n")
+    gap = folder / f"{NEWEST + 3:04d}_gap.py"
+    gap.write_text(f"VERSION = {NEWEST + 3}\ndef upgrade(model):\n    pass\n")
     broken = run_cli("migrate", *args)
-    assert broken.code == 2 and "expected version 0005 next" in broken.err
+    assert broken.code == 2 and f"expected version {NEWEST + 2:04d} next" in broken.err
 
 
 def test_a_held_lease_stops_a_second_migrate(legacy, target_args, db):
@@ -191,3 +191,24 @@ def test_a_lease_held_by_a_dead_or_reborn_process_here_is_taken_over(legacy, tar
     with pytest.raises(MigrationError, match="holds the run lease"):
         Lease(store, "migrate").acquire()
     holder.release()
+
+
+def test_0004_indexes_the_list_and_hdf5_files_up_from_3_and_down(legacy, target_args, db):
+    assert run_cli("migrate", "--sqlite", legacy, "--to", "3", *target_args).code == 0
+    assert "metrics.best_val_loss_1_run_id_1" not in db.experiments.index_information()
+    assert "host_1_path_1" not in db.hdf5_files.index_information()
+
+    up = run_cli("migrate", "--sqlite", legacy, "--to", "4", "--json", *target_args)
+    assert up.code == 0, up
+    assert (json.loads(up.out)["from_version"], json.loads(up.out)["to_version"]) == (3, 4)
+    loss = db.experiments.index_information()["metrics.best_val_loss_1_run_id_1"]
+    assert loss["key"] == [("metrics.best_val_loss", 1), ("run_id", 1)]
+    assert db.hdf5_files.index_information()["host_1_path_1"]["key"] == [("host", 1),
+                                                                          ("path", 1)]
+    assert run_cli("verify", "--sqlite", legacy, *target_args).code == 0
+
+    down = run_cli("migrate", "--sqlite", legacy, "--to", "3", "--json", *target_args)
+    assert down.code == 0, down
+    assert "metrics.best_val_loss_1_run_id_1" not in db.experiments.index_information()
+    assert "host_1_path_1" not in db.hdf5_files.index_information()
+    assert [e["version"] for e in db["_syncd_changelog"].find().sort("version", 1)] == [1, 2, 3]

@@ -156,27 +156,58 @@ class Tracker:
         (those without one last, by run_id), and how many match in all.
 
         Sorted and skipped by the server in two ranges (with a loss, by it; then
-        without, by run_id), so no more than one page ever crosses the wire. The first
-        page needs no count of the first range; a later one counts it, to read only
-        the ranges it lies in.
+        without, by run_id), so no more than one page ever crosses the wire. A loss is
+        a number from -Infinity up (a range the `{metrics.best_val_loss: 1, run_id: 1}`
+        index of migration 0004 serves; SQLite holds no NaN). A page the last read of
+        this filter placed in the first range is read first, and the first range is
+        counted only when the page turns out to lie past it; any other page counts it
+        first, to read only the ranges it lies in.
         """
         scoped = self._scoped(query)
-        with_loss = {"$and": [scoped, {"metrics.best_val_loss": {"$type": "number"}}]}
-        without = {"$and": [scoped, {"metrics.best_val_loss": {"$not": {"$type": "number"}}}]}
-        total = self.experiments.count_documents(scoped)
+        # An empty filter is the whole collection: its size comes from the server's
+        # count, not a pass over the runs.
+        total = (self.experiments.count_documents(scoped) if scoped
+                 else self.experiments.estimated_document_count())
         if offset >= total:
             return [], total
-        ranked = self.experiments.count_documents(with_loss) if offset else None
+        with_loss = _also(scoped, HAS_LOSS)
+        key = (id(self.db.client), self.db.name, repr(scoped))
+        ranked: int | None = None
+        if offset and offset >= _ranked.get(key, 0):
+            ranked = self.experiments.count_documents(with_loss)
         docs: list[dict[str, Any]] = []
         if ranked is None or offset < ranked:
             docs = list(self.experiments.find(with_loss, SUMMARY)
-                        .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+                        .sort([(LOSS, ASCENDING), ("run_id", ASCENDING)])
                         .skip(offset).limit(limit))
         if len(docs) < limit:  # the page reaches the runs without a loss
-            ranked = offset + len(docs) if ranked is None else ranked
+            if ranked is None:
+                ranked = (offset + len(docs) if docs or not offset
+                          else self.experiments.count_documents(with_loss))
             # Sources of a fleet share run_ids: `_id` makes the order, and so the pages,
             # the same on every read.
-            docs += list(self.experiments.find(without, SUMMARY)
+            docs += list(self.experiments.find(_also(scoped, NO_LOSS), SUMMARY)
                          .sort([("run_id", ASCENDING), ("_id", ASCENDING)])
                          .skip(max(0, offset - ranked)).limit(limit - len(docs)))
+        if ranked is not None:
+            if len(_ranked) >= RANKED_KEPT:
+                _ranked.clear()
+            _ranked[key] = ranked
         return docs, total
+
+
+LOSS = "metrics.best_val_loss"
+HAS_LOSS = {"$gte": float("-inf")}
+NO_LOSS = {"$not": HAS_LOSS}
+RANKED_KEPT = 256
+# How many runs of a filter had a loss when last counted (per client, database and
+# filter): only which range a page is read from first, never what it shows.
+_ranked: dict[tuple[int, str, str], int] = {}
+
+
+def _also(match: dict[str, Any], loss: dict[str, Any]) -> dict[str, Any]:
+    """`match` and a condition on the loss: one flat filter (which the server can answer
+    from an index) unless `match` has a condition on the loss of its own."""
+    if LOSS in match:
+        return {"$and": [match, {LOSS: loss}]}
+    return {**match, LOSS: loss}

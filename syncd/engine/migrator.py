@@ -19,6 +19,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
 from syncd.engine.backfill import Engine, create_collection
+from syncd.engine.declared import retire_indexes
 from syncd.engine.migration_files import Migration, build_model
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -210,6 +211,9 @@ class Migrator:
                     engine.drop_own(name)
                     report.dropped.append(name)
             self._ensure_declared(plan.model)
+            if plan.target < plan.current:
+                report.notes += retire_indexes(self.db, plan.model, build_model(
+                    self.migrations, len(self.migrations)), alone=not engine.others())
             crashpoint("finish.before_changelog")
             now = utcnow()
             for entry in job["checksums"]:
