@@ -45,9 +45,9 @@ def _server_of(proc: subprocess.Popen[str], listening: bool) -> psutil.Process:
             pytest.fail(f"syncd exited {proc.returncode} before its server was up: "
                         f"{proc.communicate()[1][-2000:]}")
         kids = parent.children(recursive=True)
-        if kids and (not listening or _listening(kids[0])):
-            return kids[0]
-        return None
+        if not listening:
+            return kids[0] if kids else None
+        return next((kid for kid in kids if _listening(kid)), None)
     return wait_for(found, 60, "the embedded server to start")
 
 
@@ -91,6 +91,9 @@ def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, si
         wait_for(lambda: (tmp_path / f"{point}.paused").exists() or proc.poll() is not None,
                  120, f"syncd at {point}, its server listening")
         assert proc.poll() is None, proc.communicate()[1][-2000:]
+        # the server syncd works with now (a new state directory's first start runs a
+        # short-lived one without a password to create syncd's user, then this one)
+        server = _server_of(proc, listening=True)
         assert _listening(server)
     try:
         proc.send_signal(sig)
