@@ -92,7 +92,8 @@ def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, si
         wait_for(lambda: (tmp_path / f"{point}.paused").exists() or proc.poll() is not None,
                  120, f"syncd at {point}, its server listening")
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        assert _listening(server)
+        # The server now: a new data dir's first one (no password yet) was replaced.
+        server = _server_of(proc, listening=True)
     try:
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
