@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -121,6 +122,45 @@ def test_kill_9_of_syncd_takes_its_server_down(tmp_path, sample):
         _kill_leftover(server)
     again = run_cli("migrate", *args, env=NO_URL)
     assert again.code == 0, again
+
+
+# A program like SecantusDB under load: a SIGTERM is taken by a thread other than the
+# main one, where Python only notes it for the main thread, which waits on and never
+# acts on it. (Blocking SIGTERM on the main thread makes the kernel's choice certain.)
+_DEAF_MAIN_THREAD = """
+import signal, sys, threading
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+# A parent that starts it as syncd starts its servers, then is killed outright.
+_KILLED_PARENT = """
+import os, signal, subprocess, sys
+from syncd.embedded import children
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         start_new_session=True, preexec_fn=children.die_with_parent())
+child.stdout.readline()
+print(child.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_server_whose_other_thread_takes_the_death_signal_still_dies():
+    parent = subprocess.run([sys.executable, "-c", _KILLED_PARENT, _DEAF_MAIN_THREAD],
+                            capture_output=True, text=True, timeout=60)
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    try:
+        child = psutil.Process(int(parent.stdout.split()[0]))
+    except psutil.NoSuchProcess:
+        return  # already gone
+    try:
+        wait_for(lambda: _gone(child), 30, "the child to follow its killed parent")
+    finally:
+        _kill_leftover(child)
 
 
 def _orphan(state, *extra: str) -> tuple[subprocess.Popen[bytes], int]:

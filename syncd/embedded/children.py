@@ -2,8 +2,19 @@
 
 Signal handlers cover SIGTERM, SIGINT and SIGHUP (syncd/interrupts.py); nothing
 covers SIGKILL or a crash of the interpreter, so on Linux each child server also
-asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG). A server left
+asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG). A server left
 by an older syncd is found by its command line under /proc and stopped.
+
+Why SIGKILL there, and SIGTERM aimed at the main thread everywhere else: a signal
+sent to a process is taken by whichever of its threads the kernel picks. SecantusDB
+is a Python program, and Python runs its SIGTERM handler only on the main thread,
+which SecantusDB parks in a wait that a signal taken by another thread does not
+interrupt; that SIGTERM is noted and never acted upon, and the server serves on.
+Under load (its connection threads woken at that very moment by the dying syncd's
+sockets closing) this happened to the kernel's death signal. A SIGTERM from syncd
+goes to the main thread alone (tgkill), which it wakes; the kernel's death signal
+cannot be aimed, so it is one that cannot be lost (the data is committed durably:
+`--sync-on-commit`; the embedded Redis keeps nothing on disk).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ def _libc_prctl() -> Callable[..., int] | None:
 
 
 def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` making the child get SIGTERM when syncd dies (None where unsupported).
+    """A `preexec_fn` making the child get SIGKILL when syncd dies (None where unsupported).
 
     The kernel ties this to the thread that forks, so it is only offered on the main
     thread (whose end is the process's). Everything is looked up before the fork: the
@@ -46,14 +57,37 @@ def die_with_parent() -> Callable[[], None] | None:
     if prctl is None:
         return None
     parent = os.getpid()
-    term = int(signal.SIGTERM)
+    kill = int(signal.SIGKILL)  # not SIGTERM: see the module docstring
 
     def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, term, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)
 
     return preexec
+
+
+def _libc_tgkill() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).tgkill
+    return None
+
+
+_tgkill = _libc_tgkill()
+
+
+def send_term(pid: int) -> None:
+    """SIGTERM to `pid`'s main thread (whose id is the pid), else to the process.
+
+    Aimed at the main thread, it interrupts the wait there, where Python runs the
+    handler (see the module docstring). Raises ProcessLookupError/PermissionError as
+    os.kill does.
+    """
+    if _tgkill is not None and _tgkill(pid, pid, int(signal.SIGTERM)) == 0:
+        return
+    os.kill(pid, signal.SIGTERM)  # no tgkill, or it failed: the process, as before
 
 
 def cmdline(pid: int) -> list[str] | None:
@@ -96,7 +130,7 @@ def alive(pid: int) -> bool:
 def terminate(pid: int, timeout: float = 20.0) -> bool:
     """SIGTERM, wait up to `timeout`, then SIGKILL; True when the process is gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGTERM)
+        send_term(pid)
         deadline = time.monotonic() + timeout
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)

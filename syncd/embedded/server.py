@@ -14,9 +14,10 @@ syncd/embedded/credentials.py); `server.json` records whether the running server
 does (one an older syncd started does not), and the URL carries it.
 
 No server outlives its syncd: SIGTERM, SIGINT and SIGHUP become exceptions from
-before the spawn until the stop (syncd/interrupts.py), the kernel sends the server
-SIGTERM if syncd is killed outright (syncd/children.py), `server.json` is written the
-moment the server exists, and a server left behind by an older syncd is stopped.
+before the spawn until the stop (syncd/interrupts.py), syncd's own SIGTERM goes to
+the server's main thread and the kernel SIGKILLs the server if syncd is killed
+outright (syncd/children.py says why), `server.json` is written the moment the
+server exists, and a server left behind by an older syncd is stopped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -333,8 +333,9 @@ class EmbeddedServer:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:  # not reaped: the pid is still its
+            with contextlib.suppress(ProcessLookupError):
+                children.send_term(proc.pid)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
