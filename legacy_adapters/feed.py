@@ -57,11 +57,10 @@ class FeedRound:
 @dataclass(frozen=True)
 class Opening:
     """What a feed found when it opened: whether it resumes a saved position (else the
-    target is reconciled before following), and the tables whose changes may have gone
-    unrecorded (each reconciled first)."""
+    target is reconciled before following). Tables whose changes may have gone
+    unrecorded meanwhile the feed marks for a reconcile itself."""
 
     resumes: bool
-    unrecorded: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -79,11 +79,10 @@ class TriggerFeed:
                         "periodic reconcile only: %s", ", ".join(wide))
         saved = CapturePosition.load(self.store)
         known = saved.install_id if saved is not None else None
-        unrecorded: list[str] = []
         if not migrating and known is not None and known == capture.install_id():
             # Changes to these tables before their triggers exist were never logged.
-            unrecorded = [i.name for i in capture.missing(tables) if i.name in pairs]
-            self.resync.add(unrecorded, "capture triggers were missing")
+            self.resync.add([i.name for i in capture.missing(tables) if i.name in pairs],
+                            "capture triggers were missing")
         newly = capture.install(tables)
         if newly:
             log.info("capture triggers installed on %s", ", ".join(newly))
@@ -96,7 +95,7 @@ class TriggerFeed:
         self.consumer = consumer_id(self.store)
         self._start = capture.last_seq()
         self._resume = saved if resumes else None
-        return Opening(resumes, unrecorded)
+        return Opening(resumes)
 
     def settle(self) -> None:
         self.seq = self._resume.seq if self._resume is not None else self._start
