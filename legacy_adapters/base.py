@@ -3,7 +3,8 @@
 One interface, backends beside it (`legacy_adapters/sqlite.py` is the one today):
 `syncd/engine/*` and `syncd/daemon/*` are typed against `Source`, never against a
 concrete class. The change log a source may carry is the `ChangeLog` protocol
-(`legacy_adapters/changelog.py`).
+(`legacy_adapters/changelog.py`); what the daemon follows is a `ChangeFeed`
+(`legacy_adapters/feed.py`).
 
 A **position** names a row's place in its table's key order: the rowid (an int)
 for rowid tables, the primary-key tuple for WITHOUT ROWID tables; `None` means

@@ -20,6 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from legacy_adapters.base import TableInfo
 
+# A consumer refreshes its registry row at least this often while it runs (others
+# count it as running while the row is recent).
+CONSUMER_REFRESH_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class Consumer:
@@ -77,6 +81,10 @@ class ChangeLog(Protocol):
 
     def missing(self, tables: list[TableInfo]) -> list[TableInfo]:
         """Tables whose capture is absent or describes an old key layout."""
+        ...
+
+    def capturable(self, table: TableInfo) -> bool:
+        """Whether the log can capture `table` (others are followed by reconciles only)."""
         ...
 
     # -- reading --------------------------------------------------------------------

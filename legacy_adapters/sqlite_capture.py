@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from legacy_adapters.base import Source, TableInfo
-from legacy_adapters.changelog import Change, Consumer
+from legacy_adapters.changelog import CONSUMER_REFRESH_SECONDS, Change, Consumer
 from legacy_adapters.errors import SourceError, SourceReadOnly
 from legacy_adapters.sqlite_consumers import (
     CONSUMERS_SQL,
@@ -65,6 +65,7 @@ from legacy_adapters.sqlite_triggers import (
 
 __all__ = [
     "CONSUMERS_TABLE",
+    "CONSUMER_REFRESH_SECONDS",
     "LOG_TABLE",
     "TRIGGER_PREFIX",
     "Capture",
@@ -77,7 +78,6 @@ __all__ = [
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
 CONSUMER_LIVE_SECONDS = 90.0
-CONSUMER_REFRESH_SECONDS = 30.0
 
 
 def _read_only(exc: sqlite3.OperationalError) -> bool:
@@ -191,6 +191,11 @@ class Capture:
         have = self.triggers()
         return [t for t in tables if capturable(t) and not complete(t, have, 1)
                 and not complete(t, have)]
+
+    @staticmethod
+    def capturable(table: TableInfo) -> bool:
+        """Whether triggers can log `table` (at most MAX_KEY_COLUMNS key columns)."""
+        return capturable(table)
 
     def _rowid_key(self, table: TableInfo) -> bool:
         """Whether `table`'s primary key is its rowid (an INTEGER PRIMARY KEY column):

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from syncd.api.run import daemon_options
 from syncd.config import OPTIONS_BY_KEY, load_settings, section
-from syncd.daemon.options import daemon_options
 from tests.conftest import ROOT
 
 DOCKER = ROOT / "docker"
@@ -207,7 +207,7 @@ def test_mounted_config_is_valid_and_needs_no_torch(tmp_path):
     from syncd.hdf5.features import FEATURES_DEFAULTS
 
     settings = load_settings({"config": str(DOCKER / "syncd.toml")}, environ={})
-    assert daemon_options(settings)["capture"] == "triggers"
+    assert daemon_options(settings).capture == "triggers"
     assert section(settings, "features", FEATURES_DEFAULTS)["extractors"] == []
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable
 
 from legacy_adapters.sqlite import SQLiteSource
+from syncd.api.run import build_daemon, daemon_options
 from syncd.config import Settings
-from syncd.daemon.options import daemon_options
-from syncd.daemon.runner import Daemon
-from syncd.engine.migration_files import load_migrations
 from syncd.sample import make_eeg2025
 from syncd.sinks.events import EventPublisher
 
@@ -46,11 +45,10 @@ def test_a_busy_table_does_not_starve_the_others(tmp_path, db, mongo_url):
     make_eeg2025(legacy, rows=500)
     settings = Settings(sqlite=legacy, mongo_url=mongo_url, database=db.name,
                         state_dir=tmp_path / "state", source_id="t", timezone="UTC")
-    options = daemon_options(settings, "scan")
-    options["batch"] = 5
+    options = dataclasses.replace(daemon_options(settings, "scan"), batch=5)
     source = SQLiteSource(legacy)
     events = Recording()
-    daemon = Daemon(settings, source, db, load_migrations(), options, events)
+    daemon = build_daemon(settings, options, source, db, events)
     daemon.lease.acquire()
     try:
         daemon.startup.run()

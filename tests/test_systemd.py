@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from syncd.api.run import daemon_options
 from syncd.config import load_settings, section
-from syncd.daemon.options import DEFAULTS, daemon_options
+from syncd.daemon.options import DEFAULTS
 from syncd.sample import make_eeg2025
 from tests.conftest import ROOT, syncd_process
 
@@ -175,7 +176,7 @@ def test_example_config_holds_only_known_keys_and_placeholder_passwords(tmp_path
     path = tmp_path / "syncd.toml"
     path.write_text(uncommented)
     settings = load_settings({"config": str(path)}, environ={})
-    assert daemon_options(settings)["capture"] == "triggers"
+    assert daemon_options(settings).capture == "triggers"
     assert set(settings.extra["daemon"]) == set(DEFAULTS)  # every [daemon] key is shown
     section(settings, "cache", CACHE_DEFAULTS)
     assert section(settings, "features", FEATURES_DEFAULTS)["extractors"] == []

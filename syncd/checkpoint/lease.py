@@ -19,6 +19,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from syncd.cancel import Cancelled, CancelToken
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.errors import MigrationError
 
@@ -70,7 +71,7 @@ class Lease:
     """A time-limited lock document: only one syncd migrates a database at a time."""
 
     def __init__(self, store: StateStore, what: str = "migrate",
-                 seconds: float = LEASE_SECONDS) -> None:
+                 seconds: float = LEASE_SECONDS, stop: CancelToken | None = None) -> None:
         self.collection = store.state
         self.lease_id = store.key(LEASE_ID)
         self.source_id = store.source_id
@@ -79,9 +80,10 @@ class Lease:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._renewed: dt.datetime | None = None
-        # Called at every renew (once per chunk of long work): the daemon uses it to
-        # note that it is alive and to stop long work when asked to.
+        # Called at every renew (once per chunk of long work): the daemon notes there
+        # that it is alive. It only observes: stopping is `stop`, checked by `renew`.
         self.on_renew: Callable[[], None] | None = None
+        self.stop = stop
 
     def _dead_local_holder(self, held: dict[str, Any]) -> bool:
         """The holder ran on this host and its process is gone (killed, crashed).
@@ -124,9 +126,16 @@ class Lease:
         self._renewed = now
 
     def renew(self) -> None:
-        """Extend the lease; cheap to call often (writes at most every few seconds)."""
+        """Extend the lease; cheap to call often (writes at most every few seconds).
+
+        Long work renews at every chunk: there, a requested stop (`stop`) ends it
+        with `Cancelled`, at a chunk boundary where the checkpoint is safe.
+        """
         if self.on_renew is not None:
             self.on_renew()
+        if self.stop is not None and self.stop.is_set():
+            raise Cancelled("stopped during long work; the next start resumes from the "
+                            "checkpoint")
         self.renew_idle()
 
     def renew_idle(self) -> None:

@@ -1,64 +1,30 @@
-"""The change follower: read a round of legacy changes, write it, move the position.
+"""The change follower: read a round from the feed, write it, move the feed on.
 
-- `triggers` mode: the change log (legacy_adapters/sqlite_capture.py) is read in
-  order; each round applies the changed rows' current state and moves the log
-  position, saved in MongoDB (syncd.checkpoint.positions) after the write. Seqs are
-  contiguous: a hole after the position means entries were pruned unseen (a gap),
-  and every table is marked for a reconcile before anything else happens.
-- `scan` mode: one batch of new rows per table past its high-water mark.
-
-A round's reads share one read transaction, and each read is a SHARED lock a
-committing legacy writer may have to wait for: nothing is read that cannot be
-needed.
+What a round holds depends on the feed (legacy_adapters/feed.py; the change log in
+feed_triggers.py, new rows past high-water marks in feed_scan.py); the follower
+only reads it inside one read transaction, writes it through the applier and tells
+the feed it was written. Each read is a SHARED lock a committing legacy writer may
+have to wait for: nothing is read that cannot be needed.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-from legacy_adapters.base import Chunk, Source, TableInfo
-from legacy_adapters.changelog import ChangeLog
-from legacy_adapters.sqlite_capture import CONSUMER_REFRESH_SECONDS
-from syncd.checkpoint.positions import CapturePosition, consumer_id, save_scan_marks
+from legacy_adapters.base import Source, TableInfo
+from legacy_adapters.feed import ChangeFeed, FeedRound, Then
+from syncd.cancel import CancelToken
 from syncd.checkpoint.resync import Resync
 from syncd.checkpoint.store import StateStore
 from syncd.daemon.health import Health
-from syncd.engine.apply import Applier, group_keys
-from syncd.engine.backfill import encode_position
+from syncd.daemon.options import DaemonOptions
+from syncd.engine.apply import Applier
 from syncd.faults import crashpoint
 from syncd.projection.model import Model, TableMap
-
-log = logging.getLogger(__name__)
-
-
-class RoundItem(NamedTuple):
-    """One table's part of a round: its rows, in triggers mode the changed keys, and
-    the keys of rows that are probably new (first logged as an INSERT; in scan mode
-    every row past the high-water mark)."""
-
-    table: str
-    info: TableInfo
-    mapping: TableMap
-    chunk: Chunk
-    keys: set[Any] | None = None
-    inserted: set[Any] | Literal[True] | None = None
-
-
-@dataclass
-class Round:
-    """What one round reads: per table its rows (and the changed keys, triggers mode)
-    and the log position it reaches (None in scan mode)."""
-
-    items: list[RoundItem]
-    seq: int | None
-    full: bool = False  # a whole batch: more may be waiting right now
 
 
 class Synced:
@@ -81,56 +47,58 @@ class Synced:
         self.health.track(pairs)
 
 
-class Follower:
-    """Owns the position (`seq` applied, `saved_seq` saved; `hwm` in scan mode) and the
-    rounds that move it. Only the loop's thread reads, writes and saves."""
+@dataclass(frozen=True)
+class FeedParts:
+    """What a feed is given by the daemon: the source, the target's state store, the
+    pending-reconcile set, what is synced now, and the options."""
 
-    def __init__(self, source: Source, store: StateStore, options: dict[str, Any],
-                 synced: Synced, resync: Resync, health: Health,
-                 stop_event: threading.Event, wake: threading.Event,
-                 capture: ChangeLog | None = None, pruner: ChangeLog | None = None) -> None:
-        self.source, self.store, self.options = source, store, options
-        self.synced, self.resync, self.health = synced, resync, health
-        self.stop_event, self.wake = stop_event, wake
-        # The loop reads the change log on the source's own connection: one read
-        # transaction per round covers the log and the changed rows. The pruner runs
-        # on a scheduler thread with a connection of its own.
-        self.capture, self.pruner = capture, pruner
-        self.seq = 0  # the log position applied
-        self.saved_seq = 0  # ... and saved in MongoDB (pruning never passes it)
-        self._saved_at = 0.0
-        self.install_id: str | None = None
-        self.hwm: dict[str, Any] = {}
+    source: Source
+    store: StateStore
+    resync: Resync
+    synced: Synced
+    options: DaemonOptions
+
+
+class Follower:
+    """Reads rounds from the feed and writes them; owns `data_version`, the source's
+    commit counter when it last read. Only the loop's thread uses it."""
+
+    def __init__(self, feed: ChangeFeed, parts: FeedParts, health: Health,
+                 stop: CancelToken, wake: threading.Event) -> None:
+        self.feed, self.source, self.synced = feed, parts.source, parts.synced
+        self.resync, self.health, self.batch = parts.resync, health, parts.options.batch
+        self.stop, self.wake = stop, wake
         self.data_version: int | None = None
-        self.consumer: str | None = None  # this target's name in the change log's registry
-        self._recorded: tuple[int, float] = (-1, 0.0)  # consumer position last recorded
         self.live = False  # long work may interleave follow steps (after start-up)
         self._between_at = 0.0
 
+    def committed(self, version: int) -> bool:
+        """Note the source's commit counter; whether it moved since the last note."""
+        moved = version != self.data_version
+        self.data_version = version
+        return moved
+
     # -- rounds --------------------------------------------------------------------------
 
-    def follow(self, first: Round | None = None) -> None:
+    def follow(self, first: FeedRound | None = None) -> None:
         """Read a round (in one read transaction), write it, until nothing is left.
 
-        Triggers mode drains the log: it reads again only after a full batch. A
-        shorter round read everything committed before it, and whatever commits
-        later wakes the loop (or changes `data_version`), so an extra read that would
-        find nothing is skipped: each read is a SHARED lock a committing legacy
-        writer may have to wait for. Scan mode does one round and, if it found rows,
-        wakes the loop for another, so schema checks and stops come in between.
+        The feed says what comes next (`Then`): a change log is drained while rounds
+        are whole batches (a shorter one read everything committed before it, and a
+        later commit wakes the loop); a scan does one round and asks for the next
+        step, so schema checks and stops come in between.
         """
         round_ = first
-        while not self.stop_event.is_set():
+        while not self.stop.is_set():
             if round_ is None:
-                with self.source.read_transaction():
-                    round_ = self.read_round()
+                round_ = self.read_round()
             if round_ is None:
                 return
             self.write_round(round_)
-            if self.capture is None:
-                self.wake.set()  # rows came: there may be more (a full batch)
+            if round_.then is Then.NEXT_STEP:
+                self.wake.set()
                 return
-            if not round_.full:
+            if round_.then is Then.DONE:
                 return
             round_ = None
 
@@ -142,56 +110,22 @@ class Follower:
         self._between_at = now
         self.follow()
 
-    def read_round(self) -> Round | None:
-        """What one round applies: logged changes with their rows' current state, or
-        (scan mode) one batch of new rows per table, round robin, so that a table
-        written faster than a batch is applied (epoch_history while a run trains) does
-        not hold back the tables after it."""
+    def read_round(self) -> FeedRound | None:
+        """What the feed has since its position, read in one read transaction."""
+        with self.source.read_transaction():
+            return self.feed.read(self.batch)
+
+    def write_round(self, round_: FeedRound) -> None:
+        """Apply a round to MongoDB, then move the feed past it."""
         applier, pairs = self.synced.applier, self.synced.pairs
         assert applier is not None
-        batch = self.options["batch"]
-        items: list[RoundItem] = []
-        if self.capture is not None:
-            changes = self.capture.read(self.seq, batch)
-            if not changes:
-                return None
-            if changes[0].seq != self.seq + 1:
-                # Seqs are contiguous: entries after the checkpoint were pruned by
-                # another consumer (or while this one was away past the retention).
-                self.resync.add(list(pairs), f"the change log has a gap after entry "
-                                f"{self.seq} (the next kept is {changes[0].seq})")
-            tables = {name: info for name, (info, _) in pairs.items()}
-            grouped = group_keys(((c.table, c.op, c.rowid, c.key) for c in changes), tables)
-            for table, ops in grouped.items():
-                info, mapping = pairs[table]
-                keys = set(ops)
-                inserted = {k for k, op in ops.items() if op == "i"}
-                items.append(RoundItem(table, info, mapping, applier.fetch(info, keys),
-                                       keys, inserted))
-            return Round(items, changes[-1].seq, full=len(changes) >= batch)
-        for table, (info, mapping) in pairs.items():
-            chunk = self.source.scan(info, self.hwm.get(table), batch)
-            if chunk.rows:
-                # Rows past the high-water mark are new (the sink still replaces any
-                # whose document exists: a crash re-apply, a reused rowid).
-                items.append(RoundItem(table, info, mapping, chunk, inserted=True))
-        return Round(items, None) if items else None
-
-    def write_round(self, round_: Round) -> None:
-        """Apply a round to MongoDB, then move (and lazily save) the position."""
-        applier = self.synced.applier
-        assert applier is not None
         for item in round_.items:
-            self.apply(item.table, lambda item=item: applier.write(
-                item.info, item.mapping, item.chunk, item.keys, item.inserted))
-            if item.keys is None:
-                self.hwm[item.table] = item.chunk.last
+            info = item.table
+            mapping = pairs[info.name][1]
+            self.apply(info.name, lambda item=item, mapping=mapping: applier.write(
+                item.table, mapping, item.chunk, item.keys, item.inserted))
         crashpoint("daemon.after_apply")
-        if round_.seq is not None:
-            self.seq = round_.seq
-            self.save_position(force=False)
-        else:
-            self.save_marks()
+        self.feed.advance(round_)
 
     def apply(self, table: str, action: Callable[[], Any]) -> None:
         """Run one table's write, counting what it did (or its error) for the status."""
@@ -203,68 +137,3 @@ class Follower:
         self.health.applied(table, result)
         if result.upserted or result.deleted:
             self.resync.touched.add(table)
-
-    # -- positions -------------------------------------------------------------------------
-
-    def save_position(self, force: bool = True) -> None:
-        """Save the applied log position (at most every `checkpoint_seconds` unless forced).
-
-        Only the loop's thread saves, so `saved_seq` is exactly what MongoDB holds.
-        """
-        if self.seq == self.saved_seq and not force:
-            return
-        now = time.monotonic()
-        if not force and now - self._saved_at < self.options["checkpoint_seconds"]:
-            return
-        seq = self.seq
-        CapturePosition(self.install_id, seq).save(self.store)
-        self.saved_seq, self._saved_at = seq, now
-
-    def marks(self) -> dict[str, Any]:
-        """The high-water marks, BSON-encoded (scan mode)."""
-        return {table: encode_position(mark) for table, mark in self.hwm.items()}
-
-    def save_marks(self) -> None:
-        save_scan_marks(self.store, self.marks())
-
-    # -- the change log's consumer registry ----------------------------------------------------
-
-    def register(self) -> None:
-        """Learn this target's stable name in the change log's consumer registry."""
-        self.consumer = consumer_id(self.store)
-
-    def _label(self) -> str:
-        return f"{socket.gethostname()} pid {os.getpid()} -> database {self.store.db.name}"
-
-    def record_consumer(self, force: bool = False) -> None:
-        """Tell other consumers of the log how far this one has saved (they never prune
-        past it); at most every CONSUMER_REFRESH_SECONDS when nothing moved."""
-        capture = self.capture if force else self.pruner  # the caller's thread's connection
-        if capture is None or self.consumer is None:
-            return
-        now = time.monotonic()
-        seq = self.saved_seq
-        if not force and seq == self._recorded[0] and \
-                now - self._recorded[1] < CONSUMER_REFRESH_SECONDS:
-            return
-        if capture.record_consumer(self.consumer, self._label(), seq):
-            self._recorded = (seq, now)
-
-    def record_stopped(self) -> None:
-        """At exit: this consumer is stopped (others keep its entries for a while)."""
-        if self.pruner is not None and self.consumer is not None:
-            self.pruner.record_consumer(self.consumer, self._label(), self.saved_seq,
-                                        running=False)
-
-    def prune(self) -> None:
-        """Remove applied entries no consumer still needs (a scheduler thread)."""
-        assert self.pruner is not None
-        try:
-            self.record_consumer()
-            bound = self.pruner.prune_bound(self.saved_seq,
-                                            self.options["log_retention_seconds"])
-            removed = self.pruner.prune(bound)
-            if removed:
-                log.debug("pruned %d applied changes from the log", removed)
-        except Exception as exc:  # pruning is housekeeping: never fatal
-            log.warning("could not prune the change log: %s", exc)

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from legacy_adapters.changelog import ChangeLog
+from legacy_adapters.feed import FeedStatus
 from syncd.checkpoint.daemon_doc import save_daemon_doc
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
-from syncd.config import Settings
+from syncd.daemon.options import DaemonOptions
 from syncd.daemon.sdnotify import notify, watchdog_seconds
 from syncd.errors import MigrationError
 from syncd.projection.model import TableMap
@@ -78,8 +78,7 @@ class DaemonState:
 class Snapshot:
     """What the rest of the daemon contributes to a status document."""
 
-    seq: int | None  # the applied log position (None in scan mode)
-    hwm: dict[str, Any]  # scan mode: each table's high-water mark, BSON-encoded
+    feed: FeedStatus  # where the feed stands (a log seq or marks) and its lag
     reconcile_pending: list[str]
     events: dict[str, Any]
     hdf5_dirs: list[str]
@@ -94,21 +93,15 @@ def first_line(exc: BaseException) -> str:
 class Health:
     """The shared state, and the heartbeat that publishes it (any thread)."""
 
-    def __init__(self, settings: Settings, store: StateStore, lease: Lease,
-                 options: dict[str, Any], snapshot: Callable[[], Snapshot],
-                 on_fatal: Callable[[BaseException], None],
-                 pending: ChangeLog | None = None) -> None:
-        self.settings, self.store, self.lease, self.options = settings, store, lease, options
-        self.mode: str = options["capture"]
+    def __init__(self, options: DaemonOptions, store: StateStore, lease: Lease,
+                 snapshot: Callable[[], Snapshot],
+                 on_fatal: Callable[[BaseException], None]) -> None:
+        self.store, self.lease, self.options = store, lease, options
+        self.mode: str = options.capture
         self.snapshot, self.on_fatal = snapshot, on_fatal
-        # Its own connection to the change log (for the lag): heartbeats run on
-        # scheduler threads, and sqlite3 connections are not for concurrent use.
-        self.pending = pending
-        # The HTTP server builds status documents too (at scrape time), on its own thread.
-        self._pending_lock = threading.Lock()
         self.http_url: str | None = None  # where the HTTP server listens, once it does
         self.state = DaemonState()
-        self.status_file = Path(settings.state_dir) / "daemon.json"
+        self.status_file = Path(options.state_dir) / "daemon.json"
         # Why daemon.json (the status beside the state) could not be written, if it could not.
         self.local_status_error: str | None = None
 
@@ -177,7 +170,7 @@ class Health:
             if outage is None or outage.what != what:
                 self.state.outage = Outage(what, utcnow(), message)
                 log.warning("%s unavailable (%s); retrying with backoff", what, message,
-                            extra={"source": self.settings.source_id, "outage": what})
+                            extra={"source": self.options.source_id, "outage": what})
             else:
                 outage.retries += 1
                 outage.error = message
@@ -196,10 +189,7 @@ class Health:
     # -- the status document ---------------------------------------------------------------
 
     def _table_status(self, snap: Snapshot) -> list[dict[str, Any]]:
-        pending: dict[str, tuple[int, float | None]] = {}
-        if self.pending is not None and snap.seq is not None:
-            with self._pending_lock, contextlib.suppress(Exception):
-                pending = self.pending.pending(snap.seq)
+        pending = snap.feed.lag
         now_julian = time.time() / 86400 + JULIAN_UNIX_EPOCH
         rows = []
         with self.state.lock:
@@ -209,8 +199,7 @@ class Health:
             count, oldest = pending.get(table, (0, None))
             entry.update({
                 "mode": self.mode,
-                "checkpoint": ({"seq": snap.seq} if snap.seq is not None
-                               else {"hwm": snap.hwm.get(table)}),
+                "checkpoint": snap.feed.checkpoint(table),
                 "lag_rows": count,
                 "lag_seconds": round(max(0.0, (now_julian - oldest) * 86400), 3)
                 if oldest else 0.0,
@@ -232,11 +221,11 @@ class Health:
         now = utcnow()
         return {
             "pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
-            "sqlite": str(self.settings.sqlite), "database": self.store.db.name,
+            "sqlite": str(self.options.sqlite), "database": self.store.db.name,
             "started_at": started, "uptime_seconds": round((now - started).total_seconds()),
-            "heartbeat_at": now, "heartbeat_seconds": self.options["heartbeat_seconds"],
+            "heartbeat_at": now, "heartbeat_seconds": self.options.heartbeat_seconds,
             "running": not final, "ready": ready, "outage": outage,
-            "seq": snap.seq, "reconcile_pending": snap.reconcile_pending,
+            "seq": snap.feed.seq, "reconcile_pending": snap.reconcile_pending,
             "tables": self._table_status(snap), "events": snap.events,
             "not_mirrored": list(self.state.not_mirrored),
             "hdf5_dirs": snap.hdf5_dirs, "hdf5": snap.hdf5,
@@ -275,7 +264,7 @@ class Health:
             # A long first backfill: keep systemd's start timeout from running out while
             # the work moves (each chunk marks the loop alive).
             if quiet < 60:
-                extend = int(4 * self.options["heartbeat_seconds"] * 1_000_000)
+                extend = int(4 * self.options.heartbeat_seconds * 1_000_000)
                 notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: bringing MongoDB "
                        "up to date")
             return

@@ -1,13 +1,18 @@
-"""The `[daemon]` settings of `syncd run`: defaults, checks, and the OS priority."""
+"""The `[daemon]` settings of `syncd run`: defaults, the typed options, the OS priority.
+
+`syncd.api.run.daemon_options` reads and checks them once (with the few shared
+settings the daemon needs) into a frozen `DaemonOptions`; nothing below `api/`
+reads the settings file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from syncd.config import Settings, section
-from syncd.errors import ConfigError
 from syncd.sinks.events import MAXLEN as EVENTS_MAXLEN
 
 DEFAULTS: dict[str, Any] = {
@@ -39,6 +44,31 @@ DEFAULTS: dict[str, Any] = {
 MODES = ("triggers", "scan")
 
 
+@dataclass(frozen=True)
+class DaemonOptions:
+    """The resolved `[daemon]` settings, and the shared settings the daemon reads."""
+
+    sqlite: Path  # the legacy database followed
+    source_id: str
+    state_dir: Path  # where daemon.json (the local status) is written
+    chunk_size: int  # rows per read and bulk write of a reconcile
+    capture: str = DEFAULTS["capture"]
+    poll_seconds: float = DEFAULTS["poll_seconds"]
+    busy_commits_per_second: float = DEFAULTS["busy_commits_per_second"]
+    min_step_seconds: float = DEFAULTS["min_step_seconds"]
+    checkpoint_seconds: float = DEFAULTS["checkpoint_seconds"]
+    batch: int = DEFAULTS["batch"]
+    reconcile_seconds: float = 3600.0  # resolved: never 0
+    prune_seconds: float = DEFAULTS["prune_seconds"]
+    heartbeat_seconds: float = DEFAULTS["heartbeat_seconds"]
+    backoff_max_seconds: float = DEFAULTS["backoff_max_seconds"]
+    events_maxlen: int = DEFAULTS["events_maxlen"]
+    watch: bool = DEFAULTS["watch"]
+    hdf5_rescan_seconds: float = DEFAULTS["hdf5_rescan_seconds"]
+    log_retention_seconds: float = DEFAULTS["log_retention_seconds"]
+    nice: int = DEFAULTS["nice"]
+
+
 def lower_priority(nice: int) -> None:
     """Yield the CPU and the disk to the legacy writers (children inherit both)."""
     if nice <= 0:
@@ -49,27 +79,3 @@ def lower_priority(nice: int) -> None:
         import psutil
 
         psutil.Process().ionice(psutil.IOPRIO_CLASS_BE, value=7)
-
-
-def daemon_options(settings: Settings, capture: str | None = None) -> dict[str, Any]:
-    """The `[daemon]` settings, checked; `capture` (the --capture flag) wins."""
-    options = section(settings, "daemon", DEFAULTS)
-    if capture:
-        options["capture"] = capture
-    if options["capture"] not in MODES:
-        raise ConfigError(f"[daemon] capture = {options['capture']!r}: use one of "
-                          f"{', '.join(MODES)}")
-    for key in ("poll_seconds", "prune_seconds", "heartbeat_seconds", "backoff_max_seconds",
-                "hdf5_rescan_seconds", "log_retention_seconds"):
-        if options[key] <= 0:
-            raise ConfigError(f"[daemon] {key} = {options[key]}: must be positive")
-    for key in ("min_step_seconds", "checkpoint_seconds", "busy_commits_per_second"):
-        if options[key] < 0:
-            raise ConfigError(f"[daemon] {key} = {options[key]}: must not be negative")
-    if not 0 <= options["nice"] <= 19:
-        raise ConfigError(f"[daemon] nice = {options['nice']}: use 0 (as started) to 19")
-    if options["batch"] <= 0:
-        raise ConfigError(f"[daemon] batch = {options['batch']}: must be positive")
-    if not options["reconcile_seconds"]:
-        options["reconcile_seconds"] = 300.0 if options["capture"] == "scan" else 3600.0
-    return options

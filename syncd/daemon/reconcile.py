@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from pymongo.database import Database
-
-from legacy_adapters.base import Source
 from syncd.checkpoint.lease import Lease
-from syncd.checkpoint.resync import Resync
-from syncd.checkpoint.store import StateStore
-from syncd.daemon.follow import Follower, Synced
+from syncd.daemon.follow import FeedParts, Follower
 from syncd.daemon.health import Health
 from syncd.engine.backfill import Engine
 from syncd.progress import Progress
@@ -27,15 +23,28 @@ from syncd.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Writing:
+    """What long work (a migration, a reconcile) writes through and is held by: the
+    sink, the lease (renewed at every chunk; it ends the work when a stop is asked),
+    and the progress display."""
+
+    sink: Sink
+    lease: Lease
+    progress: Progress
+
+
 class Reconciler:
     """Runs reconciles for the loop's thread; others only ask (`request`)."""
 
-    def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
-                 lease: Lease, synced: Synced, follower: Follower, resync: Resync,
-                 health: Health, chunk_size: int, every: float, progress: Progress) -> None:
-        self.source, self.db, self.sink, self.store, self.lease = source, db, sink, store, lease
-        self.synced, self.follower, self.resync, self.health = synced, follower, resync, health
-        self.chunk_size, self.every, self.progress = chunk_size, every, progress
+    def __init__(self, parts: FeedParts, writing: Writing, follower: Follower,
+                 health: Health) -> None:
+        self.source, self.store, self.resync = parts.source, parts.store, parts.resync
+        self.synced, self.db = parts.synced, parts.store.db
+        self.sink, self.lease, self.progress = writing.sink, writing.lease, writing.progress
+        self.follower, self.health = follower, health
+        self.chunk_size = parts.options.chunk_size
+        self.every = parts.options.reconcile_seconds
         self.last = time.monotonic()  # when every table was last reconciled
         self.requested = False  # SIGUSR1 or the periodic job: every table, at the next step
         self._open_request: dict[str, Any] | None = None

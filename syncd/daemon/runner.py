@@ -1,27 +1,29 @@
 """`syncd run`: keep MongoDB in sync with metadata.db while the legacy scripts write it.
 
 Start-up brings the target to the latest migration (a backfill, a resumed one, or
-a reconcile), then the loop follows every committed change:
+a reconcile), then the loop follows every committed change through one
+`ChangeFeed` (legacy_adapters/feed.py), chosen once by syncd/api/feeds.py:
 
-- `triggers` mode (default): triggers log each changed row's key inside the
-  writer's transaction (legacy_adapters/sqlite_capture.py); the loop reads the log
-  in order, applies the rows' current state, checkpoints the log position in
-  MongoDB after the write, and prunes applied entries in the background.
-- `scan` mode (writes nothing to metadata.db): new rows by a per-table high-water
-  mark; updates and deletes by a periodic chunked reconcile.
+- `TriggerFeed` (feed_triggers.py, `triggers` mode, the default): triggers log each
+  changed row's key inside the writer's transaction; the feed reads the log in
+  order, checkpoints its position in MongoDB after the write, and prunes applied
+  entries in the background.
+- `ScanFeed` (feed_scan.py, `scan` mode, writes nothing to metadata.db): new rows by
+  a per-table high-water mark; updates and deletes by a periodic chunked reconcile.
 
-The loop wakes on file events (watchdog) or every `poll_seconds`. Schema drift is
-handled on the fly: new tables start syncing, changed tables are reconciled,
-dropped tables are reported. Periodic work (heartbeat, pruning, reconcile) runs on
-APScheduler. Failures of MongoDB or SQLite are retried with capped, jittered
-backoff; nothing is checkpointed past what was written. SIGTERM/SIGINT finish the
-current batch and exit 0; SIGKILL at any moment loses and doubles nothing.
+Each step of the loop is explicit: schema drift (schema.py), then the feed's new
+changes applied (follow.py), then the reconciles that are due (reconcile.py). The
+loop wakes on file events (watchdog) or every `poll_seconds`. Periodic work
+(heartbeat, pruning, reconcile requests) runs on APScheduler. Failures of MongoDB
+or SQLite are retried with capped, jittered backoff; nothing is checkpointed past
+what was written. SIGTERM/SIGINT set the stop token (syncd/cancel.py): the loop
+checks it between steps, long work at each chunk; the process exits 0. SIGKILL at
+any moment loses and doubles nothing.
 
-The parts, one module each: options.py (the `[daemon]` settings), startup.py (the
-start-up sync), follow.py (the change follower and its position), schema.py (drift),
-reconcile.py (reconciles), health.py (status, heartbeat, watchdog); this module
-wires them and owns the lifecycle: the loop, signals, the scheduler, outages and
-backoff, and the HDF5 thread.
+The parts, one module each: options.py (`DaemonOptions`), startup.py (the start-up
+sync), follow.py (rounds), the feeds, schema.py (drift), reconcile.py (reconciles),
+health.py (status, heartbeat, watchdog); this module wires them and owns the
+lifecycle: the loop, signals, the scheduler, outages and backoff, the HDF5 thread.
 """
 
 from __future__ import annotations
@@ -32,28 +34,30 @@ import signal
 import sqlite3
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
 
 from legacy_adapters.base import Source
-from legacy_adapters.sqlite_capture import Capture
+from legacy_adapters.feed import ChangeFeed
+from syncd.cancel import Cancelled, CancelToken
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import Resync
 from syncd.checkpoint.store import StateStore
-from syncd.config import Settings
-from syncd.daemon.follow import Follower, Synced
+from syncd.daemon.follow import FeedParts, Follower, Synced
 from syncd.daemon.health import Health, Snapshot
+from syncd.daemon.options import DaemonOptions
 from syncd.daemon.pace import Pacer
-from syncd.daemon.reconcile import Reconciler
+from syncd.daemon.reconcile import Reconciler, Writing
 from syncd.daemon.schema import SchemaWatch
 from syncd.daemon.sdnotify import notify
-from syncd.daemon.startup import StartUp
+from syncd.daemon.startup import Migrating, StartUp
 from syncd.daemon.wake import Waker
-from syncd.engine.migration_files import Migration
-from syncd.errors import FAILURES, MigrationError, SyncdError
+from syncd.engine.migrator import Migrator
+from syncd.errors import FAILURES, MigrationError
 from syncd.progress import Progress
 from syncd.retry import Backoff, mongo_unavailable
 from syncd.sinks.eventing import EventingSink
@@ -68,62 +72,59 @@ log = logging.getLogger(__name__)
 # next slow rescan: the cache is warm again shortly after the outage ends.
 OUTAGE_RETRY_SECONDS = 5.0
 
+# Makes the feed the daemon follows, from the parts every feed is given (syncd.api
+# picks the kind once: syncd/api/feeds.py).
+FeedFactory = Callable[[FeedParts], ChangeFeed]
 
-class Stopping(SyncdError):
-    """Raised inside long work when a stop was requested (the checkpoint is safe)."""
 
-    exit_code = 0
+@dataclass(frozen=True)
+class Stores:
+    """Where the daemon reads and writes: the legacy source, the target database, the
+    migrations' planner over both (built by syncd.api), and the progress display."""
+
+    source: Source
+    db: Database
+    migrator: Migrator
+    progress: Progress
 
 
 class Daemon:
     """One `syncd run`: the start-up sync, then the follow loop until stopped.
 
-    Its parts are public: `startup`, `follower`, `reconciler`, `schema`, `health`,
-    `synced` (what is synced now); tests may drive them one by one.
+    Its parts are public: `feed`, `startup`, `follower`, `reconciler`, `schema`,
+    `health`, `synced` (what is synced now); tests may drive them one by one.
     """
 
-    def __init__(self, settings: Settings, source: Source, db: Database,
-                 migrations: list[Migration], options: dict[str, Any],
-                 publisher: EventPublisher, follower: Hdf5Follower | None = None,
-                 progress: Progress | None = None) -> None:
-        self.settings, self.source, self.db = settings, source, db
+    def __init__(self, options: DaemonOptions, stores: Stores, publisher: EventPublisher,
+                 make_feed: FeedFactory, hdf5: Hdf5Follower | None = None) -> None:
         self.options, self.publisher = options, publisher
-        self.mode: str = options["capture"]
-        progress = progress or Progress(enabled=True)
-        self.store = StateStore(db, settings.source_id)
+        self.source, self.db = stores.source, stores.db
+        self.store = StateStore(stores.db, options.source_id)
         self.resync = Resync(self.store)
-        self.stop_event = threading.Event()
+        self.stop = CancelToken()
         self.wake = threading.Event()
-        self.pacer = Pacer(options["min_step_seconds"], options["busy_commits_per_second"])
+        self.pacer = Pacer(options.min_step_seconds, options.busy_commits_per_second)
         self.fatal: BaseException | None = None
-        self.lease = Lease(self.store, "run")
-        self.lease.on_renew = self._on_renew
-        triggers = self.mode == "triggers"
-        # Scheduler threads get connections of their own (sqlite3 connections are not
-        # for concurrent use): one to prune the log, one for the status's lag.
-        self._captures = [Capture(settings.sqlite, source=source), Capture(settings.sqlite),
-                          Capture(settings.sqlite)] if triggers else [None, None, None]
-        capture, pruner, lag = self._captures
-        self.health = Health(settings, self.store, self.lease, options, self._snapshot,
-                             self._on_fatal, pending=lag)
+        # Long work renews the lease at every chunk: it notes the daemon alive there,
+        # and the lease ends the work when the stop token is set.
+        self.lease = Lease(self.store, "run", stop=self.stop)
+        self.health = Health(options, self.store, self.lease, self._snapshot, self._on_fatal)
+        self.lease.on_renew = self.health.alive
         by_collection: dict[str, str] = {}
-        self.sink = EventingSink(MongoSink(db), publisher, by_collection)
+        self.sink = EventingSink(MongoSink(stores.db), publisher, by_collection)
         self.synced = Synced(self.health, by_collection)
-        self.follower = Follower(source, self.store, options, self.synced, self.resync,
-                                 self.health, self.stop_event, self.wake, capture, pruner)
-        self.reconciler = Reconciler(source, db, self.sink, self.store, self.lease,
-                                     self.synced, self.follower, self.resync, self.health,
-                                     settings.chunk_size, options["reconcile_seconds"],
-                                     progress)
-        self.schema = SchemaWatch(source, self.synced, self.follower, self.resync,
-                                  self.health, self.reconciler)
-        self.startup = StartUp(settings, source, self.store, migrations, self.sink, publisher,
-                               self.lease, self.synced, self.follower, self.resync,
-                               self.reconciler, self.schema, progress)
+        parts = FeedParts(self.source, self.store, self.resync, self.synced, options)
+        self.feed = make_feed(parts)
+        self.follower = Follower(self.feed, parts, self.health, self.stop, self.wake)
+        writing = Writing(self.sink, self.lease, stores.progress)
+        self.reconciler = Reconciler(parts, writing, self.follower, self.health)
+        self.schema = SchemaWatch(parts, self.feed, self.health, self.reconciler)
+        self.startup = StartUp(parts, self.feed, self.follower, self.reconciler, self.schema,
+                               Migrating(stores.migrator, publisher, writing))
         self.scheduler: BackgroundScheduler | None = None
         # The HDF5 caches are followed on a thread of their own: warming a large file
         # must not hold up the metadata.db changes.
-        self.hdf5 = follower
+        self.hdf5 = hdf5
         self.hdf5_wake = threading.Event()
         self.hdf5_report: dict[str, Any] | None = None
         self._hdf5_thread: threading.Thread | None = None
@@ -131,7 +132,7 @@ class Daemon:
     # -- control ---------------------------------------------------------------------------
 
     def request_stop(self, *_: Any) -> None:
-        self.stop_event.set()
+        self.stop.set()
         self.wake.set()
 
     def request_reconcile(self) -> None:
@@ -143,12 +144,6 @@ class Daemon:
         self.fatal = exc
         self.request_stop()
 
-    def _on_renew(self) -> None:
-        self.health.alive()
-        if self.stop_event.is_set():
-            raise Stopping("stopped during long work; the next start resumes from the "
-                           "checkpoint")
-
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
@@ -156,11 +151,9 @@ class Daemon:
             signal.signal(signal.SIGUSR1, lambda *_: self.request_reconcile())
 
     def _snapshot(self) -> Snapshot:
-        triggers = self.follower.capture is not None
         return Snapshot(
-            seq=self.follower.seq if triggers else None,
-            hwm={} if triggers else self.follower.marks(),
-            reconcile_pending=sorted(self.resync.pending), events=self.publisher.status(),
+            feed=self.feed.status(), reconcile_pending=sorted(self.resync.pending),
+            events=self.publisher.status(),
             hdf5_dirs=[str(d) for d in self.hdf5.watch_paths()] if self.hdf5 else [],
             hdf5=self.hdf5_report)
 
@@ -176,8 +169,8 @@ class Daemon:
             notify("STATUS=starting: bringing MongoDB up to date")
             self._start_scheduler()  # heartbeats (and systemd start-timeout extensions) now
             self.startup.run()
-            if self.options["watch"]:
-                files = [Path(self.settings.sqlite)]
+            if self.options.watch:
+                files = [self.options.sqlite]
                 dirs = self.hdf5.watch_paths() if self.hdf5 else []
                 waker = Waker(files, self.wake, dirs, self.hdf5_wake,
                               self.hdf5.wants if self.hdf5 else None, self.pacer.note)
@@ -188,13 +181,13 @@ class Daemon:
                                                      daemon=True)
                 self._hdf5_thread.start()
             self.health.ready()
-            notify("READY=1\nSTATUS=following " + str(self.settings.sqlite))
+            notify("READY=1\nSTATUS=following " + str(self.options.sqlite))
             self.health.heartbeat()
             log.info("following %s in %s mode (Ctrl-C or SIGTERM to stop)",
-                     self.settings.sqlite, self.mode,
-                     extra={"source": self.settings.source_id, "mode": self.mode})
+                     self.options.sqlite, self.feed.mode,
+                     extra={"source": self.options.source_id, "mode": self.feed.mode})
             self._loop()
-        except Stopping as exc:
+        except Cancelled as exc:
             log.info("%s", exc)
         finally:
             self._shut_down(waker)
@@ -205,9 +198,8 @@ class Daemon:
 
     def _shut_down(self, waker: Waker | None) -> None:
         notify("STOPPING=1")
-        if self.follower.capture is not None and self.follower.seq != self.follower.saved_seq:
-            with contextlib.suppress(Exception):
-                self.follower.save_position()
+        with contextlib.suppress(Exception):
+            self.feed.save(force=True)
         self.hdf5_wake.set()
         if waker is not None:
             waker.stop()
@@ -220,32 +212,27 @@ class Daemon:
             self.health.heartbeat(final=True)
         with contextlib.suppress(Exception):
             self.lease.release()
-        with contextlib.suppress(Exception):
-            self.follower.record_stopped()
-        for closable in self._captures:
-            if closable is not None:
-                closable.close()
+        self.feed.close()
 
     def _loop(self) -> None:
-        backoff = Backoff(cap=self.options["backoff_max_seconds"])
+        backoff = Backoff(cap=self.options.backoff_max_seconds)
         self.follower.live = True
-        while not self.stop_event.is_set():
-            woke = self.wake.wait(self.options["poll_seconds"])
+        while not self.stop.is_set():
+            woke = self.wake.wait(self.options.poll_seconds)
             # A commit is applied at once; under load (writers committing faster than
             # busy_commits_per_second) steps start min_step_seconds apart and one step
             # applies a burst together (fewer reads of metadata.db, fewer MongoDB commits).
             rest = self.pacer.delay()
             if woke and rest > 0:
-                self.stop_event.wait(rest)
+                self.stop.wait(rest)
             self.wake.clear()
-            if self.stop_event.is_set():
+            if self.stop.is_set():
                 break
             self.pacer.stepped(self.health.alive())
             try:
                 self.step(woke)
-                if self.follower.capture is not None:
-                    self.follower.save_position(force=False)
-            except Stopping:
+                self.feed.save()  # a position held back by checkpoint_seconds
+            except Cancelled:
                 raise
             except MigrationError as exc:  # e.g. the lease was lost: never write twice
                 self.fatal = exc
@@ -265,11 +252,11 @@ class Daemon:
     def _wait_alive(self, seconds: float) -> None:
         """Wait out a backoff delay; waiting on purpose is healthy (systemd watchdog)."""
         deadline = time.monotonic() + seconds
-        while not self.stop_event.is_set():
+        while not self.stop.is_set():
             left = deadline - self.health.alive()
             if left <= 0:
                 return
-            self.stop_event.wait(min(1.0, left))
+            self.stop.wait(min(1.0, left))
 
     def _transient(self, exc: BaseException) -> str | None:
         """Which store a retryable failure came from, or None if it is not retryable."""
@@ -293,17 +280,14 @@ class Daemon:
         follower = self.follower
         self.resync.check_resets()  # a restarted target may have lost what it acknowledged
         with self.source.read_transaction():
-            schema = self.source.schema_version()
-            data = self.source.data_version()
-            read = schema == self.schema.version and (woke or data != follower.data_version)
+            drift = self.source.schema_version() != self.schema.version
+            moved = follower.committed(self.source.data_version())
+            read = not drift and (woke or moved)
             first = follower.read_round() if read else None
-        if schema != self.schema.version:
+        if drift:
             self.schema.check()
-            read, woke = False, True
-        if read or woke or data != follower.data_version:
-            follower.data_version = data
-            if first is not None or not read:  # a round that found nothing is not re-read
-                follower.follow(first)
+        if drift or (read and first is not None):  # a round that found nothing is not re-read
+            follower.follow(first)
         self.reconciler.when_due()
         self.reconciler.pending()
         self.reconciler.serve_request()
@@ -314,14 +298,13 @@ class Daemon:
         scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
         opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
         scheduler.add_job(self.health.heartbeat, "interval",
-                          seconds=self.options["heartbeat_seconds"], id="heartbeat", **opts)
-        if self.follower.pruner is not None:
-            scheduler.add_job(self.follower.prune, "interval",
-                              seconds=self.options["prune_seconds"], id="prune", **opts)
+                          seconds=self.options.heartbeat_seconds, id="heartbeat", **opts)
+        scheduler.add_job(self.feed.prune, "interval",
+                          seconds=self.options.prune_seconds, id="prune", **opts)
         scheduler.add_job(self.request_reconcile, "interval",
-                          seconds=self.options["reconcile_seconds"], id="reconcile", **opts)
+                          seconds=self.options.reconcile_seconds, id="reconcile", **opts)
         scheduler.add_job(self._poll_requests, "interval",
-                          seconds=self.options["heartbeat_seconds"], id="requests", **opts)
+                          seconds=self.options.heartbeat_seconds, id="requests", **opts)
         scheduler.start()
         self.scheduler = scheduler
 
@@ -338,7 +321,7 @@ class Daemon:
     def _hdf5_loop(self) -> None:
         """Index and warm the HDF5 caches on file events, debounce timers and a slow tick."""
         assert self.hdf5 is not None
-        while not self.stop_event.is_set():
+        while not self.stop.is_set():
             try:
                 report = self.hdf5.scan_once()
                 summary = report.to_dict()
@@ -350,7 +333,7 @@ class Daemon:
             if self.hdf5_report and (self.hdf5_report.get("redis_error")
                                      or self.hdf5_report.get("mongo_error")):
                 due = OUTAGE_RETRY_SECONDS if due is None else min(due, OUTAGE_RETRY_SECONDS)
-            timeout = self.options["hdf5_rescan_seconds"] if due is None else \
-                min(max(due, 0.05), self.options["hdf5_rescan_seconds"])
+            rescan = self.options.hdf5_rescan_seconds
+            timeout = rescan if due is None else min(max(due, 0.05), rescan)
             self.hdf5_wake.wait(timeout)
             self.hdf5_wake.clear()
