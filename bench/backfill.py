@@ -45,10 +45,11 @@ from legacy_adapters.sqlite import SQLiteSource  # noqa: E402
 from legacy_adapters.sqlite_sql import quote_ident  # noqa: E402
 from syncd.connect.mongo import connect  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.engine.backfill import read_projected, source_index  # noqa: E402
+from syncd.engine.backfill import read_projected  # noqa: E402
 from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
 from syncd.projection.project import Params, Projector, gc_paused  # noqa: E402
 from syncd.sample import make_eeg2025  # noqa: E402
+from syncd.sinks.collections import source_index  # noqa: E402
 from syncd.sinks.null import NullSink  # noqa: E402
 
 Seconds = tuple[float, float]  # wall clock, this thread's CPU time

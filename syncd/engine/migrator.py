@@ -18,7 +18,7 @@ from syncd.checkpoint import sources
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
-from syncd.engine.backfill import Engine, create_collection
+from syncd.engine.backfill import Engine
 from syncd.engine.migration_files import Migration, build_model
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -28,6 +28,7 @@ from syncd.projection.model import Model, TableMap
 from syncd.projection.project import Params, host_timezone
 from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.base import Sink
+from syncd.sinks.collections import MongoCollections
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,12 @@ class Migrator:
 
     def _ensure_declared(self, model: Model) -> None:
         """Create the collections other sources fill (and their indexes) if missing."""
-        existing = set(self.db.list_collection_names())
+        target = MongoCollections(self.db, self.settings.source_id)
+        existing = target.names()
         for name in sorted(model.declared):
             if name not in existing:
-                create_collection(self.db, name)
-            for spec in model.index_specs(name):
-                self.db[name].create_index(list(spec.keys), name=spec.name)
+                target.create(name)
+            target.ensure_indexes(name, model.index_specs(name), by_source=False)
 
     def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
         """Apply `plan` under the migration lease (or under `lease`, already held)."""
@@ -200,7 +201,7 @@ class Migrator:
             report = engine.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
             # A job saved by an earlier syncd may hold a table syncd cannot mirror (a
             # name MongoDB cannot hold): its collection is not managed.
-            existing = set(self.db.list_collection_names())
+            existing = engine.target.names()
             skipped = {n.table for n in plan.not_mirrored}
             wanted = {e["collection"] for e in job["tables"] if e["collection"] in
                       plan.collections or (e["collection"] in existing
