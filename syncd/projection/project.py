@@ -27,6 +27,7 @@ from legacy_adapters.base import TableInfo
 from legacy_adapters.values import RawText
 from syncd.projection.compiled import doc_maker, row_dict_maker
 from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext
+from syncd.projection.envelope import ROWID, envelope
 from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
 from syncd.projection.template import compile_builder
@@ -217,23 +218,12 @@ class Projector:
         for row, oid in zip(rows, ids):
             ctx.flags = None
             try:
-                built = build(row_dict(row), ctx)
-                if built.__class__ is not dict or ctx.flags:
-                    doc = {"_id": oid}
-                    doc.update(built)  # what raises for a builder's odd return value
-                else:  # the common case: one dict display, the same keys in the same order
-                    append({"_id": oid, **built, "_source": source, "_v": version})
-                    continue
+                append(envelope(oid, build(row_dict(row), ctx), source, version, ctx.flags))
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, row[off:], oid, exc))
                 continue
-            flags = ctx.flags
-            if flags:
-                doc["_flags"] = flags
-                out.flags.update(f"{name}.{f}" for f in flags)
-            doc["_source"] = source
-            doc["_v"] = version
-            append(doc)
+            if ctx.flags:
+                out.flags.update(f"{name}.{f}" for f in ctx.flags)
         return out
 
     def _chunk_at_once(self, rows: Sequence[Sequence[Any]], ids: list[ObjectId],
@@ -277,16 +267,14 @@ class Projector:
             with_rowid = self.with_rowid_field
             for row in rows:
                 k = key(row)
-                doc = {"_id": make_id(k)}
-                doc.update(zip(fields, row[off:]))
+                body = dict(zip(fields, row[off:]))
                 if with_rowid:
-                    doc["_rowid"] = row[0]
+                    body[ROWID] = row[0]
+                flags = None
                 if k[0] is NULL_KEY_MARK:
-                    doc["_flags"] = [NULL_KEY_FLAG]
+                    flags = [NULL_KEY_FLAG]
                     out.flags[f"{self.table.name}.{NULL_KEY_FLAG}"] += 1
-                doc["_source"] = source
-                doc["_v"] = version
-                docs.append(doc)
+                docs.append(envelope(make_id(k), body, source, version, flags))
             return out
         ctx, names = self.ctx, self.names
         for row in rows:
@@ -302,20 +290,16 @@ class Projector:
                 ctx.flags = [NULL_KEY_FLAG]
             try:
                 if build is None:
-                    doc = {"_id": make_id(k)}
-                    doc.update(zip(self.fields, values))
+                    body = dict(zip(self.fields, values))
                     if self.with_rowid_field:
-                        doc["_rowid"] = row[0]
+                        body[ROWID] = row[0]
                 else:
-                    doc = {"_id": make_id(k)}
-                    doc.update(build(dict(zip(names, values)), ctx))
+                    body = build(dict(zip(names, values)), ctx)
+                doc = envelope(make_id(k), body, source, version, ctx.flags)
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, values, make_id(k), exc))
                 continue
             if ctx.flags:
-                doc["_flags"] = ctx.flags
                 out.flags.update(f"{self.table.name}.{f}" for f in ctx.flags)
-            doc["_source"] = source
-            doc["_v"] = version
             docs.append(doc)
         return out
