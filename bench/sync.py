@@ -43,7 +43,7 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       row is UPDATEd (legacy pattern) --big-updates times and timed until its
       document shows the new value (median and max; goal < 1 s in `triggers`
       mode). Then, with the daemon stopped and one more row changed, one full
-      `scan`-mode reconcile of the table (`Engine.reconcile_table`, what `scan`
+      `scan`-mode reconcile of the table (`Backfill.reconcile_table`, what `scan`
       mode runs every reconcile_seconds) is timed in this process.
 
 The load average is printed before and after each part: other work on the same
@@ -91,7 +91,7 @@ from syncd.checkpoint.store import StateStore  # noqa: E402
 from syncd.connect.mongo import connect  # noqa: E402
 from syncd.daemon.options import DEFAULTS as DAEMON_DEFAULTS  # noqa: E402
 from syncd.embedded import EmbeddedMongo  # noqa: E402
-from syncd.engine.backfill import Engine, encode_position  # noqa: E402
+from syncd.engine.backfill import Backfill, encode_position  # noqa: E402
 from syncd.engine.compare import target_digests  # noqa: E402
 from syncd.engine.migration_files import build_model, load_migrations  # noqa: E402
 from syncd.progress import Progress  # noqa: E402
@@ -841,7 +841,7 @@ def big_table(args: argparse.Namespace, work: Path, target: Target) -> dict[str,
     model = build_model(migrations, len(migrations))
     pairs = {info.name: (info, mapping) for info, mapping in model.resolve(source.schema())}
     info, mapping = pairs["big"]
-    engine = Engine(source, db, MongoSink(db), StateStore(db), Params(SOURCE_ID, TIMEZONE),
+    engine = Backfill(source, db, MongoSink(db), StateStore(db), Params(SOURCE_ID, TIMEZONE),
                     5000, Progress(enabled=False))
     before = load()
     rss = rss_mib()

@@ -30,9 +30,9 @@ REQUEST_ID = "reconcile_request"
 DONE_ID = "reconcile_done"
 
 
-class Resync:
-    """The pending set (saved), the tables written since their last reconcile (in
-    memory), and the target's connection resets seen so far."""
+class PendingReconciles:
+    """The tables waiting for a reconcile: the pending set (saved), the tables written
+    since their last reconcile (in memory), and the target's connection resets seen."""
 
     def __init__(self, store: StateStore, resets: PoolResets = RESETS) -> None:
         self.state = durable(store.state)
@@ -132,3 +132,7 @@ def reconcile_result(store: StateStore, request: str) -> dict[str, Any] | None:
     """The daemon's per-table report of `request`, once it is done."""
     doc = store.state.find_one({"_id": store.key(DONE_ID)})
     return doc.get("tables") if doc and doc.get("request") == request else None
+
+
+# The name syncd/daemon/ still imports; goes once the daemon's half of issue 22 is merged.
+Resync = PendingReconciles

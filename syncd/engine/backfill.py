@@ -77,8 +77,9 @@ def read_projected(source: Source, table: TableInfo, projector: Projector, start
         position = chunk.last
 
 
-class Engine:
-    """Runs a rebuild or a reconcile of the mapped tables into the target database."""
+class Backfill:
+    """A rebuild or a reconcile of whole mapped tables into the target database (what
+    `syncd migrate` runs, and the daemon's reconciles)."""
 
     def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  params: Params, chunk_size: int, progress: Progress,
@@ -346,3 +347,7 @@ class Engine:
         task.finish()
         report.seconds = time.monotonic() - began
         return report
+
+
+# The name syncd/daemon/ still imports; goes once the daemon's half of issue 22 is merged.
+Engine = Backfill
