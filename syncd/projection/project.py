@@ -30,7 +30,6 @@ from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext
 from syncd.projection.envelope import ROWID, envelope
 from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
-from syncd.projection.template import compile_builder
 from syncd.projection.values import escape_field, to_bson
 
 NULL_KEY_MARK = "\x00rowid"
@@ -141,12 +140,6 @@ class Projector:
         self._int_ids = int_ids_maker(params.source_id, table.name)
         self._row_dict = row_dict_maker(names, self.offset)
         self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
-        self._chunk_build = (compile_builder(mapping.build, names, self.offset, self.ctx)
-                             if mapping.build is not None else None)
-        # After a chunk the compiled builder gave back (a flagged or raising row), the
-        # next 1, 2, 4 ... 64 chunks go row by row: a table whose every chunk has such
-        # a row (times in another format, say) does not pay for both paths each time.
-        self._misses = self._skip = 0
 
     def key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The identity of a row: its primary key, else its rowid."""
@@ -211,8 +204,6 @@ class Projector:
             make = self._doc
             docs.extend([make(oid, row, source, version) for row, oid in zip(rows, ids)])
             return out
-        if self._chunk_build is not None and self._chunk_at_once(rows, ids, out):
-            return out
         ctx, row_dict, name, off = self.ctx, self._row_dict, self.table.name, self.offset
         append = docs.append
         for row, oid in zip(rows, ids):
@@ -225,29 +216,6 @@ class Projector:
             if ctx.flags:
                 out.flags.update(f"{name}.{f}" for f in ctx.flags)
         return out
-
-    def _chunk_at_once(self, rows: Sequence[Sequence[Any]], ids: list[ObjectId],
-                       out: Projected) -> bool:
-        """The compiled builder over the whole chunk (`template.py`); False, with nothing
-        kept, if a row raised or was flagged: the caller then goes row by row, which
-        quarantines and flags exactly as always."""
-        if self._skip:
-            self._skip -= 1
-            return False
-        ctx = self.ctx
-        ctx.flags = None
-        try:
-            docs = self._chunk_build(rows, ids, self.params.source_id,  # type: ignore[misc]
-                                     self.params.version)
-        except Exception:  # the row-by-row path names and quarantines it
-            docs = None
-        if docs is None or ctx.flags is not None:
-            self._skip = min(2 ** self._misses, 64)
-            self._misses += 1
-            return False
-        self._misses = 0
-        out.docs.extend(docs)
-        return True
 
     def _quarantined(self, row: Sequence[Any], values: Sequence[Any], oid: ObjectId,
                      exc: Exception) -> dict[str, Any]:
