@@ -39,10 +39,11 @@ from bench.harness import Timer, describe, mongo_server, result, syncd_cli
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_sql import quote_ident
 from syncd.connect.mongo import connect
-from syncd.engine.backfill import read_projected, source_index
+from syncd.engine.backfill import read_projected
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.projection.project import Params, Projector, gc_paused
 from syncd.sample import make_eeg2025
+from syncd.sinks.collections import source_index
 from syncd.sinks.null import NullSink
 
 Seconds = tuple[float, float]  # wall clock, this thread's CPU time

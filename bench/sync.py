@@ -43,7 +43,7 @@ INSERT or UPDATE, commit, close. Measured, in one run:
       row is UPDATEd (legacy pattern) --big-updates times and timed until its
       document shows the new value (median and max; goal < 1 s in `triggers`
       mode). Then, with the daemon stopped and one more row changed, one full
-      `scan`-mode reconcile of the table (`Engine.reconcile_table`, what `scan`
+      `scan`-mode reconcile of the table (`Backfill.reconcile_table`, what `scan`
       mode runs every reconcile_seconds) is timed in this process.
 
 The load average is printed before and after each part: other work on the same

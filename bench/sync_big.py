@@ -1,7 +1,7 @@
 """Part (3) of bench/sync.py: one changed row in a big table. After `syncd run`'s
 initial backfill of a plain `big` table, one row is UPDATEd the legacy way and timed
 until its document shows the new value (triggers mode); then one full scan-mode
-reconcile of the table (`Engine.reconcile_table`) is timed in this process."""
+reconcile of the table (`Backfill.reconcile_table`) is timed in this process."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from bench.legacy_writer import legacy_write
 from bench.syncd_run import SOURCE_ID, TIMEZONE, SyncdRun, Target, start_watcher
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.checkpoint.store import StateStore
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Backfill
 from syncd.engine.compare import target_digests
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
@@ -90,7 +90,7 @@ def big_table(args: argparse.Namespace, work: Path, target: Target) -> dict[str,
     model = build_model(migrations, len(migrations))
     pairs = {info.name: (info, mapping) for info, mapping in model.resolve(source.schema())}
     info, mapping = pairs["big"]
-    engine = Engine(source, db, MongoSink(db), StateStore(db), Params(SOURCE_ID, TIMEZONE),
+    engine = Backfill(source, db, MongoSink(db), StateStore(db), Params(SOURCE_ID, TIMEZONE),
                     5000, Progress(enabled=False))
     before = load()
     rss = rss_mib()

@@ -16,7 +16,7 @@ import pytest
 from legacy_adapters.errors import SourceError
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.checkpoint.store import StateStore
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Backfill
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
 from syncd.projection.project import Params
@@ -211,7 +211,7 @@ def test_the_daemons_reconcile_never_deletes_on_a_corrupt_read(tmp_path, db, tar
     model = build_model(migrations, migrations[-1].version)
     pairs = {i.name: (i, m) for i, m in model.resolve(source.schema())}
     info, mapping = pairs["epoch_history"]
-    engine = Engine(source, db, MongoSink(db), StateStore(db), Params("testhost", "UTC"),
+    engine = Backfill(source, db, MongoSink(db), StateStore(db), Params("testhost", "UTC"),
                     1000, Progress(enabled=False))
     with pytest.raises(SourceError, match="epoch_history"):
         engine.reconcile_table(info, mapping, model)  # as `syncd run` calls it

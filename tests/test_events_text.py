@@ -11,7 +11,7 @@ import sqlite3
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.checkpoint.store import StateStore
 from syncd.engine.apply import Applier
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Backfill
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
 from syncd.projection.project import Params, Projector
@@ -38,7 +38,7 @@ def test_events_name_rows_by_their_legacy_key(tmp_path, db, own_redis):  # noqa:
     params = Params("testhost", "UTC", 2)
     # The reconcile of the daemon (and migrate) writes what is missing: one event per
     # chunk, its documents named by run_id.
-    Engine(source, db, sink, StateStore(db, "testhost"), params, 100,
+    Backfill(source, db, sink, StateStore(db, "testhost"), params, 100,
            Progress(enabled=False)).reconcile_table(*tables["training_runs"], model)
     # The daemon's apply of changed rows: an update, and a deleted checkpoint.
     legacy_write(path, "UPDATE training_runs SET status = 'failed' WHERE run_id = 2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from legacy_adapters.sqlite import SQLiteSource
 from syncd.checkpoint.store import StateStore
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Backfill
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.progress import Progress
 from syncd.projection.project import Params
@@ -30,7 +30,7 @@ def test_reconcile_calls_back_between_chunks_and_sees_what_happened_meanwhile(tm
             legacy_write(path, "UPDATE epoch_history SET val_loss = 9.5 WHERE id = 1")
             legacy_write(path, "DELETE FROM epoch_history WHERE id = 2")
 
-    engine = Engine(source, db, sink, StateStore(db), Params("h", "UTC"), 20,
+    engine = Backfill(source, db, sink, StateStore(db), Params("h", "UTC"), 20,
                     Progress(enabled=False), between=between)
     rows = source.count(info)
     report = engine.reconcile_table(info, mapping, model)

@@ -150,7 +150,7 @@ def test_a_migration_left_unfinished_on_such_a_table_resumes_without_it(tmp_path
                                                                        target_args, db):
     from legacy_adapters.sqlite import SQLiteSource
     from syncd.checkpoint.store import StateStore
-    from syncd.engine.backfill import Engine
+    from syncd.engine.backfill import Backfill
     from syncd.engine.migration_files import build_model, load_migrations
     from syncd.progress import Progress
     from syncd.projection.model import TableMap
@@ -167,7 +167,7 @@ def test_a_migration_left_unfinished_on_such_a_table_resumes_without_it(tmp_path
     pairs = [(i, m) for i, m in model.resolve(source.schema()) if i.name != LONG]
     pairs.append((tables[LONG], TableMap(LONG, LONG)))
     store = StateStore(db, "testhost")
-    engine = Engine(source, db, MongoSink(db), store, Params("testhost", "UTC"), 1000,
+    engine = Backfill(source, db, MongoSink(db), store, Params("testhost", "UTC"), 1000,
                     Progress(enabled=False))
     engine.new_job(pairs, len(migrations), 0, [
         {"_id": m.version, "file": m.file, "description": m.description,

@@ -23,7 +23,7 @@ log = logging.getLogger("syncd")
 
 
 @dataclass
-class Migration:
+class MigrateResult:
     """What `migrate` did (`report`) or, on a dry run, would do (`plan` only), and where."""
 
     plan: Any
@@ -33,7 +33,7 @@ class Migration:
 
 
 def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
-            adopt_file: bool = False, progress: Progress | None = None) -> Migration:
+            adopt_file: bool = False, progress: Progress | None = None) -> MigrateResult:
     """Bring the target to migration version `to` (default: the latest), resumably."""
     from syncd.checkpoint import sources
     from syncd.engine.migrator import Migrator
@@ -50,13 +50,13 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
         for skipped in plan.not_mirrored:
             log.warning("%s", skipped.line)
         if dry_run:
-            return Migration(plan, None, shown, target.embedded)
+            return MigrateResult(plan, None, shown, target.embedded)
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite, shown,
                  plan.current, plan.target, plan.kind)
         sources.check(migrator.store, settings, record_it=True, adopt=adopt_file)
         with progress:
             report = migrator.run(plan, MongoSink(target.db))
-        return Migration(plan, report, shown, target.embedded)
+        return MigrateResult(plan, report, shown, target.embedded)
 
 
 def verify(settings: Settings, progress: Progress | None = None) -> Any:

@@ -30,9 +30,9 @@ REQUEST_ID = "reconcile_request"
 DONE_ID = "reconcile_done"
 
 
-class Resync:
-    """The pending set (saved), the tables written since their last reconcile (in
-    memory), and the target's connection resets seen so far."""
+class PendingReconciles:
+    """The tables waiting for a reconcile: the pending set (saved), the tables written
+    since their last reconcile (in memory), and the target's connection resets seen."""
 
     def __init__(self, store: StateStore, resets: PoolResets = RESETS) -> None:
         self.state = durable(store.state)

@@ -13,6 +13,10 @@
 - `_syncd_quarantine`: rows that could not be projected or written, with the error
   and the `source_id`.
 
+This module is the only one that reads or writes `_syncd_changelog`, `_syncd_runs`
+and `_syncd_quarantine` (besides `upgrade.py`'s one-time conversion), and nothing
+outside `syncd/checkpoint/` touches `_syncd_state`: tests/test_owners.py checks it.
+
 Keeping it in the same database means a checkpoint can never describe data that
 was not written: it is saved after the write it describes succeeds.
 """
@@ -93,6 +97,13 @@ class StateStore:
         """Every source recorded in this database (for the fleet view)."""
         return list(self.state.find({"kind": "source"}).sort("source_id", 1))
 
+    def other_sources(self) -> set[str]:
+        """The other sources registered in this database (any may write its collections
+        at any moment)."""
+        return {doc["source_id"] for doc in self.state.find(
+            {"kind": {"$in": ["source", "meta"]}, "source_id": {"$ne": self.source_id}},
+            {"source_id": 1})}
+
     # -- changelog ---------------------------------------------------------------
 
     def applied(self) -> list[dict[str, Any]]:
@@ -156,6 +167,28 @@ class StateStore:
                 batch = ids[start:start + 100]
                 self.quarantine.delete_many({"source_id": self.source_id, "table": table,
                                              "_id": {"$in": batch}})
+
+    def clear_quarantine(self, tables: list[str]) -> None:
+        """A rebuild of `tables` starts over: their rows in quarantine are tried again."""
+        self.quarantine.delete_many({"source_id": self.source_id, "table": {"$in": tables}})
+
+    def quarantined_ids(self, table: str) -> set[Any]:
+        """The `_id`s of `table`'s rows in quarantine."""
+        return {q["_id"] for q in self.quarantine.find(
+            {"source_id": self.source_id, "table": table}, {"_id": 1})}
+
+    def quarantined_tables(self) -> dict[str, int]:
+        """Each table with rows in quarantine -> how many."""
+        return {str(group["_id"]): int(group["n"]) for group in self.quarantine.aggregate(
+            [{"$match": {"source_id": self.source_id}},
+             {"$group": {"_id": "$table", "n": {"$sum": 1}}}])}
+
+    def quarantine_samples(self, limit: int = 5) -> list[dict[str, Any]]:
+        """The latest rows put in quarantine (table, key, error, at)."""
+        return [{"table": q.get("table"), "key": q.get("key"), "error": q.get("error"),
+                 "at": q.get("at")}
+                for q in self.quarantine.find({"source_id": self.source_id})
+                .sort("at", -1).limit(limit)]
 
     def quarantine_count(self) -> int:
         return self.quarantine.count_documents({"source_id": self.source_id})

@@ -18,7 +18,7 @@ from typing import Any
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.feed import ChangeFeed, FeedRound, Then
 from syncd.cancel import CancelToken
-from syncd.checkpoint.resync import Resync
+from syncd.checkpoint.resync import PendingReconciles
 from syncd.checkpoint.store import StateStore
 from syncd.daemon.health import Health
 from syncd.daemon.options import DaemonOptions
@@ -54,7 +54,7 @@ class FeedParts:
 
     source: Source
     store: StateStore
-    resync: Resync
+    resync: PendingReconciles
     synced: Synced
     options: DaemonOptions
 

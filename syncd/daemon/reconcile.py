@@ -1,9 +1,9 @@
-"""The daemon's reconciles: periodic, on request, and whatever Resync holds.
+"""The daemon's reconciles: periodic, on request, and whatever PendingReconciles holds.
 
 A reconcile compares a table with its documents chunk by chunk and fixes every
 difference; it catches what the change log cannot replay. New changes are still
 applied in between (Follower.follow_between), so a long reconcile does not hold
-up the sync. A table leaves Resync's pending set only once its reconcile is done.
+up the sync. A table leaves PendingReconciles's pending set only once its reconcile is done.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from syncd.checkpoint.lease import Lease
 from syncd.daemon.follow import FeedParts, Follower
 from syncd.daemon.health import Health
-from syncd.engine.backfill import Engine
+from syncd.engine.backfill import Backfill
 from syncd.progress import Progress
 from syncd.sinks.base import Sink
 
@@ -54,11 +54,11 @@ class Reconciler:
         self.requested = True
 
     def reconcile(self, tables: list[str]) -> dict[str, dict[str, int]]:
-        """Reconcile `tables` one by one; each leaves Resync's pending set when done."""
+        """Reconcile `tables` one by one; each leaves PendingReconciles's pending set when done."""
         pairs, applier = self.synced.pairs, self.synced.applier
         assert self.synced.model is not None and applier is not None
         reports: dict[str, dict[str, int]] = {}
-        engine = Engine(self.source, self.db, self.sink, self.store, applier.params,
+        engine = Backfill(self.source, self.db, self.sink, self.store, applier.params,
                         self.chunk_size, self.progress, self.lease,
                         between=self.follower.follow_between)
         for table in tables:
@@ -87,7 +87,7 @@ class Reconciler:
             self.reconcile(list(self.synced.pairs))
 
     def pending(self) -> None:
-        """Reconcile what Resync holds (left by a failure, a gap, a reset, a restart)."""
+        """Reconcile what PendingReconciles holds (left by a failure, a gap, a reset, a restart)."""
         self.resync.forget([t for t in self.resync.pending if t not in self.synced.pairs])
         if self.resync.pending:
             self.reconcile(sorted(self.resync.pending))

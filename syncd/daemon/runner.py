@@ -45,7 +45,7 @@ from legacy_adapters.base import Source
 from legacy_adapters.feed import ChangeFeed
 from syncd.cancel import Cancelled, CancelToken
 from syncd.checkpoint.lease import Lease
-from syncd.checkpoint.resync import Resync
+from syncd.checkpoint.resync import PendingReconciles
 from syncd.checkpoint.store import StateStore
 from syncd.daemon.follow import FeedParts, Follower, Synced
 from syncd.daemon.health import Health, Snapshot
@@ -100,7 +100,7 @@ class Daemon:
         self.options, self.publisher = options, publisher
         self.source, self.db = stores.source, stores.db
         self.store = StateStore(stores.db, options.source_id)
-        self.resync = Resync(self.store)
+        self.resync = PendingReconciles(self.store)
         self.stop = CancelToken()
         self.wake = threading.Event()
         self.pacer = Pacer(options.min_step_seconds, options.busy_commits_per_second)

@@ -35,7 +35,7 @@ class SchemaWatch:
         """Follow a schema change: new tables sync, changed or re-created ones reconcile.
 
         The version is read first and recorded only once the tables to reconcile are
-        saved (Resync): a change committed while this runs is seen by the next step,
+        saved (PendingReconciles): a change committed while this runs is seen by the next step,
         and a reconcile that fails is retried, also after a restart.
         """
         version = self.source.schema_version()

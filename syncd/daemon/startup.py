@@ -5,7 +5,7 @@ stands noted). A fresh or outdated target is then migrated (a rebuild, or a resu
 one); a feed that cannot resume from its saved position has every table reconciled;
 then the feed settles on its position and the follower applies what came meanwhile.
 Tables whose changes may have gone unrecorded are marked for a reconcile first
-(Resync).
+(PendingReconciles).
 """
 
 from __future__ import annotations

@@ -42,8 +42,7 @@ class Applier:
         self.source, self.sink, self.store, self.params = source, sink, store, params
         self._projectors: dict[str, Projector] = {}
         # Tables with rows in quarantine: only their applies look for rows to release.
-        self.quarantined_tables: set[str] = set(store.quarantine.distinct(
-            "table", {"source_id": store.source_id}))
+        self.quarantined_tables: set[str] = set(store.quarantined_tables())
 
     def projector(self, info: TableInfo, mapping: TableMap) -> Projector:
         """A projector for the table as it is now (rebuilt when its columns change)."""

@@ -21,7 +21,6 @@ Two ways to bring a collection to the projection of the legacy rows:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -29,9 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from bson.binary import Binary
-from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid, OperationFailure
 
 from legacy_adapters.base import Chunk, Schema, Source, TableInfo
 from legacy_adapters.values import RawText
@@ -48,10 +45,9 @@ from syncd.projection.project import Params, Projected, Projector, gc_paused
 from syncd.projection.unmirrored import shown
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
 from syncd.sinks.base import Sink
+from syncd.sinks.collections import MongoCollections, own, stage_name
 
 log = logging.getLogger(__name__)
-
-ID_BATCH = 100  # keep `$in` lists short: some servers cost per element
 
 
 def encode_position(position: Any) -> Any:
@@ -81,48 +77,16 @@ def read_projected(source: Source, table: TableInfo, projector: Projector, start
         position = chunk.last
 
 
-def own(source_id: str) -> dict[str, Any]:
-    """The filter for one source's documents."""
-    return {"_source": source_id}
-
-
-def create_collection(db: Database, name: str) -> None:
-    """Create `name` unless it exists (another source may create it at the same moment)."""
-    try:
-        db.create_collection(name)
-    except CollectionInvalid:
-        pass
-    except OperationFailure as exc:
-        if exc.code != 48:  # NamespaceExists: created between the check and the create
-            raise
-
-
-def source_index(collection: Collection) -> None:
-    """`{_source: 1, _id: 1}`: one source's documents found without a scan (reconcile,
-    verify, deletes), and the shard key docs/fleet.md proposes."""
-    collection.create_index([("_source", 1), ("_id", 1)], name="_source_1__id_1")
-
-
-def delete_ids(db: Database, collection: str, ids: Sequence[Any]) -> None:
-    for start in range(0, len(ids), ID_BATCH):
-        db[collection].delete_many({"_id": {"$in": list(ids[start:start + ID_BATCH])}})
-
-
-def stage_name(collection: str, source_id: str) -> str:
-    """The staging collection of one source's rebuild of `collection`: named for the
-    source too, so that a source starting a rebuild never drops another's staging."""
-    tag = hashlib.blake2b(source_id.encode(), digest_size=4).hexdigest()
-    return f"{STAGE_PREFIX}{collection}.{tag}"
-
-
-class Engine:
-    """Runs a rebuild or a reconcile of the mapped tables into the target database."""
+class Backfill:
+    """A rebuild or a reconcile of whole mapped tables into the target database (what
+    `syncd migrate` runs, and the daemon's reconciles)."""
 
     def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  params: Params, chunk_size: int, progress: Progress,
                  lease: Lease | None = None,
                  between: Callable[[], None] | None = None) -> None:
         self.source, self.db, self.sink, self.store = source, db, sink, store
+        self.target = MongoCollections(db, params.source_id)
         self.params, self.chunk_size, self.progress, self.lease = (
             params, chunk_size, progress, lease)
         # Called between chunks of long work: the daemon keeps following changes
@@ -139,29 +103,21 @@ class Engine:
 
     def drop_staging(self, names: Iterable[str]) -> None:
         """Remove the staging collections `names` an abandoned migration left behind."""
-        existing = set(self.db.list_collection_names())
-        for name in names:
-            if name.startswith(STAGE_PREFIX) and name in existing:
-                self.db.drop_collection(name)
+        self.target.drop_staging(names)
 
     def others(self) -> set[str]:
         """The other sources registered in this database (any may write here any moment)."""
-        return {doc["source_id"] for doc in self.store.state.find(
-            {"kind": {"$in": ["source", "meta"]}, "source_id": {"$ne": self.params.source_id}},
-            {"source_id": 1})}
+        return StateStore(self.db, self.params.source_id).other_sources()
 
     def shared(self, collection: str) -> bool:
         """Whether `collection` holds, or may get at any moment, another source's documents:
         it has some, or another source is registered in the database. A rename replaces
         the whole collection, so it is only safe while this source is alone."""
-        return bool(self.others()) or self.db[collection].find_one(
-            {"_source": {"$ne": self.params.source_id}}, {"_id": 1}) is not None
+        return bool(self.others()) or self.target.holds_others(collection)
 
     def drop_own(self, collection: str) -> None:
         """Remove this source's documents of `collection`; the collection too once empty."""
-        self.db[collection].delete_many(own(self.params.source_id))
-        if self.db[collection].find_one({}, {"_id": 1}) is None:
-            self.db.drop_collection(collection)
+        self.target.drop_own(collection)
 
     def new_job(self, pairs: list[tuple[TableInfo, TableMap]], version: int,
                 from_version: int, checksums: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,11 +133,11 @@ class Engine:
         if not self.others():  # the unsuffixed names of versions before sources had tags
             mine += [STAGE_PREFIX + m.collection for _, m in pairs]
         self.drop_staging(mine)
-        existing = set(self.db.list_collection_names())
+        existing = self.target.names()
         tables = []
         for info, mapping in pairs:
             coll = mapping.collection
-            direct = coll not in existing or self.db[coll].find_one({}, {"_id": 1}) is None
+            direct = coll not in existing or self.target.is_empty(coll)
             inplace = not direct and self.shared(coll)
             tables.append({"table": info.name, "collection": coll, "inplace": inplace,
                            "staging": coll if direct or inplace
@@ -193,8 +149,7 @@ class Engine:
                "from_version": from_version, "params": self.params.document(),
                "checksums": checksums, "phase": "copy", "tables": tables,
                "pending": None, "started_at": utcnow()}
-        self.store.quarantine.delete_many({"source_id": self.store.source_id,
-                                           "table": {"$in": [t["table"] for t in tables]}})
+        self.store.clear_quarantine([t["table"] for t in tables])
         self.store.save_job(job)
         return job
 
@@ -206,15 +161,13 @@ class Engine:
         A table no longer `mirrored` (dropped, renamed, or one an earlier syncd could not
         write) gets no target: its collection name may be one MongoDB refuses.
         """
-        existing = set(self.db.list_collection_names())
+        existing = self.target.names()
         for entry in job["tables"]:
             if entry["done"] or entry["table"] not in mirrored:
                 continue
             if entry["staging"] not in existing:
-                create_collection(self.db, entry["staging"])
-            source_index(self.db[entry["staging"]])
-            for spec in model.index_specs(entry["collection"]):
-                self.db[entry["staging"]].create_index(list(spec.keys), name=spec.name)
+                self.target.create(entry["staging"])
+            self.target.ensure_indexes(entry["staging"], model.index_specs(entry["collection"]))
 
     def rebuild(self, job: dict[str, Any], model: Model, schema: Schema,
                 resumed: bool) -> Report:
@@ -230,7 +183,7 @@ class Engine:
             job["phase"] = "swap"
         else:
             report.tables = [self._entry_report(e) for e in job["tables"]]
-        existing = set(self.db.list_collection_names())
+        existing = self.target.names()
         for entry in job["tables"]:
             self._renew()
             if entry["staging"] != entry["collection"] and entry["staging"] in existing:
@@ -239,10 +192,10 @@ class Engine:
                     # Another source wrote here since the copy began: a rename would
                     # replace its documents, so this source's are reconciled in place.
                     self.reconcile_table(info, mapping, model)
-                    self.db.drop_collection(entry["staging"])
+                    self.target.drop_staging([entry["staging"]])
                     continue
                 crashpoint("swap.before_rename")
-                self.db[entry["staging"]].rename(entry["collection"], dropTarget=True)
+                self.target.swap_in(entry["staging"], entry["collection"])
                 crashpoint("swap.after_rename")
                 self._after_rename(entry["collection"])
         report.seconds = time.monotonic() - started
@@ -278,7 +231,7 @@ class Engine:
         pending = job.get("pending")
         if pending and pending["index"] == i:
             # A crash came between announcing this chunk and checkpointing it.
-            delete_ids(self.db, entry["staging"], pending["ids"])
+            self.target.delete_ids(entry["staging"], pending["ids"])
             self.store.update_job({}, unset=("pending",))
         if info is None or mapping is None:
             log.warning("table %s disappeared from the legacy database during the migration "
@@ -338,9 +291,8 @@ class Engine:
         for info, mapping in pairs:
             report.tables.append(self.reconcile_table(info, mapping, model, check=True))
         for name in orphans:
-            count = self.db[name].count_documents(own(self.params.source_id))
+            count = self.target.delete_own(name)
             if count:
-                self.db[name].delete_many(own(self.params.source_id))
                 report.notes.append(f"collection {name}: its legacy table is gone; "
                                     f"removed its {count} documents")
         report.seconds = time.monotonic() - started
@@ -358,13 +310,10 @@ class Engine:
         if check:
             self.source.check_intact(info)
         began = time.monotonic()
-        coll = self.db[mapping.collection]
-        source_index(coll)
-        for spec in model.index_specs(mapping.collection):
-            coll.create_index(list(spec.keys), name=spec.name)
-        digests = target_digests(coll, self._renew, own(self.params.source_id))
-        held = {q["_id"] for q in self.store.quarantine.find(
-            {"source_id": self.store.source_id, "table": info.name}, {"_id": 1})}
+        self.target.ensure_indexes(mapping.collection, model.index_specs(mapping.collection))
+        digests = target_digests(self.db[mapping.collection], self._renew,
+                                 own(self.params.source_id))
+        held = self.store.quarantined_ids(info.name)
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
         upto = self.source.high_water(info)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from syncd.checkpoint.daemon_doc import describe
+from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.store import StateStore
 
 
@@ -14,14 +14,14 @@ def list_sources(db: Database) -> list[dict[str, Any]]:
     """One row per source: host, file, version, last heartbeat, lag, errors, stale.
 
     A source is stale when the daemon that followed it stopped or its heartbeat is old
-    (`describe` marks a daemon that stopped without a goodbye as not running); one that
+    (`daemon_status` marks a daemon that stopped without a goodbye as not running); one that
     no daemon ever followed (migrated only) is "no daemon", not stale.
     """
     rows = []
     for doc in StateStore(db).sources():
         store = StateStore(db, doc["source_id"])
         meta = store.meta() or {}
-        daemon = describe(store.state.find_one({"_id": store.key("daemon")}))
+        daemon = daemon_status(store)
         tables = (daemon or {}).get("tables") or []
         errors = [f"{t['table']}: {t['last_error']}" for t in tables if t.get("last_error")]
         if (daemon or {}).get("outage"):

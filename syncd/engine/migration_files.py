@@ -23,7 +23,9 @@ DEFAULT_DIR = Path(bundled.__file__).parent
 
 
 @dataclass(frozen=True)
-class Migration:
+class MigrationFile:
+    """One loaded migration file: its version, name, description, checksum and `upgrade`."""
+
     version: int
     file: str
     description: str
@@ -31,7 +33,7 @@ class Migration:
     upgrade: Callable[[Model], None]
 
 
-def load_migration(path: Path) -> Migration:
+def load_migration(path: Path) -> MigrationFile:
     """Load one migration file (as a private module, not on sys.path)."""
     match = FILE_NAME.match(path.name)
     if not match:
@@ -52,11 +54,11 @@ def load_migration(path: Path) -> Migration:
         raise MigrationError(f"{path.name}: VERSION = {version!r} does not match the file name")
     if not callable(upgrade):
         raise MigrationError(f"{path.name}: defines no upgrade(model) function")
-    return Migration(version, path.name, str(description).strip(),
+    return MigrationFile(version, path.name, str(description).strip(),
                      hashlib.sha256(data).hexdigest(), upgrade)
 
 
-def load_migrations(folder: Path | None = None) -> list[Migration]:
+def load_migrations(folder: Path | None = None) -> list[MigrationFile]:
     """All migrations of `folder` (default: the bundled ones), checked to be 1..N in order."""
     folder = Path(folder) if folder else DEFAULT_DIR
     if not folder.is_dir():
@@ -74,7 +76,7 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     return result
 
 
-def build_model(migrations: list[Migration], version: int) -> Model:
+def build_model(migrations: list[MigrationFile], version: int) -> Model:
     """The model after applying migrations 1..version in order."""
     if not 0 <= version <= len(migrations):
         raise MigrationError(f"no migration version {version} (there are 0..{len(migrations)})")

@@ -18,9 +18,8 @@ from syncd.checkpoint import sources
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
-from syncd.engine.backfill import Engine, create_collection
-from syncd.engine.declared import retire_indexes
-from syncd.engine.migration_files import Migration, build_model
+from syncd.engine.backfill import Backfill
+from syncd.engine.migration_files import MigrationFile, build_model
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
 from syncd.faults import crashpoint
@@ -29,11 +28,12 @@ from syncd.projection.model import Model, TableMap
 from syncd.projection.project import Params, host_timezone
 from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.base import Sink
+from syncd.sinks.collections import MongoCollections
 
 log = logging.getLogger(__name__)
 
 
-def check_changelog(applied: list[dict[str, Any]], migrations: list[Migration],
+def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFile],
                     up_to: int) -> None:
     """Refuse when an applied migration (version <= up_to) is missing or its file changed."""
     by_version = {m.version: m for m in migrations}
@@ -66,7 +66,7 @@ def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: st
 
 
 @dataclass
-class Plan:
+class MigrationPlan:
     """What `migrate` will do; `--dry-run` prints it and stops."""
 
     current: int
@@ -78,7 +78,7 @@ class Plan:
     counts: dict[str, int | None]
     views: list[str]
     drop: list[str]
-    migrations: list[Migration]
+    migrations: list[MigrationFile]
     job: dict[str, Any] | None = None
     discard_job: bool = False
     notes: list[str] = field(default_factory=list)
@@ -105,12 +105,12 @@ class Migrator:
     """Plans and applies a move of the target database to a migration version."""
 
     def __init__(self, settings: Settings, source: Source, db: Database,
-                 migrations: list[Migration], progress: Progress) -> None:
+                 migrations: list[MigrationFile], progress: Progress) -> None:
         self.settings, self.source, self.db = settings, source, db
         self.migrations, self.progress = migrations, progress
         self.store = StateStore(db, settings.source_id)
 
-    def plan(self, to: int | None = None) -> Plan:
+    def plan(self, to: int | None = None) -> MigrationPlan:
         meta = self.store.meta()
         current = int(meta.get("version", 0)) if meta else 0
         latest = len(self.migrations)
@@ -153,19 +153,19 @@ class Migrator:
         wanted = {m.collection for _, m in pairs} | set(model.declared)
         drop = [c for c in managed if c not in wanted]
         counts = {info.name: self.source.count(info) for info, _ in pairs}
-        return Plan(current, target, kind, params, model, pairs, counts, schema.views, drop,
-                    self.migrations, job, discard, notes, skipped)
+        return MigrationPlan(current, target, kind, params, model, pairs, counts, schema.views,
+                             drop, self.migrations, job, discard, notes, skipped)
 
     def _ensure_declared(self, model: Model) -> None:
         """Create the collections other sources fill (and their indexes) if missing."""
-        existing = set(self.db.list_collection_names())
+        target = MongoCollections(self.db, self.settings.source_id)
+        existing = target.names()
         for name in sorted(model.declared):
             if name not in existing:
-                create_collection(self.db, name)
-            for spec in model.index_specs(name):
-                self.db[name].create_index(list(spec.keys), name=spec.name)
+                target.create(name)
+            target.ensure_indexes(name, model.index_specs(name), by_source=False)
 
-    def run(self, plan: Plan, sink: Sink, lease: Lease | None = None) -> Report:
+    def run(self, plan: MigrationPlan, sink: Sink, lease: Lease | None = None) -> Report:
         """Apply `plan` under the migration lease (or under `lease`, already held)."""
         sources.check(self.store, self.settings, record_it=True)
         if lease is not None:
@@ -177,16 +177,16 @@ class Migrator:
         finally:
             lease.release()
 
-    def _run(self, plan: Plan, sink: Sink, lease: Lease) -> Report:
-        engine = Engine(self.source, self.db, sink, self.store, plan.params,
+    def _run(self, plan: MigrationPlan, sink: Sink, lease: Lease) -> Report:
+        backfill = Backfill(self.source, self.db, sink, self.store, plan.params,
                         self.settings.chunk_size, self.progress, lease)
         schema = self.source.schema()
         if plan.discard_job:
-            engine.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
+            backfill.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
                 "tables", []))
             self.store.clear_job()
         if plan.kind == "reconcile":
-            report = engine.reconcile(plan.pairs, plan.model, plan.target,
+            report = backfill.reconcile(plan.pairs, plan.model, plan.target,
                                       [c for c in plan.drop if c not in plan.model.declared])
             self._ensure_declared(plan.model)
             self.store.save_meta(collections=plan.collections, declared=sorted(plan.model.declared),
@@ -197,23 +197,23 @@ class Migrator:
                         "checksum": m.checksum} for m in self.migrations[:plan.target]]
             job = plan.job
             if job is None:
-                job = engine.new_job(plan.pairs, plan.target, plan.current, entries)
-            report = engine.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
+                job = backfill.new_job(plan.pairs, plan.target, plan.current, entries)
+            report = backfill.rebuild(job, plan.model, schema, resumed=plan.kind == "resume")
             # A job saved by an earlier syncd may hold a table syncd cannot mirror (a
             # name MongoDB cannot hold): its collection is not managed.
-            existing = set(self.db.list_collection_names())
+            existing = backfill.target.names()
             skipped = {n.table for n in plan.not_mirrored}
             wanted = {e["collection"] for e in job["tables"] if e["collection"] in
                       plan.collections or (e["collection"] in existing
                                            and e["table"] not in skipped)}
             for name in plan.drop:
                 if name not in wanted and name not in plan.model.declared:
-                    engine.drop_own(name)
+                    backfill.drop_own(name)
                     report.dropped.append(name)
             self._ensure_declared(plan.model)
             if plan.target < plan.current:
-                report.notes += retire_indexes(self.db, plan.model, build_model(
-                    self.migrations, len(self.migrations)), alone=not engine.others())
+                report.notes += backfill.target.retire_indexes(plan.model, build_model(
+                    self.migrations, len(self.migrations)), alone=not backfill.others())
             crashpoint("finish.before_changelog")
             now = utcnow()
             for entry in job["checksums"]:

@@ -44,9 +44,7 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
     lease = current_lease(store)
     # Runs recorded by earlier syncd versions carry the plan's kind in "kind".
     last = store.last_run("migrate", "rebuild", "reconcile", "resume")
-    quarantine = [
-        {"table": q.get("table"), "key": q.get("key"), "error": q.get("error"), "at": q.get("at")}
-        for q in store.quarantine.find({"source_id": source_id}).sort("at", -1).limit(5)]
+    quarantine = store.quarantine_samples(5)
     daemon = daemon_status(store)
     capture = position_document(store)
     return {

@@ -18,13 +18,14 @@ from pymongo.database import Database
 
 from legacy_adapters.base import Source
 from syncd.checkpoint.store import StateStore
-from syncd.engine.backfill import own, read_projected
+from syncd.engine.backfill import read_projected
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
-from syncd.engine.migration_files import Migration, build_model
+from syncd.engine.migration_files import MigrationFile, build_model
 from syncd.engine.migrator import check_changelog
 from syncd.progress import Progress
 from syncd.projection.project import Params, Projector
 from syncd.projection.unmirrored import NotMirrored
+from syncd.sinks.collections import own
 
 SAMPLES = 5
 
@@ -89,7 +90,7 @@ class VerifyReport:
                 "collections": [c.to_dict() for c in self.collections]}
 
 
-def verify(db: Database, source: Source, migrations: list[Migration], chunk_size: int,
+def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_size: int,
            progress: Progress, source_id: str = "") -> VerifyReport:
     """Compare source `source_id`'s rows with its documents (other sources' are not read)."""
     store = StateStore(db, source_id)

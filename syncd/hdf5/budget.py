@@ -35,7 +35,7 @@ class FilePlan:
 
 
 @dataclass
-class Plan:
+class CachePlan:
     files: list[FilePlan]
     used_bytes: int
 
@@ -63,7 +63,7 @@ def fixed_bytes(doc: dict[str, Any]) -> int:
 
 
 def plan_budget(files: Sequence[tuple[dict[str, Any], dict[str, Any]]], max_bytes: int,
-                max_value_bytes: int, warm_first: Sequence[str]) -> Plan:
+                max_value_bytes: int, warm_first: Sequence[str]) -> CachePlan:
     """Share `max_bytes` over `files`, pairs of (document, {feature key: extractor}).
 
     The plan lists the files in warm order; a window larger than `max_value_bytes` is
@@ -85,4 +85,4 @@ def plan_budget(files: Sequence[tuple[dict[str, Any], dict[str, Any]]], max_byte
             plan.target = min(int(plan.doc["n_windows"]), remaining // per_window)
             remaining -= plan.target * per_window
             plan.cost += plan.target * per_window
-    return Plan(plans, max_bytes - remaining)
+    return CachePlan(plans, max_bytes - remaining)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from syncd.projection.envelope import envelope_display
+
 RowDict = Callable[[Sequence[Any]], dict[str, Any]]
 DocMaker = Callable[[Any, Sequence[Any], str, int], dict[str, Any]]
 
@@ -44,6 +46,5 @@ def doc_maker(fields: Sequence[str], offset: int, with_rowid: bool) -> DocMaker:
     """`(id, row, source, version) ->` the generic document: `_id`, every column under
     its field name, `_rowid` (`with_rowid`: row[0]), `_source`, `_v`, in that order."""
     items = "".join(f"k{i}: r[{i + offset}], " for i in range(len(fields)))
-    rowid = "'_rowid': r[0], " if with_rowid else ""
-    body = "{'_id': oid, " + items + rowid + "'_source': source, '_v': version}"
+    body = envelope_display(items, "r[0]" if with_rowid else None)
     return compile_function("oid, r, source, version", body, _names(fields))

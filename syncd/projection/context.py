@@ -87,23 +87,6 @@ class RowContext:
             oid = self._remember((table, key), self._maker(table), key)
         return oid
 
-    def ref_to(self, table: str) -> Callable[[Any], ObjectId | None]:
-        """`value -> self.ref(table, value)` for a one-column key, with the same cache:
-        what a compiled builder (`template.py`) calls for `ctx.ref("table", row["c"])`."""
-        refs, maker = self._refs, self._maker(table)
-        uncached, remember = self._ref_uncached, self._remember
-
-        def ref(value: Any) -> ObjectId | None:
-            if value.__class__ is not int and value.__class__ is not str:
-                return uncached(table, (value,))
-            key = (table, (value,))
-            oid = refs.get(key)
-            if oid is None:
-                oid = remember(key, maker, (value,))
-            return oid
-
-        return ref
-
     def _remember(self, cached: tuple[str, tuple[Any, ...]],
                   maker: Callable[[Sequence[Any]], ObjectId], key: tuple[Any, ...]) -> ObjectId:
         """A cache miss of `ref`: the id made and kept (the cache emptied when full)."""

@@ -27,9 +27,9 @@ from legacy_adapters.base import TableInfo
 from legacy_adapters.values import RawText
 from syncd.projection.compiled import doc_maker, row_dict_maker
 from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext
+from syncd.projection.envelope import ROWID, envelope
 from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
-from syncd.projection.template import compile_builder
 from syncd.projection.values import escape_field, to_bson
 
 NULL_KEY_MARK = "\x00rowid"
@@ -140,12 +140,6 @@ class Projector:
         self._int_ids = int_ids_maker(params.source_id, table.name)
         self._row_dict = row_dict_maker(names, self.offset)
         self._doc = doc_maker(self.fields, self.offset, self.with_rowid_field)
-        self._chunk_build = (compile_builder(mapping.build, names, self.offset, self.ctx)
-                             if mapping.build is not None else None)
-        # After a chunk the compiled builder gave back (a flagged or raising row), the
-        # next 1, 2, 4 ... 64 chunks go row by row: a table whose every chunk has such
-        # a row (times in another format, say) does not pay for both paths each time.
-        self._misses = self._skip = 0
 
     def key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The identity of a row: its primary key, else its rowid."""
@@ -210,54 +204,18 @@ class Projector:
             make = self._doc
             docs.extend([make(oid, row, source, version) for row, oid in zip(rows, ids)])
             return out
-        if self._chunk_build is not None and self._chunk_at_once(rows, ids, out):
-            return out
         ctx, row_dict, name, off = self.ctx, self._row_dict, self.table.name, self.offset
         append = docs.append
         for row, oid in zip(rows, ids):
             ctx.flags = None
             try:
-                built = build(row_dict(row), ctx)
-                if built.__class__ is not dict or ctx.flags:
-                    doc = {"_id": oid}
-                    doc.update(built)  # what raises for a builder's odd return value
-                else:  # the common case: one dict display, the same keys in the same order
-                    append({"_id": oid, **built, "_source": source, "_v": version})
-                    continue
+                append(envelope(oid, build(row_dict(row), ctx), source, version, ctx.flags))
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, row[off:], oid, exc))
                 continue
-            flags = ctx.flags
-            if flags:
-                doc["_flags"] = flags
-                out.flags.update(f"{name}.{f}" for f in flags)
-            doc["_source"] = source
-            doc["_v"] = version
-            append(doc)
+            if ctx.flags:
+                out.flags.update(f"{name}.{f}" for f in ctx.flags)
         return out
-
-    def _chunk_at_once(self, rows: Sequence[Sequence[Any]], ids: list[ObjectId],
-                       out: Projected) -> bool:
-        """The compiled builder over the whole chunk (`template.py`); False, with nothing
-        kept, if a row raised or was flagged: the caller then goes row by row, which
-        quarantines and flags exactly as always."""
-        if self._skip:
-            self._skip -= 1
-            return False
-        ctx = self.ctx
-        ctx.flags = None
-        try:
-            docs = self._chunk_build(rows, ids, self.params.source_id,  # type: ignore[misc]
-                                     self.params.version)
-        except Exception:  # the row-by-row path names and quarantines it
-            docs = None
-        if docs is None or ctx.flags is not None:
-            self._skip = min(2 ** self._misses, 64)
-            self._misses += 1
-            return False
-        self._misses = 0
-        out.docs.extend(docs)
-        return True
 
     def _quarantined(self, row: Sequence[Any], values: Sequence[Any], oid: ObjectId,
                      exc: Exception) -> dict[str, Any]:
@@ -277,16 +235,14 @@ class Projector:
             with_rowid = self.with_rowid_field
             for row in rows:
                 k = key(row)
-                doc = {"_id": make_id(k)}
-                doc.update(zip(fields, row[off:]))
+                body = dict(zip(fields, row[off:]))
                 if with_rowid:
-                    doc["_rowid"] = row[0]
+                    body[ROWID] = row[0]
+                flags = None
                 if k[0] is NULL_KEY_MARK:
-                    doc["_flags"] = [NULL_KEY_FLAG]
+                    flags = [NULL_KEY_FLAG]
                     out.flags[f"{self.table.name}.{NULL_KEY_FLAG}"] += 1
-                doc["_source"] = source
-                doc["_v"] = version
-                docs.append(doc)
+                docs.append(envelope(make_id(k), body, source, version, flags))
             return out
         ctx, names = self.ctx, self.names
         for row in rows:
@@ -302,20 +258,16 @@ class Projector:
                 ctx.flags = [NULL_KEY_FLAG]
             try:
                 if build is None:
-                    doc = {"_id": make_id(k)}
-                    doc.update(zip(self.fields, values))
+                    body = dict(zip(self.fields, values))
                     if self.with_rowid_field:
-                        doc["_rowid"] = row[0]
+                        body[ROWID] = row[0]
                 else:
-                    doc = {"_id": make_id(k)}
-                    doc.update(build(dict(zip(names, values)), ctx))
+                    body = build(dict(zip(names, values)), ctx)
+                doc = envelope(make_id(k), body, source, version, ctx.flags)
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, values, make_id(k), exc))
                 continue
             if ctx.flags:
-                doc["_flags"] = ctx.flags
                 out.flags.update(f"{self.table.name}.{f}" for f in ctx.flags)
-            doc["_source"] = source
-            doc["_v"] = version
             docs.append(doc)
         return out

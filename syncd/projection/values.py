@@ -17,9 +17,9 @@ from typing import Any
 from bson.binary import Binary
 
 from legacy_adapters.values import RawText
+from syncd.projection.envelope import RESERVED_FIELDS
 
 TEXT_SUBTYPE = 0x80
-RESERVED_FIELDS = frozenset({"_id", "_rowid", "_flags", "_source", "_v"})
 
 
 def to_bson(value: Any) -> Any:

@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.sources import resolve
-from syncd.checkpoint.store import QUARANTINE, StateStore
+from syncd.checkpoint.store import StateStore
 from syncd.client.compare import compare
 from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
@@ -74,10 +74,7 @@ def health(ctx: HttpContext) -> dict[str, Any]:
     daemon = ctx.status() if ctx.status is not None else None
     if daemon is None:
         daemon = daemon_status(store)
-    quarantined: dict[str, int] = {}
-    for group in db[QUARANTINE].aggregate([{"$match": {"source_id": store.source_id}},
-                                           {"$group": {"_id": "$table", "n": {"$sum": 1}}}]):
-        quarantined[str(group["_id"])] = int(group["n"])
+    quarantined = store.quarantined_tables()
     tables = []
     for row in (daemon or {}).get("tables") or []:
         name = row.get("table")

@@ -1,12 +1,10 @@
-"""Compiled builders (syncd/projection/template.py): the documents a whole-chunk builder
-makes are exactly those of calling the migration's builder row by row."""
+"""Builders: the documents a Projector makes from a migration's builder are exactly
+those of calling the builder row by row (`_id` first, its fields, `_flags`, `_source`,
+`_v`), odd rows flagged or quarantined."""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import sqlite3
-import sys
 from pathlib import Path
 
 import bson
@@ -19,7 +17,6 @@ from syncd.projection.context import RowContext
 from syncd.projection.ids import derive_id
 from syncd.projection.model import TableMap
 from syncd.projection.project import Params, Projector
-from syncd.projection.template import compile_builder
 from syncd.sample import make_eeg2025
 
 ODD_ROWS = [
@@ -81,7 +78,6 @@ def test_eeg2025_documents_are_those_of_the_builders_row_by_row(tmp_path: Path, 
         if mapping.build is None:
             continue
         projector = Projector(info, mapping, params)
-        assert projector._chunk_build is not None, info.name  # the fast path is taken
         for size in (7, 5000):  # chunks with and without an odd row in them
             position, docs, bad = None, [], []
             while (chunk := source.scan(info, position, size)).rows:
@@ -112,7 +108,6 @@ def test_duplicate_names_and_reserved_keys_as_in_the_row_path():
                 "_source": "mine", "k": "const", "none": None}
 
     projector = _projector(build, ("id", "n", "n", "t"))
-    assert projector._chunk_build is not None
     rows = [(1, 1, "first", "second", "2025-01-01T00:00:00"), (2, 2, 0, 9, "bad")]
     out = projector.project(rows)
     want, _ = _reference(projector, build, rows, projector.params)
@@ -126,7 +121,6 @@ def test_a_raising_row_is_quarantined_and_its_chunk_still_made():
         return {"config": ctx.json_object(row["n"], "n"), "ok": ctx.number(row["id"], "id")}
 
     projector = _projector(build)
-    assert projector._chunk_build is not None
     deep = "[" * 100_000  # JSON nested past the decoder's recursion limit
     rows = [(1, 1, '{"a": 1}', None), (2, 2, deep, None), (3, 3, "{}", None)]
     out = projector.project(rows)
@@ -135,83 +129,24 @@ def test_a_raising_row_is_quarantined_and_its_chunk_still_made():
     assert [q["_id"] for q in out.quarantined] == [derive_id("h", "e", (2,))]
 
 
-GLOBAL = 3
-
-
-def test_other_shapes_are_left_to_the_row_path(caplog: pytest.LogCaptureFixture):
-    def branches(row, ctx):
-        if row["n"]:
-            return {"n": 1}
-        return {}
-
-    def uses_a_global(row, ctx):
-        return {"n": GLOBAL}
-
-    def spreads(row, ctx):
-        return {**row}
-
+def test_a_builder_naming_an_unknown_column_quarantines_the_row():
     def unknown_column(row, ctx):
         return {"n": row["missing"]}
 
-    def other_method(row, ctx):
-        return {"n": ctx.flag("n", "x")}
-
-    def keyword(row, ctx):
-        return {"n": ctx.datetime(row["t"], name="t")}
-
-    for build in (branches, uses_a_global, spreads, unknown_column, other_method, keyword,
-                  lambda row, ctx: {"n": row["n"]}):
-        assert compile_builder(build, ["id", "n", "t"], 1, RowContext(Params("h", "UTC"))) \
-            is None, build
     out = _projector(unknown_column).project([(1, 1, 1, None)])
     assert out.quarantined[0]["error"] == "KeyError: 'missing'"
-    with caplog.at_level(logging.DEBUG, logger="syncd.projection.template"):
-        for build in (branches, unknown_column, uses_a_global):
-            compile_builder(build, ["id", "n", "t"], 1, RowContext(Params("h", "UTC")))
-    said = [r.getMessage() for r in caplog.records]
-    assert any("branches runs row by row: its body is not one `return {...}`" in m
-               for m in said), said
-    assert any("row['missing'] is not a column" in m for m in said), said
-    assert any("GLOBAL is not a row value" in m for m in said), said
 
 
-def test_a_migration_file_changed_after_loading_is_not_compiled(tmp_path: Path):
-    path = tmp_path / "m_changed.py"
-    path.write_text("def build(row, ctx):\n    return {'n': row['n']}\n")
-    spec = importlib.util.spec_from_file_location("m_changed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ctx = RowContext(Params("h", "UTC"))
-    assert compile_builder(module.build, ["n"], 1, ctx) is not None
-    path.write_text("def build(row, ctx):\n    return {'n': row['t']}\n")  # not reloaded
-    import linecache
-
-    linecache.checkcache(str(path))
-    assert compile_builder(module.build, ["n", "t"], 1, ctx) is None
-    sys.modules.pop("m_changed", None)
-
-
-def test_a_table_flagged_in_every_chunk_stops_trying_the_compiled_path():
-    """Times in another format flag every row: after each chunk the compiled builder
-    gives back, it waits 1, 2, 4 ... chunks, so such a table does not pay twice."""
+def test_a_table_flagged_in_every_chunk_is_flagged_in_every_document():
+    """Times in another format flag every row, chunk after chunk; a good time after
+    them is not flagged."""
     def build(row, ctx):
         return {"when": ctx.datetime(row["t"], "t")}
 
     projector = _projector(build)
-    compiled, calls = projector._chunk_build, []
-
-    def counting(*args):
-        calls.append(1)
-        return compiled(*args)
-
-    projector._chunk_build = counting
     for chunk in range(20):
         out = projector.project([(chunk * 10 + i, 1, 1, "30/11/2026") for i in range(10)])
         assert len(out.docs) == 10 and out.flags == {"e.t: not an ISO-8601 time": 10}
-    assert len(calls) == 5  # chunks 1, 3, 6, 11 and 20; then 16 chunks row by row
     for chunk in range(17):
         good = projector.project([(1000 + chunk, 1, 1, "2026-11-30T00:00:00")])
         assert "_flags" not in good.docs[0]
-    assert len(calls) == 6  # the 17th clean chunk was compiled again
-    projector.project([(2000, 1, 1, "2026-11-30T00:00:00")])
-    assert len(calls) == 7  # and a compiled chunk that went through resets the wait
