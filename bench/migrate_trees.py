@@ -6,7 +6,7 @@ database of one embedded SecantusDB (`--sync-on-commit`), in order, then reverse
 next round (A B, B A, ...), and reads per run the wall time, the CPU time of the
 `syncd migrate` process and the CPU time of the server. The first tree is the baseline.
 
-    PYTHONPATH=. python bench/migrate_trees.py [--rows 50000] [--rounds 4] \
+    python -m bench.migrate_trees [--rows 50000] [--rounds 4] \
         main=/tmp/main-tree branch=.
 """
 
