@@ -6,8 +6,8 @@ masks them wherever they appear, and `SecretFilter` applies that to every log re
 
 Everything here runs on every string the dashboard, the CLI and the logs show,
 including legacy values nobody checked (a pasted traceback, a 1 MB `notes`), so
-each step is one forward pass over the text: `str.find` for `://`, one possessive
-character class for where a URL ends, `rfind`/`find` inside it. No pattern here can
+each step is one forward pass over the text: `str.find` for `://`, one character
+class matched once for where a URL ends, `rfind`/`find` inside it. No pattern here can
 backtrack, so the cost is linear in the text whatever its shape.
 """
 

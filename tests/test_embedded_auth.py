@@ -21,6 +21,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from syncd.embedded import EmbeddedMongo, EmbeddedRedis, find_executable
+from syncd.errors import SyncdError
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
 from tests.hdf5_support import write_h5
@@ -195,5 +196,40 @@ def test_a_state_dir_of_the_previous_version_gets_a_password_and_keeps_its_data(
             anonymous.syncd.kept.find_one()
         assert refused.value.code == 13  # Unauthorized
         anonymous.close()
+    finally:
+        mongo.stop()
+
+
+def test_a_new_data_directory_written_by_another_process_during_setup_stays_refused(tmp_path):
+    """A new data directory that another process wrote to while it had no password yet is
+    refused at the start that sets the password, and at every start after it (it holds
+    data now, but its setup never ended), until it is removed."""
+    if find_executable("secantusd-py") is None:
+        pytest.skip("secantusd-py is not installed")
+    state = tmp_path / "state"
+    data = state / "mongo" / "data"
+    data.mkdir(parents=True)
+    proc, port = _old_server(data)  # what a neighbour writes in the window: a database
+    try:
+        neighbour = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true")
+        neighbour.planted.things.insert_one({"_id": 1})
+        neighbour.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    (state / "mongo" / "setup-of-new-data").touch()  # the setup of the new directory began
+    for _ in range(2):  # refused, and refused again on the next start
+        mongo = EmbeddedMongo(state)
+        with pytest.raises(SyncdError, match="another process wrote to the new embedded"):
+            mongo.start()
+        assert not (state / "mongo" / "users-set").exists()
+    shutil.rmtree(data)  # as the message says: remove it and start again
+    mongo = EmbeddedMongo(state)
+    url = mongo.start()
+    try:
+        client = pymongo.MongoClient(url)
+        assert "planted" not in client.list_database_names()
+        client.close()
+        assert not (state / "mongo" / "setup-of-new-data").exists()
     finally:
         mongo.stop()

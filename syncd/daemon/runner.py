@@ -205,14 +205,16 @@ class Daemon:
             waker.stop()
         if self._hdf5_thread is not None:
             self._hdf5_thread.join(timeout=60)
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=True)
-        self.publisher.close()
-        with contextlib.suppress(Exception):
-            self.health.heartbeat(final=True)
-        with contextlib.suppress(Exception):
-            self.lease.release()
-        self.feed.close()
+        try:
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=True)
+            self.publisher.close()
+            with contextlib.suppress(Exception):
+                self.health.heartbeat(final=True)
+            with contextlib.suppress(Exception):
+                self.lease.release()
+        finally:
+            self.feed.close()  # its SQLite connections, whatever failed before
 
     def _loop(self) -> None:
         backoff = Backoff(cap=self.options.backoff_max_seconds)

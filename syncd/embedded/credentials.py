@@ -39,11 +39,13 @@ def read(path: Path) -> str | None:
                           f"({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as handle:
         mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-        if mode & 0o077:  # someone loosened it: close it again, and say so
-            with contextlib.suppress(OSError):
+        if mode & 0o077:  # someone loosened it: close it again, and say what happened
+            try:
                 os.fchmod(handle.fileno(), FILE_MODE)
-            log.warning("%s was readable by other users (mode %04o); syncd made it 0600",
-                        path, mode)
+                done = "syncd made it 0600"
+            except OSError as exc:
+                done = f"syncd could not make it 0600 ({exc.strerror or exc}): do it"
+            log.warning("%s was readable by other users (mode %04o); %s", path, mode, done)
         password = handle.read().decode("ascii", errors="replace").strip()
     if not password:
         return None

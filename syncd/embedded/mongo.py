@@ -35,6 +35,8 @@ class EmbeddedMongo(EmbeddedServer):
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir, "mongo")
         self.users_set = self.home / "users-set"  # the data holds syncd's user, only it
+        # a new data directory whose setup has not ended: its next start checks it again
+        self.fresh_setup = self.home / "setup-of-new-data"
 
     @property
     def url(self) -> str:
@@ -47,7 +49,10 @@ class EmbeddedMongo(EmbeddedServer):
         """Start with --auth; first give a data directory without syncd's user one."""
         new_password = credentials.read(self.credentials_file) is None  # (re)made now
         self.password = credentials.ensure(self.credentials_file)
-        fresh = not (self.data.is_dir() and any(self.data.iterdir()))
+        # A new data directory stays "fresh" until its setup ends: one whose setup was
+        # refused or cut short is checked again, never served as it is on the next start.
+        fresh = (not (self.data.is_dir() and any(self.data.iterdir()))
+                 or self.fresh_setup.exists())
         if fresh or new_password or not self.users_set.exists():
             self._set_users(exe, fresh)
         else:
@@ -64,6 +69,9 @@ class EmbeddedMongo(EmbeddedServer):
     def _set_users(self, exe: str, fresh: bool) -> None:
         """Create syncd's user without --auth, restart with it, drop anyone else's."""
         self.users_set.unlink(missing_ok=True)
+        if fresh:
+            self.fresh_setup.parent.mkdir(parents=True, exist_ok=True)
+            self.fresh_setup.touch()
         log.info("setting the embedded MongoDB's password (kept in %s)", self.credentials_file)
         self.auth = False
         self._start_process(exe)
@@ -75,6 +83,7 @@ class EmbeddedMongo(EmbeddedServer):
         self._start_process(exe)
         mongo_users.sweep(self.url, fresh, str(self.data))
         self.users_set.touch()
+        self.fresh_setup.unlink(missing_ok=True)
 
     def owns(self, args: list[str], port: int | None) -> bool:
         """A secantusd-py serving this state dir's data (what WiredTiger locks)."""
