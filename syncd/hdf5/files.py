@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from legacy_adapters.hdf5 import FileSig, Layout
 from legacy_adapters.hdf5_index import FileInfo
@@ -174,8 +175,17 @@ class Hdf5Files:
             fields.update(state="indexed", cached_windows=0, features={}, cache_bytes=0)
             if doc and old_gen and doc.get("state") != "quarantined":
                 update["$push"] = {"stale_generations": stale(doc)}
-        self.coll.update_one(self._where(path), update, upsert=True)
+        self._upsert(path, update)
         return self.find(path) or {}, same_content
+
+    def _upsert(self, path: Path, update: dict[str, Any]) -> None:
+        """Update the file's document, or insert it with its `_id`. `syncd warm` and
+        `syncd run` may insert the same new file at the same moment: the loser's insert
+        is a duplicate `_id`, and its second try updates the winner's document."""
+        try:
+            self.coll.update_one(self._where(path), update, upsert=True)
+        except DuplicateKeyError:
+            self.coll.update_one(self._where(path), update, upsert=True)
 
     def _new_ids(self, path: Path) -> dict[str, Any]:
         _id = self.id_for(path)
@@ -193,7 +203,7 @@ class Hdf5Files:
         }, "$setOnInsert": self._new_ids(path)}
         if doc and doc.get("state") != "quarantined" and doc.get("generation"):
             update["$push"] = {"stale_generations": stale(doc)}
-        self.coll.update_one(self._where(path), update, upsert=True)
+        self._upsert(path, update)
         return self.find(path) or {}
 
     def push_stale(self, doc: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
