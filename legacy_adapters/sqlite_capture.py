@@ -192,8 +192,7 @@ class Capture:
         return [t for t in tables if capturable(t) and not complete(t, have, 1)
                 and not complete(t, have)]
 
-    @staticmethod
-    def capturable(table: TableInfo) -> bool:
+    def capturable(self, table: TableInfo) -> bool:
         """Whether triggers can log `table` (at most MAX_KEY_COLUMNS key columns)."""
         return capturable(table)
 
