@@ -53,6 +53,15 @@ def read(path: Path) -> str | None:
     return password
 
 
+def _private_temp(path: Path) -> tuple[Path, int]:
+    """A new temporary file beside `path`, 0600 from its creation (never a link that
+    was planted there): its path and a descriptor open for writing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+
+
 def ensure(path: Path) -> str:
     """The password kept at `path`, generated and stored (0600) if there is none."""
     found = read(path)
@@ -61,10 +70,7 @@ def ensure(path: Path) -> str:
     password = secrets.token_hex(32)  # hex: safe in a URL, a redis.conf line, a TOML
     register_secret(password)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    tmp, fd = _private_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(password.encode("ascii") + b"\n")
@@ -84,10 +90,7 @@ def ensure(path: Path) -> str:
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` (0600 from creation), replacing it whole: for files that
     hold a password, such as the embedded Redis's redis.conf."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    tmp, fd = _private_temp(path)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
