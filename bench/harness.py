@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +191,11 @@ def syncd_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`python -m syncd args` from the repository root, output captured."""
     return subprocess.run([sys.executable, "-m", "syncd", *args], cwd=ROOT,
                           capture_output=True, text=True)
+
+
+def timed_get(url: str, timeout: float) -> float:
+    """Seconds for one GET of `url`, its body read (a new connection each time)."""
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        answer.read()
+    return time.perf_counter() - start

@@ -40,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import describe, pct, result
+from bench.harness import describe, pct, result, timed_get
 from bench.syncd_run import SOURCE_ID, SyncdRun, start_watcher
 from syncd.connect.mongo import connect
 from syncd.embedded import EmbeddedMongo
@@ -250,22 +250,15 @@ def stop_crowd(proc: Any, pipe: Any) -> dict[str, int]:
     return counts
 
 
-def timed_get(url: str) -> float:
-    start = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as answer:
-        answer.read()
-    return time.perf_counter() - start
-
-
 def probe(url: str, seconds: float) -> tuple[list[float], list[float], int]:
     """(/healthz times, /metrics times, failures): a probe every 25 ms for `seconds`."""
     healthz, metrics, failures, n = [], [], 0, 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            healthz.append(timed_get(url + "/healthz"))
+            healthz.append(timed_get(url + "/healthz", 30))
             if n % 5 == 0:
-                metrics.append(timed_get(url + "/metrics"))
+                metrics.append(timed_get(url + "/metrics", 30))
         except (urllib.error.URLError, OSError):
             failures += 1
         n += 1
