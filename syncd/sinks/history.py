@@ -1,0 +1,146 @@
+"""Every version of every row: the `_syncd_history` and `_syncd_schemas` collections.
+
+SQLite keeps only a row's last state; the mirror keeps every state it has seen, so
+`syncd restore --as-of` and `Tracker(as_of=...)` can answer "what was there at T".
+This module is the only writer of both collections and defines their format:
+
+`_syncd_history`, one document per version of one row of one source:
+
+- `source`, `table`: the legacy source id and table name;
+- `doc`: the `_id` of the row's current document (`derive_id`), so "this row over
+  time" is one index range; `key`: the row's key values (primary key, else rowid);
+  `rowid`: the rowid (None for WITHOUT ROWID tables);
+- `op`: `snapshot` (the row as the first sync found it: history starts there),
+  `insert`, `update`, `delete` (an `INSERT OR REPLACE` is a `delete` then an `insert`);
+- `jd`: the julian day the legacy statement ran (the source's clock, as the change
+  log recorded it; the snapshot's read time for `snapshot`), `at` the same as a BSON
+  date (millisecond precision, for people and queries by date); `seq`, `n`: the
+  change log's seq and the version's place within that log entry, so versions of
+  the same millisecond keep the order the writer committed them in;
+- `cols`, `vals`: every column's name and value, in the table's column order (values
+  by `to_bson`: the SQLite storage class survives, TEXT byte-exact; names as they
+  are, whatever characters they hold); both None for a `delete`. `decode_row()`
+  gives the row back as sqlite3 would read it.
+
+The order of versions is (`jd`, `seq`, `n`). `_syncd_schemas` holds the tables' SQL
+over time: `source`, `table`, `jd`, `at`, `seq`, `sql` (the `CREATE TABLE` as SQLite
+stores it; None once the table is dropped), `indexes` (their `CREATE INDEX`
+statements) and `sequence` (the table's `sqlite_sequence` counter then, or None).
+
+Document ids are derived from the version's identity, so recording the same
+version twice (a daemon restarted before its checkpoint) stores it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.binary import Binary
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from legacy_adapters.values import RawText
+from syncd.projection.ids import encode_value
+from syncd.projection.values import TEXT_SUBTYPE, to_bson
+
+HISTORY = "_syncd_history"
+SCHEMAS = "_syncd_schemas"
+OPS = ("snapshot", "insert", "update", "delete")
+DUPLICATE_KEY = 11000
+_UNIX_EPOCH_JD = 2440587.5
+
+
+def julian_day(when: datetime) -> float:
+    """The julian day of an aware (or UTC-naive) datetime, as SQLite's julianday()."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _UNIX_EPOCH_JD + when.timestamp() / 86400.0
+
+
+def from_julian_day(jd: float) -> datetime:
+    """The UTC datetime of a julian day (to the microsecond)."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=jd - _UNIX_EPOCH_JD)
+
+
+def decode_value(value: Any) -> Any:
+    """A stored value as sqlite3 reads it (TEXT that is not UTF-8 as `RawText`)."""
+    if isinstance(value, Binary) and value.subtype == TEXT_SUBTYPE:
+        return RawText(bytes(value))
+    if isinstance(value, Binary):
+        return bytes(value)
+    return value
+
+
+def decode_row(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row a version holds (None for a `delete`), storage classes as stored."""
+    if doc.get("cols") is None:
+        return None
+    return {name: decode_value(v) for name, v in zip(doc["cols"], doc["vals"], strict=True)}
+
+
+def version_id(source: str, table: str, doc: Any, jd: float, seq: int, n: int,
+               op: str) -> ObjectId:
+    """The deterministic `_id` of one version (recording it again changes nothing)."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (source.encode(), table.encode(), str(doc).encode(), jd.hex().encode(),
+                 encode_value(seq), encode_value(n), op.encode()):
+        h.update(str(len(part)).encode() + b":" + part)
+    return ObjectId(h.digest())
+
+
+def version(source: str, table: str, doc: Any, key: Sequence[Any], rowid: int | None,
+            op: str, jd: float, seq: int, n: int,
+            row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One `_syncd_history` document (see the module docstring)."""
+    if op not in OPS:
+        raise ValueError(f"unknown history op {op!r}")
+    return {"_id": version_id(source, table, doc, jd, seq, n, op), "source": source,
+            "table": table, "doc": doc, "key": [to_bson(v) for v in key], "rowid": rowid,
+            "op": op, "jd": jd, "at": from_julian_day(jd), "seq": seq, "n": n,
+            "cols": None if row is None else list(row),
+            "vals": None if row is None else [to_bson(v) for v in row.values()]}
+
+
+class HistoryStore:
+    """One source's history: recording versions and schema versions, and indexes."""
+
+    def __init__(self, db: Database, source_id: str) -> None:
+        self.db, self.source_id = db, source_id
+        self.history, self.schemas = db[HISTORY], db[SCHEMAS]
+
+    def ensure_indexes(self) -> None:
+        """"This row over time" and "everything as of T", per source."""
+        self.history.create_index([("source", 1), ("table", 1), ("doc", 1), ("jd", 1),
+                                   ("seq", 1), ("n", 1)], name="row_over_time")
+        self.history.create_index([("source", 1), ("table", 1), ("jd", 1)], name="as_of")
+        self.schemas.create_index([("source", 1), ("table", 1), ("jd", 1)], name="as_of")
+
+    def record(self, versions: Iterable[dict[str, Any]]) -> int:
+        """Store versions (built by `version()`); ones already stored are skipped.
+        Returns how many were new."""
+        return _insert_new(self.history, list(versions))
+
+    def record_schema(self, table: str, jd: float, seq: int, sql: str | None,
+                      indexes: Sequence[str] = (), sequence: int | None = None) -> int:
+        """Store one version of a table's SQL (None: the table was dropped)."""
+        doc = {"_id": version_id(self.source_id, table, "schema", jd, seq, 0, "snapshot"),
+               "source": self.source_id, "table": table, "jd": jd,
+               "at": from_julian_day(jd), "seq": seq, "sql": sql,
+               "indexes": list(indexes), "sequence": sequence}
+        return _insert_new(self.schemas, [doc])
+
+
+def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> int:
+    if not docs:
+        return 0
+    try:
+        return len(collection.insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return exc.details.get("nInserted", 0)
