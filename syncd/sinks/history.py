@@ -34,7 +34,7 @@ version twice (a daemon restarted before its checkpoint) stores it once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,3 +144,59 @@ def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> int:
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
         return exc.details.get("nInserted", 0)
+
+
+class HistoryReader:
+    """One source's history, read back: rows as of a moment, a row's versions, the
+    tables' SQL as of a moment. (Read beside the writer, so that one module knows
+    the format.)"""
+
+    def __init__(self, db: Database, source_id: str) -> None:
+        self.db, self.source_id = db, source_id
+        self.history, self.schemas = db[HISTORY], db[SCHEMAS]
+
+    def tables(self) -> list[str]:
+        """Every table this source's history (rows or SQL) mentions."""
+        found = set(self.schemas.distinct("table", {"source": self.source_id}))
+        return sorted(found | set(self.history.distinct("table", {"source": self.source_id})))
+
+    def first_jd(self) -> float | None:
+        """When history starts for this source (its first snapshot or version)."""
+        first = self.history.find_one({"source": self.source_id}, {"jd": 1},
+                                      sort=[("jd", 1)])
+        return None if first is None else first["jd"]
+
+    def latest(self, table: str, jd: float | None = None) -> Iterator[dict[str, Any]]:
+        """The last version of each row of `table` at or before `jd` (None: now), in
+        document-id order, deletes included (their `cols` is None)."""
+        query: dict[str, Any] = {"source": self.source_id, "table": table}
+        if jd is not None:
+            query["jd"] = {"$lte": jd}
+        last = None
+        for doc in self.history.find(query, sort=[("doc", 1), ("jd", 1), ("seq", 1),
+                                                  ("n", 1)], batch_size=5000):
+            if last is not None and doc["doc"] != last["doc"]:
+                yield last
+            last = doc
+        if last is not None:
+            yield last
+
+    def rows_as_of(self, table: str, jd: float | None = None) -> Iterator[dict[str, Any]]:
+        """The rows of `table` as they were at `jd` (None: now), decoded."""
+        for doc in self.latest(table, jd):
+            row = decode_row(doc)
+            if row is not None:
+                yield row
+
+    def versions(self, table: str, doc: Any) -> list[dict[str, Any]]:
+        """Every version of one row (by its document `_id`), oldest first."""
+        return list(self.history.find({"source": self.source_id, "table": table,
+                                       "doc": doc}, sort=[("jd", 1), ("seq", 1), ("n", 1)]))
+
+    def schema_as_of(self, table: str, jd: float | None = None) -> dict[str, Any] | None:
+        """The table's last recorded SQL at or before `jd` (None if none, or dropped)."""
+        query: dict[str, Any] = {"source": self.source_id, "table": table}
+        if jd is not None:
+            query["jd"] = {"$lte": jd}
+        found = self.schemas.find_one(query, sort=[("jd", -1), ("seq", -1)])
+        return found if found is not None and found.get("sql") is not None else None
