@@ -26,8 +26,9 @@ _URL_END = re.compile(r"[^\s'\"<>`]*")
 # What separates query parameters (MongoDB also accepts ";").
 _PARAM_SEP = re.compile(r"[?&;]")
 # A query parameter whose name has one of these in it carries a password
-# (redis://host/0?password=X, ?tlsCertificateKeyFilePassword=X, ?token=X).
-_SECRET_PARAM = ("pass", "pwd", "secret", "token")
+# (redis://host/0?password=X, ?tlsCertificateKeyFilePassword=X, ?token=X); MongoDB's
+# `authMechanismProperties` carries tokens inside its value (AWS_SESSION_TOKEN:X).
+_SECRET_PARAM = ("pass", "pwd", "secret", "token", "authmechanismproperties")
 # Shorter registered secrets (and whitespace-only ones) are ignored: masking every
 # " " or "a" in every line would garble the logs and hide nothing worth hiding.
 MIN_SECRET = 4

@@ -36,6 +36,9 @@ SECRET = "Qu3ryPassw0rd"
     (f"redis+cluster://:{SECRET}@a:1,b:2", "redis+cluster://:***@a:1,b:2"),
     (f"mongodb://h/?tls=true&tlsCertificateKeyFilePassword={SECRET}",
      "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=***"),
+    (f"mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties="
+     f"AWS_SESSION_TOKEN:{SECRET}", "mongodb://h/?authMechanism=MONGODB-AWS&"
+     "authMechanismProperties=***"),
     ("redis://h:6379/0?db=1", "redis://h:6379/0?db=1"),  # nothing secret: unchanged
 ])
 def test_every_url_shape_is_masked_and_remembered(url, shown):
