@@ -16,7 +16,8 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 # What ends a URL in a message: whitespace, a quote, a bracket, a backtick. A single
@@ -154,3 +155,24 @@ class SecretFilter(logging.Filter):
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+# A config key or field name whose value is a credential: shown as `***` wherever
+# syncd shows legacy config (the dashboard, `syncd experiments ... [--json]`).
+SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
+
+
+def secret_key(name: str) -> bool:
+    """Whether a field named `name` holds a credential (its value is never shown)."""
+    return bool(name) and SECRET_KEY.search(name) is not None
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """`value` with what sits under a secret-looking key (at any depth) as `***`."""
+    if key and value is not None and secret_key(key):
+        return "***"
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(v) for v in value]
+    return value

@@ -92,6 +92,24 @@ def test_compare_shows_what_differs_and_folds_equal_keys(db, target_args):
     assert as_json["equal"]["config"] == 12
 
 
+def test_compare_show_and_json_never_print_a_config_credential(db, target_args):
+    """A legacy config that holds an API key or a password: the dashboard masks it, and
+    so does every CLI output (compare's table and --json, history and search --json)."""
+    secret = "sk-live-0123456789abcdef"
+    db["experiments"].insert_many([
+        experiment(1, {"lr": 0.1, "wandb_api_key": secret, "db": {"password": secret}}, 0.4),
+        experiment(2, {"lr": 0.2, "wandb_api_key": secret + "x", "db": {"password": None}})])
+    outputs = [run_cli("experiments", "compare", "1", "2", "--all", *target_args),
+               run_cli("experiments", "compare", "1", "2", "--json", *target_args),
+               run_cli("experiments", "history", "1", "--json", *target_args),
+               run_cli("experiments", "search", "{}", "--json", *target_args)]
+    for result in outputs:
+        assert result.code == 0, result
+        assert secret not in result.out, result
+    assert re.search(r"config\.wandb_api_key\s+\*\*\*\s+\*\*\*\s+differs", outputs[0].out)
+    assert re.search(r"config\.lr\s+0\.1\s+0\.2", outputs[0].out)  # the rest as it is
+
+
 def test_search_and_best_say_how_many_of_how_many_and_page(db, target_args):
     db["experiments"].insert_many([experiment(i, best=i / 100) for i in range(1, 26)])
     page = run_cli("experiments", "search", "--limit", "10", "--offset", "10", *target_args)

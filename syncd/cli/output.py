@@ -11,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 from bson.binary import Binary
 
-from syncd.redact import scrub
+from syncd.redact import mask_secrets, scrub
 
 
 def _default(value: Any) -> Any:
@@ -42,7 +42,8 @@ def dumps(data: Any, indent: int | None = 2) -> str:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(dumps(data) + "\n")
+    """JSON on stdout; values under secret-looking keys (a legacy config's `api_key`) as `***`."""
+    sys.stdout.write(dumps(mask_secrets(data)) + "\n")
 
 
 def say(text: str = "") -> None:

@@ -211,8 +211,8 @@ def print_comparison(comparison: Any, show_all: bool = False) -> None:
         say("no experiments to compare")
         return
     rows = [[row.key if row.section == "run" else f"{row.section}.{row.key}",
-             *(_cell(v) for v in row.values), *(["=" if row.same else "differs"]
-                                                 if show_all else [])]
+             *(_cell(v) for v in row.shown),
+             *(["=" if row.same else "differs"] if show_all else [])]
             for row in comparison.shown(show_all)]
     headers = ["", *(r["label"] for r in comparison.runs), *([""] if show_all else [])]
     if rows:

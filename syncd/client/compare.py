@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.redact import secret_key
+
 SECTIONS = ("run", "config", "metrics")
 RUN_FIELDS = ("challenge", "status", "model", "start_time", "end_time", "notes", "source")
 NOUNS = {"run": ("run field", "run fields"), "config": ("config key", "config keys"),
@@ -31,6 +33,13 @@ class Row:
     @property
     def same(self) -> bool:
         return all(_same(v, self.values[0]) for v in self.values[1:])
+
+    @property
+    def shown(self) -> list[Any]:
+        """The values as shown: `***` for a credential's (a config's `api_key`)."""
+        if secret_key(self.key):
+            return [None if v is None else "***" for v in self.values]
+        return self.values
 
 
 @dataclass
@@ -59,7 +68,7 @@ class Comparison:
 
     def to_dict(self, show_all: bool = False) -> dict[str, Any]:
         return {"runs": self.runs,
-                "differences": [{"section": r.section, "key": r.key, "values": r.values,
+                "differences": [{"section": r.section, "key": r.key, "values": r.shown,
                                  "same": r.same} for r in self.shown(show_all)],
                 "equal": self.folded(), "experiments": self.docs}
 

@@ -8,7 +8,6 @@ key names a secret are masked.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from typing import Any
 
@@ -23,14 +22,13 @@ from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.projection.unmirrored import newest
-from syncd.redact import scrub
+from syncd.redact import scrub, secret_key
 
 
 class BadQuery(SyncdError):
     """A query parameter no stored value could match (a 400, not a 500)."""
 
 
-SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|auth", re.I)
 PAGE_SIZE = 100  # experiments per page of the list
 MAX_COMPARED = 20  # experiments on one compare page
 CHOICES_SECONDS = 30.0  # how long the filters' choices are reused
@@ -39,7 +37,7 @@ _choices: dict[str, tuple[float, dict[str, list[Any]]]] = {}  # per database: (r
 
 def jsonable(value: Any, key: str = "") -> Any:
     """`value` with ObjectIds and datetimes as text, strings scrubbed, secret keys masked."""
-    if key and SECRET_KEY.search(key) and value is not None:
+    if key and secret_key(key) and value is not None:
         return "***"
     if isinstance(value, dict):
         return {str(k): jsonable(v, str(k)) for k, v in value.items()}
@@ -220,9 +218,8 @@ def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
                                       "timestamp": 1}).sort(
             [("experiment_id", 1), ("epoch", 1), ("_id", 1)]):
         curves[doc["experiment_id"]].append(epoch_point(doc))
-    rows = [{"section": r.section, "key": r.key, "same": r.same,
-             "values": [None if v is None else "***" for v in r.values]
-             if SECRET_KEY.search(r.key) else r.values} for r in found.rows]
+    rows = [{"section": r.section, "key": r.key, "same": r.same, "values": r.shown}
+            for r in found.rows]
     return jsonable({"runs": found.runs, "rows": rows, "equal": found.folded(),
                      "curves": [{"id": r["id"], "label": r["label"], "epochs": curves[r["id"]]}
                                 for r in found.runs]})
