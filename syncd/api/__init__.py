@@ -12,10 +12,12 @@ from syncd.api.dashboard import dashboard
 from syncd.api.events import events
 from syncd.api.experiments import (
     Experiments,
+    experiments_as_of,
     experiments_best,
     experiments_compare,
     experiments_history,
     experiments_search,
+    experiments_versions,
 )
 from syncd.api.hdf5 import cache_stats, warm
 from syncd.api.legacy import capture_install, capture_status, capture_uninstall, sample
@@ -24,7 +26,8 @@ from syncd.api.sync import MigrateResult, migrate, reconcile, status, status_hea
 
 __all__ = [
     "Experiments", "MigrateResult", "cache_stats", "capture_install", "capture_status",
-    "capture_uninstall", "dashboard", "events", "experiments_best", "experiments_compare",
-    "experiments_history", "experiments_search", "migrate", "reconcile", "run", "sample",
+    "capture_uninstall", "dashboard", "events", "experiments_as_of",
+    "experiments_best", "experiments_compare", "experiments_history", "experiments_search",
+    "experiments_versions", "migrate", "reconcile", "run", "sample",
     "status", "status_health", "verify", "warm",
 ]

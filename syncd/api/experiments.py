@@ -1,17 +1,22 @@
 """Queries of the synced experiment model (migration 0002), as the legacy tracker made them.
 
-Every source of the database by default; `source` narrows to one.
+Every source of the database by default; `source` narrows to one. `as_of` (a time,
+syncd.client.asof): the experiments as they were then, rebuilt from history with the
+configured migrations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.client.compare import Comparison
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
+
+if TYPE_CHECKING:
+    from syncd.client.tracker import Tracker
 
 
 @dataclass
@@ -25,38 +30,55 @@ class Experiments:
     offset: int = 0
 
 
-def experiments_best(settings: Settings, challenge: int, n: int = 10,
-                     status: str | None = "completed", source: str | None = None,
-                     offset: int = 0) -> Experiments:
-    """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
-    after the first `offset`."""
+def _tracker(settings: Settings, db: Any, source: str | None, as_of: str | None) -> Tracker:
+    """The live Tracker, or (`as_of`) the one of that moment, with the configured
+    migrations (the model the documents of then are projected with)."""
+    from syncd.api.shared import migration_files
     from syncd.client.tracker import Tracker
 
+    if as_of is None:
+        return Tracker(db, source)
+    return Tracker(db, source, as_of=as_of, migrations=migration_files(settings))
+
+
+def experiments_as_of(settings: Settings, as_of: str, source: str | None = None
+                      ) -> dict[str, Any]:
+    """Which moment `as_of` is, the sources whose history reaches it, and what the
+    answers as of it cannot show (raises for a moment before history starts)."""
+    from syncd.client.asof import scope
+
     with open_target(settings) as target:
-        tracker = Tracker(target.db, source)
+        return scope(target.db, as_of, source).to_dict()
+
+
+def experiments_best(settings: Settings, challenge: int, n: int = 10,
+                     status: str | None = "completed", source: str | None = None,
+                     offset: int = 0, as_of: str | None = None) -> Experiments:
+    """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
+    after the first `offset`."""
+    with open_target(settings) as target:
+        tracker = _tracker(settings, target.db, source, as_of)
         docs = list(tracker.best_experiments(challenge, n, status, offset))
         total = tracker.count(tracker.best_match(challenge, status))
         why = None if total else tracker.why_no_best(challenge, status)
         return Experiments(docs, why, total, offset)
 
 
-def experiments_compare(settings: Settings, refs: Sequence[str],
-                        source: str | None = None) -> Comparison:
+def experiments_compare(settings: Settings, refs: Sequence[str], source: str | None = None,
+                        as_of: str | None = None) -> Comparison:
     """Several experiments (run_ids or _ids) side by side: what differs between them."""
     from syncd.client.compare import compare
-    from syncd.client.tracker import Tracker
 
     with open_target(settings) as target:
-        return compare(Tracker(target.db, source).compare(list(refs)))
+        return compare(_tracker(settings, target.db, source, as_of).compare(list(refs)))
 
 
 def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int = 0,
-                       source: str | None = None, offset: int = 0) -> Experiments:
+                       source: str | None = None, offset: int = 0,
+                       as_of: str | None = None) -> Experiments:
     """Experiments matching a MongoDB filter (at most `limit`, after the first `offset`)."""
-    from syncd.client.tracker import Tracker
-
     with open_target(settings) as target:
-        tracker = Tracker(target.db, source)
+        tracker = _tracker(settings, target.db, source, as_of)
         docs = list(tracker.search(dict(query), limit=limit, offset=offset))
         total = len(docs) + offset if not limit and (docs or not offset) \
             else tracker.count(dict(query))
@@ -64,9 +86,22 @@ def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int 
                            total, offset)
 
 
-def experiments_history(settings: Settings, ref: str, source: str | None = None) -> dict[str, Any]:
+def experiments_history(settings: Settings, ref: str, source: str | None = None,
+                        as_of: str | None = None) -> dict[str, Any]:
     """One experiment with its epochs and checkpoints."""
-    from syncd.client.tracker import Tracker
-
     with open_target(settings) as target:
-        return dict(Tracker(target.db, source).history(ref))
+        return dict(_tracker(settings, target.db, source, as_of).history(ref))
+
+
+def experiments_versions(settings: Settings, ref: str, source: str | None = None,
+                         as_of: str | None = None) -> Any:
+    """One run's versions (syncd.client.versions.RunVersions): what changed, when (up to
+    `as_of`, if given)."""
+    from syncd.api.shared import migration_files
+    from syncd.client.asof import parse_time
+    from syncd.client.versions import run_versions
+    from syncd.sinks.history import julian_day
+
+    until = None if as_of is None else julian_day(parse_time(as_of))
+    with open_target(settings) as target:
+        return run_versions(target.db, ref, source, until, migration_files(settings))

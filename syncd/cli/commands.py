@@ -20,6 +20,7 @@ from syncd.cli.render import (
     print_status,
     print_verify,
 )
+from syncd.cli.render_history import print_as_of, print_versions
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.progress import Progress
@@ -70,15 +71,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = args.as_of
+    if as_of is not None and not args.json:
+        print_as_of(api.experiments_as_of(settings, as_of, args.source))
+    if args.action == "history" and args.versions:
+        versions = api.experiments_versions(settings, args.ref, args.source, as_of)
+        if args.json:
+            print_json(versions.to_dict())
+        else:
+            print_versions(versions)
+        return 0
     if args.action == "history":
-        history = api.experiments_history(settings, args.ref, args.source)
+        history = api.experiments_history(settings, args.ref, args.source, as_of)
         if args.json:
             print_json(history)
         else:
             print_history(history)
         return 0
     if args.action == "compare":
-        comparison = api.experiments_compare(settings, args.refs, args.source)
+        comparison = api.experiments_compare(settings, args.refs, args.source, as_of)
         if args.json:
             print_json(comparison.to_dict(args.all))
         else:
@@ -88,7 +99,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--offset {args.offset}: must be 0 or more")
     if args.action == "best":
         found = api.experiments_best(settings, args.challenge, args.n, args.status or None,
-                                     args.source, offset=args.offset)
+                                     args.source, offset=args.offset, as_of=as_of)
     else:
         try:
             query = json.loads(args.filter)
@@ -97,7 +108,7 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
         if not isinstance(query, dict):
             raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
         found = api.experiments_search(settings, query, limit=args.limit, source=args.source,
-                                       offset=args.offset)
+                                       offset=args.offset, as_of=as_of)
     if args.json:
         print_json(found.docs)
     else:

@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                               parents=[settings_parent, json_parent])
         sub.add_argument("--source", metavar="ID",
                          help="only this source's experiments (default: every source)")
+        sub.add_argument("--as-of", metavar="TIME", default=None,
+                         help="as they were at TIME, rebuilt from history: ISO 8601 with its "
+                         "offset (2025-10-20T14:03:00+02:00, ...Z) or a date (its 00:00 UTC); "
+                         "history starts at the first sync")
         return sub
 
     best = action("best", "best experiments of a challenge by best_val_loss")
@@ -133,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip the N best first (the next page: --offset 10)")
     hist = action("history", "one experiment's epochs and checkpoints")
     hist.add_argument("ref", help="run_id or experiment _id")
+    hist.add_argument("--versions", action="store_true",
+                      help="list the run's versions instead: each change, when its statement "
+                      "ran (up to --as-of, if given)")
     comp = action("compare", "several experiments side by side")
     comp.add_argument("refs", nargs="+", help="run_ids or experiment _ids")
     comp.add_argument("--all", action="store_true",

@@ -26,9 +26,20 @@ SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics":
 
 
 class Tracker:
-    """Queries over every source's experiments, or over `source`'s alone."""
+    """Queries over every source's experiments, or over `source`'s alone; with `as_of`
+    (a time), over them as they were then (syncd.client.asof.AsOfTracker; `migrations`:
+    the files the sources were migrated with, default the bundled ones)."""
 
-    def __init__(self, db: Database, source: str | None = None) -> None:
+    def __new__(cls, db: Database, source: str | None = None, as_of: Any = None,
+                migrations: Any = None) -> Tracker:
+        if as_of is not None and cls is Tracker:
+            from syncd.client.asof import AsOfTracker
+
+            cls = AsOfTracker
+        return super().__new__(cls)
+
+    def __init__(self, db: Database, source: str | None = None, as_of: Any = None,
+                 migrations: Any = None) -> None:
         self.db = db
         self.source = source
         self.experiments = db["experiments"]

@@ -1,0 +1,185 @@
+"""The experiments as they were at a moment: `Tracker(db, as_of=T)`.
+
+An `AsOfTracker` is a `Tracker` whose three collections are in memory: the documents
+of T, rebuilt from history (syncd.client.rebuild), behind the read methods the
+Tracker calls (syncd.client.memory). Every query (best, search, compare, history,
+paging) is therefore the Tracker's own, with MongoDB's filter and sort rules, on the
+state of T. A view is kept VIEW_SECONDS per database, moment and scope, so turning
+pages or reloading costs one rebuild, not one per page; later versions of an earlier
+moment can still arrive (a daemon catching up), which the short life allows for.
+
+A time is an ISO 8601 moment with its offset (`2025-10-20T14:03:00+02:00`, `...Z`) or
+a date alone (`2025-10-20`: that day's 00:00 UTC); a `datetime` without a zone is UTC,
+as pymongo reads it. History starts at the first sync: a moment before it is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from syncd.checkpoint.store import StateStore
+from syncd.client.memory import MemoryCollection
+from syncd.client.rebuild import collection_as_of, history_sources, history_start, when
+from syncd.client.tracker import Tracker
+from syncd.engine.migration_files import MigrationFile
+from syncd.errors import SyncdError
+from syncd.sinks.history import julian_day
+
+VIEW_SECONDS = 30.0
+VIEWS_KEPT = 8  # per client
+DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+TIME_HELP = ("an ISO 8601 time with its offset (2025-10-20T14:03:00+02:00, or Z for UTC) "
+             "or a date (2025-10-20: its 00:00 UTC)")
+
+Moment = str | dt.datetime | dt.date
+
+
+def parse_time(value: Moment) -> dt.datetime:
+    """An as-of moment as an aware UTC datetime (see the module for what is accepted)."""
+    if isinstance(value, dt.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    text = str(value).strip()
+    try:
+        if DATE_ONLY.fullmatch(text):
+            return parse_time(dt.date.fromisoformat(text))
+        moment = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise SyncdError(f"as of {text[:60]!r}: not a time; give {TIME_HELP}") from None
+    if moment.tzinfo is None:
+        raise SyncdError(f"as of {text[:60]!r}: which time zone? Give the offset "
+                         f"(…+02:00, or Z for UTC) or a date alone ({TIME_HELP})")
+    return moment.astimezone(dt.UTC)
+
+
+def shown(moment: dt.datetime) -> str:
+    """A moment for people: ISO, UTC, to the millisecond when it has a fraction."""
+    spec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.astimezone(dt.UTC).isoformat(timespec=spec)
+
+
+@dataclass
+class Scope:
+    """Which moment and which sources' history an as-of answer covers, and what a
+    reader should know about it (`notes`: sources it cannot show)."""
+
+    moment: dt.datetime
+    jd: float
+    sources: list[str]
+    starts: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"as_of": shown(self.moment), "sources": self.sources,
+                "history_starts": {s: shown(when(jd)) for s, jd in self.starts.items()},
+                "notes": self.notes}
+
+
+def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
+    """The moment and the sources whose history reaches back to it (refused: a moment
+    before every source's history starts, or a database without history)."""
+    moment = parse_time(as_of)
+    jd = julian_day(moment)
+    where = f"database {db.name!r}" + (f", source {source!r}" if source else "")
+    sources = history_sources(db, source)
+    starts = history_start(db, sources)
+    if not starts:
+        raise SyncdError(f"no history in {where}: syncd keeps every version of every row "
+                         "from the first sync on, and none is recorded here, so nothing "
+                         f"is known as of {shown(moment)}")
+    first = min(starts.values())
+    if jd < first:
+        raise SyncdError(f"as of {shown(moment)} is before history starts "
+                         f"({shown(when(first))}, the first sync of {where}): nothing is "
+                         "recorded before it")
+    found = Scope(moment, jd, [s for s in sources if starts[s] <= jd], starts)
+    for name in sources:
+        if starts[name] > jd:
+            found.notes.append(f"source {name}'s history starts at "
+                               f"{shown(when(starts[name]))}: none of its runs are shown")
+    if source is None:
+        for name in sorted(StateStore(db, "").other_sources() - set(sources)):
+            found.notes.append(f"source {name} keeps no history: none of its runs are shown")
+    return found
+
+
+class AsOfView:
+    """The collections of one moment, each rebuilt on first use."""
+
+    COLLECTIONS = ("experiments", "epochs", "checkpoints")
+
+    def __init__(self, db: Database, where: Scope,
+                 migrations: Sequence[MigrationFile] | None) -> None:
+        self.scope = where
+        self.made = time.monotonic()
+        self.collections = {name: MemoryCollection(name, self._loader(db, name, migrations))
+                            for name in self.COLLECTIONS}
+
+    def _loader(self, db: Database, name: str,
+                migrations: Sequence[MigrationFile] | None) -> Any:
+        def load() -> list[dict[str, Any]]:
+            return collection_as_of(db, name, self.scope.jd, self.scope.sources, migrations)
+        return load
+
+    def collection(self, name: str) -> MemoryCollection:
+        return self.collections[name]
+
+
+_views: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AsOfView]] = (
+    weakref.WeakKeyDictionary())
+_views_lock = threading.Lock()
+
+
+def view(db: Database, as_of: Moment, source: str | None = None,
+         migrations: Sequence[MigrationFile] | None = None) -> AsOfView:
+    """The as-of view of `db` at `as_of`: one made in the last VIEW_SECONDS, or a new one."""
+    where = scope(db, as_of, source)
+    key = (db.name, where.jd, source,
+           None if migrations is None else tuple(m.checksum for m in migrations))
+    now = time.monotonic()
+    with _views_lock:
+        kept = _views.setdefault(db.client, {})
+        found = kept.get(key)
+        if found is not None and now - found.made < VIEW_SECONDS:
+            return found
+        for old in [k for k, v in kept.items() if now - v.made >= VIEW_SECONDS]:
+            del kept[old]
+        while len(kept) >= VIEWS_KEPT:
+            del kept[next(iter(kept))]
+        found = kept[key] = AsOfView(db, where, migrations)
+    return found
+
+
+class AsOfTracker(Tracker):
+    """The Tracker's queries on the experiments, epochs and checkpoints as they were at
+    `as_of` (made by `Tracker(db, as_of=...)`); `scope` says which moment and sources."""
+
+    def __init__(self, db: Database, source: str | None = None, as_of: Moment | None = None,
+                 migrations: Sequence[MigrationFile] | None = None) -> None:
+        super().__init__(db, source)
+        if as_of is None:
+            raise SyncdError("AsOfTracker needs a time (as_of)")
+        self.view = view(db, as_of, source, migrations)
+        self.scope = self.view.scope
+        self.as_of = self.scope.moment
+        self.experiments = self.view.collection("experiments")  # type: ignore[assignment]
+        self.epochs = self.view.collection("epochs")  # type: ignore[assignment]
+        self.checkpoints = self.view.collection("checkpoints")  # type: ignore[assignment]
+
+    def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
+        try:
+            return super().experiment_id(ref)
+        except SyncdError as exc:
+            raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None
