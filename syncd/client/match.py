@@ -155,35 +155,42 @@ def equal(a: Any, b: Any) -> bool:
 def resolve(value: Any, parts: Sequence[str]) -> list[Any]:
     """The values a dotted path reaches (MISSING where it reaches none), through arrays:
     `a.b` of `{a: [{b: 1}, {b: 2}]}` is [1, 2]; `a.0` is the first element."""
+    return [v for v, _ in _reach(value, parts)]
+
+
+def _reach(value: Any, parts: Sequence[str], expand: bool = True) -> list[tuple[Any, bool]]:
+    """`resolve`, each value with whether an operator also tests its elements (not for
+    an array reached by its position: `a.0` of `[[1, 2]]` is the array [1, 2] alone)."""
     if not parts:
-        return [value]
+        return [(value, expand)]
     head, rest = parts[0], parts[1:]
     if isinstance(value, Mapping):
-        return resolve(value[head], rest) if head in value else [MISSING]
+        return _reach(value[head], rest) if head in value else [(MISSING, True)]
     if isinstance(value, (list, tuple)):
-        out: list[Any] = []
+        out: list[tuple[Any, bool]] = []
         if head.isdigit() and int(head) < len(value):
-            out += resolve(value[int(head)], rest)
+            out += _reach(value[int(head)], rest, expand=False)
         for item in value:
             if isinstance(item, Mapping):
-                out += [v for v in resolve(item, parts) if v is not MISSING]
-        return out or [MISSING]
-    return [MISSING]
+                out += _reach(item, parts)
+        return out
+    return [(MISSING, True)]
 
 
-def _candidates(leaves: Iterable[Any]) -> list[Any]:
+def _candidates(leaves: Iterable[tuple[Any, bool]]) -> list[Any]:
     """What an operator tests: each value reached, and each element of an array reached."""
     out: list[Any] = []
-    for leaf in leaves:
+    for leaf, expand in leaves:
         out.append(leaf)
-        if isinstance(leaf, (list, tuple)):
+        if expand and isinstance(leaf, (list, tuple)):
             out.extend(leaf)
     return out
 
 
 # -- filters -------------------------------------------------------------------------------
 
-Test = Callable[[list[Any]], bool]  # the leaves a path reached -> matched?
+Leaves = list[tuple[Any, bool]]  # what a path reached (`_reach`)
+Test = Callable[[Leaves], bool]  # the leaves a path reached -> matched?
 
 
 def compile_filter(spec: Mapping[str, Any] | None) -> Predicate:
@@ -210,7 +217,7 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Predicate:
             raise UnsupportedQuery(f"{key} is not supported in an as-of query")
         else:
             path, test = key.split("."), _condition(value)
-            parts.append(lambda d, p=path, t=test: t(resolve(d, p)))
+            parts.append(lambda d, p=path, t=test: t(_reach(d, p)))
     return lambda doc: all(p(doc) for p in parts)
 
 
@@ -270,7 +277,7 @@ def _range_test(op: str, arg: Any) -> Test:
     bracket = rank(arg)
     nan_arg = bracket == NUMBER and math.isnan(_number(arg))
 
-    def test(leaves: list[Any]) -> bool:
+    def test(leaves: Leaves) -> bool:
         for c in _candidates(leaves):
             if c is MISSING or rank(c) != bracket:
                 continue
@@ -305,7 +312,7 @@ def _type_test(arg: Any) -> Test:
         code = type_code(value)
         return code in wanted or ("number" in wanted and code in (1, 16, 18, 19))
     return lambda leaves: any(has(c) for c in _candidates(leaves)) or (
-        4 in wanted and any(isinstance(v, list) for v in leaves))
+        4 in wanted and any(isinstance(v, list) for v, _ in leaves))
 
 
 def _elem_match_test(arg: Any) -> Test:
@@ -315,13 +322,14 @@ def _elem_match_test(arg: Any) -> Test:
         condition = _condition(arg)
 
         def one(item: Any) -> bool:
-            return condition([item])
+            return condition([(item, False)])
     else:
         pred = compile_filter(arg)
 
         def one(item: Any) -> bool:
             return isinstance(item, Mapping) and pred(item)
-    return lambda leaves: any(isinstance(v, list) and any(one(i) for i in v) for v in leaves)
+    return lambda leaves: any(isinstance(v, list) and any(one(i) for i in v)
+                              for v, _ in leaves)
 
 
 def _operator(op: str, arg: Any, whole: Mapping[str, Any]) -> Test:
@@ -338,7 +346,7 @@ def _operator(op: str, arg: Any, whole: Mapping[str, Any]) -> Test:
         test = _in_test(arg)
         return lambda leaves: not test(leaves)
     if op == "$exists":
-        return lambda leaves: any(v is not MISSING for v in leaves) == bool(arg)
+        return lambda leaves: any(v is not MISSING for v, _ in leaves) == bool(arg)
     if op == "$type":
         return _type_test(arg)
     if op == "$regex":
@@ -351,7 +359,7 @@ def _operator(op: str, arg: Any, whole: Mapping[str, Any]) -> Test:
     if op == "$size":
         if isinstance(arg, bool) or not isinstance(arg, int):
             raise UnsupportedQuery(f"$size takes a whole number, not {arg!r}")
-        return lambda leaves: any(isinstance(v, list) and len(v) == arg for v in leaves)
+        return lambda leaves: any(isinstance(v, list) and len(v) == arg for v, _ in leaves)
     if op == "$all":
         if not isinstance(arg, list):
             raise UnsupportedQuery("$all takes a list")

@@ -54,14 +54,18 @@ class _Empty:
 
 
 def _sort_value(doc: Doc, path: list[str], way: int) -> Any:
+    """A document's sort key for one field: what the path reaches (missing parts of an
+    array left out; nothing: null), an array by its least or greatest element."""
     values: list[Any] = []
     for leaf in resolve(doc, path):
         if isinstance(leaf, (list, tuple)):
             values.extend(leaf)
             if not leaf:
                 values.append(_Empty)
-        else:
-            values.append(None if leaf is MISSING else leaf)
+        elif leaf is not MISSING:
+            values.append(leaf)
+    if not values:
+        values.append(None)
     pick = min if way == 1 else max
     return pick(values, key=functools.cmp_to_key(_sort_compare))
 
@@ -123,8 +127,10 @@ def projector(spec: Mapping[str, Any] | Sequence[str] | None) -> Callable[[Doc],
         out = {}
         for key, item in value.items():
             sub = node.get(key)
-            if include and sub is not None:
-                out[key] = item if sub is True else pick(item, sub)
+            if include and sub is True:
+                out[key] = item
+            elif include and sub is not None and isinstance(item, (Mapping, list)):
+                out[key] = pick(item, sub)
             elif not include and sub is not True:
                 out[key] = item if sub is None else pick(item, sub)
         return out
