@@ -10,138 +10,22 @@ as a delete and an insert), each at the statement's own time.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import sqlite3
-from pathlib import Path
+import json
 
 import pytest
 
 from syncd.client.asof import AsOfTracker, parse_time
 from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
-from syncd.projection.ids import derive_id
-from syncd.sample import make_eeg2025
-from syncd.sinks.history import HistoryStore, julian_day, version
 from tests.conftest import run_cli
+from tests.history_support import T0, build_story, moment
 
 pytestmark = pytest.mark.timeout(300)
-SRC = "testhost"
-TABLES = {"training_runs": "run_id", "epoch_history": "id", "model_checkpoints": "checkpoint_id"}
-T0 = dt.datetime(2025, 10, 20, 12, 0, tzinfo=dt.UTC)
-
-
-def moment(hours: float) -> dt.datetime:
-    return T0 + dt.timedelta(hours=hours)
-
-
-class Recorder:
-    """Records a legacy file's changes as the daemon would: each statement run here is
-    recorded as the versions it made, stamped with its (given) time."""
-
-    def __init__(self, db, path: Path) -> None:
-        self.store, self.path, self.seq = HistoryStore(db, SRC), path, 0
-        self.store.ensure_indexes()
-
-    def rows(self, table: str) -> dict[int, dict]:
-        conn = sqlite3.connect(self.path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return {r["run_id" if table == "training_runs" else TABLES[table]]: dict(r)
-                    for r in conn.execute(f"SELECT * FROM {table}")}
-        finally:
-            conn.close()
-
-    def snapshot(self, at: dt.datetime) -> None:
-        conn = sqlite3.connect(self.path)
-        for table in TABLES:
-            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?",
-                               (table,)).fetchone()[0]
-            self.store.record_schema(table, julian_day(at), 0, sql)
-        conn.close()
-        for table in TABLES:
-            self.store.record([self._v(table, "snapshot", at, key, row, 0)
-                               for key, row in self.rows(table).items()])
-
-    def _v(self, table, op, at, key, row, n):
-        return version(SRC, table, derive_id(SRC, table, (key,)), (key,), key, op,
-                       julian_day(at), self.seq, n, row)
-
-    def run(self, at: dt.datetime, sql: str, *params) -> None:
-        """Run one statement on the legacy file; record what it changed."""
-        before = {t: self.rows(t) for t in TABLES}
-        conn = sqlite3.connect(self.path)
-        with conn:
-            conn.execute(sql, params)
-        conn.close()
-        self.seq += 1
-        replaced = sql.upper().startswith("INSERT OR REPLACE")
-        for table in TABLES:
-            after, versions = self.rows(table), []
-            for key in sorted(before[table].keys() | after.keys()):
-                old, new = before[table].get(key), after.get(key)
-                if old == new and not (replaced and table == "training_runs" and new
-                                       and key == params[0]):
-                    continue
-                if new is None:
-                    versions.append(self._v(table, "delete", at, key, None, 0))
-                elif old is None:
-                    versions.append(self._v(table, "insert", at, key, new, 0))
-                elif replaced:
-                    versions += [self._v(table, "delete", at, key, None, 0),
-                                 self._v(table, "insert", at, key, new, 1)]
-                else:
-                    versions.append(self._v(table, "update", at, key, new, 0))
-            self.store.record(versions)
-
-
-def migrate(path: Path, mongo_url: str, database: str) -> None:
-    result = run_cli("migrate", "--sqlite", path, "--mongo-url", mongo_url, "--database",
-                     database, "--source-id", SRC, "--timezone", "UTC")
-    assert result.code == 0, result
 
 
 @pytest.fixture
 def story(tmp_path, db, client, mongo_url):
-    """A legacy file, its history, and a mirror of a copy taken at each moment."""
-    path = tmp_path / "metadata.db"
-    make_eeg2025(path, runs=12, seed=7)
-    migrate(path, mongo_url, db.name)
-    rec = Recorder(db, path)
-    rec.snapshot(moment(0))
-    copies: dict[float, str] = {}
-
-    def copy_at(hours: float) -> None:
-        name = f"{db.name}_at{int(hours * 10)}"
-        client.drop_database(name)
-        shutil.copy(path, tmp_path / f"{name}.db")
-        migrate(tmp_path / f"{name}.db", mongo_url, name)
-        copies[hours] = name
-
-    runs = rec.rows("training_runs")
-    done = sorted(k for k, r in runs.items() if r["status"] == "completed"
-                  and r["best_val_loss"] is not None)
-    best = min(done, key=lambda k: runs[k]["best_val_loss"])
-    copy_at(0.5)
-    # Two updates of the best run in the same second, then a delete of another run.
-    rec.run(moment(1), "UPDATE training_runs SET status = 'failed' WHERE run_id = ?", best)
-    rec.run(moment(1) + dt.timedelta(microseconds=300),
-            "UPDATE training_runs SET best_val_loss = 9.5 WHERE run_id = ?", best)
-    copy_at(1.5)
-    rec.run(moment(2), "DELETE FROM training_runs WHERE run_id = ?", done[-1])
-    copy_at(2.5)
-    rerun = done[0] if done[0] != best else done[1]
-    rec.run(moment(3), "INSERT OR REPLACE INTO training_runs (run_id, challenge, model_name, "
-            "status, best_val_loss, config) VALUES (?, 1, 'rerun', 'completed', 0.001, "
-            "'{\"lr\": 0.5}')", rerun)
-    rec.run(moment(4), "INSERT INTO training_runs (run_id, challenge, model_name, status, "
-            "best_val_loss) VALUES (900, 1, 'late', 'completed', 0.0001)")
-    rec.run(moment(4.2), "INSERT INTO epoch_history (run_id, epoch, train_loss, val_loss) "
-            "VALUES (900, 1, 0.5, 0.4)")
-    copy_at(5)
-    yield {"db": db, "copies": copies, "best": best, "deleted": done[-1], "rerun": rerun,
-           "client": client}
-    for name in copies.values():
-        client.drop_database(name)
+    yield from build_story(tmp_path, db, client, mongo_url)
 
 
 def test_as_of_answers_equal_the_mirror_of_a_copy_taken_then(story):
@@ -208,10 +92,15 @@ def test_cli_as_of_and_versions(story, mongo_url):
     result = run_cli("experiments", "history", str(best), "--versions", *args)
     assert result.code == 0, result
     lines = [ln for ln in result.out.splitlines() if ln.startswith("2025-")]
-    assert [ln.split()[1] for ln in lines] == ["snapshot", "update", "update"]
+    assert [ln.split()[1] for ln in lines] == ["snapshot", "update", "update", "update"]
     assert lines[0].startswith("2025-10-20T12:00:00") and lines[1].startswith("2025-10-20T13:00")
     assert "status: completed -> failed" in lines[1]
     assert "metrics.best_val_loss:" in lines[2] and "-> 9.5" in lines[2]
+    assert "notes: – -> <!--<script>" in lines[3] and "sekrit" not in result.out
+    result = run_cli("experiments", "history", str(best), "--versions", "--json", *args)
+    last = json.loads(result.out)["versions"][-1]
+    assert {"key": "config.api_key", "before": None, "after": "***"} in last["changes"]
+    assert "sekrit" not in result.out
     result = run_cli("experiments", "history", str(story["rerun"]), "--versions", *args)
     assert [ln.split()[1] for ln in result.out.splitlines() if ln.startswith("2025-")] == [
         "snapshot", "replace"], result

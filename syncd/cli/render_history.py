@@ -3,7 +3,6 @@ versions (`syncd experiments ... --as-of`, `history REF --versions`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from syncd.cli.output import say
@@ -42,6 +41,4 @@ def print_versions(found: Any) -> None:
         f"{len(found.versions)} version(s); history starts at "
         f"{found.since.isoformat()} (the first sync)")
     for v in found.versions:
-        # To the nearest millisecond: a julian day holds a moment to about 40 us.
-        at = (v.at + dt.timedelta(microseconds=500)).isoformat(timespec="milliseconds")
-        say(f"{at}  {v.op:<8}  {_what(v)}")
+        say(f"{v.shown_at()}  {v.op:<8}  {_what(v)}")

@@ -63,8 +63,12 @@ class RunVersion:
     doc: dict[str, Any] | None
     changes: list[Change] = field(default_factory=list)
 
+    def shown_at(self) -> str:
+        """When, to the nearest millisecond (a julian day holds a moment to ~40 us)."""
+        return (self.at + dt.timedelta(microseconds=500)).isoformat(timespec="milliseconds")
+
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "at": self.at, "seq": self.seq,
+        return {"op": self.op, "at": self.shown_at(), "seq": self.seq,
                 "changes": [{"key": c.key, "before": c.shown()[0], "after": c.shown()[1]}
                             for c in self.changes]}
 

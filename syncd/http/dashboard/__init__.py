@@ -46,7 +46,8 @@ def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
 
     def listing(request: Request) -> list[str]:
         q = request.query_params
-        return [*filters(request).values(), q.get("page", ""), q.get("offset", "")]
+        return [*filters(request).values(), q.get("page", ""), q.get("offset", ""),
+                q.get("as_of", "")]
 
     def compared(request: Request) -> list[str]:
         """`?runs=A,B,C` (or `runs` repeated, as the list's checkboxes send them)."""
@@ -85,7 +86,11 @@ def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
 
     async def experiment_page(request: Request) -> Response:
         try:
-            found = await read(data.experiment, request.path_params["ref"])
+            found = await read(data.experiment, request.path_params["ref"],
+                               request.query_params.get("as_of", ""))
+        except BadQuery as exc:
+            return HTMLResponse(pages.page("Bad request", "/experiments",
+                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 400)
         except SyncdError as exc:
             return HTMLResponse(pages.page("Not found", "/experiments",
                                            f"<p class=empty>{pages.e(str(exc))}</p>"), 404)
@@ -93,7 +98,10 @@ def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
 
     async def experiment_json(request: Request) -> Response:
         try:
-            return JSONResponse(await read(data.experiment, request.path_params["ref"]))
+            return JSONResponse(await read(data.experiment, request.path_params["ref"],
+                                           request.query_params.get("as_of", "")))
+        except BadQuery as exc:
+            return JSONResponse({"error": str(exc)}, 400)
         except SyncdError as exc:
             return JSONResponse({"error": str(exc)}, 404)
 

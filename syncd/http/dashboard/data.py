@@ -150,11 +150,14 @@ def first_shown(page: str = "", offset: str = "") -> int:
 
 
 def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source: str = "",
-                page: str = "", offset: str = "") -> dict[str, Any]:
+                page: str = "", offset: str = "", as_of: str = "") -> dict[str, Any]:
     """One page of the experiments filtered by challenge, status and source, best
     validation loss first (those without one last); how many match in all; and the
-    choices each filter offers."""
+    choices each filter offers. `as_of`: as they were then (syncd.http.dashboard.asof)."""
+    from syncd.http.dashboard import asof
+
     db = ctx.db
+    tracker = asof.tracker(ctx, as_of)
     query: dict[str, Any] = {}
     if challenge:
         query["challenge"] = _number_or_text("challenge", challenge)
@@ -163,7 +166,7 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     if source:
         query["_source"] = source
     start = first_shown(page, offset)
-    docs, total = Tracker(db).best_first(query, start, PAGE_SIZE)
+    docs, total = tracker.best_first(query, start, PAGE_SIZE)
     return jsonable({
         "experiments": [{
             "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
@@ -174,8 +177,10 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
             for d in docs],
         "total": total, "offset": start, "limit": PAGE_SIZE,
         "page": start // PAGE_SIZE + 1, "pages": max(1, -(-total // PAGE_SIZE)),
-        "filters": {"challenge": challenge, "status": status, "source": source},
-        "choices": filter_choices(db),
+        "filters": {"challenge": challenge, "status": status, "source": source,
+                    **({"as_of": as_of.strip()} if as_of.strip() else {})},
+        "choices": asof.choices(tracker) if as_of.strip() else filter_choices(db),
+        "as_of": asof.scope(tracker),
     })
 
 
@@ -225,12 +230,17 @@ def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
                                 for r in found.runs]})
 
 
-def experiment(ctx: HttpContext, ref: str) -> dict[str, Any]:
-    """One experiment: its document (config, metrics), epochs and checkpoints."""
-    found = Tracker(ctx.db).history(ref)
+def experiment(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any]:
+    """One experiment: its document (config, metrics), epochs and checkpoints, and its
+    versions (`as_of`: all as they were then)."""
+    from syncd.http.dashboard import asof
+
+    tracker = asof.tracker(ctx, as_of)
+    found = tracker.history(ref)
     return jsonable({"experiment": found["experiment"],
                      "epochs": [epoch_point(e) for e in found["epochs"]],
-                     "checkpoints": found["checkpoints"]})
+                     "checkpoints": found["checkpoints"], "as_of": asof.scope(tracker),
+                     "versions": asof.versions(ctx, str(found["experiment"]["_id"]), as_of)})
 
 
 def experiment_id(ctx: HttpContext, ref: str) -> ObjectId:

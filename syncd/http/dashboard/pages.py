@@ -168,11 +168,14 @@ def _pager(data: dict[str, Any], marked: bool = True) -> str:
 
 
 def experiments_page(data: dict[str, Any]) -> str:
+    from syncd.http.dashboard import pages_history as past
+
     f, choices = data["filters"], data["choices"]
     form = ("<form class=filters method=get action=/experiments>"
             + "".join(_select(n, f[n], choices[n]) for n in ("challenge", "status", "source"))
-            + "<noscript><button>filter</button></noscript></form>")
-    rows = [[f'<a href="/experiments/{quote(x["id"])}">{e(x["run_id"])}</a>',
+            + past.as_of_field(data) + "<noscript><button>filter</button></noscript></form>")
+    then = escape(past.as_of_query(data))
+    rows = [[f'<a href="/experiments/{quote(x["id"])}{then}">{e(x["run_id"])}</a>',
              e(x["challenge"]), e(x["status"]), e(x["model"]), e(x["best_val_loss"]),
              e(x["best_epoch"]), e(x["total_epochs"]), e(x["start_time"]), e(x["source"]),
              f'<input type=checkbox name=runs value="{e(x["id"])}" form=compare-form '
@@ -185,8 +188,8 @@ def experiments_page(data: dict[str, Any]) -> str:
             "<button data-testid=compare-button>compare the ticked runs</button></form>"
             if rows else "")
     return page("Experiments", "/experiments",
-                form + _pager(data) + pick + grid + _pager(data, marked=False),
-                script=True)
+                past.as_of_banner(data) + form + _pager(data) + pick + grid
+                + _pager(data, marked=False), script=True)
 
 
 def _config(config: Any) -> str:
@@ -197,6 +200,8 @@ def _config(config: Any) -> str:
 
 
 def experiment_page(data: dict[str, Any]) -> str:
+    from syncd.http.dashboard import pages_history as past
+
     x = data["experiment"]
     metrics = x.get("metrics") or {}
     title = f"Run {x.get('run_id')}"
@@ -206,7 +211,9 @@ def experiment_page(data: dict[str, Any]) -> str:
                      ("notes", x.get("notes"))], "experiment-summary")
     metric_list = facts(sorted(metrics.items()), "metrics")
     points = script_json({"id": x["_id"], "epochs": data["epochs"]})
-    chart = (f'<figure class=chart><div id=chart data-testid=chart data-experiment="{e(x["_id"])}">'
+    still = " data-as-of" if data.get("as_of") else ""  # a past state: not followed live
+    chart = (f'<figure class=chart><div id=chart data-testid=chart{still} '
+             f'data-experiment="{e(x["_id"])}">'
              f'</div><figcaption><span class="key train">train loss</span> '
              f'<span class="key val">validation loss</span> per epoch · '
              f'<span id=live class=muted>connecting…</span></figcaption></figure>'
@@ -224,8 +231,9 @@ def experiment_page(data: dict[str, Any]) -> str:
     body = (summary + "<h2>Training curve</h2>" + chart + "<h2>Metrics</h2>" + metric_list
             + "<h2>Config</h2>" + _config(x.get("config")) + "<h2>Epochs</h2>"
             + f"<div id=epochs-table>{epochs}</div>"
-            + "<h2>Checkpoints</h2>" + checkpoints)
-    return page(title, "/experiments", body, script=True)
+            + "<h2>Checkpoints</h2>" + checkpoints + past.versions_section(data))
+    back = f"/experiments/{quote(str(x['_id']))}"
+    return page(title, "/experiments", past.as_of_banner(data, back) + body, script=True)
 
 
 def _value(value: Any) -> str:

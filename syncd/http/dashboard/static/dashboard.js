@@ -67,6 +67,9 @@
   }
 
   draw(JSON.parse(source.textContent).epochs);
+  if ("asOf" in chart.dataset) { // a past state (?as_of=): nothing to follow
+    live.textContent = "as of a past moment, not live"; return;
+  }
 
   let poll = null;
   function fallback(reason) {
