@@ -95,9 +95,10 @@ def _flat(doc: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[Change]:
-    """The dotted keys whose value differs between two documents (in document order)."""
+    """The dotted keys whose value differs between two documents: those set or changed
+    (in the new document's order), then those removed."""
     old, new = _flat(before), _flat(after)
-    keys = list(dict.fromkeys([*old, *new]))
+    keys = list(dict.fromkeys([*new, *old]))
     return [Change(k, old.get(k), new.get(k)) for k in keys
             if not (k in old and k in new and _same(old[k], new[k]))]
 
