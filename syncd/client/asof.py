@@ -144,9 +144,9 @@ _views_lock = threading.Lock()
 
 def view(db: Database, as_of: Moment, source: str | None = None,
          migrations: Sequence[MigrationFile] | None = None) -> AsOfView:
-    """The as-of view of `db` at `as_of`: one made in the last VIEW_SECONDS, or a new one."""
-    where = scope(db, as_of, source)
-    key = (db.name, where.jd, source,
+    """The as-of view of `db` at `as_of`: one made in the last VIEW_SECONDS, or a new one
+    (whose scope is read then: a cached view costs no query at all)."""
+    key = (db.name, julian_day(parse_time(as_of)), source,
            None if migrations is None else tuple(m.checksum for m in migrations))
     now = time.monotonic()
     with _views_lock:
@@ -154,11 +154,13 @@ def view(db: Database, as_of: Moment, source: str | None = None,
         found = kept.get(key)
         if found is not None and now - found.made < VIEW_SECONDS:
             return found
+    found = AsOfView(db, scope(db, as_of, source), migrations)
+    with _views_lock:
         for old in [k for k, v in kept.items() if now - v.made >= VIEW_SECONDS]:
             del kept[old]
         while len(kept) >= VIEWS_KEPT:
             del kept[next(iter(kept))]
-        found = kept[key] = AsOfView(db, where, migrations)
+        kept[key] = found
     return found
 
 

@@ -216,9 +216,27 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Predicate:
         elif key.startswith("$"):
             raise UnsupportedQuery(f"{key} is not supported in an as-of query")
         else:
-            path, test = key.split("."), _condition(value)
-            parts.append(lambda d, p=path, t=test: t(_reach(d, p)))
+            slow = _path_test(key.split("."), _condition(value))
+            parts.append(_fast_equality(key, value, slow) or slow)
     return lambda doc: all(p(doc) for p in parts)
+
+
+def _path_test(path: list[str], test: Test) -> Predicate:
+    return lambda doc: test(_reach(doc, path))
+
+
+def _fast_equality(key: str, value: Any, slow: Predicate) -> Predicate | None:
+    """`{field: value}` on a top-level field (`experiment_id`, `status`): a value of the
+    same class is compared at once, anything else takes the general path."""
+    if "." in key or value is None or isinstance(value, (Mapping, list, tuple, Regex,
+                                                         re.Pattern, float)):
+        return None
+    kind = value.__class__
+
+    def test(doc: Doc) -> bool:
+        found = doc.get(key, MISSING)
+        return found == value if found.__class__ is kind else slow(doc)
+    return test
 
 
 def matches(doc: Doc, spec: Mapping[str, Any] | None) -> bool:

@@ -34,25 +34,32 @@ from legacy_adapters.values import RawText
 from syncd.checkpoint.store import StateStore
 from syncd.engine.migration_files import MigrationFile, build_model, load_migrations
 from syncd.errors import SyncdError
+from syncd.projection.model import Model
 from syncd.projection.project import Params, Projector
-from syncd.sinks.history import HISTORY, HistoryReader, decode_row, from_julian_day
+from syncd.sinks.history import HISTORY, SCHEMAS, HistoryReader, decode_row, from_julian_day
 
 CODEC = bson.CodecOptions(tz_aware=False)
 
 
 def history_sources(db: Database, source: str | None = None) -> list[str]:
-    """The sources whose history this database holds (or just `source`, if it has one)."""
-    found = sorted(str(s) for s in db[HISTORY].distinct("source"))
-    return [s for s in found if source is None or s == source]
+    """The sources whose history this database holds (or just `source`, if it has one).
+    Read from the small `_syncd_schemas` (every first sync records the tables' SQL);
+    from the versions themselves only where no SQL is recorded."""
+    found = set(db[SCHEMAS].distinct("source")) or set(db[HISTORY].distinct("source"))
+    return sorted(str(s) for s in found if source is None or s == source)
 
 
 def history_start(db: Database, sources: Iterable[str]) -> dict[str, float]:
     """Each source's first recorded moment (julian day): its history starts there."""
-    out = {}
-    for source in sources:
-        first = HistoryReader(db, source).first_jd()
-        if first is not None:
-            out[source] = first
+    wanted = list(sources)
+    out = {str(g["_id"]): float(g["first"]) for g in db[SCHEMAS].aggregate([
+        {"$match": {"source": {"$in": wanted}}},
+        {"$group": {"_id": "$source", "first": {"$min": "$jd"}}}])}
+    for source in wanted:
+        if source not in out:
+            first = HistoryReader(db, source).first_jd()
+            if first is not None:
+                out[source] = first
     return out
 
 
@@ -70,7 +77,7 @@ class SourceModel:
 
 
 def source_model(db: Database, source: str,
-                 migrations: Sequence[MigrationFile] | None) -> tuple[SourceModel, Any]:
+                 migrations: Sequence[MigrationFile] | None) -> tuple[SourceModel, Model]:
     """The model and parameters the daemon projects `source`'s rows with today."""
     store = StateStore(db, source)
     meta = store.meta() or {}
@@ -140,11 +147,12 @@ def table_from_versions(name: str, versions: Sequence[Mapping[str, Any]]) -> Tab
     return TableInfo(name, tuple(Column(c, "") for c in columns), tuple(key_cols))
 
 
-def schema_as_of(model: SourceModel, jd: float) -> Schema:
-    """Every table of the source's history, shaped as it was at `jd` (see the module)."""
+def schema_as_of(model: SourceModel, jd: float, tables: Iterable[str] | None = None) -> Schema:
+    """The tables of the source's history (or just `tables`), shaped as they were at `jd`
+    (see the module)."""
     schemas = model.reader.schemas
     schema = Schema()
-    for table in model.reader.tables():
+    for table in model.reader.tables() if tables is None else tables:
         base = {"source": model.source, "table": table, "sql": {"$ne": None}}
         found = schemas.find_one({**base, "jd": {"$lte": jd}}, sort=[("jd", -1), ("seq", -1)])
         found = found or schemas.find_one(base, sort=[("jd", 1), ("seq", 1)])
@@ -158,6 +166,28 @@ def schema_as_of(model: SourceModel, jd: float) -> Schema:
             info = table_from_versions(table, sample)
         schema.tables[table] = info
     return schema
+
+
+def tables_for(projection: Model, collection: str) -> list[str] | None:
+    """The tables that can map to `collection` (None: any table might, generically)."""
+    explicit = [t for t, m in projection.tables.items() if m.collection == collection]
+    return explicit if explicit or not projection.all_tables else None
+
+
+def latest(model: SourceModel, table: str, jd: float) -> Iterator[dict[str, Any]]:
+    """`HistoryReader.latest` (each row's last version at `jd`), read in one unsorted
+    pass of the as-of index and ordered here: the server's sort by row costs several
+    times the pass itself."""
+    last: dict[Any, dict[str, Any]] = {}
+    for v in model.reader.history.find(
+            {"source": model.source, "table": table, "jd": {"$lte": jd}},
+            {"_id": 0, "doc": 1, "jd": 1, "seq": 1, "n": 1, "cols": 1, "vals": 1, "rowid": 1},
+            batch_size=10000):
+        kept = last.get(v["doc"])
+        if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"], kept["n"]):
+            last[v["doc"]] = v
+    for doc in sorted(last, key=str):
+        yield last[doc]
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -208,12 +238,12 @@ def collection_as_of(db: Database, collection: str, jd: float, sources: Sequence
     docs: list[dict[str, Any]] = []
     for source in sources:
         model, projection = source_model(db, source, migrations)
-        schema = schema_as_of(model, jd)
+        schema = schema_as_of(model, jd, tables_for(projection, collection))
         for info, mapping in projection.resolve(schema, db.name):
             if mapping.collection != collection:
                 continue
             projector = Projector(info, mapping, model.params)
-            docs.extend(project_versions(projector, info, model.reader.latest(info.name, jd)))
+            docs.extend(project_versions(projector, info, latest(model, info.name, jd)))
     return docs
 
 

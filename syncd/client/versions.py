@@ -20,16 +20,20 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
+from legacy_adapters.base import TableInfo
 from syncd.client.compare import _same, flatten
 from syncd.client.rebuild import (
+    SourceModel,
     history_sources,
     project_versions,
     schema_as_of,
     source_model,
+    tables_for,
     when,
 )
 from syncd.engine.migration_files import MigrationFile
 from syncd.errors import SyncdError
+from syncd.projection.ids import derive_id
 from syncd.projection.project import Projector
 from syncd.redact import secret_key
 from syncd.sinks.history import from_julian_day
@@ -110,6 +114,22 @@ def _run_id(text: str) -> Any:
         return text
 
 
+def _docs(model: SourceModel, info: TableInfo, ref: str | int | ObjectId) -> list[ObjectId]:
+    """The row documents of `info` that `ref` names: an `_id`, else a key: the `_id` it
+    derives to (one indexed look-up), else any row whose key it is."""
+    base = {"source": model.source, "table": info.name}
+    history = model.reader.history
+    try:
+        oid = ref if isinstance(ref, ObjectId) else ObjectId(str(ref))
+        return [oid] if history.find_one({**base, "doc": oid}, {"_id": 1}) else []
+    except (InvalidId, TypeError):
+        key = [_run_id(str(ref))]
+    oid = derive_id(model.source, info.name, key)
+    if history.find_one({**base, "doc": oid}, {"_id": 1}):
+        return [oid]
+    return list(history.distinct("doc", {**base, "key": key}))
+
+
 def run_versions(db: Database, ref: str | int | ObjectId, source: str | None = None,
                  until: float | None = None,
                  migrations: Sequence[MigrationFile] | None = None) -> RunVersions:
@@ -118,17 +138,10 @@ def run_versions(db: Database, ref: str | int | ObjectId, source: str | None = N
     found = []
     for name in history_sources(db, source):
         model, projection = source_model(db, name, migrations)
-        schema = schema_as_of(model, NOW)
+        schema = schema_as_of(model, NOW, tables_for(projection, "experiments"))
         for info, mapping in projection.resolve(schema, db.name):
-            if mapping.collection != "experiments":
-                continue
-            query: dict[str, Any] = {"source": name, "table": info.name}
-            try:
-                query["doc"] = ref if isinstance(ref, ObjectId) else ObjectId(str(ref))
-            except (InvalidId, TypeError):
-                query["key"] = [_run_id(str(ref))]
-            for oid in model.reader.history.distinct("doc", query):
-                found.append((model, info, mapping, oid))
+            if mapping.collection == "experiments":
+                found += [(model, info, mapping, oid) for oid in _docs(model, info, ref)]
     if not found:
         raise SyncdError(f"no recorded versions of experiment {str(ref)[:80]!r} in database "
                          f"{db.name!r}" + (f", source {source!r}" if source else "")
