@@ -18,7 +18,9 @@ from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import StateStore
 from syncd.client.compare import compare
-from syncd.client.tracker import Tracker
+from syncd.client.ranking import fetch
+from syncd.client.ranking_feed import LiveRanking
+from syncd.client.tracker import SUMMARY, Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.projection.unmirrored import newest
@@ -150,10 +152,12 @@ def first_shown(page: str = "", offset: str = "") -> int:
 
 
 def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source: str = "",
-                page: str = "", offset: str = "") -> dict[str, Any]:
+                page: str = "", offset: str = "",
+                order: LiveRanking | None = None) -> dict[str, Any]:
     """One page of the experiments filtered by challenge, status and source, best
     validation loss first (those without one last); how many match in all; and the
-    choices each filter offers."""
+    choices each filter offers. From `order` (kept in this process) when it can
+    answer, else sorted and skipped by the server."""
     db = ctx.db
     query: dict[str, Any] = {}
     if challenge:
@@ -163,7 +167,13 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     if source:
         query["_source"] = source
     start = first_shown(page, offset)
-    docs, total = Tracker(db).best_first(query, start, PAGE_SIZE)
+    live = order.page(query, start, PAGE_SIZE) if order is not None else None
+    if live is not None:
+        ids, total, found = live
+        docs, choices = fetch(db["experiments"], ids, SUMMARY), sorted_choices(found)
+    else:
+        docs, total = Tracker(db).best_first(query, start, PAGE_SIZE)
+        choices = filter_choices(db)
     return jsonable({
         "experiments": [{
             "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
@@ -175,7 +185,7 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
         "total": total, "offset": start, "limit": PAGE_SIZE,
         "page": start // PAGE_SIZE + 1, "pages": max(1, -(-total // PAGE_SIZE)),
         "filters": {"challenge": challenge, "status": status, "source": source},
-        "choices": filter_choices(db),
+        "choices": choices,
     })
 
 
@@ -192,13 +202,18 @@ def filter_choices(db: Database) -> dict[str, list[Any]]:
     if kept is not None and now - kept[0] < CHOICES_SECONDS:
         return kept[1]
     coll = db["experiments"]
-    found = {
-        "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
-        "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
-        "source": sorted(str(x) for x in coll.distinct("_source") if x is not None),
-    }
+    found = sorted_choices({f: coll.distinct(f) for f in ("challenge", "status", "_source")})
     _choices[key] = (now, found)
     return found
+
+
+def sorted_choices(found: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The filters' choices as the page lists them, from each field's distinct values."""
+    return {
+        "challenge": sorted((c for c in found["challenge"] if c is not None), key=str),
+        "status": sorted(str(s) for s in found["status"] if s is not None),
+        "source": sorted(str(x) for x in found["_source"] if x is not None),
+    }
 
 
 def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
