@@ -98,11 +98,11 @@ class LiveRanking:
             if self._ranking is None:
                 try:
                     self._read()
-                except PyMongoError as exc:
+                except Exception as exc:  # the server's path serves meanwhile
                     self.state = f"server-sorted: {scrub(str(exc))[:200]}"
-                    log.info("the experiments list is sorted by the server (%s); "
-                             "trying its change stream again in %.0f s",
-                             self.state, RETRY_SECONDS)
+                    log.log(logging.INFO if isinstance(exc, PyMongoError) else logging.ERROR,
+                            "the experiments list is sorted by the server (%s); trying its "
+                            "own order again in %.0f s", self.state, RETRY_SECONDS)
                     self._stop.wait(RETRY_SECONDS)
                     continue
             else:

@@ -183,6 +183,7 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
             "start_time": d.get("start_time"), "source": d.get("_source")}
             for d in docs],
         "total": total, "offset": start, "limit": PAGE_SIZE,
+        "ordered_by": "dashboard" if live is not None else "server",
         "page": start // PAGE_SIZE + 1, "pages": max(1, -(-total // PAGE_SIZE)),
         "filters": {"challenge": challenge, "status": status, "source": source},
         "choices": choices,
