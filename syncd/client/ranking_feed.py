@@ -1,12 +1,15 @@
 """A Ranking of the experiments kept up to date by following the collection's change stream.
 
 A thread of its own reads the runs once (one projected pass, syncd.client.ranking)
-as soon as it starts, so no page waits for that read: until it is done, and
-whenever the order is not known to be current, `page` answers None and the caller
-asks the server (the sorted, skipped query). Then it applies the stream's changes
-every POLL_SECONDS; a page applies what is still pending itself before it answers,
-so a change acknowledged before the page was asked for is on it. The stream is
-opened before the read, so nothing that happens during the read is missed (a change
+as soon as it starts, before any page is asked for. A page asked for while that read
+is going on waits for it (at most READ_WAIT seconds): the read is one pass over the
+runs, while the server's path is several (a count, the sorted find, the filters'
+distinct values) that would also slow the read down. Whenever the order is not known
+to be current, `page` answers None and the caller asks the server (the sorted,
+skipped query). Once read, the thread applies the stream's changes every
+POLL_SECONDS; a page applies what is still pending itself before it answers, so a
+change acknowledged before the page was asked for is on it. The stream is opened
+before the read, so nothing that happens during the read is missed (a change
 applied twice is harmless: each event carries the run's current fields).
 
 Re-read from scratch when the stream breaks or ends (a drop, a rename: `invalidate`),
@@ -38,6 +41,7 @@ REQUEST_EVENTS = 500  # a page applies at most this many pending changes itself
 REBUILD_EVENTS = 3_000  # more pending than this: read the runs again
 RETRY_SECONDS = 30.0  # after the stream or the read failed
 LOCK_WAIT = 0.1  # a page waits at most this long for the thread to finish applying
+READ_WAIT = 5.0  # a page waits at most this long for a read of the runs going on
 # Only what the order needs travels with each change.
 PIPELINE = [{"$project": {"operationType": 1, "documentKey": 1,
                           **{f"fullDocument.{f}": 1 for f in FIELDS}}}]
@@ -57,9 +61,12 @@ class LiveRanking:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._settled = threading.Event()  # no read of the runs going on
+        self._settled.set()
         self._thread: threading.Thread | None = None
 
     def start(self) -> LiveRanking:
+        self._settled.clear()
         self._thread = threading.Thread(target=self._run, name="experiments-order",
                                         daemon=True)
         self._thread.start()
@@ -68,6 +75,7 @@ class LiveRanking:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        self._settled.set()
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
@@ -77,6 +85,7 @@ class LiveRanking:
              limit: int) -> tuple[list[Any], int, dict[str, list[Any]]] | None:
         """One page's `_id`s, how many match, and the filters' choices; None when the
         order is not known to be current (the caller asks the server)."""
+        self._settled.wait(READ_WAIT)
         if not self._lock.acquire(timeout=LOCK_WAIT):
             return None
         try:
@@ -96,9 +105,11 @@ class LiveRanking:
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._ranking is None:
+                self._settled.clear()
                 try:
                     self._read()
                 except Exception as exc:  # the server's path serves meanwhile
+                    self._settled.set()
                     self.state = f"server-sorted: {scrub(str(exc))[:200]}"
                     log.log(logging.INFO if isinstance(exc, PyMongoError) else logging.ERROR,
                             "the experiments list is sorted by the server (%s); trying its "
@@ -131,8 +142,9 @@ class LiveRanking:
                 self.state = "ready"
                 log.debug("experiments list: %d runs ordered in %.3f s", len(ranking),
                           self.read_seconds)
+                self._settled.set()
             else:
-                self._reset()
+                self._reset()  # read again at once
 
     def _drain(self, most: int) -> str:
         """Apply up to `most` pending changes (the lock held): DONE when none is left."""
@@ -170,4 +182,5 @@ class LiveRanking:
         self._stream, self._ranking = None, None
         if not self._stop.is_set():
             self.state = "reading"
+            self._settled.clear()
         self._wake.set()
