@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -180,6 +181,7 @@ def test_a_live_ranking_shows_each_change_on_the_next_page(db):
 def test_a_bulk_change_or_a_dropped_collection_is_read_again(db, monkeypatch):
     monkeypatch.setattr(ranking_feed, "REQUEST_EVENTS", 5)
     monkeypatch.setattr(ranking_feed, "REBUILD_EVENTS", 20)
+    monkeypatch.setattr(ranking_feed, "REREAD_SECONDS", 0.0)
     coll = db["experiments"]
     coll.insert_many(awkward())
     live = LiveRanking(coll, poll=0.05).start()
@@ -254,3 +256,25 @@ def test_the_dashboard_pages_from_its_order_and_from_the_server(db, tmp_path: Pa
         for proc in procs:
             proc.terminate()
             proc.communicate(timeout=30)
+
+
+def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
+    """`syncd run`'s server (a context with the daemon's status) reads nothing for the
+    list until a page asks; that page waits for the read and is served from it."""
+    from syncd.config import load_settings
+    from syncd.http.app import build_app
+    from syncd.http.context import HttpContext
+    from syncd.http.options import http_options
+    from syncd.http.server import HttpServer
+
+    db["experiments"].insert_many(awkward())
+    settings = load_settings({"database": db.name})
+    options = http_options(settings, "127.0.0.1:0")
+    ctx = HttpContext(settings, db, None, status=lambda: None)
+    with HttpServer(build_app(ctx, options), options) as server:
+        time.sleep(0.5)
+        assert "experiments-order" not in {t.name for t in threading.enumerate()}
+        found = get(f"http://127.0.0.1:{server.port}/api/experiments?offset=5")
+        assert found["ordered_by"] == "dashboard"
+        assert [x["id"] for x in found["experiments"]] == \
+            [str(i) for i in server_order(db["experiments"], {})[5:105]]

@@ -14,8 +14,11 @@ applied twice is harmless: each event carries the run's current fields).
 
 Re-read from scratch when the stream breaks or ends (a drop, a rename: `invalidate`),
 or when more than REBUILD_EVENTS changes are pending (a bulk update: one pass is
-then cheaper than looking up each run). Where the server has no change streams (a
-standalone mongod) the list stays on the server's path, retried every RETRY_SECONDS.
+then cheaper than looking up each run), at most once every REREAD_SECONDS: under a
+steady flood of writes (a backfill) the thread keeps applying them instead, and
+pages take the server's path until it has caught up. Where the server has no change
+streams (a standalone mongod) the list stays on the server's path, retried every
+RETRY_SECONDS.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ AWAIT_MS = 1  # a read of the stream waits this long for a change that is not th
 REQUEST_EVENTS = 500  # a page applies at most this many pending changes itself
 REBUILD_EVENTS = 3_000  # more pending than this: read the runs again
 RETRY_SECONDS = 30.0  # after the stream or the read failed
+REREAD_SECONDS = 30.0  # a bulk change reads the runs again at most this often
 LOCK_WAIT = 0.1  # a page waits at most this long for the thread to finish applying
 READ_WAIT = 5.0  # a page waits at most this long for a read of the runs going on
 # Only what the order needs travels with each change.
@@ -54,8 +58,9 @@ class LiveRanking:
     def __init__(self, coll: Collection, poll: float = POLL_SECONDS) -> None:
         self.coll = coll
         self.poll = poll
-        self.state = "not started"  # "reading", "ready", or why it is not used
+        self.state = "not started"  # "reading", "catching up", "ready", or why not used
         self.read_seconds: float | None = None  # how long the last full read took
+        self._read_at = 0.0  # when the last full read began (monotonic)
         self._ranking: Ranking | None = None
         self._stream: Any = None
         self._lock = threading.Lock()
@@ -66,10 +71,13 @@ class LiveRanking:
         self._thread: threading.Thread | None = None
 
     def start(self) -> LiveRanking:
-        self._settled.clear()
-        self._thread = threading.Thread(target=self._run, name="experiments-order",
-                                        daemon=True)
-        self._thread.start()
+        """Start reading (again: nothing) the order on its thread."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._settled.clear()
+                self._thread = threading.Thread(target=self._run, name="experiments-order",
+                                                daemon=True)
+                self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -84,7 +92,10 @@ class LiveRanking:
     def page(self, match: Mapping[str, Any], offset: int,
              limit: int) -> tuple[list[Any], int, dict[str, list[Any]]] | None:
         """One page's `_id`s, how many match, and the filters' choices; None when the
-        order is not known to be current (the caller asks the server)."""
+        order is not known to be current (the caller asks the server). The first page
+        starts the thread if nobody did."""
+        if self._thread is None:
+            self.start()
         self._settled.wait(READ_WAIT)
         if not self._lock.acquire(timeout=LOCK_WAIT):
             return None
@@ -118,9 +129,13 @@ class LiveRanking:
                     continue
             else:
                 with self._lock:
-                    if self._ranking is not None and self._drain(REBUILD_EVENTS) == MORE:
-                        self._reset()  # a bulk change: one pass is cheaper
-                        continue
+                    drained = self._drain(REBUILD_EVENTS) if self._ranking is not None else DONE
+                    if drained == DONE and self._ranking is not None:
+                        self.state = "ready"
+                    elif drained == MORE:
+                        if time.monotonic() - self._read_at > REREAD_SECONDS:
+                            self._reset()  # a bulk change: one pass is cheaper
+                        continue  # else apply the rest at once
             self._wake.wait(self.poll)
             self._wake.clear()
 
@@ -130,21 +145,20 @@ class LiveRanking:
         stream = self.coll.watch(PIPELINE, full_document="updateLookup",
                                  max_await_time_ms=AWAIT_MS)
         try:
-            began = time.perf_counter()
+            began, self._read_at = time.perf_counter(), time.monotonic()
             ranking = Ranking.read(self.coll)
         except BaseException:
             stream.close()
             raise
         with self._lock:
             self._stream, self._ranking = stream, ranking
-            if self._drain(REBUILD_EVENTS) == DONE:
-                self.read_seconds = time.perf_counter() - began
-                self.state = "ready"
-                log.debug("experiments list: %d runs ordered in %.3f s", len(ranking),
-                          self.read_seconds)
+            self.read_seconds = time.perf_counter() - began
+            log.debug("experiments list: %d runs ordered in %.3f s", len(ranking),
+                      self.read_seconds)
+            drained = self._drain(REBUILD_EVENTS)
+            if drained != BROKEN:  # MORE: the thread applies the rest next
+                self.state = "ready" if drained == DONE else "catching up"
                 self._settled.set()
-            else:
-                self._reset()  # read again at once
 
     def _drain(self, most: int) -> str:
         """Apply up to `most` pending changes (the lock held): DONE when none is left."""

@@ -161,7 +161,9 @@ def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prober.start()
-        if order is not None:
+        if order is not None and ctx.status is None:
+            # `syncd dashboard`: read the order now, before the first page asks. Inside
+            # `syncd run` (mostly probes) the first experiments page starts it.
             order.start()
         try:
             yield

@@ -8,6 +8,7 @@ key names a secret are masked.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -51,6 +52,8 @@ def jsonable(value: Any, key: str = "") -> Any:
         return value.isoformat(timespec="seconds")
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers (SQLite has Inf)
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return scrub(str(value))
@@ -108,8 +111,15 @@ def health(ctx: HttpContext) -> dict[str, Any]:
 # -- experiments ---------------------------------------------------------------------------
 
 
+def _part(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """`doc[key]` where it is a document, else {} (a legacy value of any shape shows, as
+    nothing, rather than break the page)."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _best(doc: dict[str, Any]) -> float | None:
-    value = (doc.get("metrics") or {}).get("best_val_loss")
+    value = _part(doc, "metrics").get("best_val_loss")
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -177,9 +187,9 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     return jsonable({
         "experiments": [{
             "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
-            "status": d.get("status"), "model": (d.get("model") or {}).get("name"),
-            "best_val_loss": _best(d), "best_epoch": (d.get("metrics") or {}).get("best_epoch"),
-            "total_epochs": (d.get("metrics") or {}).get("total_epochs"),
+            "status": d.get("status"), "model": _part(d, "model").get("name"),
+            "best_val_loss": _best(d), "best_epoch": _part(d, "metrics").get("best_epoch"),
+            "total_epochs": _part(d, "metrics").get("total_epochs"),
             "start_time": d.get("start_time"), "source": d.get("_source")}
             for d in docs],
         "total": total, "offset": start, "limit": PAGE_SIZE,
