@@ -278,3 +278,19 @@ def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
         assert found["ordered_by"] == "dashboard"
         assert [x["id"] for x in found["experiments"]] == \
             [str(i) for i in server_order(db["experiments"], {})[5:105]]
+
+
+def test_experiments_order_takes_memory_or_server_only(tmp_path: Path):
+    from syncd.config import load_settings
+    from syncd.errors import ConfigError
+    from syncd.http.options import http_options
+
+    cfg = tmp_path / "s.toml"
+    for value, ok in (("memory", True), ("server", True), ("fast", False)):
+        cfg.write_text(f'[http]\nexperiments_order = "{value}"\n')
+        settings = load_settings({"config": str(cfg)})
+        if ok:
+            assert http_options(settings, "127.0.0.1:0").experiments_order == value
+        else:
+            with pytest.raises(ConfigError, match="experiments_order"):
+                http_options(settings, "127.0.0.1:0")
