@@ -19,6 +19,7 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from syncd.client.ranking import fetch, ranked_ids
 from syncd.errors import SyncdError
 
 SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics": 1,
@@ -86,13 +87,23 @@ class Tracker:
         return match
 
     def best_experiments(self, challenge: int, n: int = 10, status: str | None = "completed",
-                         offset: int = 0) -> list[dict[str, Any]]:
+                         offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The `n` experiments of `challenge` with the lowest best validation loss (after
-        the first `offset`)."""
-        return list(self.experiments.find(self._scoped(self.best_match(challenge, status)),
-                                          SUMMARY)
-                    .sort([("metrics.best_val_loss", ASCENDING), ("run_id", ASCENDING)])
+        the first `offset`), and how many there are in all.
+
+        Ordered here from one projected pass over the matching runs (their `_id`, loss
+        and run_id: syncd.client.ranking), and the page fetched by `_id`: any page, and
+        the count, for the cost of one read; sorted and skipped by the server (and
+        counted apart) only if a run holds a value that module does not order.
+        """
+        match = self._scoped(self.best_match(challenge, status))
+        ids = ranked_ids(self.experiments, match)
+        if ids is not None:
+            return fetch(self.experiments, ids[offset:offset + n], SUMMARY), len(ids)
+        docs = list(self.experiments.find(match, SUMMARY)
+                    .sort([(LOSS, ASCENDING), ("run_id", ASCENDING), ("_id", ASCENDING)])
                     .skip(offset).limit(n))
+        return docs, self.count(self.best_match(challenge, status))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
         """One line saying why `best_experiments` found nothing: what exists instead."""
@@ -166,6 +177,8 @@ class Tracker:
         """One page of the experiments matching `query`, best validation loss first
         (those without one last, by run_id), and how many match in all.
 
+        The server's path: the dashboard pages from its own order (syncd.client.
+        ranking_feed) and comes here only while that is not ready or cannot answer.
         Sorted and skipped by the server in two ranges (with a loss, by it; then
         without, by run_id), so no more than one page ever crosses the wire. A loss is
         a number from -Infinity up (a range the `{metrics.best_val_loss: 1, run_id: 1}`
@@ -189,7 +202,7 @@ class Tracker:
         docs: list[dict[str, Any]] = []
         if ranked is None or offset < ranked:
             docs = list(self.experiments.find(with_loss, SUMMARY)
-                        .sort([(LOSS, ASCENDING), ("run_id", ASCENDING)])
+                        .sort([(LOSS, ASCENDING), ("run_id", ASCENDING), ("_id", ASCENDING)])
                         .skip(offset).limit(limit))
         if len(docs) < limit:  # the page reaches the runs without a loss
             if ranked is None:

@@ -104,15 +104,19 @@ class App(Starlette):
         return BrowserHeaders(super().build_middleware_stack())
 
 
-def _dashboard(ctx: HttpContext, options: HttpOptions) -> list[BaseRoute]:
+def _dashboard(ctx: HttpContext, options: HttpOptions) -> tuple[list[BaseRoute], Any]:
+    """The dashboard's routes, and the experiments list's order to start with the server
+    (None: the server sorts each page)."""
     try:
+        from syncd.http.dashboard import live_order
         from syncd.http.dashboard import routes as dashboard_routes
     except ImportError:
         def index(request: Request) -> Response:
             return PlainTextResponse("syncd: /metrics, /healthz, /readyz (no dashboard "
                                      "in this build)\n")
-        return [Route("/", index)]
-    return list(dashboard_routes(ctx, max_streams=options.max_streams))
+        return [Route("/", index)], None
+    order = live_order(ctx) if options.experiments_order == "memory" else None
+    return list(dashboard_routes(ctx, max_streams=options.max_streams, order=order)), order
 
 
 def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette:
@@ -152,12 +156,20 @@ def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
         return JSONResponse({"status": "ready"})
 
+    dashboard, order = _dashboard(ctx, options)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prober.start()
+        if order is not None and ctx.status is None:
+            # `syncd dashboard`: read the order now, before the first page asks. Inside
+            # `syncd run` (mostly probes) the first experiments page starts it.
+            order.start()
         try:
             yield
         finally:
+            if order is not None:
+                await anyio.to_thread.run_sync(order.stop)
             await anyio.to_thread.run_sync(prober.stop)
 
     probe_threads = anyio.CapacityLimiter(PROBE_THREADS)
@@ -168,7 +180,7 @@ def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette
         return endpoint
 
     routes: list[BaseRoute] = [Route("/metrics", probe(scrape)), Route("/healthz", probe(healthz)),
-                               Route("/readyz", probe(readyz)), *_dashboard(ctx, options)]
+                               Route("/readyz", probe(readyz)), *dashboard]
     middleware = [Middleware(HostCheck, options=options)]
     if options.auth:
         middleware.append(Middleware(RequireAuth, options=options))

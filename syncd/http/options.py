@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "allowed_hosts": [],
     # A client has this long to send a request's headers, then its connection closes.
     "header_timeout_seconds": 5.0,
+    # The experiments list: "memory" (its order kept by the dashboard, following the
+    # change stream) or "server" (each page sorted and skipped by MongoDB).
+    "experiments_order": "memory",
 }
 
 
@@ -45,6 +48,7 @@ class HttpOptions:
     max_streams: int = 100
     allowed_hosts: tuple[str, ...] = ()
     header_timeout_seconds: float = 5.0
+    experiments_order: str = "memory"
 
     @property
     def auth(self) -> bool:
@@ -116,6 +120,9 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     if raw["header_timeout_seconds"] <= 0:
         raise ConfigError(f"[http] header_timeout_seconds = {raw['header_timeout_seconds']}: "
                           "must be positive")
+    if raw["experiments_order"] not in ("memory", "server"):
+        raise ConfigError(f"[http] experiments_order = {raw['experiments_order']!r}: "
+                          '"memory" (the default) or "server"')
     hosts = raw["allowed_hosts"]
     if not all(isinstance(h, str) and h.strip() for h in hosts):
         raise ConfigError(f"[http] allowed_hosts = {hosts!r}: a list of host names, e.g. "
@@ -125,7 +132,7 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     options = HttpOptions(host, port, raw["token"], raw["username"], raw["password"],
                           raw["stuck_seconds"], raw["max_streams"],
                           tuple(h.strip().lower() for h in hosts),
-                          raw["header_timeout_seconds"])
+                          raw["header_timeout_seconds"], raw["experiments_order"])
     if host is not None and not is_loopback(host) and not options.auth:
         raise ConfigError(f"[http] listen = {raw['listen']!r} is not a loopback address: set "
                           "[http] token (bearer) or username and password (basic auth), "

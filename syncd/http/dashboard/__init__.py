@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from syncd.client.ranking_feed import LiveRanking
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.http.dashboard import data, pages
@@ -26,9 +27,17 @@ from syncd.http.dashboard.live import Streams, event_stream
 STATIC = Path(__file__).parent / "static"
 
 
-def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
+def live_order(ctx: HttpContext) -> LiveRanking:
+    """The experiments list's order, kept in this process (syncd.client.ranking_feed):
+    `start()` it with the server, so it is read before the first page asks."""
+    return LiveRanking(ctx.db["experiments"])
+
+
+def routes(ctx: HttpContext, max_streams: int = 100,
+           order: LiveRanking | None = None) -> list[BaseRoute]:
     """The dashboard's routes, all GET, all read-only; at most `max_streams` live
-    streams open at once."""
+    streams open at once; the experiments list from `order` when it can answer
+    (started and stopped by the caller: `live_order`), else sorted by the server."""
     streams = Streams(max_streams, ctx.redis)
 
     async def read(func: Any, *args: Any) -> Any:
@@ -44,10 +53,10 @@ def routes(ctx: HttpContext, max_streams: int = 100) -> list[BaseRoute]:
     async def health_json(request: Request) -> Response:
         return JSONResponse(await read(data.health))
 
-    def listing(request: Request) -> list[str]:
+    def listing(request: Request) -> list[Any]:
         q = request.query_params
         return [*filters(request).values(), q.get("page", ""), q.get("offset", ""),
-                q.get("as_of", "")]
+                q.get("as_of", ""), order]
 
     def compared(request: Request) -> list[str]:
         """`?runs=A,B,C` (or `runs` repeated, as the list's checkboxes send them)."""

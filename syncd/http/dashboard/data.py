@@ -8,6 +8,7 @@ key names a secret are masked.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -18,7 +19,9 @@ from syncd.checkpoint.daemon_doc import daemon_status
 from syncd.checkpoint.sources import resolve
 from syncd.checkpoint.store import StateStore
 from syncd.client.compare import compare
-from syncd.client.tracker import Tracker
+from syncd.client.ranking import fetch
+from syncd.client.ranking_feed import LiveRanking
+from syncd.client.tracker import SUMMARY, Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.projection.unmirrored import newest
@@ -49,6 +52,8 @@ def jsonable(value: Any, key: str = "") -> Any:
         return value.isoformat(timespec="seconds")
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers (SQLite has Inf)
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return scrub(str(value))
@@ -106,8 +111,15 @@ def health(ctx: HttpContext) -> dict[str, Any]:
 # -- experiments ---------------------------------------------------------------------------
 
 
+def _part(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """`doc[key]` where it is a document, else {} (a legacy value of any shape shows, as
+    nothing, rather than break the page)."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _best(doc: dict[str, Any]) -> float | None:
-    value = (doc.get("metrics") or {}).get("best_val_loss")
+    value = _part(doc, "metrics").get("best_val_loss")
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -150,10 +162,13 @@ def first_shown(page: str = "", offset: str = "") -> int:
 
 
 def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source: str = "",
-                page: str = "", offset: str = "", as_of: str = "") -> dict[str, Any]:
+                page: str = "", offset: str = "", as_of: str = "",
+                order: LiveRanking | None = None) -> dict[str, Any]:
     """One page of the experiments filtered by challenge, status and source, best
     validation loss first (those without one last); how many match in all; and the
-    choices each filter offers. `as_of`: as they were then (syncd.http.dashboard.asof)."""
+    choices each filter offers. Live: from `order` (kept in this process) when it can
+    answer, else sorted and skipped by the server. `as_of`: as they were then
+    (syncd.http.dashboard.asof)."""
     from syncd.http.dashboard import asof
 
     db = ctx.db
@@ -166,20 +181,28 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     if source:
         query["_source"] = source
     start = first_shown(page, offset)
-    docs, total = tracker.best_first(query, start, PAGE_SIZE)
+    past = bool(as_of.strip())
+    live = order.page(query, start, PAGE_SIZE) if order is not None and not past else None
+    if live is not None:
+        ids, total, found = live
+        docs, choices = fetch(db["experiments"], ids, SUMMARY), sorted_choices(found)
+    else:
+        docs, total = tracker.best_first(query, start, PAGE_SIZE)
+        choices = asof.choices(tracker) if past else filter_choices(db)
     return jsonable({
         "experiments": [{
             "id": d["_id"], "run_id": d.get("run_id"), "challenge": d.get("challenge"),
-            "status": d.get("status"), "model": (d.get("model") or {}).get("name"),
-            "best_val_loss": _best(d), "best_epoch": (d.get("metrics") or {}).get("best_epoch"),
-            "total_epochs": (d.get("metrics") or {}).get("total_epochs"),
+            "status": d.get("status"), "model": _part(d, "model").get("name"),
+            "best_val_loss": _best(d), "best_epoch": _part(d, "metrics").get("best_epoch"),
+            "total_epochs": _part(d, "metrics").get("total_epochs"),
             "start_time": d.get("start_time"), "source": d.get("_source")}
             for d in docs],
         "total": total, "offset": start, "limit": PAGE_SIZE,
+        "ordered_by": "dashboard" if live is not None else "server",
         "page": start // PAGE_SIZE + 1, "pages": max(1, -(-total // PAGE_SIZE)),
         "filters": {"challenge": challenge, "status": status, "source": source,
-                    **({"as_of": as_of.strip()} if as_of.strip() else {})},
-        "choices": asof.choices(tracker) if as_of.strip() else filter_choices(db),
+                    **({"as_of": as_of.strip()} if past else {})},
+        "choices": choices,
         "as_of": asof.scope(tracker),
     })
 
@@ -197,13 +220,18 @@ def filter_choices(db: Database) -> dict[str, list[Any]]:
     if kept is not None and now - kept[0] < CHOICES_SECONDS:
         return kept[1]
     coll = db["experiments"]
-    found = {
-        "challenge": sorted((c for c in coll.distinct("challenge") if c is not None), key=str),
-        "status": sorted(str(s) for s in coll.distinct("status") if s is not None),
-        "source": sorted(str(x) for x in coll.distinct("_source") if x is not None),
-    }
+    found = sorted_choices({f: coll.distinct(f) for f in ("challenge", "status", "_source")})
     _choices[key] = (now, found)
     return found
+
+
+def sorted_choices(found: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The filters' choices as the page lists them, from each field's distinct values."""
+    return {
+        "challenge": sorted((c for c in found["challenge"] if c is not None), key=str),
+        "status": sorted(str(s) for s in found["status"] if s is not None),
+        "source": sorted(str(x) for x in found["_source"] if x is not None),
+    }
 
 
 def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
