@@ -200,7 +200,9 @@ class MemoryCollection:
         return [d for d in self.docs if pred(d)]
 
     def find(self, filter: Mapping[str, Any] | None = None, projection: Any = None,
-             sort: Any = None, skip: int = 0, limit: int = 0) -> MemoryCursor:
+             sort: Any = None, skip: int = 0, limit: int = 0,
+             batch_size: int = 0) -> MemoryCursor:
+        """As pymongo's find; `batch_size` is taken and ignored (all is in memory)."""
         cursor = MemoryCursor(self._matching(filter), projector(projection))
         if sort:
             cursor.sort(sort)
