@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.client.compare import Comparison
+from syncd.api.options import endpoints
+from syncd.client.compare import Comparison, compare
+from syncd.client.tracker import Tracker
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 
@@ -30,9 +32,7 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
                      offset: int = 0) -> Experiments:
     """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
     after the first `offset`."""
-    from syncd.client.tracker import Tracker
-
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         tracker = Tracker(target.db, source)
         docs = list(tracker.best_experiments(challenge, n, status, offset))
         total = tracker.count(tracker.best_match(challenge, status))
@@ -43,19 +43,14 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
 def experiments_compare(settings: Settings, refs: Sequence[str],
                         source: str | None = None) -> Comparison:
     """Several experiments (run_ids or _ids) side by side: what differs between them."""
-    from syncd.client.compare import compare
-    from syncd.client.tracker import Tracker
-
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return compare(Tracker(target.db, source).compare(list(refs)))
 
 
 def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int = 0,
                        source: str | None = None, offset: int = 0) -> Experiments:
     """Experiments matching a MongoDB filter (at most `limit`, after the first `offset`)."""
-    from syncd.client.tracker import Tracker
-
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         tracker = Tracker(target.db, source)
         docs = list(tracker.search(dict(query), limit=limit, offset=offset))
         total = len(docs) + offset if not limit and (docs or not offset) \
@@ -66,7 +61,5 @@ def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int 
 
 def experiments_history(settings: Settings, ref: str, source: str | None = None) -> dict[str, Any]:
     """One experiment with its epochs and checkpoints."""
-    from syncd.client.tracker import Tracker
-
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return dict(Tracker(target.db, source).history(ref))

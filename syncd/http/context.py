@@ -13,16 +13,19 @@ from typing import Any
 
 from pymongo.database import Database
 
-from syncd.config import Settings
+from syncd.checkpoint.sources import SourceRef
 
 
-@dataclass
+@dataclass(frozen=True)
 class HttpContext:
-    """`db`: the target database; `redis`: a redis-py client or None (no Redis);
-    `status`: returns the daemon's live status document (`syncd run`) or None
-    (`syncd dashboard`, which then reads the heartbeat document from MongoDB)."""
+    """`source`: the configured source (syncd.api builds the context); `mongo_timeout`:
+    the bound of a MongoDB wait; `db`: the target database; `redis`: a redis-py
+    client or None (no Redis); `status`: returns the daemon's live status document
+    (`syncd run`) or None (`syncd dashboard`, which then reads the heartbeat document
+    from MongoDB)."""
 
-    settings: Settings
+    source: SourceRef
+    mongo_timeout: float
     db: Database
     redis: Any | None = None
     status: Callable[[], dict[str, Any] | None] | None = None
