@@ -60,11 +60,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from bench.harness import describe, load, redis_server, result
+from syncd.api.hdf5 import hdf5_follower
+from syncd.api.options import endpoints
 from syncd.client.dataset import CachedWindowDataset, collate_windows
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.connect.redis import connect_redis
-from syncd.hdf5.follower import Hdf5Follower
 
 CHANNELS, TIMES, BATCH = 129, 200, 64
 # 4 workers on fewer cores is measured on purpose (and said so in the output).
@@ -292,8 +293,8 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], per_window:
     settings = Settings(hdf5_dirs=[work / "h5"], state_dir=work / "state", source_id="b",
                         extra={"hdf5": {"debounce_seconds": 0.0},
                                "features": {"extractors": []}})
-    with open_target(settings) as target:
-        report = Hdf5Follower(settings, target.db, client).warm()
+    with open_target(endpoints(settings)) as target:
+        report = hdf5_follower(settings, target.db, client).warm()
         assert report.windows_cached == total, report
 
     cached = CachedWindowDataset(paths, redis_url=url)

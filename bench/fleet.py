@@ -54,11 +54,12 @@ from bench.harness import cpu_seconds, describe, mongo_server, pct, result, sync
 from bench.legacy_writer import finish_writers, start_writers
 from bench.redis_cluster import Cluster, Servers
 from bench.syncd_run import SyncdRun, Watcher, start_watcher
+from syncd.api.hdf5 import hdf5_follower
+from syncd.api.options import endpoints
 from syncd.client.dataset import CachedWindowDataset
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.connect.redis import connect_redis
-from syncd.hdf5.follower import Hdf5Follower
 from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
 
@@ -90,7 +91,7 @@ def warm_rate(settings: Settings, db: object, url: str, total_bytes: int) -> flo
     client = connect_redis(url)
     try:
         started = time.perf_counter()
-        report = Hdf5Follower(settings, db, client).warm()  # type: ignore[arg-type]
+        report = hdf5_follower(settings, db, client).warm()  # type: ignore[arg-type]
         elapsed = time.perf_counter() - started
     finally:
         client.close()
@@ -146,10 +147,10 @@ def big_file_part(args: argparse.Namespace, work: Path, urls: dict[str, str],
                         extra={"hdf5": {"debounce_seconds": 0.0},
                                "features": {"extractors": []},
                                "cache": {"prefix": prefix, "max_bytes": 4 << 30}})
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         for url in urls.values():
             client = connect_redis(url)
-            report = Hdf5Follower(settings, target.db, client).warm()
+            report = hdf5_follower(settings, target.db, client).warm()
             client.close()
             assert report.windows_cached == args.big_windows, report
     spread = node_spread(cluster, prefix)
@@ -197,7 +198,7 @@ def redis_part(args: argparse.Namespace) -> None:
         rates: dict[str, list[float]] = {k: [] for k in
                                          ("warm single", "warm cluster", "ds single",
                                           "ds cluster")}
-        with open_target(settings) as target:
+        with open_target(endpoints(settings)) as target:
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     rates[f"warm {name}"].append(warm_rate(settings, target.db, url,
@@ -206,7 +207,7 @@ def redis_part(args: argparse.Namespace) -> None:
                 warm_rate(settings, target.db, single_url, total_bytes)
                 prefix = settings.extra["cache"]["prefix"]
                 client = connect_redis(cluster.url)
-                Hdf5Follower(settings, target.db, client).warm()
+                hdf5_follower(settings, target.db, client).warm()
                 client.close()
                 sets = {name: CachedWindowDataset(paths, redis_url=url, prefix=prefix)
                         for name, url in urls.items()}

@@ -33,11 +33,12 @@ import numpy as np
 
 from bench.harness import describe, redis_server, result
 from legacy_adapters.hdf5_slabs import default_workers
+from syncd.api.hdf5 import hdf5_follower
+from syncd.api.options import endpoints
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.connect.redis import connect_redis
 from syncd.hdf5.files import HDF5_FILES
-from syncd.hdf5.follower import Hdf5Follower
 
 CHANNELS, TIMES = 129, 200  # the EEG2025 windows: 129 channels x 2 s at 100 Hz
 
@@ -117,12 +118,12 @@ def measure(args: argparse.Namespace, work: Path, path: Path, raw: int,
                           "features": {"extractors": ["band_power"] if features else []}}
         before = client.info("memory")["used_memory"]
         started = time.perf_counter()
-        report = Hdf5Follower(settings, target.db, client).warm()
+        report = hdf5_follower(settings, target.db, client).warm()
         seconds = time.perf_counter() - started
         assert report.windows_written == args.windows, report
         return seconds, client.info("memory")["used_memory"] - before
 
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         for rnd in range(args.rounds):
             seconds = h5py_slab_read(path)
             warm_seconds, used = warm_once(target, args.workers, False)

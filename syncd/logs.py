@@ -17,7 +17,7 @@ from typing import Any
 from syncd.redact import SecretFilter, scrub
 
 LOG_FORMATS = ("text", "json")
-LOG_DEFAULTS: dict[str, Any] = {"format": "text"}  # `[log]`: syncd.config checks its keys
+LOG_DEFAULTS: dict[str, Any] = {"format": "text"}  # `[log]`: syncd.api.options reads it
 # What every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -67,17 +67,6 @@ class StopSignalNoise(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         return (exc is None or isinstance(exc, Exception)
                 or record.name == "syncd" or record.name.startswith("syncd."))
-
-
-def log_format(settings: Any) -> str:
-    """`[log] format` from the settings file, checked."""
-    from syncd.config import section
-    from syncd.errors import ConfigError
-
-    fmt = section(settings, "log", LOG_DEFAULTS)["format"]
-    if fmt not in LOG_FORMATS:
-        raise ConfigError(f"[log] format = {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
-    return str(fmt)
 
 
 def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:

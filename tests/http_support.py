@@ -13,10 +13,9 @@ from typing import Any
 
 from bson import ObjectId
 
+from syncd.api.http_options import http_context, http_options
 from syncd.config import load_settings
 from syncd.http.app import build_app
-from syncd.http.context import HttpContext
-from syncd.http.options import http_options
 from syncd.http.server import HttpServer
 
 
@@ -28,7 +27,7 @@ def serve(tmp_path: Path, db: Any, redis: Any = None, http: str = "",
     cfg.write_text(f'[http]\nlisten = "127.0.0.1:0"\n{http}\n')
     settings = load_settings({"config": str(cfg), "database": db.name})
     options = http_options(settings)
-    with HttpServer(build_app(HttpContext(settings, db, redis), options), options) as server:
+    with HttpServer(build_app(http_context(settings, db, redis), options), options) as server:
         yield server
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from syncd import api
+from syncd.api.options import endpoints
 from syncd.config import Settings, load_settings
 from syncd.connect.redis import running_redis_url
 from syncd.errors import ConfigError, SyncdError
@@ -72,7 +73,8 @@ def test_refusals_are_the_cli_errors(settings):
 
 def test_redis_url_policy_is_configured_else_a_running_embedded_one(tmp_path):
     configured = load_settings({"redis_url": "redis://127.0.0.1:1/0"}, environ={})
-    assert running_redis_url(configured) == "redis://127.0.0.1:1/0"
-    assert running_redis_url(load_settings({"state_dir": str(tmp_path)}, environ={})) is None
+    assert running_redis_url(endpoints(configured)) == "redis://127.0.0.1:1/0"
+    assert running_redis_url(endpoints(load_settings({"state_dir": str(tmp_path)},
+                                                  environ={}))) is None
     from_env = load_settings({}, environ={"SYNCD_REDIS_URL": "redis://h:2/0"})
-    assert running_redis_url(from_env) == "redis://h:2/0"
+    assert running_redis_url(endpoints(from_env)) == "redis://h:2/0"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.api.run import daemon_options
+from syncd.api.run_daemon import daemon_options
 from syncd.config import OPTIONS_BY_KEY, load_settings, section
 from tests.conftest import ROOT
 
@@ -279,7 +279,8 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
 
 
 def test_syncd_healthcheck_asks_readyz_where_the_stack_config_listens(services):
-    from syncd.http.options import DEFAULTS, http_options
+    from syncd.api.http_options import http_options
+    from syncd.http.options import DEFAULTS
 
     check = services["syncd"]["healthcheck"]
     command = " ".join(check["test"])

@@ -262,15 +262,14 @@ def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
     """`syncd run`'s server (a context with the daemon's status) reads nothing for the
     list until a page asks; that page waits for the read and is served from it."""
     from syncd.config import load_settings
+    from syncd.api.http_options import http_context, http_options
     from syncd.http.app import build_app
-    from syncd.http.context import HttpContext
-    from syncd.http.options import http_options
     from syncd.http.server import HttpServer
 
     db["experiments"].insert_many(awkward())
     settings = load_settings({"database": db.name})
     options = http_options(settings, "127.0.0.1:0")
-    ctx = HttpContext(settings, db, None, status=lambda: None)
+    ctx = http_context(settings, db, None, status=lambda: None)
     with HttpServer(build_app(ctx, options), options) as server:
         time.sleep(0.5)
         assert "experiments-order" not in {t.name for t in threading.enumerate()}
@@ -283,7 +282,7 @@ def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
 def test_experiments_order_takes_memory_or_server_only(tmp_path: Path):
     from syncd.config import load_settings
     from syncd.errors import ConfigError
-    from syncd.http.options import http_options
+    from syncd.api.http_options import http_options
 
     cfg = tmp_path / "s.toml"
     for value, ok in (("memory", True), ("server", True), ("fast", False)):

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset, collate_windows  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def warmed(tmp_path, db, rclient, prefix):
     write_h5(d / "c.h5", n=18, seed=3, dtype="f8", chunks=(5, 8, 100), shuffle=True,
              compression="gzip")
     settings = make_settings(tmp_path, [d], prefix)
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     follower.warm()
     return d, [d / "a.h5", d / "b.h5", d / "c.h5"], follower
 
@@ -154,7 +154,7 @@ def test_windows_of_different_shapes_in_one_batch(tmp_path, db, rclient, redis_u
     d.mkdir()
     write_h5(d / "a.h5", n=5, seed=1)
     write_h5(d / "b.h5", n=5, seed=2, channels=4, times=50)
-    Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
+    hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
     paths = [d / "a.h5", d / "b.h5"]
     ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
     items = ds.__getitems__([0, 9, 4, 5])
@@ -172,7 +172,7 @@ def test_falls_back_to_hdf5_for_what_is_not_cached(tmp_path, db, rclient, redis_
     d.mkdir()
     write_h5(d / "a.h5", n=60, seed=4)
     budget = 25 * (8 * 100 * 4 + 200)
-    Hdf5Follower(make_settings(tmp_path, [d], prefix, cache={"max_bytes": budget}), db,
+    hdf5_follower(make_settings(tmp_path, [d], prefix, cache={"max_bytes": budget}), db,
                  rclient).warm()
     meta = WindowCache(rclient, prefix).file(str(d / "a.h5"))
     assert 0 < meta.cached < 60
@@ -246,7 +246,7 @@ def test_password_and_database_in_the_url(tmp_path, db):
         from syncd.connect.redis import connect_redis
 
         client = connect_redis(url)
-        Hdf5Follower(make_settings(tmp_path, [d]), db, client).warm()
+        hdf5_follower(make_settings(tmp_path, [d]), db, client).warm()
         assert client.dbsize() > 0 and client.connection_pool.connection_kwargs["db"] == 3
         ds = CachedWindowDataset([d / "a.h5"], redis_url=url)
         assert_same(ds.__getitems__(list(range(9))), legacy_items([d / "a.h5"]))

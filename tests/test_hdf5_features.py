@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from syncd.api.hdf5 import hdf5_follower
+from syncd.api.hdf5_options import load_feature_config
 from syncd.client.cache import WindowCache
 from syncd.config import Settings
 from syncd.errors import ConfigError
-from syncd.hdf5.features import compute, extractors_for, load_feature_config
-from syncd.hdf5.follower import Hdf5Follower
+from syncd.hdf5.features import compute, extractors_for
 from tests.hdf5_support import h5_windows, make_settings, write_h5
 
 pytest.importorskip("torch")  # the extractors compute with torch
@@ -49,7 +50,7 @@ def test_warmed_features_equal_a_direct_computation(tmp_path, db, rclient, prefi
     write_h5(d / "a.h5", n=30, compression="gzip")
     settings = make_settings(tmp_path, [d], prefix,
                              extractors=["band_power", "relative_band_power", "log_band_power"])
-    report = Hdf5Follower(settings, db, rclient).warm()
+    report = hdf5_follower(settings, db, rclient).warm()
     assert report.features_written == 90
     windows = h5_windows(d / "a.h5")
     expected = direct_band_power(windows, BANDS, 100.0)
@@ -70,14 +71,14 @@ def test_changing_an_extractor_recomputes_only_its_features(tmp_path, db, rclien
     d.mkdir()
     write_h5(d / "a.h5", n=20)
     base = make_settings(tmp_path, [d], prefix, extractors=["band_power"])
-    Hdf5Follower(base, db, rclient).warm()
+    hdf5_follower(base, db, rclient).warm()
     cache = WindowCache(rclient, prefix)
     old_key = next(iter(cache.file(str(d / "a.h5")).features))
 
     bands = {"slow": [1.0, 10.0], "fast": [10.0, 40.0]}
     changed = make_settings(tmp_path, [d], prefix, extractors=["band_power"],
                             features={"bands": bands})
-    report = Hdf5Follower(changed, db, rclient).warm()
+    report = hdf5_follower(changed, db, rclient).warm()
     assert report.windows_written == 0 and report.features_written == 20
     meta = cache.file(str(d / "a.h5"))
     (new_key,) = meta.features
@@ -90,7 +91,7 @@ def test_changing_an_extractor_recomputes_only_its_features(tmp_path, db, rclien
 
     # No extractor at all: the feature keys go, the windows stay.
     none = make_settings(tmp_path, [d], prefix, extractors=[])
-    report = Hdf5Follower(none, db, rclient).warm()
+    report = hdf5_follower(none, db, rclient).warm()
     assert report.windows_written == 0 and report.features_written == 0
     assert list(rclient.scan_iter(match=f"{prefix}:f:*", count=1000)) == []
     assert len(list(rclient.scan_iter(match=f"{prefix}:w:*", count=1000))) == 20

@@ -13,9 +13,9 @@ import redis
 
 torch = pytest.importorskip("torch")
 
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
 from tests.test_hdf5_cli import config_file  # noqa: E402
@@ -63,7 +63,7 @@ def test_right_sized_garbage_is_a_counted_miss(tmp_path, db, rclient, redis_url,
     d = tmp_path / "h5"
     d.mkdir()
     windows, _ = write_h5(d / "a.h5", n=10)
-    Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
+    hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(d / "a.h5"))
     key = cache.keys.window
@@ -86,7 +86,7 @@ def test_values_written_before_checksums_are_warmed_again(tmp_path, db, rclient,
     d = tmp_path / "h5"
     d.mkdir()
     windows, labels = write_h5(d / "a.h5", n=12)
-    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
     follower.warm()
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(d / "a.h5"))
@@ -100,7 +100,7 @@ def test_values_written_before_checksums_are_warmed_again(tmp_path, db, rclient,
     np.testing.assert_array_equal(ds[2][0].numpy(), windows[2])
     assert ds.cache_counts()["hits"] == 0  # an old format is a miss, not an error
 
-    report = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).scan_once()
+    report = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient).scan_once()
     assert report.windows_written == 12 and report.windows_cached == 12
     got = cache.get_windows(str(d / "a.h5"), list(range(12)))
     np.testing.assert_array_equal(np.stack(got), windows)
@@ -124,7 +124,7 @@ def test_a_file_quarantined_while_warming_leaves_no_keys(tmp_path, db, rclient, 
     d.mkdir()
     write_h5(d / "a.h5", n=120, seed=1, times=1000, compression="gzip", chunks=(10, 8, 1000))
     settings = make_settings(tmp_path, [d], prefix, extractors=["band_power"])
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     follower.warm()
     assert key_counts(rclient, prefix) == {"w": 120, "l": 1, "f": 120, "file": 1}
     # The file is rewritten with its last chunk corrupt: indexing succeeds, warming writes
@@ -143,7 +143,7 @@ def test_a_retired_generation_left_by_a_crash_is_removed(tmp_path, db, rclient, 
     d = tmp_path / "h5"
     d.mkdir()
     write_h5(d / "a.h5", n=300)
-    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
     follower.warm()
     # What a crash between quarantining the file in MongoDB and unlinking its keys leaves.
     doc = db.hdf5_files.find_one({"path": str(d / "a.h5")})

@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
+from syncd.api.hdf5 import hdf5_follower
 from syncd.client.cache import WindowCache
 from syncd.hdf5.files import HDF5_FILES, meta_for
-from syncd.hdf5.follower import Hdf5Follower
 from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
 from syncd.sinks.cache import CacheWriter
@@ -113,7 +113,7 @@ def test_duplicates_an_earlier_version_left_are_merged_and_their_keys_freed(
                for i, name in enumerate(("a.h5", "b.h5"))}
     settings = make_settings(tmp_path, [d], prefix)
     settings.source_id = HOST  # `syncd warm` without --sqlite
-    assert Hdf5Follower(settings, db, rclient).warm().windows_written == 24
+    assert hdf5_follower(settings, db, rclient).warm().windows_written == 24
     # The database as the earlier version left it: warm's records (no host) and, for
     # each file, run's record under its own source and file id, warmed too.
     db[HDF5_FILES].update_many({}, {"$unset": {"host": "", "layouts_key": ""}})
@@ -129,7 +129,7 @@ def test_duplicates_an_earlier_version_left_are_merged_and_their_keys_freed(
     db[HDF5_FILES].update_one({"_id": warm_docs[str(d / "b.h5")]["_id"]},
                               {"$set": {"source_id": "trainbox"}})
 
-    report = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
+    report = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
     assert report.windows_written == 0  # nothing warmed again: the kept records were warm
 
     docs = {doc["path"]: doc for doc in db[HDF5_FILES].find()}
@@ -205,7 +205,7 @@ def test_the_dataset_takes_layouts_from_the_index_or_the_config(
     d.mkdir()
     windows = _odd_layout(d / "odd.h5")
     settings = make_settings(tmp_path, [d], prefix, hdf5={"layouts": [["X", "y"]]})
-    assert Hdf5Follower(settings, db, rclient).warm().windows_written == 9
+    assert hdf5_follower(settings, db, rclient).warm().windows_written == 9
 
     # No TOML: the layout syncd recorded for the file (in Redis).
     ds = CachedWindowDataset([d / "odd.h5"], redis_url=redis_url, prefix=prefix)

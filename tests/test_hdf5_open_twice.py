@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def test_a_file_open_with_h5py_defaults_is_warmed_and_read(tmp_path, db, rclient
         assert label.item() == np.float32(labels[3])
         files_only.close()
 
-        report = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
+        report = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient).warm()
         assert report.quarantined == [] and report.pending == []
         assert report.windows_cached == 12
 

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
+from syncd.api.hdf5 import hdf5_follower
 from syncd.client.cache import WindowCache
 from syncd.hdf5.files import HDF5_FILES
-from syncd.hdf5.follower import Hdf5Follower
 from syncd.hdf5.status import hdf5_status
 from tests.hdf5_support import WRITER, make_settings, write_h5
 
@@ -41,7 +41,7 @@ def test_warm_caches_every_window_and_label_exactly(tmp_path, db, rclient, prefi
     path = tmp_path / "h5" / "r1.h5"
     windows, labels = write_h5(path, n=45, layout=layout, **kwargs)
     settings = make_settings(tmp_path, [tmp_path / "h5"], prefix)
-    report = Hdf5Follower(settings, db, rclient).warm()
+    report = hdf5_follower(settings, db, rclient).warm()
     assert report.indexed == [str(path)] and report.quarantined == []
     assert report.windows_written == 45
 
@@ -66,7 +66,7 @@ def test_warm_caches_every_window_and_label_exactly(tmp_path, db, rclient, prefi
     assert eeg["shape"] == [45, 8, 100]
 
     # A second pass finds nothing to do.
-    again = Hdf5Follower(settings, db, rclient).scan_once()
+    again = hdf5_follower(settings, db, rclient).scan_once()
     assert again.indexed == [] and again.windows_written == 0 and again.unchanged == 1
 
 
@@ -75,7 +75,7 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     path = tmp_path / "h5" / "r1.h5"
     write_h5(path, n=30, seed=1)
     settings = make_settings(tmp_path, [tmp_path / "h5"], prefix)
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     follower.warm()
     cache = WindowCache(rclient, prefix)
     fid = cache.file(str(path)).fid
@@ -125,7 +125,7 @@ def test_bad_files_are_quarantined_and_the_rest_syncs(tmp_path, db, rclient, pre
         handle.write(b"\xff" * 64)
 
     settings = make_settings(tmp_path, [d], prefix)
-    report = Hdf5Follower(settings, db, rclient).warm()
+    report = hdf5_follower(settings, db, rclient).warm()
     bad = {Path(q["path"]).name: q["error"] for q in report.quarantined}
     assert set(bad) == {"truncated.h5", "garbage.h5", "empty.h5", "other.h5", "corrupt.h5"}
     assert "no known windows/labels datasets" in bad["other.h5"]
@@ -141,7 +141,7 @@ def test_bad_files_are_quarantined_and_the_rest_syncs(tmp_path, db, rclient, pre
 
     # A quarantined file that is written again properly is picked up.
     fixed, _ = write_h5(d / "garbage.h5", n=10, seed=5)
-    report = Hdf5Follower(settings, db, rclient).warm()
+    report = hdf5_follower(settings, db, rclient).warm()
     assert report.indexed == [str(d / "garbage.h5")]
     np.testing.assert_array_equal(
         cached_windows(WindowCache(rclient, prefix), d / "garbage.h5"), fixed)
@@ -155,7 +155,7 @@ def test_incomplete_file_waits_for_the_debounce_window(tmp_path, db, rclient, pr
     path = d / "fresh.h5"
     write_h5(path, n=12)
     settings = make_settings(tmp_path, [d], prefix, hdf5={"debounce_seconds": 3600.0})
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     report = follower.scan_once()
     assert report.pending == [str(path)] and report.indexed == []
     assert db[HDF5_FILES].count_documents({}) == 0
@@ -174,7 +174,7 @@ def test_removed_file_loses_its_document_and_keys(tmp_path, db, rclient, prefix)
     write_h5(d / "a.h5", n=10)
     write_h5(d / "b.h5", n=10, seed=3)
     settings = make_settings(tmp_path, [d], prefix)
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     follower.warm()
     fid = WindowCache(rclient, prefix).file(str(d / "a.h5")).fid
     (d / "a.h5").unlink()
@@ -199,7 +199,7 @@ def test_memory_budget_newest_first_then_trims(tmp_path, db, own_redis):
     budget = 75 * (window + 200)  # room for about a file and a half
     settings = make_settings(tmp_path, [d], cache={"max_bytes": budget})
     before = client.info("memory")["used_memory"]
-    report = Hdf5Follower(settings, db, client).warm()
+    report = hdf5_follower(settings, db, client).warm()
     cached = {p.name: db[HDF5_FILES].find_one({"path": str(p)})["cached_windows"]
               for p in paths}
     assert cached["new.h5"] == 50
@@ -217,7 +217,7 @@ def test_memory_budget_newest_first_then_trims(tmp_path, db, own_redis):
     before_mid = cached["mid.h5"]
     settings = make_settings(tmp_path, [d], cache={"max_bytes": budget // 3,
                                                    "warm_first": ["old.*"]})
-    report = Hdf5Follower(settings, db, client).warm()
+    report = hdf5_follower(settings, db, client).warm()
     cached = {p.name: db[HDF5_FILES].find_one({"path": str(p)})["cached_windows"]
               for p in paths}
     assert cached["old.h5"] > 0 and cached["new.h5"] == 0 and cached["mid.h5"] == 0
@@ -241,7 +241,7 @@ def test_redis_killed_mid_warm_and_restarted(tmp_path, db, own_redis):
         if len(slabs) == 1:
             own_redis.kill()
 
-    follower = Hdf5Follower(settings, db, client, on_slab=kill_after_first_slab)
+    follower = hdf5_follower(settings, db, client, on_slab=kill_after_first_slab)
     report = follower.scan_once()
     assert report.redis_error is not None
     doc = db[HDF5_FILES].find_one({})
@@ -281,7 +281,7 @@ def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix)
                                   capture_output=True, text=True, timeout=60)
             results.append((mode, proc.returncode, proc.stderr[-2000:]))
 
-    follower = Hdf5Follower(settings, db, rclient, on_slab=write_during_warm)
+    follower = hdf5_follower(settings, db, rclient, on_slab=write_during_warm)
     report = follower.scan_once()
     assert [(m, code) for m, code, _ in results] == [("a", 0), ("w", 0)], results
     assert str(path) in report.changed_while_warming
@@ -305,7 +305,7 @@ def test_events_announce_what_a_pass_did(tmp_path, db, rclient, prefix):
     d.mkdir()
     write_h5(d / "a.h5", n=5)
     settings = make_settings(tmp_path, [d], prefix)
-    Hdf5Follower(settings, db, rclient).warm()
+    hdf5_follower(settings, db, rclient).warm()
     events = []
     for _, event in WindowCache(rclient, prefix).subscribe("0", block_ms=50,
                                                             stop=lambda: len(events) >= 2):
@@ -317,7 +317,7 @@ def test_events_announce_what_a_pass_did(tmp_path, db, rclient, prefix):
 def test_watch_paths_and_wants(tmp_path, db, rclient, prefix):
     d = tmp_path / "h5"
     d.mkdir()
-    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
     assert follower.watch_paths() == [d.absolute()]
     assert follower.wants(d / "sub" / "x.h5")
     assert not follower.wants(d / "x.txt")
@@ -329,7 +329,7 @@ def test_an_unmounted_directory_removes_nothing(tmp_path, db, rclient, prefix):
     d = tmp_path / "h5"
     d.mkdir()
     write_h5(d / "a.h5", n=6)
-    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
     follower.warm()
     d.rename(tmp_path / "elsewhere")  # the volume goes away for a while
     report = follower.scan_once()
@@ -357,7 +357,7 @@ def test_a_file_open_for_writing_is_pending_not_quarantined(tmp_path, db, rclien
                               stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "open"
-        follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+        follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
         report = follower.scan_once()
         assert report.pending == [str(path)]
         assert report.quarantined == [] and db[HDF5_FILES].count_documents({}) == 0

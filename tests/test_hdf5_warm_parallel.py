@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from legacy_adapters.hdf5_slabs import MAX_WORKERS, default_workers, inflate
+from syncd.api.hdf5_options import load_hdf5_config
 from syncd.client.cache import WindowCache
 from syncd.errors import ConfigError
-from syncd.hdf5.options import load_hdf5_config
 from tests.conftest import run_cli
 from tests.hdf5_support import WRITER, eeg_like, make_settings, write_h5
 
@@ -71,11 +71,11 @@ def test_parallel_warm_caches_every_window_as_h5py_reads_it(tmp_path, db, rclien
 
     # First a part of every file (a budget too small), then the rest from a window that
     # is not on a chunk boundary: both passes with 3 workers and 64 KiB slabs.
-    from syncd.hdf5.follower import Hdf5Follower
+    from syncd.api.hdf5 import hdf5_follower
 
     settings = make_settings(tmp_path, [d], prefix, cache={"max_bytes": 700_000},
                              hdf5={"warm_workers": 3})
-    follower = Hdf5Follower(settings, db, rclient)
+    follower = hdf5_follower(settings, db, rclient)
     follower.config = dataclasses.replace(follower.config, slab_bytes=64 << 10)
     report = follower.warm()
     assert report.quarantined == [] and report.workers == 3
@@ -102,7 +102,7 @@ def test_inflate_decodes_what_zlib_wrote_and_refuses_a_damaged_chunk():
 
 
 def test_a_legacy_writer_appends_while_a_parallel_warm_reads(tmp_path, db, rclient, prefix):
-    from syncd.hdf5.follower import Hdf5Follower
+    from syncd.api.hdf5 import hdf5_follower
 
     d = tmp_path / "h5"
     d.mkdir()
@@ -118,7 +118,7 @@ def test_a_legacy_writer_appends_while_a_parallel_warm_reads(tmp_path, db, rclie
                                       capture_output=True, text=True, timeout=60)
                 results.append((proc.returncode, proc.stdout.strip(), proc.stderr[-2000:]))
 
-    follower = Hdf5Follower(settings, db, rclient, on_slab=append_while_open)
+    follower = hdf5_follower(settings, db, rclient, on_slab=append_while_open)
     report = follower.scan_once()
     assert len(results) == 3 and all(r[:2] == (0, "ok") for r in results), results
     assert str(path) in report.changed_while_warming

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd.api.http_options import http_context, http_options
 from syncd.config import load_settings
 from syncd.http.app import build_app
-from syncd.http.context import HttpContext
-from syncd.http.options import http_options
 from syncd.http.server import HttpServer
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
@@ -154,7 +153,7 @@ def test_every_route_asks_for_the_token_or_the_password(tmp_path, target_args, d
                               "database": db.name})
     options = http_options(settings, listen="0.0.0.0:0")  # public, but with auth: allowed
     options = http_options(settings, listen="127.0.0.1:0")
-    with HttpServer(build_app(HttpContext(settings, db), options), options) as server:
+    with HttpServer(build_app(http_context(settings, db), options), options) as server:
         basic = base64.b64encode(b"ops:pw-3xample").decode()
         for path in ("/metrics", "/healthz", "/readyz", "/"):
             assert get(server.url + path)[0] == 401

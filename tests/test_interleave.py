@@ -13,7 +13,7 @@ from syncd.sinks.mongo import MongoSink
 from tests.daemon_support import legacy_write
 
 
-def test_reconcile_calls_back_between_chunks_and_sees_what_happened_meanwhile(tmp_path, db):
+def test_reconcile_pauses_between_chunks_and_sees_what_happened_meanwhile(tmp_path, db):
     path = tmp_path / "metadata.db"
     make_eeg2025(path, runs=30)
     source = SQLiteSource(path)
@@ -31,9 +31,16 @@ def test_reconcile_calls_back_between_chunks_and_sees_what_happened_meanwhile(tm
             legacy_write(path, "DELETE FROM epoch_history WHERE id = 2")
 
     engine = Backfill(source, db, sink, StateStore(db), Params("h", "UTC"), 20,
-                    Progress(enabled=False), between=between)
+                      Progress(enabled=False))
     rows = source.count(info)
-    report = engine.reconcile_table(info, mapping, model)
+    steps = engine.reconcile_steps(info, mapping, model)
+    while True:  # as the daemon's Reconciler drives it
+        try:
+            next(steps)
+        except StopIteration as done:
+            report = done.value
+            break
+        between()
     assert len(calls) >= rows // 20  # at least once per chunk: the daemon follows meanwhile
     assert report.rows == report.written == rows  # an empty collection: all were missing
     # Rows 1 and 2 changed after their chunk was read: in the daemon the change log

@@ -24,12 +24,12 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader  # noqa: E402
 
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.cluster_mget import ClusterMget, open_direct  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.connect.redis_urls import make_client, parse_redis_url  # noqa: E402
 from syncd.embedded import find_redis_server, free_port  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from syncd.sinks.events import tail  # noqa: E402
 from tests.conftest import run_cli, wait_port  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
@@ -175,7 +175,7 @@ def test_one_file_is_spread_over_every_master(tmp_path, cluster, db):
     write_h5(d / "big.h5", n=400, seed=4)
     client = make_client(cluster.url, socket_timeout=30)
     settings = make_settings(tmp_path, [d], prefix, extractors=["band_power"])
-    report = Hdf5Follower(settings, db, client).warm()
+    report = hdf5_follower(settings, db, client).warm()
     assert report.windows_cached == 400 and not report.quarantined, report
     client.close()
 

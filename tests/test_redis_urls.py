@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from redis.crc import key_slot
 
+from syncd.api.hdf5 import hdf5_follower
 from syncd.client.cache import WindowCache
 from syncd.connect.redis_urls import CLUSTER, SENTINEL, SINGLE, parse_redis_url
 from syncd.errors import ConfigError
-from syncd.hdf5.follower import Hdf5Follower
 from syncd.redact import redact_url, register_url, scrub
 from syncd.sinks.cache import Format2Keys, Format3Keys
 from syncd.sinks.checksum import FORMAT
@@ -95,7 +95,7 @@ def test_older_format_keys_are_deleted_and_warmed_again(tmp_path, db, rclient, r
     path = tmp_path / "h5" / "r1.h5"
     windows, labels = write_h5(path, n=40)
     settings = make_settings(tmp_path, [tmp_path / "h5"], prefix)
-    Hdf5Follower(settings, db, rclient).warm()
+    hdf5_follower(settings, db, rclient).warm()
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(path))
     old, new = layout(prefix), cache.keys
@@ -114,7 +114,7 @@ def test_older_format_keys_are_deleted_and_warmed_again(tmp_path, db, rclient, r
     assert ds.cache_counts() == {"hits": 0, "misses": 40, "bad": 0}
     ds.close()
 
-    Hdf5Follower(settings, db, rclient).warm()
+    hdf5_follower(settings, db, rclient).warm()
     assert cache.file(str(path)).format == FORMAT
     assert rclient.exists(*old.windows(meta.fid, meta.gen, range(40))) == 0
     assert rclient.exists(*new.windows(meta.fid, meta.gen, range(40))) == 40

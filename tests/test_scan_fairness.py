@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from legacy_adapters.sqlite import SQLiteSource
-from syncd.api.run import build_daemon, daemon_options
+from syncd.api.run_daemon import build_daemon, daemon_options
 from syncd.config import Settings
 from syncd.sample import make_eeg2025
 from syncd.sinks.events import EventPublisher

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from syncd.api.http_options import http_options
 from syncd.config import load_settings
 from syncd.errors import ConfigError
-from syncd.http.options import http_options
 from syncd.redact import redact_url, register_secret, register_url, scrub
 from tests.conftest import run_cli, syncd_process
 from tests.hdf5_support import RedisProcess

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from syncd.api.run import daemon_options
+from syncd.api.run_daemon import daemon_options
 from syncd.config import load_settings, section
 from syncd.daemon.options import DEFAULTS
 from syncd.sample import make_eeg2025

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from syncd.api.options import endpoints
 from syncd.config import Settings
 from syncd.connect.redis import tail_redis
 
@@ -14,7 +15,7 @@ from syncd.connect.redis import tail_redis
 def events(settings: Settings, start: str = "$", count: int | None = None) -> Iterator[Any]:
     """Yields the events after stream id `start` ("0": all kept, "$": new) as a `Tail`:
     iterate it for (stream id, event); its `skipped` counts entries that are not events."""
-    from syncd.sinks.events import tail
+    from syncd.sinks.events import tail  # numpy (through sinks.cache): `syncd events` only
 
-    with tail_redis(settings) as client:
+    with tail_redis(endpoints(settings)) as client:
         yield tail(client, start=start, count=count)

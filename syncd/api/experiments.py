@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from syncd.client.compare import Comparison
+from syncd.api.options import endpoints
+from syncd.client.compare import Comparison, compare
+from syncd.client.tracker import Tracker
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 
@@ -47,7 +49,7 @@ def experiments_as_of(settings: Settings, as_of: str, source: str | None = None
     answers as of it cannot show (raises for a moment before history starts)."""
     from syncd.client.asof import scope
 
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return scope(target.db, as_of, source).to_dict()
 
 
@@ -56,7 +58,7 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
                      offset: int = 0, as_of: str | None = None) -> Experiments:
     """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
     after the first `offset`."""
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         tracker = _tracker(settings, target.db, source, as_of)
         docs, total = tracker.best_experiments(challenge, n, status, offset)
         why = None if total else tracker.why_no_best(challenge, status)
@@ -66,9 +68,8 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
 def experiments_compare(settings: Settings, refs: Sequence[str], source: str | None = None,
                         as_of: str | None = None) -> Comparison:
     """Several experiments (run_ids or _ids) side by side: what differs between them."""
-    from syncd.client.compare import compare
 
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return compare(_tracker(settings, target.db, source, as_of).compare(list(refs)))
 
 
@@ -76,7 +77,7 @@ def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int 
                        source: str | None = None, offset: int = 0,
                        as_of: str | None = None) -> Experiments:
     """Experiments matching a MongoDB filter (at most `limit`, after the first `offset`)."""
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         tracker = _tracker(settings, target.db, source, as_of)
         docs = list(tracker.search(dict(query), limit=limit, offset=offset))
         total = len(docs) + offset if not limit and (docs or not offset) \
@@ -88,7 +89,7 @@ def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int 
 def experiments_history(settings: Settings, ref: str, source: str | None = None,
                         as_of: str | None = None) -> dict[str, Any]:
     """One experiment with its epochs and checkpoints."""
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return dict(_tracker(settings, target.db, source, as_of).history(ref))
 
 
@@ -102,5 +103,5 @@ def experiments_versions(settings: Settings, ref: str, source: str | None = None
     from syncd.sinks.history import julian_day
 
     until = None if as_of is None else julian_day(parse_time(as_of))
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         return run_versions(target.db, ref, source, until, migration_files(settings))

@@ -19,10 +19,6 @@ from syncd.daemon.options import DaemonOptions
 from syncd.daemon.runner import FeedFactory
 from syncd.errors import ConfigError
 
-# How often every table is reconciled unless `[daemon] reconcile_seconds` says: a scan
-# finds updates and deletes only this way; a change log misses only what it cannot see.
-RECONCILE_SECONDS = {"triggers": 3600.0, "scan": 300.0}
-
 
 def feed_factory(options: DaemonOptions, source: Source) -> FeedFactory:
     """What makes the daemon's feed, for `options.capture`."""

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import socket
+from typing import TYPE_CHECKING, Any
 
+from pymongo.database import Database
+
+from syncd.api.options import endpoints
 from syncd.checkpoint.daemon_doc import live_daemons
+from syncd.checkpoint.store import StateStore
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
-from syncd.connect.redis import open_redis, running_redis
+from syncd.connect.redis import RedisClient, open_redis, running_redis
 from syncd.errors import SyncdError
 from syncd.progress import Progress
+
+# The modules that import h5py or numpy (syncd.hdf5.*, hdf5_options, client.cache) are
+# imported inside the functions that need them: other commands start without them.
+if TYPE_CHECKING:
+    from syncd.hdf5.follower import Hdf5Follower
 
 
 def _refuse_beside_a_daemon(db: Any, settings: Settings) -> None:
     """A running `syncd run` on this host with these HDF5 dirs (any source's) already
     warms them."""
-    import socket
-
-    from syncd.checkpoint.store import StateStore
-
     wanted = {str(d) for d in settings.hdf5_dirs}
     for daemon in live_daemons(StateStore(db, settings.source_id)):
         theirs = set(daemon.get("hdf5_dirs") or [])
@@ -38,20 +44,21 @@ def warm(settings: Settings, progress: Progress | None = None,
     `workers` (`--workers`) overrides `[hdf5] warm_workers`. The report's `redis_error`
     / `mongo_error` say whether the pass failed.
     """
+    from syncd.api.hdf5_options import load_hdf5_config
     from syncd.hdf5.features import require_torch
     from syncd.hdf5.follower import Hdf5Follower
-    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings)  # bad settings fail before any server starts
     if workers is not None:
         config = dataclasses.replace(config, warm_workers=max(1, workers))
     if config.features.extractors:
         require_torch()
-    with open_target(settings) as target, open_redis(settings) as rt, \
+    ends = endpoints(settings)
+    with open_target(ends) as target, open_redis(ends) as rt, \
             (progress or Progress(enabled=False, verb="windows")) as shown_progress:
         _refuse_beside_a_daemon(target.db, settings)
-        follower = Hdf5Follower(settings, target.db, rt.client, progress=shown_progress,
-                                config=config)
+        follower = Hdf5Follower(config, settings.source_id, target.db, rt.client,
+                                progress=shown_progress)
         report = follower.warm()
         where = rt.shown_url + (f" (embedded, data in {settings.state_dir / 'redis'}; saved "
                                 "and stopped when syncd exits)" if rt.embedded else "")
@@ -60,11 +67,11 @@ def warm(settings: Settings, progress: Progress | None = None,
 
 def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
     """Coverage per file, Redis memory and hit counters: (stats, the cache's key prefix)."""
+    from syncd.api.hdf5_options import load_hdf5_config
     from syncd.client.cache import WindowCache
-    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings, require_dirs=False)
-    with open_redis(settings) as rt:
+    with open_redis(endpoints(settings)) as rt:
         stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
         stats["redis"] = rt.shown_url
     return stats, config.prefix
@@ -77,5 +84,15 @@ def hdf5_status(db: Any, settings: Settings) -> dict[str, Any] | None:
 
     if HDF5_FILES not in db.list_collection_names():
         return None
-    with running_redis(settings) as client:
+    with running_redis(endpoints(settings)) as client:
         return collect(db, client)
+
+
+def hdf5_follower(settings: Settings, db: Database, client: RedisClient,
+                  **kwargs: Any) -> Hdf5Follower:
+    """The HDF5 follower over the configured dirs and tables (checked: a ConfigError names
+    a bad one), for the configured source; `kwargs`: Hdf5Follower's own."""
+    from syncd.api.hdf5_options import load_hdf5_config
+    from syncd.hdf5.follower import Hdf5Follower
+
+    return Hdf5Follower(load_hdf5_config(settings), settings.source_id, db, client, **kwargs)

@@ -7,13 +7,14 @@ from typing import Any
 
 from syncd.api.shared import migration_files
 from syncd.config import Settings, require_sqlite
+from syncd.engine.migration_files import build_model
 from syncd.errors import ConfigError, SyncdError
+from syncd.sample import SampleExists, make_eeg2025
 
 
 def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
     """The legacy file and the tables the latest migration syncs (those triggers watch)."""
-    from legacy_adapters.sqlite import SQLiteSource
-    from syncd.engine.migration_files import build_model
+    from legacy_adapters.sqlite import SQLiteSource  # SQLAlchemy: only these commands load it
 
     source = SQLiteSource(require_sqlite(settings))
     migrations = migration_files(settings)
@@ -25,7 +26,7 @@ def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
 
 def capture_install(settings: Settings) -> tuple[Path, list[str]]:
     """Add the triggers and the change log: (the file, the tables newly given triggers)."""
-    from legacy_adapters.sqlite_capture import Capture
+    from legacy_adapters.sqlite_capture import Capture  # SQLAlchemy, as above
 
     path, infos = _capture_tables(settings)
     capture = Capture(path)
@@ -40,7 +41,7 @@ def capture_uninstall(settings: Settings, force: bool = False) -> tuple[Path, in
 
     Refused while a `syncd run` follows the log, unless `force`.
     """
-    from legacy_adapters.sqlite_capture import Capture
+    from legacy_adapters.sqlite_capture import Capture  # SQLAlchemy, as above
 
     path, _ = _capture_tables(settings)
     capture = Capture(path)
@@ -58,7 +59,7 @@ def capture_uninstall(settings: Settings, force: bool = False) -> tuple[Path, in
 
 def capture_status(settings: Settings) -> dict[str, Any]:
     """Which synced tables have triggers, the log's size and its consumers."""
-    from legacy_adapters.sqlite_capture import Capture, capturable, complete
+    from legacy_adapters.sqlite_capture import Capture, capturable, complete  # SQLAlchemy, as above
 
     path, infos = _capture_tables(settings)
     capture = Capture(path)
@@ -90,8 +91,6 @@ def sample(path: Path, rows: int | None = None, seed: int = 2025,
 
     An existing file is refused (it may be a real metadata.db) unless `force`.
     """
-    from syncd.sample import SampleExists, make_eeg2025
-
     try:
         return make_eeg2025(path, rows=rows, seed=seed, force=force)
     except SampleExists:

@@ -8,12 +8,13 @@ from typing import Any
 
 from syncd.config import Settings, require_sqlite
 from syncd.connect.mongo import MongoTarget
+from syncd.engine.migration_files import load_migrations
 
 
 @contextlib.contextmanager
 def open_source(settings: Settings) -> Iterator[Any]:
     """The legacy database, opened read-only and its schema read (closed after the block)."""
-    from legacy_adapters.sqlite import SQLiteSource
+    from legacy_adapters.sqlite import SQLiteSource  # SQLAlchemy: only commands that read it
 
     source = SQLiteSource(require_sqlite(settings))
     try:
@@ -25,8 +26,6 @@ def open_source(settings: Settings) -> Iterator[Any]:
 
 def migration_files(settings: Settings) -> list[Any]:
     """The migrations configured (--migrations, default: the bundled ones), in order."""
-    from syncd.engine.migration_files import load_migrations
-
     return load_migrations(settings.migrations)
 
 

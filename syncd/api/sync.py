@@ -8,13 +8,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.api.hdf5 import hdf5_status
+from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
 from syncd.api.shared import migration_files, open_source, where
 from syncd.checkpoint.daemon_doc import live_daemon
+from syncd.checkpoint.resync import reconcile_result, request_reconcile
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
+from syncd.engine.migrator import Migrator
+from syncd.engine.status import collect_status
+from syncd.engine.verify import verify as verify_target
 from syncd.errors import ConfigError, SyncdError
 from syncd.faults import crashpoint
 from syncd.progress import Progress
+from syncd.sinks.mongo import MongoSink
 
 log = logging.getLogger("syncd")
 
@@ -34,18 +41,19 @@ class MigrateResult:
 
 def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
             adopt_file: bool = False, progress: Progress | None = None) -> MigrateResult:
-    """Bring the target to migration version `to` (default: the latest), resumably."""
-    from syncd.checkpoint import sources
-    from syncd.engine.migrator import Migrator
-    from syncd.sinks.mongo import MongoSink
+    """Bring the target to migration version `to` (default: the latest), resumably.
 
+    The file is checked against the one the source mirrors once, and recorded (unless
+    this is a dry run) before anything is written.
+    """
     progress = progress or Progress(enabled=False)
     migrations = migration_files(settings)
-    with open_source(settings) as source, open_target(settings) as target:
+    with open_source(settings) as source, open_target(endpoints(settings)) as target:
         shown = where(settings, target)
-        sources.store_for(target.db, settings)
-        migrator = Migrator(settings, source, target.db, migrations, progress)
-        sources.check(migrator.store, settings, adopt=adopt_file)
+        state = state_store(target.db, settings)
+        check_source_file(state, settings, record_it=not dry_run, adopt=adopt_file)
+        migrator = Migrator(migrate_options(settings, state.source_id), source, target.db,
+                            migrations, progress)
         plan = migrator.plan(to)
         for skipped in plan.not_mirrored:
             log.warning("%s", skipped.line)
@@ -53,7 +61,6 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
             return MigrateResult(plan, None, shown, target.embedded)
         log.info("migrating %s to %s: version %d -> %d (%s)", settings.sqlite, shown,
                  plan.current, plan.target, plan.kind)
-        sources.check(migrator.store, settings, record_it=True, adopt=adopt_file)
         with progress:
             report = migrator.run(plan, MongoSink(target.db))
         return MigrateResult(plan, report, shown, target.embedded)
@@ -62,15 +69,13 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
 def verify(settings: Settings, progress: Progress | None = None) -> Any:
     """Compare every legacy row's projection with its document (the configured source's
     documents only); the report says if ok."""
-    from syncd.checkpoint import sources
-    from syncd.engine.verify import verify as verify_target
-
     migrations = migration_files(settings)
-    with open_source(settings) as source, open_target(settings) as target, \
+    with open_source(settings) as source, open_target(endpoints(settings)) as target, \
             (progress or Progress(enabled=False)) as shown_progress:
-        sources.check(sources.store_for(target.db, settings), settings, verb="verify")
+        state = state_store(target.db, settings)
+        check_source_file(state, settings, verb="verify")
         return verify_target(target.db, source, migrations, settings.chunk_size,
-                             shown_progress, settings.source_id)
+                             shown_progress, state.source_id)
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -79,19 +84,16 @@ def status(settings: Settings) -> dict[str, Any]:
     With MongoDB unreachable and a local daemon status file beside the state, the
     answer is `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
     """
-    from syncd.api.hdf5 import hdf5_status
-    from syncd.checkpoint import sources
-    from syncd.daemon.health import read_local_status
-    from syncd.engine.status import collect_status
-
     try:
-        with open_target(settings) as target:
+        with open_target(endpoints(settings)) as target:
             crashpoint("status.connected")  # a test stops status here, its server up
-            store = sources.store_for(target.db, settings)
+            store = state_store(target.db, settings)
             found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
             found["hdf5"] = hdf5_status(target.db, settings)
     except ConfigError as exc:
+        from syncd.daemon.health import read_local_status  # numpy, through sinks.events
+
         local = read_local_status(settings.state_dir / "daemon.json")
         if local is None or "not reachable" not in str(exc):
             raise
@@ -162,14 +164,11 @@ def reconcile(settings: Settings, tables: Sequence[str] = (), timeout: float = 3
 
     `asked(daemon)` is called once the request is made, before the wait.
     """
-    from syncd.checkpoint import sources
-    from syncd.checkpoint.resync import reconcile_result, request_reconcile
-
-    with open_target(settings) as target:
-        state = sources.store_for(target.db, settings)
+    with open_target(endpoints(settings)) as target:
+        state = state_store(target.db, settings)
         daemon = live_daemon(state)
         if daemon is None:
-            raise SyncdError(f"no syncd run is following source {settings.source_id!r} into "
+            raise SyncdError(f"no syncd run is following source {state.source_id!r} into "
                              f"database {settings.database!r} (no fresh heartbeat); without a "
                              "daemon `syncd migrate` "
                              "reconciles every table")

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,20 @@ from pymongo.database import Database
 
 from syncd.checkpoint.store import StateStore
 from syncd.checkpoint.upgrade import upgrade
-from syncd.config import Settings
 from syncd.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """The source as configured (syncd.api builds it): its id, its file (None: `syncd
+    status` with no --sqlite), and whether the id was given (`named`: --source-id)
+    rather than defaulted, so that it is never looked up."""
+
+    source_id: str
+    sqlite: Path | None = None
+    named: bool = False
 
 
 def identity(path: Path) -> str:
@@ -54,62 +65,57 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return out
 
 
-def record(settings: Settings) -> dict[str, Any]:
-    """The `source` document's fields for the configured file."""
-    assert settings.sqlite is not None
-    return {"path": identity(settings.sqlite), "host": socket.gethostname(),
-            "fingerprint": fingerprint(settings.sqlite)}
+def record(sqlite: Path) -> dict[str, Any]:
+    """The `source` document's fields for the file `sqlite`."""
+    return {"path": identity(sqlite), "host": socket.gethostname(),
+            "fingerprint": fingerprint(sqlite)}
 
 
-def store_for(db: Database, settings: Settings) -> StateStore:
+def store_for(db: Database, ref: SourceRef) -> StateStore:
     """The configured source's state in `db` (a database of an earlier version is upgraded
     first, and the source id resolved: see `resolve`)."""
-    upgrade(db, settings.source_id)
-    store = StateStore(db, settings.source_id)
-    resolve(store, settings)
-    return store
+    upgrade(db, ref.source_id)
+    return StateStore(db, resolve(StateStore(db, ref.source_id), ref))
 
 
-def resolve(store: StateStore, settings: Settings) -> None:
-    """With no explicit `--source-id`, keep the id a source already has for this host and
-    file (a database made before ids named files keeps its old id); with no file
-    either (`syncd status` alone), the database's only source, if it has one."""
-    if "source_id" in settings.explicit:
-        return
-    if settings.sqlite is None:
+def resolve(store: StateStore, ref: SourceRef) -> str:
+    """The source's id in `store`'s database: the configured one, except that with no
+    explicit `--source-id` the id a source already has for this host and file is kept
+    (a database made before ids named files keeps its old id); with no file either
+    (`syncd status` alone), the database's only source, if it has one."""
+    if ref.named:
+        return ref.source_id
+    if ref.sqlite is None:
         found = store.sources()
         found = found[0] if len(found) == 1 else None
     else:
-        found = _same_file(store, settings)
-    if found and found.get("source_id"):
-        settings.source_id = found["source_id"]
-    store.source_id = settings.source_id
+        found = _same_file(store, ref.sqlite)
+    return str(found["source_id"]) if found and found.get("source_id") else ref.source_id
 
 
-def _same_file(store: StateStore, settings: Settings) -> dict[str, Any] | None:
+def _same_file(store: StateStore, sqlite: Path) -> dict[str, Any] | None:
     """The source recorded for this host's file, if any."""
-    assert settings.sqlite is not None
     return store.state.find_one({"kind": "source", "host": socket.gethostname(),
-                                 "path": identity(settings.sqlite)})
+                                 "path": identity(sqlite)})
 
 
-def check(store: StateStore, settings: Settings, record_it: bool = False,
+def check(store: StateStore, sqlite: Path | None, record_it: bool = False,
           adopt: bool = False, verb: str = "sync") -> None:
     """Refuse a file other than the one the source mirrors; record it if `record_it`.
 
-    `adopt` makes this file the mirrored one (a file that moved); `verb` names what
-    the refused command would have done, for the message.
+    Called once per command (by syncd.api). `adopt` makes this file the mirrored one (a
+    file that moved); `verb` names what the refused command would have done.
     """
-    if settings.sqlite is None:
+    if sqlite is None:
         return
-    fields = record(settings)
+    fields = record(sqlite)
     path = fields["path"]
     recorded = store.source_file()
     if recorded is None and not adopt:
-        twin = _same_file(store, settings)
+        twin = _same_file(store, sqlite)
         if twin is not None and twin.get("source_id") != store.source_id:
             raise ConfigError(
-                f"--sqlite {settings.sqlite}: this file is already source "
+                f"--sqlite {sqlite}: this file is already source "
                 f"{twin['source_id']!r} of database {store.db.name!r} (as {store.source_id!r} "
                 f"it would be mirrored twice); pass --source-id {twin['source_id']}")
     if recorded is None and record_it:
@@ -130,7 +136,7 @@ def check(store: StateStore, settings: Settings, record_it: bool = False,
             log.warning("source %r now mirrors %s (--adopt-file; it mirrored %s)",
                         store.source_id, path, old)
         return
-    head = (f"--sqlite {settings.sqlite}: source {store.source_id!r} of database "
+    head = (f"--sqlite {sqlite}: source {store.source_id!r} of database "
             f"{store.db.name!r} mirrors another file, {old}")
     if verb == "verify":
         raise ConfigError(f"{head}, so there is nothing to compare {path} with; pass the "

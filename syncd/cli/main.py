@@ -18,6 +18,7 @@ from pathlib import Path
 from pymongo.errors import PyMongoError
 
 from syncd import __version__
+from syncd.api.options import endpoints, log_format
 from syncd.cli.commands import (
     cmd_capture,
     cmd_dashboard,
@@ -34,7 +35,7 @@ from syncd.cli.reconcile import add_commands as add_reconcile_commands
 from syncd.config import add_arguments, load_settings
 from syncd.embedded import statedir
 from syncd.errors import FAILURES
-from syncd.logs import LOG_FORMATS, log_format, setup_logging
+from syncd.logs import LOG_FORMATS, setup_logging
 from syncd.redact import scrub
 
 log = logging.getLogger("syncd")
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt = log_format(settings)
             if fmt != "text":
                 setup_logging(verbosity, fmt)
-        with statedir.for_command(args.command, settings):
+        with statedir.for_command(args.command, endpoints(settings)):
             return int(args.func(args, settings))
     except FAILURES as exc:
         sys.stderr.write(f"syncd: error: {scrub(str(exc))}\n")

@@ -39,7 +39,7 @@ def print_plan(migration: Any, settings: Settings) -> None:
 def print_report(migration: Any, settings: Settings) -> None:
     """What a migrate did, per table, and what to look at next."""
     report = migration.report
-    say(f"migrated {settings.sqlite} (source {settings.source_id!r}) into "
+    say(f"migrated {settings.sqlite} (source {migration.plan.params.source_id!r}) into "
         f"{migration.target}")
     say(f"version {report.from_version} -> {report.to_version} ({report.kind}"
         f"{', resumed' if report.resumed else ''})")

@@ -38,8 +38,9 @@ class DatasetDefaults:
 
 def dataset_defaults(config: str | Path | None, state_dir: str | Path | None) -> DatasetDefaults:
     """The settings as the CLI resolves them (TOML < SYNCD_* < these arguments)."""
+    from syncd.api.hdf5_options import cache_prefix, load_layouts
+    from syncd.api.options import endpoints
     from syncd.connect.redis import running_redis_url
-    from syncd.hdf5.options import cache_prefix, load_layouts
 
     flags: dict[str, Any] = {}
     if config is not None:
@@ -47,7 +48,7 @@ def dataset_defaults(config: str | Path | None, state_dir: str | Path | None) ->
     if state_dir is not None:
         flags["state_dir"] = state_dir
     settings = load_settings(flags)
-    return DatasetDefaults(running_redis_url(settings), cache_prefix(settings),
+    return DatasetDefaults(running_redis_url(endpoints(settings)), cache_prefix(settings),
                            list(load_layouts(settings)))
 
 

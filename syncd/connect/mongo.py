@@ -11,10 +11,10 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from syncd.config import Settings
 from syncd.connect.resets import RESETS
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.embedded.diskspace import no_space
+from syncd.embedded.endpoints import Endpoints
 from syncd.errors import ConfigError, SyncdError
 from syncd.redact import redact_url, scrub
 
@@ -69,20 +69,20 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
 
 
 @contextlib.contextmanager
-def open_target(settings: Settings) -> Iterator[MongoTarget]:
+def open_target(ends: Endpoints) -> Iterator[MongoTarget]:
     """Connect to the configured MongoDB or to the embedded one (started if needed)."""
-    with configured_or_embedded(settings.mongo_url,
-                                lambda: EmbeddedMongo(settings.state_dir)) as (url, embedded):
+    with configured_or_embedded(ends.mongo_url,
+                                lambda: EmbeddedMongo(ends.state_dir)) as (url, embedded):
         shown = redact_url(url)
         try:
-            client = connect(url, settings.mongo_timeout)
+            client = connect(url, ends.mongo_timeout)
         except ConfigurationError as exc:
             raise ConfigError(f"--mongo-url {shown}: {scrub(str(exc))}") from None
         try:
-            _check_reachable(client, shown, settings.mongo_timeout)
-            yield MongoTarget(client, client[settings.database], shown, embedded)
+            _check_reachable(client, shown, ends.mongo_timeout)
+            yield MongoTarget(client, client[ends.database], shown, embedded)
         except PyMongoError as exc:
-            full = no_space(Path(settings.state_dir).absolute() / "mongo") if embedded else None
+            full = no_space(Path(ends.state_dir).absolute() / "mongo") if embedded else None
             if full is None:
                 raise
             # SecantusDB says only "internal server error" when WiredTiger cannot write.

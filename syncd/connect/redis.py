@@ -4,7 +4,7 @@ The only place that decides between `--redis-url` and the embedded server. Each
 caller picks one policy by name: start the embedded server if needed
 (`open_redis`), use one only if it already runs (`running_redis_url`,
 `running_redis`, `tail_redis`), or tolerate an absent or unreachable Redis
-(`daemon_redis`). Every wait is bounded by `settings.redis_timeout`. Every client is
+(`daemon_redis`). Every wait is bounded by `ends.redis_timeout`. Every client is
 made by `connect_redis`, for any URL `redis_urls` parses: one server, TLS, Sentinel
 or Cluster.
 """
@@ -20,9 +20,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from syncd.config import Settings
 from syncd.connect.redis_urls import RedisClient, deferred_client, make_client
 from syncd.embedded import configured_or_embedded
+from syncd.embedded.endpoints import Endpoints
 from syncd.embedded.redis import EmbeddedRedis
 from syncd.errors import ConfigError
 from syncd.redact import redact_url, scrub
@@ -74,25 +74,25 @@ def reader_redis(url: str | None) -> RedisClient | None:
         return None
 
 
-def running_redis_url(settings: Settings) -> str | None:
+def running_redis_url(ends: Endpoints) -> str | None:
     """The configured Redis, else the embedded one a syncd process runs for the state dir.
 
     Never starts a server: a training script uses this to find the cache that
     `syncd run` keeps warm, and a status read must not create one.
     """
-    return settings.redis_url or EmbeddedRedis(settings.state_dir).running_url()
+    return ends.redis_url or EmbeddedRedis(ends.state_dir).running_url()
 
 
 @contextlib.contextmanager
-def open_redis(settings: Settings) -> Iterator[RedisTarget]:
+def open_redis(ends: Endpoints) -> Iterator[RedisTarget]:
     """Connect to the configured Redis or to the embedded one (started if needed)."""
-    with configured_or_embedded(settings.redis_url,
-                                lambda: EmbeddedRedis(settings.state_dir)) as (url, embedded):
+    with configured_or_embedded(ends.redis_url,
+                                lambda: EmbeddedRedis(ends.state_dir)) as (url, embedded):
         shown = redact_url(url)
         client = None
         try:
             try:
-                client = connect_redis(url, settings.redis_timeout)
+                client = connect_redis(url, ends.redis_timeout)
                 client.ping()
             except redis.AuthenticationError as exc:
                 raise ConfigError(f"--redis-url {shown}: the server refused syncd "
@@ -100,7 +100,7 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
             except redis.RedisError as exc:
                 detail = scrub(str(exc))[:200]
                 raise ConfigError(f"--redis-url {shown}: not reachable within "
-                                  f"{settings.redis_timeout:g} s ({detail})") from None
+                                  f"{ends.redis_timeout:g} s ({detail})") from None
             yield RedisTarget(client, url, shown, embedded)
         finally:
             if client is not None:
@@ -108,18 +108,18 @@ def open_redis(settings: Settings) -> Iterator[RedisTarget]:
 
 
 @contextlib.contextmanager
-def running_redis(settings: Settings) -> Iterator[RedisClient | None]:
+def running_redis(ends: Endpoints) -> Iterator[RedisClient | None]:
     """A client of `running_redis_url`, or None; for status reads.
 
     A Redis that hangs must not hang the read: bounded, no retries.
     """
-    url = running_redis_url(settings)
+    url = running_redis_url(ends)
     if url is None:
         yield None
         return
     try:
-        client = connect_redis(url, settings.redis_timeout, retry=False,
-                               read_timeout=settings.redis_timeout)
+        client = connect_redis(url, ends.redis_timeout, retry=False,
+                               read_timeout=ends.redis_timeout)
     except redis.RedisError as exc:  # a cluster is asked for its nodes at once
         log.warning("Redis %s is unreachable (%s)", redact_url(url), scrub(str(exc))[:200])
         yield None
@@ -131,35 +131,35 @@ def running_redis(settings: Settings) -> Iterator[RedisClient | None]:
 
 
 @contextlib.contextmanager
-def tail_redis(settings: Settings) -> Iterator[RedisClient]:
+def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
     """The Redis `syncd run` publishes to (configured, or its running embedded one), pinged.
 
     None running, unreachable or refusing is a configuration error naming --redis-url.
     """
-    url = running_redis_url(settings)
+    url = running_redis_url(ends)
     if url is None:
         raise ConfigError("--redis-url is not set and no embedded Redis is running for "
-                          f"--state-dir {settings.state_dir}: start syncd run, or name the "
+                          f"--state-dir {ends.state_dir}: start syncd run, or name the "
                           "Redis it publishes to")
     try:
-        client = connect_redis(url, settings.redis_timeout)
+        client = connect_redis(url, ends.redis_timeout)
     except redis.RedisError as exc:
         raise ConfigError(f"--redis-url {redact_url(url)}: not reachable within "
-                          f"{settings.redis_timeout:g} s ({scrub(str(exc))[:200]})") from None
+                          f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})") from None
     with contextlib.closing(client):
         try:
             client.ping()
         except redis.RedisError as exc:
             what = "refused syncd" if isinstance(exc, (redis.AuthenticationError,
                                                        redis.ResponseError)) \
-                else f"not reachable within {settings.redis_timeout:g} s"
+                else f"not reachable within {ends.redis_timeout:g} s"
             raise ConfigError(f"--redis-url {redact_url(url)}: {what} "
                               f"({scrub(str(exc))[:200]})") from None
         yield client
 
 
 @contextlib.contextmanager
-def daemon_redis(settings: Settings,
+def daemon_redis(ends: Endpoints,
                  needed: bool) -> Iterator[tuple[RedisClient | None, RedisClient | None]]:
     """Redis for `syncd run`: (cache client, events client), or (None, None).
 
@@ -169,10 +169,10 @@ def daemon_redis(settings: Settings,
     and no retries: a Redis that hangs must not hold anything up.
     """
     embedded = None
-    if settings.redis_url:
-        url = settings.redis_url
+    if ends.redis_url:
+        url = ends.redis_url
     else:
-        embedded = EmbeddedRedis(settings.state_dir)
+        embedded = EmbeddedRedis(ends.state_dir)
         try:
             url = embedded.start()
         except ConfigError as exc:
@@ -183,7 +183,7 @@ def daemon_redis(settings: Settings,
             yield None, None
             return
     # A cluster that is down now is connected when it answers; the sync goes on meanwhile.
-    client = connect_redis(url, settings.redis_timeout, deferred=True)
+    client = connect_redis(url, ends.redis_timeout, deferred=True)
     events = connect_redis(url, 2.0, retry=False, read_timeout=2.0, deferred=True)
     try:
         try:

@@ -170,7 +170,7 @@ class Health:
             if outage is None or outage.what != what:
                 self.state.outage = Outage(what, utcnow(), message)
                 log.warning("%s unavailable (%s); retrying with backoff", what, message,
-                            extra={"source": self.options.source_id, "outage": what})
+                            extra={"source": self.store.source_id, "outage": what})
             else:
                 outage.retries += 1
                 outage.error = message

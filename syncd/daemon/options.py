@@ -1,6 +1,6 @@
 """The `[daemon]` settings of `syncd run`: defaults, the typed options, the OS priority.
 
-`syncd.api.run.daemon_options` reads and checks them once (with the few shared
+`syncd.api.options.daemon_options` reads and checks them once (with the few shared
 settings the daemon needs) into a frozen `DaemonOptions`; nothing below `api/`
 reads the settings file.
 """
@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "nice": 0,
 }
 MODES = ("triggers", "scan")
+# How often every table is reconciled unless `[daemon] reconcile_seconds` says: a scan
+# finds updates and deletes only this way; a change log misses only what it cannot see.
+RECONCILE_SECONDS = {"triggers": 3600.0, "scan": 300.0}
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,6 @@ class DaemonOptions:
     """The resolved `[daemon]` settings, and the shared settings the daemon reads."""
 
     sqlite: Path  # the legacy database followed
-    source_id: str
     state_dir: Path  # where daemon.json (the local status) is written
     chunk_size: int  # rows per read and bulk write of a reconcile
     capture: str = DEFAULTS["capture"]

@@ -2,14 +2,17 @@
 
 A reconcile compares a table with its documents chunk by chunk and fixes every
 difference; it catches what the change log cannot replay. New changes are still
-applied in between (Follower.follow_between), so a long reconcile does not hold
-up the sync. A table leaves PendingReconciles's pending set only once its reconcile is done.
+applied in between: the reconcile is a generator of steps (Backfill.reconcile_steps)
+that this module drives, following the feed at each pause (Follower.follow_between),
+so a long reconcile does not hold up the sync. A table leaves PendingReconciles's
+pending set only once its reconcile is done.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.daemon.follow import FeedParts, Follower
 from syncd.daemon.health import Health
 from syncd.engine.backfill import Backfill
+from syncd.engine.report import TableReport
 from syncd.progress import Progress
 from syncd.sinks.base import Sink
 
@@ -59,13 +63,12 @@ class Reconciler:
         assert self.synced.model is not None and applier is not None
         reports: dict[str, dict[str, int]] = {}
         engine = Backfill(self.source, self.db, self.sink, self.store, applier.params,
-                        self.chunk_size, self.progress, self.lease,
-                        between=self.follower.follow_between)
+                          self.chunk_size, self.progress, self.lease)
         for table in tables:
             if table not in self.synced.pairs:
                 continue
             info, mapping = self.synced.pairs[table]
-            report = engine.reconcile_table(info, mapping, self.synced.model)
+            report = self._drive(engine.reconcile_steps(info, mapping, self.synced.model))
             self.health.reconciled(table, report)
             if report.written or report.deleted:
                 log.info("reconciled %s: %d written, %d deleted, %d unchanged", table,
@@ -78,6 +81,15 @@ class Reconciler:
         if set(tables) >= set(pairs):
             self.last = time.monotonic()
         return reports
+
+    def _drive(self, steps: Generator[None, None, TableReport]) -> TableReport:
+        """Run a reconcile's steps, applying new changes at each pause; its report."""
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            self.follower.follow_between()
 
     def when_due(self) -> None:
         """The periodic (or requested) reconcile of every table, if it is time."""

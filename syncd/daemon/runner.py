@@ -80,10 +80,12 @@ FeedFactory = Callable[[FeedParts], ChangeFeed]
 @dataclass(frozen=True)
 class Stores:
     """Where the daemon reads and writes: the legacy source, the target database, the
-    migrations' planner over both (built by syncd.api), and the progress display."""
+    source's state there (its id resolved), the migrations' planner over both (built by
+    syncd.api), and the progress display."""
 
     source: Source
     db: Database
+    state: StateStore
     migrator: Migrator
     progress: Progress
 
@@ -99,7 +101,7 @@ class Daemon:
                  make_feed: FeedFactory, hdf5: Hdf5Follower | None = None) -> None:
         self.options, self.publisher = options, publisher
         self.source, self.db = stores.source, stores.db
-        self.store = StateStore(stores.db, options.source_id)
+        self.store = stores.state
         self.resync = PendingReconciles(self.store)
         self.stop = CancelToken()
         self.wake = threading.Event()
@@ -185,7 +187,7 @@ class Daemon:
             self.health.heartbeat()
             log.info("following %s in %s mode (Ctrl-C or SIGTERM to stop)",
                      self.options.sqlite, self.feed.mode,
-                     extra={"source": self.options.source_id, "mode": self.feed.mode})
+                     extra={"source": self.store.source_id, "mode": self.feed.mode})
             self._loop()
         except Cancelled as exc:
             log.info("%s", exc)

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from syncd.config import Settings
+from syncd.embedded.endpoints import Endpoints
 from syncd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -77,39 +77,39 @@ def _tighten(path: Path) -> None:
                 "made it 0700", shown(path), mode)
 
 
-def _uses(command: str, settings: Settings) -> tuple[bool, bool]:
+def _uses(command: str, ends: Endpoints) -> tuple[bool, bool]:
     """(embedded MongoDB, embedded Redis) that `command` would run under the state dir."""
-    mongo = command not in REDIS_ONLY and not settings.mongo_url
-    redis = command in REDIS_ONLY | REDIS_TOO and not settings.redis_url
+    mongo = command not in REDIS_ONLY and not ends.mongo_url
+    redis = command in REDIS_ONLY | REDIS_TOO and not ends.redis_url
     return mongo, redis
 
 
-def _require_existing(command: str, settings: Settings, mongo: bool) -> None:
+def _require_existing(command: str, ends: Endpoints, mongo: bool) -> None:
     """A reader finds the data it would read, or says where it looked and how to point."""
     from syncd.embedded import EmbeddedMongo, EmbeddedRedis
 
-    server = EmbeddedMongo(settings.state_dir) if mongo else EmbeddedRedis(settings.state_dir)
+    server = EmbeddedMongo(ends.state_dir) if mongo else EmbeddedRedis(ends.state_dir)
     if server.data.is_dir():
         return
     how = ("--state-dir DIR (where syncd migrate ran), or --mongo-url URL and --database NAME"
            if mongo else "--state-dir DIR (where syncd warm or run ran), or --redis-url URL")
-    raise ConfigError(f"{shown(settings.state_dir)}: no syncd state found there (no embedded "
+    raise ConfigError(f"{shown(ends.state_dir)}: no syncd state found there (no embedded "
                       f"{server.kind} data); point at it with {how}")
 
 
 @contextlib.contextmanager
-def for_command(command: str, settings: Settings) -> Iterator[None]:
+def for_command(command: str, ends: Endpoints) -> Iterator[None]:
     """The state directory made ready for `command` (if it uses one), privately."""
     if command in NO_STATE:
         yield
         return
-    mongo, redis = _uses(command, settings)
+    mongo, redis = _uses(command, ends)
     if not (mongo or redis or command == "run"):
         yield
         return
     if command in READERS:
-        _require_existing(command, settings, mongo)
-    prepare(settings.state_dir)
+        _require_existing(command, ends, mongo)
+    prepare(ends.state_dir)
     old = os.umask(0o077)
     try:
         yield

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from bson.binary import Binary
@@ -35,7 +35,7 @@ from legacy_adapters.values import RawText
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import request_reconcile
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
-from syncd.engine.compare import compare_docs, key_to_id, target_digests
+from syncd.engine.compare import compare_docs, digest_steps, key_to_id
 from syncd.engine.quarantine import quarantine
 from syncd.engine.report import Report, TableReport
 from syncd.faults import crashpoint
@@ -83,21 +83,15 @@ class Backfill:
 
     def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  params: Params, chunk_size: int, progress: Progress,
-                 lease: Lease | None = None,
-                 between: Callable[[], None] | None = None) -> None:
+                 lease: Lease | None = None) -> None:
         self.source, self.db, self.sink, self.store = source, db, sink, store
         self.target = MongoCollections(db, params.source_id)
         self.params, self.chunk_size, self.progress, self.lease = (
             params, chunk_size, progress, lease)
-        # Called between chunks of long work: the daemon keeps following changes
-        # during a reconcile instead of stalling for its whole length.
-        self.between = between
 
     def _renew(self) -> None:
         if self.lease is not None:
             self.lease.renew()
-        if self.between is not None:
-            self.between()
 
     # -- rebuild -------------------------------------------------------------------
 
@@ -306,13 +300,29 @@ class Backfill:
         `check` runs the source's whole-table check first (migrate: it reads
         everything anyway; the daemon's periodic reconcile does not).
         """
+        steps = self.reconcile_steps(info, mapping, model, check)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def reconcile_steps(self, info: TableInfo, mapping: TableMap, model: Model,
+                        check: bool = False) -> Generator[None, None, TableReport]:
+        """`reconcile_table` as steps: it pauses (yields) after each chunk written and
+        every 10,000 documents read, so that its driver (the daemon's Reconciler) can
+        apply new changes in between instead of stalling for the whole table; the
+        generator's value is the report."""
         report = TableReport(info.name, mapping.collection)
         if check:
             self.source.check_intact(info)
         began = time.monotonic()
         self.target.ensure_indexes(mapping.collection, model.index_specs(mapping.collection))
-        digests = target_digests(self.db[mapping.collection], self._renew,
-                                 own(self.params.source_id))
+        digests: dict[Any, bytes] = {}
+        for _ in digest_steps(self.db[mapping.collection], own(self.params.source_id),
+                              digests):
+            self._renew()
+            yield
         held = self.store.quarantined_ids(info.name)
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
@@ -340,6 +350,7 @@ class Backfill:
                          and d["_id"] not in bad]
                 self.store.release_quarantine(info.name, fixed)
             task.advance(len(chunk.rows))
+            yield
         self.source.confirm_read(info, report.rows, upto)
         extras = [key_to_id(k) for k in digests]
         for start in range(0, len(extras), 1000):

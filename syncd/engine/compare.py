@@ -9,7 +9,7 @@ costs one collection scan and one pass over the source, not N lookups.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import bson
@@ -43,6 +43,18 @@ def id_key(value: Any) -> IdKey:
     return bson.encode({"_id": value}).hex()
 
 
+def digest_steps(collection: Collection, query: dict[str, Any] | None,
+                 out: dict[IdKey, bytes]) -> Iterator[int]:
+    """Fill `out` with `_id` key -> digest of the stored BSON for every document of
+    `collection` matching `query`, pausing (yielding the count) every 10,000."""
+    raw_coll = collection.with_options(codec_options=RAW)
+    for n, doc in enumerate(raw_coll.find(query or {}, batch_size=2000), start=1):
+        raw = doc.raw
+        out[raw_id_key(raw)] = _digest(raw)
+        if n % 10_000 == 0:
+            yield n
+
+
 def target_digests(collection: Collection, tick: Callable[[], None] | None = None,
                    query: dict[str, Any] | None = None) -> dict[IdKey, bytes]:
     """`_id` key -> digest of the stored BSON, for every document of `collection` that
@@ -50,12 +62,9 @@ def target_digests(collection: Collection, tick: Callable[[], None] | None = Non
 
     `tick` is called every 10,000 documents (long scans stay visibly alive).
     """
-    raw_coll = collection.with_options(codec_options=RAW)
     out: dict[IdKey, bytes] = {}
-    for n, doc in enumerate(raw_coll.find(query or {}, batch_size=2000), start=1):
-        raw = doc.raw
-        out[raw_id_key(raw)] = _digest(raw)
-        if tick is not None and n % 10_000 == 0:
+    for _ in digest_steps(collection, query, out):
+        if tick is not None:
             tick()
     return out
 

@@ -14,12 +14,11 @@ from typing import Any
 from pymongo.database import Database
 
 from legacy_adapters.base import Schema, Source, TableInfo
-from syncd.checkpoint import sources
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
-from syncd.config import Settings
 from syncd.engine.backfill import Backfill
 from syncd.engine.migration_files import MigrationFile, build_model
+from syncd.engine.options import MigrateOptions
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
 from syncd.faults import crashpoint
@@ -53,16 +52,15 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFil
                 f"(syncd migrate --to {version - 1}) and then up again")
 
 
-def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: str) -> Params:
+def resolve_params(options: MigrateOptions, meta: dict[str, Any] | None) -> Params:
     """Projection parameters: the explicit settings, else the source's recorded ones,
     else defaults."""
     recorded = (meta or {}).get("params") or {}
-    source_id = settings.source_id
-    if "timezone" in settings.explicit and settings.timezone:
-        zone = settings.timezone
+    if options.timezone_given and options.timezone:
+        zone = options.timezone
     else:
-        zone = recorded.get("timezone") or settings.timezone or host_timezone()
-    return Params(source_id, zone)
+        zone = recorded.get("timezone") or options.timezone or host_timezone()
+    return Params(options.source_id, zone)
 
 
 @dataclass
@@ -104,11 +102,11 @@ class MigrationPlan:
 class Migrator:
     """Plans and applies a move of the target database to a migration version."""
 
-    def __init__(self, settings: Settings, source: Source, db: Database,
+    def __init__(self, options: MigrateOptions, source: Source, db: Database,
                  migrations: list[MigrationFile], progress: Progress) -> None:
-        self.settings, self.source, self.db = settings, source, db
+        self.options, self.source, self.db = options, source, db
         self.migrations, self.progress = migrations, progress
-        self.store = StateStore(db, settings.source_id)
+        self.store = StateStore(db, options.source_id)
 
     def plan(self, to: int | None = None) -> MigrationPlan:
         meta = self.store.meta()
@@ -126,7 +124,7 @@ class Migrator:
             raise ConfigError(f"--to {target}: there are migrations 0..{latest}")
         applied = self.store.applied()
         check_changelog(applied, self.migrations, target)
-        params = resolve_params(self.settings, meta, self.db.name)
+        params = resolve_params(self.options, meta)
         params = Params(params.source_id, params.timezone, target)
         model = build_model(self.migrations, target)
         schema: Schema = self.source.schema()
@@ -158,7 +156,7 @@ class Migrator:
 
     def _ensure_declared(self, model: Model) -> None:
         """Create the collections other sources fill (and their indexes) if missing."""
-        target = MongoCollections(self.db, self.settings.source_id)
+        target = MongoCollections(self.db, self.options.source_id)
         existing = target.names()
         for name in sorted(model.declared):
             if name not in existing:
@@ -166,8 +164,8 @@ class Migrator:
             target.ensure_indexes(name, model.index_specs(name), by_source=False)
 
     def run(self, plan: MigrationPlan, sink: Sink, lease: Lease | None = None) -> Report:
-        """Apply `plan` under the migration lease (or under `lease`, already held)."""
-        sources.check(self.store, self.settings, record_it=True)
+        """Apply `plan` under the migration lease (or under `lease`, already held); the
+        caller has checked the source's file (syncd.api, once per command)."""
         if lease is not None:
             return self._run(plan, sink, lease)
         lease = Lease(self.store, "migrate")
@@ -179,7 +177,7 @@ class Migrator:
 
     def _run(self, plan: MigrationPlan, sink: Sink, lease: Lease) -> Report:
         backfill = Backfill(self.source, self.db, sink, self.store, plan.params,
-                        self.settings.chunk_size, self.progress, lease)
+                        self.options.chunk_size, self.progress, lease)
         schema = self.source.schema()
         if plan.discard_job:
             backfill.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
@@ -230,5 +228,5 @@ class Migrator:
         report.notes = plan.notes + report.notes
         # "kind" names the run (what `syncd status` looks up); "plan" what it did.
         self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
-                               "sqlite": str(self.settings.sqlite)})
+                               "sqlite": str(self.options.sqlite)})
         return report

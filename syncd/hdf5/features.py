@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.sinks.cache import feature_key
 
@@ -73,37 +72,6 @@ class Extractor:
 
     def output_shape(self, window_shape: list[int]) -> list[int]:
         return [*window_shape[:-1], len(self.bands)]
-
-
-def load_feature_config(settings: Settings) -> FeatureConfig:
-    """`[features]` merged over the defaults and checked (a ConfigError names the bad key)."""
-    raw = section(settings, "features", FEATURES_DEFAULTS)
-    where = f"--config {settings.config_file}: [features]"
-    names = tuple(str(n) for n in raw["extractors"])
-    unknown = [n for n in names if n not in EXTRACTORS]
-    if unknown:
-        raise ConfigError(f"{where}: unknown extractor {unknown[0]!r} (known: "
-                          f"{', '.join(EXTRACTORS)})")
-    bands = []
-    for band, edges in raw["bands"].items():
-        if not (isinstance(edges, list) and len(edges) == 2
-                and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges)
-                and 0 <= edges[0] < edges[1]):
-            raise ConfigError(f"{where}: bands.{band} = {edges!r} is not valid: expected "
-                              "[low, high] in Hz with 0 <= low < high")
-        bands.append((str(band), float(edges[0]), float(edges[1])))
-    if names and not bands:
-        raise ConfigError(f"{where}: bands is empty")
-    sfreq = float(raw["sfreq"])
-    if not sfreq > 0:
-        raise ConfigError(f"{where}: sfreq = {raw['sfreq']!r} is not valid: must be > 0")
-    batch = int(raw["batch_windows"])
-    if batch <= 0:
-        raise ConfigError(f"{where}: batch_windows must be a positive integer")
-    if raw["torch_threads"] < 1:
-        raise ConfigError(f"{where}: torch_threads must be at least 1")
-    return FeatureConfig(tuple(dict.fromkeys(names)), tuple(bands), sfreq, batch,
-                         int(raw["torch_threads"]))
 
 
 def extractors_for(config: FeatureConfig, attrs: dict[str, Any]) -> list[Extractor]:

@@ -39,13 +39,12 @@ from legacy_adapters.hdf5 import BadFile, FileBusy, FileSig
 from legacy_adapters.hdf5_index import FileInfo, inspect, list_files, matches, wait_stable
 from syncd.checkpoint.hdf5 import record_hdf5_status
 from syncd.checkpoint.store import StateStore
-from syncd.config import Settings
 from syncd.connect.redis_urls import server_info
 from syncd.hdf5.budget import plan_budget
 from syncd.hdf5.features import extractors_for, prepare_torch
 from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for, stale_record, under
 from syncd.hdf5.identity import repair
-from syncd.hdf5.options import Hdf5Config, load_hdf5_config
+from syncd.hdf5.options import Hdf5Config
 from syncd.hdf5.report import ScanReport
 from syncd.hdf5.warming import FileWarmer
 from syncd.progress import Progress
@@ -60,26 +59,26 @@ MIN_RETRY_SECONDS = 0.25  # a busy file is not reopened more often than this
 class Hdf5Follower:
     """Indexes and warms the HDF5 caches; one `scan_once` per file event or timer tick.
 
-    `db` is the target database, `client` a Redis client (binary responses). The
+    `config` is the checked settings (syncd.api.hdf5_options), `source_id` the source
+    whose daemon or command indexes them, `db` the target database, `client` a Redis
+    client (binary responses). The
     daemon watches `watch_paths()` (recursively) and calls `scan_once()` after events
     for paths where `wants(path)` is true, and again after `next_due()` seconds.
     """
 
-    def __init__(self, settings: Settings, db: Database, client: redis.Redis,
+    def __init__(self, config: Hdf5Config, source_id: str, db: Database, client: redis.Redis,
                  progress: Progress | None = None,
-                 on_slab: Callable[[Path, int], None] | None = None,
-                 config: Hdf5Config | None = None) -> None:
-        self.settings = settings
-        self.config = config or load_hdf5_config(settings)
+                 on_slab: Callable[[Path, int], None] | None = None) -> None:
+        self.config = config
         prepare_torch(self.config.features)  # fails now, in one clear line, if torch is missing
         self.db = db
-        self.files = Hdf5Files(db, settings.source_id, self.config.dirs, self.config.layouts)
+        self.files = Hdf5Files(db, source_id, self.config.dirs, self.config.layouts)
         self.redis = client
         self.cache = CacheWriter(client, self.config.prefix, self.config.max_value_bytes)
         self.keys = self.cache.keys
         self.progress = progress or Progress(enabled=False)
         self.on_slab = on_slab
-        self.source_id = settings.source_id
+        self.source_id = source_id
         self._seen: dict[Path, tuple[FileSig, float]] = {}
         self._pending_since: dict[Path, float] = {}
         self._redis_run_id: str | None = None

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from syncd.http.browser import BrowserHeaders, HostCheck
 from syncd.http.context import HttpContext
 from syncd.http.metrics import registry
-from syncd.http.options import HttpOptions, http_options
+from syncd.http.options import HttpOptions
 from syncd.http.probe import Prober
 
 STATUS_TTL = 0.5  # seconds a status document is reused: 10 scrapes/s cost 2 builds/s
@@ -119,13 +119,12 @@ def _dashboard(ctx: HttpContext, options: HttpOptions) -> tuple[list[BaseRoute],
     return list(dashboard_routes(ctx, max_streams=options.max_streams, order=order)), order
 
 
-def build_app(ctx: HttpContext, options: HttpOptions | None = None) -> Starlette:
-    """The app for `ctx`; `options` default to the `[http]` settings (auth, stuck time,
-    Host names, the live streams' cap)."""
-    options = options or http_options(ctx.settings, listen="")
+def build_app(ctx: HttpContext, options: HttpOptions) -> Starlette:
+    """The app for `ctx` under `options` (auth, stuck time, Host names, the live streams'
+    cap)."""
     prober = Prober(ctx)
     status = cached(ctx.status) if ctx.status is not None else (lambda: None)
-    metrics = registry(ctx.settings.source_id, status, lambda: prober.view)
+    metrics = registry(ctx.source.source_id, status, lambda: prober.view)
 
     def scrape(request: Request) -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pymongo.database import Database
 
-from syncd.config import Settings
+from syncd.checkpoint.sources import SourceRef
 
 
-@dataclass
+@dataclass(frozen=True)
 class HttpContext:
-    """`db`: the target database; `redis`: a redis-py client or None (no Redis);
-    `status`: returns the daemon's live status document (`syncd run`) or None
-    (`syncd dashboard`, which then reads the heartbeat document from MongoDB)."""
+    """`source`: the configured source (syncd.api builds the context); `mongo_timeout`:
+    the bound of a MongoDB wait; `db`: the target database; `redis`: a redis-py
+    client or None (no Redis); `status`: returns the daemon's live status document
+    (`syncd run`) or None (`syncd dashboard`, which then reads the heartbeat document
+    from MongoDB); `migrations`: the configured migrations folder (None: the bundled
+    ones), the model the as-of pages project past rows with."""
 
-    settings: Settings
+    source: SourceRef
+    mongo_timeout: float
     db: Database
     redis: Any | None = None
     status: Callable[[], dict[str, Any] | None] | None = None
+    migrations: Path | None = None

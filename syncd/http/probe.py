@@ -49,7 +49,7 @@ class Prober:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.ctx.settings.mongo_timeout + 5)
+            self._thread.join(timeout=self.ctx.mongo_timeout + 5)
 
     def _run(self) -> None:
         while not self._stop.is_set():

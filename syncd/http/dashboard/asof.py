@@ -29,7 +29,7 @@ def tracker(ctx: HttpContext, as_of: str = "") -> Tracker:
     """The live Tracker, or the one of `as_of` (a BadQuery when it cannot be)."""
     if not as_of.strip():
         return Tracker(ctx.db)
-    folder = ctx.settings.migrations
+    folder = ctx.migrations
     try:
         return Tracker(ctx.db, as_of=as_of.strip(),
                        migrations=_migrations(str(folder) if folder else None))
@@ -58,7 +58,7 @@ def versions(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any] | No
     from syncd.client.versions import run_versions
     from syncd.sinks.history import julian_day
 
-    folder = ctx.settings.migrations
+    folder = ctx.migrations
     try:
         until = julian_day(parse_time(as_of)) if as_of.strip() else None
         found = run_versions(ctx.db, ref, None, until,

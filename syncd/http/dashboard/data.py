@@ -62,9 +62,7 @@ def jsonable(value: Any, key: str = "") -> Any:
 def source_store(ctx: HttpContext) -> StateStore:
     """The configured source's state (read only: the id it already has for this host and
     file, or the database's only source)."""
-    store = StateStore(ctx.db, ctx.settings.source_id)
-    resolve(store, ctx.settings)
-    return store
+    return StateStore(ctx.db, resolve(StateStore(ctx.db, ctx.source.source_id), ctx.source))
 
 
 # -- sync health ---------------------------------------------------------------------------
