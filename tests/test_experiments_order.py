@@ -261,8 +261,8 @@ def test_the_dashboard_pages_from_its_order_and_from_the_server(db, tmp_path: Pa
 def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
     """`syncd run`'s server (a context with the daemon's status) reads nothing for the
     list until a page asks; that page waits for the read and is served from it."""
-    from syncd.config import load_settings
     from syncd.api.http_options import http_context, http_options
+    from syncd.config import load_settings
     from syncd.http.app import build_app
     from syncd.http.server import HttpServer
 
@@ -280,9 +280,9 @@ def test_inside_syncd_run_the_first_page_starts_the_order(db, tmp_path: Path):
 
 
 def test_experiments_order_takes_memory_or_server_only(tmp_path: Path):
+    from syncd.api.http_options import http_options
     from syncd.config import load_settings
     from syncd.errors import ConfigError
-    from syncd.api.http_options import http_options
 
     cfg = tmp_path / "s.toml"
     for value, ok in (("memory", True), ("server", True), ("fast", False)):
