@@ -59,9 +59,11 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
         return MigrateResult(plan, report, shown, target.embedded)
 
 
-def verify(settings: Settings, progress: Progress | None = None) -> Any:
+def verify(settings: Settings, progress: Progress | None = None,
+           lossless: bool = False) -> Any:
     """Compare every legacy row's projection with its document (the configured source's
-    documents only); the report says if ok."""
+    documents only); `lossless`: and every row with what its document gives back. The
+    report says if ok."""
     from syncd.checkpoint import sources
     from syncd.engine.verify import verify as verify_target
 
@@ -70,7 +72,7 @@ def verify(settings: Settings, progress: Progress | None = None) -> Any:
             (progress or Progress(enabled=False)) as shown_progress:
         sources.check(sources.store_for(target.db, settings), settings, verb="verify")
         return verify_target(target.db, source, migrations, settings.chunk_size,
-                             shown_progress, settings.source_id)
+                             shown_progress, settings.source_id, lossless)
 
 
 def status(settings: Settings) -> dict[str, Any]:
