@@ -8,6 +8,7 @@ an inverse is wrong, and call a builder without an inverse lossy (exit 3).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ from legacy_adapters.values import RawText, text_factory
 from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import build_model, load_migrations
 from syncd.projection.canonical import canonical, canonical_row, typeof
+from syncd.projection.context import RowContext
 from syncd.projection.envelope import ORIG
 from syncd.projection.inverse import Inverter
 from syncd.projection.project import Params
@@ -106,6 +108,27 @@ def test_canonical_tells_apart_what_python_calls_equal() -> None:
     assert canonical_row([2**63 - 1, -(2**63)]) == (("integer", 2**63 - 1),
                                                     ("integer", -(2**63)))
     assert typeof(3.5) == "real" and typeof("é") == "text" and typeof(b"") == "blob"
+
+
+def test_the_quick_time_check_agrees_with_isoformat() -> None:
+    """RowContext.datetime decides `_orig` by the text's shape; isoformat() must agree."""
+    ctx = RowContext(Params("s", "UTC"))
+    ctx.keeping = True
+    texts = ["2025-10-20T14:03:38", "2025-10-20T14:03:38.728523", "2025-10-20T14:03:38.000000",
+             "2025-10-20T14:03:38.728000", "2025-10-20T14:03:38.728", "2025-10-20 14:03:38",
+             "2025-10-20T14:03:38,728523", "2025-W43-1T14:03:38.728523", "2025-W43-1T14:03:38",
+             "20251020T140338.728523", "2025-10-20T14:03", "2025-10-20T24:00:00",
+             "2025-10-20T14:03:38.7285", "0001-01-01T00:00:00.000001", "2025-10-20x14:03:38"]
+    for text in texts:
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        ctx.orig = None
+        assert ctx.datetime(text, "t") == parsed
+        rest = parsed.microsecond % 1000
+        want = text if parsed.isoformat() != text else (rest or None)
+        assert (ctx.orig or {}).get("t") == want, text
 
 
 def test_every_awkward_row_comes_back_from_mongodb(awkward, target_args, db):

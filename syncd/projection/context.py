@@ -142,11 +142,27 @@ class RowContext:
                 return value
             if parsed.tzinfo is None:
                 if self._utc:
-                    # Naive UTC: the inverse gives back parsed.isoformat() (less the
-                    # sub-millisecond digits, kept on their own).
-                    if self.keeping and (parsed.microsecond % 1000
-                                         or parsed.isoformat() != value):
-                        self._keep_time(value, parsed, name)
+                    if self.keeping:  # `_keep_time` for the common case, inlined
+                        # Naive UTC: the inverse gives back parsed.isoformat(), with the
+                        # sub-millisecond digits (a BSON date drops them) kept on their
+                        # own. `value` parsed, so its digits are digits: it is isoformat()
+                        # when its length and separators are (`YYYY-MM-DDTHH:MM:SS`, and
+                        # `.ffffff` for microseconds), and it is not hour 24 (midnight of
+                        # the next day, where a Python reads that). isoformat() itself
+                        # would cost five times as much; tests/test_lossless.py checks
+                        # that both agree, and verify --lossless uses isoformat().
+                        micro = parsed.microsecond
+                        if (len(value) == 26 and value[4:20:3] == "--T::." if micro else
+                                len(value) == 19 and value[4:17:3] == "--T::") \
+                                and value[11:13] != "24":
+                            if micro % 1000:
+                                orig = self.orig
+                                if orig is None:
+                                    self.orig = {name: micro % 1000}
+                                else:
+                                    orig[name] = micro % 1000
+                        else:
+                            self.keep(name, value)
                     return parsed
                 stored = parsed - self.zone.utcoffset(parsed)
             else:

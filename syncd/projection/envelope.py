@@ -28,7 +28,9 @@ def envelope(oid: Any, body: Mapping[str, Any] | Iterable[tuple[str, Any]], sour
 
     `body` is what the builder returned (a dict, or anything `dict.update` takes: what
     it raises for an odd return value goes to the quarantine)."""
-    if not flags and not orig and body.__class__ is dict:  # the common case: one display
+    if not flags and body.__class__ is dict:  # the common cases: one dict display
+        if orig:
+            return {ID: oid, **body, ORIG: orig, SOURCE: source, VERSION: version}  # type: ignore[dict-item]
         return {ID: oid, **body, SOURCE: source, VERSION: version}  # type: ignore[dict-item]
     doc = {ID: oid}
     doc.update(body)
