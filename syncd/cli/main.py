@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_hdf5_commands(command, settings_parent, json_parent)  # warm, cache
 
     p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
-                "Read the experiment model (migration 0002) as the legacy tracker did.",
+                "Read the experiment model (migration 0002, lossless since 0005) as the "
+                "legacy tracker did.",
                 json_flag=False, settings=False)
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
