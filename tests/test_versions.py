@@ -87,11 +87,11 @@ def test_changed_applied_migration_is_refused(tmp_path, legacy, target_args, db)
     shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("__*"))
     args = ["--sqlite", legacy, "--migrations", folder, *target_args]
     assert run_cli("migrate", *args).code == 0
-    path = folder / "0002_eeg2025.py"
+    path = folder / "0005_lossless_experiments.py"  # the latest mapping of experiments
     path.write_text(path.read_text().replace('"notes": row["notes"]', '"remark": row["notes"]'))
     refused = run_cli("migrate", *args)
     assert refused.code == 1
-    assert "0002_eeg2025.py has changed since it was applied" in refused.err
+    assert "0005_lossless_experiments.py has changed since it was applied" in refused.err
     assert db.experiments.find_one({"remark": {"$exists": True}}) is None
     assert run_cli("verify", *args).code == 1
     # The way out the message names: move below it, then up again with the new file.

@@ -66,16 +66,18 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
         return MigrateResult(plan, report, shown, target.embedded)
 
 
-def verify(settings: Settings, progress: Progress | None = None) -> Any:
+def verify(settings: Settings, progress: Progress | None = None,
+           lossless: bool = False) -> Any:
     """Compare every legacy row's projection with its document (the configured source's
-    documents only); the report says if ok."""
+    documents only); `lossless`: and every row with what its document gives back. The
+    report says if ok."""
     migrations = migration_files(settings)
     with open_source(settings) as source, open_target(endpoints(settings)) as target, \
             (progress or Progress(enabled=False)) as shown_progress:
         state = state_store(target.db, settings)
         check_source_file(state, settings, verb="verify")
         return verify_target(target.db, source, migrations, settings.chunk_size,
-                             shown_progress, state.source_id)
+                             shown_progress, state.source_id, lossless)
 
 
 def status(settings: Settings) -> dict[str, Any]:

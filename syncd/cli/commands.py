@@ -44,12 +44,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    report = api.verify(settings, Progress(enabled=not args.json))
+    report = api.verify(settings, Progress(enabled=not args.json), lossless=args.lossless)
     if args.json:
         print_json(report.to_dict())
     else:
         print_verify(report)
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,8 @@
 Each command (syncd.cli.commands) parses -> calls syncd.api -> renders.
 
 Exit codes: 0 success; 1 the work failed or verify found differences; 2 usage or
-configuration error (one line naming the setting; no traceback).
+configuration error (one line naming the setting; no traceback); 3 `verify --lossless`
+found no difference but a mapping that declares no inverse.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ no --redis-url, commands that need Redis start an embedded redis-server likewise
 A password in --mongo-url or --redis-url is visible to every local user in `ps`:
 put such URLs in SYNCD_MONGO_URL / SYNCD_REDIS_URL or the TOML file instead.
 Exit codes: 0 ok, 1 failed or differences found, 2 usage or configuration error
-(`syncd status` also 3, 4, 5: see its --help).
+(`syncd status` also 3, 4, 5 and `syncd verify --lossless` 3: see their --help).
 """
 
 
@@ -98,9 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan (versions, collections, row counts); write nothing")
     p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
 
-    command("verify", cmd_verify, "prove MongoDB equals the projection of the legacy database",
-            "Compare every legacy row's projection with its document (BSON bytes) and find "
-            "extra documents. Exit 1 on any difference.")
+    p = command("verify", cmd_verify,
+                "prove MongoDB equals the projection of the legacy database",
+                "Compare every legacy row's projection with its document (BSON bytes) and "
+                "find extra documents. Exit 1 on any difference.")
+    p.add_argument("--lossless", action="store_true",
+                   help="also prove every row comes back from its document exactly (each "
+                        "value with its storage class: inverse(projection(row)) == row); a "
+                        "difference names table, key and column (exit 1); exit 3 when "
+                        "nothing differs but a mapping declares no inverse (lossy)")
     p = command("status", cmd_status, "show version, counts, last run and checkpoints",
                 "Read the target's state: migration version and changelog, collection "
                 "counts, the last run, unfinished checkpoints and quarantined rows. Exit "
@@ -114,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_hdf5_commands(command, settings_parent, json_parent)  # warm, cache
 
     p = command("experiments", cmd_experiments, "query synced experiments (EEG2025 model)",
-                "Read the experiment model (migration 0002) as the legacy tracker did.",
+                "Read the experiment model (migration 0002, lossless since 0005) as the "
+                "legacy tracker did.",
                 json_flag=False, settings=False)
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 

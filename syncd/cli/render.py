@@ -69,21 +69,36 @@ def print_report(migration: Any, settings: Settings) -> None:
 
 def print_verify(report: Any) -> None:
     """Per collection: counts, differences, sample keys; then the verdict."""
+    lossless = report.lossless
     say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
-                c.different, c.extra, c.quarantined, "ok" if c.ok else "DIFFERENT"]
+                c.different, c.extra, c.quarantined]
+               + ([c.not_given_back] if lossless else []) + ["ok" if c.ok else "DIFFERENT"]
                for c in report.collections],
               ["collection", "table", "rows", "docs", "missing", "different", "extra",
-               "unprojectable", ""]))
+               "unprojectable"] + (["not given back"] if lossless else []) + [""]))
     for c in report.collections:
         for kind, keys in c.samples.items():
-            if keys:
+            if keys and kind == "not_given_back":
+                for loss in keys:
+                    say(f"  {c.collection} (table {c.table}): row "
+                        f"{json.dumps(loss['key'], default=str)}, column {loss['column']}: "
+                        f"{loss['row']}, given back {loss['given_back']}")
+            elif keys:
                 say(f"  {c.collection}: {kind}, e.g. " + ", ".join(
                     json.dumps(k, default=str) for k in keys))
     for problem in report.problems:
         say("problem: " + problem)
+    for line in report.lossy:
+        say("lossy: " + line)
+    for note in report.notes:
+        say("note: " + note)
     for skipped in report.not_mirrored:
         say(skipped.line)
-    verdict = "source == target" if report.ok else "DIFFERENCES FOUND"
+    verdict = ("source == target" + (", every row given back exactly" if lossless else "")
+               if report.ok else "DIFFERENCES FOUND")
+    if report.exit_code == 3:
+        verdict = ("source == target, but LOSSY: " + str(len(report.lossy))
+                   + " mapping(s) declare no inverse (above)")
     if report.ok and report.not_mirrored:
         verdict += (f" for every mirrored table; {len(report.not_mirrored)} table(s) not "
                     "mirrored (above)")

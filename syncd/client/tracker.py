@@ -21,7 +21,11 @@ from pymongo.database import Database
 
 from syncd.client.ranking import fetch, ranked_ids
 from syncd.errors import SyncdError
+from syncd.projection.envelope import ORIG
 
+# `_orig` (what a conversion dropped, for `syncd verify --lossless` and restore) is the
+# legacy value again, not something to show: no answer here includes it.
+WHOLE = {ORIG: 0}
 SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics": 1,
            "start_time": 1, "end_time": 1, "config": 1, "notes": 1, "_source": 1}
 
@@ -141,14 +145,15 @@ class Tracker:
     def history(self, ref: str | int | ObjectId) -> dict[str, Any]:
         """One experiment with its epochs and checkpoints, in epoch order."""
         oid = self.experiment_id(ref)
-        experiment = self.experiments.find_one({"_id": oid})
+        experiment = self.experiments.find_one({"_id": oid}, WHOLE)
         if experiment is None:
             raise SyncdError(f"no experiment with _id {oid}")
         order = [("epoch", ASCENDING), ("_id", ASCENDING)]
         return {
             "experiment": experiment,
-            "epochs": list(self.epochs.find({"experiment_id": oid}).sort(order)),
-            "checkpoints": list(self.checkpoints.find({"experiment_id": oid}).sort(order)),
+            "epochs": list(self.epochs.find({"experiment_id": oid}, WHOLE).sort(order)),
+            "checkpoints": list(self.checkpoints.find({"experiment_id": oid}, WHOLE)
+                                .sort(order)),
         }
 
     def compare(self, refs: Iterable[str | int | ObjectId]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import migrations as bundled
@@ -90,4 +90,7 @@ def build_model(migrations: list[MigrationFile], version: int) -> Model:
             raise MigrationError(
                 f"{migration.file}: upgrade failed ({type(exc).__name__}: {exc})") from None
         model.version = migration.version
+        for name, mapping in model.tables.items():
+            if not mapping.version:  # made by this migration
+                model.tables[name] = replace(mapping, version=migration.version)
     return model

@@ -7,6 +7,10 @@ differences too: verify passes only when source == target exactly, for every
 table syncd mirrors. A table it cannot mirror (syncd.projection.unmirrored) is
 listed as "not mirrored" with the reason, and does not fail verify: nothing of it
 is in the target to differ, and `migrate` and `run` said so when they skipped it.
+
+`lossless=True` (`verify --lossless`) also proves every row comes back from its
+document exactly (syncd.engine.lossless), and names each mapping that cannot be
+proved (a builder without an inverse) as lossy.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from legacy_adapters.base import Source
 from syncd.checkpoint.store import StateStore
 from syncd.engine.backfill import read_projected
 from syncd.engine.compare import compare_docs, key_to_id, target_digests
+from syncd.engine.lossless import losses, lossy_line
 from syncd.engine.migration_files import MigrationFile, build_model
 from syncd.engine.migrator import check_changelog
 from syncd.progress import Progress
+from syncd.projection.inverse import Inverter
 from syncd.projection.project import Params, Projector
 from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.collections import own
@@ -40,18 +46,22 @@ class CollectionCheck:
     different: int = 0
     extra: int = 0
     quarantined: int = 0
+    not_given_back: int = 0  # --lossless: rows their document does not give back
     samples: dict[str, list[Any]] = field(
-        default_factory=lambda: {"missing": [], "different": [], "extra": []})
+        default_factory=lambda: {"missing": [], "different": [], "extra": [],
+                                 "not_given_back": []})
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.different or self.extra or self.quarantined)
+        return not (self.missing or self.different or self.extra or self.quarantined
+                    or self.not_given_back)
 
     def to_dict(self) -> dict[str, Any]:
         return {"collection": self.collection, "table": self.table,
                 "source_rows": self.source_rows, "target_docs": self.target_docs,
                 "missing": self.missing, "different": self.different, "extra": self.extra,
-                "quarantined": self.quarantined, "ok": self.ok,
+                "quarantined": self.quarantined, "not_given_back": self.not_given_back,
+                "ok": self.ok,
                 "samples": {k: [_plain(v) for v in vs] for k, vs in self.samples.items()}}
 
 
@@ -73,26 +83,40 @@ class VerifyReport:
     collections: list[CollectionCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     not_mirrored: list[NotMirrored] = field(default_factory=list)
+    lossless: bool = False  # checked with --lossless
+    lossy: list[str] = field(default_factory=list)  # mappings that declare no inverse
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all(c.ok for c in self.collections)
+        return not self.problems and not self.lossy and all(c.ok for c in self.collections)
+
+    @property
+    def exit_code(self) -> int:
+        """0 equal (and lossless, when checked); 1 a difference or problem; 3 no
+        difference, but a mapping is lossy (--lossless cannot prove it)."""
+        if self.problems or not all(c.ok for c in self.collections):
+            return 1
+        return 3 if self.lossy else 0
 
     def total(self, name: str) -> int:
         return sum(getattr(c, name) for c in self.collections)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "version": self.version, "params": self.params,
-                "problems": self.problems,
+                "problems": self.problems, "lossless": self.lossless, "lossy": self.lossy,
+                "notes": self.notes,
                 "not_mirrored": [n.document() for n in self.not_mirrored],
                 "totals": {k: self.total(k) for k in ("source_rows", "target_docs", "missing",
-                                                      "different", "extra", "quarantined")},
+                                                      "different", "extra", "quarantined",
+                                                      "not_given_back")},
                 "collections": [c.to_dict() for c in self.collections]}
 
 
 def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_size: int,
-           progress: Progress, source_id: str = "") -> VerifyReport:
-    """Compare source `source_id`'s rows with its documents (other sources' are not read)."""
+           progress: Progress, source_id: str = "", lossless: bool = False) -> VerifyReport:
+    """Compare source `source_id`'s rows with its documents (other sources' are not read);
+    `lossless`: and each row with what its document gives back."""
     store = StateStore(db, source_id)
     meta = store.meta()
     if not meta or "version" not in meta:
@@ -101,7 +125,7 @@ def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_
                                f"{source_id!r}: run syncd migrate")
         return report
     version = int(meta["version"])
-    report = VerifyReport(version, meta.get("params"))
+    report = VerifyReport(version, meta.get("params"), lossless=lossless)
     try:
         check_changelog(store.applied(), migrations, version)
     except Exception as exc:
@@ -114,12 +138,22 @@ def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_
     schema = source.schema()
     pairs = model.resolve(schema, db.name)
     report.not_mirrored = model.not_mirrored(schema, db.name)
+    if lossless:
+        report.notes += [f"collection {name} is filled from the legacy {owner} files (they "
+                         "stay the record), not from table rows: nothing to give back"
+                         for name, owner in sorted(model.declared.items())]
     for info, mapping in pairs:
         check = CollectionCheck(mapping.collection, info.name)
         report.collections.append(check)
         digests = target_digests(db[mapping.collection], None, own(source_id))
         check.target_docs = len(digests)
         projector = Projector(info, mapping, params)
+        inverter = None
+        if lossless:
+            if mapping.invertible:
+                inverter = Inverter(info, mapping, params)
+            else:
+                report.lossy.append(lossy_line(info.name, mapping))
         task = progress.task(f"{info.name} ⇄ {mapping.collection}", source.count(info))
         upto = source.high_water(info)
         source.check_intact(info)  # a corrupt table is an error, never a pass
@@ -136,6 +170,11 @@ def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_
                 for kind, docs in (("missing", missing), ("different", different)):
                     room = SAMPLES - len(check.samples[kind])
                     check.samples[kind].extend(keys[d["_id"]] for d in docs[:max(room, 0)])
+            if inverter is not None:
+                lost = losses(projector, inverter, chunk.rows, projected.docs)
+                check.not_given_back += len(lost)
+                room = max(SAMPLES - len(check.samples["not_given_back"]), 0)
+                check.samples["not_given_back"].extend(x.document() for x in lost[:room])
             task.advance(len(chunk.rows))
         source.confirm_read(info, check.source_rows, upto)
         task.finish()

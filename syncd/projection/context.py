@@ -4,6 +4,13 @@ The helpers run once per value of every built document, so they are written for
 the common case (an ISO time, a JSON object, an integer foreign key) and take the
 slow, flagging path only for a value that is not that. Their results are the
 same whichever path a value takes.
+
+When the mapping declares an inverse (`keeping`), each conversion that the inverse
+(syncd.projection.inverse) could not undo exactly also keeps what it drops in the
+row's `_orig` (`orig`): a time's sub-millisecond digits (a BSON date holds
+milliseconds) or its original text, JSON text that `json.dumps` of the parsed object
+does not give back, a boolean's value when it was not the INTEGER 0 or 1. The check is
+one comparison on the common path; `_orig` is built only for a value that fails it.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +33,16 @@ REF_CACHE_SIZE = 65536
 
 _fromisoformat = datetime.fromisoformat
 _utc = timezone.utc
+# What the inverse writes a JSON object back as: `json.dumps(obj)` with its defaults
+# (what Python legacy scripts store); check_circular only changes speed.
+dump_json = json.JSONEncoder(check_circular=False).encode
+
+
+def to_local(stored: datetime, zone: ZoneInfo | None) -> datetime:
+    """A stored (UTC, naive) time as naive wall time in `zone` (None: UTC)."""
+    if zone is None:
+        return stored
+    return stored.replace(tzinfo=_utc).astimezone(zone).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,9 @@ class RowContext:
         self.params = params
         self.zone = ZoneInfo(params.timezone)
         self.flags: list[str] | None = None
+        # `keeping`: the mapping declares an inverse, so `orig` collects this row's `_orig`.
+        self.keeping = False
+        self.orig: dict[str, Any] | None = None
         self._makers: dict[str, Callable[[Sequence[Any]], ObjectId]] = {}
         self._refs: dict[tuple[str, tuple[Any, ...]], ObjectId] = {}
         self._utc = params.timezone in UTC_NAMES
@@ -71,6 +91,12 @@ class RowContext:
         if self.flags is None:
             self.flags = []
         self.flags.append(f"{name}: {problem}")
+
+    def keep(self, name: str, value: Any) -> None:
+        """Keep in `_orig` what converting field `name` dropped (see the module's text)."""
+        if self.orig is None:
+            self.orig = {}
+        self.orig[name] = value
 
     def ref(self, table: str, *key: Any) -> ObjectId | None:
         """The `_id` of the row of `table` with primary key `key` (None if a part is NULL).
@@ -116,13 +142,49 @@ class RowContext:
                 return value
             if parsed.tzinfo is None:
                 if self._utc:
+                    if self.keeping:  # `_keep_time` for the common case, inlined
+                        # Naive UTC: the inverse gives back parsed.isoformat(), with the
+                        # sub-millisecond digits (a BSON date drops them) kept on their
+                        # own. `value` parsed, so its digits are digits: it is isoformat()
+                        # when its length and separators are (`YYYY-MM-DDTHH:MM:SS`, and
+                        # `.ffffff` for microseconds), and it is not hour 24 (midnight of
+                        # the next day, where a Python reads that). isoformat() itself
+                        # would cost five times as much; tests/test_lossless.py checks
+                        # that both agree, and verify --lossless uses isoformat().
+                        micro = parsed.microsecond
+                        if (len(value) == 26 and value[4:20:3] == "--T::." if micro else
+                                len(value) == 19 and value[4:17:3] == "--T::") \
+                                and value[11:13] != "24":
+                            if micro % 1000:
+                                orig = self.orig
+                                if orig is None:
+                                    self.orig = {name: micro % 1000}
+                                else:
+                                    orig[name] = micro % 1000
+                        else:
+                            self.keep(name, value)
                     return parsed
-                return parsed - self.zone.utcoffset(parsed)
-            return parsed.astimezone(_utc).replace(tzinfo=None)
+                stored = parsed - self.zone.utcoffset(parsed)
+            else:
+                stored = parsed.astimezone(_utc).replace(tzinfo=None)
+            if self.keeping:
+                self._keep_time(value, stored, name)
+            return stored
         if value is None:
             return None
         self.flag(name, f"not text ({type(value).__name__})")
         return to_bson(value)
+
+    def _keep_time(self, text: str, stored: datetime, name: str) -> None:
+        """What `_orig` needs for the inverse to give `text` back from the BSON date of
+        `stored`: nothing, the sub-millisecond microseconds (an int), or the text."""
+        rest = stored.microsecond % 1000
+        back = to_local(stored - timedelta(microseconds=rest),
+                        None if self._utc else self.zone) + timedelta(microseconds=rest)
+        if back.isoformat() != text:
+            self.keep(name, text)
+        elif rest:
+            self.keep(name, rest)
 
     def json_object(self, value: Any, name: str) -> Any:
         """JSON text as an embedded document; anything else kept as it is and flagged."""
@@ -140,6 +202,8 @@ class RowContext:
         if not isinstance(parsed, dict):
             self.flag(name, "JSON but not an object")
             return value
+        if self.keeping and dump_json(parsed) != value:
+            self.keep(name, value)  # spacing, 1e3, duplicate keys, escapes: as written
         return parsed
 
     def boolean(self, value: Any, name: str) -> Any:
@@ -150,16 +214,22 @@ class RowContext:
         """
         if value is None:
             return None
+        if value.__class__ is int and (value == 1 or value == 0):
+            return value == 1
         if value.__class__ is bytes and value in (b"\x00", b"\x01"):
-            return value == b"\x01"
-        if value == 1 and value.__class__ is not str:
-            return True
-        if value == 0 and value.__class__ is not str:
-            return False
-        if value.__class__ is str and value.strip().lower() in ("true", "false", "1", "0"):
-            return value.strip().lower() in ("true", "1")
-        self.flag(name, "not a boolean")
-        return to_bson(value)
+            truth = value == b"\x01"
+        elif value == 1 and value.__class__ is not str:
+            truth = True
+        elif value == 0 and value.__class__ is not str:
+            truth = False
+        elif value.__class__ is str and value.strip().lower() in ("true", "false", "1", "0"):
+            truth = value.strip().lower() in ("true", "1")
+        else:
+            self.flag(name, "not a boolean")
+            return to_bson(value)
+        if self.keeping:  # the inverse gives back the INTEGER 0 or 1
+            self.keep(name, to_bson(value))
+        return truth
 
     def number(self, value: Any, name: str) -> Any:
         """A numeric value as stored; text or bytes in a numeric column are kept and flagged."""

@@ -1,11 +1,13 @@
 """The document envelope: the fields syncd adds around what a row projects to.
 
 Every mirrored document is `_id` first, then the row's fields (the builder's, or every
-column's, with `_rowid` for a table without a primary key), then `_flags` when a value
-was kept as it was, then `_source` (which source wrote it) and `_v` (which migration
-version made it). `envelope()` builds that, and `envelope_display()` the same as a dict
-display for the per-table functions compiled once (`compiled.py`); nothing else spells
-the reserved fields out.
+column's, with `_rowid` for a table without a primary key), then `_orig` when a builder
+converted a value its mapping's inverse could not give back exactly (the part the
+conversion drops: syncd.projection.inverse), then `_flags` when a value was kept as it
+was, then `_source` (which source wrote it) and `_v` (which migration version made it).
+`envelope()` builds that, and `envelope_display()` the same as a dict display for the
+per-table functions compiled once (`compiled.py`); nothing else spells the reserved
+fields out.
 """
 
 from __future__ import annotations
@@ -14,19 +16,26 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 ID, ROWID, FLAGS, SOURCE, VERSION = "_id", "_rowid", "_flags", "_source", "_v"
-RESERVED_FIELDS = frozenset({ID, ROWID, FLAGS, SOURCE, VERSION})
+ORIG = "_orig"
+RESERVED_FIELDS = frozenset({ID, ROWID, ORIG, FLAGS, SOURCE, VERSION})
 
 
 def envelope(oid: Any, body: Mapping[str, Any] | Iterable[tuple[str, Any]], source: str,
-             version: int, flags: list[str] | None = None) -> dict[str, Any]:
-    """The document of one row: `_id`, `body`'s fields, `_flags` (if any), `_source`, `_v`.
+             version: int, flags: list[str] | None = None,
+             orig: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document of one row: `_id`, `body`'s fields, `_orig` and `_flags` (if any),
+    `_source`, `_v`.
 
     `body` is what the builder returned (a dict, or anything `dict.update` takes: what
     it raises for an odd return value goes to the quarantine)."""
-    if not flags and body.__class__ is dict:  # the common case: one dict display
+    if not flags and body.__class__ is dict:  # the common cases: one dict display
+        if orig:
+            return {ID: oid, **body, ORIG: orig, SOURCE: source, VERSION: version}  # type: ignore[dict-item]
         return {ID: oid, **body, SOURCE: source, VERSION: version}  # type: ignore[dict-item]
     doc = {ID: oid}
     doc.update(body)
+    if orig:
+        doc[ORIG] = orig
     if flags:
         doc[FLAGS] = flags
     doc[SOURCE] = source

@@ -1,7 +1,9 @@
 """The projection model that migrations build, version by version.
 
 A migration's `upgrade(model)` changes which legacy table goes to which
-collection, how a row becomes a document (`build`), and which indexes exist.
+collection, how a row becomes a document (`build`) and back (`inverse`: a document
+to the row's column values, what `syncd verify --lossless` proves exact), and which
+indexes exist.
 The model at version N is what upgrades 1..N leave behind; the documents in
 MongoDB are a deterministic function of (legacy rows, model, parameters).
 """
@@ -19,8 +21,10 @@ from syncd.projection.unmirrored import NO_KEY, RESERVED, TAKEN, TOO_LONG, NotMi
 
 if TYPE_CHECKING:
     from syncd.projection.context import RowContext
+    from syncd.projection.inverse import InverseContext
 
 Builder = Callable[[Mapping[str, Any], "RowContext"], dict[str, Any]]
+Inverse = Callable[[Mapping[str, Any], "InverseContext"], Mapping[str, Any]]
 
 STATE_PREFIX = "_syncd_"
 # MongoDB (4.4 and later) holds a namespace "database.collection" of at most 255 UTF-8
@@ -40,11 +44,19 @@ class IndexSpec:
 
 @dataclass(frozen=True)
 class TableMap:
-    """Where one legacy table goes. `build=None` is the generic mapping (all columns)."""
+    """Where one legacy table goes. `build=None` is the generic mapping (all columns),
+    whose inverse syncd knows; a builder is lossless only with its `inverse`. `version`:
+    the migration that made this mapping (0 until build_model stamps it)."""
 
     table: str
     collection: str
     build: Builder | None = None
+    inverse: Inverse | None = None
+    version: int = 0
+
+    @property
+    def invertible(self) -> bool:
+        return self.build is None or self.inverse is not None
 
 
 def collection_for_table(table: str) -> str:
@@ -89,13 +101,17 @@ class Model:
         self.all_tables = True
 
     def map_table(self, table: str, collection: str | None = None,
-                  build: Builder | None = None) -> None:
-        """Send `table` to `collection` (default: its own name), built by `build`."""
+                  build: Builder | None = None, inverse: Inverse | None = None) -> None:
+        """Send `table` to `collection` (default: its own name), built by `build`;
+        `inverse(doc, ctx)` gives the row's column values back from the document."""
+        if inverse is not None and build is None:
+            raise MigrationError(f"map_table({table!r}): an inverse needs a build (the "
+                                 "generic mapping has its own)")
         coll = _check_collection(collection) if collection else collection_for_table(table)
         old = self.tables.get(table)
         if old is not None and old.collection != coll:
             self.indexes.pop(old.collection, None)
-        self.tables[table] = TableMap(table, coll, build)
+        self.tables[table] = TableMap(table, coll, build, inverse)
         self.excluded.discard(table)
 
     def exclude_table(self, table: str) -> None:

@@ -121,6 +121,7 @@ class Projector:
         self.collection = mapping.collection
         self.make_id = id_maker(params.source_id, table.name)
         self.ctx = RowContext(params)
+        self.ctx.keeping = mapping.inverse is not None  # `_orig` only where it is read
         names = table.column_names
         self.names = names
         self.offset = 1 if table.rowid else 0
@@ -207,9 +208,10 @@ class Projector:
         ctx, row_dict, name, off = self.ctx, self._row_dict, self.table.name, self.offset
         append = docs.append
         for row, oid in zip(rows, ids):
-            ctx.flags = None
+            ctx.flags = ctx.orig = None
             try:
-                append(envelope(oid, build(row_dict(row), ctx), source, version, ctx.flags))
+                append(envelope(oid, build(row_dict(row), ctx), source, version, ctx.flags,
+                                ctx.orig))
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, row[off:], oid, exc))
                 continue
@@ -247,7 +249,7 @@ class Projector:
         ctx, names = self.ctx, self.names
         for row in rows:
             values = row[off:]
-            ctx.flags = None
+            ctx.flags = ctx.orig = None
             if careful:
                 for name, v in zip(names, values):
                     if v.__class__ is RawText:
@@ -263,7 +265,7 @@ class Projector:
                         body[ROWID] = row[0]
                 else:
                     body = build(dict(zip(names, values)), ctx)
-                doc = envelope(make_id(k), body, source, version, ctx.flags)
+                doc = envelope(make_id(k), body, source, version, ctx.flags, ctx.orig)
             except Exception as exc:  # a bad row must not stop the run: quarantine it
                 out.quarantined.append(self._quarantined(row, values, make_id(k), exc))
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from bson.binary import Binary
+from bson.int64 import Int64
 
 from legacy_adapters.values import RawText
 from syncd.projection.envelope import RESERVED_FIELDS
@@ -26,6 +27,18 @@ def to_bson(value: Any) -> Any:
     """The BSON form of a value read by the careful path (`RawText` -> Binary)."""
     if value.__class__ is RawText:
         return Binary(bytes(value), TEXT_SUBTYPE)
+    return value
+
+
+def from_bson(value: Any) -> Any:
+    """A stored value as sqlite3 reads it: `to_bson` undone (TEXT that is not UTF-8 back
+    to `RawText`, other binary to bytes, a BSON int64 to int); every other value is its own
+    SQLite form."""
+    cls = value.__class__
+    if cls is Binary:
+        return RawText(value) if value.subtype == TEXT_SUBTYPE else bytes(value)
+    if cls is Int64:
+        return int(value)
     return value
 
 
