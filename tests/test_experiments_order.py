@@ -139,7 +139,7 @@ def test_best_is_the_servers_order_with_nan_first(db):
         [(LOSS, 1), ("run_id", 1), ("_id", 1)])]
     assert ranked_ids(coll, match) == expected
     assert math.isnan(coll.find_one({"_id": expected[0]})["metrics"]["best_val_loss"])
-    docs, total = Tracker(db).best_experiments(1, 5, None, offset=10)
+    docs, total = Tracker(db).best_page(1, 5, None, offset=10)
     assert total == len(expected) and [d["_id"] for d in docs] == expected[10:15]
     assert fetch(coll, [expected[2], ObjectId(), expected[1]]) == \
         [coll.find_one({"_id": expected[2]}), coll.find_one({"_id": expected[1]})]

@@ -60,7 +60,7 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
     after the first `offset`."""
     with open_target(endpoints(settings)) as target:
         tracker = _tracker(settings, target.db, source, as_of)
-        docs, total = tracker.best_experiments(challenge, n, status, offset)
+        docs, total = tracker.best_page(challenge, n, status, offset)
         why = None if total else tracker.why_no_best(challenge, status)
         return Experiments(docs, why, total, offset)
 

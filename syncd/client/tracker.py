@@ -91,7 +91,13 @@ class Tracker:
         return match
 
     def best_experiments(self, challenge: int, n: int = 10, status: str | None = "completed",
-                         offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                         offset: int = 0) -> list[dict[str, Any]]:
+        """The `n` experiments of `challenge` with the lowest best validation loss, after
+        the first `offset` (`best_page` also says how many there are in all)."""
+        return self.best_page(challenge, n, status, offset)[0]
+
+    def best_page(self, challenge: int, n: int = 10, status: str | None = "completed",
+                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The `n` experiments of `challenge` with the lowest best validation loss (after
         the first `offset`), and how many there are in all.
 
@@ -110,7 +116,7 @@ class Tracker:
         return docs, self.count(self.best_match(challenge, status))
 
     def why_no_best(self, challenge: int, status: str | None = "completed") -> str:
-        """One line saying why `best_experiments` found nothing: what exists instead."""
+        """One line saying why `best_page` found nothing: what exists instead."""
         where = f"database {self.db.name!r}"
         total = self.experiments.count_documents(self._scoped({}))
         if total == 0:
