@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from legacy_adapters.base import Source
-from syncd.api.shared import migration_files, open_source, where
+from syncd.api.shared import history_options, migration_files, open_source, where
 from syncd.config import Settings
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
 from syncd.connect.redis import daemon_redis
@@ -53,7 +53,8 @@ def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOpti
     if not raw["reconcile_seconds"]:
         raw["reconcile_seconds"] = RECONCILE_SECONDS[raw["capture"]]
     return DaemonOptions(sqlite=settings.sqlite, source_id=settings.source_id,
-                         state_dir=settings.state_dir, chunk_size=settings.chunk_size, **raw)
+                         state_dir=settings.state_dir, chunk_size=settings.chunk_size,
+                         history=history_options(settings), **raw)
 
 
 def build_daemon(settings: Settings, options: DaemonOptions, source: Source, db: Database,
