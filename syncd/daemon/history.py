@@ -41,6 +41,7 @@ from syncd.sinks.history import (
     HistoryStore,
     julian_day,
     version,
+    version_id,
 )
 
 log = logging.getLogger(__name__)
@@ -127,23 +128,25 @@ class VersionRecorder:
             by_table.setdefault(change.table, []).append(change)
         versions: list[dict[str, Any]] = []
         for table, table_changes in by_table.items():
-            versions += self._table_versions(tables[table], table_changes, current, now)
+            versions += self._table_versions(tables[table], pairs[table][1].collection,
+                                             table_changes, current, now)
         self._ready()
         return self.store.record(versions)
 
-    def _table_versions(self, info: TableInfo, changes: list[Change],
+    def _table_versions(self, info: TableInfo, collection: str, changes: list[Change],
                         current: Mapping[tuple[str, tuple[Any, ...]], dict[str, Any]],
                         now: float) -> list[dict[str, Any]]:
-        first = changes[0]
-        alive = self._alive_before(info.name, [
-            Applier.identity(info, c.rowid, c.key) for c in changes if c.op == "i"],
-            first.at or now, first.seq)
-        out: list[dict[str, Any]] = []
         place: dict[int, int] = {}
+        stamped = []  # (change, identity, jd, k: the change's place in its log entry)
         for change in changes:
-            identity = Applier.identity(info, change.rowid, change.key)
-            jd = change.at if change.at is not None else now
             k = place[change.seq] = place.get(change.seq, -1) + 1
+            stamped.append((change, Applier.identity(info, change.rowid, change.key),
+                            change.at if change.at is not None else now, k))
+        alive = self._alive_before(info.name, collection, [
+            (identity, self._doc(info.name, identity), jd, c.seq, k)
+            for c, identity, jd, k in stamped if c.op == "i"], stamped[0][2], stamped[0][0].seq)
+        out: list[dict[str, Any]] = []
+        for change, identity, jd, k in stamped:
             row: Mapping[str, Any] | None = None
             if change.op != "d":
                 if change.values is not None and change.columns is not None:
@@ -160,18 +163,34 @@ class VersionRecorder:
             alive[identity] = change.op != "d"
         return out
 
-    def _alive_before(self, table: str, identities: list[tuple[Any, ...]], jd: float,
-                      seq: int) -> dict[tuple[Any, ...], bool]:
-        """Whether each row's last version before the round (`jd`, `seq`) is not a delete."""
-        if not identities:
+    def _alive_before(self, table: str, collection: str,
+                      inserts: list[tuple[tuple[Any, ...], Any, float, int, int]],
+                      jd: float, seq: int) -> dict[tuple[Any, ...], bool]:
+        """Whether each inserted row existed before the round (`jd`, `seq`): an INSERT OR
+        REPLACE. Its last version before the round says; without one (history started
+        later), its document does. A round recorded before (a step repeated after a
+        crash, when the document already shows the insert) keeps what it recorded."""
+        if not inserts:
             return {}
-        docs = {self._doc(table, i): i for i in identities}
+        done = {d["_id"] for d in self.store.history.find({"_id": {"$in": [
+            version_id(self.source_id, table, doc, v_jd, v_seq, 2 * k + 1, "insert")
+            for _, doc, v_jd, v_seq, k in inserts]}}, {"_id": 1})}
+        docs = {doc: identity for identity, doc, v_jd, v_seq, k in inserts
+                if version_id(self.source_id, table, doc, v_jd, v_seq, 2 * k + 1, "insert")
+                not in done}
+        if not docs:
+            return {}
         pipeline = [
             {"$match": {"source": self.source_id, "table": table, "doc": {"$in": list(docs)},
                         "$or": [{"jd": {"$lt": jd}}, {"jd": jd, "seq": {"$lt": seq}}]}},
             {"$sort": {"doc": 1, "jd": -1, "seq": -1, "n": -1}},
             {"$group": {"_id": "$doc", "op": {"$first": "$op"}}}]
         found = {d["_id"]: d["op"] for d in self.store.history.aggregate(pipeline)}
+        unknown = [d for d in docs if d not in found]
+        if unknown:
+            exists = {d["_id"] for d in self.store.db[collection].find(
+                {"_id": {"$in": unknown}}, {"_id": 1})}
+            found.update({d: "insert" for d in exists})
         return {i: found.get(d, "delete") != "delete" for d, i in docs.items()}
 
     @staticmethod
