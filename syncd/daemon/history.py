@@ -41,7 +41,6 @@ from syncd.sinks.history import (
     HistoryStore,
     julian_day,
     version,
-    version_id,
 )
 
 log = logging.getLogger(__name__)
@@ -167,31 +166,30 @@ class VersionRecorder:
                       inserts: list[tuple[tuple[Any, ...], Any, float, int, int]],
                       jd: float, seq: int) -> dict[tuple[Any, ...], bool]:
         """Whether each inserted row existed before the round (`jd`, `seq`): an INSERT OR
-        REPLACE. Its last version before the round says; without one (history started
-        later), its document does. A round recorded before (a step repeated after a
-        crash, when the document already shows the insert) keeps what it recorded."""
+        REPLACE. A row without a document did not (one query: the common case). One
+        with a document existed, unless this round was recorded and applied before (a
+        step repeated after a crash: what was recorded stays); its last version before
+        the round says whether it was deleted meanwhile."""
         if not inserts:
             return {}
-        done = {d["_id"] for d in self.store.history.find({"_id": {"$in": [
-            version_id(self.source_id, table, doc, v_jd, v_seq, 2 * k + 1, "insert")
-            for _, doc, v_jd, v_seq, k in inserts]}}, {"_id": 1})}
-        docs = {doc: identity for identity, doc, v_jd, v_seq, k in inserts
-                if version_id(self.source_id, table, doc, v_jd, v_seq, 2 * k + 1, "insert")
-                not in done}
-        if not docs:
+        docs = {doc: identity for identity, doc, *_ in inserts}
+        present = {d["_id"] for d in self.store.db[collection].find(
+            {"_id": {"$in": list(docs)}}, {"_id": 1})}
+        if not present:
             return {}
-        pipeline = [
-            {"$match": {"source": self.source_id, "table": table, "doc": {"$in": list(docs)},
-                        "$or": [{"jd": {"$lt": jd}}, {"jd": jd, "seq": {"$lt": seq}}]}},
-            {"$sort": {"doc": 1, "jd": -1, "seq": -1, "n": -1}},
-            {"$group": {"_id": "$doc", "op": {"$first": "$op"}}}]
-        found = {d["_id"]: d["op"] for d in self.store.history.aggregate(pipeline)}
-        unknown = [d for d in docs if d not in found]
-        if unknown:
-            exists = {d["_id"] for d in self.store.db[collection].find(
-                {"_id": {"$in": unknown}}, {"_id": 1})}
-            found.update({d: "insert" for d in exists})
-        return {i: found.get(d, "delete") != "delete" for d, i in docs.items()}
+        mine = {(doc, v_jd, v_seq, 2 * k + 1) for _, doc, v_jd, v_seq, k in inserts}
+        last: dict[Any, tuple[tuple[float, int, int], str]] = {}
+        done: set[Any] = set()
+        for v in self.store.history.find({"source": self.source_id, "table": table,
+                                          "doc": {"$in": list(present)}},
+                                         {"doc": 1, "op": 1, "jd": 1, "seq": 1, "n": 1}):
+            if v["op"] == "insert" and (v["doc"], v["jd"], v["seq"], v["n"]) in mine:
+                done.add(v["doc"])
+            at = (v["jd"], v["seq"], v["n"])
+            if at[:2] < (jd, seq) and (v["doc"] not in last or last[v["doc"]][0] < at):
+                last[v["doc"]] = (at, v["op"])
+        return {docs[d]: last.get(d, ((0.0, 0, 0), "snapshot"))[1] != "delete"
+                for d in present if d not in done}
 
     @staticmethod
     def _identities(item: FeedItem, pairs: Mapping[str, tuple[TableInfo, TableMap]],
