@@ -195,3 +195,16 @@ def test_drop_column_is_refused_with_values_and_allowed_keys_only(tmp_path):
     Capture(path, keys_only=["t"]).install(tables)  # [history] exclude = ["t"]
     legacy_write(path, "ALTER TABLE t DROP COLUMN b")
     assert version("s", "t", 1, (1,), 1, "delete", 2461000.5, 1, 1, None)["cols"] is None
+
+
+def test_scan_mode_keeps_the_versions_it_sees(tmp_path, legacy, target_args, db):
+    daemon = Daemon(tmp_path, legacy, target_args, extra=["--capture", "scan"])
+    try:
+        daemon.wait_ready(db)
+        window = _timed(legacy, "INSERT INTO config (key, value) VALUES ('new', 'v')")
+        (seen,) = wait_for(lambda: _versions(db, "config", ("new",)), 60, "the new row")
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err[-3000:]
+    assert seen["op"] == "insert" and seen["jd"] >= window[0]  # when the scan saw it
+    assert dict(zip(seen["cols"], seen["vals"], strict=True))["value"] == "v"
