@@ -122,17 +122,20 @@ class Follower:
             return self.feed.read(self.batch)
 
     def write_round(self, round_: FeedRound) -> None:
-        """Record the round's versions and apply it to MongoDB, then move the feed past
-        it (a crash before the move repeats both; each stores once)."""
+        """Apply a round to MongoDB and record its versions (prepared before, stored
+        after the documents), then move the feed past it (a crash before the move
+        repeats both; each stores once)."""
         applier, pairs = self.synced.applier, self.synced.pairs
         assert applier is not None
-        if self.history is not None:
-            self.history.record_round(round_, pairs, applier)
+        versions = (self.history.prepare(round_, pairs, applier)
+                    if self.history is not None else [])
         for item in round_.items:
             info = item.table
             mapping = pairs[info.name][1]
             self.apply(info.name, lambda item=item, mapping=mapping: applier.write(
                 item.table, mapping, item.chunk, item.keys, item.inserted))
+        if self.history is not None:
+            self.history.store_versions(versions)
         crashpoint("daemon.after_apply")
         self.feed.advance(round_)
 

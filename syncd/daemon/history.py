@@ -5,7 +5,8 @@ row's values and the time its statement ran (capture format 3,
 legacy_adapters/sqlite_values.py), and each DELETE with the key: one log entry is
 one version, stamped with that time (`jd`) and ordered by the log's seq (and `n`
 within the entry). Versions are recorded in the same step the documents are
-applied, before the feed's position moves: a step repeated after a crash records
+applied (the documents first, so that history costs commit -> visible nothing but
+a read), before the feed's position moves: a step repeated after a crash records
 the same versions again, and their derived ids store them once.
 
 An `INSERT OR REPLACE` of an existing row fires only the INSERT trigger (SQLite runs
@@ -109,17 +110,31 @@ class VersionRecorder:
 
     def record_round(self, round_: FeedRound, pairs: Mapping[str, tuple[TableInfo, TableMap]],
                      applier: Applier) -> int:
-        """Record the versions of a round: its log entries (oldest first), or the new
-        rows a scan found. Returns how many were new."""
+        """Record the versions of a round at once (`prepare`, then `store`)."""
+        return self.store_versions(self.prepare(round_, pairs, applier))
+
+    def store_versions(self, versions: list[dict[str, Any]]) -> int:
+        """Store prepared versions (those stored before are skipped); how many were new."""
+        if not versions:
+            return 0
+        self._ready()
+        return self.store.record(versions)
+
+    def prepare(self, round_: FeedRound, pairs: Mapping[str, tuple[TableInfo, TableMap]],
+                applier: Applier) -> list[dict[str, Any]]:
+        """The versions of a round, its documents not written yet: its log entries
+        (oldest first), or the new rows a scan found. Reads only (whether an inserted
+        row existed before: its document, one query), so that the round's documents
+        are written, and visible, before its versions are stored."""
         if not round_.changes:
-            return sum(self.record_rows(item.table, item.chunk.rows,
-                                        self._identities(item, pairs, applier))
-                       for item in round_.items if item.inserted is True)
+            return [v for item in round_.items if item.inserted is True
+                    for v in self.row_versions(item.table, item.chunk.rows,
+                                               self._identities(item, pairs, applier))]
         tables = {name: info for name, (info, _) in pairs.items()}
         wanted = [c for c in round_.changes
                   if c.table in tables and self.options.wanted(c.table)]
         if not wanted:
-            return 0
+            return []
         current = self._current_rows(round_, pairs, applier)
         now = julian_day(datetime.now(UTC))
         by_table: dict[str, list[Change]] = {}
@@ -129,8 +144,7 @@ class VersionRecorder:
         for table, table_changes in by_table.items():
             versions += self._table_versions(tables[table], pairs[table][1].collection,
                                              table_changes, current, now)
-        self._ready()
-        return self.store.record(versions)
+        return versions
 
     def _table_versions(self, info: TableInfo, collection: str, changes: list[Change],
                         current: Mapping[tuple[str, tuple[Any, ...]], dict[str, Any]],
@@ -169,7 +183,10 @@ class VersionRecorder:
         REPLACE. A row without a document did not (one query: the common case). One
         with a document existed, unless this round was recorded and applied before (a
         step repeated after a crash: what was recorded stays); its last version before
-        the round says whether it was deleted meanwhile."""
+        the round says whether it was deleted meanwhile. (A step cut between its
+        documents and its versions, repeated, finds the document of a new row and no
+        version: it records a delete before the insert, at the same moment, which
+        changes no state as of any time.)"""
         if not inserts:
             return {}
         docs = {doc: identity for identity, doc, *_ in inserts}
@@ -212,18 +229,17 @@ class VersionRecorder:
 
     # -- scan mode -----------------------------------------------------------------------
 
-    def record_rows(self, info: TableInfo, rows: Iterable[Sequence[Any]],
-                    identities: Iterable[tuple[Any, ...]]) -> int:
+    def row_versions(self, info: TableInfo, rows: Iterable[Sequence[Any]],
+                     identities: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
         """New rows a scan saw, as inserts stamped with this moment."""
         if not self.options.wanted(info.name):
-            return 0
+            return []
         jd = julian_day(datetime.now(UTC))
         names, skip = info.column_names, 1 if info.rowid else 0
         versions = [self._version(info.name, identity, row[0] if skip else None, "insert", jd,
                                   0, 1, dict(zip(names, row[skip:], strict=True)))
                     for row, identity in zip(rows, identities, strict=True)]
-        self._ready()
-        return self.store.record(versions)
+        return versions
 
     # -- schema versions -----------------------------------------------------------------
 
