@@ -3,9 +3,9 @@
 syncd adds AFTER INSERT/UPDATE/DELETE triggers to each synced table and one change
 log table, `_syncd_changes`; the legacy scripts are untouched (the technique of
 Marmot and sqlite-history). Every committed change then leaves, inside the
-writer's own transaction, one small row naming the table, the operation and the
-row's rowid and primary key. syncd reads the log in order and prunes what it has
-applied, in small batches.
+writer's own transaction, one row naming the table, the operation, the row's key
+and (format 3, for history) its values. syncd reads the log in order and prunes
+what it has applied, in small batches.
 
 This is the only code in syncd that writes to the legacy database, and it writes
 only that: the log table, the triggers, and deletes of applied log rows, each in a
@@ -25,10 +25,9 @@ sqlite_consumers.py), and pruning never passes the lowest position of a consumer
 seen within the retention window; one gone longer finds a gap when it returns and
 reconciles.
 
-The triggers' SQL and the log's row formats live in legacy_adapters/sqlite_triggers.py.
-An install of an older format (format 1: longer triggers, a registry table of its
-own) is upgraded in place by `install`, in one transaction: no change goes unlogged
-and logged entries of either format are read alike.
+The triggers' SQL and row formats: sqlite_triggers.py (formats 1, 2: keys only) and
+sqlite_values.py (format 3: values). An older install is upgraded in place by
+`install`, in one transaction: no change unlogged, entries of every format read alike.
 """
 
 from __future__ import annotations
@@ -74,17 +73,8 @@ from legacy_adapters.sqlite_values import (
 )
 from legacy_adapters.sqlite_values import trigger_names as values_trigger_names
 
-__all__ = [
-    "CONSUMERS_TABLE",
-    "CONSUMER_REFRESH_SECONDS",
-    "LOG_TABLE",
-    "TRIGGER_PREFIX",
-    "Capture",
-    "capturable",
-    "complete",
-    "trigger_names",
-    "trigger_sql",
-]
+__all__ = ["CONSUMERS_TABLE", "CONSUMER_REFRESH_SECONDS", "LOG_TABLE", "TRIGGER_PREFIX",
+           "Capture", "capturable", "complete", "trigger_names", "trigger_sql"]
 
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
