@@ -38,14 +38,18 @@ class Consumer:
 
 @dataclass(frozen=True)
 class Change:
-    """One logged row change: table, operation ('i', 'u', 'd'), rowid, key values."""
+    """One logged row change: table, operation ('i', 'u', 'd'), rowid, key values; and
+    when the log holds them (format 3), the row's column names and values after the
+    change (None for a delete, and for a log of keys only)."""
 
     seq: int
     table: str
     op: str
     rowid: int | None
     key: tuple[Any, ...]
-    at: float | None  # julian day of the change's commit (the source's clock)
+    at: float | None  # julian day the change's statement ran (the source's clock)
+    columns: tuple[str, ...] | None = None
+    values: tuple[Any, ...] | None = None
 
 
 @runtime_checkable

@@ -52,6 +52,7 @@ class FeedRound:
     items: list[FeedItem]
     position: Any
     then: Then = Then.DONE
+    changes: list[Any] = field(default_factory=list)  # the log entries read (a change log)
 
 
 @dataclass(frozen=True)

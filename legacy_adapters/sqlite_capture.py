@@ -3,9 +3,9 @@
 syncd adds AFTER INSERT/UPDATE/DELETE triggers to each synced table and one change
 log table, `_syncd_changes`; the legacy scripts are untouched (the technique of
 Marmot and sqlite-history). Every committed change then leaves, inside the
-writer's own transaction, one small row naming the table, the operation and the
-row's rowid and primary key. syncd reads the log in order and prunes what it has
-applied, in small batches.
+writer's own transaction, one row naming the table, the operation, the row's key
+and (format 3, for history) its values. syncd reads the log in order and prunes
+what it has applied, in small batches.
 
 This is the only code in syncd that writes to the legacy database, and it writes
 only that: the log table, the triggers, and deletes of applied log rows, each in a
@@ -25,10 +25,9 @@ sqlite_consumers.py), and pruning never passes the lowest position of a consumer
 seen within the retention window; one gone longer finds a gap when it returns and
 reconciles.
 
-The triggers' SQL and the log's row formats live in legacy_adapters/sqlite_triggers.py.
-An install of an older format (format 1: longer triggers, a registry table of its
-own) is upgraded in place by `install`, in one transaction: no change goes unlogged
-and logged entries of either format are read alike.
+The triggers' SQL and row formats: sqlite_triggers.py (formats 1, 2: keys only) and
+sqlite_values.py (format 3: values). An older install is upgraded in place by
+`install`, in one transaction: no change unlogged, entries of every format read alike.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -52,7 +52,6 @@ from legacy_adapters.sqlite_consumers import (
 )
 from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 from legacy_adapters.sqlite_triggers import (
-    FORMAT,
     KEY_COLUMNS,
     LOG_TABLE,
     MAX_KEY_COLUMNS,
@@ -62,18 +61,20 @@ from legacy_adapters.sqlite_triggers import (
     trigger_names,
     trigger_sql,
 )
+from legacy_adapters.sqlite_values import (
+    FORMAT,
+    LAYOUTS_SQL,
+    Layout,
+    complete_any,
+    expand_values,
+    is_values_op,
+    layout_row,
+    values_trigger_sql,
+)
+from legacy_adapters.sqlite_values import trigger_names as values_trigger_names
 
-__all__ = [
-    "CONSUMERS_TABLE",
-    "CONSUMER_REFRESH_SECONDS",
-    "LOG_TABLE",
-    "TRIGGER_PREFIX",
-    "Capture",
-    "capturable",
-    "complete",
-    "trigger_names",
-    "trigger_sql",
-]
+__all__ = ["CONSUMERS_TABLE", "CONSUMER_REFRESH_SECONDS", "LOG_TABLE", "TRIGGER_PREFIX",
+           "Capture", "capturable", "complete", "trigger_names", "trigger_sql"]
 
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
@@ -92,8 +93,16 @@ def _read_only(exc: sqlite3.OperationalError) -> bool:
 
 
 def complete(table: TableInfo, have: dict[str, str], version: int = FORMAT) -> bool:
-    """Whether `have` holds every trigger of `table` (in the current format by default)."""
+    """Whether `have` holds every trigger of `table` in format `version` (the current
+    one by default; format 3 whatever column layout it logs)."""
+    if version == 3:
+        return complete_any(table, have)
     return all(n in have for n in trigger_names(table, version).values())
+
+
+def captured(table: TableInfo, have: dict[str, str]) -> bool:
+    """Whether every change to `table` is logged, in any format."""
+    return any(complete(table, have, v) for v in (1, 2, 3))
 
 
 class Capture:
@@ -101,11 +110,14 @@ class Capture:
     SQLite `ChangeLog`)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0,
-                 source: Source | None = None) -> None:
+                 source: Source | None = None, keys_only: Collection[str] = ()) -> None:
         """`source`: read the log through this source's connection and lock guard (the
         follower reads the log and the changed rows in one read transaction); by
-        default through a read-only connection of its own."""
+        default through a read-only connection of its own. `keys_only`: tables whose
+        triggers log only the key (format 2: left out of history), not the values."""
         self.path = Path(path)
+        self.keys_only = frozenset(keys_only)
+        self._layouts: dict[str, Layout] = {}
         self.busy_timeout = busy_timeout
         self._ro_uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
         self._source = source
@@ -189,8 +201,7 @@ class Capture:
         them may have gone unlogged). Triggers of an older format still log every
         change: `install` replaces them, and they are not missing."""
         have = self.triggers()
-        return [t for t in tables if capturable(t) and not complete(t, have, 1)
-                and not complete(t, have)]
+        return [t for t in tables if capturable(t) and not captured(t, have)]
 
     def capturable(self, table: TableInfo) -> bool:
         """Whether triggers can log `table` (at most MAX_KEY_COLUMNS key columns)."""
@@ -222,9 +233,43 @@ class Capture:
                 raise
             return self._install(tables)
 
+    def _value_columns(self) -> int:
+        """How many value slots (`v0`..) the log has (format 3 adds them as needed)."""
+        rows = self._query("SELECT count(*) FROM pragma_table_info(?) WHERE name GLOB "
+                           "'v[0-9]*'", (LOG_TABLE,))
+        return int(rows[0][0])
+
+    def _wanted(self, table: TableInfo) -> tuple[Layout | None, list[str], set[str]]:
+        """The layout (None: keys only), the CREATE TRIGGER statements and the trigger
+        names `table` should have."""
+        rowid_key = self._rowid_key(table)
+        if table.name in self.keys_only:
+            return None, trigger_sql(table, rowid_key), set(trigger_names(table).values())
+        layout = Layout.of(table, rowid_key)
+        return (layout, values_trigger_sql(table, layout),
+                set(values_trigger_names(table, layout).values()))
+
     def _install(self, tables: list[TableInfo]) -> list[str]:
+        exists = self.log_exists()
+        width = before = self._value_columns() if exists else 0
+        have = self.triggers()
+        todo, changes = [], []
+        for table in tables:
+            if not capturable(table):
+                continue
+            layout, creates, wanted = self._wanted(table)
+            if wanted <= set(have):
+                continue
+            todo.append(table)
+            if layout is not None:
+                changes.append(layout_row(layout))
+                width = max(width, layout.width)
+            # Triggers of an older format, key layout or column layout are replaced.
+            changes.extend(f"DROP TRIGGER IF EXISTS {quote_ident(name)}"
+                           for name, on in have.items() if on == table.name)
+            changes.extend(creates)
         statements: list[str | tuple[str, tuple[Any, ...]]] = []
-        if not self.log_exists():
+        if not exists:
             key_cols = ", ".join(KEY_COLUMNS)
             statements.append(
                 f"CREATE TABLE {quote_ident(LOG_TABLE)} (seq INTEGER PRIMARY KEY, "
@@ -234,21 +279,14 @@ class Capture:
                                "VALUES (0, ?, '#')", (uuid.uuid4().hex,)))
         if self._table_exists(CONSUMERS_TABLE):  # format 1: the registry moves into the log
             statements.extend(consumers_upgrade())
-        have = self.triggers()
-        todo = [t for t in tables if capturable(t) and not complete(t, have)]
-        for table in todo:
-            wanted = set(trigger_names(table).values())
-            for name, on in have.items():  # stale triggers of an older key layout
-                if on == table.name and name not in wanted:
-                    statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
-            for name in wanted:
-                statements.append(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
-            statements.extend(trigger_sql(table, self._rowid_key(table)))
+        statements.extend(f"ALTER TABLE {quote_ident(LOG_TABLE)} ADD COLUMN v{i}"
+                          for i in range(before, width))
+        statements.extend(changes)
         if statements:
             self._write(statements)
         # Triggers of an older format were replaced in the same transaction: their
         # tables lost no change. Only tables that had none need a reconcile.
-        return [t.name for t in todo if not complete(t, have, 1)]
+        return [t.name for t in todo if not captured(t, have)]
 
     def uninstall(self) -> int:
         """Drop every syncd trigger and the log table; returns how many triggers."""
@@ -265,14 +303,28 @@ class Capture:
     # -- reading and pruning -------------------------------------------------------------
 
     def read(self, after: int, limit: int) -> list[Change]:
-        """Logged changes with seq > `after`, oldest first."""
-        cols = ", ".join(KEY_COLUMNS)
-        rows = self._query(f"SELECT seq, tbl, op, rid, {cols}, at FROM "
-                           f"{quote_ident(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT ?",
-                           (max(after, 0), limit))
-        return [change for r in rows
-                for change in expand(r[0], r[1], r[2], r[3], tuple(r[4:4 + MAX_KEY_COLUMNS]),
-                                     r[-1])]
+        """Logged changes with seq > `after`, oldest first (format 3's with the values)."""
+        rows = self._query(f"SELECT * FROM {quote_ident(LOG_TABLE)} WHERE seq > ? "
+                           "ORDER BY seq LIMIT ?", (max(after, 0), limit))
+        out: list[Change] = []
+        k, at = 4, 4 + MAX_KEY_COLUMNS  # seq, tbl, op, rid, k0..k7, at, v0..
+        for r in rows:
+            if is_values_op(r[2]):
+                out.extend(expand_values(r[0], r[2], r[3], r[at + 1:], r[at],
+                                         self.layout(r[2][1:])))
+            else:
+                out.extend(expand(r[0], r[1], r[2], r[3], tuple(r[k:at]), r[at]))
+        return out
+
+    def layout(self, layout_id: str) -> Layout:
+        """A format-3 layout by id (stored in the log when its triggers were made)."""
+        if layout_id not in self._layouts:
+            for found, text in self._query(LAYOUTS_SQL):
+                self._layouts.setdefault(found, Layout.from_json(text))
+        if layout_id not in self._layouts:
+            raise SourceError(f"--sqlite {self.path}: the change log names layout "
+                              f"{layout_id!r}, which it does not hold")
+        return self._layouts[layout_id]
 
     def last_seq(self) -> int:
         """The highest seq logged (0: none yet)."""

@@ -2,11 +2,13 @@
 has saved (pruning never passes a consumer seen within the retention window).
 
 Format 2 keeps the registry inside the log table, one row per consumer at a negative
-seq (`tbl` the consumer, `rid` its saved seq, `k0` its label, `k1` running, `at`
-when it last said so), rather than in a table of its own: every legacy write parses
-the whole schema on its new connection, and a second table with its primary-key
-index cost each one about as much as three triggers. Readers of changes see only
-seq > 0. Format 1's `_syncd_consumers` table is moved in by `consumers_upgrade`.
+seq (`op` 'consumer', `tbl` the consumer, `rid` its saved seq, `k0` its label, `k1`
+running, `at` when it last said so; format 3 keeps its column layouts at negative
+seqs too, legacy_adapters/sqlite_values.py), rather than in a table of its own:
+every legacy write parses the whole schema on its new connection, and a second
+table with its primary-key index cost each one about as much as three triggers.
+Readers of changes see only seq > 0. Format 1's `_syncd_consumers` table is moved
+in by `consumers_upgrade`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ CONSUMER_OP = "consumer"
 _LOG = quote_ident(LOG_TABLE)
 # consumer, label, seq, seconds since seen, running
 CONSUMERS_SQL = (f"SELECT tbl, k0, rid, (julianday('now') - at) * 86400, k1 FROM {_LOG} "
-                 "WHERE seq < 0")
+                 f"WHERE seq < 0 AND op = '{CONSUMER_OP}'")
 CONSUMERS_SQL_1 = ("SELECT consumer, label, seq, (julianday('now') - seen) * 86400, running "
                    f"FROM {quote_ident(CONSUMERS_TABLE)}")
 _NEXT = f"(SELECT min(coalesce(min(seq), 0), 0) - 1 FROM {_LOG})"
@@ -34,7 +36,7 @@ def record(conn: sqlite3.Connection, consumer: str, label: str, seq: int,
     conn.execute("BEGIN IMMEDIATE")
     try:
         done = conn.execute(f"UPDATE {_LOG} SET k0 = ?, rid = ?, k1 = ?, at = julianday('now') "
-                            "WHERE seq < 0 AND tbl = ?",
+                            f"WHERE seq < 0 AND op = '{CONSUMER_OP}' AND tbl = ?",
                             (label, seq, int(running), consumer)).rowcount
         if not done:
             conn.execute(f"INSERT INTO {_LOG} (seq, tbl, op, rid, k0, k1, at) VALUES "

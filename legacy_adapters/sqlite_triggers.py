@@ -41,7 +41,7 @@ OPS = ("i", "u", "d")
 FORMAT = 2
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -60,10 +60,19 @@ def capturable(table: TableInfo) -> bool:
     return table.addressable and len(table.primary_key) <= MAX_KEY_COLUMNS
 
 
+def delete_body(table: TableInfo, rowid_key: bool = False) -> str:
+    """The DELETE trigger's body (format 2's, also format 3's: a delete needs the key)."""
+    rid = quote_ident(table.rowid) if table.rowid else None
+    if rowid_key and rid:
+        return _insert(table, "D", [f"OLD.{rid}"])
+    return _insert(table, "d", [f"OLD.{rid}" if rid else "NULL",
+                                *(f"OLD.{quote_ident(k)}" for k in table.primary_key)])
+
+
 def _insert(table: TableInfo, op: str, values: list[str]) -> str:
     cols = ",".join(["tbl", "op", "rid", *KEY_COLUMNS[:len(values) - 1]])
     return (f"INSERT INTO {quote_ident(LOG_TABLE)}({cols})VALUES("
-            f"{_literal(table.name)},{_literal(op)},{','.join(values)});")
+            f"{literal(table.name)},{literal(op)},{','.join(values)});")
 
 
 def trigger_sql(table: TableInfo, rowid_key: bool = False) -> list[str]:
@@ -81,9 +90,8 @@ def trigger_sql(table: TableInfo, rowid_key: bool = False) -> list[str]:
     if rowid_key and rid:
         ins = _insert(table, "I", [f"NEW.{rid}"])
         upd = _insert(table, "R", [f"NEW.{rid}", f"OLD.{rid}"])
-        dele = _insert(table, "D", [f"OLD.{rid}"])
     else:
-        ins, dele = _insert(table, "i", row("NEW")), _insert(table, "d", row("OLD"))
+        ins = _insert(table, "i", row("NEW"))
         if 2 * n + (1 if rid else 0) <= MAX_KEY_COLUMNS:
             old = [f"OLD.{k}" for k in keys] + ([f"OLD.{rid}"] if rid else [])
             upd = _insert(table, f"U{n}", row("NEW") + old)
@@ -92,18 +100,18 @@ def trigger_sql(table: TableInfo, rowid_key: bool = False) -> list[str]:
                 [f"OLD.{rid} IS NOT NEW.{rid}"] if rid else [])
             cols = ",".join(["tbl", "op", "rid", *KEY_COLUMNS[:n]])
             upd = _insert(table, "u", row("NEW")) + (
-                f"INSERT INTO {quote_ident(LOG_TABLE)}({cols})SELECT {_literal(table.name)},"
+                f"INSERT INTO {quote_ident(LOG_TABLE)}({cols})SELECT {literal(table.name)},"
                 f"'d',{','.join(row('OLD'))} WHERE {' OR '.join(moved)};")
     return [f"CREATE TRIGGER {quote_ident(names[op])} AFTER {event} ON {src} BEGIN {body}END"
             for op, event, body in (("i", "INSERT", ins), ("u", "UPDATE", upd),
-                                    ("d", "DELETE", dele))]
+                                    ("d", "DELETE", delete_body(table, rowid_key)))]
 
 
-def _pad(values: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
+def pad(values: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
     return tuple(values) + (None,) * (MAX_KEY_COLUMNS - len(values))
 
 
-def _typed(values: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
+def typed(values: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
     return tuple((type(v).__name__, v) for v in values)
 
 
@@ -112,17 +120,17 @@ def expand(seq: int, table: str, op: str, rid: Any, keys: tuple[Any, ...],
     """The changes one log row stands for (one, or two for an UPDATE that moved a key),
     in the format-1 vocabulary the follower applies ('i', 'u', 'd' with key values)."""
     if op in ("I", "D"):
-        yield Change(seq, table, op.lower(), rid, _pad((rid,)), at)
+        yield Change(seq, table, op.lower(), rid, pad((rid,)), at)
     elif op == "R":
-        yield Change(seq, table, "u", rid, _pad((rid,)), at)
-        if _typed((keys[0],)) != _typed((rid,)):
-            yield Change(seq, table, "d", keys[0], _pad((keys[0],)), at)
+        yield Change(seq, table, "u", rid, pad((rid,)), at)
+        if typed((keys[0],)) != typed((rid,)):
+            yield Change(seq, table, "d", keys[0], pad((keys[0],)), at)
     elif op.startswith("U") and op[1:].isdigit():
         n = int(op[1:])
         new, old = keys[:n], keys[n:2 * n]
         old_rid = keys[2 * n] if rid is not None else None
-        yield Change(seq, table, "u", rid, _pad(new), at)
-        if _typed((old_rid, *old)) != _typed((rid, *new)):
-            yield Change(seq, table, "d", old_rid, _pad(old), at)
+        yield Change(seq, table, "u", rid, pad(new), at)
+        if typed((old_rid, *old)) != typed((rid, *new)):
+            yield Change(seq, table, "d", old_rid, pad(old), at)
     else:
         yield Change(seq, table, op, rid, tuple(keys), at)

@@ -171,6 +171,7 @@ SECTION_DEFAULTS: dict[str, tuple[str, str]] = {
     "daemon": ("syncd.daemon.options", "DEFAULTS"),
     "http": ("syncd.http.options", "DEFAULTS"),
     "log": ("syncd.logs", "LOG_DEFAULTS"),
+    "history": ("syncd.sinks.history", "HISTORY_DEFAULTS"),
 }
 SECTIONS: tuple[str, ...] = tuple(SECTION_DEFAULTS)
 

@@ -1,5 +1,6 @@
-"""The capture triggers' format 2 (one small INSERT per trigger, the consumer registry in
-the log) logs what format 1 logged, and an install of format 1 is upgraded in place."""
+"""The capture triggers' formats: format 2 (one small INSERT per trigger, the consumer
+registry in the log) logs what format 1 logged; format 3 logs the same changes with the
+row's values; installs of formats 1 and 2 are upgraded in place."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture
 from legacy_adapters.sqlite_consumers import CONSUMERS_TABLE
 from tests.capture_format1 import install_format1
+from tests.capture_format2 import install_format2
 
 TABLES = [
     "CREATE TABLE alias (id INTEGER PRIMARY KEY, v)",
@@ -77,20 +79,90 @@ def _width(table):
     return {"alias": 1, "named": 1, "nokey": 0, "wr": 2, "wide": 4, "desc_key": 1}[table]
 
 
+def _bodies(path):
+    conn = sqlite3.connect(path)
+    bodies = dict(conn.execute("SELECT tbl_name, group_concat(sql) FROM sqlite_master "
+                               "WHERE type = 'trigger' GROUP BY tbl_name"))
+    conn.close()
+    return bodies
+
+
 def test_format_2_logs_every_change_and_a_moved_key(tmp_path):
+    path = tmp_path / "metadata.db"
+    tables = _db(path)
+    capture = Capture(path, keys_only=[t.name for t in tables])  # left out of history
+    assert sorted(capture.install(tables)) == sorted(t.name for t in tables)
+    _write(path, WRITES)
+    assert _logged(capture) == EXPECTED
+    assert all(c.values is None for c in capture.read(0, 1000))
+    # one small INSERT per trigger, except a key too wide to log old and new in one row
+    bodies = _bodies(path)
+    assert all(sql.count("INSERT INTO") == 3 for t, sql in bodies.items() if t != "wide")
+    assert bodies["wide"].count("INSERT INTO") == 4
+    capture.close()
+
+
+def test_format_3_logs_the_same_changes_with_the_rows_values(tmp_path):
     path = tmp_path / "metadata.db"
     tables = _db(path)
     capture = Capture(path)
     assert sorted(capture.install(tables)) == sorted(t.name for t in tables)
     _write(path, WRITES)
     assert _logged(capture) == EXPECTED
-    # one small INSERT per trigger, except a key too wide to log old and new in one row
-    conn = sqlite3.connect(path)
-    bodies = dict(conn.execute("SELECT tbl_name, group_concat(sql) FROM sqlite_master "
-                               "WHERE type = 'trigger' GROUP BY tbl_name"))
-    conn.close()
-    assert all(sql.count("INSERT INTO") == 3 for t, sql in bodies.items() if t != "wide")
-    assert bodies["wide"].count("INSERT INTO") == 4
+    rows = [(c.table, c.op, c.columns and dict(zip(c.columns, c.values, strict=True)))
+            for c in capture.read(0, 1000)]
+    assert rows[:5] == [("alias", "i", {"id": 1, "v": "x"}), ("alias", "u", {"id": 1, "v": "y"}),
+                        ("alias", "u", {"id": 7, "v": "y"}), ("alias", "d", None),
+                        ("alias", "d", None)]
+    assert ("wr", "u", {"a": "a", "b": 2, "v": 3}) in rows
+    assert ("nokey", "u", {"v": 2}) in rows
+    # one INSERT per trigger, no json, no subquery: the values as they are
+    bodies = _bodies(path)
+    assert all(sql.count("INSERT INTO") == 3 for sql in bodies.values())
+    assert not any(w in sql.lower() for sql in bodies.values() for w in ("json", "select"))
+    capture.close()
+
+
+def test_an_install_of_format_2_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "metadata.db"
+    tables = _db(path)
+    install_id = install_format2(path, tables)
+    half = len(WRITES) // 2
+    while not WRITES[half].startswith("INSERT"):
+        half += 1
+    _write(path, WRITES[:half])  # logged by format 2, keys only
+    capture = Capture(path)
+    capture.record_consumer("other", "host pid 1 -> database x", 3)
+    assert capture.missing(tables) == []  # format 2 logs every change
+    before, last = _logged(capture), capture.last_seq()
+    assert capture.install(tables) == []  # upgraded, and no table needs a reconcile
+    assert capture.install_id() == install_id and capture.last_seq() == last
+    assert [c.consumer for c in capture.consumers()] == ["other"]  # layouts are not consumers
+    _write(path, WRITES[half:])  # logged by format 3, with the values
+    assert _logged(capture) == before + _logged(capture, last) == EXPECTED
+    assert all(c.values is None for c in capture.read(0, last))
+    assert any(c.values is not None for c in capture.read(last, 1000))
+    assert capture.install(tables) == []
+    assert len(capture.triggers()) == 3 * len(tables)
+    capture.close()
+
+
+def test_a_changed_column_layout_gets_new_triggers_and_old_entries_keep_theirs(tmp_path):
+    path = tmp_path / "metadata.db"
+    tables = _db(path)
+    capture = Capture(path)
+    capture.install(tables)
+    _write(path, ["INSERT INTO named VALUES ('a', 1)", "ALTER TABLE named ADD COLUMN w",
+                  "UPDATE named SET w = 5"])  # the old triggers: the old layout
+    source = SQLiteSource(path)
+    tables = list(source.schema().tables.values())
+    source.close()
+    assert capture.missing(tables) == []  # outdated, not missing: nothing went unlogged
+    assert capture.install(tables) == []
+    _write(path, ["UPDATE named SET w = 6"])
+    logged = [dict(zip(c.columns, c.values, strict=True)) for c in capture.read(0, 100)]
+    assert logged == [{"name": "a", "v": 1}, {"name": "a", "v": 1},
+                      {"name": "a", "v": 1, "w": 6}]
     capture.close()
 
 

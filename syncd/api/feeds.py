@@ -29,8 +29,10 @@ def feed_factory(options: DaemonOptions, source: Source) -> FeedFactory:
         # The loop reads the log through the source (one read transaction covers the
         # log and the changed rows); scheduler threads (pruning, the status's lag) get
         # connections of their own.
-        path = options.sqlite
-        logs = LogConnections(Capture(path, source=source), Capture(path), Capture(path))
+        path, keys_only = options.sqlite, options.history.exclude  # left out of history
+        logs = LogConnections(Capture(path, source=source, keys_only=keys_only),
+                              Capture(path, keys_only=keys_only),
+                              Capture(path, keys_only=keys_only))
         return TriggerFeed(logs, parts)
 
     return triggers

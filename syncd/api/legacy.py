@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from syncd.api.shared import migration_files
+from syncd.api.shared import history_options, migration_files
 from syncd.config import Settings, require_sqlite
 from syncd.engine.migration_files import build_model
 from syncd.errors import ConfigError, SyncdError
@@ -29,7 +29,7 @@ def capture_install(settings: Settings) -> tuple[Path, list[str]]:
     from legacy_adapters.sqlite_capture import Capture  # SQLAlchemy, as above
 
     path, infos = _capture_tables(settings)
-    capture = Capture(path)
+    capture = Capture(path, keys_only=history_options(settings).exclude)
     try:
         return path, list(capture.install(infos))
     finally:
@@ -63,13 +63,16 @@ def capture_status(settings: Settings) -> dict[str, Any]:
 
     path, infos = _capture_tables(settings)
     capture = Capture(path)
+    keys_only = history_options(settings).exclude
     try:
         have = capture.triggers()
 
         def state(info: Any) -> str:
             if complete(info, have):
                 return "yes"
-            if complete(info, have, 1):
+            if complete(info, have, 2) and info.name in keys_only:
+                return "yes (keys only: [history] exclude leaves it out of history)"
+            if complete(info, have, 2) or complete(info, have, 1):
                 return "yes (an older format: capture install or syncd run upgrades it)"
             return "no (too many key columns)" if not capturable(info) else "no"
 

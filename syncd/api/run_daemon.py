@@ -21,7 +21,7 @@ from legacy_adapters.errors import SourceReadOnly
 from syncd.api.feeds import feed_factory, read_only_error
 from syncd.api.http_options import http_context, http_options
 from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
-from syncd.api.shared import migration_files, open_source, where
+from syncd.api.shared import history_options, migration_files, open_source, where
 from syncd.checkpoint.store import StateStore
 from syncd.config import Settings, section
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
@@ -78,7 +78,8 @@ def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOpti
     if not raw["reconcile_seconds"]:
         raw["reconcile_seconds"] = RECONCILE_SECONDS[raw["capture"]]
     return DaemonOptions(sqlite=settings.sqlite, state_dir=settings.state_dir,
-                         chunk_size=settings.chunk_size, **raw)
+                         chunk_size=settings.chunk_size, history=history_options(settings),
+                         **raw)
 
 
 

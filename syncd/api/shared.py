@@ -35,3 +35,30 @@ def where(settings: Settings, target: MongoTarget) -> str:
     if target.embedded:
         shown += f" (embedded; data in {settings.state_dir / 'mongo' / 'data'})"
     return shown
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def history_options(settings: Settings) -> Any:
+    """The `[history]` settings, checked: `keep` ("forever", or a duration "90d", "12h",
+    "30m", "3600s", "2w") and `exclude` (table names left out of history)."""
+    from syncd.config import section
+    from syncd.errors import ConfigError
+    from syncd.sinks.history import HISTORY_DEFAULTS, HistoryOptions
+
+    raw = section(settings, "history", HISTORY_DEFAULTS)
+    keep = str(raw["keep"]).strip().lower()
+    seconds = None
+    if keep != "forever":
+        number, unit = keep[:-1], keep[-1:]
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except (KeyError, ValueError):
+            raise ConfigError(f"[history] keep = {raw['keep']!r}: use \"forever\" or a "
+                              'duration such as "90d", "12h", "30m", "3600s"') from None
+        if seconds <= 0:
+            raise ConfigError(f"[history] keep = {raw['keep']!r}: must be positive")
+    if not all(isinstance(t, str) for t in raw["exclude"]):
+        raise ConfigError("[history] exclude: a list of table names")
+    return HistoryOptions(keep_seconds=seconds, exclude=frozenset(raw["exclude"]))

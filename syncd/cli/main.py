@@ -163,12 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "follow the legacy database and keep MongoDB in sync",
                 "Bring MongoDB up to date (backfill if needed), then apply every INSERT, "
-                "UPDATE and DELETE the legacy scripts commit, until SIGTERM/SIGINT. Runs as "
-                "a systemd service (Type=notify) or in the compose stack.", json_flag=False)
+                "UPDATE and DELETE the legacy scripts commit, until SIGTERM/SIGINT, keeping "
+                "every version of every row in _syncd_history (triggers mode; [history] "
+                "keep, exclude). Runs as a systemd service (Type=notify) or in the compose "
+                "stack.", json_flag=False)
     p.add_argument("--capture", choices=("triggers", "scan"),
-                   help="change capture: triggers (default; exact, installs triggers and a "
-                   "change log in metadata.db) or scan (writes nothing to metadata.db; "
-                   "updates and deletes found by periodic reconcile) ([daemon] capture)")
+                   help="change capture: triggers (default; exact, every version kept; "
+                   "installs triggers and a change log in metadata.db) or scan (writes "
+                   "nothing to metadata.db; updates and deletes found by periodic "
+                   "reconcile, history keeps only new rows) ([daemon] capture)")
     p.add_argument("--adopt-file", action="store_true", help=ADOPT_HELP)
     p.add_argument("--http", metavar="ADDR", default=None,
                    help="serve /metrics, /healthz, /readyz and the dashboard on HOST:PORT "
@@ -176,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("capture", cmd_capture, "install, remove or inspect the change-capture "
                 "triggers", "Manage the triggers and the _syncd_changes log that `triggers` "
-                "mode adds to metadata.db. `uninstall` leaves the database as it was.",
+                "mode adds to metadata.db (they log each changed row's values, for history; "
+                "tables in [history] exclude only the key). `uninstall` leaves the database "
+                "as it was.",
                 json_flag=False, settings=False)
     cap = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("install", "add the triggers and the change log"),

@@ -126,7 +126,7 @@ class TriggerFeed:
             inserted = {k for k, op in ops.items() if op == "i"}
             items.append(FeedItem(info, applier.fetch(info, keys), keys, inserted))
         return FeedRound(items, changes[-1].seq,
-                         Then.NOW if len(changes) >= limit else Then.DONE)
+                         Then.NOW if len(changes) >= limit else Then.DONE, changes)
 
     def advance(self, round_: FeedRound) -> None:
         self.seq = round_.position

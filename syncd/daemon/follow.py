@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.feed import ChangeFeed, FeedRound, Then
@@ -25,6 +25,9 @@ from syncd.daemon.options import DaemonOptions
 from syncd.engine.apply import Applier
 from syncd.faults import crashpoint
 from syncd.projection.model import Model, TableMap
+
+if TYPE_CHECKING:
+    from syncd.daemon.history import VersionRecorder
 
 
 class Synced:
@@ -50,13 +53,15 @@ class Synced:
 @dataclass(frozen=True)
 class FeedParts:
     """What a feed is given by the daemon: the source, the target's state store, the
-    pending-reconcile set, what is synced now, and the options."""
+    pending-reconcile set, what is synced now, the options, and where versions go
+    (None: history is off)."""
 
     source: Source
     store: StateStore
     resync: PendingReconciles
     synced: Synced
     options: DaemonOptions
+    history: VersionRecorder | None = None
 
 
 class Follower:
@@ -67,6 +72,7 @@ class Follower:
                  stop: CancelToken, wake: threading.Event) -> None:
         self.feed, self.source, self.synced = feed, parts.source, parts.synced
         self.resync, self.health, self.batch = parts.resync, health, parts.options.batch
+        self.history = parts.history
         self.stop, self.wake = stop, wake
         self.data_version: int | None = None
         self.live = False  # long work may interleave follow steps (after start-up)
@@ -116,14 +122,20 @@ class Follower:
             return self.feed.read(self.batch)
 
     def write_round(self, round_: FeedRound) -> None:
-        """Apply a round to MongoDB, then move the feed past it."""
+        """Apply a round to MongoDB and record its versions (prepared before, stored
+        after the documents), then move the feed past it (a crash before the move
+        repeats both; each stores once)."""
         applier, pairs = self.synced.applier, self.synced.pairs
         assert applier is not None
+        versions = (self.history.prepare(round_, pairs, applier)
+                    if self.history is not None else [])
         for item in round_.items:
             info = item.table
             mapping = pairs[info.name][1]
             self.apply(info.name, lambda item=item, mapping=mapping: applier.write(
                 item.table, mapping, item.chunk, item.keys, item.inserted))
+        if self.history is not None:
+            self.history.store_versions(versions)
         crashpoint("daemon.after_apply")
         self.feed.advance(round_)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from syncd.sinks.events import MAXLEN as EVENTS_MAXLEN
+from syncd.sinks.history import HistoryOptions
 
 DEFAULTS: dict[str, Any] = {
     "capture": "triggers",
@@ -69,6 +70,7 @@ class DaemonOptions:
     hdf5_rescan_seconds: float = DEFAULTS["hdf5_rescan_seconds"]
     log_retention_seconds: float = DEFAULTS["log_retention_seconds"]
     nice: int = DEFAULTS["nice"]
+    history: HistoryOptions = field(default_factory=HistoryOptions)  # `[history]`
 
 
 def lower_priority(nice: int) -> None:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -49,6 +50,7 @@ from syncd.checkpoint.resync import PendingReconciles
 from syncd.checkpoint.store import StateStore
 from syncd.daemon.follow import FeedParts, Follower, Synced
 from syncd.daemon.health import Health, Snapshot
+from syncd.daemon.history import VersionRecorder
 from syncd.daemon.options import DaemonOptions
 from syncd.daemon.pace import Pacer
 from syncd.daemon.reconcile import Reconciler, Writing
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 # After a Redis or MongoDB failure the HDF5 pass is tried again this soon, not at the
 # next slow rescan: the cache is warm again shortly after the outage ends.
 OUTAGE_RETRY_SECONDS = 5.0
+# How often versions past `[history] keep` are removed (and once at start).
+HISTORY_PRUNE_SECONDS = 3600.0
 
 # Makes the feed the daemon follows, from the parts every feed is given (syncd.api
 # picks the kind once: syncd/api/feeds.py).
@@ -115,7 +119,9 @@ class Daemon:
         by_collection: dict[str, str] = {}
         self.sink = EventingSink(MongoSink(stores.db), publisher, by_collection)
         self.synced = Synced(self.health, by_collection)
-        parts = FeedParts(self.source, self.store, self.resync, self.synced, options)
+        self.history = VersionRecorder(stores.db, options.source_id, options.history)
+        parts = FeedParts(self.source, self.store, self.resync, self.synced, options,
+                          self.history)
         self.feed = make_feed(parts)
         self.follower = Follower(self.feed, parts, self.health, self.stop, self.wake)
         writing = Writing(self.sink, self.lease, stores.progress)
@@ -309,8 +315,18 @@ class Daemon:
                           seconds=self.options.reconcile_seconds, id="reconcile", **opts)
         scheduler.add_job(self._poll_requests, "interval",
                           seconds=self.options.heartbeat_seconds, id="requests", **opts)
+        if self.options.history.keep_seconds is not None:
+            scheduler.add_job(self._prune_history, "interval", seconds=HISTORY_PRUNE_SECONDS,
+                              id="history", next_run_time=datetime.now(UTC), **opts)
         scheduler.start()
         self.scheduler = scheduler
+
+    def _prune_history(self) -> None:
+        """`[history] keep`: housekeeping, never fatal (an outage retries next time)."""
+        try:
+            self.history.prune()
+        except Exception as exc:
+            log.warning("could not prune the history: %s", exc)
 
     def _poll_requests(self) -> None:
         try:

@@ -23,6 +23,7 @@ class SchemaWatch:
     def __init__(self, parts: FeedParts, feed: ChangeFeed, health: Health,
                  reconciler: Reconciler) -> None:
         self.source, self.synced, self.resync = parts.source, parts.synced, parts.resync
+        self.history = parts.history
         self.database = parts.store.db.name
         self.feed, self.health, self.reconciler = feed, health, reconciler
         self.version: int | None = None
@@ -57,6 +58,8 @@ class SchemaWatch:
                         "(syncd migrate reconciles it)", table, old[table][1].collection)
             self.health.dropped(table)
         self.feed.schema_changed([i for i, _ in pairs], added)
+        if self.history is not None:  # the tables' SQL as it is now, beside their versions
+            self.history.record_schemas(self.source, [*new, *dropped])
         self.synced.set_pairs(pairs)
         self.health.added(added)
         self.version = version

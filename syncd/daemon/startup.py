@@ -42,6 +42,7 @@ class StartUp:
                  reconciler: Reconciler, schema: SchemaWatch, migrating: Migrating) -> None:
         self.source, self.store, self.synced = parts.source, parts.store, parts.synced
         self.resync, self.feed, self.follower = parts.resync, feed, follower
+        self.history = parts.history
         self.reconciler, self.schema, self.migrating = reconciler, schema, migrating
 
     def run(self) -> None:
@@ -68,6 +69,8 @@ class StartUp:
         elif not opening.resumes:
             self.reconciler.reconcile(list(self.synced.pairs))
         self.feed.settle()
+        if self.history is not None:  # a schema changed while syncd was stopped, or new
+            self.history.record_schemas(self.source, list(self.synced.pairs))
         self.follower.follow()
         self.reconciler.pending()
         self.schema.version = version

@@ -20,7 +20,9 @@ This module is the only writer of both collections and defines their format:
 - `cols`, `vals`: every column's name and value, in the table's column order (values
   by `to_bson`: the SQLite storage class survives, TEXT byte-exact; names as they
   are, whatever characters they hold); both None for a `delete`. `decode_row()`
-  gives the row back as sqlite3 would read it.
+  gives the row back as sqlite3 would read it;
+- `dropped` (only when some are): the names of columns whose values were too large
+  for one MongoDB document (16 MiB); their `vals` are None. The version is kept.
 
 The order of versions is (`jd`, `seq`, `n`). `_syncd_schemas` holds the tables' SQL
 over time: `source`, `table`, `jd`, `at`, `seq`, `sql` (the `CREATE TABLE` as SQLite
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +55,21 @@ SCHEMAS = "_syncd_schemas"
 OPS = ("snapshot", "insert", "update", "delete")
 DUPLICATE_KEY = 11000
 _UNIX_EPOCH_JD = 2440587.5
+# The `[history]` settings (syncd.api resolves them into `HistoryOptions`): how long
+# versions are kept ("forever", or a duration such as "90d", "12h", "3600s"), and
+# tables left out of history (their triggers log keys only: format 2).
+HISTORY_DEFAULTS: dict[str, Any] = {"keep": "forever", "exclude": []}
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    """The resolved `[history]` settings: `keep_seconds` None keeps every version."""
+
+    keep_seconds: float | None = None
+    exclude: frozenset[str] = frozenset()
+
+    def wanted(self, table: str) -> bool:
+        return table not in self.exclude
 
 
 def julian_day(when: datetime) -> float:
@@ -132,6 +150,29 @@ class HistoryStore:
                "at": from_julian_day(jd), "seq": seq, "sql": sql,
                "indexes": list(indexes), "sequence": sequence}
         return _insert_new(self.schemas, [doc])
+
+    def prune(self, before_jd: float, batch: int = 1000) -> int:
+        """Remove versions older than `before_jd` that a later one, also older, replaced:
+        each row keeps its last version before the cutoff (none if that was a delete),
+        so everything as of the cutoff and after stays answerable. Returns how many."""
+        removed = 0
+        for table in self.history.distinct("table", {"source": self.source_id}):
+            doomed: list[Any] = []
+            last: dict[str, Any] | None = None
+            query = {"source": self.source_id, "table": table, "jd": {"$lt": before_jd}}
+            for doc in self.history.find(query, {"doc": 1, "op": 1}, sort=[
+                    ("doc", 1), ("jd", 1), ("seq", 1), ("n", 1)], batch_size=5000):
+                if last is not None and (doc["doc"] == last["doc"] or last["op"] == "delete"):
+                    doomed.append(last["_id"])
+                last = doc
+                if len(doomed) >= batch:
+                    removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
+                    doomed = []
+            if last is not None and last["op"] == "delete":
+                doomed.append(last["_id"])
+            if doomed:
+                removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
+        return removed
 
 
 def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> int:
