@@ -119,7 +119,7 @@ class Daemon:
         by_collection: dict[str, str] = {}
         self.sink = EventingSink(MongoSink(stores.db), publisher, by_collection)
         self.synced = Synced(self.health, by_collection)
-        self.history = VersionRecorder(stores.db, options.source_id, options.history)
+        self.history = VersionRecorder(stores.db, self.store.source_id, options.history)
         parts = FeedParts(self.source, self.store, self.resync, self.synced, options,
                           self.history)
         self.feed = make_feed(parts)
