@@ -173,7 +173,8 @@ class LocalSide:
             try:
                 sig = FileSig.of(Path(spec.path))
                 gen: Generation | None = Generation(spec.path, sig.size, sig.mtime_ns,
-                                                    sig.ino, *spec.layout)
+                                                    sig.ino, spec.layout.windows,
+                                                    spec.layout.labels)
             except FileNotFoundError:
                 gen = None
             shard = st.local.shard_for(j, gen, lambda g, j=j: self._fill_source(st, j, g))
