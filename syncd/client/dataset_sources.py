@@ -68,12 +68,14 @@ class LocalFiles:
             return None
         shard = self.shards.get(gen.key()) or self.tier.open(gen)
         if shard is None:
+            self.tier.busy = False
             try:
                 shard = fill_shard(self.tier, source(gen))
             except ShardError as exc:
                 log.info("local tier: %s not filled (%s)", gen.path, exc)
-        if shard is None:
-            self.retry_at[j] = time.monotonic() + self.recheck_seconds
+        if shard is None:  # another process filling it: look again next batch
+            self.retry_at[j] = time.monotonic() + (0 if self.tier.busy else
+                                                   self.recheck_seconds)
             return None
         self.shards[gen.key()] = shard
         self.of_file[j] = shard

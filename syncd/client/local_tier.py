@@ -85,6 +85,7 @@ class LocalTier:
         self._pending = dict.fromkeys(COUNTERS, 0)  # not yet added to .counters
         self._flushed_at = 0.0
         self._finalizer: Any = None
+        self.busy = False  # the last fill found another process filling the shard
 
     @property
     def enabled(self) -> bool:
@@ -209,6 +210,7 @@ class LocalTier:
             return None
         self._ensure_dir()
         with self._locked(self.path(gen, ".lock"), wait) as got:
+            self.busy = not got
             if not got:
                 return None
             shard = self.open(gen)  # filled by another process while we waited
