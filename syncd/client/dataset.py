@@ -193,7 +193,7 @@ class CachedWindowDataset(LocalSide, Dataset):
         held = self._held(st, set(files.tolist())) if st.local is not None else {}
         if held and len(held) == len(set(files.tolist())) and len(idx) and \
                 len({self.specs[j].shape for j in held}) == 1:
-            return self._local_batch(st, files, locals_)
+            return self._local_batch(st, files, locals_, idx)
         file_of, local_of = files.tolist(), locals_.tolist()
         metas = {j: self._current_meta(st, j) for j in set(file_of) if j not in held}
         batch, buffer, targets = targets_for([self.specs[j].shape for j in file_of])

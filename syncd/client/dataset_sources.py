@@ -15,10 +15,10 @@ generation's shard is looked for (or filled) within the recheck interval.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ class LocalFiles:
     shards: dict[str, Shard] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+    # every file's labels in Dataset order, and the shards they were taken from
+    all_labels: tuple[list[Shard | None], np.ndarray] | None = None
 
     @classmethod
     def new(cls, tier: LocalTier, n_files: int, recheck_seconds: float) -> LocalFiles:
@@ -99,13 +101,21 @@ class LocalFiles:
         self.tier.flush()
 
 
-def local_batch(files: LocalFiles, file_of: np.ndarray, local: np.ndarray,
+def local_batch(files: LocalFiles, file_of: np.ndarray, local: np.ndarray, idx: np.ndarray,
                 out: np.ndarray) -> np.ndarray | None:
     """Fill `out` (the batch's windows) from the shards of every file of the batch, all
     held already; the labels as one array (None: shapes or dtypes differ)."""
     gather_windows(files.of_file, file_of, local, out)
     files.count(len(local), 0)
-    return gather_labels_of(files.of_file, file_of, local)
+    held = files.of_file
+    if files.all_labels is not None and all(a is b for a, b in zip(files.all_labels[0], held)):
+        return files.all_labels[1][idx]
+    shards = [s for s in held if s is not None]
+    if len(shards) == len(held) and \
+            len({(s.labels.dtype, s.labels.shape[1:]) for s in shards}) == 1:
+        files.all_labels = (list(shards), np.concatenate([s.labels for s in shards]))
+        return files.all_labels[1][idx]
+    return gather_labels_of(held, file_of, local)
 
 
 @dataclass
@@ -152,12 +162,13 @@ class LocalSide:
     label_dtype: torch.dtype
     pin_memory: bool
 
-    def _local_batch(self, st: ProcessState, files: np.ndarray, locals_: np.ndarray) -> WindowBatch:
+    def _local_batch(self, st: ProcessState, files: np.ndarray, locals_: np.ndarray,
+                     idx: np.ndarray) -> WindowBatch:
         """Every file of the batch has its local shard: one read into one tensor."""
         assert st.local is not None
         shape = (len(files), *self.specs[int(files[0])].shape)
         batch, buffer, whole = batch_arrays(shape, pinned_empty if self.pin_memory else None)
-        labels = local_batch(st.local, files, locals_, whole)
+        labels = local_batch(st.local, files, locals_, idx, whole)
         if labels is None:
             rows = [st.local.of_file[j].labels[i]  # type: ignore[union-attr]
                     for j, i in zip(files.tolist(), locals_.tolist())]
@@ -173,9 +184,9 @@ class LocalSide:
         for j in wanted:
             spec = self.specs[j]
             try:
-                sig = FileSig.of(Path(spec.path))
-                gen: Generation | None = Generation(spec.path, sig.size, sig.mtime_ns,
-                                                    sig.ino, spec.layout.windows,
+                st_ = os.stat(spec.path)
+                gen: Generation | None = Generation(spec.path, st_.st_size, st_.st_mtime_ns,
+                                                    st_.st_ino, spec.layout.windows,
                                                     spec.layout.labels)
             except FileNotFoundError:
                 gen = None
