@@ -149,6 +149,19 @@ def read_header(fd: int) -> tuple[dict[str, Any], int]:
     return doc, size
 
 
+def _map(fd: int, size: int) -> mmap.mmap:
+    """Map through a descriptor of its own: Python's mmap keeps a dup of the one it is
+    given, and a dup shares `fd`'s flock (the lease), which must end with `Shard.close`."""
+    try:
+        own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no /proc: the lease then lasts as long as the mapping
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    try:
+        return mmap.mmap(own, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(own)
+
+
 def open_shard(fd: int, gen: Generation, verify: bool) -> Shard:
     """Map the shard open as `fd` (the Shard owns it from here) for `gen`. Raises
     ShardError (a miss: the caller rebuilds it) when it is not that generation's, is
@@ -170,7 +183,7 @@ def open_shard(fd: int, gen: Generation, verify: bool) -> Shard:
         raise ShardError("another generation's shard")
     if size != layout.size or layout.labels_at > size or layout.n < 0:
         raise ShardError(f"{size} bytes, the header says {layout.size} (truncated?)")
-    mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    mm = _map(fd, size)
     if verify and checksum_of(mm, layout.header, size) != doc.get("xxh3"):
         mm.close()
         raise ShardError("checksum mismatch")
