@@ -242,3 +242,69 @@ def test_workers_send_a_buffer_descriptor_once(files, redis_url, prefix, tmp_pat
         assert 0 < len(batch_pool._mapped) <= 2 * batch_pool.MAX_BUFFERS < 27  # mapped once
     tokens = {token for token, _ in batch_pool._mapped}
     assert len(tokens) <= 2  # the first epoch's workers' mappings are gone
+
+
+def test_warm_local_fills_the_tier_and_cache_stats_shows_it(tmp_path, target_args, redis_url,
+                                                            prefix):
+    """`syncd warm --local` then `syncd cache stats`: the host's tier, its bytes and
+    counters (the tier under XDG_CACHE_HOME, tests/conftest.py)."""
+    import json
+
+    from tests.conftest import run_cli
+    from tests.test_hdf5_cli import config_file
+
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "r1.h5", n=25, compression="gzip")
+    write_h5(d / "r2.h5", n=5, layout="data")
+    cfg = config_file(tmp_path, prefix, extractors="[]")
+    args = ["--hdf5-dir", d, "--redis-url", redis_url, "--config", cfg, *target_args]
+    result = run_cli("warm", "--local", *args)
+    assert result.code == 0, result
+    tier = Path(os.environ["XDG_CACHE_HOME"]) / "syncd" / "local"
+    assert f"local tier {tier}: 2 file(s) filled, 0 already there" in result.out
+    assert len(list(tier.glob("*.shard"))) == 2
+    again = run_cli("warm", "--local", "--json", *args)
+    assert again.code == 0, again
+    assert len(json.loads(again.out)["local"]["present"]) == 2
+
+    ds = CachedWindowDataset([d / "r1.h5", d / "r2.h5"], config=cfg, redis_url=redis_url)
+    assert_same(ds.__getitems__(list(range(30))), legacy_items([d / "r1.h5", d / "r2.h5"]))
+    assert ds.local_counts() == {"hits": 30, "misses": 0, "fills": 0, "bad": 0}
+    ds.close()
+    stats = run_cli("cache", "stats", "--json", "--redis-url", redis_url, "--config", cfg)
+    local = json.loads(stats.out)["local"]
+    assert {k: local[k] for k in ("directory", "shards", "hits", "misses", "fills")} == \
+        {"directory": str(tier), "shards": 2, "hits": 30, "misses": 0, "fills": 2}
+    text = run_cli("cache", "stats", "--redis-url", redis_url, "--config", cfg)
+    assert f"local tier (this host) {tier}: " in text.out and "30 hits" in text.out
+
+
+def test_the_dashboard_shows_the_hosts_local_tier(files, db, rclient, redis_url, prefix,
+                                                  tmp_path):
+    import json
+
+    from syncd.config import load_settings
+    from syncd.http.app import build_app
+    from syncd.http.context import HttpContext
+    from syncd.http.options import http_options
+    from syncd.http.server import HttpServer
+    from tests.http_support import request
+
+    paths, _ = files
+    tier = tmp_path / "tier"
+    ds = dataset(paths[:2], redis_url, prefix, tier)
+    ds.__getitems__(list(range(50)))
+    ds.close()
+    cfg = tmp_path / "http.toml"
+    cfg.write_text('[http]\nlisten = "127.0.0.1:0"\n')
+    settings = load_settings({"config": str(cfg), "database": db.name})
+    options = http_options(settings)
+    ctx = HttpContext(settings, db, rclient, local_tier=LocalTierOptions(tier, GB))
+    with HttpServer(build_app(ctx, options), options) as server:
+        status, _, body = request(server, "/api/cache")
+        assert status == 200
+        local = json.loads(body)["local"]
+        assert (local["shards"], local["fills"], local["hits"]) == (2, 2, 50)
+        status, _, html = request(server, "/cache")
+        assert status == 200 and 'data-testid="local-tier"' in html and str(tier) in html

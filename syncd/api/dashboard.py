@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from syncd.api.local_tier import local_tier_options
 from syncd.config import Settings
 
 # Beside `syncd run`'s server (9187), so both can run on one host.
@@ -35,7 +36,8 @@ def dashboard(settings: Settings, listen: str | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open_target(settings) as target, running_redis(settings) as client:
-        app = build_app(HttpContext(settings, target.db, client), options)
+        app = build_app(HttpContext(settings, target.db, client,
+                                        local_tier=local_tier_options(settings)), options)
         with HttpServer(app, options) as server:
             if started is not None:
                 started(server.url + "/")

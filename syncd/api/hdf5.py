@@ -59,7 +59,9 @@ def warm(settings: Settings, progress: Progress | None = None,
 
 
 def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
-    """Coverage per file, Redis memory and hit counters: (stats, the cache's key prefix)."""
+    """Coverage per file, Redis memory and hit counters, and this host's local tier
+    (`local`): (stats, the cache's key prefix)."""
+    from syncd.api.local_tier import local_stats
     from syncd.client.cache import WindowCache
     from syncd.hdf5.options import load_hdf5_config
 
@@ -67,6 +69,7 @@ def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
     with open_redis(settings) as rt:
         stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
         stats["redis"] = rt.shown_url
+    stats["local"] = local_stats(settings)
     return stats, config.prefix
 
 

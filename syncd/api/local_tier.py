@@ -102,3 +102,13 @@ def warm_local(settings: Settings, client: Any, prefix: str,
             shard.close()
     tier.flush()
     return report
+
+
+def warm_local_tier(settings: Settings, progress: Progress | None = None) -> LocalWarmReport:
+    """`syncd warm --local`: this host's tier filled from the configured Redis."""
+    from syncd.connect.redis import open_redis
+    from syncd.hdf5.options import load_hdf5_config
+
+    config = load_hdf5_config(settings, require_dirs=False)
+    with open_redis(settings) as rt:
+        return warm_local(settings, rt.client, config.prefix, progress)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from legacy_adapters.base import Source
+from syncd.api.local_tier import local_tier_options
 from syncd.api.shared import migration_files, open_source, where
 from syncd.config import Settings
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
@@ -117,7 +118,8 @@ def _serve(settings: Settings, options: Any, sock: Any, daemon: Any,
     from syncd.http.context import HttpContext
     from syncd.http.server import HttpServer
 
-    ctx = HttpContext(settings, daemon.db, redis, daemon.health.status_document)
+    ctx = HttpContext(settings, daemon.db, redis, daemon.health.status_document,
+                      local_tier_options(settings))
     server = HttpServer(build_app(ctx, options), options, sock)
     daemon.health.http_url = server.url
     return server

@@ -13,6 +13,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from syncd.client.local_tier import LocalTierOptions
 from syncd.config import Settings
 
 
@@ -26,3 +27,4 @@ class HttpContext:
     db: Database
     redis: Any | None = None
     status: Callable[[], dict[str, Any] | None] | None = None
+    local_tier: LocalTierOptions | None = None  # this host's (resolved by syncd.api)
