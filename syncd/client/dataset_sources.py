@@ -73,8 +73,8 @@ class LocalFiles:
             self.tier.busy = False
             try:
                 shard = fill_shard(self.tier, source(gen))
-            except ShardError as exc:
-                log.info("local tier: %s not filled (%s)", gen.path, exc)
+            except (ShardError, OSError) as exc:  # OSError: the tier's disk (full, read-only)
+                log.warning("local tier: %s not filled (%s); served from Redis", gen.path, exc)
         if shard is None:  # another process filling it: look again next batch
             self.retry_at[j] = time.monotonic() + (0 if self.tier.busy else
                                                    self.recheck_seconds)

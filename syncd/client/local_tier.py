@@ -252,7 +252,8 @@ class LocalTier:
     def _reserve(self, gen: Generation, size: int, tmp: Path) -> int | None:
         """Under the directory lock: old generations of the file and, least recently used
         first, unused shards go until `size` more bytes fit; then the temporary file is
-        made at full size (so other fills count it). Its fd (exclusively flocked), or None."""
+        made at full size, its blocks allocated (so other fills count it, and a full disk
+        fails here). Its fd (exclusively flocked), or None."""
         with self._locked(self.directory / ".tier.lock", True):
             for old in self.directory.glob(gen.key().split("-")[0] + "-*.shard"):
                 if old.name != gen.key() + ".shard":
@@ -271,8 +272,8 @@ class LocalTier:
                 return None
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                os.ftruncate(fd, size)
+            try:  # blocks allocated now: a full disk is an error here, not a SIGBUS
+                os.posix_fallocate(fd, 0, size)  # while writing through the mapping
             except OSError:
                 os.close(fd)
                 tmp.unlink()
