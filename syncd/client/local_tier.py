@@ -225,6 +225,7 @@ class LocalTier:
             try:
                 self._write(fd, gen, layout, header, write)
                 os.rename(tmp, self.path(gen))
+                self._write_stamp(gen, os.fstat(fd))  # its checksum was just computed
             except BaseException:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
