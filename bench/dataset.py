@@ -38,8 +38,13 @@ default-collate figure against raw MGET.
 the GPU with `non_blocking=True`, synchronises at the end and prints batches and
 windows per second arriving on the GPU; without CUDA it says so and exits with 2.
 
+The local tier (issue 24: bench/dataset_local.py) against one numpy memmap of the same
+windows, in the same run; `--only local` measures that part alone. The Redis-path
+figures above run with the local tier off (`local_bytes=0`).
+
     python -m bench.dataset [--files 3] [--windows 600] [--legacy-windows 256]
                             [--rounds 3] [--readme-repeat 4] [--device cpu|cuda]
+                            [--only local]
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from bench.dataset_local import measure_local, readme_rate, report_local
 from bench.harness import describe, load, redis_server, result
 from syncd.api.hdf5 import hdf5_follower
 from syncd.api.options import endpoints
@@ -183,35 +189,6 @@ def copying_collate(batch: list) -> list:
     return default_collate([tuple(pair) for pair in batch])
 
 
-def readme_rate(dataset: Dataset, workers: int, epochs: int = 3,
-                collate_fn: object = None) -> tuple[float, float]:
-    """The README's loader exactly as a user copies it: `DataLoader(dataset,
-    batch_size=64, shuffle=True, num_workers=workers)`, no collate_fn, iterated
-    `for eeg, label in loader` for `epochs` epochs. Windows/s reaching the loop over
-    epochs 2.., each timed from its first batch (the README's loader starts its
-    workers again every epoch: that start is left out, as in `batched_rate`), and the
-    same with each epoch's start counted (information)."""
-    extra = {} if collate_fn is None else {"collate_fn": collate_fn}
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, **extra)
-    flowing = whole = 0.0
-    seen = counted = 0
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        first = None
-        for eeg, _ in loader:
-            if first is None:
-                first = time.perf_counter()
-                n_first = len(eeg)
-                continue
-            seen += len(eeg) if epoch else 0
-        ended = time.perf_counter()
-        if epoch and first is not None:
-            flowing += ended - first
-            whole += ended - started
-            counted += n_first
-    return seen / flowing, (seen + counted) / whole
-
-
 def readme_against_raw(dataset: Dataset, client: object, keys: list[str],
                        batches: list[list[int]], workers: int
                        ) -> tuple[float, float, float, float]:
@@ -258,6 +235,7 @@ def main() -> None:
                         help="the README loader's Dataset lists the files this many times")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: also measure batches arriving on the GPU")
+    parser.add_argument("--only", choices=("local",), help="local: the local tier alone")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"--device cuda: CUDA is not available here (torch {torch.__version__}); "
@@ -297,12 +275,12 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], per_window:
         report = hdf5_follower(settings, target.db, client).warm()
         assert report.windows_cached == total, report
 
-    cached = CachedWindowDataset(paths, redis_url=url)
+    cached = CachedWindowDataset(paths, redis_url=url, local_bytes=0)
     assert len(cached) == total
     # The README's loader starts its workers (and their batch buffers) anew every
     # epoch: measured on the files listed --readme-repeat times, so that an epoch
     # is long enough to be one (a real one is tens of thousands of windows or more).
-    readme_set = CachedWindowDataset(paths * args.readme_repeat, redis_url=url)
+    readme_set = CachedWindowDataset(paths * args.readme_repeat, redis_url=url, local_bytes=0)
     keys = []
     for spec in cached.specs:
         fid = client.hget(cached.keys.files, spec.path).decode()
@@ -319,6 +297,10 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], per_window:
     legacy = LegacyHDF5Dataset(paths)
     best = LegacyHDF5Dataset(per_window)
     for _ in range(args.rounds):
+        measure_local(rates, paths, args.readme_repeat, url, work, epochs[:warm_up])
+        if args.only == "local":
+            print("round: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items() if v))
+            continue
         rates["cached1"].append(loader_rate(cached, limit, workers=1))
         rates["legacy"].append(loader_rate(legacy, args.legacy_windows, workers=1))
         rates["best"].append(loader_rate(best, limit, workers=1))
@@ -347,6 +329,9 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], per_window:
 
 
 def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
+    if args.only == "local":
+        print(f"machine: {describe()}, torch {torch.__version__}, load average {load()}")
+        return report_local(rates)
     med = {k: statistics.median(v) for k, v in rates.items() if v}
 
     def ratio(a: str, b: str) -> float:  # per round (same moment), then the median
@@ -374,6 +359,7 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
               f"non_blocking copies: {med['gpu_batches']:,.1f} batches/s, "
               f"{med['gpu']:,.0f} windows/s ({ratio('gpu', 'raw_gpu'):.2f} of raw MGET)")
     print(f"machine: {describe()}, torch {torch.__version__}, load average {load()}")
+    report_local(rates)
     if (os.cpu_count() or 1) < 6:
         print("note: the DataLoader ratios need a core for each worker, the training loop and "
               "Redis; on this machine the workers share too few cores (CPU-bound)")

@@ -160,7 +160,7 @@ def big_file_part(args: argparse.Namespace, work: Path, urls: dict[str, str],
         shown = ", ".join(f"{v:,}" if at == 0 else f"{v / 1e6:,.1f} MB" for v in values)
         result(f"big file {name} per master", shown, "; largest distance from the mean "
                f"{max(abs(v - mean) for v in values) / mean:.1%} (goal <= 20%)")
-    sets = {name: CachedWindowDataset([path], redis_url=url, prefix=prefix)
+    sets = {name: CachedWindowDataset([path], redis_url=url, prefix=prefix, local_bytes=0)
             for name, url in urls.items()}
     limit = args.big_windows - args.big_windows % BATCH
     ratios, rates = [], []
@@ -209,7 +209,8 @@ def redis_part(args: argparse.Namespace) -> None:
                 client = connect_redis(cluster.url)
                 hdf5_follower(settings, target.db, client).warm()
                 client.close()
-                sets = {name: CachedWindowDataset(paths, redis_url=url, prefix=prefix)
+                sets = {name: CachedWindowDataset(paths, redis_url=url, prefix=prefix,
+                                                  local_bytes=0)
                         for name, url in urls.items()}
                 limit = total - total % BATCH
                 one, many = dataset_rates(sets["single"], sets["cluster"], limit)

@@ -47,6 +47,16 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, what: str = "serv
     pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
+@pytest.fixture(autouse=True)
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's local tier (CachedWindowDataset's shards) in a directory of its own,
+    never the user's ~/.cache."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = find_executable("secantusd-py")

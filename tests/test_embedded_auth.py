@@ -128,7 +128,7 @@ def test_other_users_are_refused_and_the_owner_needs_no_password(warmed_state):
         assert hdf5["windows_cached"] == 9 and hdf5["memory"]["redis_used_memory"] > 0
         stats = run_cli("cache", "stats", "--state-dir", state, env=NO_URL)
         assert stats.code == 0, stats
-        ds = CachedWindowDataset([h5_file], state_dir=state)
+        ds = CachedWindowDataset([h5_file], state_dir=state, local_bytes=0)
         batch = ds.__getitems__(list(range(9)))
         assert len(batch) == 9 and isinstance(batch[0][0], torch.Tensor)
         assert ds.cache_counts() == {"hits": 9, "misses": 0, "bad": 0}  # from Redis

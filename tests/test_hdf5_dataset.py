@@ -1,4 +1,9 @@
-"""CachedWindowDataset: the same windows as h5py, from Redis, falling back to the files."""
+"""CachedWindowDataset: the same windows as h5py, from Redis, falling back to the files.
+
+Tests of the Redis path pass `local_bytes=0` (no local tier: tests/test_local_tier.py);
+the others run with the tier on, as users do (tests/conftest.py gives it a private
+directory).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def warmed(tmp_path, db, rclient, prefix):
 
 def test_same_length_order_and_values_as_h5py(warmed, redis_url, prefix):
     _, paths, _ = warmed
-    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix, local_bytes=0)
     expected = legacy_items(paths)
     assert len(ds) == len(expected) == 78
     assert_same([ds[i] for i in range(len(ds))], expected)
@@ -176,14 +181,14 @@ def test_falls_back_to_hdf5_for_what_is_not_cached(tmp_path, db, rclient, redis_
                  rclient).warm()
     meta = WindowCache(rclient, prefix).file(str(d / "a.h5"))
     assert 0 < meta.cached < 60
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     assert_same(ds.__getitems__(list(range(60))), legacy_items([d / "a.h5"]))
     assert ds.cache_counts() == {"hits": meta.cached, "misses": 60 - meta.cached, "bad": 0}
 
 
 def test_keys_deleted_under_a_running_dataloader(warmed, rclient, redis_url, prefix):
     _, paths, _ = warmed
-    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix, local_bytes=0)
     expected = legacy_items(paths)
     loader = DataLoader(ds, batch_size=6, num_workers=2, shuffle=False)
     seen = []
@@ -207,7 +212,8 @@ def test_redis_down_reads_the_files(warmed, own_redis):
 
 def test_a_rewritten_file_is_never_mixed(warmed, db, rclient, redis_url, prefix):
     _, paths, follower = warmed
-    ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix, recheck_seconds=0)
+    ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix, recheck_seconds=0,
+                             local_bytes=0)
     old = legacy_items([paths[0]])
     assert_same(ds.__getitems__(list(range(37))), old)
 
@@ -229,7 +235,7 @@ def test_a_pickled_value_is_never_unpickled(warmed, rclient, redis_url, prefix):
     meta = cache.file(str(paths[0]))
     payload = pickle.dumps(np.zeros((8, 100), np.float32))
     rclient.set(cache.keys.window(meta.fid, meta.gen, 3), payload)
-    ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([paths[0]], redis_url=redis_url, prefix=prefix, local_bytes=0)
     eeg, _ = ds[3]
     np.testing.assert_array_equal(eeg.numpy(), legacy_items([paths[0]])[3][0])
     assert ds.cache_counts() == {"hits": 0, "misses": 1, "bad": 1}
@@ -248,7 +254,7 @@ def test_password_and_database_in_the_url(tmp_path, db):
         client = connect_redis(url)
         hdf5_follower(make_settings(tmp_path, [d]), db, client).warm()
         assert client.dbsize() > 0 and client.connection_pool.connection_kwargs["db"] == 3
-        ds = CachedWindowDataset([d / "a.h5"], redis_url=url)
+        ds = CachedWindowDataset([d / "a.h5"], redis_url=url, local_bytes=0)
         assert_same(ds.__getitems__(list(range(9))), legacy_items([d / "a.h5"]))
         assert ds.cache_counts() == {"hits": 9, "misses": 0, "bad": 0}
         client.close()

@@ -37,7 +37,7 @@ def test_unreadable_metadata_is_a_miss_counted_and_rewritten(tmp_path, target_ar
     fid = rclient.hget(f"{prefix}:files", str(d / "a.h5")).decode()
     rclient.hset(f"{prefix}:file:{fid}", "n_windows", b"\xff\xfe{")
 
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     np.testing.assert_array_equal(ds[4][0].numpy(), windows[4])  # from the file
     assert ds.cache_counts()["hits"] == 0
     stats = run_cli("cache", "stats", "--json", "--redis-url", redis_url, "--config", cfg)
@@ -54,7 +54,7 @@ def test_unreadable_metadata_is_a_miss_counted_and_rewritten(tmp_path, target_ar
     assert again.code == 0 and json.loads(again.out)["metadata_repaired"] == []
     stats = run_cli("cache", "stats", "--json", "--redis-url", redis_url, "--config", cfg)
     assert json.loads(stats.out)["unreadable_metadata"] == []
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     np.testing.assert_array_equal(ds[4][0].numpy(), windows[4])
     assert ds.cache_counts() == {"hits": 1, "misses": 0, "bad": 0}
 
@@ -75,7 +75,7 @@ def test_right_sized_garbage_is_a_counted_miss(tmp_path, db, rclient, redis_url,
     got = cache.get_windows(meta, list(range(10)))
     assert [i for i, w in enumerate(got) if w is None] == [3, 4, 6]
     assert cache.bad_values == 3
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     items = ds.__getitems__(list(range(10)))
     np.testing.assert_array_equal(np.stack([e.numpy() for e, _ in items]), windows)
     assert ds.cache_counts() == {"hits": 7, "misses": 3, "bad": 3}
@@ -96,7 +96,7 @@ def test_values_written_before_checksums_are_warmed_again(tmp_path, db, rclient,
     rclient.set(cache.keys.labels(meta.fid, meta.gen), labels.tobytes())
     rclient.hdel(cache.keys.file(meta.fid), "format")
     assert cache.file(meta.fid).format == 1
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     np.testing.assert_array_equal(ds[2][0].numpy(), windows[2])
     assert ds.cache_counts()["hits"] == 0  # an old format is a miss, not an error
 
@@ -105,7 +105,7 @@ def test_values_written_before_checksums_are_warmed_again(tmp_path, db, rclient,
     got = cache.get_windows(str(d / "a.h5"), list(range(12)))
     np.testing.assert_array_equal(np.stack(got), windows)
     np.testing.assert_array_equal(cache.get_labels(str(d / "a.h5")), labels)
-    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     ds.__getitems__(list(range(12)))
     assert ds.cache_counts() == {"hits": 12, "misses": 0, "bad": 0}
 

@@ -208,7 +208,7 @@ def test_the_dataset_takes_layouts_from_the_index_or_the_config(
     assert hdf5_follower(settings, db, rclient).warm().windows_written == 9
 
     # No TOML: the layout syncd recorded for the file (in Redis).
-    ds = CachedWindowDataset([d / "odd.h5"], redis_url=redis_url, prefix=prefix)
+    ds = CachedWindowDataset([d / "odd.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     eeg = [ds[i][0].numpy() for i in range(len(ds))]
     np.testing.assert_array_equal(np.stack(eeg), windows)
     assert ds.cache_counts()["hits"] == 9
@@ -220,15 +220,15 @@ def test_the_dataset_takes_layouts_from_the_index_or_the_config(
     other.mkdir()
     more = _odd_layout(other / "new.h5", n=4)
     with pytest.raises(Exception, match="layouts"):
-        CachedWindowDataset([other / "new.h5"], redis_url=redis_url, prefix=prefix)
+        CachedWindowDataset([other / "new.h5"], redis_url=redis_url, prefix=prefix, local_bytes=0)
     cfg = tmp_path / "syncd.toml"
     _toml(cfg, prefix, 'layouts = [["X", "y"]]')
     monkeypatch.setenv("SYNCD_CONFIG", str(cfg))
-    both = CachedWindowDataset([d / "odd.h5", other / "new.h5"], redis_url=redis_url)
+    both = CachedWindowDataset([d / "odd.h5", other / "new.h5"], redis_url=redis_url, local_bytes=0)
     assert len(both) == 13
     np.testing.assert_array_equal(np.stack([both[i][0].numpy() for i in range(13)]),
                                   np.concatenate([windows, more]))
     assert both.cache_counts() == {"hits": 9, "misses": 4, "bad": 0}
     monkeypatch.delenv("SYNCD_CONFIG")
-    argued = CachedWindowDataset([other / "new.h5"], config=cfg, redis_url=redis_url)
+    argued = CachedWindowDataset([other / "new.h5"], config=cfg, redis_url=redis_url, local_bytes=0)
     np.testing.assert_array_equal(argued[2][0].numpy(), more[2])

@@ -21,7 +21,7 @@ def test_a_file_open_with_h5py_defaults_is_warmed_and_read(tmp_path, db, rclient
     windows, labels = write_h5(d / "a.h5", n=12, compression="gzip")
     legacy = h5py.File(d / "a.h5", "r")  # the legacy HDF5Dataset's handle, h5py's defaults
     try:
-        files_only = CachedWindowDataset([d / "a.h5"], state_dir=tmp_path / "none")
+        files_only = CachedWindowDataset([d / "a.h5"], state_dir=tmp_path / "none", local_bytes=0)
         eeg, label = files_only[3]
         np.testing.assert_array_equal(eeg.numpy(), windows[3])
         assert label.item() == np.float32(labels[3])
@@ -31,7 +31,8 @@ def test_a_file_open_with_h5py_defaults_is_warmed_and_read(tmp_path, db, rclient
         assert report.quarantined == [] and report.pending == []
         assert report.windows_cached == 12
 
-        cached = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix)
+        cached = CachedWindowDataset([d / "a.h5"], redis_url=redis_url, prefix=prefix,
+                                     local_bytes=0)
         items = cached.__getitems__(list(range(12)))
         np.testing.assert_array_equal(np.stack([e.numpy() for e, _ in items]), windows)
         assert cached.cache_counts() == {"hits": 12, "misses": 0, "bad": 0}

@@ -87,7 +87,7 @@ def _warm_read_and_tail(tmp_path, url, target_args):
     d, paths = _files(tmp_path)
     args = _warm(tmp_path, d, url, target_args, prefix)
 
-    ds = CachedWindowDataset(paths, redis_url=url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=url, prefix=prefix, local_bytes=0)
     expected = legacy_items(paths)
     order = np.random.default_rng(0).permutation(len(ds)).tolist()
     got = []
@@ -118,7 +118,7 @@ def test_a_slot_moved_while_the_dataset_reads(tmp_path, cluster, target_args, db
     prefix = "t" + uuid.uuid4().hex[:8]
     d, paths = _files(tmp_path)
     _warm(tmp_path, d, cluster.url, target_args, prefix)
-    ds = CachedWindowDataset(paths, redis_url=cluster.url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=cluster.url, prefix=prefix, local_bytes=0)
     expected = legacy_items(paths)
     cache = WindowCache(make_client(cluster.url), prefix)
     meta = cache.file(str(paths[0]))
@@ -193,7 +193,7 @@ def test_one_file_is_spread_over_every_master(tmp_path, cluster, db):
 
     paths = [d / "big.h5"]
     expected = legacy_items(paths)
-    ds = CachedWindowDataset(paths, redis_url=cluster.url, prefix=prefix)
+    ds = CachedWindowDataset(paths, redis_url=cluster.url, prefix=prefix, local_bytes=0)
     order = np.random.default_rng(2).permutation(len(ds)).tolist()
     got = [item for a in range(0, 400, 64) for item in ds.__getitems__(order[a:a + 64])]
     assert_same(got, [expected[i] for i in order])
@@ -294,7 +294,7 @@ def test_a_daemon_started_while_the_cluster_is_down_warms_it_when_it_is_up(
         client = make_client(down.url, socket_timeout=10)
         cache = WindowCache(client, prefix)
         wait_for(lambda: cache.stats()["windows_cached"] == 78, 90, "the cache warmed")
-        ds = CachedWindowDataset(paths, redis_url=down.url, prefix=prefix)
+        ds = CachedWindowDataset(paths, redis_url=down.url, prefix=prefix, local_bytes=0)
         assert_same(ds.__getitems__(list(range(len(ds)))), legacy_items(paths))
         assert ds.cache_counts()["misses"] == 0
         ds.close()

@@ -108,7 +108,7 @@ def test_older_format_keys_are_deleted_and_warmed_again(tmp_path, db, rclient, r
     assert cache.file(str(path)).format == fmt
     assert not rclient.exists(*new.windows(meta.fid, meta.gen, range(40)))
     dataset = pytest.importorskip("syncd.client.dataset")  # needs torch
-    ds = dataset.CachedWindowDataset([path], redis_url=redis_url, prefix=prefix)
+    ds = dataset.CachedWindowDataset([path], redis_url=redis_url, prefix=prefix, local_bytes=0)
     np.testing.assert_array_equal(np.stack([e.numpy() for e, _ in ds.__getitems__(
         list(range(40)))]), windows)
     assert ds.cache_counts() == {"hits": 0, "misses": 40, "bad": 0}

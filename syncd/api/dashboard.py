@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.api.http_options import http_context, http_options
+from syncd.api.local_tier import local_tier_options
 from syncd.api.options import endpoints
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
@@ -37,7 +38,8 @@ def dashboard(settings: Settings, listen: str | None = None,
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     ends = endpoints(settings)
     with open_target(ends) as target, running_redis(ends) as client:
-        app = build_app(http_context(settings, target.db, client), options)
+        app = build_app(http_context(settings, target.db, client,
+                                       local_tier=local_tier_options(settings)), options)
         with HttpServer(app, options) as server:
             if started is not None:
                 started(server.url + "/")

@@ -66,14 +66,17 @@ def warm(settings: Settings, progress: Progress | None = None,
 
 
 def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
-    """Coverage per file, Redis memory and hit counters: (stats, the cache's key prefix)."""
+    """Coverage per file, Redis memory and hit counters, and this host's local tier
+    (`local`): (stats, the cache's key prefix)."""
     from syncd.api.hdf5_options import load_hdf5_config
+    from syncd.api.local_tier import local_stats
     from syncd.client.cache import WindowCache
 
     config = load_hdf5_config(settings, require_dirs=False)
     with open_redis(endpoints(settings)) as rt:
         stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
         stats["redis"] = rt.shown_url
+    stats["local"] = local_stats(settings)
     return stats, config.prefix
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo.database import Database
 
 from syncd.api.options import source_ref
+from syncd.client.local_tier import LocalTierOptions
 from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.http.context import HttpContext
@@ -20,12 +21,14 @@ from syncd.redact import register_secret
 
 def http_context(settings: Settings, db: Database, redis: Any | None = None,
                  status: Callable[[], dict[str, Any] | None] | None = None,
-                 source_id: str | None = None) -> HttpContext:
+                 source_id: str | None = None,
+                 local_tier: LocalTierOptions | None = None) -> HttpContext:
     """What every route reads; `source_id`: the id already resolved (`syncd run`), else
-    the routes look the configured source up in `db` as they go (`syncd dashboard`)."""
+    the routes look the configured source up in `db` as they go (`syncd dashboard`);
+    `local_tier`: this host's local tier, shown on the cache page."""
     ref = source_ref(settings, source_id)
     migrations = Path(settings.migrations) if settings.migrations else None
-    return HttpContext(ref, settings.mongo_timeout, db, redis, status, migrations)
+    return HttpContext(ref, settings.mongo_timeout, db, redis, status, migrations, local_tier)
 
 
 def parse_listen(value: str) -> tuple[str | None, int]:

@@ -20,6 +20,7 @@ from legacy_adapters.base import Source
 from legacy_adapters.errors import SourceReadOnly
 from syncd.api.feeds import feed_factory, read_only_error
 from syncd.api.http_options import http_context, http_options
+from syncd.api.local_tier import local_tier_options
 from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
 from syncd.api.shared import history_options, migration_files, open_source, where
 from syncd.checkpoint.store import StateStore
@@ -174,7 +175,8 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
         daemon = build_daemon(settings, options, source, target.db, publisher, follower,
                               migrations=migrations, state=state)
         ctx = http_context(settings, target.db, client or events,
-                           daemon.health.status_document, state.source_id)
+                           daemon.health.status_document, state.source_id,
+                           local_tier_options(settings))
         with _serve(ctx, served, sock, daemon):
             try:
                 return daemon.run()

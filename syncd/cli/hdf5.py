@@ -31,8 +31,11 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
     where, report = api.warm(settings, Progress(enabled=not args.json, verb="windows"),
                              workers=args.workers)
     if args.json:
-        print_json({"redis": where, **report.to_dict()})
-        return 1 if report.redis_error or report.mongo_error else 0
+        failed = report.redis_error or report.mongo_error
+        local = api.warm_local_tier(settings) if args.local and not failed else None
+        print_json({"redis": where, **report.to_dict(),
+                    **({"local": local.to_dict()} if local is not None else {})})
+        return 1 if failed or (local is not None and local.skipped) else 0
     rate = report.window_bytes / report.seconds if report.seconds else 0.0
     say(f"warmed {len(report.warmed)} file(s) into {where}: {report.windows_written:,} windows "
         f"({_mb(report.window_bytes)}, {_mb(rate)}/s), {report.features_written:,} feature "
@@ -57,7 +60,19 @@ def cmd_warm(args: argparse.Namespace, settings: Settings) -> int:
     if report.redis_error or report.mongo_error:
         say(f"failed: {report.redis_error or report.mongo_error}")
         return 1
-    return 0
+    return _warm_local(args, settings) if args.local else 0
+
+
+def _warm_local(args: argparse.Namespace, settings: Settings) -> int:
+    """`--local`: this host's local tier, after Redis (one progress bar per file)."""
+    local = api.warm_local_tier(settings, Progress(verb="windows"))
+    say(f"local tier {local.directory}: {len(local.filled)} file(s) filled, "
+        f"{len(local.present)} already there, {_mb(local.bytes)} of the "
+        f"{_mb(local.budget_bytes)} budget" if local.budget_bytes else
+        f"local tier {local.directory}: off ([cache] local_bytes = 0)")
+    for skipped in local.skipped:
+        say(f"not in the local tier: {skipped['path']}: {skipped['error']}")
+    return 1 if local.skipped else 0
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,6 +90,12 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
     hit = "-" if stats["hit_rate"] is None else f"{stats['hit_rate']:.1%}"
     say(f"lookups: {stats['keyspace_hits']:,} hits, {stats['keyspace_misses']:,} misses "
         f"({hit} hit rate, whole server)")
+    local = stats["local"]
+    say(f"local tier (this host) {local['directory']}: " + (
+        f"{_mb(local['bytes'])} of {_mb(local['budget_bytes'])} in {local['shards']} shard(s); "
+        f"{local['hits']:,} hits, {local['misses']:,} misses (windows), {local['fills']:,} "
+        f"fills, {local['bad']:,} bad shards rebuilt" if local["enabled"] else
+        "off ([cache] local_bytes = 0)"))
     for bad in stats["unreadable_metadata"]:
         say(f"unreadable metadata for file id {bad['fid']} (read as not cached; the next "
             f"warm pass writes it again): {bad['error']}")
@@ -115,13 +136,20 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
                 "settle_seconds); unreadable ones are quarantined. With no --redis-url an "
                 "embedded Redis runs under --state-dir while syncd does. Files are opened "
                 "without HDF5 file locks, so the legacy writers are never blocked.")
+    p.add_argument("--local", action="store_true",
+                   help="then fill this host's local tier ([cache] local_dir, local_bytes) "
+                   "with every warmed file under --hdf5-dir, from Redis, with a progress bar; "
+                   "CachedWindowDataset then maps those shards instead of asking Redis")
     p.add_argument("--workers", type=_positive, metavar="N", default=None,
                    help="threads inflating gzip chunks and hashing files (default: [hdf5] "
                    "warm_workers, else one per usable CPU, at most 8)")
-    p = command("cache", cmd_cache, "inspect the Redis window cache",
-                "Inspect the Redis window and feature cache.", json_flag=False, settings=False)
+    p = command("cache", cmd_cache, "inspect the Redis window cache and the local tier",
+                "Inspect the Redis window and feature cache, and this host's local tier "
+                "(its shards, bytes, hits, misses and fills).", json_flag=False,
+                settings=False)
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     acts.add_parser("stats", help="coverage, memory, hits and misses",
-                    description="Coverage per file, Redis memory and hit counters.",
+                    description="Coverage per file, Redis memory and hit counters; this "
+                    "host's local tier (bytes, shards, hits, misses, fills).",
                     parents=[settings_parent, json_parent])
 

@@ -14,6 +14,13 @@ is taken again only when both sides are done with it:
   the tensor is made with `torch.frombuffer` over a memoryview of the mapping, and a
   finalizer on that memoryview clears the flag.
 
+A buffer's descriptor goes to the training process once, with the first batch in
+it (passing a descriptor costs a connection to the worker's resource sharer, about
+as much as the batch's copy); later batches in it send only the pool's token and the
+buffer's number, and the training process keeps the mapping it made. A buffer the
+worker drops is named in its next batch and unmapped there; the mappings of a worker
+that has exited go when the next descriptor arrives (and at most MAX_MAPPED stay).
+
 A tensor the training process passes on to another process is first copied into
 shared memory of its own by torch, so that copy never sees a reused buffer. With
 every buffer in use (the training loop keeps many batches), batches go back to a
@@ -27,6 +34,7 @@ import logging
 import math
 import mmap
 import os
+import secrets
 import weakref
 from dataclasses import dataclass
 from multiprocessing.reduction import DupFd
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 
 HEADER = 64  # the flag byte, then padding: the data stay 64-byte aligned
 MAX_BUFFERS = 8  # per worker: DataLoader's prefetch, the batch in use, and slack
+MAX_MAPPED = 64  # buffers the training process keeps mapped, all workers together
 _FREE, _IN_USE = 0, 1
 
 
@@ -47,6 +56,8 @@ class _Buffer:
     fd: int
     size: int
     mm: mmap.mmap
+    number: int = 0  # within its pool
+    sent: bool = False  # its descriptor went to the training process
     handed: Any = None  # weak reference to the array last handed out
 
     def idle(self) -> bool:
@@ -58,7 +69,10 @@ class BatchPool:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self.token = secrets.token_hex(8)  # names this pool's buffers in the training process
         self.buffers: list[_Buffer] = []
+        self.retired: list[int] = []  # dropped buffers the training process still maps
+        self.made = 0
 
     def take(self, shape: tuple[int, ...]) -> tuple[np.ndarray, _Buffer] | None:
         """A float32 array of `shape` in an idle buffer, or None (all in use)."""
@@ -73,6 +87,8 @@ class BatchPool:
             buffer = _new_buffer(size)
             if buffer is None:
                 return None
+            self.made += 1
+            buffer.number = self.made
             self.buffers.append(buffer)
         array = np.frombuffer(buffer.mm, np.float32, math.prod(shape), HEADER).reshape(shape)
         buffer.handed = weakref.ref(array)
@@ -80,6 +96,8 @@ class BatchPool:
 
     def drop(self, buffer: _Buffer) -> None:
         self.buffers.remove(buffer)
+        if buffer.sent:
+            self.retired.append(buffer.number)
         os.close(buffer.fd)
         with contextlib.suppress(BufferError):  # an array of it not yet freed: the
             buffer.mm.close()                    # mapping goes with that array
@@ -124,23 +142,45 @@ class ShippedBatch(list):
 
     def __reduce__(self) -> Any:
         eeg, labels = self
-        self.buffer.mm[0] = _IN_USE  # until the training process frees the batch
+        buffer = self.buffer
+        buffer.mm[0] = _IN_USE  # until the training process frees the batch
         try:
             label_part: Any = labels.numpy()
         except TypeError:  # a dtype numpy lacks (bfloat16): torch shares it
             label_part = labels
-        return (_arrive, (DupFd(self.buffer.fd), self.buffer.size, tuple(eeg.shape),
-                          label_part, labels.dtype))
+        fd_ref = None if buffer.sent else DupFd(buffer.fd)
+        buffer.sent = True
+        pool = _pool
+        retired: tuple[int, ...] = ()
+        if pool is not None and pool.retired:
+            retired, pool.retired = tuple(pool.retired), []
+        token = pool.token if pool is not None else ""
+        return (_arrive, ((token, os.getpid(), buffer.number, retired), fd_ref, buffer.size,
+                          tuple(eeg.shape), label_part, labels.dtype))
 
 
-def _arrive(fd_ref: Any, size: int, shape: tuple[int, ...], labels: Any,
-            label_dtype: torch.dtype) -> list[torch.Tensor]:
-    """In the training process: the batch as tensors over the worker's buffer."""
-    fd = fd_ref.detach()
-    try:
-        mm = mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
+# The training process' mappings of worker buffers: (pool token, number) -> (pid, mapping).
+_mapped: dict[tuple[str, int], tuple[int, mmap.mmap]] = {}
+
+
+def _arrive(ident: tuple[str, int, int, tuple[int, ...]], fd_ref: Any, size: int,
+            shape: tuple[int, ...], labels: Any, label_dtype: torch.dtype) -> list[torch.Tensor]:
+    """In the training process: the batch as tensors over the worker's buffer (mapped
+    when its descriptor came, with the buffer's first batch)."""
+    token, pid, number, retired = ident
+    for gone in retired:
+        _unmap((token, gone))
+    if fd_ref is not None:
+        fd = fd_ref.detach()
+        try:
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        _forget_exited()
+        _unmap((token, number))
+        _mapped[(token, number)] = (pid, mm)
+    else:
+        mm = _mapped[(token, number)][1]
     view = memoryview(mm)[HEADER:HEADER + 4 * math.prod(shape)]
     eeg = torch.frombuffer(view, dtype=torch.float32).view(shape)
     weakref.finalize(view, _release, mm)
@@ -149,10 +189,28 @@ def _arrive(fd_ref: Any, size: int, shape: tuple[int, ...], labels: Any,
     return [eeg, labels]
 
 
+def _unmap(key: tuple[str, int]) -> None:
+    """Forget a mapping (it is unmapped once no tensor of it is left)."""
+    entry = _mapped.pop(key, None)
+    if entry is not None:
+        with contextlib.suppress(BufferError, ValueError):
+            entry[1].close()
+
+
+def _forget_exited() -> None:
+    """Mappings of workers that have exited (and the oldest, past MAX_MAPPED)."""
+    for key, (pid, _) in list(_mapped.items()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unmap(key)
+        except OSError:
+            pass
+    while len(_mapped) >= MAX_MAPPED:
+        _unmap(next(iter(_mapped)))
+
+
 def _release(mm: mmap.mmap) -> None:
     """The batch's last tensor is gone: the worker may fill the buffer again."""
-    try:
+    with contextlib.suppress(ValueError, BufferError):  # closed already
         mm[0] = _FREE
-        mm.close()
-    except (ValueError, BufferError):  # pragma: no cover - already closed, or exported
-        pass

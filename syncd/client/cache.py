@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import redis
 
+from syncd.client.local_tier import LocalTier
+from syncd.client.shards import Generation, Shard
 from syncd.connect.redis_urls import mget_any, server_info
 from syncd.sinks.cache import (
     DEFAULT_PREFIX,
@@ -69,12 +71,20 @@ def read_file_meta(client: redis.Redis, keys: Keys, path: str) -> FileMeta | Non
 
 
 class WindowCache(CacheWriter):
-    """Get windows, labels and features; statistics; events. Safe by construction."""
+    """Get windows, labels and features; statistics; events. Safe by construction.
+
+    With `local_tier` (syncd.client.local_tier, e.g. `LocalTier(local_tier_options(s))`),
+    windows and labels of a generation that has a local shard on this host are read
+    from it (read-only arrays over the mapping); `fill_local` makes one.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
-                 max_value_bytes: int = MAX_VALUE_BYTES) -> None:
+                 max_value_bytes: int = MAX_VALUE_BYTES,
+                 local_tier: LocalTier | None = None) -> None:
         super().__init__(client, prefix, max_value_bytes)
         self.bad_values = 0  # values that failed their length or checksum check (read as misses)
+        self.local_tier = local_tier
+        self._shards: dict[str, Shard] = {}
 
     def files(self) -> list[FileMeta]:
         """Every cached file's metadata (unreadable ones are left out, see `unreadable`)."""
@@ -91,11 +101,51 @@ class WindowCache(CacheWriter):
     def get_window(self, ref: FileMeta | str, index: int) -> np.ndarray | None:
         return self.get_windows(ref, [index])[0]
 
+    # -- the local tier -------------------------------------------------------------
+
+    @staticmethod
+    def generation(meta: FileMeta) -> Generation:
+        """The file generation `meta` describes, as the local tier names it."""
+        return Generation(meta.path, meta.size, meta.mtime_ns, meta.ino, *meta.layout)
+
+    def local_shard(self, ref: FileMeta | str) -> Shard | None:
+        """The generation's local shard on this host, if the tier has one (kept open)."""
+        if self.local_tier is None:
+            return None
+        gen = self.generation(self._meta(ref))
+        shard = self._shards.get(gen.key())
+        if shard is None:
+            shard = self.local_tier.open(gen)
+            if shard is not None:
+                self._shards[gen.key()] = shard
+        return shard
+
+    def fill_local(self, ref: FileMeta | str, progress: Any = None,
+                   wait: bool = True) -> Shard | None:
+        """Make the generation's local shard (from Redis, the rest from the file if it is
+        on this host). None: it does not fit the budget (or another process fills it and
+        `wait` is false). Raises ShardError when it cannot be read whole."""
+        from syncd.client.local_fill import FillSource, fill_shard
+
+        if self.local_tier is None:
+            raise ValueError("WindowCache has no local_tier")
+        meta = self._meta(ref)
+        source = FillSource.of_meta(meta, self.keys, client=self.redis)
+        shard = fill_shard(self.local_tier, source, wait=wait, progress=progress)
+        self.bad_values += source.bad
+        if shard is not None:
+            self._shards[shard.gen.key()] = shard
+        return shard
+
     def get_windows(self, ref: FileMeta | str, indices: Sequence[int]) -> list[np.ndarray | None]:
-        """Windows by index with one MGET; None for each one not cached."""
+        """Windows by index: from the local shard if there is one, else with one MGET;
+        None for each one not cached."""
         meta = self._meta(ref)
         if not indices:
             return []
+        shard = self.local_shard(meta)
+        if shard is not None:
+            return [shard.windows[i] for i in indices]
         keys = self.keys.windows(meta.fid, meta.gen, indices)
         return self._decode_all(keys, mget_any(self.redis, keys), meta.dtype, meta.shape)
 
@@ -114,6 +164,9 @@ class WindowCache(CacheWriter):
 
     def get_labels(self, ref: FileMeta | str) -> np.ndarray | None:
         meta = self._meta(ref)
+        shard = self.local_shard(meta)
+        if shard is not None:
+            return shard.labels
         key = self.keys.labels(meta.fid, meta.gen)
         return self._decode_all([key], [self.redis.get(key)], check_dtype(meta.label_dtype),
                                 (meta.n_windows, *meta.label_shape))[0]

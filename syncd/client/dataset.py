@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,15 @@ from syncd.client.cache import (
     read_file_meta,
 )
 from syncd.client.cluster_mget import Mget, open_direct
+from syncd.client.dataset_sources import (
+    FileSpec,
+    FileState,
+    LocalFiles,
+    LocalSide,
+    ProcessState,
+)
 from syncd.client.layouts import dataset_defaults, pick_layout, recorded_layouts
+from syncd.client.local_tier import LocalTier, LocalTierOptions
 from syncd.client.mget import BAD, HIT, MgetError
 from syncd.connect.redis_urls import RedisClient, mget_any
 from syncd.hdf5.files import paths_matching
@@ -73,42 +80,7 @@ RECHECK_SECONDS = 1.0
 CHUNK_CACHE_BYTES = 16 << 20
 
 
-@dataclass
-class _FileSpec:
-    """What is fixed at construction: the file, its layout and its length."""
-
-    path: str
-    layout: Layout
-    n: int
-    shape: tuple[int, ...]  # one window's
-
-
-@dataclass
-class _FileState:
-    """Per-worker state of one file: cache metadata, labels, the open handle."""
-
-    meta: FileMeta | None = None
-    miss: Any = None  # the file's stat when the cache last had nothing for it
-    recheck_at: float = 0.0
-    labels: np.ndarray | None = None
-    labels_sig: tuple[Any, ...] | None = None
-    handle: Any = None
-    handle_sig: FileSig | None = None
-
-
-@dataclass
-class _Local:
-    pid: int
-    redis: RedisClient | None
-    files: list[_FileState] = field(default_factory=list)
-    direct: Mget | None = None
-    redis_down_until: float = 0.0
-    hits: int = 0
-    misses: int = 0
-    bad: int = 0  # cached values that failed their length or checksum check (also misses)
-
-
-class CachedWindowDataset(Dataset):
+class CachedWindowDataset(LocalSide, Dataset):
     """Windows of HDF5 files, from the Redis cache syncd keeps warm, else from the files.
 
     Args:
@@ -126,7 +98,13 @@ class CachedWindowDataset(Dataset):
             `[hdf5] layouts` (default `eeg`+`labels`, `data`+`targets`) the file has.
         label_dtype: the labels' tensor dtype (float32, as the legacy Dataset).
         recheck_seconds: how long a file found uncached is served from the file before
-            the cache is asked again (it may have been warmed meanwhile).
+            the cache is asked again (it may have been warmed meanwhile), and a file
+            without a local shard from Redis before the local tier is asked again.
+        local_dir, local_bytes: the host's local tier (shards of the file generations
+            read, memory-mapped by every process; syncd.client.local_tier) and its byte
+            budget; default `[cache] local_dir` and `local_bytes` (0: no local tier).
+        pin_memory: in the training process (`num_workers=0`), read batches straight
+            into page-locked memory (with CUDA), as `DataLoader(pin_memory=True)` wants.
     """
 
     def __init__(self, files: Sequence[str | Path] | None = None, *,
@@ -136,7 +114,9 @@ class CachedWindowDataset(Dataset):
                  prefix: str | None = None,
                  layouts: Sequence[tuple[str, str]] | None = None,
                  label_dtype: torch.dtype = torch.float32,
-                 recheck_seconds: float = RECHECK_SECONDS) -> None:
+                 recheck_seconds: float = RECHECK_SECONDS,
+                 local_dir: str | Path | None = None, local_bytes: int | None = None,
+                 pin_memory: bool = False) -> None:
         if (files is None) == (query is None):
             raise ValueError("pass either files or query (with db)")
         if query is not None:
@@ -156,16 +136,20 @@ class CachedWindowDataset(Dataset):
         self.offsets = np.cumsum([0] + [s.n for s in self.specs])
         self.label_dtype = label_dtype
         self.recheck_seconds = recheck_seconds
-        self._local: _Local | None = None
+        self.local_tier = LocalTierOptions(
+            Path(local_dir) if local_dir is not None else found.local.directory,
+            found.local.budget if local_bytes is None else int(local_bytes))
+        self.pin_memory = pin_memory
+        self._local: ProcessState | None = None
         if self.redis_url is None:
             log.warning("no Redis cache found (no redis_url, SYNCD_REDIS_URL or running "
                         "embedded Redis): every window is read from the HDF5 files")
 
-    def _spec(self, path: Path, recorded: Layout | None) -> _FileSpec:
+    def _spec(self, path: Path, recorded: Layout | None) -> FileSpec:
         with open_h5(path) as f:
             layout = pick_layout(f, path, recorded, self.layouts)
             shape = f[layout.windows].shape
-            return _FileSpec(str(path), layout, int(shape[0]), tuple(shape[1:]))
+            return FileSpec(str(path), layout, int(shape[0]), tuple(shape[1:]))
 
     # -- pickling for DataLoader workers: settings only, no connection or handle ----------
 
@@ -174,13 +158,16 @@ class CachedWindowDataset(Dataset):
         state["_local"] = None
         return state
 
-    def _state(self) -> _Local:
+    def _state(self) -> ProcessState:
         local = self._local
         if local is None or local.pid != os.getpid():
             from syncd.connect.redis import reader_redis
 
             client = reader_redis(self.redis_url)
-            local = _Local(os.getpid(), client, [_FileState() for _ in self.specs])
+            local = ProcessState(os.getpid(), client, [FileState() for _ in self.specs])
+            if self.local_tier.budget > 0:
+                local.local = LocalFiles.new(LocalTier(self.local_tier), len(self.specs),
+                                             self.recheck_seconds)
             self._local = local
         return local
 
@@ -196,22 +183,33 @@ class CachedWindowDataset(Dataset):
         """A batch: one MGET for every cached window, the files for the rest, all into
         one tensor (a `WindowBatch`, see syncd.client.batches) when shapes agree."""
         n = len(self)
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"index out of range for a dataset of {n} windows")
         idx = np.where(idx < 0, idx + n, idx)
-        file_of = (np.searchsorted(self.offsets, idx, side="right") - 1).tolist()
-        local_of = (idx - self.offsets[file_of]).tolist()
+        files = np.searchsorted(self.offsets, idx, side="right") - 1
+        locals_ = idx - self.offsets[files]
         st = self._state()
-        metas = {j: self._current_meta(st, j) for j in set(file_of)}
+        held = self._held(st, set(files.tolist())) if st.local is not None else {}
+        if held and len(held) == len(set(files.tolist())) and len(idx) and \
+                len({self.specs[j].shape for j in held}) == 1:
+            return self._local_batch(st, files, locals_, idx)
+        file_of, local_of = files.tolist(), locals_.tolist()
+        metas = {j: self._current_meta(st, j) for j in set(file_of) if j not in held}
         batch, buffer, targets = targets_for([self.specs[j].shape for j in file_of])
         filled = [False] * len(idx)
-        positions = [p for p, j in enumerate(file_of) if metas[j] is not None]
+        rows: list[Any] = [None] * len(idx)
+        for p, j in enumerate(file_of):
+            if j in held:
+                targets[p][...] = held[j].windows[local_of[p]]
+                rows[p], filled[p] = held[j].labels[local_of[p]], True
+        if st.local is not None:
+            st.local.count(sum(filled), len(idx) - sum(filled))
+        positions = [p for p, j in enumerate(file_of) if metas.get(j) is not None]
         if positions:
             self._fetch(st, [(p, metas[file_of[p]], local_of[p]) for p in positions],
                         targets, filled)
-        st.hits += sum(filled)
-        rows: list[Any] = [None] * len(idx)
+        st.hits += sum(1 for p in positions if filled[p])
         for j in sorted(metas):
             mine = [p for p, f in enumerate(file_of) if f == j]
             misses = [p for p in mine if not filled[p]]
@@ -231,7 +229,7 @@ class CachedWindowDataset(Dataset):
             [torch.from_numpy(t) for t in targets]
         return list(zip(eeg, labels))
 
-    def _fetch(self, st: _Local, wanted: list[tuple[int, FileMeta, int]],
+    def _fetch(self, st: ProcessState, wanted: list[tuple[int, FileMeta, int]],
                targets: list[np.ndarray], filled: list[bool]) -> None:
         """Fill `targets[p]` (and set `filled[p]`) for every cached window in `wanted`
         (position, metadata, index): received in place, its checksum checked."""
@@ -255,7 +253,7 @@ class CachedWindowDataset(Dataset):
                 log.warning("%s: ignoring a bad cached value under %s (wrong length or "
                             "checksum)", meta.path, key)
 
-    def _direct(self, st: _Local) -> Mget | None:
+    def _direct(self, st: ProcessState) -> Mget | None:
         """The worker's direct MGET connection (None: Redis down, or a URL it cannot serve)."""
         if self.redis_url is None or time.monotonic() < st.redis_down_until:
             return None
@@ -268,12 +266,12 @@ class CachedWindowDataset(Dataset):
 
     # -- the cache side ----------------------------------------------------------------
 
-    def _redis(self, st: _Local) -> RedisClient | None:
+    def _redis(self, st: ProcessState) -> RedisClient | None:
         if st.redis is None or time.monotonic() < st.redis_down_until:
             return None
         return st.redis
 
-    def _redis_failed(self, st: _Local, exc: Exception) -> None:
+    def _redis_failed(self, st: ProcessState, exc: Exception) -> None:
         log.warning("Redis is unavailable (%s); reading from the HDF5 files for %.0f s",
                     exc, RETRY_REDIS_SECONDS)
         st.redis_down_until = time.monotonic() + RETRY_REDIS_SECONDS
@@ -283,7 +281,7 @@ class CachedWindowDataset(Dataset):
         for fs in st.files:
             fs.meta = None
 
-    def _mget(self, st: _Local, keys: list[str]) -> list[bytes | None]:
+    def _mget(self, st: ProcessState, keys: list[str]) -> list[bytes | None]:
         client = self._redis(st)
         if client is None:
             return [None] * len(keys)
@@ -293,7 +291,7 @@ class CachedWindowDataset(Dataset):
             self._redis_failed(st, exc)
             return [None] * len(keys)
 
-    def _current_meta(self, st: _Local, j: int) -> FileMeta | None:
+    def _current_meta(self, st: ProcessState, j: int) -> FileMeta | None:
         """The cache's metadata for file j if it describes the file as it is now, else None."""
         fs = st.files[j]
         spec = self.specs[j]
@@ -326,7 +324,7 @@ class CachedWindowDataset(Dataset):
         fs.miss, fs.recheck_at = now, time.monotonic() + self.recheck_seconds
         return None
 
-    def _labels(self, st: _Local, j: int, meta: FileMeta | None) -> np.ndarray:
+    def _labels(self, st: ProcessState, j: int, meta: FileMeta | None) -> np.ndarray:
         """All labels of file j for the version being served (cache generation or file)."""
         fs = st.files[j]
         if meta is not None:
@@ -359,7 +357,7 @@ class CachedWindowDataset(Dataset):
 
     # -- the HDF5 side -------------------------------------------------------------------
 
-    def _handle(self, st: _Local, j: int) -> Any:
+    def _handle(self, st: ProcessState, j: int) -> Any:
         fs = st.files[j]
         path = Path(self.specs[j].path)
         sig = FileSig.of(path)
@@ -391,4 +389,6 @@ class CachedWindowDataset(Dataset):
             st.redis.close()
         if st.direct is not None:
             st.direct.close()
+        if st.local is not None:
+            st.local.close()
         self._local = None

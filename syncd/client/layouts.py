@@ -21,6 +21,7 @@ import redis
 
 from legacy_adapters.hdf5 import BadFile, Layout, find_layout
 from syncd.client.cache import CacheError, Keys, read_file_meta
+from syncd.client.local_tier import LocalTierOptions
 from syncd.config import load_settings
 from syncd.hdf5.files import HDF5_FILES
 
@@ -34,11 +35,13 @@ class DatasetDefaults:
     redis_url: str | None  # the configured Redis, else the embedded one running
     prefix: str  # [cache] prefix
     layouts: list[Layout]  # [hdf5] layouts
+    local: LocalTierOptions  # [cache] local_dir, local_bytes
 
 
 def dataset_defaults(config: str | Path | None, state_dir: str | Path | None) -> DatasetDefaults:
     """The settings as the CLI resolves them (TOML < SYNCD_* < these arguments)."""
     from syncd.api.hdf5_options import cache_prefix, load_layouts
+    from syncd.api.local_tier import local_tier_options
     from syncd.api.options import endpoints
     from syncd.connect.redis import running_redis_url
 
@@ -49,7 +52,7 @@ def dataset_defaults(config: str | Path | None, state_dir: str | Path | None) ->
         flags["state_dir"] = state_dir
     settings = load_settings(flags)
     return DatasetDefaults(running_redis_url(endpoints(settings)), cache_prefix(settings),
-                           list(load_layouts(settings)))
+                           list(load_layouts(settings)), local_tier_options(settings))
 
 
 def pick_layout(f: Any, path: Path, recorded: Layout | None,

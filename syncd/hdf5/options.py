@@ -29,6 +29,9 @@ CACHE_DEFAULTS: dict[str, Any] = {
     "prefix": DEFAULT_PREFIX,
     "warm_first": [],
     "max_value_mb": MAX_VALUE_BYTES >> 20,
+    # the training host's local tier (syncd.api.local_tier resolves these two)
+    "local_dir": "",  # "": $XDG_CACHE_HOME/syncd/local, else ~/.cache/syncd/local
+    "local_bytes": 16 << 30,  # 0: no local tier
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.database import Database
 
 from syncd.checkpoint.sources import SourceRef
+from syncd.client.local_tier import LocalTierOptions
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,4 @@ class HttpContext:
     redis: Any | None = None
     status: Callable[[], dict[str, Any] | None] | None = None
     migrations: Path | None = None
+    local_tier: LocalTierOptions | None = None  # this host's (resolved by syncd.api)

@@ -329,7 +329,20 @@ def cache(ctx: HttpContext) -> dict[str, Any]:
     from syncd.hdf5.files import HDF5_FILES
     from syncd.hdf5.status import hdf5_status
 
+    local = local_tier_stats(ctx)
     if HDF5_FILES not in ctx.db.list_collection_names():
-        return {"indexed": False, "files": [], "quarantined": []}
+        return {"indexed": False, "files": [], "quarantined": [], "local": local}
     found = hdf5_status(ctx.db, ctx.redis, limit=500)
-    return jsonable({"indexed": True, **found})
+    return jsonable({"indexed": True, **found, "local": local})
+
+
+def local_tier_stats(ctx: HttpContext) -> dict[str, Any] | None:
+    """The local tier of the host the dashboard runs on (bytes, hits, misses, fills)."""
+    from syncd.client.local_tier import LocalTier
+
+    if ctx.local_tier is None:
+        return None
+    try:
+        return LocalTier(ctx.local_tier).stats()
+    except OSError as exc:
+        return {"error": str(exc)}

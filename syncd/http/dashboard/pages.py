@@ -294,10 +294,29 @@ def _bar(fraction: Any) -> str:
     return f'<progress class=bar max=100 value="{pct:.1f}"></progress> {pct:.0f}%'
 
 
+def _local_tier(local: dict[str, Any] | None) -> str:
+    """This host's local tier (shards memory-mapped by training processes)."""
+    if not local:
+        return ""
+    if local.get("error"):
+        return f'<h2>Local tier</h2><p class=bad data-testid=local-tier>{e(local["error"])}</p>'
+    if not local.get("enabled"):
+        return ("<h2>Local tier</h2><p class=empty data-testid=local-tier>off on this host "
+                "([cache] local_bytes = 0)</p>")
+    return "<h2>Local tier (this host)</h2>" + facts(
+        [("directory", local.get("directory")),
+         ("bytes / budget", f"{_bytes(local.get('bytes'))} / "
+                            f"{_bytes(local.get('budget_bytes'))}"),
+         ("shards", local.get("shards")), ("hits (windows)", local.get("hits")),
+         ("misses (windows)", local.get("misses")), ("fills", local.get("fills")),
+         ("bad shards rebuilt", local.get("bad"))], "local-tier")
+
+
 def cache_page(data: dict[str, Any]) -> str:
     if not data.get("indexed"):
         return page("Cache", "/cache", '<p class=empty data-testid=cache-files>no HDF5 file '
-                    "indexed yet (syncd run --hdf5-dir or syncd warm)</p>")
+                    "indexed yet (syncd run --hdf5-dir or syncd warm)</p>"
+                    + _local_tier(data.get("local")))
     memory = data.get("memory") or {}
     used, budget = memory.get("used_bytes"), memory.get("budget_bytes")
     share = used / budget if isinstance(used, int) and budget else None
@@ -321,4 +340,4 @@ def cache_page(data: dict[str, Any]) -> str:
                  for q in data.get("quarantined", [])], "quarantined-files",
                 "no quarantined files")
     return page("Cache", "/cache", summary + budget_bar + "<h2>Files</h2>" + grid
-                + "<h2>Quarantined files</h2>" + bad)
+                + "<h2>Quarantined files</h2>" + bad + _local_tier(data.get("local")))
