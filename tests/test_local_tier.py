@@ -19,11 +19,11 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader  # noqa: E402
 
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client import batch_pool  # noqa: E402
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.client.local_tier import LocalTier, LocalTierOptions  # noqa: E402
-from syncd.hdf5.follower import Hdf5Follower  # noqa: E402
 from tests.hdf5_support import make_settings, write_h5  # noqa: E402
 from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
 
@@ -44,7 +44,7 @@ def files(tmp_path, db, rclient, prefix):
     write_h5(d / "b.h5", n=20, seed=2, layout="data")
     write_h5(d / "c.h5", n=25, seed=3, dtype="f8", chunks=(5, 8, 100), compression="gzip")
     write_h5(d / "d.h5", n=30, seed=4)
-    follower = Hdf5Follower(make_settings(tmp_path, [d], prefix), db, rclient)
+    follower = hdf5_follower(make_settings(tmp_path, [d], prefix), db, rclient)
     follower.warm()
     return [d / "a.h5", d / "b.h5", d / "c.h5", d / "d.h5"], follower
 
@@ -284,10 +284,9 @@ def test_the_dashboard_shows_the_hosts_local_tier(files, db, rclient, redis_url,
                                                   tmp_path):
     import json
 
+    from syncd.api.http_options import http_context, http_options
     from syncd.config import load_settings
     from syncd.http.app import build_app
-    from syncd.http.context import HttpContext
-    from syncd.http.options import http_options
     from syncd.http.server import HttpServer
     from tests.http_support import request
 
@@ -300,7 +299,7 @@ def test_the_dashboard_shows_the_hosts_local_tier(files, db, rclient, redis_url,
     cfg.write_text('[http]\nlisten = "127.0.0.1:0"\n')
     settings = load_settings({"config": str(cfg), "database": db.name})
     options = http_options(settings)
-    ctx = HttpContext(settings, db, rclient, local_tier=LocalTierOptions(tier, GB))
+    ctx = http_context(settings, db, rclient, local_tier=LocalTierOptions(tier, GB))
     with HttpServer(build_app(ctx, options), options) as server:
         status, _, body = request(server, "/api/cache")
         assert status == 200

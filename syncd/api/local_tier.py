@@ -106,9 +106,10 @@ def warm_local(settings: Settings, client: Any, prefix: str,
 
 def warm_local_tier(settings: Settings, progress: Progress | None = None) -> LocalWarmReport:
     """`syncd warm --local`: this host's tier filled from the configured Redis."""
+    from syncd.api.hdf5_options import load_hdf5_config
+    from syncd.api.options import endpoints
     from syncd.connect.redis import open_redis
-    from syncd.hdf5.options import load_hdf5_config
 
     config = load_hdf5_config(settings, require_dirs=False)
-    with open_redis(settings) as rt:
+    with open_redis(endpoints(settings)) as rt:
         return warm_local(settings, rt.client, config.prefix, progress)
