@@ -19,12 +19,13 @@ from syncd.api.experiments import (
 )
 from syncd.api.hdf5 import cache_stats, warm
 from syncd.api.legacy import capture_install, capture_status, capture_uninstall, sample
+from syncd.api.restore import restore
 from syncd.api.run import run
 from syncd.api.sync import MigrateResult, migrate, reconcile, status, status_health, verify
 
 __all__ = [
     "Experiments", "MigrateResult", "cache_stats", "capture_install", "capture_status",
     "capture_uninstall", "dashboard", "events", "experiments_best", "experiments_compare",
-    "experiments_history", "experiments_search", "migrate", "reconcile", "run", "sample",
+    "experiments_history", "experiments_search", "migrate", "reconcile", "restore", "run", "sample",
     "status", "status_health", "verify", "warm",
 ]

@@ -19,6 +19,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.config import Settings
 from syncd.engine.backfill import Backfill
+from syncd.engine.baseline import Baseline
 from syncd.engine.migration_files import MigrationFile, build_model
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -29,6 +30,7 @@ from syncd.projection.project import Params, host_timezone
 from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.base import Sink
 from syncd.sinks.collections import MongoCollections
+from syncd.sinks.history import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFil
                 f"(checksum {entry.get('checksum', '?')[:12]} recorded, "
                 f"{migration.checksum[:12]} now); restore the file, or move below it first "
                 f"(syncd migrate --to {version - 1}) and then up again")
+
+
+def history_exclude(settings: Settings) -> frozenset[str]:
+    """The tables left out of history (`[history] exclude`, where the settings have it)."""
+    return frozenset(getattr(settings, "history_exclude", None) or ())
 
 
 def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: str) -> Params:
@@ -178,8 +185,10 @@ class Migrator:
             lease.release()
 
     def _run(self, plan: MigrationPlan, sink: Sink, lease: Lease) -> Report:
+        history = Baseline(HistoryStore(self.db, self.settings.source_id), self.source,
+                           history_exclude(self.settings))
         backfill = Backfill(self.source, self.db, sink, self.store, plan.params,
-                        self.settings.chunk_size, self.progress, lease)
+                            self.settings.chunk_size, self.progress, lease, history=history)
         schema = self.source.schema()
         if plan.discard_job:
             backfill.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
@@ -227,6 +236,7 @@ class Migrator:
                                  last_run_at=now)
             crashpoint("finish.before_clear")
             self.store.clear_job()
+        history.record_views()
         report.notes = plan.notes + report.notes
         # "kind" names the run (what `syncd status` looks up); "plan" what it did.
         self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
