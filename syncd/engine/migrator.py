@@ -57,7 +57,11 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFil
 
 def history_exclude(settings: Settings) -> frozenset[str]:
     """The tables left out of history (`[history] exclude`, where the settings have it)."""
-    return frozenset(getattr(settings, "history_exclude", None) or ())
+    found = getattr(settings, "history_exclude", None)
+    if found is None:
+        section = (getattr(settings, "extra", None) or {}).get("history") or {}
+        found = section.get("exclude") if isinstance(section, dict) else None
+    return frozenset(t for t in found or () if isinstance(t, str))
 
 
 def resolve_params(settings: Settings, meta: dict[str, Any] | None, database: str) -> Params:
