@@ -65,7 +65,8 @@ def write_history(db: Database, rows: int) -> float:
         store.record_snapshots(TABLE, start, julian_day_now(), ids(keys),
                                [(k,) for k in keys], keys, COLS, values, raw=False)
     store.record_schema(TABLE, julian_day_now(), 0, CREATE, ["CREATE INDEX epochs_run ON "
-                        "epochs(run_id, epoch)"], rows, baseline=start, rows=rows)
+                        "epochs(run_id, epoch)"], rows, baseline=start, rows=rows,
+                        columns=COLS)
     return time.perf_counter() - began
 
 

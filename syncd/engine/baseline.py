@@ -62,7 +62,8 @@ class TablePass:
         if found is None or found.kind != "table":
             return  # dropped meanwhile: it has no SQL to restore
         self.baseline.record(found, baseline=self.start, rows_kept=self.kept,
-                             rows=self.rows if self.kept else None)
+                             rows=self.rows if self.kept else None,
+                             columns=self.names)
 
 
 class Baseline:

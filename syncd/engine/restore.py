@@ -118,14 +118,17 @@ class TableWriter:
             self._sql[key] = found
         return found
 
-    def add(self, versions: Iterable[dict[str, Any]]) -> None:
-        """Insert the row each version holds."""
+    def add(self, versions: Iterable[dict[str, Any]],
+            columns: Sequence[str] | None = None) -> None:
+        """Insert the row each version holds (`columns`: the columns of every one of
+        them, when known; else each version's `cols`)."""
         pending = self._pending
         last_cols: Any = None
         last_bare = False
         head, rid = "", False
         for v in versions:
-            vals, rowid, cols = v["vals"], v["rowid"], v["cols"]
+            vals, rowid = v["vals"], v["rowid"]
+            cols = columns or v["cols"]
             if cols != last_cols or (rowid is None) is not last_bare:
                 head, rid, full = self._statement(cols, rowid is not None)
                 last_cols, last_bare = cols, rowid is None
@@ -176,35 +179,39 @@ class TableWriter:
         self.rows -= 1
 
 
-def restore_rows(reader: HistoryReader, writer: TableWriter, table: str, since: float,
+def restore_rows(reader: HistoryReader, writer: TableWriter, table: str,
                  jd: float | None, task: Any) -> None:
-    """The rows of `table` as of `jd`: the snapshots as they come, then the later
-    versions' last state of each row they touch (syncd.sinks.history: the order)."""
-    changes: dict[Any, dict[str, Any]] = {}
-    for batch in reader.version_batches(table, since, jd):
+    """The rows of `table` as of `jd`: the snapshots as they come, then the last state
+    of each row a later version touched (syncd.sinks.history: the order)."""
+    since, columns = reader.baseline_as_of(table, jd)
+    changed: set[Any] = set()
+    for batch in reader.version_batches(table, since, jd, with_cols=columns is None):
         snapshots = [v for v in batch if v["op"] == "snapshot"]
         if len(snapshots) != len(batch):
-            for v in batch:
-                if v["op"] != "snapshot":
-                    writer.seen(v["rowid"])  # a counter also counts deleted rows
-                    last = changes.get(v["doc"])
-                    if last is None or order(v) > order(last):
-                        changes[v["doc"]] = v
-        writer.add(snapshots)
+            changed.update(v["doc"] for v in batch if v["op"] != "snapshot")
+        writer.add(snapshots, columns)
         task.advance(len(batch))
     writer.flush()
-    if not changes:
+    if not changed:
         return
-    snaps = reader.snapshots_of(table, list(changes), since, jd)
+    last: dict[Any, dict[str, Any]] = {}
+    snaps: dict[Any, dict[str, Any]] = {}
+    for v in reader.versions_of(table, list(changed), since, jd):
+        if v["op"] == "snapshot":
+            snaps[v["doc"]] = v
+        else:
+            writer.seen(v["rowid"])  # a counter also counts rows deleted since
+        if v["doc"] not in last or order(v) > order(last[v["doc"]]):
+            last[v["doc"]] = v
     finals = []
-    for doc, change in changes.items():
+    for doc, final in last.items():
         snap = snaps.get(doc)
-        if snap is not None and order(snap) >= order(change):
+        if final is snap:
             continue  # the snapshot is the row's last state; it is in already
         if snap is not None:
             writer.remove(snap)
-        if change["cols"] is not None:
-            finals.append(change)
+        if final["cols"] is not None:
+            finals.append(final)
     writer.add(finals)
     writer.flush()
 
@@ -290,7 +297,7 @@ def _write(tmp: Path, reader: HistoryReader, options: RestoreOptions,
             writer = TableWriter(conn, name)
             if doc.get("rows_kept", True):
                 task = progress.task(name, doc.get("rows"))
-                restore_rows(reader, writer, name, reader.baseline_as_of(name, jd), jd, task)
+                restore_rows(reader, writer, name, jd, task)
                 task.finish()
             else:
                 report.not_restored.append({"table": name, "why": "left out of history "

@@ -28,8 +28,9 @@ stores it; None once the table is dropped), `indexes` (their `CREATE INDEX`
 statements) and `sequence` (the table's `sqlite_sequence` counter then, or None);
 also `kind` ("table", or "view": a view's `CREATE VIEW` under its name), `triggers`
 (the legacy `CREATE TRIGGER` statements on it; never syncd's capture triggers),
-`baseline`, `rows` (the rows the baseline recorded) and `rows_kept` (below). Absent
-fields read as "table", [], None, None, true.
+`baseline`, `rows` (the rows the baseline recorded), `columns` (the `cols` every
+snapshot of that baseline holds: a restore reads them once, not per row) and
+`rows_kept` (below). Absent fields read as "table", [], None, None, None, true.
 
 The baseline: history starts at the first sync, which records every row as a
 `snapshot` (read in chunks, each stamped with the moment before its read) and then,
@@ -152,14 +153,15 @@ class HistoryStore:
                       indexes: Sequence[str] = (), sequence: int | None = None, *,
                       triggers: Sequence[str] = (), kind: str = "table",
                       baseline: float | None = None, rows_kept: bool = True,
-                      rows: int | None = None) -> int:
+                      rows: int | None = None,
+                      columns: Sequence[str] | None = None) -> int:
         """Store one version of a table's (or view's) SQL (None: it was dropped)."""
         doc = {"_id": version_id(self.source_id, table, "schema", jd, seq, 0, "snapshot"),
                "source": self.source_id, "table": table, "jd": jd,
                "at": from_julian_day(jd), "seq": seq, "sql": sql,
                "indexes": list(indexes), "sequence": sequence, "kind": kind,
                "triggers": list(triggers), "baseline": baseline, "rows_kept": rows_kept,
-               "rows": rows}
+               "rows": rows, "columns": None if columns is None else list(columns)}
         return _insert_new(self.schemas, [doc])
 
     def has_baseline(self, table: str) -> bool:
@@ -292,45 +294,50 @@ class HistoryReader:
                                       sort=[("jd", 1)])
         return None if first is None else first["jd"]
 
-    def baseline_as_of(self, table: str, jd: float | None = None) -> float:
+    def baseline_as_of(self, table: str,
+                       jd: float | None = None) -> tuple[float, list[str] | None]:
         """Where `table`'s rows as of `jd` start: the start of its last completed baseline
-        pass then (versions before it are superseded), or -inf if none names one."""
+        pass then (versions before it are superseded), or -inf if none names one; and
+        the columns that baseline's snapshots hold (None: read each one's `cols`)."""
         query: dict[str, Any] = {"source": self.source_id, "table": table,
                                  "baseline": {"$ne": None}}
         if jd is not None:
             query["jd"] = {"$lte": jd}
-        found = self.schemas.find_one(query, {"baseline": 1}, sort=[("jd", -1), ("seq", -1)])
-        return -math.inf if found is None else found["baseline"]
+        found = self.schemas.find_one(query, {"baseline": 1, "columns": 1},
+                                      sort=[("jd", -1), ("seq", -1)])
+        if found is None:
+            return -math.inf, None
+        return found["baseline"], found.get("columns")
 
     def version_batches(self, table: str, since: float, jd: float | None,
+                        with_cols: bool = True,
                         batch_size: int = 20000) -> Iterator[list[dict[str, Any]]]:
         """Every version of `table` stamped in [`since`, `jd`], in no order, in the
-        server's batches, decoded in C (fields doc, op, rowid, cols, vals, jd, seq, n):
-        a restore's one pass over the history, the cheapest read there is."""
+        server's batches, decoded in C (fields doc, op, rowid, vals, and `cols` unless
+        the snapshots' columns are known): a restore's one pass over the history, the
+        cheapest read there is (`cols`, a string per column, is most of the decoding)."""
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
+        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1}
+        if with_cols:
+            fields["cols"] = 1
         cursor = self.history.find_raw_batches(
-            {"source": self.source_id, "table": table, "jd": when},
-            {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "cols": 1, "vals": 1, "jd": 1,
-             "seq": 1, "n": 1}, batch_size=batch_size)
+            {"source": self.source_id, "table": table, "jd": when}, fields,
+            batch_size=batch_size)
         for raw in cursor:
             yield bson.decode_all(raw, _PLAIN)
 
-    def snapshots_of(self, table: str, docs: Sequence[Any], since: float,
-                     jd: float | None) -> dict[Any, dict[str, Any]]:
-        """The snapshot (in [`since`, `jd`]) of each of these rows that has one."""
+    def versions_of(self, table: str, docs: Sequence[Any], since: float,
+                    jd: float | None) -> Iterator[dict[str, Any]]:
+        """Every version (in [`since`, `jd`]) of these rows, whole, in no order."""
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
-        out: dict[Any, dict[str, Any]] = {}
         for start in range(0, len(docs), 1000):
-            for doc in self.history.find({"source": self.source_id, "table": table,
+            yield from self.history.find({"source": self.source_id, "table": table,
                                           "doc": {"$in": list(docs[start:start + 1000])},
-                                          "op": "snapshot", "jd": when}):
-                if doc["doc"] not in out or order(doc) > order(out[doc["doc"]]):
-                    out[doc["doc"]] = doc
-        return out
+                                          "jd": when})
 
 
 _PLAIN = CodecOptions()
