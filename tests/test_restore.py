@@ -216,3 +216,24 @@ def test_restore_as_of_a_moment_before_later_versions(tmp_path, target_args, db)
     assert day.code == 2 and "before history starts" in day.err
     bad = restore(target_args, tmp_path / "bad.db", "--as-of", "yesterday-ish")
     assert bad.code == 2 and "not a time" in bad.err
+
+
+def test_a_table_left_out_of_history_is_named(tmp_path, mongo_url, db_name):
+    """`[history] exclude`: the table's SQL is kept, its rows are not; restore makes it
+    empty and names it as not restorable exactly."""
+    from syncd import api
+    from syncd.config import load_settings
+
+    legacy = tmp_path / "metadata.db"
+    make_awkward(legacy)
+    settings = load_settings({"sqlite": legacy, "mongo_url": mongo_url, "database": db_name,
+                              "source_id": SOURCE, "timezone": "UTC"}, environ={})
+    settings.history_exclude = frozenset({"loose"})  # what [history] exclude sets
+    api.migrate(settings)
+    report = api.restore(settings, tmp_path / "out.db", as_of="now")
+    assert [t["table"] for t in report.not_restored] == ["loose"]
+    have, want = dump(tmp_path / "out.db"), dump(legacy)
+    assert have["rows"]["loose"] == [] and want["rows"]["loose"]
+    assert {k: v for k, v in have["rows"].items() if k != "loose"} == \
+        {k: v for k, v in want["rows"].items() if k != "loose"}
+    assert have["schema"] == want["schema"]
