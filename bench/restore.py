@@ -8,9 +8,10 @@ On one MongoDB server (the embedded SecantusDB, as users get it, unless --mongo-
       HistoryStore, as the baseline writes them), through the engine `syncd restore`
       runs, wall clock, and per CPU second of this process alone (the client side:
       decoding, SQLite inserts): goal >= 100,000 rows/s on one core;
-  (b) baselines, the same history documents read bare from the server: sorted by
-      row and version (what a restore that let the server order them would wait
-      for) and unsorted (the one pass restore makes), decoded in C, nothing else;
+  (b) baselines, the same history documents read bare from the server: unsorted
+      (the one pass restore makes) and sorted by row and version (what a restore
+      that let the server order them would wait for; stopped after --sort-limit
+      seconds, then reported as a bound), decoded in C, nothing else;
   (m) `syncd migrate` first run on an EEG2025-shaped db of --migrate-rows rows, with
       the history baseline (a snapshot per row) against without it (every table in
       `[history] exclude`), alternated; the ratio is the baseline's cost.
@@ -18,7 +19,7 @@ On one MongoDB server (the embedded SecantusDB, as users get it, unless --mongo-
 `restore_section()` and `migrate_section()` return RESULT lines, for bench/history.py.
 
     python -m bench.restore [--rows 1000000] [--migrate-rows 50000] [--mongo-url URL]
-                            [--only all|restore|migrate]
+                            [--only all|restore|migrate] [--sort-limit S]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import bson
 from pymongo.database import Database
+from pymongo.errors import ExecutionTimeout
 
 from bench.harness import ROOT, cpu_seconds, describe, load, mongo_server, result_line, say
 from syncd.api.sync import migrate
@@ -70,18 +72,24 @@ def write_history(db: Database, rows: int) -> float:
     return time.perf_counter() - began
 
 
-def bare_read(db: Database, table: str, sort: bool) -> tuple[int, float]:
-    """The history documents of `table` read and decoded, nothing else."""
+def bare_read(db: Database, table: str, sort: bool,
+              limit_s: float = 0) -> tuple[int, float, bool]:
+    """The history documents of `table` read and decoded, nothing else; (rows, seconds,
+    whether it finished within `limit_s`, 0: no limit)."""
     began = time.perf_counter()
     n = 0
     cursor = db["_syncd_history"].find_raw_batches(
         {"source": SOURCE, "table": table},
         {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "cols": 1, "vals": 1, "jd": 1, "seq": 1,
          "n": 1}, sort=[("doc", 1), ("jd", 1), ("seq", 1), ("n", 1)] if sort else None,
-        batch_size=20000)
-    for raw in cursor:
-        n += len(bson.decode_all(raw))
-    return n, time.perf_counter() - began
+        batch_size=20000, allow_disk_use=sort or None,
+        max_time_ms=int(limit_s * 1000) or None)
+    try:
+        for raw in cursor:
+            n += len(bson.decode_all(raw))
+    except ExecutionTimeout:
+        return n, time.perf_counter() - began, False
+    return n, time.perf_counter() - began, True
 
 
 def timed_restore(db: Database, path: Path, server: int | None) -> dict[str, float]:
@@ -99,7 +107,8 @@ def _settings(url: str, database: str, sqlite: Path):
                           "source_id": SOURCE, "timezone": "UTC"}, environ={})
 
 
-def restore_section(url: str, server: int | None, rows: int, work: Path) -> list[str]:
+def restore_section(url: str, server: int | None, rows: int, work: Path,
+                    sort_limit: float = 600.0) -> list[str]:
     """(r) and (b): RESULT lines for the fixture and a table of `rows` rows."""
     client = connect(url, 30.0)
     lines = []
@@ -117,25 +126,28 @@ def restore_section(url: str, server: int | None, rows: int, work: Path) -> list
         say(f"writing {rows:,} snapshot versions (HistoryStore) ...")
         loaded = write_history(db, rows)
         say(f"  {rows / loaded:,.0f} versions/s written")
-        sorted_n, sorted_s = bare_read(db, TABLE, sort=True)
-        plain_n, plain_s = bare_read(db, TABLE, sort=False)
+        plain_n, plain_s, _ = bare_read(db, TABLE, sort=False)
         got = timed_restore(db, work / "big.db", server)
-        assert got["rows"] == rows == sorted_n == plain_n, (got, sorted_n, plain_n)
+        sorted_n, sorted_s, done = bare_read(db, TABLE, sort=True, limit_s=sort_limit)
+        assert got["rows"] == rows == plain_n and (sorted_n == rows or not done), (
+            got, sorted_n, plain_n)
         wall_rate, cpu_rate = rows / got["wall"], rows / max(got["cpu"], 1e-9)
         sorted_rate, plain_rate = rows / sorted_s, rows / plain_s
+        sorted_shown = (f"{sorted_rate:,.0f}" if done
+                        else f"< {sorted_rate:,.0f} (stopped after {sorted_s:.0f} s)")
         lines += [
             result_line(f"restore rows/s, {rows:,}-row table, wall / bare sorted read",
-                        f"{wall_rate / sorted_rate:.2f}",
-                        f"  ({wall_rate:,.0f} vs {sorted_rate:,.0f} rows/s; goal >= 100,000 "
+                        f"{wall_rate / sorted_rate:.2f}" + ("" if done else " at least"),
+                        f"  ({wall_rate:,.0f} vs {sorted_shown} rows/s; goal >= 100,000 "
                         f"rows/s: {'met' if wall_rate >= 100000 else 'NOT met'} end to end)"),
+            result_line("restore / bare unsorted read of the same history (its one pass)",
+                        f"{wall_rate / plain_rate:.2f}",
+                        f"  ({wall_rate:,.0f} vs {plain_rate:,.0f} rows/s)"),
             result_line("restore rows/s per CPU second of the restore process (client side)",
                         f"{cpu_rate:,.0f}",
                         f"  (goal >= 100,000 on one core: "
                         f"{'met' if cpu_rate >= 100000 else 'NOT met'}; server CPU "
                         f"{got['server']:.1f} s for {got['wall']:.1f} s wall)"),
-            result_line("bare unsorted read of the same history / sorted",
-                        f"{plain_rate / sorted_rate:.2f}",
-                        f"  ({plain_rate:,.0f} vs {sorted_rate:,.0f} rows/s)"),
         ]
         client.drop_database(db.name)
     finally:
@@ -176,6 +188,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--migrate-rows", type=int, default=50_000)
     parser.add_argument("--mongo-url")
+    parser.add_argument("--sort-limit", type=float, default=600.0, metavar="S",
+                        help="stop the sorted bare read after S seconds (default 600)")
     parser.add_argument("--only", choices=("all", "restore", "migrate"), default="all")
     args = parser.parse_args()
     say(f"machine: {describe()}; load {load()}")
@@ -184,7 +198,7 @@ def main() -> None:
             mongo_server(Path(tmp) / "state", args.mongo_url) as (url, pid):
         work = Path(tmp)
         if args.only in ("all", "restore"):
-            lines += restore_section(url, pid, args.rows, work)
+            lines += restore_section(url, pid, args.rows, work, args.sort_limit)
         if args.only in ("all", "migrate"):
             lines += migrate_section(url, args.migrate_rows, work)
     say(f"load at the end: {load()}")
