@@ -79,6 +79,25 @@ class Schema:
     reserved: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Definition:
+    """One schema object as the store keeps its SQL, for a restore to rebuild it.
+
+    `kind` is "table" or "view"; `sql` the `CREATE` statement exactly as stored;
+    `indexes` and `triggers` the `CREATE INDEX` / `CREATE TRIGGER` statements on it
+    (automatic indexes, which the `CREATE TABLE` itself makes, and syncd's own
+    capture triggers left out); `sequence` the table's AUTOINCREMENT counter
+    (`sqlite_sequence`), None when it has none.
+    """
+
+    name: str
+    kind: str
+    sql: str
+    indexes: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    sequence: int | None = None
+
+
 @runtime_checkable
 class Source(Protocol):
     """A read-only legacy source of tables.
@@ -92,6 +111,12 @@ class Source(Protocol):
         """The tables (columns, declared key, rowid addressing) and views as they are now;
         syncd's own private tables are left out, other tables with their prefix are
         listed in `reserved`."""
+        ...
+
+    def definitions(self) -> dict[str, Definition]:
+        """Every legacy table and view by name, with its SQL, indexes, triggers and
+        AUTOINCREMENT counter as they are now (one short read): what a restore needs
+        beyond the rows. syncd's own tables and capture triggers are left out."""
         ...
 
     def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from legacy_adapters import sqlite_integrity as integrity
-from legacy_adapters.base import Chunk, Column, Schema, TableInfo
+from legacy_adapters.base import Chunk, Column, Definition, Schema, TableInfo
 from legacy_adapters.errors import SourceConfigError, SourceError
 from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
 
@@ -157,6 +157,14 @@ class SQLiteSource(integrity.CheckedReads):
         finally:
             engine.dispose()
         return schema
+
+    def definitions(self) -> dict[str, Definition]:
+        """Every legacy table and view with its SQL, indexes, triggers and AUTOINCREMENT
+        counter (sqlite_definitions), read in one short read transaction."""
+        from legacy_adapters.sqlite_definitions import read_definitions
+
+        with self.read_transaction():
+            return read_definitions(self.query)
 
     # -- reads -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from syncd.api.experiments import (
 from syncd.api.hdf5 import cache_stats, warm
 from syncd.api.legacy import capture_install, capture_status, capture_uninstall, sample
 from syncd.api.local_tier import warm_local_tier
+from syncd.api.restore import restore
 from syncd.api.run import run
 from syncd.api.sync import MigrateResult, migrate, reconcile, status, status_health, verify
 
@@ -29,6 +30,6 @@ __all__ = [
     "Experiments", "MigrateResult", "cache_stats", "capture_install", "capture_status",
     "capture_uninstall", "dashboard", "events", "experiments_as_of",
     "experiments_best", "experiments_compare", "experiments_history", "experiments_search",
-    "experiments_versions", "migrate", "reconcile", "run", "sample",
+    "experiments_versions", "migrate", "reconcile", "restore", "run", "sample",
     "status", "status_health", "verify", "warm", "warm_local_tier",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
+from syncd.api.shared import history_options
 from syncd.checkpoint import sources
 from syncd.checkpoint.sources import SourceRef
 from syncd.checkpoint.store import StateStore
@@ -47,7 +48,8 @@ def check_source_file(store: StateStore, settings: Settings, record_it: bool = F
 def migrate_options(settings: Settings, source_id: str) -> MigrateOptions:
     """What a migration reads, for the source `source_id` (as resolved)."""
     return MigrateOptions(source_id, settings.sqlite, settings.chunk_size, settings.timezone,
-                          "timezone" in settings.explicit)
+                          "timezone" in settings.explicit,
+                          frozenset(history_options(settings).exclude))
 
 
 def log_format(settings: Settings) -> str:

@@ -35,6 +35,7 @@ from legacy_adapters.values import RawText
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import request_reconcile
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
+from syncd.engine.baseline import Baseline, start_of
 from syncd.engine.compare import compare_docs, digest_steps, key_to_id
 from syncd.engine.quarantine import quarantine
 from syncd.engine.report import Report, TableReport
@@ -83,11 +84,15 @@ class Backfill:
 
     def __init__(self, source: Source, db: Database, sink: Sink, store: StateStore,
                  params: Params, chunk_size: int, progress: Progress,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None,
+                 history: Baseline | None = None) -> None:
         self.source, self.db, self.sink, self.store = source, db, sink, store
         self.target = MongoCollections(db, params.source_id)
         self.params, self.chunk_size, self.progress, self.lease = (
             params, chunk_size, progress, lease)
+        # Records history's baseline (a snapshot per row, then the SQL) of each table
+        # that has none yet, in the same read pass (syncd.engine.baseline).
+        self.history = history
 
     def _renew(self) -> None:
         if self.lease is not None:
@@ -244,6 +249,9 @@ class Backfill:
         task.advance(report.rows)
         began = time.monotonic() - report.seconds
         self.source.check_intact(info)
+        tpass = None if self.history is None else self.history.begin(info, start_of(entry))
+        if tpass is not None and start_of(entry) is None:
+            self.store.update_job({f"tables.{i}.baseline": tpass.start})
         chunks = read_projected(self.source, info, projector, position, self.chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
@@ -251,6 +259,8 @@ class Backfill:
                                                "ids": [d["_id"] for d in projected.docs]}})
             crashpoint("copy.after_pending")
             rejected = self.sink.insert(entry["staging"], projected.docs)
+            if tpass is not None:
+                tpass.add(chunk, projector, projected)
             crashpoint("copy.after_insert")
             report.rows += len(chunk.rows)
             report.written += len(projected.docs) - len(rejected)
@@ -271,6 +281,8 @@ class Backfill:
             crashpoint("copy.after_checkpoint")
             task.advance(len(chunk.rows))
         self.source.confirm_read(info, report.rows, upto)
+        if tpass is not None:
+            tpass.finish()
         self.store.update_job({f"tables.{i}.done": True})
         task.finish()
         return report
@@ -326,6 +338,7 @@ class Backfill:
         held = self.store.quarantined_ids(info.name)
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
+        tpass = None if self.history is None else self.history.begin(info)
         upto = self.source.high_water(info)
         chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
@@ -335,6 +348,8 @@ class Backfill:
                     if (missing or different) and self.sink.wants_keys else None)
             rejected = self.sink.insert(mapping.collection, missing, keys)
             rejected += self.sink.upsert(mapping.collection, different, keys=keys)
+            if tpass is not None:
+                tpass.add(chunk, projector, projected)
             crashpoint("reconcile.after_write")
             report.rows += len(chunk.rows)
             report.written += len(missing) + len(different) - len(rejected)
@@ -352,6 +367,8 @@ class Backfill:
             task.advance(len(chunk.rows))
             yield
         self.source.confirm_read(info, report.rows, upto)
+        if tpass is not None:
+            tpass.finish()
         extras = [key_to_id(k) for k in digests]
         for start in range(0, len(extras), 1000):
             report.deleted += self.sink.delete(mapping.collection, extras[start:start + 1000])

@@ -17,6 +17,7 @@ from legacy_adapters.base import Schema, Source, TableInfo
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.engine.backfill import Backfill
+from syncd.engine.baseline import Baseline
 from syncd.engine.migration_files import MigrationFile, build_model
 from syncd.engine.options import MigrateOptions
 from syncd.engine.report import Report
@@ -28,6 +29,7 @@ from syncd.projection.project import Params, host_timezone
 from syncd.projection.unmirrored import NotMirrored
 from syncd.sinks.base import Sink
 from syncd.sinks.collections import MongoCollections
+from syncd.sinks.history import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,10 @@ class Migrator:
             lease.release()
 
     def _run(self, plan: MigrationPlan, sink: Sink, lease: Lease) -> Report:
+        history = Baseline(HistoryStore(self.db, self.options.source_id), self.source,
+                           self.options.history_exclude)
         backfill = Backfill(self.source, self.db, sink, self.store, plan.params,
-                        self.options.chunk_size, self.progress, lease)
+                        self.options.chunk_size, self.progress, lease, history=history)
         schema = self.source.schema()
         if plan.discard_job:
             backfill.drop_staging(t.get("staging", "") for t in (self.store.job() or {}).get(
@@ -225,6 +229,7 @@ class Migrator:
                                  last_run_at=now)
             crashpoint("finish.before_clear")
             self.store.clear_job()
+        history.record_views()
         report.notes = plan.notes + report.notes
         # "kind" names the run (what `syncd status` looks up); "plan" what it did.
         self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,

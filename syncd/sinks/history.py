@@ -27,7 +27,23 @@ This module is the only writer of both collections and defines their format:
 The order of versions is (`jd`, `seq`, `n`). `_syncd_schemas` holds the tables' SQL
 over time: `source`, `table`, `jd`, `at`, `seq`, `sql` (the `CREATE TABLE` as SQLite
 stores it; None once the table is dropped), `indexes` (their `CREATE INDEX`
-statements) and `sequence` (the table's `sqlite_sequence` counter then, or None).
+statements) and `sequence` (the table's `sqlite_sequence` counter then, or None);
+also `kind` ("table", or "view": a view's `CREATE VIEW` under its name), `triggers`
+(the legacy `CREATE TRIGGER` statements on it; never syncd's capture triggers),
+`baseline`, `rows` (the rows the baseline recorded), `columns` (the `cols` every
+snapshot of that baseline holds: a restore reads them once, not per row) and
+`rows_kept` (below). Absent fields read as "table", [], None, None, None, true.
+
+The baseline: history starts at the first sync, which records every row as a
+`snapshot` (read in chunks, each stamped with the moment before its read) and then,
+AFTER the rows, the table's schema with `baseline` = the jd the pass began: that
+document is the mark that the baseline is complete. The table's rows as of T are
+then the snapshots of that pass and the versions after its start (earlier ones, of
+an abandoned pass, are superseded); a table whose schema records name no baseline
+(created while syncd followed it) has all its versions. A pass resumed after a
+crash keeps its start, and a snapshot's `_id` is derived from the pass's start, not
+its chunk's stamp, so a chunk read again is stored once. `rows_kept` false: the
+table is left out of history (`[history] exclude`), its SQL kept, its rows not.
 
 Document ids are derived from the version's identity, so recording the same
 version twice (a daemon restarted before its checkpoint) stores it once.
@@ -36,13 +52,17 @@ version twice (a daemon restarted before its checkpoint) stores it once.
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 from bson import ObjectId
 from bson.binary import Binary
+from bson.codec_options import CodecOptions
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
@@ -77,6 +97,11 @@ def julian_day(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return _UNIX_EPOCH_JD + when.timestamp() / 86400.0
+
+
+def julian_day_now() -> float:
+    """The julian day now (the clock the change log's julianday('now') reads)."""
+    return _UNIX_EPOCH_JD + time.time() / 86400.0
 
 
 def from_julian_day(jd: float) -> datetime:
@@ -143,12 +168,18 @@ class HistoryStore:
         return _insert_new(self.history, list(versions))
 
     def record_schema(self, table: str, jd: float, seq: int, sql: str | None,
-                      indexes: Sequence[str] = (), sequence: int | None = None) -> int:
-        """Store one version of a table's SQL (None: the table was dropped)."""
+                      indexes: Sequence[str] = (), sequence: int | None = None, *,
+                      triggers: Sequence[str] = (), kind: str = "table",
+                      baseline: float | None = None, rows_kept: bool = True,
+                      rows: int | None = None,
+                      columns: Sequence[str] | None = None) -> int:
+        """Store one version of a table's (or view's) SQL (None: it was dropped)."""
         doc = {"_id": version_id(self.source_id, table, "schema", jd, seq, 0, "snapshot"),
                "source": self.source_id, "table": table, "jd": jd,
                "at": from_julian_day(jd), "seq": seq, "sql": sql,
-               "indexes": list(indexes), "sequence": sequence}
+               "indexes": list(indexes), "sequence": sequence, "kind": kind,
+               "triggers": list(triggers), "baseline": baseline, "rows_kept": rows_kept,
+               "rows": rows, "columns": None if columns is None else list(columns)}
         return _insert_new(self.schemas, [doc])
 
     def prune(self, before_jd: float, batch: int = 1000) -> int:
@@ -174,6 +205,48 @@ class HistoryStore:
                 removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
         return removed
 
+    def has_baseline(self, table: str) -> bool:
+        """Whether a completed baseline (or any schema record) exists for `table`."""
+        return self.schemas.find_one({"source": self.source_id, "table": table},
+                                     {"_id": 1}) is not None
+
+    def record_snapshots(self, table: str, start: float, jd: float,
+                         docs: Sequence[Any], keys: Sequence[Sequence[Any]],
+                         rowids: Sequence[int | None], cols: Sequence[str],
+                         rows: Iterable[Sequence[Any]], raw: bool) -> int:
+        """One chunk of a baseline pass begun at `start`, read at `jd`: a `snapshot` per
+        row (the same documents `version()` makes, built per chunk, not per row).
+        `raw`: some value is `RawText` (only then is each value converted)."""
+        make_id = _snapshot_ids(self.source_id, table, start)
+        at, names, source = from_julian_day(jd), list(cols), self.source_id
+        out = []
+        for doc, key, rowid, row in zip(docs, keys, rowids, rows, strict=True):
+            out.append({"_id": make_id(doc), "source": source, "table": table, "doc": doc,
+                        "key": [to_bson(v) for v in key], "rowid": rowid,
+                        "op": "snapshot", "jd": jd, "at": at, "seq": 0, "n": 0,
+                        "cols": names,
+                        "vals": [to_bson(v) for v in row] if raw else list(row)})
+        return _insert_new(self.history, out)
+
+
+def _snapshot_ids(source: str, table: str, start: float) -> Any:
+    """`doc -> version_id(source, table, doc, start, 0, 0, "snapshot")`, the fixed parts
+    hashed once (the same digests: BLAKE2b of the same bytes)."""
+    def part(data: bytes) -> bytes:
+        return str(len(data)).encode() + b":" + data
+
+    base = hashlib.blake2b(digest_size=12)
+    base.update(part(source.encode()) + part(table.encode()))
+    tail = (part(start.hex().encode()) + part(encode_value(0)) + part(encode_value(0))
+            + part(b"snapshot"))
+
+    def make(doc: Any) -> ObjectId:
+        h = base.copy()
+        h.update(part(str(doc).encode()) + tail)
+        return ObjectId(h.digest())
+
+    return make
+
 
 def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> int:
     if not docs:
@@ -197,8 +270,9 @@ class HistoryReader:
         self.history, self.schemas = db[HISTORY], db[SCHEMAS]
 
     def tables(self) -> list[str]:
-        """Every table this source's history (rows or SQL) mentions."""
-        found = set(self.schemas.distinct("table", {"source": self.source_id}))
+        """Every table this source's history (rows or SQL) mentions (views are not)."""
+        found = set(self.schemas.distinct("table", {"source": self.source_id,
+                                                    "kind": {"$ne": "view"}}))
         return sorted(found | set(self.history.distinct("table", {"source": self.source_id})))
 
     def first_jd(self) -> float | None:
@@ -241,3 +315,80 @@ class HistoryReader:
             query["jd"] = {"$lte": jd}
         found = self.schemas.find_one(query, sort=[("jd", -1), ("seq", -1)])
         return found if found is not None and found.get("sql") is not None else None
+
+    # -- what a restore reads ------------------------------------------------------
+
+    def objects_as_of(self, jd: float | None = None) -> dict[str, dict[str, Any]]:
+        """Every table and view (by name) whose last SQL record at or before `jd` (None:
+        now) is not a drop: the schema documents a restore rebuilds from."""
+        query: dict[str, Any] = {"source": self.source_id}
+        if jd is not None:
+            query["jd"] = {"$lte": jd}
+        last: dict[str, dict[str, Any]] = {}
+        for doc in self.schemas.find(query, sort=[("jd", 1), ("seq", 1)]):
+            last[doc["table"]] = doc
+        return {name: doc for name, doc in last.items() if doc.get("sql") is not None}
+
+    def first_schema_jd(self) -> float | None:
+        """When the first table's baseline was complete: the earliest restorable moment."""
+        first = self.schemas.find_one({"source": self.source_id}, {"jd": 1},
+                                      sort=[("jd", 1)])
+        return None if first is None else first["jd"]
+
+    def baseline_as_of(self, table: str,
+                       jd: float | None = None) -> tuple[float, list[str] | None]:
+        """Where `table`'s rows as of `jd` start: the start of its last completed baseline
+        pass then (versions before it are superseded), or -inf if none names one; and
+        the columns that baseline's snapshots hold (None: read each one's `cols`)."""
+        query: dict[str, Any] = {"source": self.source_id, "table": table,
+                                 "baseline": {"$ne": None}}
+        if jd is not None:
+            query["jd"] = {"$lte": jd}
+        found = self.schemas.find_one(query, {"baseline": 1, "columns": 1},
+                                      sort=[("jd", -1), ("seq", -1)])
+        if found is None:
+            return -math.inf, None
+        return found["baseline"], found.get("columns")
+
+    def version_batches(self, table: str, since: float, jd: float | None,
+                        with_cols: bool = True,
+                        batch_size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        """Every version of `table` stamped in [`since`, `jd`], in no order, in the
+        server's batches, decoded in C (fields doc, op, rowid, vals, and `cols` unless
+        the snapshots' columns are known): a restore's one pass over the history, the
+        cheapest read there is (`cols`, a string per column, is most of the decoding)."""
+        when: dict[str, Any] = {"$gte": since}
+        if jd is not None:
+            when["$lte"] = jd
+        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1}
+        if with_cols:
+            fields["cols"] = 1
+        cursor = self.history.find_raw_batches(
+            {"source": self.source_id, "table": table, "jd": when}, fields,
+            batch_size=batch_size)
+        for raw in cursor:
+            yield bson.decode_all(raw, _PLAIN)
+
+    def versions_of(self, table: str, docs: Sequence[Any], since: float,
+                    jd: float | None) -> Iterator[dict[str, Any]]:
+        """Every version (in [`since`, `jd`]) of these rows, whole, in no order."""
+        when: dict[str, Any] = {"$gte": since}
+        if jd is not None:
+            when["$lte"] = jd
+        for start in range(0, len(docs), 1000):
+            yield from self.history.find({"source": self.source_id, "table": table,
+                                          "doc": {"$in": list(docs[start:start + 1000])},
+                                          "jd": when})
+
+
+_PLAIN = CodecOptions()
+
+
+def order(version_doc: Mapping[str, Any]) -> tuple[float, int, int]:
+    """A version's place in its row's history: (`jd`, `seq`, `n`)."""
+    return version_doc["jd"], version_doc["seq"], version_doc["n"]
+
+
+def sources_with_history(db: Database) -> list[str]:
+    """The sources whose history (at least one table's baseline) this database holds."""
+    return sorted(db[SCHEMAS].distinct("source"))
