@@ -226,9 +226,11 @@ def test_a_table_left_out_of_history_is_named(tmp_path, mongo_url, db_name):
 
     legacy = tmp_path / "metadata.db"
     make_awkward(legacy)
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text('[history]\nexclude = ["loose"]\n')
     settings = load_settings({"sqlite": legacy, "mongo_url": mongo_url, "database": db_name,
-                              "source_id": SOURCE, "timezone": "UTC"}, environ={})
-    settings.history_exclude = frozenset({"loose"})  # what [history] exclude sets
+                              "source_id": SOURCE, "timezone": "UTC", "config": str(cfg)},
+                             environ={})
     api.migrate(settings)
     report = api.restore(settings, tmp_path / "out.db", as_of="now")
     assert [t["table"] for t in report.not_restored] == ["loose"]

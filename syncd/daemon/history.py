@@ -244,28 +244,37 @@ class VersionRecorder:
     # -- schema versions -----------------------------------------------------------------
 
     def record_schemas(self, source: Source, tables: Iterable[str], seq: int = 0) -> int:
-        """Record the SQL of `tables` as it is now (a dropped table: None), for each whose
-        last recorded SQL, indexes or sqlite_sequence counter differ. Returns how many."""
-        master = source.query("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                              "WHERE type IN ('table', 'index')")
-        sql = {name: text for kind, name, _, text in master if kind == "table"}
-        counters = dict(source.query("SELECT name, seq FROM sqlite_sequence")
-                        if "sqlite_sequence" in sql else [])
+        """Record the SQL of `tables` and of every view as it is now (a dropped one: None),
+        with indexes, legacy triggers and the AUTOINCREMENT counter, for each whose last
+        recorded form differs: what a restore as of a later moment rebuilds. Returns how
+        many were recorded."""
+        found = source.definitions()
+        recorded_views = {d["table"] for d in self.store.schemas.find(
+            {"source": self.source_id, "kind": "view"}, {"table": 1})}
+        views = {n for n, d in found.items() if d.kind == "view"} | recorded_views
         jd = julian_day(datetime.now(UTC))
         recorded = 0
-        for table in tables:
-            if not self.options.wanted(table):
+        for name in sorted({*tables, *views}):
+            if name not in views and not self.options.wanted(name):
                 continue
-            indexes = sorted(text for kind, _, on, text in master
-                             if kind == "index" and on == table and text)
-            now = (sql.get(table), indexes, counters.get(table))
-            last = self.store.schemas.find_one({"source": self.source_id, "table": table},
+            now = found.get(name)
+            last = self.store.schemas.find_one({"source": self.source_id, "table": name},
                                                sort=[("jd", -1), ("seq", -1)])
-            if last is None and now[0] is None:
+            if last is None and now is None:
                 continue
-            if last is not None and (last["sql"], last["indexes"], last["sequence"]) == now:
+            if now is None:
+                if last is not None and last["sql"] is None:
+                    continue
+                recorded += self.store.record_schema(
+                    name, jd, seq, None, kind=last.get("kind", "table") if last else "table")
                 continue
-            recorded += self.store.record_schema(table, jd, seq, *now)
+            shape = (now.sql, list(now.indexes), now.sequence, list(now.triggers))
+            if last is not None and (last["sql"], last["indexes"], last["sequence"],
+                                     last.get("triggers", [])) == shape:
+                continue
+            recorded += self.store.record_schema(name, jd, seq, now.sql, list(now.indexes),
+                                                 now.sequence, triggers=list(now.triggers),
+                                                 kind=now.kind)
         return recorded
 
     # -- retention -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.daemon.follow import FeedParts, Follower
 from syncd.daemon.health import Health
 from syncd.engine.backfill import Backfill
+from syncd.engine.baseline import Baseline
 from syncd.engine.report import TableReport
 from syncd.progress import Progress
 from syncd.sinks.base import Sink
@@ -52,6 +53,11 @@ class Reconciler:
         self.last = time.monotonic()  # when every table was last reconciled
         self.requested = False  # SIGUSR1 or the periodic job: every table, at the next step
         self._open_request: dict[str, Any] | None = None
+        # A table with no history baseline yet (new since the migrate, or taken back
+        # into history) gets one in its reconcile's read pass.
+        recorder = parts.history
+        self.baseline = None if recorder is None else Baseline(
+            recorder.store, parts.source, parts.options.history.exclude)
 
     def request(self) -> None:
         """Reconcile every table at the next step (any thread, a signal handler too)."""
@@ -63,7 +69,7 @@ class Reconciler:
         assert self.synced.model is not None and applier is not None
         reports: dict[str, dict[str, int]] = {}
         engine = Backfill(self.source, self.db, self.sink, self.store, applier.params,
-                          self.chunk_size, self.progress, self.lease)
+                          self.chunk_size, self.progress, self.lease, history=self.baseline)
         for table in tables:
             if table not in self.synced.pairs:
                 continue

@@ -75,12 +75,18 @@ class Baseline:
         store.ensure_indexes()
 
     def begin(self, info: TableInfo, start: float | None = None) -> TablePass | None:
-        """A pass for `info` if its baseline is not recorded yet (None otherwise);
-        `start`: the start of a pass being resumed."""
-        if self.store.has_baseline(info.name):
+        """A pass for `info` if it has no baseline of its columns as they are now (None
+        otherwise): none yet, or one from before a column was added or renamed (versions
+        logged before the capture triggers were renewed lack the new column: a new
+        baseline, read after, makes the rows exact again), or one that did not keep the
+        rows of a table since taken back into history. `start`: the start of a pass
+        being resumed."""
+        kept = info.name not in self.exclude
+        last = self.store.last_baseline(info.name)
+        if last is not None and last.get("columns") == list(info.column_names) \
+                and last.get("rows_kept", True) == kept:
             return None
-        return TablePass(self, info, julian_day_now() if start is None else start,
-                         kept=info.name not in self.exclude)
+        return TablePass(self, info, julian_day_now() if start is None else start, kept)
 
     def record(self, found: Definition, **fields: Any) -> None:
         self.store.record_schema(found.name, julian_day_now(), 0, found.sql,

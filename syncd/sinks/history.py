@@ -205,10 +205,13 @@ class HistoryStore:
                 removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
         return removed
 
-    def has_baseline(self, table: str) -> bool:
-        """Whether a completed baseline (or any schema record) exists for `table`."""
-        return self.schemas.find_one({"source": self.source_id, "table": table},
-                                     {"_id": 1}) is not None
+    def last_baseline(self, table: str) -> dict[str, Any] | None:
+        """`table`'s last completed baseline record (its `columns`, `rows_kept`), or None
+        (schema records the daemon writes when a table changes name no baseline)."""
+        return self.schemas.find_one({"source": self.source_id, "table": table,
+                                      "baseline": {"$ne": None}},
+                                     {"columns": 1, "rows_kept": 1},
+                                     sort=[("jd", -1), ("seq", -1)])
 
     def record_snapshots(self, table: str, start: float, jd: float,
                          docs: Sequence[Any], keys: Sequence[Sequence[Any]],
