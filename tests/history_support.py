@@ -100,6 +100,10 @@ def build_story(tmp_path: Path, db: Any, client: Any, mongo_url: str,
     path = tmp_path / "metadata.db"
     make_eeg2025(path, runs=12, seed=7)
     migrate(path, mongo_url, db.name)
+    # The story writes its own history at moments of its own (T0 onwards): the baseline
+    # the migrate just recorded, stamped now, is not part of it.
+    for name in ("_syncd_history", "_syncd_schemas"):
+        db[name].delete_many({})
     rec = Recorder(db, path)
     rec.snapshot(moment(0))
     copies: dict[float, str] = {}
