@@ -34,6 +34,7 @@ from pymongo.database import Database
 from pymongo.errors import ExecutionTimeout
 
 from bench.harness import ROOT, cpu_seconds, describe, load, mongo_server, result_line, say
+from legacy_adapters.sqlite_restore import RestoreFile
 from syncd.api.sync import migrate
 from syncd.config import load_settings
 from syncd.connect.mongo import connect
@@ -96,7 +97,7 @@ def timed_restore(db: Database, path: Path, server: int | None) -> dict[str, flo
     """One restore: rows, wall seconds, this process's CPU seconds, the server's."""
     cpu, server_cpu = time.process_time(), cpu_seconds(server)
     began = time.perf_counter()
-    report = restore(db, RestoreOptions(path, SOURCE), Progress(enabled=False))
+    report = restore(db, RestoreOptions(path, SOURCE), Progress(enabled=False), RestoreFile)
     wall = time.perf_counter() - began
     return {"rows": report.rows, "wall": wall, "cpu": time.process_time() - cpu,
             "server": cpu_seconds(server) - server_cpu}

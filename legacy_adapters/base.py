@@ -13,7 +13,7 @@ for rowid tables, the primary-key tuple for WITHOUT ROWID tables; `None` means
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -184,4 +184,50 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Release the connection; a later call opens a new one."""
+        ...
+
+
+class RowWriter(Protocol):
+    """Writes one table's rows into a new file (`RestoreTarget.table`)."""
+
+    rows: int
+    max_rowid: int | None
+
+    def add(self, versions: Iterable[dict[str, Any]],
+            columns: Sequence[str] | None = None) -> None:
+        """Insert the row each recorded version holds (`vals`, `rowid`, `cols`)."""
+        ...
+
+    def seen(self, rowid: int | None) -> None:
+        """Count `rowid` for the AUTOINCREMENT counter (a row deleted since, too)."""
+        ...
+
+    def flush(self) -> None:
+        ...
+
+    def remove(self, snapshot: dict[str, Any]) -> None:
+        """Take out the row a superseded version put in (by rowid, else its key)."""
+        ...
+
+
+class RestoreTarget(Protocol):
+    """A new legacy file being written from recorded rows and schema (`syncd restore`)."""
+
+    def execute(self, sql: str) -> None:
+        """One schema statement as it was stored."""
+        ...
+
+    def table(self, name: str) -> RowWriter:
+        ...
+
+    def sequence(self, table: str, sql: str, recorded: int | None,
+                 max_rowid: int | None) -> int | None:
+        """Set the table's AUTOINCREMENT counter; returns it (None: it has none)."""
+        ...
+
+    def finish(self) -> str:
+        """Commit, check and sync; returns what the integrity check said (raises if bad)."""
+        ...
+
+    def close(self) -> None:
         ...

@@ -2,45 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from syncd.api.options import endpoints
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError
 from syncd.progress import Progress
 
 
 def parse_as_of(text: str | None) -> float | None:
-    """A julian day for `--as-of` (None: now). ISO 8601 times with or without an
-    offset (`2025-10-20T14:03:38.728+02:00`, `2025-10-20 14:03Z`) and plain dates
-    (`2025-10-20`: the start of that day); a time without an offset, and a date, are
-    this host's local time."""
+    """A julian day for `--as-of` (None: now), by the one rule every `--as-of` follows
+    (syncd.client.asof.parse_time: ISO 8601 with its offset, or a date, its 00:00 UTC;
+    a time without a zone is refused rather than guessed)."""
+    from syncd.client.asof import parse_time
     from syncd.sinks.history import julian_day
 
     if text is None or text.strip().lower() == "now":
         return None
-    raw = text.strip()
     try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        try:
-            day = date.fromisoformat(raw)
-        except ValueError:
-            raise ConfigError(f"--as-of {text!r}: not a time; give an ISO 8601 time such as "
-                              "2025-10-20T14:03:38+02:00, 2025-10-20 14:03 (local time) "
-                              "or a date, 2025-10-20 (its start, local time)") from None
-        when = datetime(day.year, day.month, day.day)
-    if when.tzinfo is None:
-        when = when.astimezone()  # this host's local time zone
-    return julian_day(when)
+        return julian_day(parse_time(text))
+    except SyncdError as exc:
+        raise ConfigError(f"--as-of: {exc}") from None
 
 
 def restore(settings: Settings, to: Path, as_of: str | None = None,
             source: str | None = None, progress: Progress | None = None) -> Any:
     """Write the SQLite file `to` from the history of `source` (default: the configured
     source id) as of `as_of` (default: now); returns the `RestoreReport`."""
+    from legacy_adapters.sqlite_restore import RestoreFile
     from syncd.engine.restore import RestoreOptions
     from syncd.engine.restore import restore as restore_file
     from syncd.sinks.history import sources_with_history
@@ -51,7 +42,7 @@ def restore(settings: Settings, to: Path, as_of: str | None = None,
         raise ConfigError(f"--to {path}: it exists; restore writes a new file only (move "
                           "it away or name another path)")
     source_id = source or settings.source_id
-    with open_target(settings) as target:
+    with open_target(endpoints(settings)) as target:
         known = sources_with_history(target.db)
         if source_id not in known:
             have = ", ".join(repr(s) for s in known) or "none"
@@ -59,4 +50,5 @@ def restore(settings: Settings, to: Path, as_of: str | None = None,
                               f"{settings.database!r} (sources with history: {have}); "
                               "name one with --source")
         with progress or Progress(enabled=False) as shown:
-            return restore_file(target.db, RestoreOptions(path, source_id, jd), shown)
+            return restore_file(target.db, RestoreOptions(path, source_id, jd), shown,
+                                RestoreFile)

@@ -55,8 +55,8 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--to", type=Path, required=True, metavar="PATH",
                    help="the new SQLite file (refused if it exists)")
     p.add_argument("--as-of", metavar="TIME",
-                   help="the moment to restore: an ISO 8601 time, with an offset "
-                   "(2025-10-20T14:03:38+02:00, ...Z) or without (this host's local time), "
-                   "or a date (2025-10-20: its start, local time); default now")
+                   help="the moment to restore: an ISO 8601 time with its offset "
+                   "(2025-10-20T14:03:38+02:00, ...Z for UTC) or a date (2025-10-20: its "
+                   "00:00 UTC); default now")
     p.add_argument("--source", metavar="ID",
                    help="whose history (default: the configured --source-id)")
