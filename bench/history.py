@@ -10,11 +10,14 @@ baseline measured in the same run:
             format 2, from SQLite's dbstat) and `_syncd_history`'s documents and indexes
   latency   commit -> visible p50 with history and without (`[history] exclude` of every
             table: format 2's triggers, no versions), a real `syncd run` each
+  restore   `syncd restore` of the real fixture and of a --restore-rows table, rows/s
+            against the bare reads of the same history (bench.restore)
 
 Sections are functions of (args, Context) in SECTIONS, run in that order.
 
-    python -m bench.history [--only writers,storage,latency] [--writes 1500]
-                            [--seconds 10] [--rate 20] [--mongo-url URL]
+    python -m bench.history [--only writers,storage,latency,restore] [--writes 1500]
+                            [--seconds 10] [--rate 20] [--restore-rows 1000000]
+                            [--mongo-url URL]
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Context:
     work: Path
     mongo_url: str | None = None
     client: Any = None
+    server_pid: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -188,9 +192,20 @@ def latency(args: argparse.Namespace, ctx: Context) -> None:
            f"{ms(pct(runs[False], 99))})")
 
 
+def restore(args: argparse.Namespace, ctx: Context) -> None:
+    """Restore time for the real fixture and a table of `--restore-rows` rows (bench.restore,
+    where `python -m bench.restore` also measures the history baseline's cost)."""
+    from bench.restore import restore_section
+
+    say(f"\nrestore, {args.restore_rows:,} rows (load {load()})")
+    for line in restore_section(ctx.mongo_url, ctx.server_pid, args.restore_rows, ctx.work,
+                                args.sort_limit):
+        say(line)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Context], None]] = {
-    "writers": writers, "storage": storage, "latency": latency}
-NEEDS_MONGO = {"storage", "latency"}
+    "writers": writers, "storage": storage, "latency": latency, "restore": restore}
+NEEDS_MONGO = {"storage", "latency", "restore"}
 
 
 def main() -> None:
@@ -203,6 +218,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="commits per second (latency)")
     parser.add_argument("--mongo-url", help="a MongoDB to use (default: embedded SecantusDB)")
     parser.add_argument("--dir", type=Path, help="work folder (default: the temp dir)")
+    parser.add_argument("--restore-rows", type=int, default=1_000_000,
+                        help="rows of the restored table (restore)")
+    parser.add_argument("--sort-limit", type=float, default=600.0, metavar="S",
+                        help="stop the sorted baseline read after S seconds (restore)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if not set(parts) <= set(SECTIONS):
@@ -214,8 +233,8 @@ def main() -> None:
             from bench.harness import mongo_server
             from syncd.connect.mongo import connect
 
-            with mongo_server(ctx.work / "mongo-state", args.mongo_url) as (url, _):
-                ctx.mongo_url, ctx.client = url, connect(url, 30)
+            with mongo_server(ctx.work / "mongo-state", args.mongo_url) as (url, pid):
+                ctx.mongo_url, ctx.client, ctx.server_pid = url, connect(url, 30), pid
                 for name in parts:
                     SECTIONS[name](args, ctx)
         else:
