@@ -33,15 +33,14 @@ def contents(path: Path) -> dict[str, Any]:
     conn.text_factory = bytes
     try:
         schema = sorted(
-            (t, n, (s or b"").decode())
+            (t.decode(), n.decode(), (s or b"").decode())
             for t, n, s in conn.execute(
                 "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE '\\_syncd\\_%'"
                 " ESCAPE '\\' AND name NOT LIKE 'sqlite_autoindex%'"))
         tables = [n for t, n, _ in schema if t == "table" and n != "sqlite_sequence"]
         rows = {}
         for table in tables:
-            cols = [r[1].decode() if isinstance(r[1], bytes) else r[1]
-                    for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            cols = [r[1].decode() for r in conn.execute(f'PRAGMA table_info("{table}")')]
             select = ", ".join(f'"{c}", typeof("{c}")' for c in cols)
             rows[table] = sorted(conn.execute(f'SELECT {select} FROM "{table}"').fetchall(),
                                  key=repr)
@@ -71,7 +70,13 @@ def test_every_version_and_restore_as_of_any_moment(
 
     keep("start")
     runs = [r[0] for r in sqlite3.connect(legacy).execute(
-        "SELECT run_id FROM training_runs ORDER BY run_id LIMIT 4")]
+        "SELECT run_id FROM training_runs ORDER BY run_id LIMIT 5")]
+    # between the migrate and the first `syncd run` nothing captures changes: the first
+    # run's reconcile finds them, and records them as versions (stamped when it read them)
+    legacy_write(legacy, "UPDATE training_runs SET status = 'gap' WHERE run_id = ?",
+                 (runs[4],))
+    legacy_write(legacy, "DELETE FROM epoch_history WHERE id = (SELECT MIN(id) FROM"
+                 " epoch_history)")
     daemon = Daemon(tmp_path, legacy, target_args)
     daemon.wait_ready(db)
     # five updates of one run's status within one second, each its own commit
@@ -124,6 +129,7 @@ def test_every_version_and_restore_as_of_any_moment(
     assert deleted is not None and deleted["at"].replace(tzinfo=UTC).timestamp() < down_at
     assert deleted["at"].replace(tzinfo=UTC).timestamp() < restarted
 
+    assert sum(len(r) for r in contents(copies["start"][1])["rows"].values()) > 40
     for name, (at, copy) in copies.items():
         out = tmp_path / f"restored-{name}.db"
         result = run_cli("restore", "--to", out, "--as-of", at, *target_args)

@@ -36,7 +36,14 @@ from syncd.engine.migration_files import MigrationFile, build_model, load_migrat
 from syncd.errors import SyncdError
 from syncd.projection.model import Model
 from syncd.projection.project import Params, Projector
-from syncd.sinks.history import HISTORY, SCHEMAS, HistoryReader, decode_row, from_julian_day
+from syncd.sinks.history import (
+    HISTORY,
+    SCHEMAS,
+    HistoryReader,
+    counts,
+    decode_row,
+    from_julian_day,
+)
 
 CODEC = bson.CodecOptions(tz_aware=False)
 
@@ -178,11 +185,15 @@ def latest(model: SourceModel, table: str, jd: float) -> Iterator[dict[str, Any]
     """`HistoryReader.latest` (each row's last version at `jd`), read in one unsorted
     pass of the as-of index and ordered here: the server's sort by row costs several
     times the pass itself."""
+    since, _ = model.reader.baseline_as_of(table, jd)  # as restore reads them
     last: dict[Any, dict[str, Any]] = {}
     for v in model.reader.history.find(
-            {"source": model.source, "table": table, "jd": {"$lte": jd}},
-            {"_id": 0, "doc": 1, "jd": 1, "seq": 1, "n": 1, "cols": 1, "vals": 1, "rowid": 1},
+            {"source": model.source, "table": table, "jd": {"$gte": since, "$lte": jd}},
+            {"_id": 0, "doc": 1, "op": 1, "base": 1, "jd": 1, "seq": 1, "n": 1, "cols": 1,
+             "vals": 1, "rowid": 1},
             batch_size=10000):
+        if not counts(v, since):
+            continue
         kept = last.get(v["doc"])
         if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"], kept["n"]):
             last[v["doc"]] = v

@@ -339,6 +339,8 @@ class Backfill:
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
         tpass = None if self.history is None else self.history.begin(info)
+        # no new baseline: the rows this reconcile repairs become versions of their own
+        repairs = None if self.history is None or tpass else self.history.repairs(info)
         upto = self.source.high_water(info)
         chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
@@ -350,6 +352,11 @@ class Backfill:
             rejected += self.sink.upsert(mapping.collection, different, keys=keys)
             if tpass is not None:
                 tpass.add(chunk, projector, projected)
+            elif repairs is not None:
+                bad = {r.id for r in rejected}
+                repairs.add(chunk, projector, projected,
+                            {d["_id"] for d in missing} - bad,
+                            {d["_id"] for d in different} - bad)
             crashpoint("reconcile.after_write")
             report.rows += len(chunk.rows)
             report.written += len(missing) + len(different) - len(rejected)
@@ -372,6 +379,8 @@ class Backfill:
         extras = [key_to_id(k) for k in digests]
         for start in range(0, len(extras), 1000):
             report.deleted += self.sink.delete(mapping.collection, extras[start:start + 1000])
+        if repairs is not None and extras:
+            repairs.deleted(extras)
         task.finish()
         report.seconds = time.monotonic() - began
         return report

@@ -16,6 +16,7 @@ from collections.abc import Collection
 from typing import Any
 
 from legacy_adapters.base import Chunk, Definition, Source, TableInfo
+from syncd.engine.repairs import Repairs
 from syncd.projection.project import Projected, Projector
 from syncd.sinks.history import HistoryReader, HistoryStore, julian_day_now
 
@@ -87,6 +88,11 @@ class Baseline:
                 and last.get("rows_kept", True) == kept:
             return None
         return TablePass(self, info, julian_day_now() if start is None else start, kept)
+
+    def repairs(self, info: TableInfo) -> Repairs | None:
+        """The recorder of the rows a reconcile of `info` repairs (None: left out of
+        history)."""
+        return None if info.name in self.exclude else Repairs(self.store, info)
 
     def record(self, found: Definition, **fields: Any) -> None:
         self.store.record_schema(found.name, julian_day_now(), 0, found.sql,

@@ -36,7 +36,7 @@ from pymongo.database import Database
 from legacy_adapters.base import RestoreTarget, RowWriter
 from syncd.errors import ConfigError
 from syncd.progress import Progress
-from syncd.sinks.history import HistoryReader, from_julian_day, order
+from syncd.sinks.history import HistoryReader, counts, from_julian_day, order
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
     since, columns = reader.baseline_as_of(table, jd)
     changed: set[Any] = set()
     for batch in reader.version_batches(table, since, jd, with_cols=columns is None):
-        snapshots = [v for v in batch if v["op"] == "snapshot"]
+        snapshots = [v for v in batch if v["op"] == "snapshot" and counts(v, since)]
         if len(snapshots) != len(batch):
             changed.update(v["doc"] for v in batch if v["op"] != "snapshot")
         writer.add(snapshots, columns)
@@ -94,6 +94,8 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
     last: dict[Any, dict[str, Any]] = {}
     snaps: dict[Any, dict[str, Any]] = {}
     for v in reader.versions_of(table, list(changed), since, jd):
+        if not counts(v, since):
+            continue
         if v["op"] == "snapshot":
             snaps[v["doc"]] = v
         else:

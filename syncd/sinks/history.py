@@ -205,6 +205,18 @@ class HistoryStore:
                 removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
         return removed
 
+    def last_versions(self, table: str, docs: list[Any]) -> dict[Any, dict[str, Any]]:
+        """The last recorded version of each of `docs` (rows of `table`) that has one."""
+        last: dict[Any, dict[str, Any]] = {}
+        for at in range(0, len(docs), 500):
+            for v in self.history.find({"source": self.source_id, "table": table,
+                                        "doc": {"$in": docs[at:at + 500]}},
+                                       {"doc": 1, "key": 1, "rowid": 1, "op": 1, "jd": 1,
+                                        "seq": 1, "n": 1}):
+                if v["doc"] not in last or order(v) > order(last[v["doc"]]):
+                    last[v["doc"]] = v
+        return last
+
     def last_baseline(self, table: str) -> dict[str, Any] | None:
         """`table`'s last completed baseline record (its `columns`, `rows_kept`), or None
         (schema records the daemon writes when a table changes name no baseline)."""
@@ -227,6 +239,7 @@ class HistoryStore:
             out.append({"_id": make_id(doc), "source": source, "table": table, "doc": doc,
                         "key": [to_bson(v) for v in key], "rowid": rowid,
                         "op": "snapshot", "jd": jd, "at": at, "seq": 0, "n": 0,
+                        "base": start,
                         "cols": names,
                         "vals": [to_bson(v) for v in row] if raw else list(row)})
         return _insert_new(self.history, out)
@@ -286,13 +299,18 @@ class HistoryReader:
 
     def latest(self, table: str, jd: float | None = None) -> Iterator[dict[str, Any]]:
         """The last version of each row of `table` at or before `jd` (None: now), in
-        document-id order, deletes included (their `cols` is None)."""
-        query: dict[str, Any] = {"source": self.source_id, "table": table}
+        document-id order, deletes included (their `cols` is None); from the last
+        baseline completed then, as restore reads them (`counts`)."""
+        since, _ = self.baseline_as_of(table, jd)
+        when: dict[str, Any] = {"$gte": since}
         if jd is not None:
-            query["jd"] = {"$lte": jd}
+            when["$lte"] = jd
         last = None
-        for doc in self.history.find(query, sort=[("doc", 1), ("jd", 1), ("seq", 1),
-                                                  ("n", 1)], batch_size=5000):
+        for doc in self.history.find({"source": self.source_id, "table": table, "jd": when},
+                                     sort=[("doc", 1), ("jd", 1), ("seq", 1), ("n", 1)],
+                                     batch_size=5000):
+            if not counts(doc, since):
+                continue
             if last is not None and doc["doc"] != last["doc"]:
                 yield last
             last = doc
@@ -363,7 +381,7 @@ class HistoryReader:
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
-        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1}
+        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1, "base": 1}
         if with_cols:
             fields["cols"] = 1
         cursor = self.history.find_raw_batches(
@@ -385,6 +403,14 @@ class HistoryReader:
 
 
 _PLAIN = CodecOptions()
+
+
+def counts(version_doc: Mapping[str, Any], since: float) -> bool:
+    """Whether a version read from [`since`, ...] belongs to a row's history then: every
+    change does, a snapshot only if it is of the baseline pass begun at `since` (a pass
+    still running, or abandoned by a kill -9, has snapshots stamped later that no
+    completed baseline vouches for)."""
+    return version_doc["op"] != "snapshot" or version_doc.get("base", since) == since
 
 
 def order(version_doc: Mapping[str, Any]) -> tuple[float, int, int]:
