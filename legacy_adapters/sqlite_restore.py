@@ -11,13 +11,14 @@ removes); it is synced once complete.
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from legacy_adapters.errors import SourceError
 from legacy_adapters.sqlite_sql import quote_ident
@@ -26,10 +27,23 @@ ROWID_NAMES = ("rowid", "_rowid_", "oid")
 BATCH = 20000
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
 _FIRST = operator.itemgetter(0)
+T = TypeVar("T")
 
 
 class RestoreWriteError(SourceError):
     """The new SQLite file could not be written or fails its integrity check (exit 1)."""
+
+
+def _writing(method: Callable[..., T]) -> Callable[..., T]:
+    """SQLite's errors while writing the new file, as one error that says so."""
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise RestoreWriteError(f"restore failed writing the new file: "
+                                    f"{type(exc).__name__}: {exc}") from None
+    return wrapped
 
 
 class RestoreFile:
@@ -57,6 +71,7 @@ class RestoreFile:
         """The writer of `name`'s rows (created with `execute` first)."""
         return TableWriter(self.conn, name, self.raw_text)
 
+    @_writing
     def sequence(self, table: str, sql: str, recorded: int | None,
                  max_rowid: int | None) -> int | None:
         """Set `table`'s AUTOINCREMENT counter (see `set_sequence`)."""
@@ -111,6 +126,7 @@ class TableWriter:
             self._sql[key] = found
         return found
 
+    @_writing
     def add(self, versions: Iterable[dict[str, Any]],
             columns: Sequence[str] | None = None) -> None:
         """Insert the row each version holds (`columns`: the columns of every one of
@@ -151,6 +167,7 @@ class TableWriter:
         if rowid is not None and (self.max_rowid is None or rowid > self.max_rowid):
             self.max_rowid = rowid
 
+    @_writing
     def flush(self) -> None:
         pending = self._pending
         if pending:
@@ -160,6 +177,7 @@ class TableWriter:
                 self.seen(max(map(_FIRST, pending)))
             self._pending = []
 
+    @_writing
     def remove(self, snapshot: dict[str, Any]) -> None:
         """Take out the row a superseded snapshot put in (by rowid, else primary key)."""
         self.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from syncd.api.options import endpoints
+from syncd.api.options import endpoints, state_store
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.errors import ConfigError, SyncdError
@@ -41,9 +41,14 @@ def restore(settings: Settings, to: Path, as_of: str | None = None,
     if path.exists() or path.is_symlink():  # before starting any server
         raise ConfigError(f"--to {path}: it exists; restore writes a new file only (move "
                           "it away or name another path)")
-    source_id = source or settings.source_id
     with open_target(endpoints(settings)) as target:
         known = sources_with_history(target.db)
+        if source:
+            source_id = source
+        elif settings.sqlite is None and len(known) == 1:
+            source_id = known[0]  # no file named: the one source this database has
+        else:  # resolved as every command resolves it (an older database's id too)
+            source_id = state_store(target.db, settings).source_id
         if source_id not in known:
             have = ", ".join(repr(s) for s in known) or "none"
             raise ConfigError(f"source {source_id!r} has no history in database "

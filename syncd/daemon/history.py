@@ -246,8 +246,9 @@ class VersionRecorder:
     def record_schemas(self, source: Source, tables: Iterable[str], seq: int = 0) -> int:
         """Record the SQL of `tables` and of every view as it is now (a dropped one: None),
         with indexes, legacy triggers and the AUTOINCREMENT counter, for each whose last
-        recorded form differs: what a restore as of a later moment rebuilds. Returns how
-        many were recorded."""
+        recorded form differs: what a restore as of a later moment rebuilds (a table left
+        out of history too: its schema is restored, its rows are not). Returns how many
+        were recorded."""
         found = source.definitions()
         recorded_views = {d["table"] for d in self.store.schemas.find(
             {"source": self.source_id, "kind": "view"}, {"table": 1})}
@@ -255,8 +256,6 @@ class VersionRecorder:
         jd = julian_day(datetime.now(UTC))
         recorded = 0
         for name in sorted({*tables, *views}):
-            if name not in views and not self.options.wanted(name):
-                continue
             now = found.get(name)
             last = self.store.schemas.find_one({"source": self.source_id, "table": name},
                                                sort=[("jd", -1), ("seq", -1)])
@@ -274,7 +273,8 @@ class VersionRecorder:
                 continue
             recorded += self.store.record_schema(name, jd, seq, now.sql, list(now.indexes),
                                                  now.sequence, triggers=list(now.triggers),
-                                                 kind=now.kind)
+                                                 kind=now.kind,
+                                                 rows_kept=self.options.wanted(name))
         return recorded
 
     # -- retention -----------------------------------------------------------------------
