@@ -5,6 +5,7 @@ before later versions (written with HistoryStore, as `syncd run` records them)."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -131,6 +132,10 @@ def test_awkward_values_restore_exactly(tmp_path, target_args):
     assert have["sequence"] == want["sequence"] == [(b"runs", 6)]
     assert integrity(out) == ["ok"]
     assert next_ids(out, ["runs"]) == next_ids(legacy, ["runs"]) == [7]
+    # the file is as readable as one sqlite3 makes (the legacy scripts may run as others)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     conn = sqlite3.connect(out)  # the legacy trigger works in the restored file
     conn.execute("UPDATE runs SET name = 'again' WHERE run_id = 1")
     conn.commit()

@@ -32,7 +32,7 @@ from syncd.client.memory import MemoryCollection
 from syncd.client.rebuild import collection_as_of, history_sources, history_start, when
 from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import MigrationFile
-from syncd.errors import SyncdError
+from syncd.errors import ConfigError, SyncdError
 from syncd.sinks.history import julian_day
 
 VIEW_SECONDS = 30.0
@@ -57,10 +57,9 @@ def parse_time(value: Moment) -> dt.datetime:
             return parse_time(dt.date.fromisoformat(text))
         moment = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
-        raise SyncdError(f"as of {text[:60]!r}: not a time; give {TIME_HELP}") from None
+        raise ConfigError(f"as of {text[:60]!r}: not a time; give {TIME_HELP}") from None
     if moment.tzinfo is None:
-        raise SyncdError(f"as of {text[:60]!r}: which time zone? Give the offset "
-                         f"(…+02:00, or Z for UTC) or a date alone ({TIME_HELP})")
+        raise ConfigError(f"as of {text[:60]!r}: which time zone? Give {TIME_HELP}")
     return moment.astimezone(dt.UTC)
 
 
@@ -96,12 +95,12 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
     sources = history_sources(db, source)
     starts = history_start(db, sources)
     if not starts:
-        raise SyncdError(f"no history in {where}: syncd keeps every version of every row "
+        raise ConfigError(f"no history in {where}: syncd keeps every version of every row "
                          "from the first sync on, and none is recorded here, so nothing "
                          f"is known as of {shown(moment)}")
     first = min(starts.values())
     if jd < first:
-        raise SyncdError(f"as of {shown(moment)} is before history starts "
+        raise ConfigError(f"as of {shown(moment)} is before history starts "
                          f"({shown(when(first))}, the first sync of {where}): nothing is "
                          "recorded before it")
     found = Scope(moment, jd, [s for s in sources if starts[s] <= jd], starts)

@@ -148,6 +148,9 @@ def restore(db: Database, options: RestoreOptions, progress: Progress,
     tmp = Path(name)
     try:
         _write(open_file(tmp, Binary), reader, options, report, progress)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as sqlite3 makes a new file, not mkstemp's 0600
         try:
             os.link(tmp, path)  # fails if PATH appeared meanwhile: never replaced
         except FileExistsError:
