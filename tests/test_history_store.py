@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from legacy_adapters.values import RawText
 from syncd.projection.ids import derive_id
-from syncd.sinks.history import HistoryReader, HistoryStore, version
+from syncd.sinks.history import HistoryStore, version
+from syncd.sinks.history_reader import HistoryReader
 
 J = 2461000.0  # a julian day of 2025
 ROW1 = {"id": 1, "name": RawText(b"\xff\xfe"), "x": 1.0, "big": 2**62, "b": b"\x00\x01",

@@ -12,13 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from syncd.projection.ids import derive_id
-from syncd.sinks.history import (
-    HistoryReader,
-    HistoryStore,
-    from_julian_day,
-    julian_day_now,
-    version,
-)
+from syncd.sinks.history import HistoryStore, from_julian_day, julian_day_now, version
+from syncd.sinks.history_reader import HistoryReader
 from tests.conftest import run_cli
 
 SOURCE = "testhost"

@@ -39,11 +39,11 @@ from syncd.projection.project import Params, Projector
 from syncd.sinks.history import (
     HISTORY,
     SCHEMAS,
-    HistoryReader,
     counts,
     decode_row,
     from_julian_day,
 )
+from syncd.sinks.history_reader import HistoryReader
 
 CODEC = bson.CodecOptions(tz_aware=False)
 

@@ -38,11 +38,11 @@ from syncd.projection.ids import id_maker
 from syncd.projection.model import TableMap
 from syncd.sinks.history import (
     HistoryOptions,
-    HistoryReader,
     HistoryStore,
     julian_day,
     version,
 )
+from syncd.sinks.history_reader import HistoryReader
 
 log = logging.getLogger(__name__)
 OPS = {"i": "insert", "u": "update", "d": "delete"}

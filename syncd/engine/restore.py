@@ -36,7 +36,8 @@ from pymongo.database import Database
 from legacy_adapters.base import RestoreTarget, RowWriter
 from syncd.errors import ConfigError
 from syncd.progress import Progress
-from syncd.sinks.history import HistoryReader, counts, from_julian_day, order
+from syncd.sinks.history import counts, from_julian_day, order
+from syncd.sinks.history_reader import HistoryReader
 
 
 @dataclass(frozen=True)
