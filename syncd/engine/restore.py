@@ -68,7 +68,11 @@ class RestoreReport:
 
     def to_dict(self) -> dict[str, Any]:
         def when(jd: float | None) -> str | None:
-            return None if jd is None else from_julian_day(jd).isoformat()
+            # a julian day (a double) holds a moment to about 50 microseconds: shown to
+            # the millisecond, as the as-of answers show it
+            if jd is None:
+                return None
+            return from_julian_day(jd + 0.0005 / 86400).isoformat(timespec="milliseconds")
 
         return {"path": self.path, "source": self.source, "as_of": when(self.as_of),
                 "history_starts": when(self.history_starts), "tables": self.tables,
