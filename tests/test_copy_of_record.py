@@ -62,6 +62,20 @@ def test_every_version_and_restore_as_of_any_moment(
     legacy = fixture_db
     assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
     copies: dict[str, tuple[str, Path]] = {}
+    started: list[Daemon] = []
+    try:
+        _story(tmp_path, legacy, target_args, db, copies, started)
+    finally:  # a failed wait leaves no `syncd run` behind
+        for daemon in started:
+            if daemon.proc.poll() is None:
+                daemon.stop()
+    _check(db, copies, target_args, tmp_path)
+
+
+def _story(tmp_path: Path, legacy: Path, target_args: list[str], db: Any,
+           copies: dict[str, tuple[str, Path]], started: list[Any]) -> None:
+    """migrate, a gap, `syncd run`, five updates, kill -9, changes while down, restart, a
+    schema change; a backup copy of the legacy file at each named moment."""
 
     def keep(name: str) -> None:
         at = moment()
@@ -78,6 +92,7 @@ def test_every_version_and_restore_as_of_any_moment(
     legacy_write(legacy, "DELETE FROM epoch_history WHERE id = (SELECT MIN(id) FROM"
                  " epoch_history)")
     daemon = Daemon(tmp_path, legacy, target_args)
+    started.append(daemon)
     daemon.wait_ready(db)
     # five updates of one run's status within one second, each its own commit
     for i in range(5):
@@ -101,6 +116,7 @@ def test_every_version_and_restore_as_of_any_moment(
     legacy_write(legacy, "INSERT INTO training_runs (challenge, model_name, status) VALUES"
                  " (2, 'new', 'queued')")
     daemon = Daemon(tmp_path, legacy, target_args)
+    started.append(daemon)
     daemon.wait_ready(db)
     legacy_write(legacy, "ALTER TABLE training_runs ADD COLUMN seed INTEGER")
     legacy_write(legacy, "UPDATE training_runs SET seed = 9007199254740993 WHERE run_id = ?",
@@ -111,6 +127,13 @@ def test_every_version_and_restore_as_of_any_moment(
     keep("after")
     daemon.stop()
 
+
+def _check(db: Any, copies: dict[str, tuple[str, Path]], target_args: list[str],
+           tmp_path: Path) -> None:
+    """Every version kept with its statement's time; restore as of each moment equals
+    the copy taken then."""
+    runs = [r[0] for r in sqlite3.connect(copies["start"][1]).execute(
+        "SELECT run_id FROM training_runs ORDER BY run_id LIMIT 5")]
     history = db["_syncd_history"]
     updates = list(history.find({"table": "training_runs", "key": [runs[0]], "op": "update"},
                                 sort=[("jd", 1), ("seq", 1), ("n", 1)]))
