@@ -8,6 +8,7 @@ from typing import Any
 from syncd.api.options import endpoints, state_store
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
+from syncd.embedded.statedir import user_umask
 from syncd.errors import ConfigError, SyncdError
 from syncd.progress import Progress
 
@@ -55,5 +56,5 @@ def restore(settings: Settings, to: Path, as_of: str | None = None,
                               f"{settings.database!r} (sources with history: {have}); "
                               "name one with --source")
         with progress or Progress(enabled=False) as shown:
-            return restore_file(target.db, RestoreOptions(path, source_id, jd), shown,
-                                RestoreFile)
+            options = RestoreOptions(path, source_id, jd, 0o666 & ~user_umask())
+            return restore_file(target.db, options, shown, RestoreFile)

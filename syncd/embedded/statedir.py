@@ -110,8 +110,24 @@ def for_command(command: str, ends: Endpoints) -> Iterator[None]:
     if command in READERS:
         _require_existing(command, ends, mongo)
     prepare(ends.state_dir)
+    global _user_umask
     old = os.umask(0o077)
+    _user_umask = old
     try:
         yield
     finally:
         os.umask(old)
+        _user_umask = None
+
+
+_user_umask: int | None = None
+
+
+def user_umask() -> int:
+    """The umask the user gave syncd (while a command runs with syncd's private 077):
+    what files made for the user, not for syncd (a restored metadata.db), are made with."""
+    if _user_umask is not None:
+        return _user_umask
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -47,6 +47,7 @@ class RestoreOptions:
     path: Path
     source_id: str
     as_of: float | None = None
+    mode: int = 0o644  # the new file's permissions (syncd.api: 0666 less the user's umask)
 
 
 @dataclass
@@ -153,9 +154,7 @@ def restore(db: Database, options: RestoreOptions, progress: Progress,
     tmp = Path(name)
     try:
         _write(open_file(tmp, Binary), reader, options, report, progress)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as sqlite3 makes a new file, not mkstemp's 0600
+        os.chmod(tmp, options.mode)  # as sqlite3 would make it for the user, not 0600
         try:
             os.link(tmp, path)  # fails if PATH appeared meanwhile: never replaced
         except FileExistsError:
