@@ -98,7 +98,10 @@ def test_stop_signal_during_start_leaves_no_server(tmp_path, sample, command, si
         assert _listening(server)
     try:
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        # a deadline, not a measure: the unwinding stops the server (SIGTERM, up to 20 s,
+        # then SIGKILL) and releases the lease, which on a machine loaded beside the
+        # suite (stress-ng --cpu 2) took over 60 s once; what is checked is how it ends
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode != 0, err  # interrupted work is not a success
         assert "Traceback" not in err
         assert _gone(server), f"the embedded server (pid {server.pid}) outlived syncd: {err}"
