@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError
-from syncd.redact import redact_url, register_url
+from syncd.redact import redact_url, register_secret, register_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -263,7 +263,17 @@ def load_settings(
         settings.source_id = default_source_id(settings.sqlite)
     register_url(settings.mongo_url)
     register_url(settings.redis_url)
+    _register_http_secrets(settings, environ)
     return settings
+
+
+def _register_http_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
+    """The dashboard's token and password are redacted from every log line and message
+    from the moment the settings load, whatever the command (not only `syncd run`)."""
+    http = settings.extra.get("http", {})
+    for secret in (environ.get("SYNCD_HTTP_TOKEN"), http.get("token"), http.get("password")):
+        if isinstance(secret, str) and secret.strip():
+            register_secret(secret)
 
 
 def section_defaults(name: str) -> Mapping[str, Any]:

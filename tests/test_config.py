@@ -211,3 +211,18 @@ def test_a_mistyped_table_key_is_refused_by_every_command(tmp_path, good_db, tar
     assert result.code == 2, result
     line = _one_line(result)
     assert f"[{table}]" in line and f"unknown key {key!r}" in line and str(cfg) in line
+
+
+def test_dashboard_secrets_are_masked_from_the_moment_settings_load(tmp_path):
+    """Any command, not only `syncd run`, masks the [http] token and password (and
+    SYNCD_HTTP_TOKEN) in what it prints: they are registered when the settings load."""
+    from syncd.redact import scrub
+
+    config = tmp_path / "syncd.toml"
+    config.write_text('[http]\ntoken = "tok-4f9a2c81e7"\nusername = "ops"\n'
+                      'password = "pw-b71d0e33aa"\n')
+    load_settings({"config": str(config)}, environ={"SYNCD_HTTP_TOKEN": "env-5c2e9b7d41"})
+    said = scrub("token tok-4f9a2c81e7, password pw-b71d0e33aa, env env-5c2e9b7d41")
+    assert "tok-4f9a2c81e7" not in said and "pw-b71d0e33aa" not in said
+    assert "env-5c2e9b7d41" not in said
+    assert said.count("***") == 3

@@ -16,7 +16,6 @@ from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.http.context import HttpContext
 from syncd.http.options import DEFAULT_PORT, DEFAULTS, HttpOptions, is_loopback
-from syncd.redact import register_secret
 
 
 def http_context(settings: Settings, db: Database, redis: Any | None = None,
@@ -89,8 +88,6 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
     if not all(isinstance(h, str) and h.strip() for h in hosts):
         raise ConfigError(f"[http] allowed_hosts = {hosts!r}: a list of host names, e.g. "
                           '["trainhost.lab", "10.0.0.5"] (or ["*"] for any)')
-    for secret in (raw["token"], raw["password"]):
-        register_secret(secret)
     options = HttpOptions(host, port, raw["token"], raw["username"], raw["password"],
                           raw["stuck_seconds"], raw["max_streams"],
                           tuple(h.strip().lower() for h in hosts),
