@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sqlite3
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pymongo
 
-from bench.harness import describe, load, mongo_server, result, say, syncd_cli
+from bench.harness import describe, load, median_seconds, mongo_server, result, say, syncd_cli
 from syncd.client import asof
 from syncd.client.tracker import Tracker
 from syncd.projection.ids import derive_id
@@ -69,17 +66,6 @@ def record_history(db: Any, path: Path) -> int:
     return count
 
 
-def median(func: Callable[[], Any], rounds: int, before: Callable[[], Any] = lambda: None
-           ) -> float:
-    seconds = []
-    for _ in range(rounds):
-        before()
-        began = time.perf_counter()
-        func()
-        seconds.append(time.perf_counter() - began)
-    return statistics.median(seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2000)
@@ -107,16 +93,17 @@ def main() -> None:
         def past_page(offset: int = 0, query: dict | None = None) -> Any:
             return Tracker(db, as_of=when).best_first(query or {}, offset, 100)
 
-        live = median(live_page, args.rounds)
-        first = median(past_page, args.rounds, before=asof._views.clear)
+        live = median_seconds(live_page, args.rounds)
+        first = median_seconds(past_page, args.rounds, before=asof._views.clear)
         past_page()
-        cached = median(lambda: past_page(100), args.rounds)
-        filtered = median(lambda: past_page(0, {"status": "completed", "challenge": 1}),
-                          args.rounds)
-        live_history = median(lambda: Tracker(db).history(ref), args.rounds)
-        first_history = median(lambda: Tracker(db, as_of=when).history(ref), args.rounds,
-                               before=asof._views.clear)
-        cached_history = median(lambda: Tracker(db, as_of=when).history(ref), args.rounds)
+        cached = median_seconds(lambda: past_page(100), args.rounds)
+        filtered = median_seconds(
+            lambda: past_page(0, {"status": "completed", "challenge": 1}), args.rounds)
+        live_history = median_seconds(lambda: Tracker(db).history(ref), args.rounds)
+        first_history = median_seconds(lambda: Tracker(db, as_of=when).history(ref),
+                                       args.rounds, before=asof._views.clear)
+        cached_history = median_seconds(lambda: Tracker(db, as_of=when).history(ref),
+                                        args.rounds)
         client.close()
     say(f"load after: {load()}")
     rows = [("list page, live", live, live), ("list page, as of (first)", first, live),

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from syncd.embedded import EmbeddedMongo, EmbeddedRedis
 
@@ -112,6 +114,20 @@ class Timer:
 
     def stop(self) -> tuple[float, float]:
         return time.perf_counter() - self.wall, time.thread_time() - self.cpu
+
+
+def median_seconds(func: Callable[[], Any], rounds: int,
+                   before: Callable[[], Any] = lambda: None) -> float:
+    """The median wall-clock seconds of `rounds` calls of `func`, `before` run untimed
+    ahead of each (a cache emptied, say): what "the median of --rounds" means in every
+    bench that says it."""
+    seconds = []
+    for _ in range(rounds):
+        before()
+        began = time.perf_counter()
+        func()
+        seconds.append(time.perf_counter() - began)
+    return statistics.median(seconds)
 
 
 def _proc_stats() -> dict[int, tuple[int, float]]:

@@ -3,6 +3,9 @@ once), read back as of moments, storage classes exact, SQL over time."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from legacy_adapters.base import Definition
 from legacy_adapters.values import RawText
 from syncd.projection.ids import derive_id
 from syncd.sinks.history import HistoryStore, version
@@ -55,3 +58,31 @@ def test_schema_versions_as_of(db):
     assert reader.schema_as_of("runs", J + 4)["sql"].endswith("PRIMARY KEY)")
     assert reader.schema_as_of("runs", J + 6)["indexes"] == ["CREATE INDEX ix ON runs(n)"]
     assert reader.schema_as_of("runs") is None  # dropped since
+
+
+def test_changed_sql_is_recorded_once_whoever_asks(db):
+    """`record_changed`, the one rule of a migrate's end (views only) and of the daemon
+    (the tables it names too): a record per change, none for what is unchanged."""
+    store = HistoryStore(db, "src")
+    runs = Definition("runs", "table", "CREATE TABLE runs(id INTEGER PRIMARY KEY)",
+                      ("CREATE INDEX ix ON runs(id)",), sequence=3)
+    best = Definition("best", "view", "CREATE VIEW best AS SELECT * FROM runs")
+    assert store.record_changed({"runs": runs, "best": best}) == 1  # views only
+    assert store.record_changed({"runs": runs, "best": best}) == 0
+    assert store.record_changed({"runs": runs, "best": best}, ["runs"],
+                                exclude={"runs"}) == 1
+    assert store.record_changed({"runs": runs, "best": best}, ["runs"]) == 0
+    moved = replace(runs, sequence=4)  # only the AUTOINCREMENT counter moved
+    assert store.record_changed({"runs": moved, "best": best}, ["runs"]) == 1
+    fired = replace(best, triggers=("CREATE TRIGGER t INSTEAD OF DELETE ON best BEGIN "
+                                    "SELECT 1; END",))
+    assert store.record_changed({"runs": moved, "best": fired}) == 1
+    assert store.record_changed({"runs": moved}) == 1  # the view's drop
+    assert store.record_changed({"runs": moved}) == 0  # recorded once
+    kept = [d["rows_kept"] for d in store.schemas.find({"table": "runs"}, sort=[("jd", 1)])]
+    assert kept == [False, True]
+    reader = HistoryReader(db, "src")
+    assert list(reader.objects_as_of()) == ["runs"]
+    assert reader.objects_as_of()["runs"]["sequence"] == 4
+    assert [d["sql"] is None for d in store.schemas.find({"table": "best"}, sort=[
+        ("jd", 1)])] == [False, False, True]

@@ -244,38 +244,11 @@ class VersionRecorder:
     # -- schema versions -----------------------------------------------------------------
 
     def record_schemas(self, source: Source, tables: Iterable[str], seq: int = 0) -> int:
-        """Record the SQL of `tables` and of every view as it is now (a dropped one: None),
-        with indexes, legacy triggers and the AUTOINCREMENT counter, for each whose last
-        recorded form differs: what a restore as of a later moment rebuilds (a table left
-        out of history too: its schema is restored, its rows are not). Returns how many
-        were recorded."""
-        found = source.definitions()
-        recorded_views = {d["table"] for d in self.store.schemas.find(
-            {"source": self.source_id, "kind": "view"}, {"table": 1})}
-        views = {n for n, d in found.items() if d.kind == "view"} | recorded_views
-        jd = julian_day(datetime.now(UTC))
-        recorded = 0
-        for name in sorted({*tables, *views}):
-            now = found.get(name)
-            last = self.store.schemas.find_one({"source": self.source_id, "table": name},
-                                               sort=[("jd", -1), ("seq", -1)])
-            if last is None and now is None:
-                continue
-            if now is None:
-                if last is not None and last["sql"] is None:
-                    continue
-                recorded += self.store.record_schema(
-                    name, jd, seq, None, kind=last.get("kind", "table") if last else "table")
-                continue
-            shape = (now.sql, list(now.indexes), now.sequence, list(now.triggers))
-            if last is not None and (last["sql"], last["indexes"], last["sequence"],
-                                     last.get("triggers", [])) == shape:
-                continue
-            recorded += self.store.record_schema(name, jd, seq, now.sql, list(now.indexes),
-                                                 now.sequence, triggers=list(now.triggers),
-                                                 kind=now.kind,
-                                                 rows_kept=self.options.wanted(name))
-        return recorded
+        """Record the SQL of `tables` and of every view where it changed (a table left out
+        of history too: its schema is restored, its rows are not): `record_changed`,
+        the rule a migrate's end shares. Returns how many were recorded."""
+        return self.store.record_changed(source.definitions(), tables, seq=seq,
+                                         exclude=self.options.exclude)
 
     # -- retention -----------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from legacy_adapters.base import Chunk, Definition, Source, TableInfo
 from syncd.engine.repairs import Repairs
 from syncd.projection.project import Projected, Projector
 from syncd.sinks.history import HistoryStore, julian_day_now
-from syncd.sinks.history_reader import HistoryReader
 
 
 class TablePass:
@@ -102,18 +101,10 @@ class Baseline:
 
     def record_views(self) -> None:
         """Record each view whose SQL history does not hold as it is now (new or
-        changed), and the drop of a recorded view that is gone."""
-        now = self.source.definitions()
-        reader = HistoryReader(self.store.db, self.store.source_id)
-        recorded = {n: d for n, d in reader.objects_as_of().items()
-                    if d.get("kind") == "view"}
-        for name, found in sorted(now.items()):
-            doc = recorded.get(name)
-            if found.kind == "view" and (doc is None or doc["sql"] != found.sql
-                                         or doc.get("triggers", []) != list(found.triggers)):
-                self.record(found)
-        for name in sorted(set(recorded) - {n for n, d in now.items() if d.kind == "view"}):
-            self.store.record_schema(name, julian_day_now(), 0, None, kind="view")
+        changed), and the drop of a recorded view that is gone: `record_changed`, the
+        rule the daemon's start and schema changes share (the tables' SQL is recorded
+        by their passes)."""
+        self.store.record_changed(self.source.definitions(), exclude=self.exclude)
 
 
 def start_of(entry: dict[str, Any]) -> float | None:

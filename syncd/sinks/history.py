@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +63,7 @@ from bson.binary import Binary
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from legacy_adapters.base import Definition
 from legacy_adapters.values import RawText
 from syncd.projection.ids import encode_value
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
@@ -178,6 +179,39 @@ class HistoryStore:
                "triggers": list(triggers), "baseline": baseline, "rows_kept": rows_kept,
                "rows": rows, "columns": None if columns is None else list(columns)}
         return _insert_new(self.schemas, [doc])
+
+    def record_changed(self, definitions: Mapping[str, Definition],
+                       tables: Iterable[str] = (), *, seq: int = 0,
+                       exclude: Collection[str] = ()) -> int:
+        """Record the SQL of `tables` and of every view (now in `definitions`, or ever
+        recorded), with indexes, legacy triggers and AUTOINCREMENT counter, for each
+        whose last record differs from `definitions` (a name gone from it: its drop):
+        what a restore as of a later moment rebuilds. One rule for every caller (a
+        migrate's end, the daemon's start and its schema changes), so their records
+        cannot drift apart. `exclude`: tables whose rows history leaves out (their
+        SQL is kept, `rows_kept` false). Returns how many were recorded."""
+        ever_views = set(self.schemas.distinct("table", {"source": self.source_id,
+                                                         "kind": "view"}))
+        views = {n for n, d in definitions.items() if d.kind == "view"} | ever_views
+        jd = julian_day_now()
+        recorded = 0
+        for name in sorted({*tables, *views}):
+            now = definitions.get(name)
+            last = self.schemas.find_one({"source": self.source_id, "table": name},
+                                         sort=[("jd", -1), ("seq", -1)])
+            if now is None:
+                if last is not None and last["sql"] is not None:
+                    recorded += self.record_schema(name, jd, seq, None,
+                                                   kind=last.get("kind", "table"))
+                continue
+            shape = (now.sql, list(now.indexes), now.sequence, list(now.triggers))
+            if last is not None and (last["sql"], last.get("indexes", []),
+                                     last.get("sequence"), last.get("triggers", [])) == shape:
+                continue
+            recorded += self.record_schema(name, jd, seq, now.sql, list(now.indexes),
+                                           now.sequence, triggers=list(now.triggers),
+                                           kind=now.kind, rows_kept=name not in exclude)
+        return recorded
 
     def prune(self, before_jd: float, batch: int = 1000) -> int:
         """Remove versions older than `before_jd` that a later one, also older, replaced:
