@@ -64,7 +64,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.json:
         print_json(status)
     else:
-        print_status(status, settings)
+        print_status(status, settings, api.sources_health(status, args.max_lag))
     if not args.json:
         say(f"health: {why} (exit {code})")
     return code
