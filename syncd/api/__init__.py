@@ -12,10 +12,12 @@ from syncd.api.dashboard import dashboard
 from syncd.api.events import events
 from syncd.api.experiments import (
     Experiments,
+    ExperimentsReader,
     experiments_as_of,
     experiments_best,
     experiments_compare,
     experiments_history,
+    experiments_reader,
     experiments_search,
     experiments_versions,
 )
@@ -24,12 +26,20 @@ from syncd.api.legacy import capture_install, capture_status, capture_uninstall,
 from syncd.api.local_tier import warm_local_tier
 from syncd.api.restore import restore
 from syncd.api.run import run
-from syncd.api.sync import MigrateResult, migrate, reconcile, status, status_health, verify
+from syncd.api.sync import (
+    MigrateResult,
+    migrate,
+    reconcile,
+    sources_health,
+    status,
+    status_health,
+    verify,
+)
 
 __all__ = [
-    "Experiments", "MigrateResult", "cache_stats", "capture_install", "capture_status",
-    "capture_uninstall", "dashboard", "events", "experiments_as_of",
-    "experiments_best", "experiments_compare", "experiments_history", "experiments_search",
-    "experiments_versions", "migrate", "reconcile", "restore", "run", "sample",
-    "status", "status_health", "verify", "warm", "warm_local_tier",
+    "Experiments", "ExperimentsReader", "MigrateResult", "cache_stats", "capture_install",
+    "capture_status", "capture_uninstall", "dashboard", "events", "experiments_as_of",
+    "experiments_best", "experiments_compare", "experiments_history", "experiments_reader",
+    "experiments_search", "experiments_versions", "migrate", "reconcile", "restore", "run",
+    "sample", "sources_health", "status", "status_health", "verify", "warm", "warm_local_tier",
 ]

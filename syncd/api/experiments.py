@@ -2,20 +2,22 @@
 
 Every source of the database by default; `source` narrows to one. `as_of` (a time,
 syncd.client.asof): the experiments as they were then, rebuilt from history with the
-configured migrations.
+configured migrations. One command's queries share one `ExperimentsReader` (one
+connection: `experiments_reader(settings, ...)`); each function below is one query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syncd.api.options import endpoints
 from syncd.client.compare import Comparison, compare
-from syncd.client.tracker import Tracker
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
+from syncd.errors import ConfigError
 
 if TYPE_CHECKING:
     from syncd.client.tracker import Tracker
@@ -32,25 +34,97 @@ class Experiments:
     offset: int = 0
 
 
-def _tracker(settings: Settings, db: Any, source: str | None, as_of: str | None) -> Tracker:
-    """The live Tracker, or (`as_of`) the one of that moment, with the configured
-    migrations (the model the documents of then are projected with)."""
-    from syncd.api.shared import migration_files
-    from syncd.client.tracker import Tracker
+class ExperimentsReader:
+    """Every query one command makes, on one open target (an embedded MongoDB is
+    started once per command, not once per query); `as_of`: as they were then."""
 
-    if as_of is None:
-        return Tracker(db, source)
-    return Tracker(db, source, as_of=as_of, migrations=migration_files(settings))
+    def __init__(self, settings: Settings, db: Any, source: str | None,
+                 as_of: str | None) -> None:
+        self.settings, self.db, self.source, self.as_of = settings, db, source, as_of
+        self._tracker: Tracker | None = None
+
+    def tracker(self) -> Tracker:
+        """The live Tracker, or (`as_of`) the one of that moment, with the configured
+        migrations (the model the documents of then are projected with); made once."""
+        from syncd.api.shared import migration_files
+        from syncd.client.tracker import Tracker
+
+        if self._tracker is None:
+            self._tracker = (Tracker(self.db, self.source) if self.as_of is None else
+                             Tracker(self.db, self.source, as_of=self.as_of,
+                                     migrations=migration_files(self.settings)))
+        return self._tracker
+
+    def scope(self) -> dict[str, Any]:
+        """Which moment `as_of` is, the sources whose history reaches it, and what the
+        answers as of it cannot show (raises for a moment before history starts)."""
+        from syncd.client.asof import scope
+
+        if self.as_of is None:
+            raise ConfigError("no --as-of moment was given")
+        tracker = self.tracker()
+        found = getattr(tracker, "scope", None) or scope(self.db, self.as_of, self.source)
+        return dict(found.to_dict())
+
+    def best(self, challenge: int, n: int = 10, status: str | None = "completed",
+             offset: int = 0) -> Experiments:
+        """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
+        after the first `offset`."""
+        tracker = self.tracker()
+        docs, total = tracker.best_page(challenge, n, status, offset)
+        why = None if total else tracker.why_no_best(challenge, status)
+        return Experiments(docs, why, total, offset)
+
+    def compare(self, refs: Sequence[str]) -> Comparison:
+        """Several experiments (run_ids or _ids) side by side: what differs between them."""
+        return compare(self.tracker().compare(list(refs)))
+
+    def search(self, query: Mapping[str, Any], limit: int = 0, offset: int = 0
+               ) -> Experiments:
+        """Experiments matching a MongoDB filter (at most `limit`, after the first
+        `offset`)."""
+        tracker = self.tracker()
+        docs = list(tracker.search(dict(query), limit=limit, offset=offset))
+        total = len(docs) + offset if not limit and (docs or not offset) \
+            else tracker.count(dict(query))
+        return Experiments(docs, None if total else tracker.why_no_match(dict(query)),
+                           total, offset)
+
+    def history(self, ref: str) -> dict[str, Any]:
+        """One experiment with its epochs and checkpoints."""
+        return dict(self.tracker().history(ref))
+
+    def versions(self, ref: str) -> Any:
+        """One run's versions (syncd.client.versions.RunVersions): what changed, when (up
+        to `as_of`, if given)."""
+        from syncd.api.shared import migration_files
+        from syncd.client.asof import parse_time
+        from syncd.client.versions import run_versions
+        from syncd.sinks.history import julian_day
+
+        until = None if self.as_of is None else julian_day(parse_time(self.as_of))
+        return run_versions(self.db, ref, self.source, until, migration_files(self.settings))
+
+
+@contextlib.contextmanager
+def experiments_reader(settings: Settings, source: str | None = None, as_of: str | None = None
+                ) -> Iterator[ExperimentsReader]:
+    """An `ExperimentsReader` on the configured target, open for the block (a bad
+    `as_of` is refused before anything starts)."""
+    from syncd.api.shared import checked_moment
+
+    if as_of is not None:
+        checked_moment(as_of)
+    with open_target(endpoints(settings)) as target:
+        yield ExperimentsReader(settings, target.db, source, as_of)
 
 
 def experiments_as_of(settings: Settings, as_of: str, source: str | None = None
                       ) -> dict[str, Any]:
     """Which moment `as_of` is, the sources whose history reaches it, and what the
     answers as of it cannot show (raises for a moment before history starts)."""
-    from syncd.client.asof import scope
-
-    with open_target(endpoints(settings)) as target:
-        return scope(target.db, as_of, source).to_dict()
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.scope()
 
 
 def experiments_best(settings: Settings, challenge: int, n: int = 10,
@@ -58,50 +132,35 @@ def experiments_best(settings: Settings, challenge: int, n: int = 10,
                      offset: int = 0, as_of: str | None = None) -> Experiments:
     """The `n` best experiments of `challenge` by best_val_loss (`status` None: any),
     after the first `offset`."""
-    with open_target(endpoints(settings)) as target:
-        tracker = _tracker(settings, target.db, source, as_of)
-        docs, total = tracker.best_page(challenge, n, status, offset)
-        why = None if total else tracker.why_no_best(challenge, status)
-        return Experiments(docs, why, total, offset)
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.best(challenge, n, status, offset)
 
 
 def experiments_compare(settings: Settings, refs: Sequence[str], source: str | None = None,
                         as_of: str | None = None) -> Comparison:
     """Several experiments (run_ids or _ids) side by side: what differs between them."""
-
-    with open_target(endpoints(settings)) as target:
-        return compare(_tracker(settings, target.db, source, as_of).compare(list(refs)))
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.compare(refs)
 
 
 def experiments_search(settings: Settings, query: Mapping[str, Any], limit: int = 0,
                        source: str | None = None, offset: int = 0,
                        as_of: str | None = None) -> Experiments:
     """Experiments matching a MongoDB filter (at most `limit`, after the first `offset`)."""
-    with open_target(endpoints(settings)) as target:
-        tracker = _tracker(settings, target.db, source, as_of)
-        docs = list(tracker.search(dict(query), limit=limit, offset=offset))
-        total = len(docs) + offset if not limit and (docs or not offset) \
-            else tracker.count(dict(query))
-        return Experiments(docs, None if total else tracker.why_no_match(dict(query)),
-                           total, offset)
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.search(query, limit, offset)
 
 
 def experiments_history(settings: Settings, ref: str, source: str | None = None,
                         as_of: str | None = None) -> dict[str, Any]:
     """One experiment with its epochs and checkpoints."""
-    with open_target(endpoints(settings)) as target:
-        return dict(_tracker(settings, target.db, source, as_of).history(ref))
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.history(ref)
 
 
 def experiments_versions(settings: Settings, ref: str, source: str | None = None,
                          as_of: str | None = None) -> Any:
     """One run's versions (syncd.client.versions.RunVersions): what changed, when (up to
     `as_of`, if given)."""
-    from syncd.api.shared import migration_files
-    from syncd.client.asof import parse_time
-    from syncd.client.versions import run_versions
-    from syncd.sinks.history import julian_day
-
-    until = None if as_of is None else julian_day(parse_time(as_of))
-    with open_target(endpoints(settings)) as target:
-        return run_versions(target.db, ref, source, until, migration_files(settings))
+    with experiments_reader(settings, source, as_of) as reader:
+        return reader.versions(ref)

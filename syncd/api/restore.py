@@ -9,23 +9,20 @@ from syncd.api.options import endpoints, state_store
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.embedded.statedir import user_umask
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError
 from syncd.progress import Progress
 
 
 def parse_as_of(text: str | None) -> float | None:
     """A julian day for `--as-of` (None: now), by the one rule every `--as-of` follows
-    (syncd.client.asof.parse_time: ISO 8601 with its offset, or a date, its 00:00 UTC;
+    (syncd.api.shared.checked_moment: ISO 8601 with its offset, or a date, its 00:00 UTC;
     a time without a zone is refused rather than guessed)."""
-    from syncd.client.asof import parse_time
+    from syncd.api.shared import checked_moment
     from syncd.sinks.history import julian_day
 
     if text is None or text.strip().lower() == "now":
         return None
-    try:
-        return julian_day(parse_time(text))
-    except SyncdError as exc:
-        raise ConfigError(f"--as-of: {exc}") from None
+    return julian_day(checked_moment(text))
 
 
 def restore(settings: Settings, to: Path, as_of: str | None = None,

@@ -24,6 +24,19 @@ def open_source(settings: Settings) -> Iterator[Any]:
         source.close()
 
 
+def checked_moment(as_of: Any) -> Any:
+    """An `--as-of` moment as an aware UTC datetime, by the one rule every `--as-of`
+    follows (syncd.client.asof.parse_time); a bad one is refused (exit 2) before any
+    server starts."""
+    from syncd.client.asof import parse_time
+    from syncd.errors import ConfigError, SyncdError
+
+    try:
+        return parse_time(as_of)
+    except SyncdError as exc:
+        raise ConfigError(f"--as-of: {exc}") from None
+
+
 def migration_files(settings: Settings) -> list[Any]:
     """The migrations configured (--migrations, default: the bundled ones), in order."""
     return load_migrations(settings.migrations)

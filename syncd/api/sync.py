@@ -9,14 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.api.hdf5 import hdf5_status
-from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
+from syncd.api.options import (
+    check_source_file,
+    endpoints,
+    migrate_options,
+    source_ref,
+    state_store,
+)
 from syncd.api.shared import migration_files, open_source, where
 from syncd.checkpoint.daemon_doc import live_daemon
 from syncd.checkpoint.resync import reconcile_result, request_reconcile
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
 from syncd.engine.migrator import Migrator
-from syncd.engine.status import collect_status
+from syncd.engine.status import collect_fleet, collect_status
 from syncd.engine.verify import verify as verify_target
 from syncd.errors import ConfigError, SyncdError
 from syncd.faults import crashpoint
@@ -83,14 +89,21 @@ def verify(settings: Settings, progress: Progress | None = None,
 def status(settings: Settings) -> dict[str, Any]:
     """The target's state (what `syncd status --json` prints).
 
-    With MongoDB unreachable and a local daemon status file beside the state, the
-    answer is `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
+    The configured source's, or (no --source-id and no --sqlite named one, and the
+    database holds several sources) every source's: `source_id` None and each one's
+    state under `source_details` (engine.status.collect_fleet). With MongoDB
+    unreachable and a local daemon status file beside the state, the answer is
+    `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
     """
     try:
         with open_target(endpoints(settings)) as target:
             crashpoint("status.connected")  # a test stops status here, its server up
             store = state_store(target.db, settings)
-            found = collect_status(target.db, store.source_id)
+            ref = source_ref(settings)
+            if not ref.named and ref.sqlite is None and len(store.sources()) > 1:
+                found = collect_fleet(target.db)  # none to pick: each source's state
+            else:
+                found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
             found["hdf5"] = hdf5_status(target.db, settings)
     except ConfigError as exc:
@@ -121,6 +134,8 @@ def status_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG) -> tu
     """
     if "error" in found:
         return STATUS_TARGET_DOWN, f"MongoDB is not reachable: {found['error']}"
+    if found.get("source_details") is not None:  # several sources, none named
+        return _fleet_health(sources_health(found, max_lag))
     daemon = found.get("daemon")
     if not daemon and found.get("version") is not None:
         return _migrated_only(found)
@@ -138,6 +153,26 @@ def status_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG) -> tu
     if found.get("quarantined"):
         return STATUS_QUARANTINE, f"{found['quarantined']} row(s) quarantined"
     return 0, f"in sync (lag {lag:.1f} s)"
+
+
+def sources_health(found: dict[str, Any], max_lag: float = DEFAULT_MAX_LAG
+                   ) -> list[tuple[str, int, str]]:
+    """(source id, exit code, why) of each source of a status of several sources, by the
+    rules `status_health` applies to one."""
+    return [(sid, *status_health({**detail, "database": found.get("database")}, max_lag))
+            for sid, detail in (found.get("source_details") or {}).items()]
+
+
+def _fleet_health(each: list[tuple[str, int, str]]) -> tuple[int, str]:
+    """The exit code of several sources: the first that applies to any of them (3, 4,
+    then 5, as for one source), naming the sources it applies to."""
+    failing = [c for _, c, _ in each if c]
+    if not failing:
+        return 0, f"every source is fine ({len(each)} sources)"
+    code = min(failing)
+    hit = [(sid, why) for sid, c, why in each if c == code]
+    more = f" (and {len(hit) - 1} more source(s) with exit {code})" if len(hit) > 1 else ""
+    return code, f"source {hit[0][0]!r}: {hit[0][1]}{more}"
 
 
 def _migrated_only(found: dict[str, Any]) -> tuple[int, str]:

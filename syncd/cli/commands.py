@@ -64,51 +64,58 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.json:
         print_json(status)
     else:
-        print_status(status, settings)
+        print_status(status, settings, api.sources_health(status, args.max_lag))
     if not args.json:
         say(f"health: {why} (exit {code})")
     return code
 
 
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = args.as_of
-    if as_of is not None and not args.json:
-        print_as_of(api.experiments_as_of(settings, as_of, args.source))
-    if args.action == "history" and args.versions:
-        versions = api.experiments_versions(settings, args.ref, args.source, as_of)
-        if args.json:
-            print_json(versions.to_dict())
-        else:
-            print_versions(versions)
-        return 0
-    if args.action == "history":
-        history = api.experiments_history(settings, args.ref, args.source, as_of)
-        if args.json:
-            print_json(history)
-        else:
-            print_history(history)
-        return 0
-    if args.action == "compare":
-        comparison = api.experiments_compare(settings, args.refs, args.source, as_of)
-        if args.json:
-            print_json(comparison.to_dict(args.all))
-        else:
-            print_comparison(comparison, args.all)
-        return 0
-    if args.offset < 0:
+    if args.action in ("best", "search") and args.offset < 0:
         raise ConfigError(f"--offset {args.offset}: must be 0 or more")
-    if args.action == "best":
-        found = api.experiments_best(settings, args.challenge, args.n, args.status or None,
-                                     args.source, offset=args.offset, as_of=as_of)
-    else:
+    query = None
+    if args.action == "search":
         try:
             query = json.loads(args.filter)
         except ValueError as exc:
             raise ConfigError(f"filter {args.filter!r}: not JSON ({exc})") from None
         if not isinstance(query, dict):
             raise ConfigError(f"filter {args.filter!r}: must be a JSON object")
-        found = api.experiments_search(settings, query, limit=args.limit, source=args.source,
-                                       offset=args.offset, as_of=as_of)
+    # One reader, so one connection (one embedded MongoDB start) for the whole command.
+    with api.experiments_reader(settings, args.source, args.as_of) as reader:
+        if args.as_of is not None and not args.json:
+            print_as_of(reader.scope())
+        return _experiments_action(args, reader, query)
+
+
+def _experiments_action(args: argparse.Namespace, reader: api.ExperimentsReader,
+                        query: dict[str, object] | None) -> int:
+    """Run and render the one query of `syncd experiments ACTION`."""
+    if args.action == "history" and args.versions:
+        versions = reader.versions(args.ref)
+        if args.json:
+            print_json(versions.to_dict())
+        else:
+            print_versions(versions)
+        return 0
+    if args.action == "history":
+        history = reader.history(args.ref)
+        if args.json:
+            print_json(history)
+        else:
+            print_history(history)
+        return 0
+    if args.action == "compare":
+        comparison = reader.compare(args.refs)
+        if args.json:
+            print_json(comparison.to_dict(args.all))
+        else:
+            print_comparison(comparison, args.all)
+        return 0
+    if args.action == "best":
+        found = reader.best(args.challenge, args.n, args.status or None, offset=args.offset)
+    else:
+        found = reader.search(query or {}, limit=args.limit, offset=args.offset)
     if args.json:
         print_json(found.docs)
     else:

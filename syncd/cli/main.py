@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "0: a daemon runs, ready, no outage, within --max-lag, nothing quarantined; "
                 "1: MongoDB unreachable; 3: no daemon with a fresh heartbeat; 4: the daemon "
                 "is not ready, waits out an outage or lags more than --max-lag; 5: rows "
-                "are quarantined (the first that applies).")
+                "are quarantined (the first that applies). With no --source-id or --sqlite "
+                "on a database of several sources: each source's health, and the first "
+                "code that applies to any of them.")
     p.add_argument("--max-lag", type=float, default=60.0, metavar="SECONDS",
                    help="the lag above which status exits 4 (default 60)")
 

@@ -133,8 +133,10 @@ def print_daemon(daemon: dict[str, Any]) -> None:
                          "last applied", "applied", "quarantined", "errors"]))
 
 
-def print_status(status: dict[str, Any], settings: Settings) -> None:
-    """`syncd status` for people (the HDF5 part is syncd.cli.hdf5's)."""
+def print_status(status: dict[str, Any], settings: Settings,
+                 health: Sequence[tuple[str, int, str]] = ()) -> None:
+    """`syncd status` for people (the HDF5 part is syncd.cli.hdf5's); `health`: each
+    source's (id, exit code, why) when the status covers several sources."""
     from syncd.cli.hdf5 import print_status_section
 
     say(f"target: {status['target']}")
@@ -145,8 +147,27 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
                    for s in status["sources"]],
                   ["source", "host", "file", "version", "last heartbeat", "lag rows", "lag s",
                    "quarantined", "errors", "state"]))
-        say(f"this source: {status['source_id']!r}")
-    if status["version"] is None:
+    if status.get("source_details") is not None:
+        for source_id, code, why in health:
+            say(f"{source_id}: {why} (exit {code})")
+        say(f"{len(status['sources'])} sources and none named: --source-id ID (or --sqlite "
+            "FILE) shows one source's version, counts, runs and checkpoints")
+    else:
+        if status.get("sources"):
+            say(f"this source: {status['source_id']!r}")
+        _print_source(status, settings)
+    if status["hdf5"] and (status["hdf5"]["files_total"] or settings.hdf5_dirs):
+        print_status_section(status["hdf5"])
+
+
+def _print_source(status: dict[str, Any], settings: Settings) -> None:
+    """One source's part of `syncd status`: version, changelog, counts, runs, daemon."""
+    others = [s["source_id"] for s in status.get("sources") or []]
+    if status["version"] is None and others and status["source_id"] not in others:
+        say(f"not migrated yet: source {status['source_id']!r} has no syncd state in "
+            f"database {settings.database!r}, whose sources are {', '.join(map(repr, others))}"
+            " (name one with --source-id ID or --sqlite FILE, or run syncd migrate)")
+    elif status["version"] is None:
         say(f"not migrated yet: database {settings.database!r} holds no syncd state (run "
             "syncd migrate, or name the database it went into with --database NAME)")
     else:
@@ -179,8 +200,6 @@ def print_status(status: dict[str, Any], settings: Settings) -> None:
     say(f"quarantined rows: {status['quarantined']}")
     for q in status["quarantine_samples"]:
         say(f"  {q['table']} {q['key']}: {q['error']}")
-    if status["hdf5"] and (status["hdf5"]["files_total"] or settings.hdf5_dirs):
-        print_status_section(status["hdf5"])
 
 
 def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,

@@ -24,6 +24,24 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
     checkpoints; and every source of the database (`sources`)."""
     from syncd.engine.fleet import list_sources
 
+    return {"database": db.name, "source_id": source_id, "sources": list_sources(db),
+            **source_status(db, source_id)}
+
+
+def collect_fleet(db: Database) -> dict[str, Any]:
+    """Every source of the database (`sources`) and, under `source_details`, each one's
+    status as `collect_status` gives it alone: for a status that names no source in a
+    database of several (`source_id` None: none is "this" source)."""
+    from syncd.engine.fleet import list_sources
+
+    rows = list_sources(db)
+    return {"database": db.name, "source_id": None, "sources": rows,
+            "source_details": {r["source_id"]: source_status(db, r["source_id"])
+                               for r in rows}}
+
+
+def source_status(db: Database, source_id: str) -> dict[str, Any]:
+    """One source's part of `collect_status` (all but the database and the fleet)."""
     store = StateStore(db, source_id)
     meta = store.meta() or {}
     applied = store.applied()
@@ -48,9 +66,6 @@ def collect_status(db: Database, source_id: str = "") -> dict[str, Any]:
     daemon = daemon_status(store)
     capture = position_document(store)
     return {
-        "database": db.name,
-        "source_id": source_id,
-        "sources": list_sources(db),
         "version": meta.get("version"),
         "params": meta.get("params"),
         "updated_at": meta.get("updated_at"),
