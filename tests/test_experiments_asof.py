@@ -77,6 +77,12 @@ def test_times_before_history_and_without_offset_are_refused(story):
     assert parse_time("2025-10-20") == T0 - dt.timedelta(hours=12)
     assert parse_time("2025-10-20T14:00:00+02:00") == T0
     assert parse_time("2025-10-20T12:00:00Z") == T0
+    # "now" is a moment like any other, for every --as-of (restore's default too).
+    before = dt.datetime.now(dt.UTC)
+    assert before <= parse_time(" NOW ") <= dt.datetime.now(dt.UTC)
+    # The story's last change is at T0+4.5 h; the copy at T0+5 h is its state now.
+    last = Tracker(story["client"][story["copies"][5]])
+    assert Tracker(db, as_of="now").best_experiments(1, 50) == last.best_experiments(1, 50)
 
 
 def test_cli_as_of_and_versions(story, mongo_url):

@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only this source's experiments (default: every source)")
         sub.add_argument("--as-of", metavar="TIME", default=None,
                          help="as they were at TIME, rebuilt from history: ISO 8601 with its "
-                         "offset (2025-10-20T14:03:00+02:00, ...Z) or a date (its 00:00 UTC); "
-                         "history starts at the first sync")
+                         "offset (2025-10-20T14:03:00+02:00, ...Z), a date (its 00:00 UTC) or "
+                         "now; history starts at the first sync")
         return sub
 
     best = action("best", "best experiments of a challenge by best_val_loss")

@@ -9,7 +9,8 @@ pages or reloading costs one rebuild, not one per page; later versions of an ear
 moment can still arrive (a daemon catching up), which the short life allows for.
 
 A time is an ISO 8601 moment with its offset (`2025-10-20T14:03:00+02:00`, `...Z`) or
-a date alone (`2025-10-20`: that day's 00:00 UTC); a `datetime` without a zone is UTC,
+a date alone (`2025-10-20`: that day's 00:00 UTC), or `now` (the moment it is read,
+from history like any other); a `datetime` without a zone is UTC,
 as pymongo reads it. History starts at the first sync: a moment before it is refused.
 """
 
@@ -38,8 +39,8 @@ from syncd.sinks.history import julian_day
 VIEW_SECONDS = 30.0
 VIEWS_KEPT = 8  # per client
 DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
-TIME_HELP = ("an ISO 8601 time with its offset (2025-10-20T14:03:00+02:00, or Z for UTC) "
-             "or a date (2025-10-20: its 00:00 UTC)")
+TIME_HELP = ("an ISO 8601 time with its offset (2025-10-20T14:03:00+02:00, or Z for UTC), "
+             "a date (2025-10-20: its 00:00 UTC) or now")
 
 Moment = str | dt.datetime | dt.date
 
@@ -52,6 +53,8 @@ def parse_time(value: Moment) -> dt.datetime:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     text = str(value).strip()
+    if text.lower() == "now":
+        return dt.datetime.now(dt.UTC)
     try:
         if DATE_ONLY.fullmatch(text):
             return parse_time(dt.date.fromisoformat(text))
