@@ -10,7 +10,9 @@ moment can still arrive (a daemon catching up), which the short life allows for.
 
 A time is an ISO 8601 moment with its offset (`2025-10-20T14:03:00+02:00`, `...Z`) or
 a date alone (`2025-10-20`: that day's 00:00 UTC); a `datetime` without a zone is UTC,
-as pymongo reads it. History starts at the first sync: a moment before it is refused.
+as pymongo reads it. History starts at the first sync: a moment before it is refused,
+and so is one before the cutoff of `[history] keep` (what pruning left is exact only
+from there on: syncd.sinks.history_reader.HistoryReader.check_kept).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import MigrationFile
 from syncd.errors import ConfigError, SyncdError
 from syncd.sinks.history import julian_day
+from syncd.sinks.history_reader import HistoryReader
 
 VIEW_SECONDS = 30.0
 VIEWS_KEPT = 8  # per client
@@ -88,7 +91,8 @@ class Scope:
 
 def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
     """The moment and the sources whose history reaches back to it (refused: a moment
-    before every source's history starts, or a database without history)."""
+    before every source's history starts, or before what `[history] keep` left of a
+    source it would show, or a database without history)."""
     moment = parse_time(as_of)
     jd = julian_day(moment)
     where = f"database {db.name!r}" + (f", source {source!r}" if source else "")
@@ -104,6 +108,8 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
                          f"({shown(when(first))}, the first sync of {where}): nothing is "
                          "recorded before it")
     found = Scope(moment, jd, [s for s in sources if starts[s] <= jd], starts)
+    for name in found.sources:  # [history] keep: what its prunes left is exact
+        HistoryReader(db, name).check_kept(jd)
     for name in sources:
         if starts[name] > jd:
             found.notes.append(f"source {name}'s history starts at "
