@@ -258,6 +258,67 @@ def collection_as_of(db: Database, collection: str, jd: float, sources: Sequence
     return docs
 
 
+# -- one run's rows -------------------------------------------------------------------------
+
+
+def run_key(db: Database, run: Any, sources: Sequence[str],
+            migrations: Sequence[MigrationFile] | None, collection: str = "experiments"
+            ) -> list[Any] | None:
+    """The key values (as stored: `to_bson`) of the row whose document `_id` is `run` in
+    `collection` (None: no source's history holds it)."""
+    for source in sources:
+        model, projection = source_model(db, source, migrations)
+        tables = tables_for(projection, collection) or model.reader.tables()
+        found = model.reader.history.find_one(
+            {"source": source, "table": {"$in": tables}, "doc": run}, {"key": 1})
+        if found is not None:
+            return list(found["key"])
+    return None
+
+
+def run_rows_as_of(db: Database, collection: str, jd: float, sources: Sequence[str],
+                   key: Sequence[Any], migrations: Sequence[MigrationFile] | None = None
+                   ) -> list[dict[str, Any]]:
+    """The documents of `collection` at `jd` that can belong to the run whose row's key
+    is `key`: those of the rows one of whose versions (since the baseline) holds every
+    value of that key in some column, which is how a row names its run (the models'
+    `ctx.ref("training_runs", row["run_id"])`). A superset: the caller's own filter
+    (`experiment_id`) picks the run's rows from them, so the answer is the one the
+    whole collection gives, for a fraction of its rows. Each candidate is rebuilt from
+    all of its versions (a row moved to another run since is left out by its last)."""
+    docs: list[dict[str, Any]] = []
+    if not key:
+        return docs
+    for source in sources:
+        model, projection = source_model(db, source, migrations)
+        schema = schema_as_of(model, jd, tables_for(projection, collection))
+        for info, mapping in projection.resolve(schema, db.name):
+            if mapping.collection != collection:
+                continue
+            projector = Projector(info, mapping, model.params)
+            docs.extend(project_versions(projector, info, latest_of_rows(
+                model, info.name, jd, key)))
+    return docs
+
+
+def latest_of_rows(model: SourceModel, table: str, jd: float,
+                   key: Sequence[Any]) -> Iterator[dict[str, Any]]:
+    """`latest` for the rows of `table` with a version holding every value of `key`."""
+    since, _ = model.reader.baseline_as_of(table, jd)
+    rows = model.reader.history.distinct("doc", {
+        "source": model.source, "table": table, "jd": {"$gte": since, "$lte": jd},
+        "vals": {"$all": list(key)}})
+    last: dict[Any, dict[str, Any]] = {}
+    for v in model.reader.versions_of(table, rows, since, jd):
+        if not counts(v, since):
+            continue
+        kept = last.get(v["doc"])
+        if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"], kept["n"]):
+            last[v["doc"]] = v
+    for doc in sorted(last, key=str):
+        yield last[doc]
+
+
 def when(jd: float) -> dt.datetime:
     """A julian day as an aware UTC datetime (to the second, for messages)."""
     return from_julian_day(jd).replace(microsecond=0)
