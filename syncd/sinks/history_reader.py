@@ -128,20 +128,22 @@ class HistoryReader:
         return found["baseline"], found.get("columns")
 
     def version_batches(self, table: str, since: float, jd: float | None,
-                        with_cols: bool = True,
-                        batch_size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+                        with_cols: bool = True, batch_size: int = 20000,
+                        fields: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
         """Every version of `table` stamped in [`since`, `jd`], in no order, in the
-        server's batches, decoded in C (fields doc, op, rowid, vals, and `cols` unless
-        the snapshots' columns are known): a restore's one pass over the history, the
-        cheapest read there is (`cols`, a string per column, is most of the decoding)."""
+        server's batches, decoded in C (fields doc, op, rowid, vals, base, `fields`, and
+        `cols` unless the snapshots' columns are known): a restore's one pass over the
+        history, the cheapest read there is (`cols`, a string per column, is most of
+        the decoding)."""
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
-        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1, "base": 1}
+        wanted = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1, "base": 1,
+                  **{name: 1 for name in fields}}
         if with_cols:
-            fields["cols"] = 1
+            wanted["cols"] = 1
         cursor = self.history.find_raw_batches(
-            {"source": self.source_id, "table": table, "jd": when}, fields,
+            {"source": self.source_id, "table": table, "jd": when}, wanted,
             batch_size=batch_size)
         for raw in cursor:
             yield bson.decode_all(raw, _PLAIN)
