@@ -285,7 +285,9 @@ def run_rows_as_of(db: Database, collection: str, jd: float, sources: Sequence[s
     column, which is how a row names its run (the models' `ctx.ref("training_runs",
     row["run_id"])`). A superset: the caller's own filter (`experiment_id`) picks the
     run's rows from it, so the answer is the one the whole collection gives, and only
-    these rows are decoded and projected (the projection is most of a rebuild's cost)."""
+    these rows are decoded and projected (the projection is most of a rebuild's cost).
+    A builder that computes the referenced key from other values (not a column as it
+    is) would have its rows left out: README, "Experiments as of a moment"."""
     docs: list[dict[str, Any]] = []
     if not key:
         return docs
