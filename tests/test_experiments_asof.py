@@ -17,8 +17,9 @@ import pytest
 from syncd.client.asof import AsOfTracker, parse_time
 from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
+from syncd.projection.ids import derive_id
 from tests.conftest import run_cli
-from tests.history_support import T0, build_story, moment
+from tests.history_support import SRC, T0, Recorder, build_story, moment
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,6 +65,34 @@ def test_as_of_before_an_update_delete_and_replace_shows_the_state_then(story):
     assert not Tracker(db, as_of=moment(3.9)).search({"run_id": 900})
     later = Tracker(db, as_of=moment(4.5)).history("900")
     assert [e["epoch"] for e in later["epochs"]] == [1]
+
+
+def test_one_runs_history_equals_the_answer_of_every_runs_rows(story, tmp_path):
+    """`history(ref)` as of T rebuilds that run's rows alone: the same answer as the
+    Tracker's query on the whole collections, for every run, before and after an
+    epoch row moved from one run to another."""
+    db = story["db"]
+    rec = Recorder(db, tmp_path / "metadata.db")
+    rec.seq = 100
+    epochs = rec.rows("epoch_history")
+    moved = min(k for k, e in epochs.items() if e["run_id"] == story["best"])
+    row = derive_id(SRC, "epoch_history", (moved,))
+    to = next(r for r in rec.rows("training_runs") if r != story["best"])
+    rec.run(moment(4.7), "UPDATE epoch_history SET run_id = ? WHERE id = ?", to, moved)
+    for hours in (0.5, 2.5, 4.6, 4.8):
+        past = Tracker(db, as_of=moment(hours))
+        refs = [str(r["run_id"]) for r in past.search({})]
+        assert len(refs) >= 10 and str(to) in refs
+        one = {ref: past.history(ref) for ref in refs}
+        assert not past.view.collection("epochs").loaded  # one run's rows, not all
+        for name in ("epochs", "checkpoints"):  # every run's rows: the view's collections
+            assert past.view.collection(name).docs
+        whole = {ref: past.history(ref) for ref in refs}
+        assert one == whole, hours
+        assert sum(len(h["epochs"]) for h in one.values()) > len(refs)
+        assert sum(len(h["checkpoints"]) for h in one.values()) > 0
+        owners = [ref for ref, h in one.items() if any(e["_id"] == row for e in h["epochs"])]
+        assert owners == [str(story["best"] if hours < 4.7 else to)], hours
 
 
 def test_times_before_history_and_without_offset_are_refused(story):

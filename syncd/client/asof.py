@@ -10,8 +10,10 @@ moment can still arrive (a daemon catching up), which the short life allows for.
 
 A time is an ISO 8601 moment with its offset (`2025-10-20T14:03:00+02:00`, `...Z`) or
 a date alone (`2025-10-20`: that day's 00:00 UTC), or `now` (the moment it is read,
-from history like any other); a `datetime` without a zone is UTC,
-as pymongo reads it. History starts at the first sync: a moment before it is refused.
+from history like any other); a `datetime` without a zone is UTC, as pymongo reads it.
+History starts at the first sync: a moment before it is refused, and so is one before
+the cutoff of `[history] keep` (what pruning left is exact only from there on:
+syncd.sinks.history_reader.HistoryReader.check_kept).
 """
 
 from __future__ import annotations
@@ -30,14 +32,23 @@ from pymongo.database import Database
 
 from syncd.checkpoint.store import StateStore
 from syncd.client.memory import MemoryCollection
-from syncd.client.rebuild import collection_as_of, history_sources, history_start, when
+from syncd.client.rebuild import (
+    collection_as_of,
+    history_sources,
+    history_start,
+    run_key,
+    run_rows_as_of,
+    when,
+)
 from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import MigrationFile
 from syncd.errors import ConfigError, SyncdError
 from syncd.sinks.history import julian_day
+from syncd.sinks.history_reader import HistoryReader
 
 VIEW_SECONDS = 30.0
 VIEWS_KEPT = 8  # per client
+RUNS_KEPT = 64  # one run's epochs and checkpoints, per view
 DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 TIME_HELP = ("an ISO 8601 time with its offset (2025-10-20T14:03:00+02:00, or Z for UTC), "
              "a date (2025-10-20: its 00:00 UTC) or now")
@@ -91,7 +102,8 @@ class Scope:
 
 def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
     """The moment and the sources whose history reaches back to it (refused: a moment
-    before every source's history starts, or a database without history)."""
+    before every source's history starts, or before what `[history] keep` left of a
+    source it would show, or a database without history)."""
     moment = parse_time(as_of)
     jd = julian_day(moment)
     where = f"database {db.name!r}" + (f", source {source!r}" if source else "")
@@ -107,6 +119,8 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
                          f"({shown(when(first))}, the first sync of {where}): nothing is "
                          "recorded before it")
     found = Scope(moment, jd, [s for s in sources if starts[s] <= jd], starts)
+    for name in found.sources:  # [history] keep: what its prunes left is exact
+        HistoryReader(db, name).check_kept(jd)
     for name in sources:
         if starts[name] > jd:
             found.notes.append(f"source {name}'s history starts at "
@@ -124,8 +138,10 @@ class AsOfView:
 
     def __init__(self, db: Database, where: Scope,
                  migrations: Sequence[MigrationFile] | None) -> None:
-        self.scope = where
+        self.scope, self.db = where, db
         self.made = time.monotonic()
+        self.runs: dict[tuple[str, ObjectId], MemoryCollection] = {}
+        self._runs_lock = threading.Lock()
         self.collections = {name: MemoryCollection(name, self._loader(db, name, migrations))
                             for name in self.COLLECTIONS}
 
@@ -137,6 +153,32 @@ class AsOfView:
 
     def collection(self, name: str) -> MemoryCollection:
         return self.collections[name]
+
+    def of_run(self, name: str, run: ObjectId,
+               migrations: Sequence[MigrationFile] | None) -> MemoryCollection:
+        """`name`'s documents that can belong to one run (a superset its own filter
+        narrows: syncd.client.rebuild.run_rows_as_of), rebuilt from that run's rows
+        alone; the whole collection once it is loaded (then it costs nothing more)."""
+        whole = self.collections[name]
+        if whole.loaded:
+            return whole
+        with self._runs_lock:
+            found = self.runs.get((name, run))
+        if found is None:
+            where = self.scope
+
+            def load() -> list[dict[str, Any]]:
+                key = run_key(self.db, run, where.sources, migrations)
+                if key is None:
+                    return []
+                return run_rows_as_of(self.db, name, where.jd, where.sources, key, migrations)
+
+            found = MemoryCollection(name, load)
+            with self._runs_lock:
+                while len(self.runs) >= RUNS_KEPT:
+                    del self.runs[next(iter(self.runs))]
+                found = self.runs.setdefault((name, run), found)
+        return found
 
 
 _views: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AsOfView]] = (
@@ -176,11 +218,17 @@ class AsOfTracker(Tracker):
         if as_of is None:
             raise SyncdError("AsOfTracker needs a time (as_of)")
         self.view = view(db, as_of, source, migrations)
+        self.migrations = migrations
         self.scope = self.view.scope
         self.as_of = self.scope.moment
         self.experiments = self.view.collection("experiments")  # type: ignore[assignment]
         self.epochs = self.view.collection("epochs")  # type: ignore[assignment]
         self.checkpoints = self.view.collection("checkpoints")  # type: ignore[assignment]
+
+    def _of_experiment(self, name: str, oid: ObjectId) -> Any:
+        """That run's rows alone (rebuilding every run's epochs would cost the whole
+        table's history): `AsOfView.of_run`."""
+        return self.view.of_run(name, oid, self.migrations)
 
     def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         try:

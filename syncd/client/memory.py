@@ -185,6 +185,11 @@ class MemoryCollection:
         self._lock = threading.Lock()  # pages sharing a view rebuild it once
 
     @property
+    def loaded(self) -> bool:
+        """Whether the documents are in memory already (a read costs no rebuild)."""
+        return self._docs is not None
+
+    @property
     def docs(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._docs is None:

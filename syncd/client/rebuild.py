@@ -258,6 +258,77 @@ def collection_as_of(db: Database, collection: str, jd: float, sources: Sequence
     return docs
 
 
+# -- one run's rows -------------------------------------------------------------------------
+
+
+def run_key(db: Database, run: Any, sources: Sequence[str],
+            migrations: Sequence[MigrationFile] | None, collection: str = "experiments"
+            ) -> list[Any] | None:
+    """The key values (as stored: `to_bson`) of the row whose document `_id` is `run` in
+    `collection` (None: no source's history holds it). One indexed read per table (the
+    server plans `table: {$in: ...}` as a scan)."""
+    for source in sources:
+        model, projection = source_model(db, source, migrations)
+        for table in tables_for(projection, collection) or model.reader.tables():
+            found = model.reader.history.find_one(
+                {"source": source, "table": table, "doc": run}, {"key": 1})
+            if found is not None:
+                return list(found["key"])
+    return None
+
+
+def run_rows_as_of(db: Database, collection: str, jd: float, sources: Sequence[str],
+                   key: Sequence[Any], migrations: Sequence[MigrationFile] | None = None
+                   ) -> list[dict[str, Any]]:
+    """The documents of `collection` at `jd` that can belong to the run whose row's key
+    is `key`: those of the rows whose state then holds every value of that key in some
+    column, which is how a row names its run (the models' `ctx.ref("training_runs",
+    row["run_id"])`). A superset: the caller's own filter (`experiment_id`) picks the
+    run's rows from it, so the answer is the one the whole collection gives, and only
+    these rows are decoded and projected (the projection is most of a rebuild's cost).
+    A builder that computes the referenced key from other values (not a column as it
+    is) would have its rows left out: README, "Experiments as of a moment"."""
+    docs: list[dict[str, Any]] = []
+    if not key:
+        return docs
+    for source in sources:
+        model, projection = source_model(db, source, migrations)
+        schema = schema_as_of(model, jd, tables_for(projection, collection))
+        for info, mapping in projection.resolve(schema, db.name):
+            if mapping.collection != collection:
+                continue
+            projector = Projector(info, mapping, model.params)
+            docs.extend(project_versions(projector, info, latest_holding(
+                model, info.name, jd, key)))
+    return docs
+
+
+def latest_holding(model: SourceModel, table: str, jd: float,
+                   key: Sequence[Any]) -> Iterator[dict[str, Any]]:
+    """`latest`, narrowed to the rows whose last version at `jd` holds every value of
+    `key`: one pass over the as-of index with the values alone, decoded in C (no
+    column names), then those versions read whole by `_id`. (The values are matched
+    here: a server-side match on `vals` is a scan no index serves.)"""
+    since, _ = model.reader.baseline_as_of(table, jd)
+    last: dict[Any, dict[str, Any]] = {}
+    for batch in model.reader.version_batches(table, since, jd, with_cols=False,
+                                              fields=("_id", "jd", "seq", "n")):
+        for v in batch:
+            if not counts(v, since):
+                continue
+            kept = last.get(v["doc"])
+            if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"],
+                                                               kept["n"]):
+                last[v["doc"]] = v
+    wanted = [v["_id"] for v in last.values()
+              if v["op"] != "delete" and v.get("vals") is not None
+              and all(part in v["vals"] for part in key)]
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(wanted), 1000):
+        found += model.reader.history.find({"_id": {"$in": wanted[start:start + 1000]}})
+    yield from sorted(found, key=lambda v: str(v["doc"]))
+
+
 def when(jd: float) -> dt.datetime:
     """A julian day as an aware UTC datetime (to the second, for messages)."""
     return from_julian_day(jd).replace(microsecond=0)

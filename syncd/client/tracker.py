@@ -157,10 +157,16 @@ class Tracker:
         order = [("epoch", ASCENDING), ("_id", ASCENDING)]
         return {
             "experiment": experiment,
-            "epochs": list(self.epochs.find({"experiment_id": oid}, WHOLE).sort(order)),
-            "checkpoints": list(self.checkpoints.find({"experiment_id": oid}, WHOLE)
-                                .sort(order)),
+            "epochs": list(self._of_experiment("epochs", oid)
+                           .find({"experiment_id": oid}, WHOLE).sort(order)),
+            "checkpoints": list(self._of_experiment("checkpoints", oid)
+                                .find({"experiment_id": oid}, WHOLE).sort(order)),
         }
+
+    def _of_experiment(self, name: str, oid: ObjectId) -> Any:
+        """Where `history` reads one experiment's `name` (epochs, checkpoints) from: the
+        collection (an as-of Tracker narrows it to what that run's rows rebuild)."""
+        return self.epochs if name == "epochs" else self.checkpoints
 
     def compare(self, refs: Iterable[str | int | ObjectId]) -> list[dict[str, Any]]:
         """Summaries of several experiments side by side, in the order asked."""

@@ -122,7 +122,8 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
 
 
 def _check_time(reader: HistoryReader, options: RestoreOptions) -> float:
-    """When history starts; a moment before it is refused, saying when it starts."""
+    """When history starts; a moment before it is refused, saying when it starts, and
+    so is one before what `[history] keep` left (`HistoryReader.check_kept`)."""
     first = reader.first_schema_jd()
     if first is None:
         raise ConfigError(f"--source {options.source_id}: MongoDB holds no history of this "
@@ -132,6 +133,8 @@ def _check_time(reader: HistoryReader, options: RestoreOptions) -> float:
             f"--as-of {from_julian_day(options.as_of).isoformat()}: that is before history "
             f"starts for source {options.source_id} (its first sync recorded the first "
             f"table at {from_julian_day(first).isoformat()}); nothing earlier can be restored")
+    if options.as_of is not None:
+        reader.check_kept(options.as_of)
     return first
 
 

@@ -34,6 +34,13 @@ also `kind` ("table", or "view": a view's `CREATE VIEW` under its name), `trigge
 snapshot of that baseline holds: a restore reads them once, not per row) and
 `rows_kept` (below). Absent fields read as "table", [], None, None, None, true.
 
+`_syncd_history_kept`, one document per source that `[history] keep` has pruned:
+`_id` and `source` the source id, `before` the latest cutoff (a julian day on a whole
+second; versions older than it that a later one, also older, replaced are gone),
+`at` the same as a date. It is written before the versions are removed, so a reader
+that could see a pruned history sees its cutoff too: the state as of a moment before
+it is no longer exact, and every as-of reader refuses it (`HistoryReader.check_kept`).
+
 The baseline: history starts at the first sync, which records every row as a
 `snapshot` (read in chunks, each stamped with the moment before its read) and then,
 AFTER the rows, the table's schema with `baseline` = the jd the pass began: that
@@ -70,6 +77,7 @@ from syncd.projection.values import TEXT_SUBTYPE, to_bson
 
 HISTORY = "_syncd_history"
 SCHEMAS = "_syncd_schemas"
+KEPT = "_syncd_history_kept"
 OPS = ("snapshot", "insert", "update", "delete")
 DUPLICATE_KEY = 11000
 _UNIX_EPOCH_JD = 2440587.5
@@ -105,6 +113,14 @@ def julian_day_now() -> float:
 def from_julian_day(jd: float) -> datetime:
     """The UTC datetime of a julian day (to the microsecond)."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=jd - _UNIX_EPOCH_JD)
+
+
+def shown_jd(jd: float) -> str:
+    """A julian day for people: ISO 8601 UTC, to the nearest millisecond (a julian day
+    holds a moment to about 50 microseconds), without a fraction on a whole second."""
+    moment = from_julian_day(jd + 0.0005 / 86400)
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
 
 
 def decode_value(value: Any) -> Any:
@@ -216,7 +232,15 @@ class HistoryStore:
     def prune(self, before_jd: float, batch: int = 1000) -> int:
         """Remove versions older than `before_jd` that a later one, also older, replaced:
         each row keeps its last version before the cutoff (none if that was a delete),
-        so everything as of the cutoff and after stays answerable. Returns how many."""
+        so everything as of the cutoff and after stays answerable. The cutoff (moved
+        back to a whole second: a moment people can type) is recorded first, in
+        `_syncd_history_kept`, so that no reader answers a moment before it as if
+        exact. Returns how many versions were removed."""
+        before_jd = julian_day(from_julian_day(before_jd).replace(microsecond=0))
+        self.db[KEPT].update_one({"_id": self.source_id},
+                                 {"$max": {"before": before_jd,
+                                           "at": from_julian_day(before_jd)},
+                                  "$set": {"source": self.source_id}}, upsert=True)
         removed = 0
         for table in self.history.distinct("table", {"source": self.source_id}):
             doomed: list[Any] = []

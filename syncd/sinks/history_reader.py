@@ -12,7 +12,8 @@ import bson
 from bson.codec_options import CodecOptions
 from pymongo.database import Database
 
-from syncd.sinks.history import HISTORY, SCHEMAS, counts, decode_row
+from syncd.errors import ConfigError
+from syncd.sinks.history import HISTORY, KEPT, SCHEMAS, counts, decode_row, shown_jd
 
 
 class HistoryReader:
@@ -35,6 +36,22 @@ class HistoryReader:
         first = self.history.find_one({"source": self.source_id}, {"jd": 1},
                                       sort=[("jd", 1)])
         return None if first is None else first["jd"]
+
+    def kept_from(self) -> float | None:
+        """The cutoff of `[history] keep`'s last prune (None: never pruned): the state
+        as of a moment before it is no longer exact."""
+        found = self.db[KEPT].find_one({"_id": self.source_id}, {"before": 1})
+        return None if found is None else float(found["before"])
+
+    def check_kept(self, jd: float) -> None:
+        """Refuse a moment before what `[history] keep` left exact: the one rule of every
+        as-of reader (restore, `Tracker(as_of=...)`, the dashboard), in one line."""
+        cutoff = self.kept_from()
+        if cutoff is not None and jd < cutoff:
+            raise ConfigError(
+                f"as of {shown_jd(jd)} is before the history kept for source "
+                f"{self.source_id!r}: [history] keep pruned the versions older than "
+                f"{shown_jd(cutoff)}, the earliest moment that can be answered exactly")
 
     def latest(self, table: str, jd: float | None = None) -> Iterator[dict[str, Any]]:
         """The last version of each row of `table` at or before `jd` (None: now), in
@@ -111,20 +128,22 @@ class HistoryReader:
         return found["baseline"], found.get("columns")
 
     def version_batches(self, table: str, since: float, jd: float | None,
-                        with_cols: bool = True,
-                        batch_size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+                        with_cols: bool = True, batch_size: int = 20000,
+                        fields: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
         """Every version of `table` stamped in [`since`, `jd`], in no order, in the
-        server's batches, decoded in C (fields doc, op, rowid, vals, and `cols` unless
-        the snapshots' columns are known): a restore's one pass over the history, the
-        cheapest read there is (`cols`, a string per column, is most of the decoding)."""
+        server's batches, decoded in C (fields doc, op, rowid, vals, base, `fields`, and
+        `cols` unless the snapshots' columns are known): a restore's one pass over the
+        history, the cheapest read there is (`cols`, a string per column, is most of
+        the decoding)."""
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
-        fields = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1, "base": 1}
+        wanted = {"_id": 0, "doc": 1, "op": 1, "rowid": 1, "vals": 1, "base": 1,
+                  **{name: 1 for name in fields}}
         if with_cols:
-            fields["cols"] = 1
+            wanted["cols"] = 1
         cursor = self.history.find_raw_batches(
-            {"source": self.source_id, "table": table, "jd": when}, fields,
+            {"source": self.source_id, "table": table, "jd": when}, wanted,
             batch_size=batch_size)
         for raw in cursor:
             yield bson.decode_all(raw, _PLAIN)
