@@ -150,14 +150,17 @@ class HistoryReader:
 
     def versions_of(self, table: str, docs: Sequence[Any], since: float,
                     jd: float | None) -> Iterator[dict[str, Any]]:
-        """Every version (in [`since`, `jd`]) of these rows, whole, in no order."""
+        """Every version (in [`since`, `jd`]) of these rows, whole, in no order.
+
+        The row index is named: with the `jd` range a planner may take the as-of
+        index instead and walk the table's whole span (seconds for a few rows)."""
         when: dict[str, Any] = {"$gte": since}
         if jd is not None:
             when["$lte"] = jd
         for start in range(0, len(docs), 1000):
             yield from self.history.find({"source": self.source_id, "table": table,
                                           "doc": {"$in": list(docs[start:start + 1000])},
-                                          "jd": when})
+                                          "jd": when}).hint("row_over_time")
 
 
 _PLAIN = CodecOptions()
