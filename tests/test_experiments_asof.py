@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from syncd.client.asof import AsOfTracker, parse_time
-from syncd.client.tracker import Tracker
+from syncd.client.asof import parse_time
+from syncd.client.tracker import AsOfTracker, Tracker
 from syncd.errors import SyncdError
 from tests.conftest import run_cli
 from tests.history_support import T0, build_story, moment

@@ -1,8 +1,9 @@
-"""The experiments as they were at a moment: `Tracker(db, as_of=T)`.
+"""The experiments as they were at a moment: what `Tracker(db, as_of=T)` reads.
 
-An `AsOfTracker` is a `Tracker` whose three collections are in memory: the documents
-of T, rebuilt from history (syncd.client.rebuild), behind the read methods the
-Tracker calls (syncd.client.memory). Every query (best, search, compare, history,
+An as-of tracker (syncd.client.tracker.AsOfTracker) is a `Tracker` whose three
+collections are this module's `AsOfView`: in memory, the documents of T, rebuilt
+from history (syncd.client.rebuild), behind the read methods the Tracker calls
+(syncd.client.memory). Every query (best, search, compare, history,
 paging) is therefore the Tracker's own, with MongoDB's filter and sort rules, on the
 state of T. A view is kept VIEW_SECONDS per database, moment and scope, so turning
 pages or reloading costs one rebuild, not one per page; later versions of an earlier
@@ -25,15 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bson import ObjectId
 from pymongo.database import Database
 
 from syncd.checkpoint.store import StateStore
 from syncd.client.memory import MemoryCollection
 from syncd.client.rebuild import collection_as_of, history_sources, history_start, when
-from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import MigrationFile
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError
 from syncd.sinks.history import julian_day
 
 VIEW_SECONDS = 30.0
@@ -164,26 +163,3 @@ def view(db: Database, as_of: Moment, source: str | None = None,
             del kept[next(iter(kept))]
         kept[key] = found
     return found
-
-
-class AsOfTracker(Tracker):
-    """The Tracker's queries on the experiments, epochs and checkpoints as they were at
-    `as_of` (made by `Tracker(db, as_of=...)`); `scope` says which moment and sources."""
-
-    def __init__(self, db: Database, source: str | None = None, as_of: Moment | None = None,
-                 migrations: Sequence[MigrationFile] | None = None) -> None:
-        super().__init__(db, source)
-        if as_of is None:
-            raise SyncdError("AsOfTracker needs a time (as_of)")
-        self.view = view(db, as_of, source, migrations)
-        self.scope = self.view.scope
-        self.as_of = self.scope.moment
-        self.experiments = self.view.collection("experiments")  # type: ignore[assignment]
-        self.epochs = self.view.collection("epochs")  # type: ignore[assignment]
-        self.checkpoints = self.view.collection("checkpoints")  # type: ignore[assignment]
-
-    def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
-        try:
-            return super().experiment_id(ref)
-        except SyncdError as exc:
-            raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None
