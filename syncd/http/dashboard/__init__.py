@@ -21,7 +21,7 @@ from syncd.client.ranking_feed import LiveRanking
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
 from syncd.http.dashboard import data, pages
-from syncd.http.dashboard.data import BadQuery
+from syncd.http.dashboard.answers import BadQuery
 from syncd.http.dashboard.live import Streams, event_stream
 
 STATIC = Path(__file__).parent / "static"

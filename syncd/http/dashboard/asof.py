@@ -15,7 +15,7 @@ from typing import Any
 from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
-from syncd.http.dashboard.data import BadQuery, jsonable
+from syncd.http.dashboard.answers import BadQuery, jsonable
 
 
 @functools.lru_cache(maxsize=4)
