@@ -32,15 +32,18 @@ from sqlalchemy.pool import NullPool
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Definition, Schema, TableInfo
 from legacy_adapters.errors import SourceConfigError, SourceError
-from legacy_adapters.sqlite_sql import fetch_all, quote_ident, read_careful
+from legacy_adapters.sqlite_definitions import read_definitions
+from legacy_adapters.sqlite_sql import (
+    OWN_TABLES,
+    PRIVATE_PREFIX,
+    fetch_all,
+    quote_ident,
+    read_careful,
+)
 
 log = logging.getLogger(__name__)
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
-PRIVATE_PREFIX = "_syncd_"
-LOG_TABLE = PRIVATE_PREFIX + "changes"  # the capture triggers' log (sqlite_triggers)
-CONSUMERS_TABLE = PRIVATE_PREFIX + "consumers"  # format 1's registry (sqlite_consumers)
-OWN_TABLES = frozenset({LOG_TABLE, CONSUMERS_TABLE})
 FETCH_BATCH = 200
 LOCKED_RETRIES = 8
 _FIRST = operator.itemgetter(0)
@@ -161,8 +164,6 @@ class SQLiteSource(integrity.CheckedReads):
     def definitions(self) -> dict[str, Definition]:
         """Every legacy table and view with its SQL, indexes, triggers and AUTOINCREMENT
         counter (sqlite_definitions), read in one short read transaction."""
-        from legacy_adapters.sqlite_definitions import read_definitions
-
         with self.read_transaction():
             return read_definitions(self.query)
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from legacy_adapters.sqlite import CONSUMERS_TABLE, LOG_TABLE
-from legacy_adapters.sqlite_sql import quote_ident
+from legacy_adapters.sqlite_sql import CONSUMERS_TABLE, LOG_TABLE, quote_ident
 
 CONSUMER_OP = "consumer"
 _LOG = quote_ident(LOG_TABLE)

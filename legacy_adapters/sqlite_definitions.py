@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from legacy_adapters.base import Definition
-from legacy_adapters.sqlite import PRIVATE_PREFIX
+from legacy_adapters.sqlite_sql import PRIVATE_PREFIX
 
 _MASTER = ("SELECT type, name, tbl_name, sql FROM sqlite_master "
            "WHERE sql IS NOT NULL ORDER BY rowid")

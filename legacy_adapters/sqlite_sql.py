@@ -1,4 +1,5 @@
-"""Statement helpers shared by the SQLite source, its integrity checks and its change log.
+"""Statement helpers and the names of syncd's own objects, shared by the SQLite source,
+its definitions, its integrity checks and its change log.
 
 Each statement is run and fetched at once, its cursor closed, so no statement
 holds a SHARED lock a legacy writer would wait on.
@@ -11,6 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from legacy_adapters.values import RawText, text_factory
+
+PRIVATE_PREFIX = "_syncd_"  # every table and trigger syncd puts in a legacy file
+LOG_TABLE = PRIVATE_PREFIX + "changes"  # the capture triggers' log (sqlite_triggers)
+CONSUMERS_TABLE = PRIVATE_PREFIX + "consumers"  # format 1's registry (sqlite_consumers)
+OWN_TABLES = frozenset({LOG_TABLE, CONSUMERS_TABLE})
 
 
 def quote_ident(name: str) -> str:

@@ -29,8 +29,7 @@ from typing import Any
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.changelog import Change
-from legacy_adapters.sqlite import LOG_TABLE, PRIVATE_PREFIX
-from legacy_adapters.sqlite_sql import quote_ident
+from legacy_adapters.sqlite_sql import LOG_TABLE, PRIVATE_PREFIX, quote_ident
 
 MAX_KEY_COLUMNS = 8
 TRIGGER_PREFIX = PRIVATE_PREFIX + "trg_"

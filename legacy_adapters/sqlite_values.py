@@ -41,8 +41,7 @@ from typing import Any
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.changelog import Change
-from legacy_adapters.sqlite import LOG_TABLE
-from legacy_adapters.sqlite_sql import quote_ident
+from legacy_adapters.sqlite_sql import LOG_TABLE, quote_ident
 from legacy_adapters.sqlite_triggers import (
     TRIGGER_PREFIX,
     delete_body,

@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from syncd.client.asof import AsOfTracker, parse_time
-from syncd.client.tracker import Tracker
+from syncd.client.asof import parse_time
+from syncd.client.tracker import AsOfTracker, Tracker
 from syncd.errors import SyncdError
 from syncd.projection.ids import derive_id
 from tests.conftest import run_cli

@@ -1,8 +1,9 @@
-"""The experiments as they were at a moment: `Tracker(db, as_of=T)`.
+"""The experiments as they were at a moment: what `Tracker(db, as_of=T)` reads.
 
-An `AsOfTracker` is a `Tracker` whose three collections are in memory: the documents
-of T, rebuilt from history (syncd.client.rebuild), behind the read methods the
-Tracker calls (syncd.client.memory). Every query (best, search, compare, history,
+An as-of tracker (syncd.client.tracker.AsOfTracker) is a `Tracker` whose three
+collections are this module's `AsOfView`: in memory, the documents of T, rebuilt
+from history (syncd.client.rebuild), behind the read methods the Tracker calls
+(syncd.client.memory). Every query (best, search, compare, history,
 paging) is therefore the Tracker's own, with MongoDB's filter and sort rules, on the
 state of T. A view is kept VIEW_SECONDS per database, moment and scope, so turning
 pages or reloading costs one rebuild, not one per page; later versions of an earlier
@@ -40,9 +41,8 @@ from syncd.client.rebuild import (
     run_rows_as_of,
     when,
 )
-from syncd.client.tracker import Tracker
 from syncd.engine.migration_files import MigrationFile
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError
 from syncd.sinks.history import julian_day
 from syncd.sinks.history_reader import HistoryReader
 
@@ -206,32 +206,3 @@ def view(db: Database, as_of: Moment, source: str | None = None,
             del kept[next(iter(kept))]
         kept[key] = found
     return found
-
-
-class AsOfTracker(Tracker):
-    """The Tracker's queries on the experiments, epochs and checkpoints as they were at
-    `as_of` (made by `Tracker(db, as_of=...)`); `scope` says which moment and sources."""
-
-    def __init__(self, db: Database, source: str | None = None, as_of: Moment | None = None,
-                 migrations: Sequence[MigrationFile] | None = None) -> None:
-        super().__init__(db, source)
-        if as_of is None:
-            raise SyncdError("AsOfTracker needs a time (as_of)")
-        self.view = view(db, as_of, source, migrations)
-        self.migrations = migrations
-        self.scope = self.view.scope
-        self.as_of = self.scope.moment
-        self.experiments = self.view.collection("experiments")  # type: ignore[assignment]
-        self.epochs = self.view.collection("epochs")  # type: ignore[assignment]
-        self.checkpoints = self.view.collection("checkpoints")  # type: ignore[assignment]
-
-    def _of_experiment(self, name: str, oid: ObjectId) -> Any:
-        """That run's rows alone (rebuilding every run's epochs would cost the whole
-        table's history): `AsOfView.of_run`."""
-        return self.view.of_run(name, oid, self.migrations)
-
-    def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
-        try:
-            return super().experiment_id(ref)
-        except SyncdError as exc:
-            raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None

@@ -11,14 +11,15 @@ also fill collections of its own (`register`, `put_windows`) and follow the even
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import redis
 
+from syncd.client.local_fill import FillSource, fill_shard
 from syncd.client.local_tier import LocalTier
+from syncd.client.sealed import decode, decode_sealed
 from syncd.client.shards import Generation, Shard
 from syncd.connect.redis_urls import mget_any, server_info
 from syncd.sinks.cache import (
@@ -32,34 +33,12 @@ from syncd.sinks.cache import (
     check_dtype,
     feature_key,
 )
-from syncd.sinks.checksum import unseal
 from syncd.sinks.events import publish_event, tail
 
 __all__ = ["DEFAULT_PREFIX", "MAX_VALUE_BYTES", "CacheError", "FeatureMeta", "FileMeta", "Keys",
            "WindowCache", "check_dtype", "decode", "decode_sealed", "read_file_meta"]
 
 log = logging.getLogger(__name__)
-
-
-def decode(value: bytes | None, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
-    """`value` as a read-only array of `dtype` and `shape`; None stays None; a bad length raises."""
-    if value is None:
-        return None
-    expected = dtype.itemsize * math.prod(shape)
-    if len(value) != expected:
-        raise CacheError(f"cached value has {len(value)} bytes, expected {expected} "
-                         f"({dtype} {list(shape)})")
-    return np.frombuffer(value, dtype).reshape(shape)
-
-
-def decode_sealed(key: str, value: bytes | None, dtype: np.dtype,
-                  shape: tuple[int, ...]) -> np.ndarray | None:
-    """A checksummed value read from `key` as an array; None stays None; a bad one raises."""
-    try:
-        payload = unseal(key, value, dtype.itemsize * math.prod(shape))
-    except ValueError as exc:
-        raise CacheError(f"{key}: {exc}") from None
-    return None if payload is None else np.frombuffer(payload, dtype).reshape(shape)
 
 
 def read_file_meta(client: redis.Redis, keys: Keys, path: str) -> FileMeta | None:
@@ -125,8 +104,6 @@ class WindowCache(CacheWriter):
         """Make the generation's local shard (from Redis, the rest from the file if it is
         on this host). None: it does not fit the budget (or another process fills it and
         `wait` is false). Raises ShardError when it cannot be read whole."""
-        from syncd.client.local_fill import FillSource, fill_shard
-
         if self.local_tier is None:
             raise ValueError("WindowCache has no local_tier")
         meta = self._meta(ref)

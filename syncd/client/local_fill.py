@@ -20,13 +20,14 @@ import redis
 
 from legacy_adapters.hdf5 import FileSig, Layout, open_h5
 from legacy_adapters.hdf5_slabs import read_windows
-from syncd.client.cache import CacheError, FileMeta, Keys, check_dtype, decode_sealed
 from syncd.client.cluster_mget import Mget
 from syncd.client.local_tier import LocalTier
 from syncd.client.mget import HIT, MgetError
 from syncd.client.mget_targets import decode_into_targets, mget_into_targets
+from syncd.client.sealed import decode_sealed
 from syncd.client.shards import Generation, Shard, ShardError
 from syncd.connect.redis_urls import RedisClient, mget_any
+from syncd.sinks.cache import CacheError, FileMeta, Keys, check_dtype
 
 MGET_WINDOWS = 128  # windows per MGET while filling
 SLAB_WINDOWS = 64  # windows per HDF5 read while filling

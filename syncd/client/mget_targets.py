@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from syncd.client.cache import CacheError, FileMeta, decode_sealed
 from syncd.client.cluster_mget import Mget
 from syncd.client.mget import BAD, HIT, MISS, byte_view
+from syncd.client.sealed import decode_sealed
+from syncd.sinks.cache import CacheError, FileMeta
 
 _FLOAT32 = np.dtype("<f4")
 

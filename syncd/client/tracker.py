@@ -11,7 +11,7 @@ sources have is refused, naming them (the `_id` is unique).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bson import ObjectId
@@ -19,7 +19,9 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from syncd.client.asof import Moment, shown, view
 from syncd.client.ranking import fetch, ranked_ids
+from syncd.engine.migration_files import MigrationFile
 from syncd.errors import SyncdError
 from syncd.projection.envelope import ORIG
 
@@ -32,14 +34,12 @@ SUMMARY = {"run_id": 1, "challenge": 1, "status": 1, "model.name": 1, "metrics":
 
 class Tracker:
     """Queries over every source's experiments, or over `source`'s alone; with `as_of`
-    (a time), over them as they were then (syncd.client.asof.AsOfTracker; `migrations`:
-    the files the sources were migrated with, default the bundled ones)."""
+    (a time), over them as they were then (`AsOfTracker`, below; `migrations`: the
+    files the sources were migrated with, default the bundled ones)."""
 
     def __new__(cls, db: Database, source: str | None = None, as_of: Any = None,
                 migrations: Any = None) -> Tracker:
         if as_of is not None and cls is Tracker:
-            from syncd.client.asof import AsOfTracker
-
             cls = AsOfTracker
         return super().__new__(cls)
 
@@ -235,6 +235,37 @@ class Tracker:
                 _ranked.clear()
             _ranked[key] = ranked
         return docs, total
+
+
+
+class AsOfTracker(Tracker):
+    """The Tracker's queries on the experiments, epochs and checkpoints as they were at
+    `as_of` (made by `Tracker(db, as_of=...)`): the same methods over the in-memory
+    collections of syncd.client.asof's view; `scope` says which moment and sources."""
+
+    def __init__(self, db: Database, source: str | None = None, as_of: Moment | None = None,
+                 migrations: Sequence[MigrationFile] | None = None) -> None:
+        super().__init__(db, source)
+        if as_of is None:
+            raise SyncdError("AsOfTracker needs a time (as_of)")
+        self.view = view(db, as_of, source, migrations)
+        self.migrations = migrations
+        self.scope = self.view.scope
+        self.as_of = self.scope.moment
+        self.experiments = self.view.collection("experiments")  # type: ignore[assignment]
+        self.epochs = self.view.collection("epochs")  # type: ignore[assignment]
+        self.checkpoints = self.view.collection("checkpoints")  # type: ignore[assignment]
+
+    def _of_experiment(self, name: str, oid: ObjectId) -> Any:
+        """That run's rows alone (rebuilding every run's epochs would cost the whole
+        table's history): `AsOfView.of_run`."""
+        return self.view.of_run(name, oid, self.migrations)
+
+    def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
+        try:
+            return super().experiment_id(ref)
+        except SyncdError as exc:
+            raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None
 
 
 LOSS = "metrics.best_val_loss"

@@ -3,8 +3,9 @@
 The generic mapping (no builder) is its own inverse: every column is a field of the
 same (escaped) name holding the value in its BSON form, and `from_bson` undoes that.
 A builder's mapping declares `inverse(doc, ctx)`, returning every column's value;
-`InverseContext` has one helper per `RowContext` conversion, undoing it with the help
-of the document's `_orig` (what the conversion dropped, see syncd.projection.context):
+`InverseContext` (syncd.projection.inverse_context) has one helper per `RowContext`
+conversion, undoing it with the help of the document's `_orig` (what the conversion
+dropped, see syncd.projection.context):
 
 - `datetime`: a BSON date back to the naive wall time in the configured zone, as
   `isoformat()` writes it, plus the kept sub-millisecond microseconds; or the kept text;
@@ -19,13 +20,12 @@ reproduces the row (syncd.projection.canonical says what "the same" means).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from legacy_adapters.base import TableInfo
-from syncd.projection.context import UTC_NAMES, Params, dump_json, to_local
+from syncd.projection.context import Params
 from syncd.projection.envelope import ORIG, ROWID
+from syncd.projection.inverse_context import InverseContext
 from syncd.projection.model import TableMap
 from syncd.projection.values import escape_field, from_bson
 
@@ -38,40 +38,6 @@ class InverseError(Exception):
     def __init__(self, column: str, message: str) -> None:
         super().__init__(message)
         self.column = column
-
-
-class InverseContext:
-    """The helpers an `inverse(doc, ctx)` gets; `orig` is the document's `_orig`."""
-
-    def __init__(self, params: Params) -> None:
-        self.zone = None if params.timezone in UTC_NAMES else ZoneInfo(params.timezone)
-        self.orig: Mapping[str, Any] = {}
-
-    def datetime(self, value: Any, name: str) -> Any:
-        """The text `RowContext.datetime` made `value` from."""
-        if value.__class__ is not datetime:
-            return from_bson(value)
-        kept = self.orig.get(name)
-        if kept.__class__ is str:
-            return kept
-        back = to_local(value, self.zone)
-        if kept.__class__ is int:
-            back += timedelta(microseconds=kept)
-        return back.isoformat()
-
-    def json_object(self, value: Any, name: str) -> Any:
-        """The JSON text `RowContext.json_object` parsed into `value`."""
-        if value.__class__ is not dict:
-            return from_bson(value)
-        kept = self.orig.get(name, _MISSING)
-        return dump_json(value) if kept is _MISSING else kept
-
-    def boolean(self, value: Any, name: str) -> Any:
-        """The value `RowContext.boolean` made true or false."""
-        if value.__class__ is not bool:
-            return from_bson(value)
-        kept = self.orig.get(name, _MISSING)
-        return int(value) if kept is _MISSING else from_bson(kept)
 
 
 class Inverter:

@@ -21,7 +21,7 @@ from syncd.projection.unmirrored import NO_KEY, RESERVED, TAKEN, TOO_LONG, NotMi
 
 if TYPE_CHECKING:
     from syncd.projection.context import RowContext
-    from syncd.projection.inverse import InverseContext
+    from syncd.projection.inverse_context import InverseContext
 
 Builder = Callable[[Mapping[str, Any], "RowContext"], dict[str, Any]]
 Inverse = Callable[[Mapping[str, Any], "InverseContext"], Mapping[str, Any]]

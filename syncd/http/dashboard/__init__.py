@@ -20,8 +20,8 @@ from starlette.staticfiles import StaticFiles
 from syncd.client.ranking_feed import LiveRanking
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
-from syncd.http.dashboard import data, pages
-from syncd.http.dashboard.data import BadQuery
+from syncd.http.dashboard import data, markup, pages
+from syncd.http.dashboard.answers import BadQuery
 from syncd.http.dashboard.live import Streams, event_stream
 
 STATIC = Path(__file__).parent / "static"
@@ -67,8 +67,8 @@ def routes(ctx: HttpContext, max_streams: int = 100,
         try:
             found = await read(data.experiments, *listing(request))
         except BadQuery as exc:
-            return HTMLResponse(pages.page("Bad request", "/experiments",
-                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 400)
+            return HTMLResponse(markup.page("Bad request", "/experiments",
+                                           f"<p class=empty>{markup.e(str(exc))}</p>"), 400)
         return HTMLResponse(pages.experiments_page(found))
 
     async def experiments_json(request: Request) -> Response:
@@ -82,8 +82,8 @@ def routes(ctx: HttpContext, max_streams: int = 100,
         try:
             found = await read(data.comparison, refs)
         except SyncdError as exc:
-            return HTMLResponse(pages.page("Compare", "/experiments",
-                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 404)
+            return HTMLResponse(markup.page("Compare", "/experiments",
+                                           f"<p class=empty>{markup.e(str(exc))}</p>"), 404)
         show_all = request.query_params.get("all", "") not in ("", "0")
         return HTMLResponse(pages.compare_page(found, show_all, refs))
 
@@ -98,11 +98,11 @@ def routes(ctx: HttpContext, max_streams: int = 100,
             found = await read(data.experiment, request.path_params["ref"],
                                request.query_params.get("as_of", ""))
         except BadQuery as exc:
-            return HTMLResponse(pages.page("Bad request", "/experiments",
-                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 400)
+            return HTMLResponse(markup.page("Bad request", "/experiments",
+                                           f"<p class=empty>{markup.e(str(exc))}</p>"), 400)
         except SyncdError as exc:
-            return HTMLResponse(pages.page("Not found", "/experiments",
-                                           f"<p class=empty>{pages.e(str(exc))}</p>"), 404)
+            return HTMLResponse(markup.page("Not found", "/experiments",
+                                           f"<p class=empty>{markup.e(str(exc))}</p>"), 404)
         return HTMLResponse(pages.experiment_page(found))
 
     async def experiment_json(request: Request) -> Response:

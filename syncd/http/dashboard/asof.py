@@ -1,7 +1,7 @@
 """The dashboard's past: the experiments list `?as_of=TIME` and a run's versions.
 
 The list as of a moment is the live list's own query (`Tracker.best_first`) on the
-`AsOfTracker` of that moment (syncd.client.asof), whose rebuilt documents are kept
+`AsOfTracker` of that moment (syncd.client.tracker), whose rebuilt documents are kept
 30 s: turning pages costs one rebuild. A time that cannot be read, or one before
 history starts, is a 400 saying so. Read-only, like every dashboard read.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from syncd.client.tracker import Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
-from syncd.http.dashboard.data import BadQuery, jsonable
+from syncd.http.dashboard.answers import BadQuery, jsonable
 
 
 @functools.lru_cache(maxsize=4)

@@ -7,8 +7,6 @@ key names a secret are masked.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import time
 from typing import Any
 
@@ -24,39 +22,14 @@ from syncd.client.ranking_feed import LiveRanking
 from syncd.client.tracker import SUMMARY, Tracker
 from syncd.errors import SyncdError
 from syncd.http.context import HttpContext
+from syncd.http.dashboard import asof
+from syncd.http.dashboard.answers import BadQuery, jsonable
 from syncd.projection.unmirrored import newest
-from syncd.redact import scrub, secret_key
-
-
-class BadQuery(SyncdError):
-    """A query parameter no stored value could match (a 400, not a 500)."""
-
 
 PAGE_SIZE = 100  # experiments per page of the list
 MAX_COMPARED = 20  # experiments on one compare page
 CHOICES_SECONDS = 30.0  # how long the filters' choices are reused
 _choices: dict[str, tuple[float, dict[str, list[Any]]]] = {}  # per database: (read at, choices)
-
-
-def jsonable(value: Any, key: str = "") -> Any:
-    """`value` with ObjectIds and datetimes as text, strings scrubbed, secret keys masked."""
-    if key and secret_key(key) and value is not None:
-        return "***"
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="seconds")
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers (SQLite has Inf)
-    if isinstance(value, (int, float, bool)) or value is None:
-        return value
-    return scrub(str(value))
 
 
 def source_store(ctx: HttpContext) -> StateStore:
@@ -167,8 +140,6 @@ def experiments(ctx: HttpContext, challenge: str = "", status: str = "", source:
     choices each filter offers. Live: from `order` (kept in this process) when it can
     answer, else sorted and skipped by the server. `as_of`: as they were then
     (syncd.http.dashboard.asof)."""
-    from syncd.http.dashboard import asof
-
     db = ctx.db
     tracker = asof.tracker(ctx, as_of)
     query: dict[str, Any] = {}
@@ -259,8 +230,6 @@ def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
 def experiment(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any]:
     """One experiment: its document (config, metrics), epochs and checkpoints, and its
     versions (`as_of`: all as they were then)."""
-    from syncd.http.dashboard import asof
-
     tracker = asof.tracker(ctx, as_of)
     found = tracker.history(ref)
     return jsonable({"experiment": found["experiment"],

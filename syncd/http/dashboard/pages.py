@@ -4,7 +4,8 @@ No template engine: each page is a few f-strings over escaped values. The script
 files of static/ (chart.js draws the loss charts, dashboard.js follows an experiment's
 events and submits the filters, compare.js fills the compare page's chart); pages hold
 no inline script or style (the Content-Security-Policy of syncd.http.browser forbids
-both) and hand the scripts data as a JSON block that is never executed (`script_json`).
+both) and hand the scripts data as a JSON block that is never executed (`script_json`;
+the building blocks are syncd.http.dashboard.markup).
 """
 
 from __future__ import annotations
@@ -15,61 +16,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from syncd.client.compare import NOUNS
-
-NAV = (("/", "Sync health"), ("/experiments", "Experiments"), ("/cache", "Cache"))
-
-
-def e(value: Any) -> str:
-    """A value as escaped text ('–' for none)."""
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, float):
-        return escape(f"{value:.4g}")
-    return escape(str(value))
-
-
-# Characters that could end or re-open markup inside a <script> block (`</script>`,
-# `<!--`, `<script`), or that JavaScript once read as line ends: as JSON escapes.
-SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
-                  0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
-def script_json(value: Any) -> str:
-    """`value` as JSON safe inside `<script type=application/json>` whatever its strings
-    hold (a `<!--<script>` in a timestamp would otherwise swallow the rest of the page)."""
-    return json.dumps(value).translate(SCRIPT_ESCAPES)
-
-
-def page(title: str, active: str, body: str, script: bool = False,
-         scripts: tuple[str, ...] = ()) -> str:
-    """A whole page; `script`: chart.js and dashboard.js (the experiment page's chart and
-    live updates, the filters' submit), `scripts`:
-    other files of static/ (run in order, after the page is parsed)."""
-    nav = "".join(f'<a href="{href}"{" class=active" if href == active else ""}>{name}</a>'
-                  for href, name in NAV)
-    files = (("chart.js", "dashboard.js") if script else ()) + scripts
-    js = "".join(f'<script src="/static/{name}" defer></script>' for name in files)
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width, initial-scale=1'>"
-            f"<title>{escape(title)} · syncd</title>"
-            f"<link rel=stylesheet href='/static/dashboard.css'>{js}</head>"
-            f"<body><header><span class=brand>syncd</span><nav>{nav}</nav></header>"
-            f"<main><h1>{escape(title)}</h1>{body}</main></body></html>")
-
-
-def table(headers: list[str], rows: list[list[str]], test_id: str, empty: str) -> str:
-    if not rows:
-        return f'<p class=empty data-testid="{test_id}">{escape(empty)}</p>'
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return (f'<table data-testid="{test_id}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>")
-
-
-def facts(pairs: list[tuple[str, Any]], test_id: str) -> str:
-    items = "".join(f"<dt>{escape(k)}</dt><dd>{e(v)}</dd>" for k, v in pairs)
-    return f'<dl class=facts data-testid="{test_id}">{items}</dl>'
-
+from syncd.http.dashboard import pages_history as past
+from syncd.http.dashboard.markup import e, facts, page, script_json, shown_value, table
 
 # -- sync health ---------------------------------------------------------------------------
 
@@ -168,8 +116,6 @@ def _pager(data: dict[str, Any], marked: bool = True) -> str:
 
 
 def experiments_page(data: dict[str, Any]) -> str:
-    from syncd.http.dashboard import pages_history as past
-
     f, choices = data["filters"], data["choices"]
     form = ("<form class=filters method=get action=/experiments>"
             + "".join(_select(n, f[n], choices[n]) for n in ("challenge", "status", "source"))
@@ -200,8 +146,6 @@ def _config(config: Any) -> str:
 
 
 def experiment_page(data: dict[str, Any]) -> str:
-    from syncd.http.dashboard import pages_history as past
-
     x = data["experiment"]
     metrics = x.get("metrics") or {}
     title = f"Run {x.get('run_id')}"
@@ -236,13 +180,6 @@ def experiment_page(data: dict[str, Any]) -> str:
     return page(title, "/experiments", past.as_of_banner(data, back) + body, script=True)
 
 
-def _value(value: Any) -> str:
-    """A compared value as escaped text (objects and lists as JSON)."""
-    if isinstance(value, (dict, list)):
-        return e(json.dumps(value, separators=(",", ":")))
-    return e(value)
-
-
 def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
     """Runs side by side: their validation loss on one chart (static/compare.js), then the
     keys whose values differ (equal ones folded, with a link that shows them)."""
@@ -254,7 +191,7 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
     body = "".join(
         f'<tr{" class=same" if r["same"] and len(runs) > 1 else ""}><th scope=row>'
         f'{e(r["key"] if r["section"] == "run" else r["section"] + "." + r["key"])}</th>'
-        + "".join(f"<td>{_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
+        + "".join(f"<td>{shown_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
     grid = (f'<table data-testid=differences><thead><tr><th></th>{heads}</tr></thead>'
             f"<tbody>{body}</tbody></table>" if shown else
             '<p class=empty data-testid=differences>no differences</p>')

@@ -7,12 +7,11 @@ forbids both).
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from syncd.http.dashboard.pages import e, table
+from syncd.http.dashboard.markup import e, shown_value, table
 
 MAX_CHANGES = 12  # keys shown per version; more are counted
 
@@ -44,12 +43,6 @@ def as_of_banner(data: dict[str, Any], back: str = "/experiments") -> str:
             + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
 
 
-def _value(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return e(json.dumps(value, separators=(",", ":")))
-    return e(value)
-
-
 def _what(version: dict[str, Any]) -> str:
     op, found = version["op"], version["changes"]
     if op == "snapshot":
@@ -57,8 +50,8 @@ def _what(version: dict[str, Any]) -> str:
     if op == "delete":
         return "deleted"
     items = [f"<li><code>{e(c['key'])}</code>: "
-             + (f"{_value(c['before'])} → " if op != "insert" else "")
-             + f"{_value(c['after'])}</li>" for c in found[:MAX_CHANGES]]
+             + (f"{shown_value(c['before'])} → " if op != "insert" else "")
+             + f"{shown_value(c['after'])}</li>" for c in found[:MAX_CHANGES]]
     more = len(found) - MAX_CHANGES
     if more > 0:
         items.append(f"<li>and {more} more</li>")
