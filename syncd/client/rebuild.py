@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,16 @@ def collection_as_of(db: Database, collection: str, jd: float, sources: Sequence
                      ) -> list[dict[str, Any]]:
     """The documents `collection` held at `jd` (julian day), rebuilt from the history
     of every source in `sources`, in `_id` order per table."""
+    return _projected(db, collection, jd, sources, migrations,
+                      lambda model, table: latest(model, table, jd))
+
+
+def _projected(db: Database, collection: str, jd: float, sources: Sequence[str],
+               migrations: Sequence[MigrationFile] | None,
+               rows: Callable[[SourceModel, str], Iterator[dict[str, Any]]]
+               ) -> list[dict[str, Any]]:
+    """`collection`'s documents projected from the versions `rows(model, table)` gives
+    for each table that feeds it, through each source's model of `jd`."""
     docs: list[dict[str, Any]] = []
     for source in sources:
         model, projection = source_model(db, source, migrations)
@@ -254,7 +264,7 @@ def collection_as_of(db: Database, collection: str, jd: float, sources: Sequence
             if mapping.collection != collection:
                 continue
             projector = Projector(info, mapping, model.params)
-            docs.extend(project_versions(projector, info, latest(model, info.name, jd)))
+            docs.extend(project_versions(projector, info, rows(model, info.name)))
     return docs
 
 
@@ -288,19 +298,10 @@ def run_rows_as_of(db: Database, collection: str, jd: float, sources: Sequence[s
     these rows are decoded and projected (the projection is most of a rebuild's cost).
     A builder that computes the referenced key from other values (not a column as it
     is) would have its rows left out: README, "Experiments as of a moment"."""
-    docs: list[dict[str, Any]] = []
     if not key:
-        return docs
-    for source in sources:
-        model, projection = source_model(db, source, migrations)
-        schema = schema_as_of(model, jd, tables_for(projection, collection))
-        for info, mapping in projection.resolve(schema, db.name):
-            if mapping.collection != collection:
-                continue
-            projector = Projector(info, mapping, model.params)
-            docs.extend(project_versions(projector, info, latest_holding(
-                model, info.name, jd, key)))
-    return docs
+        return []
+    return _projected(db, collection, jd, sources, migrations,
+                      lambda model, table: latest_holding(model, table, jd, key))
 
 
 def latest_holding(model: SourceModel, table: str, jd: float,
