@@ -1,4 +1,7 @@
-"""The copy of record against hostile but plausible legacy files, on real servers."""
+"""The copy of record against hostile but plausible legacy files, on real servers: a table
+whose capture layout id happens to be all decimal digits, and `syncd run` following it
+(and others: WITHOUT ROWID, composite and moved keys, reused rowids, quoted names,
+every storage class) while `syncd restore --as-of` gives back copies taken meanwhile."""
 
 from __future__ import annotations
 
@@ -8,7 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from legacy_adapters.sqlite import SQLiteSource
+from legacy_adapters.sqlite_capture import Capture
+from legacy_adapters.sqlite_values import Layout
 from tests.conftest import run_cli
+from tests.daemon_support import Daemon, legacy_write, wait_for
 
 # `tp`'s format-3 layout id is "7838441285": all decimal digits, which once read as
 # format 2's "U<key width>" and stopped `syncd run` on every start (IndexError).
@@ -69,6 +78,113 @@ def _moment() -> str:
     at = datetime.now(UTC).isoformat()
     time.sleep(0.05)
     return at
+
+
+def test_a_layout_id_of_decimal_digits_is_read_as_format_3(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.db"
+    conn = sqlite3.connect(path)
+    conn.execute(DIGITS)
+    conn.execute("INSERT INTO tp VALUES ('a', 1)")
+    conn.commit()
+    conn.close()
+    source = SQLiteSource(path)
+    try:
+        table = source.schema().tables["tp"]
+    finally:
+        source.close()
+    assert Layout.of(table, rowid_key=False).id.isdigit()  # the case this test is about
+    capture = Capture(path)
+    try:
+        capture.install([table])
+        legacy_write(path, "UPDATE tp SET name = 'c', v = 2 WHERE name = 'a'")
+        legacy_write(path, "INSERT INTO tp VALUES ('b', 3)")
+        got = [(c.op, c.key[0], c.columns and dict(zip(c.columns, c.values, strict=True)))
+               for c in capture.read(0, 100)]
+    finally:
+        capture.close()
+    assert got == [("u", "c", {"name": "c", "v": 2}), ("d", "a", None),
+                   ("i", "b", {"name": "b", "v": 3})]
+
+
+def test_restore_as_of_moments_while_syncd_run_follows_hostile_tables(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    legacy = tmp_path / "metadata.db"
+    conn = sqlite3.connect(legacy)
+    conn.executescript(DIGITS + ";" + HOSTILE)
+    conn.executemany("INSERT INTO wr VALUES (?,?,?)", [("x", 1, 1), ("x", 2, 2.5), ("y", 1, b"z")])
+    conn.executemany("INSERT INTO comp VALUES (?,?,?)", [("x", 1, 1), ("x", 2, 2.5),
+                                                         ("y", 1, b"z")])
+    conn.executemany("INSERT INTO norow VALUES (?)", [(i,) for i in range(5)])
+    conn.executemany('INSERT INTO "we ird ""t" VALUES (?,?,?)', [("a", 1, 1), ("b", 2, None)])
+    conn.executemany("INSERT INTO mixed VALUES (?,?)", [(1, 1), (2, 1.5), (3, "t"), (4, b"b"),
+                                                        (5, None)])
+    conn.execute("INSERT INTO mixed VALUES (6, CAST(x'ff00fe' AS TEXT))")
+    conn.executemany("INSERT INTO tp VALUES (?,?)", [("a", 1), ("b", 2)])
+    conn.executemany("INSERT INTO old VALUES (?,?)", [(1, 1), (2, 2)])
+    conn.executemany("INSERT INTO recre VALUES (?,?)", [(1, 1), (2, 2)])
+    conn.commit()
+    conn.close()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    copies: dict[str, tuple[str, Path]] = {}
+
+    def keep(name: str) -> None:
+        at = _moment()
+        _backup(legacy, tmp_path / f"{name}.db")
+        copies[name] = (at, tmp_path / f"{name}.db")
+
+    def write(sql: str, params: tuple[Any, ...] = ()) -> None:
+        legacy_write(legacy, sql, params)
+
+    def caught_up() -> None:
+        write("INSERT INTO mixed (x) VALUES ('mark')")
+        mark = sqlite3.connect(legacy).execute("SELECT max(id) FROM mixed").fetchone()[0]
+
+        def recorded() -> Any:
+            if daemon.proc.poll() is not None:
+                pytest.fail(f"syncd run exited: {daemon.proc.communicate()[1][-2000:]}")
+            return db["_syncd_history"].find_one({"table": "mixed", "key": [mark],
+                                                  "op": "insert"})
+        wait_for(recorded, what="syncd run to catch up")
+
+    keep("migrated")
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        write("UPDATE wr SET v = 'new' WHERE a = 'x' AND b = 1")
+        write("UPDATE wr SET a = 'z' WHERE a = 'y'")
+        write("UPDATE comp SET b = 9 WHERE a = 'x' AND b = 2")
+        write("DELETE FROM norow WHERE v = 4")
+        write("INSERT INTO norow VALUES ('reused')")  # takes the deleted row's rowid
+        write("DELETE FROM norow WHERE v = 1")
+        write("UPDATE norow SET rowid = 100 WHERE v = 2")
+        write('UPDATE "we ird ""t" SET "col ""q" = ? WHERE "ünï" = 2', ("ü" * 100000,))
+        write('UPDATE "we ird ""t" SET "ünï" = 7 WHERE "ünï" = 1')
+        write("UPDATE mixed SET x = CAST(x'80' AS TEXT) WHERE id = 1")
+        write("UPDATE mixed SET x = 9223372036854775807 WHERE id = 5")
+        write("UPDATE tp SET name = 'c' WHERE name = 'a'")
+        write("INSERT OR REPLACE INTO tp VALUES ('b', 22)")
+        caught_up()
+        keep("changed")
+        write("ALTER TABLE old RENAME TO renamed")
+        write("INSERT INTO renamed VALUES (3, 3)")
+        write("DROP TABLE recre")  # the view vre now names a table that is gone
+        caught_up()
+        keep("dropped")
+        write("CREATE TABLE recre (id INTEGER PRIMARY KEY, w TEXT, v)")
+        write("INSERT INTO recre VALUES (5, 'x', 5)")
+        caught_up()
+        keep("recreated")
+        live = tmp_path / "while-following.db"
+        result = run_cli("restore", "--to", live, *target_args)
+        assert result.code == 0, result
+        assert dump(live) == dump(legacy)
+    finally:
+        daemon.stop()
+    for name, (at, copy) in copies.items():
+        out = tmp_path / f"restored-{name}.db"
+        result = run_cli("restore", "--to", out, "--as-of", at, *target_args)
+        assert result.code == 0, (name, result)
+        assert dump(out) == dump(copy), name
 
 
 def test_rows_after_a_text_that_is_not_utf8_are_restored(
