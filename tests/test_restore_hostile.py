@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,14 @@ import pytest
 from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture
 from legacy_adapters.sqlite_values import Layout
+from syncd.projection.ids import derive_id
+from syncd.sinks.history import HistoryStore, shown_jd, version
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, wait_for
 
 # `tp`'s format-3 layout id is "7838441285": all decimal digits, which once read as
 # format 2's "U<key width>" and stopped `syncd run` on every start (IndexError).
+SOURCE = "testhost"  # tests/conftest.py target_args
 DIGITS = "CREATE TABLE tp (name TEXT PRIMARY KEY, v)"
 HOSTILE = """
 CREATE TABLE wr (a TEXT, b INTEGER, v, PRIMARY KEY (a, b)) WITHOUT ROWID;
@@ -205,3 +208,40 @@ def test_rows_after_a_text_that_is_not_utf8_are_restored(
     result = run_cli("restore", "--to", out, *target_args)
     assert result.code == 0, result
     assert dump(out) == dump(legacy)
+
+
+def _sqlite_julianday(moment: datetime) -> float:
+    """What the capture triggers' julianday('now') gives at `moment` (a whole ms)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        return conn.execute("SELECT julianday(?)", (moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],)
+                            ).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_restore_as_of_exactly_a_versions_time_includes_it(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """A version stamped by SQLite's julianday('now'), restored `--as-of` its own time as
+    shown: the version is in (the moment is one the float `2440587.5 + ts / 86400`
+    put one ulp before the stamp)."""
+    legacy = tmp_path / "metadata.db"
+    conn = sqlite3.connect(legacy)
+    conn.execute("CREATE TABLE runs (run_id INTEGER PRIMARY KEY, status TEXT)")
+    conn.execute("INSERT INTO runs VALUES (1, 'running')")
+    conn.commit()
+    conn.close()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    moment = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    while 2440587.5 + moment.timestamp() / 86400 >= _sqlite_julianday(moment):
+        moment += timedelta(milliseconds=1)
+    jd = _sqlite_julianday(moment)
+    HistoryStore(db, SOURCE).record([version(
+        SOURCE, "runs", derive_id(SOURCE, "runs", (1,)), (1,), 1, "update", jd, 1, 1,
+        {"run_id": 1, "status": "done"})])
+    shown = shown_jd(jd)
+    assert datetime.fromisoformat(shown) == moment
+    out = tmp_path / "restored.db"
+    result = run_cli("restore", "--to", out, "--as-of", shown, *target_args)
+    assert result.code == 0, result
+    assert sqlite3.connect(out).execute("SELECT status FROM runs").fetchall() == [("done",)]
