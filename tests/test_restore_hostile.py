@@ -245,3 +245,18 @@ def test_restore_as_of_exactly_a_versions_time_includes_it(
     result = run_cli("restore", "--to", out, "--as-of", shown, *target_args)
     assert result.code == 0, result
     assert sqlite3.connect(out).execute("SELECT status FROM runs").fetchall() == [("done",)]
+
+
+def test_a_moment_outside_the_years_utc_holds_is_refused_in_one_line(
+        tmp_path: Path, target_args: list[str]) -> None:
+    legacy = tmp_path / "metadata.db"
+    sqlite3.connect(legacy).execute("CREATE TABLE runs (run_id INTEGER PRIMARY KEY)").close()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    for moment in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"):
+        result = run_cli("restore", "--to", tmp_path / "restored.db", "--as-of", moment,
+                         *target_args)
+        assert result.code == 2, result
+        assert result.err.strip().splitlines() == [
+            f"syncd: error: --as-of: as of {moment!r}: out of range (in UTC it falls outside "
+            "the years 1 to 9999)"]
+        assert not (tmp_path / "restored.db").exists()
