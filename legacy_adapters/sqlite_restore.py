@@ -131,7 +131,7 @@ class TableWriter:
             columns: Sequence[str] | None = None) -> None:
         """Insert the row each version holds (`columns`: the columns of every one of
         them, when known; else each version's `cols`)."""
-        pending, raw = self._pending, self.raw_text
+        raw = self.raw_text  # (not `self._pending` as a local: each flush replaces it)
         last_cols: Any = None
         last_bare = False
         head, rid = "", False
@@ -152,8 +152,8 @@ class TableWriter:
                 self.rows += 1
                 self.seen(rowid)
                 continue
-            pending.append((rowid, *vals) if rid else vals)
-            if len(pending) >= BATCH:
+            self._pending.append((rowid, *vals) if rid else vals)
+            if len(self._pending) >= BATCH:
                 self.flush()
 
     def _mark(self, value: Any) -> str:

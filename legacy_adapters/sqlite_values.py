@@ -54,6 +54,10 @@ FORMAT = 3
 LAYOUT_OP = "layout"
 _LOG = quote_ident(LOG_TABLE)
 LAYOUTS_SQL = f"SELECT k0, k1 FROM {_LOG} WHERE seq < 0 AND op = '{LAYOUT_OP}'"
+# A layout id is this many hex digits; format 2's ops are at most two characters
+# ('U' and a key width), so the length alone tells the formats apart (an id may be
+# all decimal digits: "U7838441285" is format 3).
+LAYOUT_ID_LENGTH = 10
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class Layout:
 
     @property
     def id(self) -> str:
-        return hashlib.sha1(("format 3\x1f" + self.to_json()).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(("format 3\x1f" + self.to_json()).encode()).hexdigest()
+        return digest[:LAYOUT_ID_LENGTH]
 
     @property
     def old_width(self) -> int:
@@ -156,7 +161,9 @@ def layout_row(layout: Layout) -> tuple[str, tuple[Any, ...]]:
 
 
 def is_values_op(op: str) -> bool:
-    return len(op) > 1 and op[0] in "IU" and not op[1:].isdigit()
+    """Whether a log row's op is format 3's (`I`/`U` and a layout id), by its length:
+    not by whether the id has a letter, which about one layout in a hundred lacks."""
+    return len(op) == 1 + LAYOUT_ID_LENGTH and op[0] in "IU"
 
 
 def expand_values(seq: int, op: str, rid: Any, values: tuple[Any, ...], at: float | None,

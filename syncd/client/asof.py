@@ -60,7 +60,7 @@ def parse_time(value: Moment) -> dt.datetime:
     """An as-of moment as an aware UTC datetime (see the module for what is accepted)."""
     if isinstance(value, dt.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return moment.astimezone(dt.UTC)
+        return _in_utc(moment, str(value))
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     text = str(value).strip()
@@ -74,7 +74,17 @@ def parse_time(value: Moment) -> dt.datetime:
         raise ConfigError(f"as of {text[:60]!r}: not a time; give {TIME_HELP}") from None
     if moment.tzinfo is None:
         raise ConfigError(f"as of {text[:60]!r}: which time zone? Give {TIME_HELP}")
-    return moment.astimezone(dt.UTC)
+    return _in_utc(moment, text)
+
+
+def _in_utc(moment: dt.datetime, text: str) -> dt.datetime:
+    """`moment` in UTC; one that UTC cannot hold (9999-12-31T23:00-02:00 is in year
+    10000) is refused in one line, not with Python's OverflowError."""
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(f"as of {text[:60]!r}: out of range (in UTC it falls outside "
+                          "the years 1 to 9999)") from None
 
 
 def shown(moment: dt.datetime) -> str:

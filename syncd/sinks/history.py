@@ -81,6 +81,9 @@ KEPT = "_syncd_history_kept"
 OPS = ("snapshot", "insert", "update", "delete")
 DUPLICATE_KEY = 11000
 _UNIX_EPOCH_JD = 2440587.5
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MICROS = 86_400_000_000
+_UNIX_EPOCH_JD_MICROS = 210_866_760_000_000_000  # 2440587.5 days in microseconds
 # The `[history]` settings (syncd.api resolves them into `HistoryOptions`): how long
 # versions are kept ("forever", or a duration such as "90d", "12h", "3600s"), and
 # tables left out of history (their triggers log keys only: format 2).
@@ -99,10 +102,14 @@ class HistoryOptions:
 
 
 def julian_day(when: datetime) -> float:
-    """The julian day of an aware (or UTC-naive) datetime, as SQLite's julianday()."""
+    """The julian day of an aware (or UTC-naive) datetime, as SQLite's julianday() gives
+    it: the same double for the same millisecond (one correctly rounded division of
+    whole numbers, as SQLite's), so that `--as-of` a version's shown time includes it.
+    (`2440587.5 + timestamp / 86400` is one ulp lower for about 1 moment in 500.)"""
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return _UNIX_EPOCH_JD + when.timestamp() / 86400.0
+    micros = (when - _UNIX_EPOCH) // timedelta(microseconds=1)
+    return (micros + _UNIX_EPOCH_JD_MICROS) / _DAY_MICROS  # int / int: correctly rounded
 
 
 def julian_day_now() -> float:
