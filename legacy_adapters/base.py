@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from legacy_adapters.errors import SourceError
+
 
 @dataclass(frozen=True)
 class Column:
@@ -208,6 +210,11 @@ class RowWriter(Protocol):
     def remove(self, snapshot: dict[str, Any]) -> None:
         """Take out the row a superseded version put in (by rowid, else its key)."""
         ...
+
+
+class RestoreConflict(SourceError):
+    """Rows given to a RestoreTarget hold one value of a UNIQUE column twice: the
+    record kept a row the legacy file no longer held then (exit 1)."""
 
 
 class RestoreTarget(Protocol):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from legacy_adapters.base import RestoreConflict
 from legacy_adapters.errors import SourceError
 from legacy_adapters.sqlite_sql import quote_ident
 
@@ -40,6 +41,11 @@ def _writing(method: Callable[..., T]) -> Callable[..., T]:
     def wrapped(*args: Any, **kwargs: Any) -> T:
         try:
             return method(*args, **kwargs)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise RestoreWriteError(f"restore failed writing the new file: "
+                                        f"IntegrityError: {exc}") from None
+            raise RestoreConflict(f"restore failed writing the new file: {exc}") from None
         except sqlite3.Error as exc:
             raise RestoreWriteError(f"restore failed writing the new file: "
                                     f"{type(exc).__name__}: {exc}") from None

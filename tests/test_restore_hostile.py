@@ -260,3 +260,36 @@ def test_a_moment_outside_the_years_utc_holds_is_refused_in_one_line(
             f"syncd: error: --as-of: as of {moment!r}: out of range (in UTC it falls outside "
             "the years 1 to 9999)"]
         assert not (tmp_path / "restored.db").exists()
+
+
+def test_a_row_replaced_through_another_unique_column_is_explained(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """`INSERT OR REPLACE` that removes a row through a UNIQUE column other than the key
+    fires no delete trigger: until a reconcile records the removal, history holds two
+    rows with one unique value. Restore says so and what to do, in one error (exit 1),
+    and leaves no file; the moment before that statement still restores."""
+    legacy = tmp_path / "metadata.db"
+    conn = sqlite3.connect(legacy)
+    conn.execute("CREATE TABLE uq (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, v)")
+    conn.executemany("INSERT INTO uq (name, v) VALUES (?, ?)", [("a", 1), ("b", 2)])
+    conn.commit()
+    conn.close()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    before = _moment()
+    time.sleep(0.01)
+    # What `syncd run` records for `INSERT OR REPLACE INTO uq (name, v) VALUES ('a', 11)`:
+    # the insert of row 3, and nothing for row 1 (its delete comes with a reconcile).
+    jd = _sqlite_julianday(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1))
+    HistoryStore(db, SOURCE).record([version(
+        SOURCE, "uq", derive_id(SOURCE, "uq", (3,)), (3,), 3, "insert", jd, 1, 0,
+        {"id": 3, "name": "a", "v": 11})])
+    out = tmp_path / "restored.db"
+    result = run_cli("restore", "--to", out, *target_args)
+    assert result.code == 1, result
+    said = result.err.strip().splitlines()[-1]
+    assert "UNIQUE constraint failed: uq.name" in said and "syncd reconcile uq" in said
+    assert not out.exists()
+    result = run_cli("restore", "--to", out, "--as-of", before, *target_args)
+    assert result.code == 0, result
+    assert sqlite3.connect(out).execute("SELECT id, name, v FROM uq ORDER BY id").fetchall() \
+        == [(1, "a", 1), (2, "b", 2)]

@@ -33,7 +33,7 @@ from typing import Any
 from bson.binary import Binary
 from pymongo.database import Database
 
-from legacy_adapters.base import RestoreTarget, RowWriter
+from legacy_adapters.base import RestoreConflict, RestoreTarget, RowWriter
 from syncd.errors import ConfigError
 from syncd.progress import Progress
 from syncd.sinks.history import counts, from_julian_day, order
@@ -170,6 +170,16 @@ def restore(db: Database, options: RestoreOptions, progress: Progress,
     return report
 
 
+def _conflict_help(table: str, said: str) -> str:
+    """What a UNIQUE conflict in the restored rows means, and what to do."""
+    return (f"{said} (table {table!r}): history holds two rows with one value of a UNIQUE "
+            "column at this moment. A row that an INSERT OR REPLACE removed through a "
+            "UNIQUE column other than the key fires no delete trigger, so it is recorded "
+            f"only when a reconcile reads the table: run `syncd reconcile {table}` (`syncd "
+            "run` reconciles every [daemon] reconcile_seconds) and restore again; a moment "
+            "between that statement and the reconcile cannot be restored exactly")
+
+
 def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
            report: RestoreReport, progress: Progress) -> None:
     """Tables (rows, then indexes and counters), then views, then legacy triggers (last,
@@ -189,7 +199,10 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
             writer = out.table(name)
             if doc.get("rows_kept", True):
                 task = progress.task(name, doc.get("rows"))
-                restore_rows(reader, writer, name, jd, task)
+                try:
+                    restore_rows(reader, writer, name, jd, task)
+                except RestoreConflict as exc:
+                    raise RestoreConflict(_conflict_help(name, str(exc))) from None
                 task.finish()
             else:
                 report.not_restored.append({"table": name, "why": "left out of history "
