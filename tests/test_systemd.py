@@ -424,12 +424,14 @@ def test_two_instances_run_two_daemons_on_their_own_ports(tmp_path, mongo_url, d
         assert f"127.0.0.1:{ports['alpha']}" in line[0] and "another syncd" in line[0], line
         assert '[http] listen = "127.0.0.1:PORT" in its settings file' in line[0], line
     finally:
+        said = {}
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
+        for name, proc in procs.items():
             try:
-                proc.communicate(timeout=60)
+                said[name] = proc.communicate(timeout=60)[1]
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
-    assert all(p.returncode == 0 for p in procs.values()), [p.returncode for p in procs.values()]
+                said[name] = proc.communicate()[1]
+    assert all(p.returncode == 0 for p in procs.values()), {
+        name: (p.returncode, said[name][-3000:]) for name, p in procs.items()}
