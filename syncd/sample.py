@@ -16,6 +16,7 @@ import os
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 EEG2025_SCHEMA = """
 CREATE TABLE subjects (
@@ -113,7 +114,8 @@ class SampleExists(FileExistsError):
 
 
 def make_eeg2025(path: Path | str, rows: int | None = None, runs: int = 40,
-                 seed: int = 2025, force: bool = False) -> dict[str, int]:
+                 seed: int = 2025, force: bool = False,
+                 cache_files: list[tuple[Any, ...]] | None = None) -> dict[str, int]:
     """Write an EEG2025-shaped metadata.db at `path`; return row counts.
 
     An existing file is never touched unless `force` (it may be a real metadata.db:
@@ -121,7 +123,9 @@ def make_eeg2025(path: Path | str, rows: int | None = None, runs: int = 40,
     built beside `path` and moved into place only when complete, so a failure
     leaves whatever was there. With `rows`, the database holds about that many rows
     in all, mostly epochs (the shape a long-lived training host accumulates): about
-    one run per 44 rows.
+    one run per 44 rows. `cache_files` replaces the synthetic `cache_files` rows
+    (syncd.sample_hdf5.cache_file_rows: the HDF5 files written with it), the other
+    tables staying as they are for the seed.
     """
     path = Path(path)
     if path.exists() and not force:
@@ -129,7 +133,7 @@ def make_eeg2025(path: Path | str, rows: int | None = None, runs: int = 40,
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     _remove(tmp)
     try:
-        counts = _write(tmp, rows, runs, seed)
+        counts = _write(tmp, rows, runs, seed, cache_files)
         if force:
             for suffix in ("-journal", "-wal", "-shm"):  # the old file's, not the new one's
                 _remove(path.with_name(path.name + suffix))
@@ -153,7 +157,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write(path: Path, rows: int | None, runs: int, seed: int) -> dict[str, int]:
+def _write(path: Path, rows: int | None, runs: int, seed: int,
+           cache_files: list[tuple[Any, ...]] | None = None) -> dict[str, int]:
     """Create the database at `path` (which does not exist) and fill it."""
     rng = random.Random(seed)
     if rows is not None:
@@ -177,12 +182,18 @@ def _write(path: Path, rows: int | None, runs: int, seed: int) -> dict[str, int]
              rng.randint(1, 3), rng.randint(50, 400), round(rng.random(), 3), None)
             for i in range(n_subjects)])
         counts["subjects"] = n_subjects
-        conn.executemany("INSERT INTO cache_files VALUES (NULL,?,?,?,?,?,?,?,?,?)", [
+        cache_rows: list[tuple[Any, ...]] = [
             (c, r, f"data/cached/challenge{c}_{r}_windows.h5", round(rng.uniform(50, 900), 2),
              rng.randint(1000, 40000), 129, 200, _iso(EPOCH + dt.timedelta(hours=i)),
              f"{rng.getrandbits(128):032x}")
-            for i, (c, r) in enumerate((c, r) for c in (1, 2) for r in RELEASES)])
-        counts["cache_files"] = 10
+            for i, (c, r) in enumerate((c, r) for c in (1, 2) for r in RELEASES)]
+        if cache_files is not None:  # drawn above all the same: the other tables keep the seed's
+            cache_rows = [(*row[:7], _iso(EPOCH + dt.timedelta(hours=i)), *row[8:])
+                          for i, row in enumerate(cache_files)]
+            conn.execute("UPDATE config SET value = ? WHERE key = 'cache_dir'",
+                         (str(Path(cache_files[0][2]).parent) if cache_files else "",))
+        conn.executemany("INSERT INTO cache_files VALUES (NULL,?,?,?,?,?,?,?,?,?)", cache_rows)
+        counts["cache_files"] = len(cache_rows)
         epoch_rows, ckpt_rows = [], []
         start = EPOCH
         target_epochs = 45 if rows is not None else None

@@ -3,6 +3,8 @@ an `Hdf5Config` before any server starts: a bad value fails with one line naming
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 from legacy_adapters.hdf5 import Layout
@@ -11,6 +13,9 @@ from syncd.config import Settings, section
 from syncd.errors import ConfigError
 from syncd.hdf5.features import EXTRACTORS, FEATURES_DEFAULTS, FeatureConfig
 from syncd.hdf5.options import CACHE_DEFAULTS, HDF5_DEFAULTS, Hdf5Config
+
+log = logging.getLogger("syncd.hdf5")
+_noted: list[bool] = []  # the no-torch note, once per process
 
 
 def load_layouts(settings: Settings) -> tuple[Layout, ...]:
@@ -76,6 +81,16 @@ def load_feature_config(settings: Settings) -> FeatureConfig:
     raw = section(settings, "features", FEATURES_DEFAULTS)
     where = f"--config {settings.config_file}: [features]"
     names = tuple(str(n) for n in raw["extractors"])
+    if names and "extractors" not in settings.extra.get("features", {}) \
+            and importlib.util.find_spec("torch") is None:
+        # the quick-start install has no torch: cache windows only rather than fail;
+        # features someone asked for by name still fail in one line (prepare_torch)
+        if not _noted:
+            _noted.append(True)
+            log.warning("torch is not installed: warming windows and labels only, no "
+                        "features (install 'syncd[torch]' for them, or set [features] "
+                        "extractors = [] to silence this)")
+        names = ()
     unknown = [n for n in names if n not in EXTRACTORS]
     if unknown:
         raise ConfigError(f"{where}: unknown extractor {unknown[0]!r} (known: "

@@ -10,6 +10,8 @@ from syncd.config import Settings, require_sqlite
 from syncd.engine.migration_files import build_model
 from syncd.errors import ConfigError, SyncdError
 from syncd.sample import SampleExists, make_eeg2025
+from syncd.sample_hdf5 import (MAX_FILES, SampleH5, cache_file_rows, existing,
+                                make_hdf5_windows)
 
 
 def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
@@ -88,14 +90,35 @@ def capture_status(settings: Settings) -> dict[str, Any]:
         capture.close()
 
 
-def sample(path: Path, rows: int | None = None, seed: int = 2025,
-           force: bool = False) -> dict[str, int]:
-    """Write an EEG2025-shaped legacy metadata.db at `path`: its row counts per table.
+def sample(path: Path, rows: int | None = None, seed: int = 2025, force: bool = False,
+           hdf5_dir: Path | None = None, files: int = 4,
+           windows: int = 10) -> tuple[dict[str, int], list[SampleH5]]:
+    """Write an EEG2025-shaped legacy metadata.db at `path`, and with `hdf5_dir` that
+    many small HDF5 window caches its `cache_files` rows name: (row counts per table,
+    the files written).
 
-    An existing file is refused (it may be a real metadata.db) unless `force`.
+    Existing files are refused (they may be real) unless `force`; both are checked
+    before anything is written.
     """
-    try:
-        return make_eeg2025(path, rows=rows, seed=seed, force=force)
-    except SampleExists:
+    if not 1 <= files <= MAX_FILES:
+        raise ConfigError(f"--files {files}: choose 1 to {MAX_FILES} (one file per "
+                          "challenge and release)")
+    if windows < 1:
+        raise ConfigError(f"--windows {windows}: choose at least 1")
+    if not force and path.exists():
         raise ConfigError(f"sample {path}: the file exists (it may be a real metadata.db); "
-                          "choose a new path, or pass --force to replace it") from None
+                          "choose a new path, or pass --force to replace it")
+    if hdf5_dir is not None and not force and (found := existing(hdf5_dir, files)):
+        raise ConfigError(f"sample --hdf5-dir {hdf5_dir}: {found[0].name} exists (it may be "
+                          "a real window cache); choose a new directory, or pass --force")
+    written: list[SampleH5] = []
+    try:
+        if hdf5_dir is not None:
+            written = make_hdf5_windows(hdf5_dir, files=files, windows=windows, seed=seed,
+                                        force=force)
+        rows_of = cache_file_rows(written) if hdf5_dir is not None else None
+        return make_eeg2025(path, rows=rows, seed=seed, force=force,
+                            cache_files=rows_of), written
+    except SampleExists as exc:  # appeared meanwhile
+        raise ConfigError(f"sample: {exc} (it may be real data); pass --force to replace "
+                          "it") from None

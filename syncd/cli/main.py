@@ -216,14 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="where to listen (default 127.0.0.1:9108)")
 
-    p = command("sample", cmd_sample, "write an EEG2025-shaped sample metadata.db",
+    p = command("sample", cmd_sample, "write an EEG2025-shaped sample metadata.db (and HDF5 "
+                "window caches)",
                 "Write a legacy metadata.db in the EEG2025 shape (the quick start's sample is "
-                "this command's output).", json_flag=False, settings=False)
-    p.add_argument("path", type=Path)
+                "this command's output). With --hdf5-dir, also write small HDF5 window caches "
+                "in the legacy layouts (challenge 1: eeg + labels, challenge 2: data + "
+                "targets; 129 channels x 200 samples, float32, gzip), about 1 MB per 10 "
+                "windows, named by the database's cache_files rows, to try syncd warm, "
+                "syncd cache stats and CachedWindowDataset on. Deterministic for a --seed; "
+                "existing files are refused unless --force.", json_flag=False, settings=False)
+    p.add_argument("path", type=Path, help="the metadata.db to write")
+    p.add_argument("--hdf5-dir", type=Path, metavar="DIR",
+                   help="also write HDF5 window caches into DIR (created if missing)")
+    p.add_argument("--files", type=int, default=4, metavar="N",
+                   help="how many HDF5 files with --hdf5-dir, 1 to 10 (default 4: both "
+                   "challenges of R1 and R2)")
+    p.add_argument("--windows", type=int, default=10, metavar="N",
+                   help="windows per HDF5 file (default 10, about 1 MB)")
     p.add_argument("--rows", type=int, help="about this many rows in all (default: 40 runs)")
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--force", action="store_true",
-                   help="replace PATH if it exists (by default an existing file is refused)")
+                   help="replace PATH (and the HDF5 files) if they exist (by default an "
+                   "existing file is refused)")
     return parser
 
 
