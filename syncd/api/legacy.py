@@ -10,8 +10,7 @@ from syncd.config import Settings, require_sqlite
 from syncd.engine.migration_files import build_model
 from syncd.errors import ConfigError, SyncdError
 from syncd.sample import SampleExists, make_eeg2025
-from syncd.sample_hdf5 import (MAX_FILES, SampleH5, cache_file_rows, existing,
-                                make_hdf5_windows)
+from syncd.sample_hdf5 import MAX_FILES, SampleH5, cache_file_rows, existing, make_hdf5_windows
 
 
 def _capture_tables(settings: Settings) -> tuple[Path, list[Any]]:
