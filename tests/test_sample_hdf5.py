@@ -116,6 +116,17 @@ def test_sample_caches_warm_and_show_in_cache_stats(tmp_path, target_args, redis
     got = cache.get_windows(str(path), list(range(10)))
     np.testing.assert_array_equal(np.stack(got), expected)
 
+    # What a training script then reads: the same tensors as h5py, both layouts.
+    from syncd.client.dataset import CachedWindowDataset  # torch: the [torch] extra
+
+    paths = [d / n for n in NAMES]
+    ds = CachedWindowDataset(paths, redis_url=redis_url, prefix=prefix, local_bytes=0)
+    assert len(ds) == 40
+    eeg, label = ds[13]  # the second file's (challenge 2, data + targets) fourth window
+    with h5py.File(paths[1], "r") as f:
+        np.testing.assert_array_equal(eeg.numpy(), f["data"][3])
+        assert float(label) == np.float32(f["targets"][3])
+
 
 def test_warm_without_torch_skips_the_default_features(tmp_path, target_args,
                                                        redis_url, prefix):
