@@ -157,6 +157,8 @@ def restore(db: Database, options: RestoreOptions, progress: Progress,
     tmp = Path(name)
     try:
         _write(open_file(tmp, Binary), reader, options, report, progress)
+        if options.as_of is not None:  # a prune that began meanwhile changed what was read
+            reader.check_kept(options.as_of)
         os.chmod(tmp, options.mode)  # as sqlite3 would make it for the user, not 0600
         try:
             os.link(tmp, path)  # fails if PATH appeared meanwhile: never replaced
