@@ -125,3 +125,18 @@ def test_a_prune_after_the_check_is_seen_by_the_reads_it_changed(story, tmp_path
         restore(db, options, PruneMidway(enabled=False), RestoreFile)
     assert not late.exists()
     assert not list(tmp_path.glob(".late.db.*"))
+
+
+def test_versions_as_of_a_pruned_moment_is_refused_in_json_too(story, mongo_url):
+    """`experiments history REF --versions --as-of T` answers as the text form does: a
+    moment before the kept history is refused (exit 2) with `--json` as without it."""
+    db, best = story["db"], story["best"]
+    args = ["--mongo-url", mongo_url, "--database", db.name]
+    assert HistoryStore(db, SRC).prune(julian_day(moment(2))) >= 2
+    for form in ([], ["--json"]):
+        late = run_cli("experiments", "history", str(best), "--versions", "--as-of",
+                       "2025-10-20T13:30:00Z", *form, *args)
+        assert late.code == 2 and REFUSED in late.err and late.out == "", (form, late)
+    done = run_cli("experiments", "history", str(best), "--versions", "--as-of", CUTOFF,
+                   "--json", *args)
+    assert done.code == 0, done
