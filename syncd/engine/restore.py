@@ -210,7 +210,10 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
                 report.not_restored.append({"table": name, "why": "left out of history "
                                             "([history] exclude): its schema only, no rows"})
             for sql in doc.get("indexes") or []:
-                out.execute(sql)
+                try:  # a UNIQUE index is added after the rows: its conflict shows here
+                    out.execute(sql)
+                except RestoreConflict as exc:
+                    raise RestoreConflict(_conflict_help(name, str(exc))) from None
             seq = out.sequence(name, doc["sql"], doc.get("sequence"), writer.max_rowid)
             report.tables.append({"table": name, "rows": writer.rows, "sequence": seq})
             triggers += doc.get("triggers") or []
