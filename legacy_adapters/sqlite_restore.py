@@ -70,8 +70,10 @@ class RestoreFile:
         try:
             self.conn.execute(sql)
         except sqlite3.Error as exc:
-            raise RestoreWriteError(f"restore failed writing the new file: {exc} "
-                                    f"(in {sql[:200]!r})") from None
+            said = f"restore failed writing the new file: {exc} (in {sql[:200]!r})"
+            if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+                raise RestoreConflict(said) from None  # a UNIQUE index over the rows
+            raise RestoreWriteError(said) from None
 
     def table(self, name: str) -> TableWriter:
         """The writer of `name`'s rows (created with `execute` first)."""

@@ -95,3 +95,48 @@ def test_the_daemons_prune_records_its_cutoff_and_never_moves_it_back(db):
     with pytest.raises(ConfigError, match="earliest moment that can be answered exactly"):
         reader.check_kept(cutoff - 1 / 86400)
     reader.check_kept(cutoff)
+
+
+def test_a_prune_after_the_check_is_seen_by_the_reads_it_changed(story, tmp_path):
+    """The cutoff is recorded before the versions go, so a read that ends after a prune
+    began sees it: an as-of answer whose rows were read after a prune moved the cutoff
+    past its moment (a Tracker kept open, a view rebuilt lazily, a long restore) is
+    refused like one asked after it, never answered from what the prune left."""
+    from legacy_adapters.sqlite_restore import RestoreFile
+    from syncd.engine.restore import RestoreOptions, restore
+    from syncd.progress import Progress
+
+    db, best = story["db"], story["best"]
+    past = Tracker(db, as_of=moment(1.5))  # checked now, its rows read on first use
+    assert HistoryStore(db, SRC).prune(julian_day(moment(2))) >= 2
+    with pytest.raises(ConfigError, match=re.escape(REFUSED)):
+        past.best_experiments(1, 50)
+    with pytest.raises(ConfigError, match=re.escape(REFUSED)):
+        past.history(str(best))
+
+    class PruneMidway(Progress):  # the daemon's hourly prune, during the restore
+        def task(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            HistoryStore(db, SRC).prune(julian_day(moment(3)))
+            return super().task(*args, **kwargs)
+
+    late = tmp_path / "late.db"
+    options = RestoreOptions(late, SRC, julian_day(moment(2.5)))
+    with pytest.raises(ConfigError, match="earliest moment that can be answered exactly"):
+        restore(db, options, PruneMidway(enabled=False), RestoreFile)
+    assert not late.exists()
+    assert not list(tmp_path.glob(".late.db.*"))
+
+
+def test_versions_as_of_a_pruned_moment_is_refused_in_json_too(story, mongo_url):
+    """`experiments history REF --versions --as-of T` answers as the text form does: a
+    moment before the kept history is refused (exit 2) with `--json` as without it."""
+    db, best = story["db"], story["best"]
+    args = ["--mongo-url", mongo_url, "--database", db.name]
+    assert HistoryStore(db, SRC).prune(julian_day(moment(2))) >= 2
+    for form in ([], ["--json"]):
+        late = run_cli("experiments", "history", str(best), "--versions", "--as-of",
+                       "2025-10-20T13:30:00Z", *form, *args)
+        assert late.code == 2 and REFUSED in late.err and late.out == "", (form, late)
+    done = run_cli("experiments", "history", str(best), "--versions", "--as-of", CUTOFF,
+                   "--json", *args)
+    assert done.code == 0, done

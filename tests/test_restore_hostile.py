@@ -293,3 +293,27 @@ def test_a_row_replaced_through_another_unique_column_is_explained(
     assert result.code == 0, result
     assert sqlite3.connect(out).execute("SELECT id, name, v FROM uq ORDER BY id").fetchall() \
         == [(1, "a", 1), (2, "b", 2)]
+
+
+def test_a_row_replaced_through_a_unique_index_is_explained(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """The same through a `CREATE UNIQUE INDEX` (not a UNIQUE column): the restore adds
+    the table's indexes after its rows, so the conflict shows there, and is explained
+    the same way (the table, the reconcile to run; exit 1, no file)."""
+    legacy = tmp_path / "metadata.db"
+    conn = sqlite3.connect(legacy)
+    conn.executescript("CREATE TABLE ux (id INTEGER PRIMARY KEY, name TEXT, v);"
+                       "CREATE UNIQUE INDEX ux_name ON ux(name);"
+                       "INSERT INTO ux VALUES (1, 'a', 1), (2, 'b', 2);")
+    conn.close()
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    jd = _sqlite_julianday(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1))
+    HistoryStore(db, SOURCE).record([version(
+        SOURCE, "ux", derive_id(SOURCE, "ux", (3,)), (3,), 3, "insert", jd, 1, 0,
+        {"id": 3, "name": "a", "v": 11})])
+    out = tmp_path / "restored.db"
+    result = run_cli("restore", "--to", out, *target_args)
+    assert result.code == 1, result
+    said = result.err.strip().splitlines()[-1]
+    assert "UNIQUE constraint failed" in said and "syncd reconcile ux" in said, said
+    assert not out.exists()

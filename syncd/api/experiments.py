@@ -102,6 +102,8 @@ class ExperimentsReader:
         from syncd.client.versions import run_versions
         from syncd.sinks.history import julian_day
 
+        if self.as_of is not None:  # refused as the other queries are (history's
+            self.scope()            # start, `[history] keep`), with --json too
         until = None if self.as_of is None else julian_day(parse_time(self.as_of))
         return run_versions(self.db, ref, self.source, until, migration_files(self.settings))
 

@@ -158,8 +158,18 @@ class AsOfView:
     def _loader(self, db: Database, name: str,
                 migrations: Sequence[MigrationFile] | None) -> Any:
         def load() -> list[dict[str, Any]]:
-            return collection_as_of(db, name, self.scope.jd, self.scope.sources, migrations)
+            return self.checked(collection_as_of(db, name, self.scope.jd,
+                                                 self.scope.sources, migrations))
         return load
+
+    def checked(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`docs`, read from history, once `[history] keep`'s cutoff is seen to be still
+        at or before the moment: read AFTER the rows, as a prune records its cutoff
+        before it removes anything, so rows a prune changed mid-read (the scope was
+        checked when the view was made, the rows are read on first use) are refused."""
+        for name in self.scope.sources:
+            HistoryReader(self.db, name).check_kept(self.scope.jd)
+        return docs
 
     def collection(self, name: str) -> MemoryCollection:
         return self.collections[name]
@@ -181,7 +191,8 @@ class AsOfView:
                 key = run_key(self.db, run, where.sources, migrations)
                 if key is None:
                     return []
-                return run_rows_as_of(self.db, name, where.jd, where.sources, key, migrations)
+                return self.checked(run_rows_as_of(self.db, name, where.jd, where.sources,
+                                                   key, migrations))
 
             found = MemoryCollection(name, load)
             with self._runs_lock:

@@ -22,7 +22,7 @@ from pymongo.database import Database
 from syncd.client.asof import Moment, shown, view
 from syncd.client.ranking import fetch, ranked_ids
 from syncd.engine.migration_files import MigrationFile
-from syncd.errors import SyncdError
+from syncd.errors import ConfigError, SyncdError
 from syncd.projection.envelope import ORIG
 
 # `_orig` (what a conversion dropped, for `syncd verify --lossless` and restore) is the
@@ -264,6 +264,8 @@ class AsOfTracker(Tracker):
     def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         try:
             return super().experiment_id(ref)
+        except ConfigError:
+            raise  # a refused moment (`[history] keep`) names it already, exit 2 kept
         except SyncdError as exc:
             raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None
 

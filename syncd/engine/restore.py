@@ -157,6 +157,8 @@ def restore(db: Database, options: RestoreOptions, progress: Progress,
     tmp = Path(name)
     try:
         _write(open_file(tmp, Binary), reader, options, report, progress)
+        if options.as_of is not None:  # a prune that began meanwhile changed what was read
+            reader.check_kept(options.as_of)
         os.chmod(tmp, options.mode)  # as sqlite3 would make it for the user, not 0600
         try:
             os.link(tmp, path)  # fails if PATH appeared meanwhile: never replaced
@@ -208,7 +210,10 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
                 report.not_restored.append({"table": name, "why": "left out of history "
                                             "([history] exclude): its schema only, no rows"})
             for sql in doc.get("indexes") or []:
-                out.execute(sql)
+                try:  # a UNIQUE index is added after the rows: its conflict shows here
+                    out.execute(sql)
+                except RestoreConflict as exc:
+                    raise RestoreConflict(_conflict_help(name, str(exc))) from None
             seq = out.sequence(name, doc["sql"], doc.get("sequence"), writer.max_rowid)
             report.tables.append({"table": name, "rows": writer.rows, "sequence": seq})
             triggers += doc.get("triggers") or []

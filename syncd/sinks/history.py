@@ -38,8 +38,9 @@ snapshot of that baseline holds: a restore reads them once, not per row) and
 `_id` and `source` the source id, `before` the latest cutoff (a julian day on a whole
 second; versions older than it that a later one, also older, replaced are gone),
 `at` the same as a date. It is written before the versions are removed, so a reader
-that could see a pruned history sees its cutoff too: the state as of a moment before
-it is no longer exact, and every as-of reader refuses it (`HistoryReader.check_kept`).
+that checks it again after its reads (as every as-of reader does) sees the cutoff of
+any prune that changed what it read: the state as of a moment before it is no longer
+exact, and every as-of reader refuses it (`HistoryReader.check_kept`).
 
 The baseline: history starts at the first sync, which records every row as a
 `snapshot` (read in chunks, each stamped with the moment before its read) and then,
