@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, wait_for
-
-
-def backup(path: Path, to: Path) -> None:
-    """A consistent copy of the legacy file at this moment (SQLite's online backup)."""
-    src, dst = sqlite3.connect(path), sqlite3.connect(to)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+from tests.restore_support import backup, moment
 
 
 def contents(path: Path) -> dict[str, Any]:
@@ -48,13 +38,6 @@ def contents(path: Path) -> dict[str, Any]:
         return {"schema": schema, "rows": rows, "sequence": seq}
     finally:
         conn.close()
-
-
-def moment() -> str:
-    time.sleep(0.05)
-    at = datetime.now(UTC).isoformat()
-    time.sleep(0.05)
-    return at
 
 
 def test_every_version_and_restore_as_of_any_moment(

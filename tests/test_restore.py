@@ -15,6 +15,7 @@ from syncd.projection.ids import derive_id
 from syncd.sinks.history import HistoryStore, from_julian_day, julian_day_now, version
 from syncd.sinks.history_reader import HistoryReader
 from tests.conftest import run_cli
+from tests.restore_support import dump
 
 SOURCE = "testhost"
 
@@ -52,32 +53,6 @@ def make_awkward(path: Path) -> None:
                      [(10, 1, "x"), (20, 2.5, b"\x01"), (35, None, "y")])
     conn.commit()
     conn.close()
-
-
-def dump(path: Path) -> dict[str, Any]:
-    """Everything that must be equal: schema SQL (syncd's own objects left out), every
-    row with each value's bytes and typeof(), the AUTOINCREMENT counters."""
-    conn = sqlite3.connect(path)
-    conn.text_factory = bytes
-    try:
-        schema = sorted((t.decode(), n.decode(), (s or b"").decode()) for t, n, s in conn.execute(
-            "SELECT type, name, sql FROM sqlite_master") if not n.startswith(b"_syncd_"))
-        tables = [n for t, n, _ in schema if t == "table" and not n.startswith("sqlite_")]
-        rows = {}
-        for name in tables:
-            q = '"' + name.replace('"', '""') + '"'
-            cols = [r[1].decode() for r in conn.execute(f"PRAGMA table_info({q})")]
-            typed = ", ".join(f'"{c}", typeof("{c}")' for c in cols)
-            try:
-                got = conn.execute(f"SELECT _rowid_, {typed} FROM {q}").fetchall()
-            except sqlite3.OperationalError:  # WITHOUT ROWID
-                got = conn.execute(f"SELECT {typed} FROM {q}").fetchall()
-            rows[name] = sorted(got, key=repr)
-        seq = sorted(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall()) \
-            if any(n == "sqlite_sequence" for _, n, _ in schema) else []
-        return {"schema": schema, "rows": rows, "sequence": seq}
-    finally:
-        conn.close()
 
 
 def next_ids(path: Path, tables: list[str]) -> list[int]:

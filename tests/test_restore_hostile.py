@@ -20,6 +20,7 @@ from syncd.projection.ids import derive_id
 from syncd.sinks.history import HistoryStore, shown_jd, version
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, wait_for
+from tests.restore_support import backup, dump, moment
 
 # `tp`'s format-3 layout id is "7838441285": all decimal digits, which once read as
 # format 2's "U<key width>" and stopped `syncd run` on every start (IndexError).
@@ -35,52 +36,6 @@ CREATE TABLE old (id INTEGER PRIMARY KEY, v);
 CREATE TABLE recre (id INTEGER PRIMARY KEY, v);
 CREATE VIEW vre AS SELECT * FROM recre;
 """
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def dump(path: Path) -> dict[str, Any]:
-    """Schema (syncd's objects left out), every row with its rowid and each value's
-    bytes and typeof(), the AUTOINCREMENT counters; any name, however quoted."""
-    conn = sqlite3.connect(path)
-    conn.text_factory = bytes
-    try:
-        schema = sorted((t.decode(), n.decode(), (s or b"").decode()) for t, n, s in conn.execute(
-            "SELECT type, name, sql FROM sqlite_master") if not n.startswith(b"_syncd_"))
-        rows = {}
-        for _, name, _ in (s for s in schema if s[0] == "table"):
-            if name.startswith("sqlite_"):
-                continue
-            cols = [r[1].decode() for r in conn.execute(f"PRAGMA table_info({_quote(name)})")]
-            typed = ", ".join(f"{_quote(c)}, typeof({_quote(c)})" for c in cols)
-            try:
-                got = conn.execute(f"SELECT _rowid_, {typed} FROM {_quote(name)}").fetchall()
-            except sqlite3.OperationalError:  # WITHOUT ROWID
-                got = conn.execute(f"SELECT {typed} FROM {_quote(name)}").fetchall()
-            rows[name] = sorted(got, key=repr)
-        seq = sorted(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall()) \
-            if any(n == "sqlite_sequence" for _, n, _ in schema) else []
-        return {"schema": schema, "rows": rows, "sequence": seq}
-    finally:
-        conn.close()
-
-
-def _backup(path: Path, to: Path) -> None:
-    src, dst = sqlite3.connect(path), sqlite3.connect(to)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-
-
-def _moment() -> str:
-    time.sleep(0.05)
-    at = datetime.now(UTC).isoformat()
-    time.sleep(0.05)
-    return at
 
 
 def test_a_layout_id_of_decimal_digits_is_read_as_format_3(tmp_path: Path) -> None:
@@ -131,8 +86,8 @@ def test_restore_as_of_moments_while_syncd_run_follows_hostile_tables(
     copies: dict[str, tuple[str, Path]] = {}
 
     def keep(name: str) -> None:
-        at = _moment()
-        _backup(legacy, tmp_path / f"{name}.db")
+        at = moment()
+        backup(legacy, tmp_path / f"{name}.db")
         copies[name] = (at, tmp_path / f"{name}.db")
 
     def write(sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -252,68 +207,51 @@ def test_a_moment_outside_the_years_utc_holds_is_refused_in_one_line(
     legacy = tmp_path / "metadata.db"
     sqlite3.connect(legacy).execute("CREATE TABLE runs (run_id INTEGER PRIMARY KEY)").close()
     assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
-    for moment in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"):
-        result = run_cli("restore", "--to", tmp_path / "restored.db", "--as-of", moment,
+    for far in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"):
+        result = run_cli("restore", "--to", tmp_path / "restored.db", "--as-of", far,
                          *target_args)
         assert result.code == 2, result
         assert result.err.strip().splitlines() == [
-            f"syncd: error: --as-of: as of {moment!r}: out of range (in UTC it falls outside "
+            f"syncd: error: --as-of: as of {far!r}: out of range (in UTC it falls outside "
             "the years 1 to 9999)"]
         assert not (tmp_path / "restored.db").exists()
 
 
+@pytest.mark.parametrize("table, schema", [
+    ("uq", "CREATE TABLE uq (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, v);"),
+    # a UNIQUE index, not column: the restore adds indexes after the rows, so the
+    # conflict shows there, and is explained the same way
+    ("ux", "CREATE TABLE ux (id INTEGER PRIMARY KEY, name TEXT, v);"
+           "CREATE UNIQUE INDEX ux_name ON ux(name);"),
+])
 def test_a_row_replaced_through_another_unique_column_is_explained(
-        tmp_path: Path, target_args: list[str], db: Any) -> None:
-    """`INSERT OR REPLACE` that removes a row through a UNIQUE column other than the key
-    fires no delete trigger: until a reconcile records the removal, history holds two
-    rows with one unique value. Restore says so and what to do, in one error (exit 1),
-    and leaves no file; the moment before that statement still restores."""
+        tmp_path: Path, target_args: list[str], db: Any, table: str, schema: str) -> None:
+    """`INSERT OR REPLACE` that removes a row through a UNIQUE column (or index) other
+    than the key fires no delete trigger: until a reconcile records the removal, history
+    holds two rows with one unique value. Restore says so and what to do, in one error
+    (exit 1), and leaves no file; the moment before that statement still restores."""
     legacy = tmp_path / "metadata.db"
     conn = sqlite3.connect(legacy)
-    conn.execute("CREATE TABLE uq (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, v)")
-    conn.executemany("INSERT INTO uq (name, v) VALUES (?, ?)", [("a", 1), ("b", 2)])
+    conn.executescript(schema)
+    conn.executemany(f"INSERT INTO {table} (name, v) VALUES (?, ?)", [("a", 1), ("b", 2)])
     conn.commit()
     conn.close()
     assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
-    before = _moment()
+    before = moment()
     time.sleep(0.01)
-    # What `syncd run` records for `INSERT OR REPLACE INTO uq (name, v) VALUES ('a', 11)`:
+    # What `syncd run` records for `INSERT OR REPLACE INTO t (name, v) VALUES ('a', 11)`:
     # the insert of row 3, and nothing for row 1 (its delete comes with a reconcile).
     jd = _sqlite_julianday(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1))
     HistoryStore(db, SOURCE).record([version(
-        SOURCE, "uq", derive_id(SOURCE, "uq", (3,)), (3,), 3, "insert", jd, 1, 0,
+        SOURCE, table, derive_id(SOURCE, table, (3,)), (3,), 3, "insert", jd, 1, 0,
         {"id": 3, "name": "a", "v": 11})])
     out = tmp_path / "restored.db"
     result = run_cli("restore", "--to", out, *target_args)
     assert result.code == 1, result
     said = result.err.strip().splitlines()[-1]
-    assert "UNIQUE constraint failed: uq.name" in said and "syncd reconcile uq" in said
+    assert "UNIQUE constraint failed" in said and f"syncd reconcile {table}" in said, said
     assert not out.exists()
     result = run_cli("restore", "--to", out, "--as-of", before, *target_args)
     assert result.code == 0, result
-    assert sqlite3.connect(out).execute("SELECT id, name, v FROM uq ORDER BY id").fetchall() \
-        == [(1, "a", 1), (2, "b", 2)]
-
-
-def test_a_row_replaced_through_a_unique_index_is_explained(
-        tmp_path: Path, target_args: list[str], db: Any) -> None:
-    """The same through a `CREATE UNIQUE INDEX` (not a UNIQUE column): the restore adds
-    the table's indexes after its rows, so the conflict shows there, and is explained
-    the same way (the table, the reconcile to run; exit 1, no file)."""
-    legacy = tmp_path / "metadata.db"
-    conn = sqlite3.connect(legacy)
-    conn.executescript("CREATE TABLE ux (id INTEGER PRIMARY KEY, name TEXT, v);"
-                       "CREATE UNIQUE INDEX ux_name ON ux(name);"
-                       "INSERT INTO ux VALUES (1, 'a', 1), (2, 'b', 2);")
-    conn.close()
-    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
-    jd = _sqlite_julianday(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1))
-    HistoryStore(db, SOURCE).record([version(
-        SOURCE, "ux", derive_id(SOURCE, "ux", (3,)), (3,), 3, "insert", jd, 1, 0,
-        {"id": 3, "name": "a", "v": 11})])
-    out = tmp_path / "restored.db"
-    result = run_cli("restore", "--to", out, *target_args)
-    assert result.code == 1, result
-    said = result.err.strip().splitlines()[-1]
-    assert "UNIQUE constraint failed" in said and "syncd reconcile ux" in said, said
-    assert not out.exists()
+    assert sqlite3.connect(out).execute(f"SELECT id, name, v FROM {table} ORDER BY id"
+                                        ).fetchall() == [(1, "a", 1), (2, "b", 2)]
