@@ -21,9 +21,9 @@ import operator
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -47,6 +47,7 @@ ROWID_NAMES = ("rowid", "_rowid_", "oid")
 FETCH_BATCH = 200
 LOCKED_RETRIES = 8
 _FIRST = operator.itemgetter(0)
+T = TypeVar("T")
 
 
 class _LockGuard:
@@ -200,10 +201,17 @@ class SQLiteSource(integrity.CheckedReads):
     def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Run one read statement and fetch every row, retrying a busy database."""
         conn = self.conn
+        return self._retrying(lambda: fetch_all(conn, sql, params))
+
+    def _retrying(self, read: Callable[[], T]) -> T:
+        """`read()`, tried again (with backoff) while a writer keeps the database locked
+        past the busy timeout: a writer committing in a tight loop can take the lock
+        back each time the busy handler looks. Every read of rows, and the integrity checks
+        around a pass, go through here (the schema read at start does not)."""
         for attempt in range(LOCKED_RETRIES):
             self._guard.arm()
             try:
-                return fetch_all(conn, sql, params)
+                return read()
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))

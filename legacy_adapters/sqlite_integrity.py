@@ -29,7 +29,7 @@ import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from legacy_adapters.base import TableInfo
 from legacy_adapters.errors import SourceError
@@ -37,6 +37,7 @@ from legacy_adapters.sqlite_sql import quote_ident
 from legacy_adapters.values import RawText
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024  # about 0.1-0.3 s of quick_check
 CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -186,6 +187,8 @@ class CheckedReads:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
+    def _retrying(self, read: Callable[[], T]) -> T: ...
+
     @staticmethod
     def _key_params(table: TableInfo, position: Any) -> tuple[Any, ...]: ...
 
@@ -211,15 +214,14 @@ class CheckedReads:
         limit = self._guard.limit
         self._guard.limit = 3600.0
         try:
-            self._guard.arm()
-            return quick_check(self.conn, self.path, table)
+            return self._retrying(lambda: quick_check(self.conn, self.path, table))
         finally:
             self._guard.limit = limit
 
     def _check_order(self, table: TableInfo, after: Any, positions: list[Any]) -> None:
         """Positions must strictly increase past `after`: else a page is corrupt."""
         if table not in self._order:
-            self._order[table] = order_key(self.conn, table)
+            self._order[table] = self._retrying(lambda: order_key(self.conn, table))
         key = self._order[table]
         if key is None:
             return
