@@ -37,6 +37,15 @@ def _listening(proc: psutil.Process) -> bool:
         return False
 
 
+def _is_server(kid: psutil.Process) -> bool:
+    """Whether a child is the embedded MongoDB (not a short-lived helper some library
+    runs while syncd imports, such as `uname -p`: signalling syncd then tested nothing)."""
+    try:
+        return any("secantusd" in part for part in kid.cmdline())
+    except psutil.Error:
+        return False
+
+
 def _server_of(proc: subprocess.Popen[str], listening: bool) -> psutil.Process:
     """The child server of a syncd process, once it exists (and listens, if asked)."""
     parent = psutil.Process(proc.pid)
@@ -45,7 +54,7 @@ def _server_of(proc: subprocess.Popen[str], listening: bool) -> psutil.Process:
         if proc.poll() is not None:
             pytest.fail(f"syncd exited {proc.returncode} before its server was up: "
                         f"{proc.communicate()[1][-2000:]}")
-        kids = parent.children(recursive=True)
+        kids = [kid for kid in parent.children(recursive=True) if _is_server(kid)]
         if not listening:
             return kids[0] if kids else None
         return next((kid for kid in kids if _listening(kid)), None)

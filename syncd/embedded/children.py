@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -36,12 +35,18 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
-def _libc_prctl() -> Callable[..., int] | None:
+def _libc() -> ctypes.CDLL | None:
+    """The C library's functions from the process's own symbols (libc is linked in):
+    `ctypes.util.find_library` would run `ldconfig -p` as a child of every command."""
     if not sys.platform.startswith("linux"):
         return None
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL(None, use_errno=True)
     return None
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    return getattr(_libc(), "prctl", None)
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -68,11 +73,7 @@ def die_with_parent() -> Callable[[], None] | None:
 
 
 def _libc_tgkill() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).tgkill
-    return None
+    return getattr(_libc(), "tgkill", None)
 
 
 _tgkill = _libc_tgkill()
