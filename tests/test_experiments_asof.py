@@ -144,3 +144,17 @@ def test_cli_as_of_and_versions(story, mongo_url):
     assert result.code == 0 and "delete" in result.out, result
     result = run_cli("experiments", "compare", str(best), "--as-of", "2025-10-19", *args)
     assert result.code != 0 and "before history starts" in result.err, result
+
+
+def test_the_live_tracker_does_not_load_the_as_of_rebuild():
+    """Importing the Tracker (a notebook, `syncd experiments` without --as-of) loads no
+    rebuild machinery (SQLAlchemy, the SQLite source): only a moment asked for does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from syncd.client.tracker import Tracker; "
+            "print(sorted(m for m in ('sqlalchemy', 'syncd.client.rebuild', "
+            "'legacy_adapters.sqlite') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out

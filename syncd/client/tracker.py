@@ -12,18 +12,20 @@ sources have is refused, naming them (the `_id` is unique).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from syncd.client.asof import Moment, shown, view
 from syncd.client.ranking import fetch, ranked_ids
-from syncd.engine.migration_files import MigrationFile
 from syncd.errors import ConfigError, SyncdError
 from syncd.projection.envelope import ORIG
+
+if TYPE_CHECKING:
+    from syncd.client.asof import Moment
+    from syncd.engine.migration_files import MigrationFile
 
 # `_orig` (what a conversion dropped, for `syncd verify --lossless` and restore) is the
 # legacy value again, not something to show: no answer here includes it.
@@ -237,7 +239,6 @@ class Tracker:
         return docs, total
 
 
-
 class AsOfTracker(Tracker):
     """The Tracker's queries on the experiments, epochs and checkpoints as they were at
     `as_of` (made by `Tracker(db, as_of=...)`): the same methods over the in-memory
@@ -245,6 +246,10 @@ class AsOfTracker(Tracker):
 
     def __init__(self, db: Database, source: str | None = None, as_of: Moment | None = None,
                  migrations: Sequence[MigrationFile] | None = None) -> None:
+        # The rebuild (SQLAlchemy, the projection) only when a moment is asked for: the
+        # live Tracker's importers (notebooks, `syncd experiments`) do not pay for it.
+        from syncd.client.asof import view
+
         super().__init__(db, source)
         if as_of is None:
             raise SyncdError("AsOfTracker needs a time (as_of)")
@@ -267,6 +272,8 @@ class AsOfTracker(Tracker):
         except ConfigError:
             raise  # a refused moment (`[history] keep`) names it already, exit 2 kept
         except SyncdError as exc:
+            from syncd.client.asof import shown
+
             raise SyncdError(f"{exc} (as of {shown(self.as_of)})") from None
 
 
