@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from syncd.sinks.history import (
     counts,
     decode_row,
     from_julian_day,
+    order,
 )
 from syncd.sinks.history_reader import HistoryReader
 
@@ -186,19 +188,26 @@ def latest(model: SourceModel, table: str, jd: float) -> Iterator[dict[str, Any]
     pass of the as-of index and ordered here: the server's sort by row costs several
     times the pass itself."""
     since, _ = model.reader.baseline_as_of(table, jd)  # as restore reads them
+    last = last_versions(model.reader.history.find(
+        {"source": model.source, "table": table, "jd": {"$gte": since, "$lte": jd}},
+        {"_id": 0, "doc": 1, "op": 1, "base": 1, "jd": 1, "seq": 1, "n": 1, "cols": 1,
+         "vals": 1, "rowid": 1}, batch_size=10000), since)
+    for doc in sorted(last, key=str):
+        yield last[doc]
+
+
+def last_versions(versions: Iterable[dict[str, Any]], since: float
+                  ) -> dict[Any, dict[str, Any]]:
+    """Each row's (document's) last version among `versions`, in any order, counting
+    only those of the baseline begun at `since` (`counts`), by the history's `order`."""
     last: dict[Any, dict[str, Any]] = {}
-    for v in model.reader.history.find(
-            {"source": model.source, "table": table, "jd": {"$gte": since, "$lte": jd}},
-            {"_id": 0, "doc": 1, "op": 1, "base": 1, "jd": 1, "seq": 1, "n": 1, "cols": 1,
-             "vals": 1, "rowid": 1},
-            batch_size=10000):
+    for v in versions:
         if not counts(v, since):
             continue
         kept = last.get(v["doc"])
-        if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"], kept["n"]):
+        if kept is None or order(v) > order(kept):
             last[v["doc"]] = v
-    for doc in sorted(last, key=str):
-        yield last[doc]
+    return last
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -311,16 +320,8 @@ def latest_holding(model: SourceModel, table: str, jd: float,
     column names), then those versions read whole by `_id`. (The values are matched
     here: a server-side match on `vals` is a scan no index serves.)"""
     since, _ = model.reader.baseline_as_of(table, jd)
-    last: dict[Any, dict[str, Any]] = {}
-    for batch in model.reader.version_batches(table, since, jd, with_cols=False,
-                                              fields=("_id", "jd", "seq", "n")):
-        for v in batch:
-            if not counts(v, since):
-                continue
-            kept = last.get(v["doc"])
-            if kept is None or (v["jd"], v["seq"], v["n"]) > (kept["jd"], kept["seq"],
-                                                               kept["n"]):
-                last[v["doc"]] = v
+    last = last_versions(itertools.chain.from_iterable(model.reader.version_batches(
+        table, since, jd, with_cols=False, fields=("_id", "jd", "seq", "n"))), since)
     wanted = [v["_id"] for v in last.values()
               if v["op"] != "delete" and v.get("vals") is not None
               and all(part in v["vals"] for part in key)]
