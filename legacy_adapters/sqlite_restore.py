@@ -35,18 +35,21 @@ class RestoreWriteError(SourceError):
     """The new SQLite file could not be written or fails its integrity check (exit 1)."""
 
 
+def _unique_conflict(exc: sqlite3.Error) -> bool:
+    """Whether the rows broke a UNIQUE constraint or index (a `RestoreConflict`: the
+    record kept a row the legacy file no longer held then)."""
+    return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+
 def _writing(method: Callable[..., T]) -> Callable[..., T]:
     """SQLite's errors while writing the new file, as one error that says so."""
     @functools.wraps(method)
     def wrapped(*args: Any, **kwargs: Any) -> T:
         try:
             return method(*args, **kwargs)
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" not in str(exc):
-                raise RestoreWriteError(f"restore failed writing the new file: "
-                                        f"IntegrityError: {exc}") from None
-            raise RestoreConflict(f"restore failed writing the new file: {exc}") from None
         except sqlite3.Error as exc:
+            if _unique_conflict(exc):
+                raise RestoreConflict(f"restore failed writing the new file: {exc}") from None
             raise RestoreWriteError(f"restore failed writing the new file: "
                                     f"{type(exc).__name__}: {exc}") from None
     return wrapped
@@ -71,9 +74,9 @@ class RestoreFile:
             self.conn.execute(sql)
         except sqlite3.Error as exc:
             said = f"restore failed writing the new file: {exc} (in {sql[:200]!r})"
-            if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
-                raise RestoreConflict(said) from None  # a UNIQUE index over the rows
-            raise RestoreWriteError(said) from None
+            # a UNIQUE index made over the rows finds the conflict here
+            raise (RestoreConflict if _unique_conflict(exc) else RestoreWriteError)(
+                said) from None
 
     def table(self, name: str) -> TableWriter:
         """The writer of `name`'s rows (created with `execute` first)."""
