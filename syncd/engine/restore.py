@@ -199,21 +199,18 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
         for name, doc in sorted(tables.items(), key=lambda kv: (kv[1]["jd"], kv[0])):
             out.execute(doc["sql"])
             writer = out.table(name)
-            if doc.get("rows_kept", True):
-                task = progress.task(name, doc.get("rows"))
-                try:
+            try:  # a UNIQUE conflict shows in the rows, or in an index made over them
+                if doc.get("rows_kept", True):
+                    task = progress.task(name, doc.get("rows"))
                     restore_rows(reader, writer, name, jd, task)
-                except RestoreConflict as exc:
-                    raise RestoreConflict(_conflict_help(name, str(exc))) from None
-                task.finish()
-            else:
-                report.not_restored.append({"table": name, "why": "left out of history "
-                                            "([history] exclude): its schema only, no rows"})
-            for sql in doc.get("indexes") or []:
-                try:  # a UNIQUE index is added after the rows: its conflict shows here
+                    task.finish()
+                else:
+                    report.not_restored.append({"table": name, "why": "left out of history "
+                                                "([history] exclude): its schema only, no rows"})
+                for sql in doc.get("indexes") or []:
                     out.execute(sql)
-                except RestoreConflict as exc:
-                    raise RestoreConflict(_conflict_help(name, str(exc))) from None
+            except RestoreConflict as exc:
+                raise RestoreConflict(_conflict_help(name, str(exc))) from None
             seq = out.sequence(name, doc["sql"], doc.get("sequence"), writer.max_rowid)
             report.tables.append({"table": name, "rows": writer.rows, "sequence": seq})
             triggers += doc.get("triggers") or []
