@@ -98,13 +98,12 @@ class ExperimentsReader:
         """One run's versions (syncd.client.versions.RunVersions): what changed, when (up
         to `as_of`, if given)."""
         from syncd.api.shared import migration_files
-        from syncd.client.asof import parse_time
         from syncd.client.versions import run_versions
-        from syncd.sinks.history import julian_day
 
-        if self.as_of is not None:  # refused as the other queries are (history's
-            self.scope()            # start, `[history] keep`), with --json too
-        until = None if self.as_of is None else julian_day(parse_time(self.as_of))
+        until = None
+        if self.as_of is not None:  # the moment of the other queries, refused as they are
+            # (before history starts, before `[history] keep`), with --json too
+            until = self.tracker().scope.jd  # type: ignore[attr-defined]
         return run_versions(self.db, ref, self.source, until, migration_files(self.settings))
 
 
