@@ -93,6 +93,13 @@ def shown(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec=spec)
 
 
+def check_kept(db: Database, sources: Sequence[str], jd: float) -> None:
+    """Refuse `jd` if `[history] keep` pruned any of `sources` past it (what its prunes
+    left is exact only from the cutoff on: HistoryReader.check_kept)."""
+    for name in sources:
+        HistoryReader(db, name).check_kept(jd)
+
+
 @dataclass
 class Scope:
     """Which moment and which sources' history an as-of answer covers, and what a
@@ -129,8 +136,7 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
                          f"({shown(when(first))}, the first sync of {where}): nothing is "
                          "recorded before it")
     found = Scope(moment, jd, [s for s in sources if starts[s] <= jd], starts)
-    for name in found.sources:  # [history] keep: what its prunes left is exact
-        HistoryReader(db, name).check_kept(jd)
+    check_kept(db, found.sources, jd)
     for name in sources:
         if starts[name] > jd:
             found.notes.append(f"source {name}'s history starts at "
@@ -167,8 +173,7 @@ class AsOfView:
         at or before the moment: read AFTER the rows, as a prune records its cutoff
         before it removes anything, so rows a prune changed mid-read (the scope was
         checked when the view was made, the rows are read on first use) are refused."""
-        for name in self.scope.sources:
-            HistoryReader(self.db, name).check_kept(self.scope.jd)
+        check_kept(self.db, self.scope.sources, self.scope.jd)
         return docs
 
     def collection(self, name: str) -> MemoryCollection:
