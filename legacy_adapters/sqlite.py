@@ -128,7 +128,15 @@ class SQLiteSource(integrity.CheckedReads):
     # -- schema ------------------------------------------------------------------
 
     def schema(self) -> Schema:
-        """Tables (with columns, primary key, rowid addressing) and views, via SQLAlchemy."""
+        """Tables (with columns, primary key, rowid addressing) and views, via SQLAlchemy;
+        a writer holding the lock past the busy timeout is waited out like for every read."""
+        try:
+            return self._retrying(self._read_schema)
+        except sa.exc.DatabaseError as exc:
+            raise SourceConfigError(
+                f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
+
+    def _read_schema(self) -> Schema:
         engine = sa.create_engine("sqlite://", creator=self.connect, poolclass=NullPool)
         try:
             with warnings.catch_warnings():
@@ -155,9 +163,6 @@ class SQLiteSource(integrity.CheckedReads):
                         taken = {c.name.lower() for c in columns}
                         rowid = next((r for r in ROWID_NAMES if r not in taken), None)
                     schema.tables[name] = TableInfo(name, columns, pk, without_rowid, rowid)
-        except sa.exc.DatabaseError as exc:
-            raise SourceConfigError(
-                f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
         finally:
             engine.dispose()
         return schema
@@ -206,14 +211,15 @@ class SQLiteSource(integrity.CheckedReads):
     def _retrying(self, read: Callable[[], T]) -> T:
         """`read()`, tried again (with backoff) while a writer keeps the database locked
         past the busy timeout: a writer committing in a tight loop can take the lock
-        back each time the busy handler looks. Every read of rows, and the integrity checks
-        around a pass, go through here (the schema read at start does not)."""
+        back each time the busy handler looks. Every read of rows, the schema and the
+        integrity checks around a pass go through here."""
         for attempt in range(LOCKED_RETRIES):
             self._guard.arm()
             try:
                 return read()
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+                cause = str(getattr(exc, "orig", exc))
+                if "locked" in cause or "busy" in cause:
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
                     continue
                 raise

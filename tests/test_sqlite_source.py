@@ -162,6 +162,24 @@ def test_reader_waits_out_a_writer_lock(odd):
     assert time.monotonic() - started >= 0.2  # it did have to wait for the writer
 
 
+def test_schema_read_waits_out_a_writer_lock(odd):
+    """The schema read every command starts with waits out a writer holding the lock past
+    the busy timeout, like every other read: it once failed `syncd migrate` at start
+    with "cannot read the schema (database is locked)", exit 2."""
+    path, _ = odd
+    source = SQLiteSource(path, busy_timeout=0.05)
+    expected = source.schema()
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(0.4, lambda: writer.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    assert source.schema() == expected
+    assert time.monotonic() - started >= 0.3
+    release.join()
+    writer.close()
+
+
 @pytest.mark.parametrize("table", ["mixed", "wr"])
 def test_integrity_checks_wait_out_a_writer_lock_too(odd, table):
     """The checks migrate and verify run around a table's pass (`PRAGMA quick_check`,
