@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings_parent.add_argument("--log-format", choices=LOG_FORMATS,
                                  default=argparse.SUPPRESS,
                                  help="text (default) or json: one object per line")
+    # -v / -q also after the command, as --log-format is (`syncd migrate -q`)
+    settings_parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                 help="more log output")
+    settings_parent.add_argument("-q", "--quiet", action="store_true",
+                                 default=argparse.SUPPRESS, help="only warnings and errors")
     json_parent = argparse.ArgumentParser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
 
