@@ -130,3 +130,14 @@ def test_documented_syncd_run_commands_name_the_database(monkeypatch):
                 assert settings is None or settings.sqlite is not None, f"{doc.name}: {raw}"
                 checked += 1
     assert checked >= 2  # README's and docs/hdf5-cache.md's at least
+
+
+def test_quiet_and_verbose_are_taken_after_the_command_too():
+    from syncd.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["migrate", "-q"]).quiet is True
+    assert parser.parse_args(["-q", "migrate"]).quiet is True
+    assert parser.parse_args(["status", "-vv"]).verbose == 2
+    assert parser.parse_args(["status"]).quiet is False
+    assert parser.parse_args(["status"]).verbose == 0

@@ -214,3 +214,18 @@ def test_a_table_left_out_of_history_is_named(tmp_path, mongo_url, db_name):
     assert {k: v for k, v in have["rows"].items() if k != "loose"} == \
         {k: v for k, v in want["rows"].items() if k != "loose"}
     assert have["schema"] == want["schema"]
+
+
+def test_no_source_named_on_a_database_of_several_sources(tmp_path, mongo_url, db_name):
+    """Neither --source, --source-id nor --sqlite: the error names the sources, not
+    "source '<this hostname>' has no history"."""
+    base = ["--mongo-url", mongo_url, "--database", db_name, "--timezone", "UTC"]
+    for name in ("a", "b"):
+        make_awkward(tmp_path / f"{name}.db")
+        migrate(tmp_path / f"{name}.db", [*base, "--source-id", f"host-{name}"])
+    got = run_cli("restore", "--to", tmp_path / "out.db", *base)
+    assert got.code == 2, got
+    assert "holds the history of 2 sources ('host-a', 'host-b')" in got.err, got
+    assert "name one with --source" in got.err and not (tmp_path / "out.db").exists()
+    named = run_cli("restore", "--to", tmp_path / "out.db", *base, "--source", "host-b")
+    assert named.code == 0, named

@@ -88,7 +88,8 @@ def load_feature_config(settings: Settings) -> FeatureConfig:
         if not _noted:
             _noted.append(True)
             log.warning("torch is not installed: warming windows and labels only, no "
-                        "features (install 'syncd[torch]' for them, or set [features] "
+                        "features (for them: pip install torch==2.13.0, the CPU wheel, "
+                        "then pip install '.[torch]' in the syncd clone; or set [features] "
                         "extractors = [] to silence this)")
         names = ()
     unknown = [n for n in names if n not in EXTRACTORS]

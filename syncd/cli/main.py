@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings_parent.add_argument("--log-format", choices=LOG_FORMATS,
                                  default=argparse.SUPPRESS,
                                  help="text (default) or json: one object per line")
+    # -v / -q also after the command, as --log-format is (`syncd migrate -q`)
+    settings_parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                 help="more log output")
+    settings_parent.add_argument("-q", "--quiet", action="store_true",
+                                 default=argparse.SUPPRESS, help="only warnings and errors")
     json_parent = argparse.ArgumentParser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -113,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Read the target's state: migration version and changelog, collection "
                 "counts, the last run, unfinished checkpoints and quarantined rows. Exit "
                 "0: a daemon runs, ready, no outage, within --max-lag, nothing quarantined; "
-                "1: MongoDB unreachable; 3: no daemon with a fresh heartbeat; 4: the daemon "
+                "1: MongoDB unreachable; 3: the daemon that followed has stopped (no fresh "
+                "heartbeat; a source that only `syncd migrate` filled and no daemon ever "
+                "followed is 0, 'no daemon running'); 4: the daemon "
                 "is not ready, waits out an outage or lags more than --max-lag; 5: rows "
                 "are quarantined (the first that applies). With no --source-id or --sqlite "
                 "on a database of several sources: each source's health, and the first "

@@ -26,11 +26,12 @@ def _what(version: Any) -> str:
     if version.op == "delete":
         return "deleted"
     parts = []
-    for change in version.changes[:MAX_CHANGES]:
+    shown = version.shown_changes()
+    for change in shown[:MAX_CHANGES]:
         before, after = change.shown()
         parts.append(f"{change.key}: {_cell(before, 30)} -> {_cell(after, 30)}"
                      if version.op != "insert" else f"{change.key}={_cell(after, 30)}")
-    more = len(version.changes) - MAX_CHANGES
+    more = len(shown) - MAX_CHANGES
     text = "; ".join(parts) if version.op != "insert" else "inserted: " + ", ".join(parts)
     return (text or "no field changed") + (f"; and {more} more" if more > 0 else "")
 

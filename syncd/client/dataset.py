@@ -34,7 +34,7 @@ try:
     from torch.utils.data import Dataset
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("syncd.client.dataset needs torch: pip install torch==2.13.0 (the CPU "
-                      "wheel), then 'syncd[torch]'") from exc
+                      "wheel), then pip install '.[torch]' in the syncd clone") from exc
 
 import redis
 

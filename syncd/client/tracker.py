@@ -56,6 +56,11 @@ class Tracker:
     def _scoped(self, match: dict[str, Any]) -> dict[str, Any]:
         return {**match, "_source": self.source} if self.source else match
 
+    # Said after "no experiment with run_id ...": a deleted run is gone from the live
+    # view, not from history (an as-of reader already answers from history: no hint).
+    missing_hint = ("; if it was deleted, `syncd experiments history {ref} --versions` "
+                    "lists its versions and --as-of a moment before the delete shows it")
+
     def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         """An experiment `_id` from an ObjectId, its hex, or a legacy run_id."""
         if isinstance(ref, ObjectId):
@@ -76,7 +81,8 @@ class Tracker:
         docs = list(self.experiments.find(self._scoped({"run_id": run_id}),
                                           {"_id": 1, "_source": 1}).limit(10))
         if not docs:
-            raise SyncdError(f"no experiment with run_id or _id {text!r}")
+            raise SyncdError(f"no experiment with run_id or _id {text!r}"
+                             f"{self.missing_hint.format(ref=text)}")
         if len(docs) > 1:
             names = ", ".join(sorted({str(d.get("_source")) for d in docs}))
             raise SyncdError(f"run_id {text!r} is in several sources ({names}): pass --source "
@@ -265,6 +271,8 @@ class AsOfTracker(Tracker):
         """That run's rows alone (rebuilding every run's epochs would cost the whole
         table's history): `AsOfView.of_run`."""
         return self.view.of_run(name, oid, self.migrations)
+
+    missing_hint = ""
 
     def experiment_id(self, ref: str | int | ObjectId) -> ObjectId:
         try:

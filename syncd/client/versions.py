@@ -67,6 +67,19 @@ class RunVersion:
     doc: dict[str, Any] | None
     changes: list[Change] = field(default_factory=list)
 
+    def shown_changes(self) -> list[Change]:
+        """The changes to show people: an `_orig.KEY` entry (what a conversion of KEY
+        dropped, such as a time's microseconds) is left out when KEY changed too."""
+        keys = {c.key for c in self.changes}
+
+        def redundant(key: str) -> bool:
+            if not key.startswith("_orig."):
+                return False
+            base = key[len("_orig."):]
+            return any(k == base or k.startswith(base + ".") for k in keys)
+
+        return [c for c in self.changes if not redundant(c.key)]
+
     def shown_at(self) -> str:
         """When, to the nearest millisecond (a julian day holds a moment to ~40 us)."""
         return (self.at + dt.timedelta(microseconds=500)).isoformat(timespec="milliseconds")

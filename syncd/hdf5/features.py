@@ -98,8 +98,8 @@ def require_torch() -> Any:
     except ImportError:
         raise ConfigError(
             "features need torch, which is not installed: pip install torch==2.13.0 (the CPU "
-            "wheel) and then 'syncd[torch]', or set [features] extractors = [] to cache "
-            "windows only") from None
+            "wheel), then pip install '.[torch]' in the syncd clone; or set [features] "
+            "extractors = [] to cache windows only") from None
     return torch
 
 

@@ -69,5 +69,5 @@ def versions(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any] | No
     for v in found.versions:
         rows.append({"at": v.shown_at(), "op": v.op,
                      "changes": [{"key": c.key, "before": c.shown()[0], "after": c.shown()[1]}
-                                 for c in v.changes]})
+                                 for c in v.shown_changes()]})
     return jsonable({"since": found.since, "versions": rows})
