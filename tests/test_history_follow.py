@@ -19,6 +19,7 @@ from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
 from syncd.sinks.history import HistoryOptions, HistoryStore, julian_day, version
 from syncd.sinks.history_reader import HistoryReader
+from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 
 SOURCE = "testhost"  # tests/conftest.py target_args
@@ -110,12 +111,39 @@ def test_every_version_with_its_statement_time_also_while_syncd_was_down(
     assert [_status(v) for v in four] == ["a", "b"]
     assert _within(four[0]["jd"], down["first"]) and _within(four[1]["jd"], down["second"])
     assert all(v["jd"] < restarted for v in [*gone, *rerun, *four])
+    assert not any(v.get("found") for v in [*updates, *gone, *rerun, *four])  # all logged
     # stored once, whatever was applied twice around the kill -9
     ids = [v["_id"] for v in db["_syncd_history"].find({"source": SOURCE})]
     assert len(ids) == len(set(ids))
     keys = [(v["table"], v["doc"], v["jd"], v["seq"], v["n"], v["op"])
             for v in db["_syncd_history"].find({"source": SOURCE})]
     assert len(keys) == len(set(keys))
+
+
+def test_a_change_no_log_gave_is_marked_found(tmp_path, legacy, target_args, db):
+    """A change committed between `syncd migrate` and the first `syncd run` is recorded
+    by the reconcile that finds it, stamped when it read the row: the version says so
+    (`found`), and `--versions` tells people the statement ran earlier."""
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    window = _timed(legacy, "UPDATE training_runs SET status = 'failed' WHERE run_id = 5")
+    time.sleep(0.5)
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        (found,) = wait_for(lambda: [v for v in _versions(db, "training_runs", (5,))
+                                     if v["op"] == "update"] or None, 60, "run 5's repair")
+        logged = _timed(legacy, "UPDATE training_runs SET status = 'done' WHERE run_id = 5")
+        wait_for(lambda: len(_versions(db, "training_runs", (5,))) == 3, 60, "the update")
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err[-3000:]
+    assert found["found"] is True and found["jd"] > window[1] and _status(found) == "failed"
+    last = _versions(db, "training_runs", (5,))[-1]
+    assert "found" not in last and _within(last["jd"], logged)
+    shown = run_cli("experiments", "history", "5", "--versions", *target_args)
+    assert shown.code == 0, shown
+    lines = [ln for ln in shown.out.splitlines() if " update " in ln]
+    assert "ran earlier" in lines[0] and "ran earlier" not in lines[1], shown.out
 
 
 def test_exclude_keep_and_schema_changes(tmp_path, legacy, target_args, db):
@@ -212,4 +240,5 @@ def test_scan_mode_keeps_the_versions_it_sees(tmp_path, legacy, target_args, db)
         code, err = daemon.stop()
     assert code == 0, err[-3000:]
     assert seen["op"] == "insert" and seen["jd"] >= window[0]  # when the scan saw it
+    assert seen["found"] is True
     assert dict(zip(seen["cols"], seen["vals"], strict=True))["value"] == "v"

@@ -37,9 +37,10 @@ def _what(version: Any) -> str:
 
 
 def print_versions(found: Any) -> None:
-    """One line per version, oldest first: when its statement ran, what it did."""
+    """One line per version, oldest first: when its statement ran (or, for one no change
+    log gave, when syncd found it), what it did."""
     say(f"run {found.run_id} ({found.source}, _id {found.id}): "
         f"{len(found.versions)} version(s); history starts at "
         f"{found.since.isoformat()} (the first sync)")
     for v in found.versions:
-        say(f"{v.shown_at()}  {v.op:<8}  {_what(v)}")
+        say(f"{v.shown_at()}  {v.op:<8}  {_what(v)}" + (f"  ({v.note()})" if v.found else ""))

@@ -59,13 +59,16 @@ class Change:
 @dataclass
 class RunVersion:
     """One version: `op` (snapshot, insert, update, delete or replace), when its statement
-    ran, the document it left (None after a delete) and what it changed."""
+    ran, the document it left (None after a delete) and what it changed. `found`: no
+    change log gave it (a reconcile or a scan did), so `at` is when syncd read the row
+    and the statement ran earlier."""
 
     op: str
     at: dt.datetime
     seq: int
     doc: dict[str, Any] | None
     changes: list[Change] = field(default_factory=list)
+    found: bool = False
 
     def shown_changes(self) -> list[Change]:
         """The changes to show people: an `_orig.KEY` entry (what a conversion of KEY
@@ -80,12 +83,16 @@ class RunVersion:
 
         return [c for c in self.changes if not redundant(c.key)]
 
+    def note(self) -> str | None:
+        """What people are told beside the time of a version no change log gave."""
+        return "ran earlier: not logged, a reconcile or scan found it then" if self.found else None
+
     def shown_at(self) -> str:
         """When, to the nearest millisecond (a julian day holds a moment to ~40 us)."""
         return (self.at + dt.timedelta(microseconds=500)).isoformat(timespec="milliseconds")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "at": self.shown_at(), "seq": self.seq,
+        return {"op": self.op, "at": self.shown_at(), "seq": self.seq, "found": self.found,
                 "changes": [{"key": c.key, "before": c.shown()[0], "after": c.shown()[1]}
                             for c in self.changes]}
 
@@ -178,7 +185,8 @@ def run_versions(db: Database, ref: str | int | ObjectId, source: str | None = N
             out[-1] = RunVersion("replace", at, v["seq"], doc, changes(last, doc))
         else:
             out.append(RunVersion(v["op"], at, v["seq"], doc,
-                                  changes(None if v["op"] == "snapshot" else last, doc)))
+                                  changes(None if v["op"] == "snapshot" else last, doc),
+                                  bool(v.get("found"))))
         last = doc if doc is not None else last
     run_id = next((v.doc.get("run_id") for v in reversed(out) if v.doc), None)
     start = model.reader.first_jd()

@@ -94,12 +94,13 @@ class VersionRecorder:
         return make(identity)
 
     def _version(self, table: str, identity: tuple[Any, ...], rowid: int | None, op: str,
-                 jd: float, seq: int, n: int, row: Mapping[str, Any] | None) -> dict[str, Any]:
+                 jd: float, seq: int, n: int, row: Mapping[str, Any] | None,
+                 found: bool = False) -> dict[str, Any]:
         dropped: list[str] = []
         if row is not None:
             row, dropped = fit(dict(row))
         doc = version(self.source_id, table, self._doc(table, identity), identity, rowid, op,
-                      jd, seq, n, row)
+                      jd, seq, n, row, found)
         if dropped:
             doc["dropped"] = dropped
             log.warning("%s: a version of row %r is larger than a MongoDB document; kept "
@@ -231,13 +232,13 @@ class VersionRecorder:
 
     def row_versions(self, info: TableInfo, rows: Iterable[Sequence[Any]],
                      identities: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        """New rows a scan saw, as inserts stamped with this moment."""
+        """New rows a scan saw, as inserts stamped with this moment (`found`)."""
         if not self.options.wanted(info.name):
             return []
         jd = julian_day(datetime.now(UTC))
         names, skip = info.column_names, 1 if info.rowid else 0
         versions = [self._version(info.name, identity, row[0] if skip else None, "insert", jd,
-                                  0, 1, dict(zip(names, row[skip:], strict=True)))
+                                  0, 1, dict(zip(names, row[skip:], strict=True)), True)
                     for row, identity in zip(rows, identities, strict=True)]
         return versions
 

@@ -47,7 +47,8 @@ class Repairs:
                 if op is not None:
                     found.append(version(source, table, doc, projector.key(row),
                                          row[0] if off else None, op, self.stamp, 0, 0,
-                                         dict(zip(self.names, row[off:], strict=True))))
+                                         dict(zip(self.names, row[off:], strict=True)),
+                                         found=True))
             self.recorded += self.store.record(found)
         self.stamp = julian_day_now()
 
@@ -57,5 +58,5 @@ class Repairs:
         last = self.store.last_versions(self.info.name, list(ids))
         self.recorded += self.store.record(
             version(self.store.source_id, self.info.name, v["doc"], v["key"], v["rowid"],
-                    "delete", self.stamp, 0, 0, None)
+                    "delete", self.stamp, 0, 0, None, found=True)
             for v in last.values() if v["op"] != "delete")

@@ -22,7 +22,10 @@ This module is the only writer of both collections and defines their format:
   are, whatever characters they hold); both None for a `delete`. `decode_row()`
   gives the row back as sqlite3 would read it;
 - `dropped` (only when some are): the names of columns whose values were too large
-  for one MongoDB document (16 MiB); their `vals` are None. The version is kept.
+  for one MongoDB document (16 MiB); their `vals` are None. The version is kept;
+- `found` (only when true): no change log gave this version, a reconcile or a scan
+  found it, and `jd` is when syncd read the row; the statement ran earlier, at a
+  moment nothing recorded.
 
 The order of versions is (`jd`, `seq`, `n`). `_syncd_schemas` holds the tables' SQL
 over time: `source`, `table`, `jd`, `at`, `seq`, `sql` (the `CREATE TABLE` as SQLite
@@ -159,15 +162,18 @@ def version_id(source: str, table: str, doc: Any, jd: float, seq: int, n: int,
 
 def version(source: str, table: str, doc: Any, key: Sequence[Any], rowid: int | None,
             op: str, jd: float, seq: int, n: int,
-            row: Mapping[str, Any] | None) -> dict[str, Any]:
+            row: Mapping[str, Any] | None, found: bool = False) -> dict[str, Any]:
     """One `_syncd_history` document (see the module docstring)."""
     if op not in OPS:
         raise ValueError(f"unknown history op {op!r}")
-    return {"_id": version_id(source, table, doc, jd, seq, n, op), "source": source,
-            "table": table, "doc": doc, "key": [to_bson(v) for v in key], "rowid": rowid,
-            "op": op, "jd": jd, "at": from_julian_day(jd), "seq": seq, "n": n,
-            "cols": None if row is None else list(row),
-            "vals": None if row is None else [to_bson(v) for v in row.values()]}
+    out = {"_id": version_id(source, table, doc, jd, seq, n, op), "source": source,
+           "table": table, "doc": doc, "key": [to_bson(v) for v in key], "rowid": rowid,
+           "op": op, "jd": jd, "at": from_julian_day(jd), "seq": seq, "n": n,
+           "cols": None if row is None else list(row),
+           "vals": None if row is None else [to_bson(v) for v in row.values()]}
+    if found:
+        out["found"] = True
+    return out
 
 
 class HistoryStore:

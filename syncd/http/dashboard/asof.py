@@ -67,7 +67,7 @@ def versions(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any] | No
         return None
     rows = []
     for v in found.versions:
-        rows.append({"at": v.shown_at(), "op": v.op,
+        rows.append({"at": v.shown_at(), "op": v.op, "note": v.note(),
                      "changes": [{"key": c.key, "before": c.shown()[0], "after": c.shown()[1]}
                                  for c in v.shown_changes()]})
     return jsonable({"since": found.since, "versions": rows})

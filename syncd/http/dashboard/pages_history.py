@@ -64,7 +64,8 @@ def versions_section(data: dict[str, Any]) -> str:
     if not found:
         return ('<h2>Versions</h2><p class=empty data-testid=versions>no versions recorded '
                 "(history starts at the first sync)</p>")
-    rows = [[e(v["at"]), e(v["op"]), _what(v)] for v in found["versions"]]
+    rows = [[e(v["at"]) + (f"<br><small class=muted>{e(v['note'])}</small>" if v.get("note")
+                           else ""), e(v["op"]), _what(v)] for v in found["versions"]]
     return (f"<h2>Versions</h2><p class=muted>history kept from {e(found['since'])} "
             "(the first sync)</p>"
             + table(["when", "what", "changes"], rows, "versions", "no versions recorded"))
