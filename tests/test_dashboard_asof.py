@@ -80,15 +80,21 @@ def test_bad_times_are_a_400_that_says_why(tmp_path, story):
 
 def test_the_experiment_page_shows_versions_and_a_past_state(tmp_path, story):
     db, best = story["db"], story["best"]
+    # as a reconcile records a change no log gave: its time is when it was found
+    last = db["_syncd_history"].find_one({"table": "training_runs", "op": "update"},
+                                         sort=[("jd", -1)])
+    db["_syncd_history"].update_one({"_id": last["_id"]}, {"$set": {"found": True}})
     with serve(tmp_path, db) as server:
         found = _json(server, f"/api/experiments/{best}")
         ops = [v["op"] for v in found["versions"]["versions"]]
         assert ops == ["snapshot", "update", "update", "update"]
+        notes = [v["note"] for v in found["versions"]["versions"]]
+        assert notes[:3] == [None] * 3 and notes[3].startswith("ran earlier")
         assert found["versions"]["versions"][1]["at"] == "2025-10-20T13:00:00.000+00:00"
         status, _, html = request(server, f"/experiments/{best}")
         assert status == 200 and 'data-testid="versions"' in html
         assert NASTY not in html and "&lt;!--&lt;script&gt;alert(1)" in html
-        assert "sekrit" not in html and "***" in html
+        assert "sekrit" not in html and "***" in html and html.count("ran earlier") == 1
         then = _json(server, f"/api/experiments/{best}?as_of={quote(THEN)}")
         assert then["experiment"]["status"] == "completed"
         assert [v["op"] for v in then["versions"]["versions"]] == ["snapshot"]
