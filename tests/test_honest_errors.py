@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 import pytest
 
@@ -158,10 +159,22 @@ def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, targe
     assert result.code == 0, result
     lines = result.out.strip().splitlines()
     assert len(lines) == 1, result  # one line, no empty table
-    assert "no completed experiments" in lines[0] and "challenge 2" in lines[0], lines
+    # no run has a loss at all: said at once, not after a hint to try --status ''
+    assert "no experiment of challenge 2 has a best_val_loss yet" in lines[0], lines
     assert "37 running" in lines[0] and "experiments search" in lines[0], lines
+    assert "--status" not in lines[0], lines
     any_status = run_cli("experiments", "best", "--challenge", "2", "--status", "", *target_args)
     assert "has a best_val_loss yet" in any_status.out and "37 running" in any_status.out
+    # a running run with a loss: the completed ones are none, and --status '' shows it
+    conn = sqlite3.connect(fixture_db)
+    with conn:
+        conn.execute("UPDATE training_runs SET best_val_loss = 0.5 WHERE run_id = 3")
+    conn.close()
+    name = target_args[target_args.index("--database") + 1]
+    other_db = [a if a != name else name + "_loss" for a in target_args]
+    assert run_cli("migrate", "--sqlite", fixture_db, *other_db).code == 0
+    result = run_cli("experiments", "best", "--challenge", "2", *other_db)
+    assert "no completed experiments" in result.out and "--status ''" in result.out, result
     other = run_cli("experiments", "best", "--challenge", "1", *target_args)
     assert "no experiments for challenge 1" in other.out and "challenge 2" in other.out, other
     search = run_cli("experiments", "search", '{"status": "completed"}', *target_args)

@@ -146,6 +146,12 @@ def test_warm_without_torch_skips_the_default_features(tmp_path, target_args,
     assert report["windows_written"] == 20 and report["features_written"] == 0
     notes = [line for line in proc.stderr.splitlines() if "torch is not installed" in line]
     assert len(notes) == 1, proc.stderr
+    stats = subprocess.run(  # computes no features: nothing to say of torch
+        [sys.executable, "-c", no_torch, "cache", "stats", "--redis-url", redis_url,
+         "--config", str(cfg), *target_args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    assert stats.returncode == 0 and "torch" not in stats.stderr, stats.stderr
 
     # Features asked for by name still need torch: one line, exit 2.
     cfg.write_text(cfg.read_text() + '[features]\nextractors = ["band_power"]\n')

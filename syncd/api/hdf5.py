@@ -72,7 +72,7 @@ def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
     from syncd.api.local_tier import local_stats
     from syncd.client.cache import WindowCache
 
-    config = load_hdf5_config(settings, require_dirs=False)
+    config = load_hdf5_config(settings, require_dirs=False, warming=False)
     with open_redis(endpoints(settings)) as rt:
         stats = WindowCache(rt.client, config.prefix, config.max_value_bytes).stats()
         stats["redis"] = rt.shown_url

@@ -38,8 +38,11 @@ def cache_prefix(settings: Settings) -> str:
     return str(section(settings, "cache", CACHE_DEFAULTS)["prefix"])
 
 
-def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Config:
-    """Check `--hdf5-dir`, `[hdf5]`, `[cache]` and `[features]`; a ConfigError names the problem."""
+def load_hdf5_config(settings: Settings, require_dirs: bool = True,
+                     warming: bool = True) -> Hdf5Config:
+    """Check `--hdf5-dir`, `[hdf5]`, `[cache]` and `[features]`; a ConfigError names the problem.
+    `warming` false: a command that computes no features (cache stats) says nothing of
+    a missing torch."""
     h = section(settings, "hdf5", HDF5_DEFAULTS)
     c = section(settings, "cache", CACHE_DEFAULTS)
     where = f"--config {settings.config_file}"
@@ -67,7 +70,7 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
     for d in dirs:
         if require_dirs and not d.is_dir():
             raise ConfigError(f"--hdf5-dir {d}: no such directory")
-    features = load_feature_config(settings)
+    features = load_feature_config(settings, warming)
     return Hdf5Config(dirs, layouts, tuple(str(p) for p in h["patterns"]),
                       float(h["debounce_seconds"]), float(h["settle_seconds"]),
                       workers or default_workers(),
@@ -76,7 +79,7 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True) -> Hdf5Confi
                       int(c["max_value_mb"]) << 20, features)
 
 
-def load_feature_config(settings: Settings) -> FeatureConfig:
+def load_feature_config(settings: Settings, warming: bool = True) -> FeatureConfig:
     """`[features]` merged over the defaults and checked (a ConfigError names the bad key)."""
     raw = section(settings, "features", FEATURES_DEFAULTS)
     where = f"--config {settings.config_file}: [features]"
@@ -85,7 +88,7 @@ def load_feature_config(settings: Settings) -> FeatureConfig:
             and importlib.util.find_spec("torch") is None:
         # the quick-start install has no torch: cache windows only rather than fail;
         # features someone asked for by name still fail in one line (prepare_torch)
-        if not _noted:
+        if warming and not _noted:
             _noted.append(True)
             log.warning("torch is not installed: warming windows and labels only, no "
                         "features (for them: pip install torch==2.13.0, the CPU wheel, "

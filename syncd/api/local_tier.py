@@ -110,6 +110,6 @@ def warm_local_tier(settings: Settings, progress: Progress | None = None) -> Loc
     from syncd.api.options import endpoints
     from syncd.connect.redis import open_redis
 
-    config = load_hdf5_config(settings, require_dirs=False)
+    config = load_hdf5_config(settings, require_dirs=False, warming=False)
     with open_redis(endpoints(settings)) as rt:
         return warm_local(settings, rt.client, config.prefix, progress)

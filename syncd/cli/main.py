@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     best = action("best", "best experiments of a challenge by best_val_loss")
-    best.add_argument("--challenge", type=int, required=True)
+    best.add_argument("--challenge", type=int, required=True,
+                      help="the EEG2025 challenge (1 or 2) whose runs to rank")
     best.add_argument("-n", type=int, default=10, help="how many (default 10)")
     best.add_argument("--status", default="completed",
                       help="only this status (default completed; '' for any)")
@@ -240,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "challenges of R1 and R2)")
     p.add_argument("--windows", type=int, default=10, metavar="N",
                    help="windows per HDF5 file (default 10, about 1 MB)")
-    p.add_argument("--rows", type=int, help="about this many rows in all (default: 40 runs)")
+    p.add_argument("--rows", type=int, metavar="N",
+                   help="about N rows over all tables (default: 40 training runs with "
+                   "their epochs and checkpoints)")
     p.add_argument("--seed", type=int, default=2025,
                    help="the same seed writes the same rows and HDF5 bytes (default 2025)")
     p.add_argument("--force", action="store_true",

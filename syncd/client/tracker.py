@@ -138,7 +138,8 @@ class Tracker:
                     f"experiment(s) are of challenge {', '.join(map(str, others)) or '(none)'}")
         having = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: -i[1]))
         found = f"its {sum(counts.values())} experiment(s): {having}"
-        if status:
+        if status and self.experiments.count_documents(self._scoped(
+                {"challenge": challenge, "metrics.best_val_loss": {"$type": "number"}})):
             return (f"no {status} experiments with a best_val_loss for challenge {challenge}; "
                     f"{found} (--status '' for any status; syncd experiments search lists them)")
         return (f"no experiment of challenge {challenge} has a best_val_loss yet; {found} "
