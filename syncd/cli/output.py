@@ -79,12 +79,21 @@ def _cut(text: str) -> str:
     return text[:half] + "…" + text[-(MAX_CELL - 1 - half):]
 
 
+def _shown(value: Any) -> str:
+    """A cell's text. A date to the millisecond, the precision MongoDB keeps: str()'s six
+    digits (`.219000` for a legacy `.219930`) read as if digits had been lost."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds" if value.microsecond
+                               else "seconds")
+    return str(value)
+
+
 def table(rows: list[list[Any]], headers: list[str]) -> str:
     """A plain aligned text table (control characters escaped, padded cells cut)."""
     last = len(headers) - 1
     cells = [[str(h) for h in headers]] + [
         [_cut(text) if i < last else text
-         for i, text in enumerate("" if c is None else visible(str(c)) for c in r)]
+         for i, text in enumerate("" if c is None else visible(_shown(c)) for c in r)]
         for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     widths[-1] = min(widths[-1], MAX_CELL)  # the dashes under a long last column
