@@ -17,7 +17,9 @@ from syncd.progress import Progress
 
 
 def _mb(n: float | None) -> str:
-    return "?" if n is None else f"{n / 1e6:,.1f} MB"
+    """In MiB, the unit budgets are set in (`slab_mb`, 16 GiB `local_bytes`), as the
+    dashboard shows them."""
+    return "?" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
 def _positive(text: str) -> int:

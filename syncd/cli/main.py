@@ -166,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the keys that are equal in every experiment too")
     search = action("search", "experiments matching a MongoDB filter (JSON)")
     search.add_argument("filter", nargs="?", default="{}",
-                        help='e.g. \'{"status": "running"}\'')
+                        help='over the experiment documents\' fields (run_id, challenge, '
+                        'status, model.name, metrics.best_val_loss, metrics.best_epoch, '
+                        'start_time, end_time, config.KEY, notes), e.g. '
+                        '\'{"status": "running", "model.name": "eegnet"}\'')
     search.add_argument("--limit", type=int, default=0, metavar="N",
                         help="at most N experiments (default: all)")
     search.add_argument("--offset", type=int, default=0, metavar="N",

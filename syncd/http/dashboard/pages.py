@@ -217,10 +217,10 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
 def _bytes(n: Any) -> str:
     if not isinstance(n, (int, float)):
         return "–"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):  # the units [cache] budgets are set in
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
+        n /= 1024
     return "–"
 
 
