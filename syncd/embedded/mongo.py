@@ -72,7 +72,9 @@ class EmbeddedMongo(EmbeddedServer):
         if fresh:
             self.fresh_setup.parent.mkdir(parents=True, exist_ok=True)
             self.fresh_setup.touch()
-        log.info("setting the embedded MongoDB's password (kept in %s)", self.credentials_file)
+        log.info("setting the embedded MongoDB's password (kept in %s): it starts once "
+                 "without one to create syncd's user, then again with it",
+                 self.credentials_file)
         self.auth = False
         self._start_process(exe)
         assert self.password is not None
