@@ -68,12 +68,15 @@ class StartUp:
             self._migrate(plan)
         elif not opening.resumes:
             self.reconciler.reconcile(list(self.synced.pairs))
+        else:  # before the log is applied: its rowids may be the ones a VACUUM changed
+            self.schema.renumbered(list(self.synced.pairs), "syncd was stopped")
+            self.reconciler.pending()
         self.feed.settle()
         if self.history is not None:  # a schema changed while syncd was stopped, or new
             self.history.record_schemas(self.source, list(self.synced.pairs))
         self.follower.follow()
         self.reconciler.pending()
-        self.schema.version = version
+        self.schema.version = self.schema.seen = version
 
     def _migrate(self, plan: Any) -> None:
         log.info("migrating to version %d (%s) before following changes", plan.target,
