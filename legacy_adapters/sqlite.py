@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Definition, Schema, TableInfo
-from legacy_adapters.errors import SourceConfigError, SourceError
+from legacy_adapters.errors import SourceBusy, SourceConfigError, SourceError
 from legacy_adapters.sqlite_definitions import read_definitions
 from legacy_adapters.sqlite_sql import (
     OWN_TABLES,
@@ -156,6 +156,11 @@ class SQLiteSource(integrity.CheckedReads):
                         rowid = next((r for r in ROWID_NAMES if r not in taken), None)
                     schema.tables[name] = TableInfo(name, columns, pk, without_rowid, rowid)
         except sa.exc.DatabaseError as exc:
+            if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+                raise SourceBusy(f"--sqlite {self.path}: cannot read the schema yet: another "
+                                 f"connection (a legacy writer's transaction) has held the "
+                                 f"database locked for over {self.busy_timeout:g} s "
+                                 f"({exc.orig})") from None
             raise SourceConfigError(
                 f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
         finally:
@@ -217,7 +222,7 @@ class SQLiteSource(integrity.CheckedReads):
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
                     continue
                 raise
-        raise SourceError(f"--sqlite {self.path}: the database stayed locked by a writer "
+        raise SourceBusy(f"--sqlite {self.path}: the database stayed locked by a writer "
                          f"through {LOCKED_RETRIES} retries")
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:

@@ -5,6 +5,8 @@ trigger), schema drift, odd keys, a writer holding its write lock."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -73,3 +75,50 @@ def test_vacuum_renumbering_rowids_is_followed_running_and_stopped(tmp_path, leg
         wait_for(lambda: _history_now(db) == _rows(legacy), 30, "history now == the rows")
     finally:
         assert daemon.stop()[0] == 0
+
+
+class LongWriter:
+    """A legacy script that holds its write transaction (BEGIN IMMEDIATE or EXCLUSIVE)
+    for `seconds`, longer than every busy timeout, then commits."""
+
+    def __init__(self, path, mode: str, seconds: float, sql: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute(f"BEGIN {mode}")
+        self.conn.execute(sql)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._commit, args=(seconds,))
+        self.thread.start()
+
+    def _commit(self, seconds: float) -> None:
+        try:
+            time.sleep(seconds)
+            self.conn.execute("COMMIT")
+        except BaseException as exc:  # the test asserts there was none
+            self.error = exc
+        finally:
+            self.conn.close()
+
+    def join(self) -> None:
+        self.thread.join()
+        assert self.error is None, self.error
+
+
+@pytest.mark.parametrize("mode", ["IMMEDIATE", "EXCLUSIVE"])
+def test_start_waits_out_a_writer_holding_its_lock(tmp_path, legacy, target_args, db, mode):
+    """Triggers cannot be installed (IMMEDIATE), nor the schema read (EXCLUSIVE), while
+    a writer holds the lock past the 5 s busy timeout: `syncd run` says what it waits
+    for and goes on when the writer commits (it had exited 1 or 2: "database is locked")."""
+    writer = LongWriter(legacy, mode, 12, "INSERT INTO config VALUES ('held', 'v', 'd')")
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        writer.join()
+        wait_for(lambda: db.config.find_one({"key": "held"}), 30, "the writer's row")
+        legacy_write(legacy, "INSERT INTO config VALUES ('after', 'v', 'd')")
+        wait_for(lambda: verified(legacy, target_args), 30, "source == target")
+    finally:
+        writer.thread.join()
+        code, err = daemon.stop()
+    assert code == 0, err[-3000:]
+    if mode == "IMMEDIATE":  # (reads under EXCLUSIVE may get through on their retries)
+        assert "has held the database locked for over 5 s" in err, err
