@@ -18,6 +18,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+# Part of the contract: every method may raise `SourceBusy` when another connection (a
+# legacy writer's long transaction) held the database locked past the busy timeout.
+from legacy_adapters.errors import SourceBusy as SourceBusy
 from legacy_adapters.errors import SourceError
 
 
@@ -165,7 +168,7 @@ class Source(Protocol):
 
     def schema_version(self) -> int:
         """An opaque number that changes whenever the schema changes (a table, column,
-        trigger or index)."""
+        trigger or index), and at a VACUUM (which may renumber rowids)."""
         ...
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

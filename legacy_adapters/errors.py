@@ -22,3 +22,8 @@ class SourceConfigError(SourceError):
 class SourceReadOnly(SourceConfigError):
     """The legacy database cannot be written here (a read-only file, folder or mount), so
     nothing that changes its schema can work: a setting to change, not a failure (exit 2)."""
+
+
+class SourceBusy(SourceError):
+    """Another connection (a legacy writer's long transaction) held the database locked
+    past the busy timeout: a wait, not a failure; the caller tries again later."""

@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Definition, Schema, TableInfo
-from legacy_adapters.errors import SourceConfigError, SourceError
+from legacy_adapters.errors import SourceBusy, SourceConfigError, SourceError
 from legacy_adapters.sqlite_definitions import read_definitions
 from legacy_adapters.sqlite_sql import (
     OWN_TABLES,
@@ -223,7 +223,7 @@ class SQLiteSource(integrity.CheckedReads):
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
                     continue
                 raise
-        raise SourceError(f"--sqlite {self.path}: the database stayed locked by a writer "
+        raise SourceBusy(f"--sqlite {self.path}: the database stayed locked by a writer "
                          f"through {LOCKED_RETRIES} retries")
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:

@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import CONSUMER_REFRESH_SECONDS, Change, Consumer
-from legacy_adapters.errors import SourceError, SourceReadOnly
+from legacy_adapters.errors import SourceBusy, SourceError, SourceReadOnly
 from legacy_adapters.sqlite_consumers import (
     CONSUMERS_SQL,
     CONSUMERS_SQL_1,
@@ -79,6 +79,14 @@ __all__ = ["CONSUMERS_TABLE", "CONSUMER_REFRESH_SECONDS", "LOG_TABLE", "TRIGGER_
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
 CONSUMER_LIVE_SECONDS = 90.0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether a failed write only met another connection's lock (SQLITE_BUSY)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
 
 
 def _read_only(exc: sqlite3.OperationalError) -> bool:
@@ -160,6 +168,11 @@ class Capture:
                 raise SourceReadOnly(f"--sqlite {self.path}: cannot change the capture schema "
                                      f"({exc}): the database or its folder is read-only "
                                      "here") from None
+            if _busy(exc):
+                raise SourceBusy(f"--sqlite {self.path}: cannot change the capture schema "
+                                 f"yet: another connection (a legacy writer's transaction) "
+                                 f"has held the database locked for over "
+                                 f"{self.busy_timeout:g} s ({exc})") from None
             raise SourceError(f"--sqlite {self.path}: cannot change the capture schema "
                              f"({exc})") from None
         finally:

@@ -14,11 +14,15 @@ from syncd.engine.migration_files import load_migrations
 @contextlib.contextmanager
 def open_source(settings: Settings) -> Iterator[Any]:
     """The legacy database, opened read-only and its schema read (closed after the block)."""
+    from legacy_adapters.errors import SourceBusy
     from legacy_adapters.sqlite import SQLiteSource  # SQLAlchemy: only commands that read it
 
     source = SQLiteSource(require_sqlite(settings))
     try:
-        source.schema()  # fail early, as a configuration error, on an unreadable database
+        # Fail early, as a configuration error, on an unreadable database; a file a
+        # writer holds locked is SQLite: `syncd run` waits for it, other commands say so.
+        with contextlib.suppress(SourceBusy):
+            source.schema()
         yield source
     finally:
         source.close()

@@ -1,9 +1,10 @@
 """`syncd reconcile [TABLE ...]`: a reconcile on demand, done by the running daemon.
 
 `syncd migrate` is refused while `syncd run` holds the lease, yet some legacy
-changes fire no trigger (a VACUUM renumbering rowids, INSERT OR REPLACE removing
-rows through another UNIQUE constraint) and would otherwise wait for the hourly
-reconcile. The request goes through MongoDB (syncd.api.reconcile, syncd.checkpoint.resync), so
+changes fire no trigger (INSERT OR REPLACE removing rows through another UNIQUE
+constraint) and would otherwise wait for the hourly reconcile. (A VACUUM, which
+renumbers rowids, moves the schema version, and the daemon reconciles on its own.)
+The request goes through MongoDB (syncd.api.reconcile, syncd.checkpoint.resync), so
 it works wherever the daemon runs; the daemon answers with what it wrote.
 """
 
@@ -41,10 +42,10 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("reconcile", cmd_reconcile, "have the running syncd run reconcile now",
                 "Ask the `syncd run` that follows this database to compare the named tables "
                 "(default: all) with their documents now and fix every difference, and wait "
-                "for its answer. For changes no trigger sees (VACUUM renumbering rowids of "
-                "tables without a primary key, INSERT OR REPLACE removing rows through "
-                "another UNIQUE constraint). SIGUSR1 to the daemon does the same for every "
-                "table without waiting.")
+                "for its answer. For changes no trigger sees (INSERT OR REPLACE removing rows "
+                "through another UNIQUE constraint; a VACUUM renumbering rowids is "
+                "reconciled by the daemon on its own). SIGUSR1 to the daemon does the same "
+                "for every table without waiting.")
     p.add_argument("tables", nargs="*", metavar="TABLE", help="legacy tables (default: all)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds to wait for the answer (default 3600)")

@@ -190,6 +190,8 @@ class TriggerFeed:
 
     def prune(self) -> None:
         """Remove applied entries no consumer still needs."""
+        if self.install_id is None:  # not opened yet (the start-up may wait on a writer)
+            return
         pruner = self.logs.pruner
         try:
             self.record_consumer()

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from pymongo.database import Database
 
-from legacy_adapters.base import Source
+from legacy_adapters.base import Source, SourceBusy
 from legacy_adapters.feed import ChangeFeed
 from syncd.cancel import Cancelled, CancelToken
 from syncd.checkpoint.lease import Lease
@@ -176,7 +176,7 @@ class Daemon:
         try:
             notify("STATUS=starting: bringing MongoDB up to date")
             self._start_scheduler()  # heartbeats (and systemd start-timeout extensions) now
-            self.startup.run()
+            self._start_up()
             if self.options.watch:
                 files = [self.options.sqlite]
                 dirs = self.hdf5.watch_paths() if self.hdf5 else []
@@ -203,6 +203,25 @@ class Daemon:
             raise self.fatal
         log.info("stopped cleanly")
         return 0
+
+    def _start_up(self) -> None:
+        """The start-up sync. A legacy writer holding metadata.db locked past the busy
+        timeout (a long transaction) is waited out, said in the log and the status,
+        never a failure: the start-up is safe to run again from the top."""
+        backoff = Backoff(cap=self.options.backoff_max_seconds)
+        while True:
+            try:
+                self.startup.run()
+            except SourceBusy as exc:
+                delay = backoff.next()
+                self.health.note_outage("the legacy database", exc, delay)
+                self._wait_alive(delay)
+                if self.stop.is_set():
+                    raise Cancelled("stopped while waiting for a legacy writer's "
+                                    "transaction to end") from None
+                continue
+            self.health.outage_over()
+            return
 
     def _shut_down(self, waker: Waker | None) -> None:
         notify("STOPPING=1")

@@ -27,10 +27,21 @@ class SchemaWatch:
         self.database = parts.store.db.name
         self.feed, self.health, self.reconciler = feed, health, reconciler
         self.version: int | None = None
+        # The last version checked, kept through forget(): a VACUUM moves it too.
+        self.seen: int | None = None
 
     def forget(self) -> None:
         """Re-read the schema at the next step (drift is a common cause of failures)."""
         self.version = None
+
+    def renumbered(self, tables: list[str], why: str) -> None:
+        """Mark the tables keyed by rowid among `tables` for a reconcile: a VACUUM
+        renumbers the rowids of tables without a primary key (their documents' ids)
+        and fires no trigger; all it moves is the schema version."""
+        pairs = self.synced.pairs
+        self.resync.add(sorted(t for t in tables if t in pairs and pairs[t][0].rowid
+                               and not pairs[t][0].primary_key),
+                        f"{why} (a VACUUM renumbers the rowids of tables without a primary key)")
 
     def check(self) -> None:
         """Follow a schema change: new tables sync, changed or re-created ones reconcile.
@@ -52,6 +63,8 @@ class SchemaWatch:
         dropped = [t for t in old if t not in new]
         changed = [t for t in new if t in old and new[t] != old[t]]
         self.resync.add(sorted(set(added) | set(changed)), "the legacy schema changed")
+        if self.seen is not None and version != self.seen:
+            self.renumbered([t for t in new if t in old], "the schema version moved")
         self.resync.forget(dropped)
         for table in dropped:
             log.warning("legacy table %s was dropped; its collection %s keeps its documents "
@@ -62,5 +75,5 @@ class SchemaWatch:
             self.history.record_schemas(self.source, [*new, *dropped])
         self.synced.set_pairs(pairs)
         self.health.added(added)
-        self.version = version
+        self.version = self.seen = version
         self.reconciler.pending()

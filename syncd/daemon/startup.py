@@ -64,16 +64,22 @@ class StartUp:
             log.info("a reconcile of %s was left unfinished: doing it", ", ".join(sorted(left)))
         migrating = plan.kind in ("rebuild", "resume")
         opening = self.feed.open([info for info, _ in plan.pairs], migrating)
+        # A VACUUM before this moment is covered below (a migration, or a reconcile of
+        # every table or of those keyed by rowid); one later moves the version again.
+        seen = self.source.schema_version()
         if migrating:
             self._migrate(plan)
         elif not opening.resumes:
             self.reconciler.reconcile(list(self.synced.pairs))
+        else:  # before the log is applied: its rowids may be the ones a VACUUM changed
+            self.schema.renumbered(list(self.synced.pairs), "syncd was stopped")
+            self.reconciler.pending()
         self.feed.settle()
         if self.history is not None:  # a schema changed while syncd was stopped, or new
             self.history.record_schemas(self.source, list(self.synced.pairs))
         self.follower.follow()
         self.reconciler.pending()
-        self.schema.version = version
+        self.schema.version, self.schema.seen = version, seen
 
     def _migrate(self, plan: Any) -> None:
         log.info("migrating to version %d (%s) before following changes", plan.target,
