@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import CONSUMER_REFRESH_SECONDS, Change, Consumer
-from legacy_adapters.errors import SourceBusy, SourceError, SourceReadOnly
+from legacy_adapters.errors import SourceError, write_error
 from legacy_adapters.sqlite_consumers import (
     CONSUMERS_SQL,
     CONSUMERS_SQL_1,
@@ -79,25 +79,6 @@ __all__ = ["CONSUMERS_TABLE", "CONSUMER_REFRESH_SECONDS", "LOG_TABLE", "TRIGGER_
 # A consumer that recorded itself this recently counts as running (capture uninstall
 # refuses); it refreshes its row at least every CONSUMER_REFRESH_SECONDS while it runs.
 CONSUMER_LIVE_SECONDS = 90.0
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether a failed write only met another connection's lock (SQLITE_BUSY)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF == sqlite3.SQLITE_BUSY
-    return "database is locked" in str(exc)
-
-
-def _read_only(exc: sqlite3.OperationalError) -> bool:
-    """Whether a failed write means the database cannot be written here at all: a
-    read-only file (SQLITE_READONLY) or a folder where SQLite cannot create its journal
-    (SQLITE_CANTOPEN, "unable to open database file")."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
-    text = str(exc)
-    return "readonly" in text or "unable to open database file" in text
 
 
 def complete(table: TableInfo, have: dict[str, str], version: int = FORMAT) -> bool:
@@ -164,17 +145,8 @@ class Capture:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
-            if _read_only(exc):
-                raise SourceReadOnly(f"--sqlite {self.path}: cannot change the capture schema "
-                                     f"({exc}): the database or its folder is read-only "
-                                     "here") from None
-            if _busy(exc):
-                raise SourceBusy(f"--sqlite {self.path}: cannot change the capture schema "
-                                 f"yet: another connection (a legacy writer's transaction) "
-                                 f"has held the database locked for over "
-                                 f"{self.busy_timeout:g} s ({exc})") from None
-            raise SourceError(f"--sqlite {self.path}: cannot change the capture schema "
-                             f"({exc})") from None
+            raise write_error(exc, f"--sqlite {self.path}: cannot change the capture schema",
+                              self.busy_timeout) from None
         finally:
             conn.close()
 
