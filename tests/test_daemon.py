@@ -62,6 +62,14 @@ def test_triggers_mode_follows_every_kind_of_change(tmp_path, legacy, target_arg
         assert tables["epoch_history"]["applied"] >= 3
         assert tables["epoch_history"]["lag_rows"] == 0
         assert tables["training_runs"]["last_applied_at"]
+        assert tables["config"]["deleted"] >= 1  # cache_dir
+        text = run_cli("status", *daemon.args).out.splitlines()  # as the dashboard shows it
+        top = next(i for i, ln in enumerate(text)
+                   if ln.startswith("table ") and " last applied " in ln)
+        header = text[top]
+        row = next(ln for ln in text[top:] if ln.startswith("config "))
+        at = header.index(" deleted ") + 1
+        assert row[at:].split()[0] == str(tables["config"]["deleted"]), text
     finally:
         code, err = daemon.stop()
     assert code == 0, err[-3000:]

@@ -167,7 +167,7 @@ def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, targe
     assert "has a best_val_loss yet" in any_status.out and "37 running" in any_status.out
     # times to the millisecond MongoDB keeps, not str()'s six digits ending in 000
     shown = run_cli("experiments", "history", "3", *target_args)
-    assert "2025-10-19 18:48:21.465 " in shown.out and "21.465000" not in shown.out, shown
+    assert "2025-10-19T18:48:21.465Z " in shown.out and "21.465000" not in shown.out, shown
     # a running run with a loss: the completed ones are none, and --status '' shows it
     conn = sqlite3.connect(fixture_db)
     with conn:

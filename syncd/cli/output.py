@@ -79,12 +79,13 @@ def _cut(text: str) -> str:
     return text[:half] + "…" + text[-(MAX_CELL - 1 - half):]
 
 
-def _shown(value: Any) -> str:
-    """A cell's text. A date to the millisecond, the precision MongoDB keeps: str()'s six
-    digits (`.219000` for a legacy `.219930`) read as if digits had been lost."""
+def shown(value: Any) -> str:
+    """A value as text for people. A date to the millisecond, the precision MongoDB keeps
+    (str()'s six digits, `.219000` for a legacy `.219930`, read as lost digits), in UTC
+    as MongoDB stores it, saying so (`Z`), as `--json` does."""
     if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="milliseconds" if value.microsecond
-                               else "seconds")
+        text = value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
+        return text + ("Z" if value.tzinfo is None else "")
     return str(value)
 
 
@@ -93,7 +94,7 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     last = len(headers) - 1
     cells = [[str(h) for h in headers]] + [
         [_cut(text) if i < last else text
-         for i, text in enumerate("" if c is None else visible(_shown(c)) for c in r)]
+         for i, text in enumerate("" if c is None else visible(shown(c)) for c in r)]
         for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     widths[-1] = min(widths[-1], MAX_CELL)  # the dashes under a long last column

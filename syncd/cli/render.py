@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from syncd.cli.output import say, table, visible
+from syncd.cli.output import say, shown, table, visible
 from syncd.client.compare import folded_line
 from syncd.config import Settings
 from syncd.projection.unmirrored import lines as not_mirrored_lines
@@ -110,10 +110,11 @@ def print_daemon(daemon: dict[str, Any]) -> None:
     state = "running" if daemon.get("running") else "not running"
     say(f"daemon: {state} ({daemon.get('mode')} mode, pid {daemon.get('pid')} on "
         f"{daemon.get('host')}), up {daemon.get('uptime_seconds')} s, last heartbeat "
-        f"{daemon.get('heartbeat_at')}" + (f"; {daemon['note']}" if daemon.get("note") else ""))
+        f"{shown(daemon.get('heartbeat_at'))}"
+        + (f"; {daemon['note']}" if daemon.get("note") else ""))
     outage = daemon.get("outage")
     if outage:
-        say(f"  OUTAGE: {outage['what']} unavailable since {outage['since']} "
+        say(f"  OUTAGE: {outage['what']} unavailable since {shown(outage['since'])} "
             f"({outage['retries']} retries): {outage['error']}")
     if daemon.get("local_status_error"):
         say(f"  WARNING: {daemon['local_status_error']}")
@@ -125,12 +126,12 @@ def print_daemon(daemon: dict[str, Any]) -> None:
     rows = [[t.get("table"), t.get("collection"), t.get("mode"),
              (t.get("checkpoint") or {}).get("seq", (t.get("checkpoint") or {}).get("hwm")),
              t.get("lag_rows"), t.get("lag_seconds"), t.get("last_applied_at"),
-             t.get("applied"), t.get("quarantined"),
+             t.get("applied"), t.get("deleted"), t.get("quarantined"),
              ("DROPPED " if t.get("dropped_at") else "") + (t.get("last_error") or "")]
             for t in daemon.get("tables", [])]
     if rows:
         say(table(rows, ["table", "collection", "mode", "checkpoint", "lag rows", "lag s",
-                         "last applied", "applied", "quarantined", "errors"]))
+                         "last applied", "applied", "deleted", "quarantined", "errors"]))
 
 
 def print_status(status: dict[str, Any], settings: Settings,
@@ -173,17 +174,18 @@ def _print_source(status: dict[str, Any], settings: Settings) -> None:
     else:
         params = status["params"] or {}
         say(f"version {status['version']}; source id {params.get('source_id')!r}; naive times "
-            f"in {params.get('timezone')}; updated {status['updated_at']}")
+            f"in {params.get('timezone')}; updated {shown(status['updated_at'])}")
     for e in status["changelog"]:
         say(f"  {e['version']:04d} {e['file']}  sha256 {e['checksum']}  applied "
-            f"{e['applied_at']} ({e['seconds']} s)")
+            f"{shown(e['applied_at'])} ({e['seconds']} s)")
     if status["collections"]:
         say(table([[c["collection"], c["documents"]] for c in status["collections"]],
                   ["collection", "documents"]))
     run = status["last_run"]
     if run:
-        say(f"last migrate: {run['at']} {run['kind']} {run['from_version']}->{run['to_version']}"
-            f", {run['rows']} rows, {run['written']} written, {run['seconds']} s")
+        say(f"last migrate: {shown(run['at'])} {run['kind']} {run['from_version']}->"
+            f"{run['to_version']}, {run['rows']} rows, {run['written']} written, "
+            f"{run['seconds']} s")
     cp = status["checkpoint"]
     if cp:
         say(f"unfinished migration to version {cp['target_version']} (phase {cp['phase']}); "
@@ -192,7 +194,8 @@ def _print_source(status: dict[str, Any], settings: Settings) -> None:
             say(f"  {t['table']}: position {t['position']}, {t['rows']} rows"
                 f"{', done' if t['done'] else ''}")
     if status["lease"]:
-        say(f"lease held by {status['lease']['owner']} until {status['lease']['expires_at']}")
+        lease = status["lease"]
+        say(f"lease held by {lease['owner']} until {shown(lease['expires_at'])}")
     if status["daemon"]:
         print_daemon(status["daemon"])
     for line in not_mirrored_lines(status.get("not_mirrored")):
