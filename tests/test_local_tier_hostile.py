@@ -32,3 +32,25 @@ def test_a_file_rewritten_shorter_never_shifts_or_clips(files, redis_url,  # noq
     for batch in ([25], [25, 26], [25, 30]):
         with pytest.raises(IndexError):
             ds.__getitems__(batch)
+
+
+@pytest.mark.parametrize("old, new", [(b'"label_dtype": "<f8"', b'"label_dtype": "<i8"'),
+                                      (b'"labels_at": 100096', b'"labels_at": 100016')])
+def test_a_flipped_header_byte_is_caught(files, redis_url, prefix, tmp_path,  # noqa: F811
+                                         old, new):
+    """The JSON header says where the labels lie and what they are: one byte of it
+    changed (still valid JSON, the body's checksum intact) is a bad shard, rebuilt."""
+    paths, _ = files
+    tier = tmp_path / "tier"
+    ds = dataset([paths[0]], redis_url, prefix, tier)
+    ds.__getitems__([0])
+    ds.close()
+    (shard,) = tier.glob("*.shard")
+    raw = shard.read_bytes()
+    assert raw.count(old) == 1
+    with shard.open("r+b") as f:
+        f.seek(raw.index(old))
+        f.write(new)
+    ds = dataset([paths[0]], redis_url, prefix, tier)
+    assert_same(ds.__getitems__(list(range(30))), legacy_items([paths[0]]))
+    assert ds.local_counts() == {"hits": 30, "misses": 0, "fills": 1, "bad": 1}

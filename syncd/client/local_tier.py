@@ -47,7 +47,6 @@ from syncd.client.shards import (
     Shard,
     ShardError,
     ShardLayout,
-    checksum_of,
     open_shard,
 )
 from syncd.faults import crashpoint
@@ -245,8 +244,7 @@ class LocalTier:
             write(windows, labels)
             del windows, labels
             crashpoint("local_fill")
-            os.pwrite(fd, layout.header_bytes(gen, checksum_of(mm, layout.header,
-                                                               layout.size)), 0)
+            os.pwrite(fd, layout.header_bytes(gen, layout.checksum(gen, mm)), 0)
         finally:
             mm.close()
 
