@@ -4,10 +4,16 @@ are compared with h5py's."""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from syncd.client.cache import WindowCache  # noqa: E402
+from syncd.client.local_tier import LocalTier, LocalTierOptions  # noqa: E402
+from syncd.connect.redis import connect_redis as rclient_of  # noqa: E402
 from tests.hdf5_support import write_h5  # noqa: E402
 from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
 from tests.test_local_tier import GB, dataset, files  # noqa: E402,F401
@@ -54,3 +60,74 @@ def test_a_flipped_header_byte_is_caught(files, redis_url, prefix, tmp_path,  # 
     ds = dataset([paths[0]], redis_url, prefix, tier)
     assert_same(ds.__getitems__(list(range(30))), legacy_items([paths[0]]))
     assert ds.local_counts() == {"hits": 30, "misses": 0, "fills": 1, "bad": 1}
+
+
+def plant_poisoned_shard(tier_dir, path) -> None:
+    """What a neighbour could write: a well-formed, checksummed shard of `path`'s current
+    generation whose windows and labels are all 7."""
+    from legacy_adapters.hdf5 import FileSig
+    from syncd.client.shards import Generation
+
+    sig = FileSig.of(path)
+    gen = Generation(str(path), sig.size, sig.mtime_ns, sig.ino, "eeg", "labels")
+
+    def poison(windows, labels):
+        windows[...] = 7
+        labels[...] = 7
+
+    staging = tier_dir.parent / "staging"
+    shard = LocalTier(LocalTierOptions(staging, GB)).fill(gen, 30, (8, 100), np.dtype("f8"),
+                                                           (), poison)
+    shard.close()
+    for made in staging.iterdir():
+        if made.suffix in (".shard", ".ok"):
+            made.rename(tier_dir / made.name)
+
+
+def nobody_uid() -> int:
+    import pwd
+
+    return pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.parametrize("owner", ["me", "nobody"])
+def test_a_directory_others_can_write_is_refused(files, redis_url, prefix,  # noqa: F811
+                                                 tmp_path, caplog, owner):
+    """A tier directory another local user can write (made loose by hand, or made first
+    by a neighbour, e.g. under /tmp) could hold a planted shard, checksum and all: the
+    tier is then off (one warning naming the directory), every window comes from Redis,
+    and `syncd warm --local` refuses with one line."""
+    paths, _ = files
+    tier = tmp_path / "tier"
+    tier.mkdir()
+    plant_poisoned_shard(tier, paths[0])
+    if owner == "nobody":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the directory to another user")
+        os.chmod(tier, 0o700)
+        for p in [tier, *tier.iterdir()]:
+            os.chown(p, nobody_uid(), -1)
+    else:
+        os.chmod(tier, 0o777)
+    ds = dataset([paths[0]], redis_url, prefix, tier)
+    assert_same(ds.__getitems__(list(range(30))), legacy_items([paths[0]]))
+    assert ds.local_counts() == {"hits": 0, "misses": 30, "fills": 0, "bad": 0}
+    assert ds.cache_counts()["hits"] == 30
+    warned = [r.getMessage() for r in caplog.records if "another user" in r.getMessage()]
+    assert len(warned) == 1 and str(tier) in warned[0], warned
+    assert len(list(tier.glob("*.shard"))) == 1  # the planted one, never read
+
+    cache = WindowCache(rclient_of(redis_url), prefix,
+                        local_tier=LocalTier(LocalTierOptions(tier, GB)))
+    meta = cache.file(str(paths[0]))
+    assert cache.local_shard(meta) is None and cache.fill_local(meta) is None
+    assert cache.get_labels(meta)[0] != 7
+
+    from syncd.api.local_tier import warm_local
+    from syncd.config import load_settings
+    from syncd.errors import ConfigError
+
+    cfg = tmp_path / "tier.toml"
+    cfg.write_text(f'[cache]\nlocal_dir = "{tier}"\n')
+    with pytest.raises(ConfigError, match=r"writable by other users|owned by uid"):
+        warm_local(load_settings({"config": str(cfg)}), rclient_of(redis_url), prefix)

@@ -85,6 +85,7 @@ class LocalTier:
         self._flushed_at = 0.0
         self._finalizer: Any = None
         self.busy = False  # the last fill found another process filling the shard
+        self._untrusted: str | None = None  # why the directory is refused ("": trusted)
 
     @property
     def enabled(self) -> bool:
@@ -92,6 +93,33 @@ class LocalTier:
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def untrusted(self, create: bool = False) -> str | None:
+        """Why the directory is refused (None: it is this user's alone, or not made yet).
+        Another user who can write there could plant a shard, which would be served (its
+        checksum is no signature): such a directory turns the tier off, with one warning.
+        Checked once per process, `create` making the directory (0700) first."""
+        if self._untrusted is None:
+            if create:
+                self._ensure_dir()
+            try:
+                st = os.stat(self.directory)
+            except FileNotFoundError:
+                return None  # nothing to read; the first fill makes it and checks it
+            except OSError:
+                return None  # unreadable: opening a shard fails, as it would anyway
+            if st.st_uid != os.geteuid():
+                self._untrusted = f"owned by uid {st.st_uid}, not by this user " \
+                    f"({os.geteuid()})"
+            elif st.st_mode & 0o022:
+                self._untrusted = f"writable by other users (mode {st.st_mode & 0o7777:04o})"
+            else:
+                self._untrusted = ""
+            if self._untrusted:
+                log.warning("local tier: %s is %s; another user could plant shards there, "
+                            "so the local tier is off (chmod 700 it, or set [cache] local_dir "
+                            "to a directory of your own)", self.directory, self._untrusted)
+        return self._untrusted or None
 
     def path(self, gen: Generation, suffix: str = ".shard") -> Path:
         return self.directory / (gen.key() + suffix)
@@ -138,7 +166,7 @@ class LocalTier:
         """The shard of `gen`, mapped and leased; None when there is none (or a bad one,
         counted and removed so that a fill rebuilds it). Hits and misses are the caller's
         to count (by window)."""
-        if not self.enabled:
+        if not self.enabled or self.untrusted():
             return None
         path = self.path(gen)
         try:
@@ -182,7 +210,9 @@ class LocalTier:
     def _write_stamp(self, gen: Generation, st: os.stat_result) -> None:
         tmp = self.path(gen, f".{os.getpid()}.{secrets.token_hex(4)}.oktmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(self._stamp_of(st)))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self._stamp_of(st)))
             os.replace(tmp, self.path(gen, ".ok"))
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -208,6 +238,8 @@ class LocalTier:
         if not self.enabled:
             return None
         self._ensure_dir()
+        if self.untrusted():
+            return None
         with self._locked(self.path(gen, ".lock"), wait) as got:
             self.busy = not got
             if not got:
