@@ -16,7 +16,13 @@ from syncd.client.local_tier import LocalTier, LocalTierOptions  # noqa: E402
 from syncd.connect.redis import connect_redis as rclient_of  # noqa: E402
 from tests.hdf5_support import write_h5  # noqa: E402
 from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
-from tests.test_local_tier import GB, dataset, files  # noqa: E402,F401
+from tests.test_local_tier import (  # noqa: E402,F401
+    GB,
+    dataset,
+    files,
+    shard_bytes,
+    tier_stats,
+)
 
 
 @pytest.mark.parametrize("budget", [0, GB])
@@ -131,3 +137,42 @@ def test_a_directory_others_can_write_is_refused(files, redis_url, prefix,  # no
     cfg.write_text(f'[cache]\nlocal_dir = "{tier}"\n')
     with pytest.raises(ConfigError, match=r"writable by other users|owned by uid"):
         warm_local(load_settings({"config": str(cfg)}), rclient_of(redis_url), prefix)
+
+
+def test_a_shard_that_cannot_fit_evicts_nothing(files, redis_url, prefix,  # noqa: F811
+                                                tmp_path):
+    """A file whose shard is larger than the budget (or than the room the shards in use
+    leave) is served from Redis -- and the unused shards stay: evicting them would free
+    no room that helps."""
+    paths, follower = files
+    write_h5(paths[0].parent / "big.h5", n=90, seed=5)
+    follower.warm()
+    big = paths[0].parent / "big.h5"
+    tier = tmp_path / "tier"
+    budget = shard_bytes(30) * 2 + shard_bytes(30) // 2
+    for path in (paths[0], paths[3]):  # a.h5 and d.h5: filled, then unused
+        ds = dataset([path], redis_url, prefix, tier, budget)
+        ds.__getitems__([0])
+        ds.close()
+    shards = sorted(tier.glob("*.shard"))
+    assert len(shards) == 2
+
+    ds = dataset([big], redis_url, prefix, tier, budget)  # 90 windows > the whole budget
+    assert_same(ds.__getitems__(list(range(90))), legacy_items([big]))
+    assert ds.local_counts()["fills"] == 0 and ds.cache_counts()["hits"] == 90
+    assert sorted(tier.glob("*.shard")) == shards
+    ds.close()
+
+    write_h5(big, n=50, seed=6)  # fits the budget, not beside a.h5 in use
+    follower.warm()
+    held = dataset([paths[0]], redis_url, prefix, tier, budget)
+    held.__getitems__([0])  # a.h5 in use, and the most recently used
+    ds = dataset([big], redis_url, prefix, tier, budget, recheck_seconds=0)
+    assert_same(ds.__getitems__(list(range(50))), legacy_items([big]))
+    assert ds.local_counts()["fills"] == 0
+    assert sorted(tier.glob("*.shard")) == shards  # d.h5's, unused, stays too
+    held.close()
+    assert_same(ds.__getitems__(list(range(50))), legacy_items([big]))  # now both go
+    assert ds.local_counts()["fills"] == 1
+    assert not any(s.exists() for s in shards) and len(list(tier.glob("*.shard"))) == 1
+    assert tier_stats(tier, budget)["bytes"] <= budget

@@ -49,6 +49,7 @@ from syncd.client.shards import (
     ShardLayout,
     open_shard,
 )
+from syncd.client.tier_dir import refusal
 from syncd.faults import crashpoint
 
 log = logging.getLogger(__name__)
@@ -95,26 +96,13 @@ class LocalTier:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def untrusted(self, create: bool = False) -> str | None:
-        """Why the directory is refused (None: it is this user's alone, or not made yet).
-        Another user who can write there could plant a shard, which would be served (its
-        checksum is no signature): such a directory turns the tier off, with one warning.
+        """Why the directory is refused (None: it is this user's alone, or not made yet;
+        syncd.client.tier_dir): such a directory turns the tier off, with one warning.
         Checked once per process, `create` making the directory (0700) first."""
         if self._untrusted is None:
             if create:
                 self._ensure_dir()
-            try:
-                st = os.stat(self.directory)
-            except FileNotFoundError:
-                return None  # nothing to read; the first fill makes it and checks it
-            except OSError:
-                return None  # unreadable: opening a shard fails, as it would anyway
-            if st.st_uid != os.geteuid():
-                self._untrusted = f"owned by uid {st.st_uid}, not by this user " \
-                    f"({os.geteuid()})"
-            elif st.st_mode & 0o022:
-                self._untrusted = f"writable by other users (mode {st.st_mode & 0o7777:04o})"
-            else:
-                self._untrusted = ""
+            self._untrusted = refusal(self.directory)
             if self._untrusted:
                 log.warning("local tier: %s is %s; another user could plant shards there, "
                             "so the local tier is off (chmod 700 it, or set [cache] local_dir "
@@ -291,16 +279,26 @@ class LocalTier:
                     self._evict(old)
             entries = self._entries()
             used = sum(e[2] for e in entries)
-            for path, _, bytes_ in sorted((e for e in entries if e[0].suffix == ".shard"),
-                                          key=lambda e: e[1]):
-                if used + size <= self.budget:
-                    break
-                if self._evict(path):
-                    used -= bytes_
-            if used + size > self.budget:
-                log.info("local tier: %s (%d bytes) does not fit the %d-byte budget beside "
-                         "the shards in use; serving it from Redis", gen.path, size, self.budget)
-                return None
+            claimed: list[tuple[Path, int]] = []  # unlinked only if that makes room enough
+            try:
+                for path, _, bytes_ in sorted((e for e in entries if e[0].suffix == ".shard"),
+                                              key=lambda e: e[1]):
+                    if used + size <= self.budget:
+                        break
+                    fd = self._claim(path)
+                    if fd is not None:
+                        claimed.append((path, fd))
+                        used -= bytes_
+                if used + size > self.budget:
+                    log.info("local tier: %s (%d bytes) does not fit the %d-byte budget "
+                             "beside the shards in use; serving it from Redis", gen.path, size,
+                             self.budget)
+                    return None
+                for path, _ in claimed:
+                    self._unlink(path)
+            finally:
+                for _, fd in claimed:
+                    os.close(fd)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:  # blocks allocated now: a full disk is an error here, not a SIGBUS
@@ -332,26 +330,37 @@ class LocalTier:
 
     def _evict(self, path: Path) -> bool:
         """Unlink `path` (and its stamp and fill lock) unless a process holds it."""
+        if (fd := self._claim(path)) is None:
+            return False
+        try:
+            return self._unlink(path)
+        finally:
+            os.close(fd)
+
+    def _claim(self, path: Path) -> int | None:
+        """`path` opened and exclusively flocked; None: a process holds it, or it is gone."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return False
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            return False  # in use (mapped, or being filled)
+            return None
+        return fd
+
+    def _unlink(self, path: Path) -> bool:
+        """Unlink a claimed file, and a shard's stamp and fill lock with it."""
         try:
             path.unlink()
-            if path.suffix == ".shard":
-                for suffix in (".ok", ".lock"):
-                    with contextlib.suppress(OSError):
-                        path.with_suffix(suffix).unlink()
-            return True
         except OSError:
             return False
-        finally:
-            os.close(fd)
+        if path.suffix == ".shard":
+            for suffix in (".ok", ".lock"):
+                with contextlib.suppress(OSError):
+                    path.with_suffix(suffix).unlink()
+        return True
 
     @contextlib.contextmanager
     def _locked(self, path: Path, wait: bool) -> Iterator[bool]:
