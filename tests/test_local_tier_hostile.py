@@ -176,3 +176,24 @@ def test_a_shard_that_cannot_fit_evicts_nothing(files, redis_url, prefix,  # noq
     assert ds.local_counts()["fills"] == 1
     assert not any(s.exists() for s in shards) and len(list(tier.glob("*.shard"))) == 1
     assert tier_stats(tier, budget)["bytes"] <= budget
+
+
+def test_bytes_changed_with_the_mtime_put_back_are_caught(files, redis_url,  # noqa: F811
+                                                          prefix, tmp_path):
+    """A shard changed in place whose modification time was then set back (as `rsync
+    --inplace -t`, `touch -r` or a restore do) is not proven by its stamp: its checksum
+    is read again, and it is rebuilt."""
+    paths, _ = files
+    tier = tmp_path / "tier"
+    ds = dataset([paths[0]], redis_url, prefix, tier)
+    ds.__getitems__([0])
+    ds.close()
+    (shard,) = tier.glob("*.shard")
+    before = shard.stat()
+    with shard.open("r+b") as f:
+        f.seek(4096 + 4 * 800 * 3)  # window 3
+        f.write(np.float32(1e6).tobytes())
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    ds = dataset([paths[0]], redis_url, prefix, tier)
+    assert_same(ds.__getitems__(list(range(30))), legacy_items([paths[0]]))
+    assert ds.local_counts() == {"hits": 30, "misses": 0, "fills": 1, "bad": 1}

@@ -5,7 +5,7 @@ generations it reads as uncompressed shards that every process maps (the page ca
 is shared). In the directory (`[cache] local_dir`, mode 0700):
 
     KEY.shard   a complete, checksummed shard (KEY: path hash - generation hash)
-    KEY.ok      its stamp: the shard's inode, size and mtime when its checksum was
+    KEY.ok      its stamp: the shard's inode, size, mtime and ctime when its checksum was
                 last proven, and the boot it was proven in; the stamp's own mtime
                 is the shard's last use (least recently used shards go first)
     KEY.lock    held (flock, exclusive) by the one process filling KEY
@@ -187,7 +187,7 @@ class LocalTier:
 
     def _stamp_of(self, st: os.stat_result) -> dict[str, Any]:
         return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "boot": _boot_id()}
+                "ctime_ns": st.st_ctime_ns, "boot": _boot_id()}
 
     def _stamp(self, gen: Generation) -> dict[str, Any] | None:
         try:
