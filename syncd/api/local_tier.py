@@ -78,6 +78,11 @@ def warm_local(settings: Settings, client: Any, prefix: str,
     report = LocalWarmReport(str(options.directory), options.budget)
     if not tier.enabled:
         return report
+    why = tier.untrusted(create=True)
+    if why:
+        raise ConfigError(f"[cache] local_dir {options.directory} is {why}: another user "
+                          "could plant shards there (chmod 700 it, or choose a directory "
+                          "of your own)")
     dirs = [str(Path(d).absolute()) for d in settings.hdf5_dirs]
     cache = WindowCache(client, prefix, local_tier=tier)
     metas = [m for m in cache.files()

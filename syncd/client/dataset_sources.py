@@ -57,9 +57,14 @@ class LocalFiles:
         return cls(tier, recheck_seconds, [None] * n_files, [0.0] * n_files)
 
     def shard_for(self, j: int, gen: Generation | None,
-                  source: Callable[[Generation], FillSource]) -> Shard | None:
+                  source: Callable[[Generation], FillSource],
+                  size: tuple[int, tuple[int, ...]]) -> Shard | None:
         """File j's shard for `gen` (the file as it is now; None: the file is gone, and
-        the shard held, if any, is trusted as Redis is), else None."""
+        the shard held, if any, is trusted as Redis is), else None. `size`: the windows
+        and window shape the Dataset's offsets were built with; a generation of another
+        size (the file rewritten shorter or longer) is not served from its shard, whose
+        indices would not match the offsets (the Redis and file path then serves it, or
+        raises IndexError past its end)."""
         shard = self.of_file[j]
         if shard is not None and (gen is None or shard.gen == gen):
             return shard
@@ -80,6 +85,10 @@ class LocalFiles:
                                                    self.recheck_seconds)
             return None
         self.shards[gen.key()] = shard
+        if (shard.layout.n, shard.layout.shape) != size:
+            self._release(shard)
+            self.retry_at[j] = time.monotonic() + self.recheck_seconds
+            return None
         self.of_file[j] = shard
         return shard
 
@@ -190,7 +199,8 @@ class LocalSide:
                                                     spec.layout.labels)
             except FileNotFoundError:
                 gen = None
-            shard = st.local.shard_for(j, gen, lambda g, j=j: self._fill_source(st, j, g))
+            shard = st.local.shard_for(j, gen, lambda g, j=j: self._fill_source(st, j, g),
+                                       (spec.n, spec.shape))
             if shard is not None:
                 held[j] = shard
         return held

@@ -5,7 +5,7 @@ generations it reads as uncompressed shards that every process maps (the page ca
 is shared). In the directory (`[cache] local_dir`, mode 0700):
 
     KEY.shard   a complete, checksummed shard (KEY: path hash - generation hash)
-    KEY.ok      its stamp: the shard's inode, size and mtime when its checksum was
+    KEY.ok      its stamp: the shard's inode, size, mtime and ctime when its checksum was
                 last proven, and the boot it was proven in; the stamp's own mtime
                 is the shard's last use (least recently used shards go first)
     KEY.lock    held (flock, exclusive) by the one process filling KEY
@@ -47,9 +47,9 @@ from syncd.client.shards import (
     Shard,
     ShardError,
     ShardLayout,
-    checksum_of,
     open_shard,
 )
+from syncd.client.tier_dir import refusal
 from syncd.faults import crashpoint
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class LocalTier:
         self._flushed_at = 0.0
         self._finalizer: Any = None
         self.busy = False  # the last fill found another process filling the shard
+        self._untrusted: str | None = None  # why the directory is refused ("": trusted)
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +94,20 @@ class LocalTier:
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def untrusted(self, create: bool = False) -> str | None:
+        """Why the directory is refused (None: it is this user's alone, or not made yet;
+        syncd.client.tier_dir): such a directory turns the tier off, with one warning.
+        Checked once per process, `create` making the directory (0700) first."""
+        if self._untrusted is None:
+            if create:
+                self._ensure_dir()
+            self._untrusted = refusal(self.directory)
+            if self._untrusted:
+                log.warning("local tier: %s is %s; another user could plant shards there, "
+                            "so the local tier is off (chmod 700 it, or set [cache] local_dir "
+                            "to a directory of your own)", self.directory, self._untrusted)
+        return self._untrusted or None
 
     def path(self, gen: Generation, suffix: str = ".shard") -> Path:
         return self.directory / (gen.key() + suffix)
@@ -139,7 +154,7 @@ class LocalTier:
         """The shard of `gen`, mapped and leased; None when there is none (or a bad one,
         counted and removed so that a fill rebuilds it). Hits and misses are the caller's
         to count (by window)."""
-        if not self.enabled:
+        if not self.enabled or self.untrusted():
             return None
         path = self.path(gen)
         try:
@@ -172,7 +187,7 @@ class LocalTier:
 
     def _stamp_of(self, st: os.stat_result) -> dict[str, Any]:
         return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "boot": _boot_id()}
+                "ctime_ns": st.st_ctime_ns, "boot": _boot_id()}
 
     def _stamp(self, gen: Generation) -> dict[str, Any] | None:
         try:
@@ -183,7 +198,9 @@ class LocalTier:
     def _write_stamp(self, gen: Generation, st: os.stat_result) -> None:
         tmp = self.path(gen, f".{os.getpid()}.{secrets.token_hex(4)}.oktmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(self._stamp_of(st)))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self._stamp_of(st)))
             os.replace(tmp, self.path(gen, ".ok"))
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -209,6 +226,8 @@ class LocalTier:
         if not self.enabled:
             return None
         self._ensure_dir()
+        if self.untrusted():
+            return None
         with self._locked(self.path(gen, ".lock"), wait) as got:
             self.busy = not got
             if not got:
@@ -245,8 +264,7 @@ class LocalTier:
             write(windows, labels)
             del windows, labels
             crashpoint("local_fill")
-            os.pwrite(fd, layout.header_bytes(gen, checksum_of(mm, layout.header,
-                                                               layout.size)), 0)
+            os.pwrite(fd, layout.header_bytes(gen, layout.checksum(gen, mm)), 0)
         finally:
             mm.close()
 
@@ -261,16 +279,26 @@ class LocalTier:
                     self._evict(old)
             entries = self._entries()
             used = sum(e[2] for e in entries)
-            for path, _, bytes_ in sorted((e for e in entries if e[0].suffix == ".shard"),
-                                          key=lambda e: e[1]):
-                if used + size <= self.budget:
-                    break
-                if self._evict(path):
-                    used -= bytes_
-            if used + size > self.budget:
-                log.info("local tier: %s (%d bytes) does not fit the %d-byte budget beside "
-                         "the shards in use; serving it from Redis", gen.path, size, self.budget)
-                return None
+            claimed: list[tuple[Path, int]] = []  # unlinked only if that makes room enough
+            try:
+                for path, _, bytes_ in sorted((e for e in entries if e[0].suffix == ".shard"),
+                                              key=lambda e: e[1]):
+                    if used + size <= self.budget:
+                        break
+                    fd = self._claim(path)
+                    if fd is not None:
+                        claimed.append((path, fd))
+                        used -= bytes_
+                if used + size > self.budget:
+                    log.info("local tier: %s (%d bytes) does not fit the %d-byte budget "
+                             "beside the shards in use; serving it from Redis", gen.path, size,
+                             self.budget)
+                    return None
+                for path, _ in claimed:
+                    self._unlink(path)
+            finally:
+                for _, fd in claimed:
+                    os.close(fd)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:  # blocks allocated now: a full disk is an error here, not a SIGBUS
@@ -302,26 +330,37 @@ class LocalTier:
 
     def _evict(self, path: Path) -> bool:
         """Unlink `path` (and its stamp and fill lock) unless a process holds it."""
+        if (fd := self._claim(path)) is None:
+            return False
+        try:
+            return self._unlink(path)
+        finally:
+            os.close(fd)
+
+    def _claim(self, path: Path) -> int | None:
+        """`path` opened and exclusively flocked; None: a process holds it, or it is gone."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return False
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            return False  # in use (mapped, or being filled)
+            return None
+        return fd
+
+    def _unlink(self, path: Path) -> bool:
+        """Unlink a claimed file, and a shard's stamp and fill lock with it."""
         try:
             path.unlink()
-            if path.suffix == ".shard":
-                for suffix in (".ok", ".lock"):
-                    with contextlib.suppress(OSError):
-                        path.with_suffix(suffix).unlink()
-            return True
         except OSError:
             return False
-        finally:
-            os.close(fd)
+        if path.suffix == ".shard":
+            for suffix in (".ok", ".lock"):
+                with contextlib.suppress(OSError):
+                    path.with_suffix(suffix).unlink()
+        return True
 
     @contextlib.contextmanager
     def _locked(self, path: Path, wait: bool) -> Iterator[bool]:

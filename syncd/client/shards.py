@@ -6,8 +6,10 @@
     labels  n x label, in the file's own label dtype (64-byte aligned)
 
 The JSON names the generation (path, size, mtime_ns, inode, layout: the file as it
-was when its windows were read), the shapes and dtypes, and the xxh3-64 of every
-byte after the header. A shard is written under a temporary name and renamed into
+was when its windows were read), the shapes, dtypes and offsets, and the xxh3-64 of
+every byte after the header followed by the JSON itself (its checksum field zero):
+a changed byte of the header (the labels' offset or dtype, still valid JSON) fails
+the check as one of the windows does. A shard is written under a temporary name and renamed into
 place once complete and checksummed (syncd.client.local_tier), so a shard under its
 final name is whole; a later size or modification-time change (someone truncated or
 overwrote it) is caught by `open_shard` and the shard is rebuilt. Shards are never
@@ -85,6 +87,12 @@ class ShardLayout:
                      max(size, labels_at))
         return layout, layout.header_bytes(gen, "0" * 16)
 
+    def checksum(self, gen: Generation, mm: Any) -> str:
+        """The xxh3-64 of the body (`mm`, the whole shard mapped) and of the header's JSON."""
+        doc = _doc(gen, self.n, self.shape, self.label_dtype, self.label_shape, self.header,
+                   self.labels_at, self.size, "0" * 16)
+        return checksum_of(mm, self.header, self.size, doc)
+
     def header_bytes(self, gen: Generation, checksum: str) -> bytes:
         doc = _doc(gen, self.n, self.shape, self.label_dtype, self.label_shape, self.header,
                    self.labels_at, self.size, checksum)
@@ -103,8 +111,8 @@ def _doc(gen: Generation, n: int, shape: tuple[int, ...], label_dtype: np.dtype,
     }, sort_keys=True).encode()
 
 
-def checksum_of(mm: Any, start: int, end: int) -> str:
-    """xxh3-64 of `mm[start:end]` (a mapping or memoryview), read in chunks."""
+def checksum_of(mm: Any, start: int, end: int, tail: bytes = b"") -> str:
+    """xxh3-64 of `mm[start:end]` (a mapping or memoryview), read in chunks, then `tail`."""
     h = xxhash.xxh3_64()
     view = memoryview(mm)
     try:
@@ -112,6 +120,7 @@ def checksum_of(mm: Any, start: int, end: int) -> str:
             h.update(view[at:min(end, at + CHECK_CHUNK)])
     finally:
         view.release()
+    h.update(tail)
     return h.hexdigest()
 
 
@@ -184,7 +193,7 @@ def open_shard(fd: int, gen: Generation, verify: bool) -> Shard:
     if size != layout.size or layout.labels_at > size or layout.n < 0:
         raise ShardError(f"{size} bytes, the header says {layout.size} (truncated?)")
     mm = _map(fd, size)
-    if verify and checksum_of(mm, layout.header, size) != doc.get("xxh3"):
+    if verify and layout.checksum(gen, mm) != doc.get("xxh3"):
         mm.close()
         raise ShardError("checksum mismatch")
     windows = np.ndarray((layout.n, *shape), _FLOAT32, mm, layout.header)
