@@ -219,12 +219,13 @@ class SQLiteSource(integrity.CheckedReads):
                 return read()
             except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
                 cause = str(getattr(exc, "orig", exc))
-                if "locked" in cause or "busy" in cause:
+                if "locked" not in cause and "busy" not in cause:
+                    raise
+                if attempt + 1 < LOCKED_RETRIES:  # no sleep before giving up
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
-                    continue
-                raise
         raise SourceBusy(f"--sqlite {self.path}: the database stayed locked by a writer "
-                         f"through {LOCKED_RETRIES} retries")
+                         f"through {LOCKED_RETRIES} tries of {self.busy_timeout:g} s each "
+                         "(a legacy script's long transaction)")
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
         return read_careful(self.conn, lambda: self._execute(sql, params))

@@ -78,3 +78,26 @@ def test_redis_url_policy_is_configured_else_a_running_embedded_one(tmp_path):
                                                   environ={}))) is None
     from_env = load_settings({}, environ={"SYNCD_REDIS_URL": "redis://h:2/0"})
     assert running_redis_url(endpoints(from_env)) == "redis://h:2/0"
+
+
+@pytest.mark.parametrize("command", ["migrate", "verify"])
+def test_a_database_a_writer_keeps_locked_fails_a_command_at_once(settings, db, monkeypatch,
+                                                                  command):
+    """Only `syncd run` waits a busy database out; migrate and verify say so after the
+    first schema read's retries, before MongoDB is touched (they went on, recorded the
+    file and failed at the next read, after retrying a second time)."""
+    import sqlite3
+
+    import legacy_adapters.sqlite as sqlite_source
+    from legacy_adapters.errors import SourceBusy
+
+    monkeypatch.setattr(sqlite_source, "LOCKED_RETRIES", 1)  # one 5 s busy timeout, not 8
+    writer = sqlite3.connect(settings.sqlite, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(SourceBusy, match="stayed locked by a writer"):
+            getattr(api, command)(settings)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert db.list_collection_names() == []  # not even the file's record

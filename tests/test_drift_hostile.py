@@ -122,3 +122,38 @@ def test_start_waits_out_a_writer_holding_its_lock(tmp_path, legacy, target_args
     assert code == 0, err[-3000:]
     if mode == "IMMEDIATE":  # (reads under EXCLUSIVE may get through on their retries)
         assert "has held the database locked for over 5 s" in err, err
+
+
+def test_syncd_own_trigger_install_is_not_taken_for_a_vacuum(tmp_path, legacy, target_args, db):
+    """A legacy CREATE TABLE moves the schema version (it might have been a VACUUM:
+    the tables keyed by rowid reconcile once); syncd's own trigger install on the new
+    table moves it again, and that is no reason for a second reconcile of them."""
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+        legacy_write(legacy, "CREATE TABLE extra (id INTEGER PRIMARY KEY, x TEXT)")
+        legacy_write(legacy, "INSERT INTO extra (x) VALUES ('a')")
+        wait_for(lambda: db.extra.count_documents({}) == 1, 30, "the new table's row")
+        legacy_write(legacy, "INSERT INTO logs VALUES ('after', 99)")  # more steps
+        wait_for(lambda: db.logs.count_documents({"n": 99}) == 1, 30, "a later row")
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err[-3000:]
+    assert err.count("the schema version moved") == 1, err[-3000:]
+
+
+def test_a_resumed_start_reads_no_table_that_has_a_primary_key(tmp_path, target_args, db):
+    """The check for a VACUUM while syncd was stopped reconciles the tables keyed by rowid
+    only: a database whose tables all have a primary key is not read again at a start."""
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=3)
+    for key in ("first", "resumed"):
+        daemon = Daemon(tmp_path, path, target_args)
+        try:
+            daemon.wait_ready(db)
+            legacy_write(path, "INSERT INTO config VALUES (?, 'v', 'd')", (key,))
+            wait_for(lambda k=key: db.config.find_one({"key": k}), 30, "a row")
+        finally:
+            code, err = daemon.stop()
+        assert code == 0, err[-3000:]
+    assert "VACUUM" not in err and "starting (" not in err, err[-3000:]

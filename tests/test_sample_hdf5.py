@@ -56,6 +56,7 @@ def test_sample_writes_caches_the_metadata_db_names(tmp_path):
     conn.close()
     total = sum(p.stat().st_size for p in d.iterdir())
     assert 1_000_000 < total < 8_000_000  # a few MB
+    assert f"({total / 2**20:.1f} MiB, " in result.out, result  # the unit warm says
 
     # The other tables are the seed's, as without --hdf5-dir.
     run_cli("sample", tmp_path / "plain.db")

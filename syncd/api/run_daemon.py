@@ -159,7 +159,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     sock = bind(served.host, served.port) if served.host is not None else None
     # Closed on any way out (the server closes it too).
     with contextlib.closing(sock) if sock else contextlib.nullcontext(), \
-            open_source(settings) as source, _waited_target(ends) as target, \
+            open_source(settings, wait_busy=True) as source, _waited_target(ends) as target, \
             daemon_redis(ends, needed=hdf5 is not None) as (client, events):
         state = state_store(target.db, settings)
         check_source_file(state, settings, record_it=True, adopt=adopt_file)

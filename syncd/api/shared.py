@@ -12,16 +12,18 @@ from syncd.engine.migration_files import load_migrations
 
 
 @contextlib.contextmanager
-def open_source(settings: Settings) -> Iterator[Any]:
-    """The legacy database, opened read-only and its schema read (closed after the block)."""
+def open_source(settings: Settings, wait_busy: bool = False) -> Iterator[Any]:
+    """The legacy database, opened read-only and its schema read (closed after the block).
+    `wait_busy` (`syncd run`, which waits a writer's long lock out at its start-up): a
+    database still locked after the schema read's retries is no error here."""
     from legacy_adapters.errors import SourceBusy
     from legacy_adapters.sqlite import SQLiteSource  # SQLAlchemy: only commands that read it
 
     source = SQLiteSource(require_sqlite(settings))
     try:
-        # Fail early, as a configuration error, on an unreadable database; a file a
-        # writer holds locked is SQLite: `syncd run` waits for it, other commands say so.
-        with contextlib.suppress(SourceBusy):
+        # Fail early, as a configuration error, on an unreadable database, and on one a
+        # writer keeps locked (SourceBusy), before any server starts, unless waited for.
+        with contextlib.suppress(*((SourceBusy,) if wait_busy else ())):
             source.schema()
         yield source
     finally:

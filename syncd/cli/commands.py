@@ -180,8 +180,8 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
                                hdf5_dir=args.hdf5_dir, files=args.files, windows=args.windows)
     say(f"wrote {args.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if files:
-        size = sum(f.size_bytes for f in files) / 1e6
-        say(f"wrote {len(files)} HDF5 window cache(s) in {args.hdf5_dir} ({size:.1f} MB, "
+        size = sum(f.size_bytes for f in files) / 2**20  # MiB, as warm and cache stats say
+        say(f"wrote {len(files)} HDF5 window cache(s) in {args.hdf5_dir} ({size:.1f} MiB, "
             f"{sum(f.n_windows for f in files)} windows): " + ", ".join(f.path.name for f in files))
         say(f"next: syncd warm --hdf5-dir {args.hdf5_dir}, then syncd cache stats")
     return 0
