@@ -146,20 +146,33 @@ def test_change_log_read_on_the_shared_connection_gets_its_own_lock_budget(tmp_p
     source.close()
 
 
+def _locked_briefly(path, seconds=0.3):
+    """A writer holding the database EXCLUSIVE for a moment (then COMMIT), and the list
+    its release writes "commit" to: a read that had to wait finds it there when it
+    returns (a read that had not waited would find it empty)."""
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    events: list[str] = []
+
+    def release():
+        writer.execute("COMMIT")
+        events.append("commit")
+    timer = threading.Timer(seconds, release)
+    timer.start()
+    return writer, timer, events
+
+
 def test_reader_waits_out_a_writer_lock(odd):
     """A writer holding the database briefly: the read retries instead of failing."""
     path, _ = odd
     source = SQLiteSource(path, busy_timeout=0.05)
     info = source.schema().tables["mixed"]
-    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
-    release.start()
-    started = time.monotonic()
+    writer, release, events = _locked_briefly(path)
     rows = source.scan(info, None, 100).rows
+    assert events == ["commit"]  # it did have to wait for the writer
     release.join()
     assert len(rows) == 8
-    assert time.monotonic() - started >= 0.2  # it did have to wait for the writer
+    writer.close()
 
 
 def test_schema_read_waits_out_a_writer_lock(odd):
@@ -169,13 +182,9 @@ def test_schema_read_waits_out_a_writer_lock(odd):
     path, _ = odd
     source = SQLiteSource(path, busy_timeout=0.05)
     expected = source.schema()
-    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(0.4, lambda: writer.execute("COMMIT"))
-    release.start()
-    started = time.monotonic()
+    writer, release, events = _locked_briefly(path, 0.4)
     assert source.schema() == expected
-    assert time.monotonic() - started >= 0.3
+    assert events == ["commit"]
     release.join()
     writer.close()
 
@@ -189,17 +198,13 @@ def test_integrity_checks_wait_out_a_writer_lock_too(odd, table):
     path, _ = odd
     source = SQLiteSource(path, busy_timeout=0.05)
     info = source.schema().tables[table]
-    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
-    release.start()
-    started = time.monotonic()
+    writer, release, events = _locked_briefly(path)
     source.check_intact(info)  # raises on damage; a lock is not damage
-    assert time.monotonic() - started >= 0.2
+    assert events == ["commit"]
     release.join()
-    writer.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
-    release.start()
+    writer.close()
+    writer, release, events = _locked_briefly(path)
     assert len(source.scan(info, None, 100).rows) > 0  # the key-order rule read too
+    assert events == ["commit"]
     release.join()
     writer.close()
