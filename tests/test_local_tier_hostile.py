@@ -46,6 +46,15 @@ def test_a_file_rewritten_shorter_never_shifts_or_clips(files, redis_url,  # noq
             ds.__getitems__(batch)
 
 
+def _one_shard(path, redis_url, prefix, tier):
+    """The shard one read of `path` fills in `tier`."""
+    ds = dataset([path], redis_url, prefix, tier)
+    ds.__getitems__([0])
+    ds.close()
+    (shard,) = tier.glob("*.shard")
+    return shard
+
+
 @pytest.mark.parametrize("old, new", [(b'"label_dtype": "<f8"', b'"label_dtype": "<i8"'),
                                       (b'"labels_at": 100096', b'"labels_at": 100016')])
 def test_a_flipped_header_byte_is_caught(files, redis_url, prefix, tmp_path,  # noqa: F811
@@ -54,10 +63,7 @@ def test_a_flipped_header_byte_is_caught(files, redis_url, prefix, tmp_path,  # 
     changed (still valid JSON, the body's checksum intact) is a bad shard, rebuilt."""
     paths, _ = files
     tier = tmp_path / "tier"
-    ds = dataset([paths[0]], redis_url, prefix, tier)
-    ds.__getitems__([0])
-    ds.close()
-    (shard,) = tier.glob("*.shard")
+    shard = _one_shard(paths[0], redis_url, prefix, tier)
     raw = shard.read_bytes()
     assert raw.count(old) == 1
     with shard.open("r+b") as f:
@@ -185,10 +191,7 @@ def test_bytes_changed_with_the_mtime_put_back_are_caught(files, redis_url,  # n
     is read again, and it is rebuilt."""
     paths, _ = files
     tier = tmp_path / "tier"
-    ds = dataset([paths[0]], redis_url, prefix, tier)
-    ds.__getitems__([0])
-    ds.close()
-    (shard,) = tier.glob("*.shard")
+    shard = _one_shard(paths[0], redis_url, prefix, tier)
     before = shard.stat()
     with shard.open("r+b") as f:
         f.seek(4096 + 4 * 800 * 3)  # window 3
