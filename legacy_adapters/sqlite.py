@@ -221,6 +221,10 @@ class SQLiteSource(integrity.CheckedReads):
                 cause = str(getattr(exc, "orig", exc))
                 if "locked" not in cause and "busy" not in cause:
                     raise
+                if attempt == 0:  # said once: a command that seems to hang says why
+                    log.info("--sqlite %s: another connection (a legacy script's transaction) "
+                             "holds the database locked; waiting for it (up to %d tries of "
+                             "%g s)", self.path, LOCKED_RETRIES, self.busy_timeout)
                 if attempt + 1 < LOCKED_RETRIES:  # no sleep before giving up
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
         raise SourceBusy(f"--sqlite {self.path}: the database stayed locked by a writer "
