@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -81,6 +82,23 @@ def test_unreachable_mongo_with_password_masked(good_db):
     assert "not reachable within 1 s" in line
     assert "s3cr3t-pw" not in result.err + result.out
     assert "admin:***@" in line
+
+
+def test_status_on_an_unreachable_mongo_exits_1_without_a_local_daemon(tmp_path, good_db):
+    """`syncd status` as a health check from a host that runs no daemon (no daemon.json
+    in its state directory): MongoDB down is exit 1, as documented, not 2 (a settings
+    mistake)."""
+    url = f"mongodb://admin:s3cr3t-pw@127.0.0.1:{free_port()}/?directConnection=true"
+    args = ["--sqlite", good_db, "--mongo-url", url, "--mongo-timeout", "1",
+            "--state-dir", tmp_path / "state"]
+    shown = run_cli("status", *args)
+    assert shown.code == 1, shown
+    assert "health: MongoDB is not reachable" in shown.out and "(exit 1)" in shown.out
+    assert "no daemon status in" in shown.out
+    as_json = run_cli("status", "--json", *args)
+    assert as_json.code == 1, as_json
+    assert json.loads(as_json.out)["daemon"] is None
+    assert "s3cr3t-pw" not in shown.out + shown.err + as_json.out + as_json.err
 
 
 def test_bad_mongo_url_scheme(good_db):

@@ -20,11 +20,11 @@ from syncd.api.shared import migration_files, open_source, where
 from syncd.checkpoint.daemon_doc import live_daemon
 from syncd.checkpoint.resync import reconcile_result, request_reconcile
 from syncd.config import Settings
-from syncd.connect.mongo import open_target
+from syncd.connect.mongo import TargetUnreachable, open_target
 from syncd.engine.migrator import Migrator
 from syncd.engine.status import collect_fleet, collect_status
 from syncd.engine.verify import verify as verify_target
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import SyncdError
 from syncd.faults import crashpoint
 from syncd.progress import Progress
 from syncd.sinks.mongo import MongoSink
@@ -92,8 +92,9 @@ def status(settings: Settings) -> dict[str, Any]:
     The configured source's, or (no --source-id and no --sqlite named one, and the
     database holds several sources) every source's: `source_id` None and each one's
     state under `source_details` (engine.status.collect_fleet). With MongoDB
-    unreachable and a local daemon status file beside the state, the answer is
-    `{"error": ..., "daemon": <what the daemon last wrote>}` instead.
+    unreachable the answer is `{"error": ..., "daemon": <what the daemon last wrote
+    beside the state, or None>}` instead: exit 1 for a health check, whether or not
+    this host runs the daemon (exit 2 would read as a mistake in the settings).
     """
     try:
         with open_target(endpoints(settings)) as target:
@@ -106,13 +107,10 @@ def status(settings: Settings) -> dict[str, Any]:
                 found = collect_status(target.db, store.source_id)
             found["target"] = where(settings, target)
             found["hdf5"] = hdf5_status(target.db, settings)
-    except ConfigError as exc:
+    except TargetUnreachable as exc:
         from syncd.daemon.health import read_local_status  # numpy, through sinks.events
 
-        local = read_local_status(settings.state_dir / "daemon.json")
-        if local is None or "not reachable" not in str(exc):
-            raise
-        return {"error": str(exc), "daemon": local}
+        return {"error": str(exc), "daemon": read_local_status(settings.state_dir / "daemon.json")}
     return found
 
 

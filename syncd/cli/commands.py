@@ -60,7 +60,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print_json(status)
         else:
             say(f"MongoDB: {status['error']}")
-            print_daemon(status["daemon"])
+            if status["daemon"] is not None:
+                print_daemon(status["daemon"])
+            else:
+                say(f"no daemon status in {settings.state_dir / 'daemon.json'} (no syncd run "
+                    "with this state directory on this host)")
     elif args.json:
         print_json(status)
     else:
