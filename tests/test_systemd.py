@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -89,9 +90,8 @@ def test_unit_is_a_notify_service_with_a_watchdog(unit):
     assert one(unit, "Type") == "notify"
     assert one(unit, "NotifyAccess") == "main"
     watchdog = seconds(one(unit, "WatchdogSec"))
-    # The heartbeat pings only while the loop was alive within half of WatchdogSec, and
-    # the loop waits up to backoff_max_seconds between tries while MongoDB is down.
-    assert watchdog / 2 >= DEFAULTS["backoff_max_seconds"]
+    # The heartbeat pings only while the loop was alive within half of WatchdogSec (a
+    # backoff wait counts as alive: test_a_backoff_longer_than_the_watchdog_keeps_it_fed).
     assert watchdog / 2 > 2 * DEFAULTS["heartbeat_seconds"]
     assert one(unit, "Restart") == "on-failure"
     assert seconds(one(unit, "RestartSec")) > 0
@@ -435,3 +435,46 @@ def test_two_instances_run_two_daemons_on_their_own_ports(tmp_path, mongo_url, d
                 said[name] = proc.communicate()[1]
     assert all(p.returncode == 0 for p in procs.values()), {
         name: (p.returncode, said[name][-3000:]) for name, p in procs.items()}
+
+
+def test_a_backoff_longer_than_the_watchdog_keeps_it_fed(tmp_path, own_mongo, own_redis,
+                                                         monkeypatch):
+    """While MongoDB is down the loop waits out its backoff (capped here at 30 s, far above
+    half of the 10 s watchdog), and waiting on purpose counts as alive: every heartbeat
+    of the outage pings (WATCHDOG=1, STATUS=waiting for MongoDB), none is the stale kind
+    that leaves the ping out, so systemd does not kill a daemon that is only waiting
+    (docs/operations.md: backoff_max_seconds need not fit under WatchdogSec)."""
+    mongo, _client = own_mongo
+    db = tmp_path / "metadata.db"
+    make_eeg2025(db, runs=3)
+    config = tmp_path / "syncd.toml"
+    config.write_text("[daemon]\nheartbeat_seconds = 0.2\nbackoff_max_seconds = 30.0\n")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    waiting = "STATUS=waiting for MongoDB"  # the heartbeat's; note_outage adds ": why"
+    with notify_socket(tmp_path) as (sock, path):
+        proc = syncd_process(
+            "run", "--config", config, "--sqlite", db, "--state-dir", tmp_path / "state",
+            "--redis-url", own_redis.url, *mongo.target_args("wd", timeout=0.5),
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"})
+        try:
+            seen = Notifications(sock, proc)
+            seen.wait_for(lambda m: "READY=1" in lines(m), "READY=1")
+            mongo.stop()
+            with sqlite3.connect(db) as conn:  # a change the loop fails to apply
+                conn.execute("INSERT INTO config (key, value) VALUES ('wd', '1')")
+            seen.wait_for(lambda m: waiting in lines(m), "the first heartbeat of the outage")
+            start = len(seen.received) - 1
+            for n in range(15):  # into the backoff's long delays (ceilings 8-30 s)
+                seen.wait_for(lambda m: waiting in lines(m), f"outage heartbeat {n + 2}")
+            beats = [m for m in seen.received[start:] if waiting in lines(m)]
+            assert all("WATCHDOG=1" in lines(m) for m in beats), beats
+            mongo.start()
+            seen.wait_for(lambda m: "WATCHDOG=1" in lines(m) and any(
+                line.startswith("STATUS=in sync") for line in lines(m)), "in sync again")
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
