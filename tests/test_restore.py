@@ -227,5 +227,8 @@ def test_no_source_named_on_a_database_of_several_sources(tmp_path, mongo_url, d
     assert got.code == 2, got
     assert "holds the history of 2 sources ('host-a', 'host-b')" in got.err, got
     assert "name one with --source" in got.err and not (tmp_path / "out.db").exists()
+    wrong = run_cli("restore", "--to", tmp_path / "out.db", *base, "--source", "host-c")
+    assert wrong.code == 2 and "'host-c' has no history" in wrong.err, wrong
+    assert "'host-a', 'host-b'" in wrong.err and "name one with" not in wrong.err, wrong
     named = run_cli("restore", "--to", tmp_path / "out.db", *base, "--source", "host-b")
     assert named.code == 0, named

@@ -37,3 +37,11 @@ def test_sample_has_the_legacy_schema_and_journal_mode(tmp_path):
     total = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables
                 if t != "sqlite_sequence")
     assert 2500 <= total <= 3500
+
+
+def test_sample_into_a_missing_folder_says_so(tmp_path):
+    """A folder that does not exist is one line (exit 2), not SQLite's bare "unable to
+    open database file"."""
+    result = run_cli("sample", tmp_path / "nowhere" / "m.db")
+    assert result.code == 2 and "no such folder" in result.err, result
+    assert "OperationalError" not in result.err and not (tmp_path / "nowhere").exists()

@@ -104,6 +104,9 @@ def sample(path: Path, rows: int | None = None, seed: int = 2025, force: bool = 
                           "challenge and release)")
     if windows < 1:
         raise ConfigError(f"--windows {windows}: choose at least 1")
+    if not path.absolute().parent.is_dir():
+        raise ConfigError(f"sample {path}: no such folder {path.absolute().parent} (make it "
+                          "first; the HDF5 folder, unlike this one, is created)")
     if not force and path.exists():
         raise ConfigError(f"sample {path}: the file exists (it may be a real metadata.db); "
                           "choose a new path, or pass --force to replace it")

@@ -49,14 +49,14 @@ def restore(settings: Settings, to: Path, as_of: str | None = None,
             source_id = state_store(target.db, settings).source_id
         if source_id not in known:
             have = ", ".join(repr(s) for s in known) or "none"
-            if (len(known) > 1 and settings.sqlite is None
+            if (len(known) > 1 and not source and settings.sqlite is None
                     and "source_id" not in settings.explicit):
                 # no source named at all: say so, not "source '<hostname>' has none"
                 raise ConfigError(f"database {settings.database!r} holds the history of "
                                   f"{len(known)} sources ({have}): name one with --source")
             raise ConfigError(f"source {source_id!r} has no history in database "
-                              f"{settings.database!r} (sources with history: {have}); "
-                              "name one with --source")
+                              f"{settings.database!r} (sources with history: {have})"
+                              + ("" if source else "; name one with --source"))
         with progress or Progress(enabled=False) as shown:
             options = RestoreOptions(path, source_id, jd, 0o666 & ~user_umask())
             return restore_file(target.db, options, shown, RestoreFile)
