@@ -288,6 +288,13 @@ def lines(message: str) -> list[str]:
     return message.split("\n")
 
 
+def _reap(proc: subprocess.Popen) -> None:
+    """A daemon a failed test left running: killed and waited for."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def test_syncd_run_speaks_the_notify_protocol(tmp_path, target_args, own_redis, monkeypatch):
     """READY=1 after the first sync, WATCHDOG=1 pings with STATUS while the loop is alive,
     STOPPING=1 on SIGTERM, then exit code 0: what Type=notify and WatchdogSec rely on."""
@@ -317,9 +324,7 @@ def test_syncd_run_speaks_the_notify_protocol(tmp_path, target_args, own_redis, 
             seen.wait_for(lambda m: "STOPPING=1" in lines(m), "STOPPING=1")
             _out, err = proc.communicate(timeout=120)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            _reap(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "stopped cleanly" in err
     assert sum("READY=1" in lines(m) for m in seen.received) == 1
@@ -474,7 +479,5 @@ def test_a_backoff_longer_than_the_watchdog_keeps_it_fed(tmp_path, own_mongo, ow
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=120)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            _reap(proc)
     assert proc.returncode == 0, err[-3000:]
