@@ -52,7 +52,7 @@ def test_warm_caches_every_window_and_label_exactly(tmp_path, db, rclient, prefi
     np.testing.assert_array_equal(cache.get_labels(str(path)), labels)
 
     doc = db[HDF5_FILES].find_one({"path": str(path)})
-    assert doc["state"] == "warm" and doc["generation"] == 1
+    assert doc["state"] == "warm" and doc["generation"] > 1_700_000_000_000  # ms: never reused
     assert doc["n_windows"] == 45 and doc["window_shape"] == [8, 100]
     assert doc["cached_windows"] == 45
     expected = {"windows": "eeg", "labels": "labels"} if layout == "eeg" else \
@@ -78,30 +78,33 @@ def test_rewritten_file_is_a_new_generation_and_old_keys_go(tmp_path, db, rclien
     follower = hdf5_follower(settings, db, rclient)
     follower.warm()
     cache = WindowCache(rclient, prefix)
-    fid = cache.file(str(path)).fid
-    assert rclient.exists(cache.keys.window(fid, 1, 0))
-    assert len(list(rclient.scan_iter(match=cache.keys.values_pattern(fid, 1), count=1000))) \
+    fid, first = cache.file(str(path)).fid, cache.file(str(path)).gen
+    assert rclient.exists(cache.keys.window(fid, first, 0))
+    assert len(list(rclient.scan_iter(match=cache.keys.values_pattern(fid, first),
+                                      count=1000))) \
         == 30 + 30 * len(cache.file(fid).features)
 
     new_windows, new_labels = write_h5(path, n=36, seed=2)  # the legacy script rewrites it
     report = follower.warm()
     assert report.indexed == [str(path)]
     meta = cache.file(str(path))
-    assert meta.gen == 2 and meta.n_windows == 36
+    assert meta.gen > first and meta.n_windows == 36
     np.testing.assert_array_equal(cached_windows(cache, path), new_windows)
     np.testing.assert_array_equal(cache.get_labels(meta), new_labels)
-    # Nothing of generation 1 is left.
-    assert list(rclient.scan_iter(match=cache.keys.values_pattern(fid, 1), count=1000)) == []
-    assert list(rclient.scan_iter(match=f"{prefix}:*{cache.keys.tag(fid, 1)}*", count=1000)) == []
-    assert not rclient.exists(cache.keys.labels(fid, 1))
+    # Nothing of the first generation is left.
+    assert list(rclient.scan_iter(match=cache.keys.values_pattern(fid, first),
+                                  count=1000)) == []
+    assert list(rclient.scan_iter(match=f"{prefix}:*{cache.keys.tag(fid, first)}*",
+                                  count=1000)) == []
+    assert not rclient.exists(cache.keys.labels(fid, first))
     doc = db[HDF5_FILES].find_one({"path": str(path)})
-    assert doc["generation"] == 2 and doc.get("stale_generations") == []
+    assert doc["generation"] == meta.gen and doc.get("stale_generations") == []
 
     # Touching the file (same bytes) keeps the generation and the keys.
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns - 10**9))
     report = follower.warm()
     assert report.indexed == [] and report.windows_written == 0
-    assert cache.file(str(path)).gen == 2
+    assert cache.file(str(path)).gen == meta.gen
     assert cache.file(str(path)).mtime_ns == path.stat().st_mtime_ns
 
 
@@ -223,8 +226,8 @@ def test_memory_budget_newest_first_then_trims(tmp_path, db, own_redis):
     assert cached["old.h5"] > 0 and cached["new.h5"] == 0 and cached["mid.h5"] == 0
     assert report.windows_trimmed == 50 + before_mid
     cache = WindowCache(client, "syncd")
-    fid_new = cache.file(str(d / "new.h5")).fid
-    assert not client.exists(cache.keys.window(fid_new, 1, 0))
+    meta_new = cache.file(str(d / "new.h5"))
+    assert not client.exists(cache.keys.window(meta_new.fid, meta_new.gen, 0))
     client.close()
 
 
@@ -283,6 +286,7 @@ def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix)
 
     follower = hdf5_follower(settings, db, rclient, on_slab=write_during_warm)
     report = follower.scan_once()
+    first = db[HDF5_FILES].find_one({"path": str(path)})["generation"]
     assert [(m, code) for m, code, _ in results] == [("a", 0), ("w", 0)], results
     assert str(path) in report.changed_while_warming
 
@@ -291,7 +295,7 @@ def test_legacy_writers_succeed_while_syncd_warms(tmp_path, db, rclient, prefix)
     assert set(report.indexed) == {str(path), str(d / "new.h5")}
     cache = WindowCache(rclient, prefix)
     meta = cache.file(str(path))
-    assert meta.gen == 2 and meta.n_windows == 308
+    assert meta.gen > first and meta.n_windows == 308
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(cached_windows(cache, path), f["eeg"][()])
     with h5py.File(d / "new.h5", "r") as f:

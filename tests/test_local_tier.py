@@ -110,7 +110,7 @@ def test_a_rewrite_in_use_serves_only_the_new_generation(files, redis_url, prefi
     assert not np.array_equal(old[0][0], new[0][0])
     for _ in range(3):  # at once and after: never a window of the old generation
         assert_same(ds.__getitems__(list(range(30))), new)
-    follower.warm()  # Redis gets generation 2
+    follower.warm()  # Redis gets the next generation
     time.sleep(0.35)  # the recheck interval: the new generation gets its shard
     hits = ds.local_counts()["hits"]
     assert_same(ds.__getitems__(list(range(30))), new)

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ HDF5_FILES = "hdf5_files"
 WARMABLE = ("indexed", "warming", "warm")
 
 Stale = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def next_generation(old: int) -> int:
+    """The generation after `old`: at least the time now in milliseconds, so a path never
+    gets a generation it had before, not even after its document was deleted (the file
+    removed, then written again) or lost. Keys and checksums are named by the generation:
+    a Redis that lost writes (restarted from an older snapshot, failed over to a lagging
+    replica) may still hold the old content's values, and they must not be this one's."""
+    return max(old + 1, time.time_ns() // 1_000_000)
 
 
 def _safe_key(key: str) -> str:
@@ -153,7 +163,7 @@ class Hdf5Files:
         path = info.path
         same_content = self.same_content(doc, info)
         old_gen = int(doc.get("generation") or 0) if doc else 0
-        gen = old_gen if same_content else old_gen + 1
+        gen = old_gen if same_content else next_generation(old_gen)
         now = utcnow()
         fields: dict[str, Any] = {
             "source_id": self.source_id, "host": self.host, "path": str(path),

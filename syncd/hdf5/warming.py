@@ -78,6 +78,12 @@ class FileWarmer:
         meta = self.cache.file(fid)
         if self.cache.unreadable.pop(fid, None) is not None:
             report.metadata_repaired.append(doc["path"])  # a miss; _warm_file writes it again
+        if meta is not None and meta.gen < gen:
+            # Metadata of a generation the document has moved past and no longer retires
+            # (Redis came back from an older snapshot, or lost a deletion): delete the
+            # values it records. Never a newer one: another syncd may have indexed it.
+            self.cache.delete_values(fid, meta.gen, 0, meta.cached, list(meta.features))
+            self.cache.delete_labels(fid, meta.gen)
         if meta is not None and meta.format != FORMAT and meta.gen == gen:
             # Values of an older format (no checksum, or no hash tag) read as misses: delete
             # them (under either layout) and write them again.

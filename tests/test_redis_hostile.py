@@ -1,0 +1,77 @@
+"""A hostile Redis under the window cache: lost writes, full memory, neighbours' keys.
+
+Real redis-server processes (tests/hdf5_support.RedisProcess) that the tests restart
+from an older snapshot, fill to `maxmemory`, or write into behind syncd's back. The
+rule: a reader never gets a wrong window (a miss read from the file is fine), and
+what syncd says about a failure is one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from syncd.api.hdf5 import hdf5_follower  # noqa: E402
+from syncd.client.cache import WindowCache  # noqa: E402
+from syncd.client.dataset import CachedWindowDataset  # noqa: E402
+from syncd.hdf5.files import HDF5_FILES  # noqa: E402
+from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
+from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_redis_that_lost_writes_never_serves_a_deleted_files_windows(tmp_path, db,
+                                                                        redis_server):
+    """A file deleted and written again at the same path (new content, same shape), then
+    Redis restarted from a snapshot taken before: the snapshot still holds the old
+    content's windows and labels. Neither the warm nor a reader may take them for the
+    new content's, also after the file is touched (same bytes, new mtime)."""
+    d = tmp_path / "h5"
+    d.mkdir()
+    path = d / "a.h5"
+    write_h5(path, n=20, seed=1)
+    settings = make_settings(tmp_path, [d])
+    client = redis_server.client()
+    hdf5_follower(settings, db, client).warm()
+    client.save()  # what a Redis with `save` rules has on disk
+    path.unlink()
+    follower = hdf5_follower(settings, db, client)
+    follower.scan_once()
+    assert db[HDF5_FILES].count_documents({}) == 0
+    write_h5(path, n=20, seed=99)
+    follower.warm()
+    client.close()
+
+    redis_server.kill()
+    redis_server.start()  # loads the older snapshot: acknowledged writes are lost
+    client = redis_server.client()
+    follower = hdf5_follower(settings, db, client)
+    follower.warm()
+    os.utime(path)  # a touch: same bytes, new mtime
+    follower.warm()
+
+    expected = legacy_items([path])
+    cache = WindowCache(client, "syncd")
+    meta = cache.file(str(path))
+    for i, value in enumerate(cache.get_windows(meta, list(range(20)))):
+        assert value is None or np.array_equal(value, expected[i][0]), f"window {i}"
+    ds = CachedWindowDataset([path], redis_url=redis_server.url, prefix="syncd",
+                             local_bytes=0)
+    assert_same(ds.__getitems__(list(range(len(ds)))), expected)
+    ds.close()
+    # The old content's keys (of a generation no document names any more) are gone.
+    values = [k for k in client.scan_iter(match="syncd:[wl]:*") if f":{meta.gen}".encode()
+              not in k]
+    assert values == []
+    client.close()
