@@ -19,6 +19,7 @@ from syncd.api.hdf5 import hdf5_follower  # noqa: E402
 from syncd.client.cache import WindowCache  # noqa: E402
 from syncd.client.dataset import CachedWindowDataset  # noqa: E402
 from syncd.hdf5.files import HDF5_FILES  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
 from tests.hdf5_support import RedisProcess, make_settings, write_h5  # noqa: E402
 from tests.test_hdf5_dataset import assert_same, legacy_items  # noqa: E402
 
@@ -75,3 +76,30 @@ def test_a_redis_that_lost_writes_never_serves_a_deleted_files_windows(tmp_path,
               not in k]
     assert values == []
     client.close()
+
+
+def test_a_full_redis_with_noeviction_is_one_line_that_says_what_to_do(tmp_path, db,
+                                                                        target_args):
+    """Redis at `maxmemory` with `noeviction` refuses writes (OOM): `syncd warm` stops
+    with exit 1 and a line naming the setting to change, and its summary counts every
+    file's windows, not only those of the files it got to."""
+    server = RedisProcess(tmp_path / "full", "--maxmemory", "2mb",
+                          "--maxmemory-policy", "noeviction")
+    server.start()
+    try:
+        d = tmp_path / "h5"
+        d.mkdir()
+        for i in range(4):
+            write_h5(d / f"f{i}.h5", n=200, seed=i)  # 2.6 MB of windows
+        cfg = tmp_path / "syncd.toml"
+        cfg.write_text("[hdf5]\ndebounce_seconds = 0\n[features]\nextractors = []\n")
+        result = run_cli("warm", "--hdf5-dir", d, "--redis-url", server.url, "--config", cfg,
+                         *target_args)
+        assert result.code == 1, result
+        failed = [line for line in result.out.splitlines() if line.startswith("failed:")]
+        assert len(failed) == 1, result
+        assert "maxmemory" in failed[0] and "[cache] max_bytes" in failed[0], failed
+        cache_line = next(line for line in result.out.splitlines() if line.startswith("cache:"))
+        assert "/800 windows" in cache_line and "(100%)" not in cache_line, cache_line
+    finally:
+        server.kill()

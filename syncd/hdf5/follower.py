@@ -137,6 +137,10 @@ class Hdf5Follower:
                                self.config.dirs, report.used_bytes)
         except redis.RedisError as exc:
             report.redis_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                report.redis_error = ("Redis is full (its maxmemory, and a policy that evicts "
+                                      "nothing): set [cache] max_bytes below Redis' maxmemory, "
+                                      "or raise it; " + report.redis_error)
             self._redis_run_id = None  # check everything again once it is back
             log.warning("Redis failed during the HDF5 pass (%s); the next pass carries on",
                         report.redis_error)
@@ -312,7 +316,9 @@ class Hdf5Follower:
                            self.config.warm_first)
         warmer = FileWarmer(self.config, self.cache, self.files, self._quarantine,
                             self.progress, self.on_slab)
+        # Every file's windows, also when Redis fails part way (a summary of the files warmed
+        # so far would claim full coverage).
+        report.windows_total += sum(int(p.doc["n_windows"]) for p in plan.files)
         for file_plan in plan.files:
             warmer.sync_file(file_plan, full_verify, report)
-            report.windows_total += int(file_plan.doc["n_windows"])
         report.used_bytes = plan.used_bytes
