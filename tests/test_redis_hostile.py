@@ -103,3 +103,19 @@ def test_a_full_redis_with_noeviction_is_one_line_that_says_what_to_do(tmp_path,
         assert "/800 windows" in cache_line and "(100%)" not in cache_line, cache_line
     finally:
         server.kill()
+
+
+def test_a_tls_url_against_a_plain_text_redis_says_so(tmp_path, db, target_args, redis_server):
+    """`rediss://` to a port serving plain text: the TLS handshake never completes. One
+    line that says the port may not serve TLS (not only "not reachable"), without the
+    password."""
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "a.h5", n=4)
+    url = f"rediss://:hunter2secret@127.0.0.1:{redis_server.port}/0"
+    result = run_cli("warm", "--hdf5-dir", d, "--redis-url", url, "--redis-timeout", "1",
+                     *target_args)
+    assert result.code == 2, result
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "TLS" in lines[0], result
+    assert "hunter2secret" not in result.out + result.err

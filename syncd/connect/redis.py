@@ -83,6 +83,16 @@ def running_redis_url(ends: Endpoints) -> str | None:
     return ends.redis_url or EmbeddedRedis(ends.state_dir).running_url()
 
 
+def tls_hint(url: str, exc: Exception) -> str:
+    """What to check when a TLS URL times out or fails its handshake: a plain-text Redis
+    never answers a TLS handshake, so all one sees is a timeout."""
+    if not url.startswith("rediss") or not isinstance(exc, (redis.TimeoutError,
+                                                            redis.ConnectionError)):
+        return ""
+    return ("; the URL asks for TLS (rediss://): does that port serve TLS? A plain-text "
+            "Redis never answers the handshake (use redis://)")
+
+
 @contextlib.contextmanager
 def open_redis(ends: Endpoints) -> Iterator[RedisTarget]:
     """Connect to the configured Redis or to the embedded one (started if needed)."""
@@ -98,9 +108,9 @@ def open_redis(ends: Endpoints) -> Iterator[RedisTarget]:
                 raise ConfigError(f"--redis-url {shown}: the server refused syncd "
                                   f"({scrub(str(exc))})") from None
             except redis.RedisError as exc:
-                detail = scrub(str(exc))[:200]
                 raise ConfigError(f"--redis-url {shown}: not reachable within "
-                                  f"{ends.redis_timeout:g} s ({detail})") from None
+                                  f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})"
+                                  f"{tls_hint(url, exc)}") from None
             yield RedisTarget(client, url, shown, embedded)
         finally:
             if client is not None:
@@ -145,7 +155,8 @@ def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
         client = connect_redis(url, ends.redis_timeout)
     except redis.RedisError as exc:
         raise ConfigError(f"--redis-url {redact_url(url)}: not reachable within "
-                          f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})") from None
+                          f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})"
+                          f"{tls_hint(url, exc)}") from None
     with contextlib.closing(client):
         try:
             client.ping()
@@ -154,7 +165,7 @@ def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
                                                        redis.ResponseError)) \
                 else f"not reachable within {ends.redis_timeout:g} s"
             raise ConfigError(f"--redis-url {redact_url(url)}: {what} "
-                              f"({scrub(str(exc))[:200]})") from None
+                              f"({scrub(str(exc))[:200]}){tls_hint(url, exc)}") from None
         yield client
 
 
@@ -192,8 +203,9 @@ def daemon_redis(ends: Endpoints,
             raise ConfigError(f"--redis-url {redact_url(url)}: the server refused syncd "
                               f"({scrub(str(exc))})") from None
         except redis.RedisError as exc:
-            log.warning("Redis %s is unreachable (%s): the MongoDB sync goes on; events wait "
-                        "and the cache is warmed when it is back", redact_url(url), exc)
+            log.warning("Redis %s is unreachable (%s%s): the MongoDB sync goes on; events "
+                        "wait and the cache is warmed when it is back", redact_url(url),
+                        scrub(str(exc))[:200], tls_hint(url, exc))
         yield client, events
     finally:
         client.close()
