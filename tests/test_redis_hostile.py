@@ -119,3 +119,32 @@ def test_a_tls_url_against_a_plain_text_redis_says_so(tmp_path, db, target_args,
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1 and "TLS" in lines[0], result
     assert "hunter2secret" not in result.out + result.err
+
+
+def test_windows_evicted_by_allkeys_lru_are_read_from_the_files(tmp_path, db):
+    """A shared Redis smaller than the cache (`maxmemory` + `allkeys-lru`): it evicts
+    windows, labels and metadata as it likes. The Dataset reads what is gone from the
+    files, never takes an absent key for anything else, and the next pass sees the
+    evictions and warms again."""
+    server = RedisProcess(tmp_path / "lru", "--maxmemory", "2mb",
+                          "--maxmemory-policy", "allkeys-lru")
+    server.start()
+    try:
+        d = tmp_path / "h5"
+        d.mkdir()
+        paths = [d / f"f{i}.h5" for i in range(4)]
+        for i, path in enumerate(paths):
+            write_h5(path, n=200, seed=i)  # 2.6 MB of windows into 2 MB
+        client = server.client()
+        follower = hdf5_follower(make_settings(tmp_path, [d]), db, client)
+        follower.warm()
+        assert client.info("stats")["evicted_keys"] > 0
+        ds = CachedWindowDataset(paths, redis_url=server.url, prefix="syncd", local_bytes=0)
+        assert_same(ds.__getitems__(list(range(len(ds)))), legacy_items(paths))
+        counts = ds.cache_counts()
+        assert counts["misses"] > 0 and counts["bad"] == 0, counts
+        ds.close()
+        assert follower.scan_once().windows_written > 0  # the evictions were noticed
+        client.close()
+    finally:
+        server.kill()
