@@ -32,6 +32,20 @@ def redis_server(tmp_path):
     server.kill()
 
 
+def small_redis_and_files(tmp_path, policy: str):
+    """A Redis of 2 MB `maxmemory` with `policy`, started, and four files holding 2.6 MB
+    of windows (200 each) in tmp_path/h5."""
+    server = RedisProcess(tmp_path / policy, "--maxmemory", "2mb",
+                          "--maxmemory-policy", policy)
+    server.start()
+    d = tmp_path / "h5"
+    d.mkdir()
+    paths = [d / f"f{i}.h5" for i in range(4)]
+    for i, path in enumerate(paths):
+        write_h5(path, n=200, seed=i)
+    return server, d, paths
+
+
 def test_a_redis_that_lost_writes_never_serves_a_deleted_files_windows(tmp_path, db,
                                                                         redis_server):
     """A file deleted and written again at the same path (new content, same shape), then
@@ -83,14 +97,8 @@ def test_a_full_redis_with_noeviction_is_one_line_that_says_what_to_do(tmp_path,
     """Redis at `maxmemory` with `noeviction` refuses writes (OOM): `syncd warm` stops
     with exit 1 and a line naming the setting to change, and its summary counts every
     file's windows, not only those of the files it got to."""
-    server = RedisProcess(tmp_path / "full", "--maxmemory", "2mb",
-                          "--maxmemory-policy", "noeviction")
-    server.start()
+    server, d, _ = small_redis_and_files(tmp_path, "noeviction")
     try:
-        d = tmp_path / "h5"
-        d.mkdir()
-        for i in range(4):
-            write_h5(d / f"f{i}.h5", n=200, seed=i)  # 2.6 MB of windows
         cfg = tmp_path / "syncd.toml"
         cfg.write_text("[hdf5]\ndebounce_seconds = 0\n[features]\nextractors = []\n")
         result = run_cli("warm", "--hdf5-dir", d, "--redis-url", server.url, "--config", cfg,
@@ -126,15 +134,8 @@ def test_windows_evicted_by_allkeys_lru_are_read_from_the_files(tmp_path, db):
     windows, labels and metadata as it likes. The Dataset reads what is gone from the
     files, never takes an absent key for anything else, and the next pass sees the
     evictions and warms again."""
-    server = RedisProcess(tmp_path / "lru", "--maxmemory", "2mb",
-                          "--maxmemory-policy", "allkeys-lru")
-    server.start()
+    server, d, paths = small_redis_and_files(tmp_path, "allkeys-lru")
     try:
-        d = tmp_path / "h5"
-        d.mkdir()
-        paths = [d / f"f{i}.h5" for i in range(4)]
-        for i, path in enumerate(paths):
-            write_h5(path, n=200, seed=i)  # 2.6 MB of windows into 2 MB
         client = server.client()
         follower = hdf5_follower(make_settings(tmp_path, [d]), db, client)
         follower.warm()
