@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
 FETCH_BATCH = 200
 LOCKED_RETRIES = 8
+SCHEMA_READS = 5  # reads of the schema while legacy scripts keep changing it
 _FIRST = operator.itemgetter(0)
 T = TypeVar("T")
 
@@ -129,12 +130,26 @@ class SQLiteSource(integrity.CheckedReads):
 
     def schema(self) -> Schema:
         """Tables (with columns, primary key, rowid addressing) and views, via SQLAlchemy;
-        a writer holding the lock past the busy timeout is waited out like for every read."""
+        a writer holding the lock past the busy timeout is waited out like for every read.
+
+        The reflection is several statements: a legacy script may drop, rename or alter
+        a table in between (SQLAlchemy then raises NoSuchTableError, or reads a table
+        half gone). A read during which the schema version moved is read again."""
         try:
-            return self._retrying(self._read_schema)
+            for _ in range(SCHEMA_READS):
+                before = self.schema_version()
+                try:
+                    schema = self._retrying(self._read_schema)
+                except sa.exc.NoSuchTableError:
+                    continue
+                if self.schema_version() == before:
+                    return schema
         except sa.exc.DatabaseError as exc:
             raise SourceConfigError(
                 f"--sqlite {self.path}: cannot read the schema ({exc.orig})") from None
+        raise SourceError(f"--sqlite {self.path}: the schema changed during each of "
+                          f"{SCHEMA_READS} reads of it (a legacy script altering tables in "
+                          "a tight loop?)")
 
     def _read_schema(self) -> Schema:
         engine = sa.create_engine("sqlite://", creator=self.connect, poolclass=NullPool)

@@ -208,3 +208,40 @@ def test_integrity_checks_wait_out_a_writer_lock_too(odd, table):
     assert events == ["commit"]
     release.join()
     writer.close()
+
+
+class _DropsWhileReflecting(SQLiteSource):
+    """A source whose fourth connection (the schema read has initialised, listed the views and the
+    tables, and reflects the first table, `a`, on it) first lets a legacy script drop
+    that table: a real DROP TABLE on the file."""
+
+    def __init__(self, path, table: str) -> None:
+        super().__init__(path)
+        self.table, self.opened = table, 0
+
+    def connect(self) -> sqlite3.Connection:
+        self.opened += 1
+        if self.opened == 4:
+            writer = sqlite3.connect(self.path)
+            writer.execute(f"DROP TABLE IF EXISTS {self.table}")
+            writer.commit()
+            writer.close()
+        return super().connect()
+
+
+def test_a_table_dropped_while_the_schema_is_read_is_left_out(tmp_path):
+    """`syncd run` exited with NoSuchTableError when a legacy script dropped a table
+    between the schema read's listing of the tables and its reflection of that one."""
+    path = tmp_path / "m.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE a (id INTEGER PRIMARY KEY); "
+                       "CREATE TABLE z (id INTEGER PRIMARY KEY); "
+                       "CREATE VIEW vz AS SELECT * FROM z;")
+    conn.close()
+    source = _DropsWhileReflecting(path, "a")
+    try:
+        schema = source.schema()
+    finally:
+        source.close()
+    assert source.opened >= 4  # the drop happened during the read
+    assert sorted(schema.tables) == ["z"] and schema.views == ["vz"]

@@ -59,6 +59,18 @@ class Reconciler:
         self.baseline = None if recorder is None else Baseline(
             recorder.store, parts.source, parts.options.history.exclude)
 
+    def rebaseline(self) -> None:
+        """Mark the tables that need a new history baseline for a reconcile (whose read
+        pass records it): at a start, a table whose columns changed (or that was taken
+        back into history) while syncd was stopped still has its old capture triggers'
+        versions, which lack the new columns or name the old ones."""
+        if self.baseline is None:
+            return
+        self.resync.add(sorted(t for t, (info, _) in self.synced.pairs.items()
+                               if self.baseline.needed(info)),
+                        "history needs a new baseline (the table's columns changed, or it "
+                        "was taken back into history, while syncd was stopped)")
+
     def request(self) -> None:
         """Reconcile every table at the next step (any thread, a signal handler too)."""
         self.requested = True

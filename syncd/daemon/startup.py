@@ -73,6 +73,7 @@ class StartUp:
             self.reconciler.reconcile(list(self.synced.pairs))
         else:  # before the log is applied: its rowids may be the ones a VACUUM changed
             self.schema.renumbered(list(self.synced.pairs), "syncd was stopped")
+            self.reconciler.rebaseline()
             self.reconciler.pending()
         self.feed.settle()
         if self.history is not None:  # a schema changed while syncd was stopped, or new

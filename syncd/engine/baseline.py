@@ -82,12 +82,17 @@ class Baseline:
         baseline, read after, makes the rows exact again), or one that did not keep the
         rows of a table since taken back into history. `start`: the start of a pass
         being resumed."""
-        kept = info.name not in self.exclude
-        last = self.store.last_baseline(info.name)
-        if last is not None and last.get("columns") == list(info.column_names) \
-                and last.get("rows_kept", True) == kept:
+        if not self.needed(info):
             return None
-        return TablePass(self, info, julian_day_now() if start is None else start, kept)
+        return TablePass(self, info, julian_day_now() if start is None else start,
+                         info.name not in self.exclude)
+
+    def needed(self, info: TableInfo) -> bool:
+        """Whether `info` has no baseline of its columns as they are now, nor one that
+        keeps (or leaves out) its rows as `[history] exclude` says now."""
+        last = self.store.last_baseline(info.name)
+        return not (last is not None and last.get("columns") == list(info.column_names)
+                    and last.get("rows_kept", True) == (info.name not in self.exclude))
 
     def repairs(self, info: TableInfo) -> Repairs | None:
         """The recorder of the rows a reconcile of `info` repairs (None: left out of

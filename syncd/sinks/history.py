@@ -215,7 +215,8 @@ class HistoryStore:
                        exclude: Collection[str] = ()) -> int:
         """Record the SQL of `tables` and of every view (now in `definitions`, or ever
         recorded), with indexes, legacy triggers and AUTOINCREMENT counter, for each
-        whose last record differs from `definitions` (a name gone from it: its drop):
+        whose last record differs from `definitions` (a name gone from it, whoever
+        names it: its drop):
         what a restore as of a later moment rebuilds. One rule for every caller (a
         migrate's end, the daemon's start and its schema changes), so their records
         cannot drift apart. `exclude`: tables whose rows history leaves out (their
@@ -223,9 +224,13 @@ class HistoryStore:
         ever_views = set(self.schemas.distinct("table", {"source": self.source_id,
                                                          "kind": "view"}))
         views = {n for n, d in definitions.items() if d.kind == "view"} | ever_views
+        # Every name recorded once and gone now (a table dropped or renamed while syncd
+        # was stopped is named by no caller): its drop, or a restore keeps it.
+        gone = {n for n in self.schemas.distinct("table", {"source": self.source_id})
+                if n not in definitions}
         jd = julian_day_now()
         recorded = 0
-        for name in sorted({*tables, *views}):
+        for name in sorted({*tables, *views, *gone}):
             now = definitions.get(name)
             last = self.schemas.find_one({"source": self.source_id, "table": name},
                                          sort=[("jd", -1), ("seq", -1)])
