@@ -129,23 +129,29 @@ def test_a_tls_url_against_a_plain_text_redis_says_so(tmp_path, db, target_args,
     assert "hunter2secret" not in result.out + result.err
 
 
-def test_windows_evicted_by_allkeys_lru_are_read_from_the_files(tmp_path, db):
+def test_windows_evicted_by_allkeys_lru_are_read_from_the_files(tmp_path, db, caplog):
     """A shared Redis smaller than the cache (`maxmemory` + `allkeys-lru`): it evicts
     windows, labels and metadata as it likes. The Dataset reads what is gone from the
     files, never takes an absent key for anything else, and the next pass sees the
-    evictions and warms again."""
+    evictions and warms again. syncd says once that the budget is above maxmemory (the
+    churn is otherwise silent)."""
     server, d, paths = small_redis_and_files(tmp_path, "allkeys-lru")
     try:
         client = server.client()
         follower = hdf5_follower(make_settings(tmp_path, [d]), db, client)
-        follower.warm()
+        with caplog.at_level("WARNING", logger="syncd"):
+            follower.warm()
+        said = [r.getMessage() for r in caplog.records if "maxmemory" in r.getMessage()]
+        assert len(said) == 1 and "below [cache] max_bytes (1024.0 MiB)" in said[0], said
         assert client.info("stats")["evicted_keys"] > 0
         ds = CachedWindowDataset(paths, redis_url=server.url, prefix="syncd", local_bytes=0)
         assert_same(ds.__getitems__(list(range(len(ds)))), legacy_items(paths))
         counts = ds.cache_counts()
         assert counts["misses"] > 0 and counts["bad"] == 0, counts
         ds.close()
+        caplog.clear()
         assert follower.scan_once().windows_written > 0  # the evictions were noticed
+        assert not [r for r in caplog.records if "maxmemory" in r.getMessage()]  # said once
         client.close()
     finally:
         server.kill()

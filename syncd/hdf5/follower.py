@@ -301,10 +301,22 @@ class Hdf5Follower:
         changed = (run_id != self._redis_run_id or evicted != self._evicted
                    or self._verified_at is None
                    or now - self._verified_at >= self.config.verify_seconds)
+        if run_id != self._redis_run_id:  # first pass, or another (restarted) server
+            self._check_maxmemory()
         self._redis_run_id, self._evicted = run_id, evicted
         if changed:
             self._verified_at = now
         return changed
+
+    def _check_maxmemory(self) -> None:
+        """Warn once per server when its maxmemory is below the budget: Redis would evict
+        windows that every verify pass warms again, a churn nothing else reports."""
+        limit = int(server_info(self.redis, "memory").get("maxmemory") or 0)
+        if 0 < limit < self.config.max_bytes:
+            log.warning("Redis' maxmemory (%.1f MiB) is below [cache] max_bytes (%.1f MiB): "
+                        "Redis will evict windows and syncd will warm them again every [hdf5] "
+                        "verify_seconds; set max_bytes below maxmemory",
+                        limit / 2**20, self.config.max_bytes / 2**20)
 
     def _feature_plan(self, doc: dict[str, Any]) -> dict[str, Any]:
         return {ex.key: ex for ex in extractors_for(self.config.features, doc.get("attrs") or {})}
