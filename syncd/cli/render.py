@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from syncd.cli.output import say, shown, table, visible
@@ -60,22 +62,41 @@ def print_report(migration: Any, settings: Settings) -> None:
         say("note: " + note)
     for skipped in migration.plan.not_mirrored:
         say(skipped.line)
-    say(f"look at it (same settings):  syncd status   |   syncd verify --sqlite "
-        f"{settings.sqlite}   |   syncd experiments best --challenge 2")
+    same = same_settings(settings)
+    say(f"look at it (same settings):  syncd status{same}   |   syncd verify --sqlite "
+        f"{settings.sqlite}{same}   |   syncd experiments best --challenge 2{same}")
     if migration.embedded:
         say("(the embedded MongoDB stops when syncd exits; those commands start it again on "
             "the same data)")
 
 
+def same_settings(settings: Settings) -> str:
+    """The flags that name where this command's data lives (its TOML file, migrations
+    folder, database, state directory), for the next commands it suggests: without the
+    migrations folder, say, they would refuse the database it migrated. A URL is left
+    out (a password in a flag is visible in `ps`)."""
+    parts = []
+    if settings.config_file is not None:
+        parts.append(f"--config {shlex.quote(str(settings.config_file))}")
+    if settings.migrations is not None:
+        parts.append(f"--migrations {shlex.quote(str(settings.migrations))}")
+    if settings.database != "syncd":
+        parts.append(f"--database {shlex.quote(settings.database)}")
+    if settings.state_dir != Path(".syncd"):
+        parts.append(f"--state-dir {shlex.quote(str(settings.state_dir))}")
+    return "".join(" " + p for p in parts)
+
+
 def print_verify(report: Any) -> None:
     """Per collection: counts, differences, sample keys; then the verdict."""
     lossless = report.lossless
-    say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
-                c.different, c.extra, c.quarantined]
-               + ([c.not_given_back] if lossless else []) + ["ok" if c.ok else "DIFFERENT"]
-               for c in report.collections],
-              ["collection", "table", "rows", "docs", "missing", "different", "extra",
-               "unprojectable"] + (["not given back"] if lossless else []) + [""]))
+    if report.collections or not report.problems:
+        say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
+                    c.different, c.extra, c.quarantined]
+                   + ([c.not_given_back] if lossless else [])
+                   + ["ok" if c.ok else "DIFFERENT"] for c in report.collections],
+                  ["collection", "table", "rows", "docs", "missing", "different", "extra",
+                   "unprojectable"] + (["not given back"] if lossless else []) + [""]))
     for c in report.collections:
         for kind, keys in c.samples.items():
             if keys and kind == "not_given_back":
@@ -95,7 +116,8 @@ def print_verify(report: Any) -> None:
     for skipped in report.not_mirrored:
         say(skipped.line)
     verdict = ("source == target" + (", every row given back exactly" if lossless else "")
-               if report.ok else "DIFFERENCES FOUND")
+               if report.ok else "DIFFERENCES FOUND" if report.collections
+               else "NOT VERIFIED (the problem above stopped it before any comparison)")
     if report.exit_code == 3:
         verdict = ("source == target, but LOSSY: " + str(len(report.lossy))
                    + " mapping(s) declare no inverse (above)")

@@ -251,6 +251,13 @@ class VersionRecorder:
         return self.store.record_changed(source.definitions(), tables, seq=seq,
                                          exclude=self.options.exclude)
 
+    def record_left_out(self, source: Source, mirrored: Iterable[str]) -> int:
+        """Mark the tables history kept until now and keeps no more (put in `[history]
+        exclude` while syncd was stopped, or not mirrored any more):
+        `HistoryStore.record_left_out`, the rule a migrate's end shares."""
+        return self.store.record_left_out(source.definitions(), set(mirrored),
+                                          self.options.exclude)
+
     # -- retention -----------------------------------------------------------------------
 
     def prune(self) -> int:

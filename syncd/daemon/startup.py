@@ -77,6 +77,7 @@ class StartUp:
         self.feed.settle()
         if self.history is not None:  # a schema changed while syncd was stopped, or new
             self.history.record_schemas(self.source, list(self.synced.pairs))
+            self.history.record_left_out(self.source, self.synced.pairs)
         self.follower.follow()
         self.reconciler.pending()
         self.schema.version, self.schema.seen = version, seen

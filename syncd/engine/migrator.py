@@ -18,7 +18,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.engine.backfill import Backfill
 from syncd.engine.baseline import Baseline
-from syncd.engine.migration_files import MigrationFile, build_model
+from syncd.engine.migration_files import MigrationFile, build_model, folder_hint
 from syncd.engine.options import MigrateOptions
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -45,7 +45,7 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFil
         migration = by_version.get(version)
         if migration is None:
             raise MigrationError(f"applied migration {version:04d} ({entry.get('file')}) is "
-                                 "missing from the migrations folder")
+                                 f"missing from the migrations folder: {folder_hint(migrations)}")
         if migration.checksum != entry.get("checksum"):
             raise MigrationError(
                 f"applied migration {migration.file} has changed since it was applied "
@@ -118,7 +118,8 @@ class Migrator:
             if current > latest:
                 raise MigrationError(
                     f"the database is at version {current} but the migrations folder has only "
-                    f"{latest}; pass --to {latest} to move down explicitly")
+                    f"{latest}: {folder_hint(self.migrations)}; to move down to {latest} "
+                    f"instead, pass --to {latest}")
             target = latest
         else:
             target = to
@@ -230,6 +231,7 @@ class Migrator:
             crashpoint("finish.before_clear")
             self.store.clear_job()
         history.record_views()
+        history.record_left_out({info.name for info, _ in plan.pairs})
         report.notes = plan.notes + report.notes
         # "kind" names the run (what `syncd status` looks up); "plan" what it did.
         self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,
