@@ -87,6 +87,15 @@ def same_settings(settings: Settings) -> str:
     return "".join(" " + p for p in parts)
 
 
+def _loss(loss: dict[str, Any]) -> str:
+    """`, column C: A, given back B`; or, where the inverse gave no value to compare
+    (it failed, left a column out, gave one the table lacks), what it did."""
+    column = "" if loss["column"] in ("", "-") else f", column {loss['column']}"
+    if loss["row"] == "-":
+        return f"{column}: {loss['given_back']}"
+    return f"{column}: {loss['row']}, given back {loss['given_back']}"
+
+
 def print_verify(report: Any) -> None:
     """Per collection: counts, differences, sample keys; then the verdict."""
     lossless = report.lossless
@@ -102,8 +111,7 @@ def print_verify(report: Any) -> None:
             if keys and kind == "not_given_back":
                 for loss in keys:
                     say(f"  {c.collection} (table {c.table}): row "
-                        f"{json.dumps(loss['key'], default=str)}, column {loss['column']}: "
-                        f"{loss['row']}, given back {loss['given_back']}")
+                        f"{json.dumps(loss['key'], default=str)}" + _loss(loss))
             elif keys:
                 say(f"  {c.collection}: {kind}, e.g. " + ", ".join(
                     json.dumps(k, default=str) for k in keys))
@@ -199,7 +207,10 @@ def _print_source(status: dict[str, Any], settings: Settings) -> None:
             f"in {params.get('timezone')}; updated {shown(status['updated_at'])}")
     for e in status["changelog"]:
         say(f"  {e['version']:04d} {e['file']}  sha256 {e['checksum']}  applied "
-            f"{shown(e['applied_at'])} ({e['seconds']} s)")
+            f"{shown(e['applied_at'])} ({e['seconds']} s)"
+            + (f"  {e['on_disk']}" if e.get("on_disk") else ""))
+    if status.get("migrations_error"):
+        say(f"  migrations folder: {status['migrations_error']}")
     if status["collections"]:
         say(table([[c["collection"], c["documents"]] for c in status["collections"]],
                   ["collection", "documents"]))

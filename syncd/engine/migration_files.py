@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import migrations as bundled
 from syncd.errors import ConfigError, MigrationError
@@ -113,6 +115,30 @@ def next_version_hint() -> str:
     return f"{len(bundled_files) + 1:04d}_your_words.py"
 
 
+def is_bundled(migration: MigrationFile) -> bool:
+    """Whether `migration` is one of syncd's own files, byte for byte (also a copy in a
+    folder of the user's): its model is for the EEG2025 schema, not a user's typo."""
+    own = DEFAULT_DIR / migration.file
+    return own.is_file() and hashlib.sha256(own.read_bytes()).hexdigest() == migration.checksum
+
+
+def mark_drift(changelog: list[dict[str, Any]], migrations: list[MigrationFile]) -> None:
+    """Set each changelog entry's `on_disk` (what `syncd status` shows beside it): None
+    when the file is as it was applied, else how it differs now (changed, or missing
+    from the folder), so the changelog tells the truth before a migrate refuses."""
+    by_version = {m.version: m for m in migrations}
+    folder = migrations[0].folder if migrations else str(DEFAULT_DIR)
+    for entry in changelog:
+        now = by_version.get(entry["version"])
+        if now is None:
+            entry["on_disk"] = (f"MISSING from {folder} (is it the folder it was applied "
+                                "from? --migrations DIR names that one)")
+        elif not now.checksum.startswith(entry.get("checksum") or "?"):
+            entry["on_disk"] = f"CHANGED since applied (sha256 {now.checksum[:12]} now, {now.file})"
+        else:
+            entry["on_disk"] = None
+
+
 def folder_hint(migrations: list[MigrationFile]) -> str:
     """The folder these migrations came from, and how to name another: for the errors
     that arise when a database was migrated with a folder of the user's own and a
@@ -127,6 +153,14 @@ def folder_hint(migrations: list[MigrationFile]) -> str:
             "TOML file) on every command")
 
 
+def _line_in(exc: BaseException, file: str) -> str:
+    """`, line N`: the last line of `file` the traceback passed (where the migration
+    went wrong), or nothing."""
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if Path(frame.filename).name == file]
+    return f", line {lines[-1]}" if lines else ""
+
+
 def build_model(migrations: list[MigrationFile], version: int) -> Model:
     """The model after applying migrations 1..version in order."""
     if not 0 <= version <= len(migrations):
@@ -139,7 +173,8 @@ def build_model(migrations: list[MigrationFile], version: int) -> Model:
             raise
         except Exception as exc:
             raise MigrationError(
-                f"{migration.file}: upgrade failed ({type(exc).__name__}: {exc})") from None
+                f"{migration.file}{_line_in(exc, migration.file)}: upgrade failed "
+                f"({type(exc).__name__}: {exc})") from None
         model.version = migration.version
         for name, mapping in model.tables.items():
             if not mapping.version:  # made by this migration

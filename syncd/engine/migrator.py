@@ -18,7 +18,12 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.engine.backfill import Backfill
 from syncd.engine.baseline import Baseline
-from syncd.engine.migration_files import MigrationFile, build_model, folder_hint
+from syncd.engine.migration_files import (
+    MigrationFile,
+    build_model,
+    folder_hint,
+    is_bundled,
+)
 from syncd.engine.options import MigrateOptions
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -134,7 +139,11 @@ class Migrator:
         pairs = model.resolve(schema, self.db.name)
         skipped = model.not_mirrored(schema, self.db.name)
         job = self.store.job()
-        notes: list[str] = []
+        notes: list[str] = [
+            f"{self.migrations[m.version - 1].file} maps table {m.table!r}, which the legacy "
+            "database does not have: nothing to mirror until it exists (a typo?)"
+            for m in model.tables.values() if m.table not in schema.tables
+            and current < m.version <= target and not is_bundled(self.migrations[m.version - 1])]
         discard = False
         if job and job.get("kind") == "rebuild" and job.get("version") == target \
                 and job.get("params") == params.document():

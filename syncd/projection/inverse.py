@@ -19,7 +19,9 @@ reproduces the row (syncd.projection.canonical says what "the same" means).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from legacy_adapters.base import TableInfo
@@ -79,8 +81,8 @@ class Inverter:
         try:
             given = self.inverse(doc, self.ctx)
         except Exception as exc:  # any failure names the row, not the whole run
-            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc})") \
-                from None
+            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc}"
+                               f"{_where(exc)})") from None
         extra = set(given) - set(self.columns)
         if extra:
             raise InverseError(sorted(extra)[0], "the inverse gives a column the table "
@@ -92,3 +94,12 @@ class Inverter:
                 raise InverseError(name, "the inverse gives no value for it")
             out.append(from_bson(value))
         return out
+
+
+def _where(exc: BaseException) -> str:
+    """`, FILE line N`: the last place outside syncd the traceback passed (the
+    migration's inverse), so the author finds the line; nothing if none."""
+    ours = Path(__file__).resolve().parents[1]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if ours not in Path(f.filename).resolve().parents]
+    return f", {Path(frames[-1].filename).name} line {frames[-1].lineno}" if frames else ""
