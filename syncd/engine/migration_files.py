@@ -169,8 +169,9 @@ def build_model(migrations: list[MigrationFile], version: int) -> Model:
     for migration in migrations[:version]:
         try:
             migration.upgrade(model)
-        except MigrationError:
-            raise
+        except MigrationError as exc:  # the model refused the call: where it was made
+            raise MigrationError(f"{migration.file}{_line_in(exc, migration.file)}: "
+                                 f"{exc}") from None
         except Exception as exc:
             raise MigrationError(
                 f"{migration.file}{_line_in(exc, migration.file)}: upgrade failed "
