@@ -189,6 +189,13 @@ def test_history_exclude_set_later_is_marked_when_the_daemon_resumes(tmp_path, l
                    config='[history]\nexclude = ["datasets"]\n')
     later.wait_ready(db)
     assert later.stop()[0] == 0
+    shown = {}
+    for extra in ([], ["--config", str(later.cfg)]):
+        capture = run_cli("capture", "status", "--json", "--sqlite", legacy, *extra)
+        assert capture.code == 0, capture
+        shown[len(extra)] = json.loads(capture.out)["tables"]["datasets"]
+    assert shown[0].startswith("yes (keys only") and "is --config missing?" in shown[0]
+    assert shown[2] == "yes (keys only: [history] exclude leaves it out of history)"
     out = tmp_path / "out.db"
     result = run_cli("restore", "--to", out, "--json", "--sqlite", legacy, *target_args)
     assert result.code == 0, result
