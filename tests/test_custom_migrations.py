@@ -157,8 +157,8 @@ def test_without_the_folder_every_command_names_migrations(tmp_path, legacy, tar
 
 
 @pytest.mark.parametrize(("inverse", "said"), [
-    ('"name": doc["title"]', 'row {"id": 1}: the inverse failed (KeyError: \'title\', '
-                             '0006_datasets.py line 11)'),
+    ('"name": doc["title"]', 'row {"id": 1}: the inverse failed (KeyError: \'title\') '
+                             '(0006_datasets.py line 11)'),
     ('"nam": doc["name"]', 'row {"id": 1}, column nam: the inverse gives a column the '
                            'table does not have'),
     ('"name": doc["name"].lower()', "row {\"id\": 1}, column name: text 'R1', given back "
@@ -203,3 +203,16 @@ def test_history_exclude_set_later_is_marked_when_the_daemon_resumes(tmp_path, l
         {"table": "datasets", "why": "left out of history ([history] exclude): its schema "
                                      "only, no rows"}]
     assert dump(out)["rows"]["datasets"] == []
+
+
+def test_a_builder_that_raises_quarantines_its_rows_naming_its_line(tmp_path, legacy,
+                                                                    target_args):
+    broken = DATASETS.replace('"meta": ctx.json_object(row["meta"], "meta")}',
+                              '"meta": len(row["meta"])}')
+    folder = folder_with(tmp_path, {"0006_datasets.py": broken})
+    result = migrate(legacy, folder, target_args)
+    assert result.code == 0 and "1 rows quarantined" in result.out, result
+    status = run_cli("status", "--sqlite", legacy, "--migrations", folder, *target_args)
+    assert status.code == 5, status
+    assert ("datasets {'id': 2}: TypeError: object of type 'NoneType' has no len() "
+            "(0006_datasets.py line 7)") in status.out

@@ -156,8 +156,8 @@ def folder_hint(migrations: list[MigrationFile]) -> str:
 def _line_in(exc: BaseException, file: str) -> str:
     """`, line N`: the last line of `file` the traceback passed (where the migration
     went wrong), or nothing."""
-    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
-             if Path(frame.filename).name == file]
+    lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
+             if Path(frame.f_code.co_filename).name == file]
     return f", line {lines[-1]}" if lines else ""
 
 

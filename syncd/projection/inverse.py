@@ -19,13 +19,11 @@ reproduces the row (syncd.projection.canonical says what "the same" means).
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from legacy_adapters.base import TableInfo
-from syncd.projection.context import Params
+from syncd.projection.context import Params, raised_at
 from syncd.projection.envelope import ORIG, ROWID
 from syncd.projection.inverse_context import InverseContext
 from syncd.projection.model import TableMap
@@ -81,8 +79,8 @@ class Inverter:
         try:
             given = self.inverse(doc, self.ctx)
         except Exception as exc:  # any failure names the row, not the whole run
-            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc}"
-                               f"{_where(exc)})") from None
+            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc})"
+                               f"{raised_at(exc)}") from None
         extra = set(given) - set(self.columns)
         if extra:
             raise InverseError(sorted(extra)[0], "the inverse gives a column the table "
@@ -95,11 +93,3 @@ class Inverter:
             out.append(from_bson(value))
         return out
 
-
-def _where(exc: BaseException) -> str:
-    """`, FILE line N`: the last place outside syncd the traceback passed (the
-    migration's inverse), so the author finds the line; nothing if none."""
-    ours = Path(__file__).resolve().parents[1]
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if ours not in Path(f.filename).resolve().parents]
-    return f", {Path(frames[-1].filename).name} line {frames[-1].lineno}" if frames else ""
