@@ -14,7 +14,7 @@ import pytest
 from syncd.engine.migration_files import DEFAULT_DIR
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
-from tests.daemon_support import Daemon
+from tests.daemon_support import Daemon, legacy_write
 from tests.restore_support import dump
 
 DATASETS = """
@@ -203,6 +203,16 @@ def test_history_exclude_set_later_is_marked_when_the_daemon_resumes(tmp_path, l
         {"table": "datasets", "why": "left out of history ([history] exclude): its schema "
                                      "only, no rows"}]
     assert dump(out)["rows"]["datasets"] == []
+
+    # Taken back (the setting removed, syncd run restarted on its log): a new baseline.
+    legacy_write(legacy, "INSERT INTO datasets(name, meta) VALUES ('R3', NULL)")
+    back = Daemon(tmp_path, legacy, target_args, extra=["--http", ""])
+    back.wait_ready(db)
+    assert back.stop()[0] == 0
+    again = tmp_path / "again.db"
+    result = run_cli("restore", "--to", again, "--json", "--sqlite", legacy, *target_args)
+    assert result.code == 0 and json.loads(result.out)["not_restored"] == [], result
+    assert dump(again)["rows"]["datasets"] == dump(legacy)["rows"]["datasets"]
 
 
 def test_a_builder_that_raises_quarantines_its_rows_naming_its_line(tmp_path, legacy,
