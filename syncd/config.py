@@ -146,7 +146,9 @@ OPTIONS: tuple[Option, ...] = (
            "names this legacy source in document ids (default: HOST:/resolved/path/of/metadata.db)",
            "ID"),
     Option("migrations", "--migrations", _path,
-           "folder of migration files (default: the ones shipped with syncd)", "DIR"),
+           "folder of migration files (default: the ones shipped with syncd); a folder of "
+           "your own replaces them, so copy them into it and number yours after them "
+           "(docs/migrations.md); give it to every command", "DIR"),
     Option("timezone", "--timezone", _timezone,
            "zone for legacy timestamps without an offset (default: the host's)", "ZONE"),
     Option("chunk_size", "--chunk-size", _positive_int,

@@ -73,7 +73,11 @@ def capture_status(settings: Settings) -> dict[str, Any]:
                 return "yes"
             if complete(info, have, 2) and info.name in keys_only:
                 return "yes (keys only: [history] exclude leaves it out of history)"
-            if complete(info, have, 2) or complete(info, have, 1):
+            if complete(info, have, 2):
+                return ("yes (keys only, as for a table in [history] exclude, which these "
+                        "settings do not name: is --config missing? capture install or "
+                        "syncd run with these settings logs its values)")
+            if complete(info, have, 1):
                 return "yes (an older format: capture install or syncd run upgrades it)"
             return "no (too many key columns)" if not capturable(info) else "no"
 

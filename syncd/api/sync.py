@@ -21,6 +21,7 @@ from syncd.checkpoint.daemon_doc import live_daemon
 from syncd.checkpoint.resync import reconcile_result, request_reconcile
 from syncd.config import Settings
 from syncd.connect.mongo import TargetUnreachable, open_target
+from syncd.engine.migration_files import mark_drift
 from syncd.engine.migrator import Migrator
 from syncd.engine.status import collect_fleet, collect_status
 from syncd.engine.verify import verify as verify_target
@@ -105,6 +106,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 found = collect_fleet(target.db)  # none to pick: each source's state
             else:
                 found = collect_status(target.db, store.source_id)
+                _mark_drift(found, settings)
             found["target"] = where(settings, target)
             found["hdf5"] = hdf5_status(target.db, settings)
     except TargetUnreachable as exc:
@@ -112,6 +114,15 @@ def status(settings: Settings) -> dict[str, Any]:
 
         return {"error": str(exc), "daemon": read_local_status(settings.state_dir / "daemon.json")}
     return found
+
+
+def _mark_drift(found: dict[str, Any], settings: Settings) -> None:
+    """Beside each applied migration, whether the configured folder still holds it as
+    applied (`on_disk`); a folder that does not load is said once (`migrations_error`)."""
+    try:
+        mark_drift(found["changelog"], migration_files(settings))
+    except SyncdError as exc:
+        found["migrations_error"] = str(exc)
 
 
 # `syncd status` exit codes (README "Commands", docs/operations.md): the first that applies.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from syncd.cli.output import say, shown, table, visible
@@ -60,29 +62,56 @@ def print_report(migration: Any, settings: Settings) -> None:
         say("note: " + note)
     for skipped in migration.plan.not_mirrored:
         say(skipped.line)
-    say(f"look at it (same settings):  syncd status   |   syncd verify --sqlite "
-        f"{settings.sqlite}   |   syncd experiments best --challenge 2")
+    same = same_settings(settings)
+    say(f"look at it (same settings):  syncd status{same}   |   syncd verify --sqlite "
+        f"{settings.sqlite}{same}   |   syncd experiments best --challenge 2{same}")
     if migration.embedded:
         say("(the embedded MongoDB stops when syncd exits; those commands start it again on "
             "the same data)")
 
 
+def same_settings(settings: Settings) -> str:
+    """The flags that name where this command's data lives (its TOML file, migrations
+    folder, database, state directory), for the next commands it suggests: without the
+    migrations folder, say, they would refuse the database it migrated. A URL is left
+    out (a password in a flag is visible in `ps`)."""
+    parts = []
+    if settings.config_file is not None:
+        parts.append(f"--config {shlex.quote(str(settings.config_file))}")
+    if settings.migrations is not None:
+        parts.append(f"--migrations {shlex.quote(str(settings.migrations))}")
+    if settings.database != "syncd":
+        parts.append(f"--database {shlex.quote(settings.database)}")
+    if settings.state_dir != Path(".syncd"):
+        parts.append(f"--state-dir {shlex.quote(str(settings.state_dir))}")
+    return "".join(" " + p for p in parts)
+
+
+def _loss(loss: dict[str, Any]) -> str:
+    """`, column C: A, given back B`; or, where the inverse gave no value to compare
+    (it failed, left a column out, gave one the table lacks), what it did."""
+    column = "" if loss["column"] in ("", "-") else f", column {loss['column']}"
+    if loss["row"] == "-":
+        return f"{column}: {loss['given_back']}"
+    return f"{column}: {loss['row']}, given back {loss['given_back']}"
+
+
 def print_verify(report: Any) -> None:
     """Per collection: counts, differences, sample keys; then the verdict."""
     lossless = report.lossless
-    say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
-                c.different, c.extra, c.quarantined]
-               + ([c.not_given_back] if lossless else []) + ["ok" if c.ok else "DIFFERENT"]
-               for c in report.collections],
-              ["collection", "table", "rows", "docs", "missing", "different", "extra",
-               "unprojectable"] + (["not given back"] if lossless else []) + [""]))
+    if report.collections or not report.problems:
+        say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
+                    c.different, c.extra, c.quarantined]
+                   + ([c.not_given_back] if lossless else [])
+                   + ["ok" if c.ok else "DIFFERENT"] for c in report.collections],
+                  ["collection", "table", "rows", "docs", "missing", "different", "extra",
+                   "unprojectable"] + (["not given back"] if lossless else []) + [""]))
     for c in report.collections:
         for kind, keys in c.samples.items():
             if keys and kind == "not_given_back":
                 for loss in keys:
                     say(f"  {c.collection} (table {c.table}): row "
-                        f"{json.dumps(loss['key'], default=str)}, column {loss['column']}: "
-                        f"{loss['row']}, given back {loss['given_back']}")
+                        f"{json.dumps(loss['key'], default=str)}" + _loss(loss))
             elif keys:
                 say(f"  {c.collection}: {kind}, e.g. " + ", ".join(
                     json.dumps(k, default=str) for k in keys))
@@ -95,7 +124,8 @@ def print_verify(report: Any) -> None:
     for skipped in report.not_mirrored:
         say(skipped.line)
     verdict = ("source == target" + (", every row given back exactly" if lossless else "")
-               if report.ok else "DIFFERENCES FOUND")
+               if report.ok else "DIFFERENCES FOUND" if report.collections
+               else "NOT VERIFIED (the problem above stopped it before any comparison)")
     if report.exit_code == 3:
         verdict = ("source == target, but LOSSY: " + str(len(report.lossy))
                    + " mapping(s) declare no inverse (above)")
@@ -177,7 +207,10 @@ def _print_source(status: dict[str, Any], settings: Settings) -> None:
             f"in {params.get('timezone')}; updated {shown(status['updated_at'])}")
     for e in status["changelog"]:
         say(f"  {e['version']:04d} {e['file']}  sha256 {e['checksum']}  applied "
-            f"{shown(e['applied_at'])} ({e['seconds']} s)")
+            f"{shown(e['applied_at'])} ({e['seconds']} s)"
+            + (f"  {e['on_disk']}" if e.get("on_disk") else ""))
+    if status.get("migrations_error"):
+        say(f"  migrations folder: {status['migrations_error']}")
     if status["collections"]:
         say(table([[c["collection"], c["documents"]] for c in status["collections"]],
                   ["collection", "documents"]))

@@ -111,6 +111,12 @@ class Baseline:
         by their passes)."""
         self.store.record_changed(self.source.definitions(), exclude=self.exclude)
 
+    def record_left_out(self, mirrored: Collection[str]) -> None:
+        """Mark the tables history kept until now and keeps no more (`[history] exclude`,
+        or no longer `mirrored`): `HistoryStore.record_left_out`, the rule the daemon's
+        start shares."""
+        self.store.record_left_out(self.source.definitions(), mirrored, self.exclude)
+
 
 def start_of(entry: dict[str, Any]) -> float | None:
     """The baseline start a job entry saved (None: none yet)."""

@@ -18,7 +18,12 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
 from syncd.engine.backfill import Backfill
 from syncd.engine.baseline import Baseline
-from syncd.engine.migration_files import MigrationFile, build_model
+from syncd.engine.migration_files import (
+    MigrationFile,
+    build_model,
+    folder_hint,
+    is_bundled,
+)
 from syncd.engine.options import MigrateOptions
 from syncd.engine.report import Report
 from syncd.errors import ConfigError, MigrationError
@@ -45,7 +50,7 @@ def check_changelog(applied: list[dict[str, Any]], migrations: list[MigrationFil
         migration = by_version.get(version)
         if migration is None:
             raise MigrationError(f"applied migration {version:04d} ({entry.get('file')}) is "
-                                 "missing from the migrations folder")
+                                 f"missing from the migrations folder: {folder_hint(migrations)}")
         if migration.checksum != entry.get("checksum"):
             raise MigrationError(
                 f"applied migration {migration.file} has changed since it was applied "
@@ -118,7 +123,8 @@ class Migrator:
             if current > latest:
                 raise MigrationError(
                     f"the database is at version {current} but the migrations folder has only "
-                    f"{latest}; pass --to {latest} to move down explicitly")
+                    f"{latest}: {folder_hint(self.migrations)}; to move down to {latest} "
+                    f"instead, pass --to {latest}")
             target = latest
         else:
             target = to
@@ -133,7 +139,11 @@ class Migrator:
         pairs = model.resolve(schema, self.db.name)
         skipped = model.not_mirrored(schema, self.db.name)
         job = self.store.job()
-        notes: list[str] = []
+        notes: list[str] = [
+            f"{self.migrations[m.version - 1].file} maps table {m.table!r}, which the legacy "
+            "database does not have: nothing to mirror until it exists (a typo?)"
+            for m in model.tables.values() if m.table not in schema.tables
+            and current < m.version <= target and not is_bundled(self.migrations[m.version - 1])]
         discard = False
         if job and job.get("kind") == "rebuild" and job.get("version") == target \
                 and job.get("params") == params.document():
@@ -230,6 +240,7 @@ class Migrator:
             crashpoint("finish.before_clear")
             self.store.clear_job()
         history.record_views()
+        history.record_left_out({info.name for info, _ in plan.pairs})
         report.notes = plan.notes + report.notes
         # "kind" names the run (what `syncd status` looks up); "plan" what it did.
         self.store.record_run({**report.to_dict(), "kind": "migrate", "plan": report.kind,

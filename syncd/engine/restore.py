@@ -205,8 +205,11 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
                     restore_rows(reader, writer, name, jd, task)
                     task.finish()
                 else:
-                    report.not_restored.append({"table": name, "why": "left out of history "
-                                                "([history] exclude): its schema only, no rows"})
+                    why = ("not mirrored since then (a migration left it out)"
+                           if doc.get("left_out") == "not mirrored"
+                           else "left out of history ([history] exclude)")
+                    report.not_restored.append({"table": name,
+                                                "why": f"{why}: its schema only, no rows"})
                 for sql in doc.get("indexes") or []:
                     out.execute(sql)
             except RestoreConflict as exc:

@@ -138,6 +138,10 @@ def verify(db: Database, source: Source, migrations: list[MigrationFile], chunk_
     schema = source.schema()
     pairs = model.resolve(schema, db.name)
     report.not_mirrored = model.not_mirrored(schema, db.name)
+    left_out = sorted(set(schema.tables) & model.excluded)
+    if left_out:  # the user's choice, not a failure: said, so it is never a surprise
+        report.notes.append("left out by the model (a migration's exclude_table), not "
+                            "compared: " + ", ".join(left_out))
     if lossless:
         report.notes += [f"collection {name} is filled from the legacy {owner} files (they "
                          "stay the record), not from table rows: nothing to give back"

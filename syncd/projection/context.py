@@ -16,9 +16,12 @@ one comparison on the common path; `_orig` is built only for a value that fails 
 from __future__ import annotations
 
 import json
+import re
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -237,3 +240,18 @@ class RowContext:
             return value
         self.flag(name, f"not a number ({type(value).__name__})")
         return to_bson(value)
+
+
+_MIGRATION_FILE = re.compile(r"^\d{4}_[A-Za-z0-9_]+\.py$")
+
+
+def raised_at(exc: BaseException) -> str:
+    """` (0006_x.py line N)`: the last line of a migration file the traceback passed (the
+    builder's or inverse's own line, also when the error came from deeper down), so its
+    author finds it; nothing if no migration file is in it."""
+    found = ""
+    for frame, line in traceback.walk_tb(exc.__traceback__):  # no source read: it is cheap
+        name = Path(frame.f_code.co_filename).name
+        if _MIGRATION_FILE.match(name):
+            found = f" ({name} line {line})"
+    return found

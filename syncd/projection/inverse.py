@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from legacy_adapters.base import TableInfo
-from syncd.projection.context import Params
+from syncd.projection.context import Params, raised_at
 from syncd.projection.envelope import ORIG, ROWID
 from syncd.projection.inverse_context import InverseContext
 from syncd.projection.model import TableMap
@@ -79,8 +79,8 @@ class Inverter:
         try:
             given = self.inverse(doc, self.ctx)
         except Exception as exc:  # any failure names the row, not the whole run
-            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc})") \
-                from None
+            raise InverseError("", f"the inverse failed ({type(exc).__name__}: {exc})"
+                               f"{raised_at(exc)}") from None
         extra = set(given) - set(self.columns)
         if extra:
             raise InverseError(sorted(extra)[0], "the inverse gives a column the table "
@@ -92,3 +92,4 @@ class Inverter:
                 raise InverseError(name, "the inverse gives no value for it")
             out.append(from_bson(value))
         return out
+

@@ -124,9 +124,16 @@ class Model:
     def create_index(self, collection: str, keys: Iterable[tuple[str, int]],
                      name: str | None = None) -> None:
         """Declare a secondary index. Unique indexes are not offered: legacy data is the truth."""
-        keys = tuple((str(f), int(d)) for f, d in keys)
+        wrong = MigrationError(f"create_index({collection!r}, {keys!r}): keys must be a list of "
+                               "(field, 1 | -1) pairs, e.g. [(\"name\", 1)]")
+        if isinstance(keys, (str, bytes)):
+            raise wrong
+        try:
+            keys = tuple((str(f), int(d)) for f, d in keys)
+        except (TypeError, ValueError):
+            raise wrong from None
         if not keys or any(d not in (1, -1) for _, d in keys):
-            raise MigrationError(f"index on {collection}: keys must be (field, 1 | -1) pairs")
+            raise wrong
         name = name or "_".join(f"{f}_{d}" for f, d in keys)
         self.indexes.setdefault(_check_collection(collection), {})[name] = IndexSpec(keys, name)
 

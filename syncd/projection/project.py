@@ -26,7 +26,7 @@ from bson import ObjectId
 from legacy_adapters.base import TableInfo
 from legacy_adapters.values import RawText
 from syncd.projection.compiled import doc_maker, row_dict_maker
-from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext
+from syncd.projection.context import INT64_MAX, INT64_MIN, Params, RowContext, raised_at
 from syncd.projection.envelope import ROWID, envelope
 from syncd.projection.ids import id_maker, int_ids_maker
 from syncd.projection.model import TableMap
@@ -223,7 +223,8 @@ class Projector:
                      exc: Exception) -> dict[str, Any]:
         """The quarantine entry of a row whose builder raised."""
         return {"_id": oid, "table": self.table.name, "collection": self.collection,
-                "key": self.key_document(row), "error": f"{type(exc).__name__}: {exc}",
+                "key": self.key_document(row),
+                "error": f"{type(exc).__name__}: {exc}{raised_at(exc)}",
                 "row": dict(zip(self.fields, row_for_quarantine(values)))}
 
     def _project_rows(self, rows: Sequence[Sequence[Any]], careful: bool) -> Projected:

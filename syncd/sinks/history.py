@@ -54,7 +54,9 @@ an abandoned pass, are superseded); a table whose schema records name no baselin
 (created while syncd followed it) has all its versions. A pass resumed after a
 crash keeps its start, and a snapshot's `_id` is derived from the pass's start, not
 its chunk's stamp, so a chunk read again is stored once. `rows_kept` false: the
-table is left out of history (`[history] exclude`), its SQL kept, its rows not.
+table is left out of history (`[history] exclude`), its SQL kept, its rows not;
+`left_out` says why, when history stopped keeping rows it had kept ("history exclude",
+or "not mirrored": the model left the table out, `record_left_out`).
 
 Document ids are derived from the version's identity, so recording the same
 version twice (a daemon restarted before its checkpoint) stores it once.
@@ -199,8 +201,8 @@ class HistoryStore:
                       indexes: Sequence[str] = (), sequence: int | None = None, *,
                       triggers: Sequence[str] = (), kind: str = "table",
                       baseline: float | None = None, rows_kept: bool = True,
-                      rows: int | None = None,
-                      columns: Sequence[str] | None = None) -> int:
+                      rows: int | None = None, columns: Sequence[str] | None = None,
+                      left_out: str | None = None) -> int:
         """Store one version of a table's (or view's) SQL (None: it was dropped)."""
         doc = {"_id": version_id(self.source_id, table, "schema", jd, seq, 0, "snapshot"),
                "source": self.source_id, "table": table, "jd": jd,
@@ -208,6 +210,8 @@ class HistoryStore:
                "indexes": list(indexes), "sequence": sequence, "kind": kind,
                "triggers": list(triggers), "baseline": baseline, "rows_kept": rows_kept,
                "rows": rows, "columns": None if columns is None else list(columns)}
+        if left_out is not None:
+            doc["left_out"] = left_out
         return _insert_new(self.schemas, [doc])
 
     def record_changed(self, definitions: Mapping[str, Definition],
@@ -247,6 +251,31 @@ class HistoryStore:
                                            now.sequence, triggers=list(now.triggers),
                                            kind=now.kind, rows_kept=name not in exclude)
         return recorded
+
+    def record_left_out(self, definitions: Mapping[str, Definition], mirrored: Collection[str],
+                        exclude: Collection[str] = ()) -> int:
+        """Mark the tables whose rows history kept until now but keeps no more: put in
+        `[history] exclude`, or no longer mirrored (a migration's `exclude_table`). Each
+        gets a baseline mark with `rows_kept` false, so a restore of a later moment
+        creates it empty and names it, instead of giving back the rows it had when
+        history stopped following it (a moment before stays exact), and a table taken
+        back gets a new baseline. Tables history never kept are left alone. Returns how
+        many were marked."""
+        jd = julian_day_now()
+        marked = 0
+        for name, now in sorted(definitions.items()):
+            if now.kind != "table" or (name in mirrored and name not in exclude):
+                continue
+            last = self.schemas.find_one({"source": self.source_id, "table": name},
+                                         sort=[("jd", -1), ("seq", -1)])
+            if last is None or last["sql"] is None or not last.get("rows_kept", True):
+                continue
+            marked += self.record_schema(name, jd, 0, now.sql, list(now.indexes),
+                                         now.sequence, triggers=list(now.triggers),
+                                         baseline=jd, rows_kept=False,
+                                         left_out="history exclude" if name in exclude
+                                         else "not mirrored")
+        return marked
 
     def prune(self, before_jd: float, batch: int = 1000) -> int:
         """Remove versions older than `before_jd` that a later one, also older, replaced:
