@@ -124,6 +124,11 @@ class Source(Protocol):
         beyond the rows. syncd's own tables and capture triggers are left out."""
         ...
 
+    def sequences(self) -> dict[str, int]:
+        """Each table's AUTOINCREMENT counter now (`sqlite_sequence`; a table without one
+        is absent): one small read, cheap enough for every step that finds a commit."""
+        ...
+
     def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:
         """Up to `limit` rows strictly after position `after` (None: from the start) and
         at most up to position `upto` (None: no bound), in key order.
@@ -196,15 +201,10 @@ class RowWriter(Protocol):
     """Writes one table's rows into a new file (`RestoreTarget.table`)."""
 
     rows: int
-    max_rowid: int | None
 
     def add(self, versions: Iterable[dict[str, Any]],
             columns: Sequence[str] | None = None) -> None:
         """Insert the row each recorded version holds (`vals`, `rowid`, `cols`)."""
-        ...
-
-    def seen(self, rowid: int | None) -> None:
-        """Count `rowid` for the AUTOINCREMENT counter (a row deleted since, too)."""
         ...
 
     def flush(self) -> None:
@@ -231,8 +231,9 @@ class RestoreTarget(Protocol):
         ...
 
     def sequence(self, table: str, sql: str, recorded: int | None,
-                 max_rowid: int | None) -> int | None:
-        """Set the table's AUTOINCREMENT counter; returns it (None: it has none)."""
+                 inserted: int | None) -> int | None:
+        """Set the table's AUTOINCREMENT counter (the `recorded` one, or the highest rowid
+        `inserted` since that record if higher); returns it (None: it has none)."""
         ...
 
     def finish(self) -> str:
