@@ -92,7 +92,9 @@ class Definition:
     `indexes` and `triggers` the `CREATE INDEX` / `CREATE TRIGGER` statements on it
     (automatic indexes, which the `CREATE TABLE` itself makes, and syncd's own
     capture triggers left out); `sequence` the table's AUTOINCREMENT counter
-    (`sqlite_sequence`), None when it has none.
+    (`sqlite_sequence`), None when it has none; `autoincrement` whether the table
+    asks for one (its counter row may be absent: before the first insert, or after
+    a script deleted it).
     """
 
     name: str
@@ -101,6 +103,7 @@ class Definition:
     indexes: tuple[str, ...] = ()
     triggers: tuple[str, ...] = ()
     sequence: int | None = None
+    autoincrement: bool = False
 
 
 @runtime_checkable

@@ -65,5 +65,6 @@ def read_definitions(query: Callable[[str], list[tuple[Any, ...]]]) -> dict[str,
         elif kind == "trigger":
             owner["triggers"].append(sql)
     return {name: Definition(name, d["kind"], d["sql"], tuple(d["indexes"]),
-                             tuple(d["triggers"]), sequence.get(name))
+                             tuple(d["triggers"]), sequence.get(name),
+                             d["kind"] == "table" and autoincrement(d["sql"]))
             for name, d in found.items()}

@@ -33,7 +33,6 @@ from pymongo.database import Database
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import Change
 from legacy_adapters.feed import FeedItem, FeedRound
-from legacy_adapters.sqlite_definitions import autoincrement
 from syncd.daemon.counters import CounterWatch
 from syncd.engine.apply import Applier
 from syncd.projection.ids import id_maker
@@ -260,7 +259,7 @@ class VersionRecorder:
         jd = julian_day_now()  # before the read: later inserts move the counter read on
         definitions = source.definitions()
         auto = {t: definitions[t].sequence for t in tables
-                if t in definitions and autoincrement(definitions[t].sql)}
+                if t in definitions and definitions[t].autoincrement}
         recorded = self.store.record_changed(definitions, tables, seq=seq,
                                              exclude=self.options.exclude, jd=jd,
                                              counters=auto if counters is None else counters)
