@@ -92,7 +92,9 @@ class Definition:
     `indexes` and `triggers` the `CREATE INDEX` / `CREATE TRIGGER` statements on it
     (automatic indexes, which the `CREATE TABLE` itself makes, and syncd's own
     capture triggers left out); `sequence` the table's AUTOINCREMENT counter
-    (`sqlite_sequence`), None when it has none.
+    (`sqlite_sequence`), None when it has none; `autoincrement` whether the table
+    asks for one (its counter row may be absent: before the first insert, or after
+    a script deleted it).
     """
 
     name: str
@@ -101,6 +103,7 @@ class Definition:
     indexes: tuple[str, ...] = ()
     triggers: tuple[str, ...] = ()
     sequence: int | None = None
+    autoincrement: bool = False
 
 
 @runtime_checkable
@@ -122,6 +125,11 @@ class Source(Protocol):
         """Every legacy table and view by name, with its SQL, indexes, triggers and
         AUTOINCREMENT counter as they are now (one short read): what a restore needs
         beyond the rows. syncd's own tables and capture triggers are left out."""
+        ...
+
+    def sequences(self) -> dict[str, int]:
+        """Each table's AUTOINCREMENT counter now (`sqlite_sequence`; a table without one
+        is absent): one small read, cheap enough for every step that finds a commit."""
         ...
 
     def scan(self, table: TableInfo, after: Any, limit: int, upto: Any = None) -> Chunk:
@@ -196,15 +204,10 @@ class RowWriter(Protocol):
     """Writes one table's rows into a new file (`RestoreTarget.table`)."""
 
     rows: int
-    max_rowid: int | None
 
     def add(self, versions: Iterable[dict[str, Any]],
             columns: Sequence[str] | None = None) -> None:
         """Insert the row each recorded version holds (`vals`, `rowid`, `cols`)."""
-        ...
-
-    def seen(self, rowid: int | None) -> None:
-        """Count `rowid` for the AUTOINCREMENT counter (a row deleted since, too)."""
         ...
 
     def flush(self) -> None:
@@ -231,8 +234,9 @@ class RestoreTarget(Protocol):
         ...
 
     def sequence(self, table: str, sql: str, recorded: int | None,
-                 max_rowid: int | None) -> int | None:
-        """Set the table's AUTOINCREMENT counter; returns it (None: it has none)."""
+                 inserted: int | None) -> int | None:
+        """Set the table's AUTOINCREMENT counter (the `recorded` one, or the highest rowid
+        `inserted` since that record if higher); returns it (None: it has none)."""
         ...
 
     def finish(self) -> str:

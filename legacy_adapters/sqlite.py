@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from legacy_adapters import sqlite_integrity as integrity
 from legacy_adapters.base import Chunk, Column, Definition, Schema, TableInfo
 from legacy_adapters.errors import SourceBusy, SourceConfigError, SourceError
-from legacy_adapters.sqlite_definitions import read_definitions
+from legacy_adapters.sqlite_definitions import read_definitions, read_sequences
 from legacy_adapters.sqlite_sql import (
     OWN_TABLES,
     PRIVATE_PREFIX,
@@ -187,6 +187,10 @@ class SQLiteSource(integrity.CheckedReads):
         counter (sqlite_definitions), read in one short read transaction."""
         with self.read_transaction():
             return read_definitions(self.query)
+
+    def sequences(self) -> dict[str, int]:
+        """Each table's AUTOINCREMENT counter now (sqlite_definitions.read_sequences)."""
+        return read_sequences(self.query)
 
     # -- reads -------------------------------------------------------------------
 

@@ -12,9 +12,7 @@ removes); it is synced once complete.
 from __future__ import annotations
 
 import functools
-import operator
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -22,12 +20,11 @@ from typing import Any, TypeVar
 
 from legacy_adapters.base import RestoreConflict
 from legacy_adapters.errors import SourceError
+from legacy_adapters.sqlite_definitions import autoincrement
 from legacy_adapters.sqlite_sql import quote_ident
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
 BATCH = 20000
-_AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
-_FIRST = operator.itemgetter(0)
 T = TypeVar("T")
 
 
@@ -84,9 +81,9 @@ class RestoreFile:
 
     @_writing
     def sequence(self, table: str, sql: str, recorded: int | None,
-                 max_rowid: int | None) -> int | None:
+                 inserted: int | None) -> int | None:
         """Set `table`'s AUTOINCREMENT counter (see `set_sequence`)."""
-        return set_sequence(self.conn, table, sql, recorded, max_rowid)
+        return set_sequence(self.conn, table, sql, recorded, inserted)
 
     def finish(self) -> str:
         """Commit, check (`PRAGMA integrity_check`: raises unless "ok") and sync the
@@ -116,11 +113,9 @@ class TableWriter:
         self.conn, self.table, self.raw_text = conn, table, raw_text
         self.quoted = quote_ident(table)
         self.rows = 0
-        self.max_rowid: int | None = None
         self._sql: dict[tuple[tuple[str, ...], bool], tuple[str, bool, str]] = {}
         self._pending: list[Sequence[Any]] = []
         self._pending_sql = ""
-        self._pending_rid = False
 
     def _statement(self, cols: Sequence[str], with_rowid: bool) -> tuple[str, bool, str]:
         """(the INSERT up to VALUES, whether a rowid leads, the all-placeholders form)."""
@@ -154,14 +149,13 @@ class TableWriter:
                 last_cols, last_bare = cols, rowid is None
                 if full != self._pending_sql:
                     self.flush()
-                    self._pending_sql, self._pending_rid = full, rid
+                    self._pending_sql = full
             if raw in set(map(type, vals)):  # TEXT that is not UTF-8: CAST its bytes
                 row = (rowid, *vals) if rid else tuple(vals)
                 marks = (["?"] if rid else []) + [self._mark(x) for x in vals]
                 self.flush()
                 self.conn.execute(head + ", ".join(marks) + ")", self._plain(row))
                 self.rows += 1
-                self.seen(rowid)
                 continue
             self._pending.append((rowid, *vals) if rid else vals)
             if len(self._pending) >= BATCH:
@@ -174,18 +168,12 @@ class TableWriter:
     def _plain(self, values: Iterable[Any]) -> tuple[Any, ...]:
         return tuple(bytes(v) if v.__class__ is self.raw_text else v for v in values)
 
-    def seen(self, rowid: int | None) -> None:
-        if rowid is not None and (self.max_rowid is None or rowid > self.max_rowid):
-            self.max_rowid = rowid
-
     @_writing
     def flush(self) -> None:
         pending = self._pending
         if pending:
             self.conn.executemany(self._pending_sql, pending)
             self.rows += len(pending)
-            if self._pending_rid:
-                self.seen(max(map(_FIRST, pending)))
             self._pending = []
 
     @_writing
@@ -207,15 +195,18 @@ class TableWriter:
 
 
 def set_sequence(conn: sqlite3.Connection, table: str, sql: str, recorded: int | None,
-                 max_rowid: int | None) -> int | None:
-    """Set the AUTOINCREMENT counter to what it was: the recorded counter or the highest
-    rowid history has seen, whichever is higher."""
-    if not _AUTOINCREMENT.search(sql):
+                 inserted: int | None) -> int | None:
+    """Set the AUTOINCREMENT counter to what it was: the counter recorded last (None: no
+    row), or the highest rowid inserted since that record if higher (an INSERT raises
+    the counter to its rowid, nothing else does but a script writing it)."""
+    if not autoincrement(sql):
         return None
-    wanted = max((v for v in (recorded, max_rowid) if v is not None), default=None)
-    if wanted is None:
-        return None
+    wanted = max((v for v in (recorded, inserted) if v is not None), default=None)
     got = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    if wanted is None:  # no counter row then (a reset): the one the rows' inserts made goes
+        if got is not None:
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+        return None
     if got is None:
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, wanted))
     elif got[0] != wanted:

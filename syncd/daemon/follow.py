@@ -136,6 +136,7 @@ class Follower:
                 item.table, mapping, item.chunk, item.keys, item.inserted))
         if self.history is not None:
             self.history.store_versions(versions)
+            self.history.counters.saw(round_)
         crashpoint("daemon.after_apply")
         self.feed.advance(round_)
 

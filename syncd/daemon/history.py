@@ -24,7 +24,7 @@ versions (history keeps only the versions it sees; docs/following.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from pymongo.database import Database
 from legacy_adapters.base import Source, TableInfo
 from legacy_adapters.changelog import Change
 from legacy_adapters.feed import FeedItem, FeedRound
+from syncd.daemon.counters import CounterWatch
 from syncd.engine.apply import Applier
 from syncd.projection.ids import id_maker
 from syncd.projection.model import TableMap
@@ -40,6 +41,7 @@ from syncd.sinks.history import (
     HistoryOptions,
     HistoryStore,
     julian_day,
+    julian_day_now,
     version,
 )
 from syncd.sinks.history_reader import HistoryReader
@@ -81,6 +83,7 @@ class VersionRecorder:
         self.reader = HistoryReader(db, source_id)
         self._ids: dict[str, Any] = {}
         self._indexed = False
+        self.counters = CounterWatch()
 
     def _ready(self) -> None:
         if not self._indexed:
@@ -244,12 +247,35 @@ class VersionRecorder:
 
     # -- schema versions -----------------------------------------------------------------
 
-    def record_schemas(self, source: Source, tables: Iterable[str], seq: int = 0) -> int:
+    def record_schemas(self, source: Source, tables: Iterable[str], seq: int = 0,
+                       counters: Collection[str] | None = None) -> int:
         """Record the SQL of `tables` and of every view where it changed (a table left out
         of history too: its schema is restored, its rows are not): `record_changed`,
-        the rule a migrate's end shares. Returns how many were recorded."""
-        return self.store.record_changed(source.definitions(), tables, seq=seq,
-                                         exclude=self.options.exclude)
+        the rule a migrate's end shares. `counters`: tables recorded even if unchanged
+        (default: every AUTOINCREMENT table among `tables`, whose counter may have been
+        written by a script while syncd was not looking: syncd.daemon.counters).
+        Returns how many were recorded."""
+        tables = list(tables)
+        jd = julian_day_now()  # before the read: later inserts move the counter read on
+        definitions = source.definitions()
+        auto = {t: definitions[t].sequence for t in tables
+                if t in definitions and definitions[t].autoincrement}
+        recorded = self.store.record_changed(definitions, tables, seq=seq,
+                                             exclude=self.options.exclude, jd=jd,
+                                             counters=auto if counters is None else counters)
+        self.counters.recorded(jd, auto, [t for t in tables if t not in auto])
+        return recorded
+
+    def check_counters(self, source: Source, now: Mapping[str, int],
+                       first: FeedRound | None) -> int:
+        """Record the counters a script wrote itself (`now` read beside `first`):
+        `CounterWatch.unexplained`. Returns how many tables were recorded."""
+        tables = self.counters.unexplained(now, first)
+        if tables:
+            log.info("sqlite_sequence was written outside an INSERT (%s): recording the "
+                     "counters as they are now", ", ".join(tables))
+            self.record_schemas(source, tables, counters=tables)
+        return len(tables)
 
     def taken_back(self, tables: Iterable[str]) -> list[str]:
         """Of `tables` (mirrored), those history keeps again whose last baseline kept no

@@ -312,9 +312,12 @@ class Daemon:
             drift = self.source.schema_version() != self.schema.version
             moved = follower.committed(self.source.data_version())
             read = not drift and (woke or moved)
+            counters = self.source.sequences() if read else None  # syncd.daemon.counters
             first = follower.read_round() if read else None
         if drift:
             self.schema.check()
+        if counters is not None:  # recorded before the round: caught up means recorded
+            self.history.check_counters(self.source, counters, first)
         if drift or (read and first is not None):  # a round that found nothing is not re-read
             follower.follow(first)
         self.reconciler.when_due()

@@ -59,10 +59,11 @@ class TablePass:
 
     def finish(self) -> None:
         """Record the table's SQL: the baseline is complete from here on."""
+        jd = julian_day_now()  # before the read: its counter holds every insert until then
         found = self.baseline.source.definitions().get(self.info.name)
         if found is None or found.kind != "table":
             return  # dropped meanwhile: it has no SQL to restore
-        self.baseline.record(found, baseline=self.start, rows_kept=self.kept,
+        self.baseline.record(found, jd, baseline=self.start, rows_kept=self.kept,
                              rows=self.rows if self.kept else None,
                              columns=self.names)
 
@@ -99,8 +100,8 @@ class Baseline:
         history)."""
         return None if info.name in self.exclude else Repairs(self.store, info)
 
-    def record(self, found: Definition, **fields: Any) -> None:
-        self.store.record_schema(found.name, julian_day_now(), 0, found.sql,
+    def record(self, found: Definition, jd: float, **fields: Any) -> None:
+        self.store.record_schema(found.name, jd, 0, found.sql,
                                  list(found.indexes), found.sequence,
                                  triggers=list(found.triggers), kind=found.kind, **fields)
 
@@ -109,7 +110,8 @@ class Baseline:
         changed), and the drop of a recorded view that is gone: `record_changed`, the
         rule the daemon's start and schema changes share (the tables' SQL is recorded
         by their passes)."""
-        self.store.record_changed(self.source.definitions(), exclude=self.exclude)
+        jd = julian_day_now()
+        self.store.record_changed(self.source.definitions(), exclude=self.exclude, jd=jd)
 
     def record_left_out(self, mirrored: Collection[str]) -> None:
         """Mark the tables history kept until now and keeps no more (`[history] exclude`,

@@ -83,9 +83,11 @@ class RestoreReport:
 
 
 def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
-                 jd: float | None, task: Any) -> None:
+                 jd: float | None, task: Any, counted_from: float) -> int | None:
     """The rows of `table` as of `jd`: the snapshots as they come, then the last state
-    of each row a later version touched (syncd.sinks.history: the order)."""
+    of each row a later version touched (syncd.sinks.history: the order). Returns the
+    highest rowid inserted from `counted_from` on (the AUTOINCREMENT counter recorded
+    then moves only with them), None if none was."""
     since, columns = reader.baseline_as_of(table, jd)
     changed: set[Any] = set()
     for batch in reader.version_batches(table, since, jd, with_cols=columns is None):
@@ -95,8 +97,9 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
         writer.add(snapshots, columns)
         task.advance(len(batch))
     writer.flush()
+    inserted: int | None = None
     if not changed:
-        return
+        return inserted
     last: dict[Any, dict[str, Any]] = {}
     snaps: dict[Any, dict[str, Any]] = {}
     for v in reader.versions_of(table, list(changed), since, jd):
@@ -104,8 +107,9 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
             continue
         if v["op"] == "snapshot":
             snaps[v["doc"]] = v
-        else:
-            writer.seen(v["rowid"])  # a counter also counts rows deleted since
+        elif (v["op"] == "insert" and v["jd"] >= counted_from and v["rowid"] is not None
+              and (inserted is None or v["rowid"] > inserted)):
+            inserted = v["rowid"]  # deleted since or not: the counter keeps it
         if v["doc"] not in last or order(v) > order(last[v["doc"]]):
             last[v["doc"]] = v
     finals = []
@@ -119,6 +123,7 @@ def restore_rows(reader: HistoryReader, writer: RowWriter, table: str,
             finals.append(final)
     writer.add(finals)
     writer.flush()
+    return inserted
 
 
 def _check_time(reader: HistoryReader, options: RestoreOptions) -> float:
@@ -199,10 +204,11 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
         for name, doc in sorted(tables.items(), key=lambda kv: (kv[1]["jd"], kv[0])):
             out.execute(doc["sql"])
             writer = out.table(name)
+            inserted = None
             try:  # a UNIQUE conflict shows in the rows, or in an index made over them
                 if doc.get("rows_kept", True):
                     task = progress.task(name, doc.get("rows"))
-                    restore_rows(reader, writer, name, jd, task)
+                    inserted = restore_rows(reader, writer, name, jd, task, doc["jd"])
                     task.finish()
                 else:
                     why = ("not mirrored since then (a migration left it out)"
@@ -214,7 +220,9 @@ def _write(out: RestoreTarget, reader: HistoryReader, options: RestoreOptions,
                     out.execute(sql)
             except RestoreConflict as exc:
                 raise RestoreConflict(_conflict_help(name, str(exc))) from None
-            seq = out.sequence(name, doc["sql"], doc.get("sequence"), writer.max_rowid)
+            # the counter the last record read, moved on by the inserts since (a record is
+            # stamped before its read: syncd.daemon.counters)
+            seq = out.sequence(name, doc["sql"], doc.get("sequence"), inserted)
             report.tables.append({"table": name, "rows": writer.rows, "sequence": seq})
             triggers += doc.get("triggers") or []
         for name, doc in sorted(views.items()):

@@ -216,7 +216,8 @@ class HistoryStore:
 
     def record_changed(self, definitions: Mapping[str, Definition],
                        tables: Iterable[str] = (), *, seq: int = 0,
-                       exclude: Collection[str] = ()) -> int:
+                       exclude: Collection[str] = (), jd: float | None = None,
+                       counters: Collection[str] = ()) -> int:
         """Record the SQL of `tables` and of every view (now in `definitions`, or ever
         recorded), with indexes, legacy triggers and AUTOINCREMENT counter, for each
         whose last record differs from `definitions` (a name gone from it, whoever
@@ -224,7 +225,12 @@ class HistoryStore:
         what a restore as of a later moment rebuilds. One rule for every caller (a
         migrate's end, the daemon's start and its schema changes), so their records
         cannot drift apart. `exclude`: tables whose rows history leaves out (their
-        SQL is kept, `rows_kept` false). Returns how many were recorded."""
+        SQL is kept, `rows_kept` false). `jd`: the moment taken before `definitions`
+        were read (default now), the record's time: a restore moves its AUTOINCREMENT
+        counter on only by the rows inserted from then on. `counters`: tables recorded
+        even if unchanged, because their counter read now is the one a restore must
+        start from (a script wrote `sqlite_sequence`, or syncd could not follow it).
+        Returns how many were recorded."""
         ever_views = set(self.schemas.distinct("table", {"source": self.source_id,
                                                          "kind": "view"}))
         views = {n for n, d in definitions.items() if d.kind == "view"} | ever_views
@@ -232,7 +238,7 @@ class HistoryStore:
         # was stopped is named by no caller): its drop, or a restore keeps it.
         gone = {n for n in self.schemas.distinct("table", {"source": self.source_id})
                 if n not in definitions}
-        jd = julian_day_now()
+        jd = julian_day_now() if jd is None else jd
         recorded = 0
         for name in sorted({*tables, *views, *gone}):
             now = definitions.get(name)
@@ -244,8 +250,9 @@ class HistoryStore:
                                                    kind=last.get("kind", "table"))
                 continue
             shape = (now.sql, list(now.indexes), now.sequence, list(now.triggers))
-            if last is not None and (last["sql"], last.get("indexes", []),
-                                     last.get("sequence"), last.get("triggers", [])) == shape:
+            if name not in counters and last is not None and (
+                    last["sql"], last.get("indexes", []), last.get("sequence"),
+                    last.get("triggers", [])) == shape:
                 continue
             recorded += self.record_schema(name, jd, seq, now.sql, list(now.indexes),
                                            now.sequence, triggers=list(now.triggers),

@@ -1,0 +1,177 @@
+"""The AUTOINCREMENT counter a restore writes, when scripts write `sqlite_sequence` itself.
+
+Writes to `sqlite_sequence` fire no trigger and move no schema version: the reset
+idiom (`DELETE FROM t; DELETE FROM sqlite_sequence WHERE name = 't'`), a counter set
+higher, one set lower than the rows' ids (SQLite then hands out max(rowid) + 1), the
+counter row the first insert after a reset creates, and a reset made while `syncd run`
+was stopped. On real servers: `syncd restore --as-of` each moment must equal a copy
+of metadata.db taken then (SQLite backup API), `sqlite_sequence` and the next id a
+script gets included."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.daemon_support import Daemon, wait_for
+from tests.restore_support import backup, dump, moment
+
+SCHEMA = """
+CREATE TABLE seqd (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+CREATE TABLE other (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+CREATE TABLE mark (id INTEGER PRIMARY KEY, v TEXT);
+"""
+
+
+def write(path: Path, *statements: str) -> None:
+    """One legacy transaction of `statements`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for s in statements:
+            conn.execute(s)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def next_ids(path: Path, scratch: Path) -> list[int | None]:
+    """The ids a legacy script's next INSERT into each table gets (on a copy)."""
+    shutil.copyfile(path, scratch)
+    conn = sqlite3.connect(scratch)
+    try:
+        return [conn.execute(f"INSERT INTO {t} (v) VALUES ('next')").lastrowid
+                for t in ("seqd", "other")]
+    finally:
+        conn.close()
+        scratch.unlink()
+
+
+class Story:
+    """A legacy file, `syncd run` following it, and copies of it taken at moments."""
+
+    def __init__(self, tmp: Path, target_args: list[str], db: Any) -> None:
+        self.tmp, self.target_args, self.db = tmp, target_args, db
+        self.legacy = tmp / "metadata.db"
+        conn = sqlite3.connect(self.legacy)
+        conn.executescript(SCHEMA)
+        conn.executemany("INSERT INTO seqd (v) VALUES (?)", [("x",)] * 5)
+        conn.executemany("INSERT INTO other (v) VALUES (?)", [("o",)] * 3)
+        conn.commit()
+        conn.close()
+        assert run_cli("migrate", "--sqlite", self.legacy, *target_args).code == 0
+        self.copies: dict[str, tuple[str, Path]] = {}
+        self.daemon: Daemon | None = None
+
+    def start(self) -> None:
+        self.daemon = Daemon(self.tmp, self.legacy, self.target_args)
+        self.daemon.wait_ready(self.db)
+
+    def caught_up(self) -> None:
+        """A marker row written, then waited for in history: all before it is recorded."""
+        write(self.legacy, "INSERT INTO mark (v) VALUES ('m')")
+        mark = sqlite3.connect(self.legacy).execute("SELECT max(id) FROM mark").fetchone()[0]
+        daemon = self.daemon
+        assert daemon is not None
+
+        def recorded() -> Any:
+            if daemon.proc.poll() is not None:
+                pytest.fail(f"syncd run exited: {daemon.proc.communicate()[1][-2000:]}")
+            return self.db["_syncd_history"].find_one({"table": "mark", "key": [mark],
+                                                       "op": "insert"})
+        wait_for(recorded, what="syncd run to catch up")
+
+    def keep(self, name: str) -> None:
+        self.caught_up()
+        at = moment()
+        backup(self.legacy, self.tmp / f"{name}.db")
+        self.copies[name] = (at, self.tmp / f"{name}.db")
+
+    def differences(self) -> list[Any]:
+        """What a restore as of each kept moment got wrong (nothing, when exact)."""
+        bad: list[Any] = []
+        scratch = self.tmp / "scratch.db"
+        for name, (at, copy) in self.copies.items():
+            out = self.tmp / f"restored-{name}.db"
+            result = run_cli("restore", "--to", out, "--as-of", at, *self.target_args)
+            if result.code != 0:
+                bad.append((name, result.err.strip().splitlines()[-1:]))
+                continue
+            got, want = dump(out), dump(copy)
+            bad += [(name, part, "restored", got[part], "copy", want[part])
+                    for part in got if got[part] != want[part]]
+            got_next, want_next = next_ids(out, scratch), next_ids(copy, scratch)
+            if got_next != want_next:
+                bad.append((name, "next ids", "restored", got_next, "copy", want_next))
+        return bad
+
+
+def test_scripts_writing_sqlite_sequence_restore_as_of_every_moment(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story.start()
+    assert story.daemon is not None
+    try:
+        write(legacy, "INSERT INTO seqd (v) VALUES ('x')", "INSERT INTO seqd (v) VALUES ('x')")
+        story.keep("before")  # ids 1..7, counter 7
+        write(legacy, "DELETE FROM seqd", "DELETE FROM sqlite_sequence WHERE name = 'seqd'")
+        story.keep("reset")  # no counter row: the next id is 1
+        write(legacy, "INSERT INTO seqd (v) VALUES ('y')")  # creates the counter row
+        write(legacy, "INSERT INTO seqd (v) VALUES ('y')")
+        story.keep("after-inserts")
+        write(legacy, "UPDATE sqlite_sequence SET seq = 100 WHERE name = 'seqd'")
+        story.keep("raised")
+        write(legacy, "INSERT INTO seqd (v) VALUES ('z')")  # 101
+        write(legacy, "DELETE FROM seqd WHERE id = 101")  # deleting the highest keeps 101
+        story.keep("deleted-highest")
+        write(legacy, "UPDATE sqlite_sequence SET seq = 1 WHERE name = 'seqd'")
+        story.keep("lowered")  # lower than the rows' ids: the next id is max(rowid) + 1
+        write(legacy, "INSERT INTO seqd (v) VALUES ('w')", "DELETE FROM seqd WHERE id = 1")
+        story.keep("after-lowered")
+        write(legacy, "DELETE FROM other", "DELETE FROM sqlite_sequence")  # every counter
+        story.keep("all-reset")
+        story.daemon.stop(signal.SIGKILL)
+        # while syncd is stopped: inserts past the old counter, then a reset
+        write(legacy, *["INSERT INTO other (v) VALUES ('s')"] * 6)
+        write(legacy, "DELETE FROM other", "DELETE FROM sqlite_sequence WHERE name = 'other'")
+        write(legacy, "INSERT INTO other (v) VALUES ('t')",  # and a counter row written
+              "INSERT INTO sqlite_sequence (name, seq) VALUES ('seqd', 40)")
+        story.start()
+        story.keep("restarted")
+        write(legacy, "INSERT INTO other (v) VALUES ('u')", "INSERT INTO seqd (v) VALUES ('u')")
+        story.keep("later")
+    finally:
+        assert story.daemon is not None
+        story.daemon.stop()
+    assert story.differences() == []
+    # the counter changes were recorded as such: a few schema records, not one per insert
+    records = db["_syncd_schemas"].count_documents({"table": "seqd"})
+    assert records < 12, records
+
+
+def test_followed_inserts_write_no_counter_records(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """The counter an INSERT moves is the inserted row's id: nothing to record (history
+    holds it), so a busy AUTOINCREMENT table costs no schema documents."""
+    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story.start()
+    assert story.daemon is not None
+    try:
+        before = db["_syncd_schemas"].count_documents({"table": "seqd"})
+        for _ in range(10):
+            write(legacy, "INSERT INTO seqd (v) VALUES ('x')")
+        write(legacy, "DELETE FROM seqd WHERE id = 3")
+        write(legacy, "INSERT INTO seqd (id, v) VALUES (3, 'explicit, lower')")
+        write(legacy, "INSERT INTO seqd (id, v) VALUES (50, 'explicit, higher')",
+              "INSERT INTO seqd (v) VALUES ('51')")
+        story.keep("inserted")
+        assert db["_syncd_schemas"].count_documents({"table": "seqd"}) == before
+    finally:
+        story.daemon.stop()
+    assert story.differences() == []
