@@ -33,7 +33,8 @@ from syncd.client import asof
 from syncd.client.tracker import Tracker
 from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
-from syncd.sinks.history import HistoryStore, julian_day, version
+from syncd.sinks.history import HistoryStore, version
+from syncd.sinks.julian import julian_day
 
 SOURCE = "bench"
 KEYS = {"training_runs": "run_id", "epoch_history": "id", "model_checkpoints": "checkpoint_id"}

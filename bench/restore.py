@@ -43,7 +43,8 @@ from syncd.engine.restore import RestoreOptions, restore
 from syncd.progress import Progress
 from syncd.projection.ids import int_ids_maker
 from syncd.sample import make_eeg2025
-from syncd.sinks.history import HistoryStore, julian_day_now
+from syncd.sinks.history import HistoryStore
+from syncd.sinks.julian import julian_day_now
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "eeg2025" / "metadata.db"
 SOURCE = "bench"

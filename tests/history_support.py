@@ -14,7 +14,8 @@ from typing import Any
 
 from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
-from syncd.sinks.history import HistoryStore, julian_day, version
+from syncd.sinks.history import HistoryStore, version
+from syncd.sinks.julian import julian_day
 from tests.conftest import run_cli
 
 SRC = "testhost"

@@ -17,8 +17,9 @@ from legacy_adapters.sqlite_capture import Capture
 from syncd.daemon.history import MAX_VALUES_BYTES, VersionRecorder, fit
 from syncd.projection.ids import derive_id
 from syncd.sample import make_eeg2025
-from syncd.sinks.history import HistoryOptions, HistoryStore, julian_day, version
+from syncd.sinks.history import HistoryOptions, HistoryStore, version
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import julian_day
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, verified, wait_for
 

@@ -18,8 +18,9 @@ import pytest
 from syncd.client.tracker import Tracker
 from syncd.daemon.history import VersionRecorder
 from syncd.errors import ConfigError
-from syncd.sinks.history import HistoryOptions, HistoryStore, julian_day
+from syncd.sinks.history import HistoryOptions, HistoryStore
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import julian_day
 from tests.conftest import run_cli
 from tests.history_support import SRC, TABLES, build_story, moment
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from syncd.projection.ids import derive_id
-from syncd.sinks.history import HistoryStore, from_julian_day, julian_day_now, version
+from syncd.sinks.history import HistoryStore, version
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import from_julian_day, julian_day_now
 from tests.conftest import run_cli
 from tests.restore_support import dump
 

@@ -17,7 +17,8 @@ from legacy_adapters.sqlite import SQLiteSource
 from legacy_adapters.sqlite_capture import Capture
 from legacy_adapters.sqlite_values import Layout
 from syncd.projection.ids import derive_id
-from syncd.sinks.history import HistoryStore, shown_jd, version
+from syncd.sinks.history import HistoryStore, version
+from syncd.sinks.julian import shown_jd
 from tests.conftest import run_cli
 from tests.daemon_support import Daemon, legacy_write, wait_for
 from tests.restore_support import backup, dump, moment

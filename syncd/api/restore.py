@@ -18,7 +18,7 @@ def parse_as_of(text: str | None) -> float | None:
     (syncd.api.shared.checked_moment: ISO 8601 with its offset, or a date, its 00:00 UTC;
     a time without a zone is refused rather than guessed)."""
     from syncd.api.shared import checked_moment
-    from syncd.sinks.history import julian_day
+    from syncd.sinks.julian import julian_day
 
     if text is None or text.strip().lower() == "now":
         return None

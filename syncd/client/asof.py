@@ -43,8 +43,8 @@ from syncd.client.rebuild import (
 )
 from syncd.engine.migration_files import MigrationFile
 from syncd.errors import ConfigError
-from syncd.sinks.history import julian_day
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import julian_day
 
 VIEW_SECONDS = 30.0
 VIEWS_KEPT = 8  # per client

@@ -42,10 +42,10 @@ from syncd.sinks.history import (
     SCHEMAS,
     counts,
     decode_row,
-    from_julian_day,
     order,
 )
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import from_julian_day
 
 CODEC = bson.CodecOptions(tz_aware=False)
 

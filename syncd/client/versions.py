@@ -36,7 +36,7 @@ from syncd.errors import SyncdError
 from syncd.projection.ids import derive_id
 from syncd.projection.project import Projector
 from syncd.redact import secret_key
-from syncd.sinks.history import from_julian_day
+from syncd.sinks.julian import from_julian_day
 
 HIDDEN = ("_id", "_source", "_v")
 NOW = float("inf")

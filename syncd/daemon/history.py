@@ -37,14 +37,9 @@ from syncd.daemon.counters import CounterWatch
 from syncd.engine.apply import Applier
 from syncd.projection.ids import id_maker
 from syncd.projection.model import TableMap
-from syncd.sinks.history import (
-    HistoryOptions,
-    HistoryStore,
-    julian_day,
-    julian_day_now,
-    version,
-)
+from syncd.sinks.history import HistoryOptions, HistoryStore, version
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import julian_day, julian_day_now
 
 log = logging.getLogger(__name__)
 OPS = {"i": "insert", "u": "update", "d": "delete"}

@@ -18,7 +18,8 @@ from typing import Any
 from legacy_adapters.base import Chunk, Definition, Source, TableInfo
 from syncd.engine.repairs import Repairs
 from syncd.projection.project import Projected, Projector
-from syncd.sinks.history import HistoryStore, julian_day_now
+from syncd.sinks.history import HistoryStore
+from syncd.sinks.julian import julian_day_now
 
 
 class TablePass:

@@ -18,7 +18,8 @@ from typing import Any
 
 from legacy_adapters.base import Chunk, TableInfo
 from syncd.projection.project import Projected, Projector
-from syncd.sinks.history import HistoryStore, julian_day_now, version
+from syncd.sinks.history import HistoryStore, version
+from syncd.sinks.julian import julian_day_now
 
 
 class Repairs:

@@ -36,8 +36,9 @@ from pymongo.database import Database
 from legacy_adapters.base import RestoreConflict, RestoreTarget, RowWriter
 from syncd.errors import ConfigError
 from syncd.progress import Progress
-from syncd.sinks.history import counts, from_julian_day, order
+from syncd.sinks.history import counts, order
 from syncd.sinks.history_reader import HistoryReader
+from syncd.sinks.julian import from_julian_day
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,8 @@ version twice (a daemon restarted before its checkpoint) stores it once.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -80,16 +78,13 @@ from legacy_adapters.base import Definition
 from legacy_adapters.values import RawText
 from syncd.projection.ids import encode_value
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
+from syncd.sinks.julian import from_julian_day, julian_day, julian_day_now
 
 HISTORY = "_syncd_history"
 SCHEMAS = "_syncd_schemas"
 KEPT = "_syncd_history_kept"
 OPS = ("snapshot", "insert", "update", "delete")
 DUPLICATE_KEY = 11000
-_UNIX_EPOCH_JD = 2440587.5
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DAY_MICROS = 86_400_000_000
-_UNIX_EPOCH_JD_MICROS = 210_866_760_000_000_000  # 2440587.5 days in microseconds
 # The `[history]` settings (syncd.api resolves them into `HistoryOptions`): how long
 # versions are kept ("forever", or a duration such as "90d", "12h", "3600s"), and
 # tables left out of history (their triggers log keys only: format 2).
@@ -105,35 +100,6 @@ class HistoryOptions:
 
     def wanted(self, table: str) -> bool:
         return table not in self.exclude
-
-
-def julian_day(when: datetime) -> float:
-    """The julian day of an aware (or UTC-naive) datetime, as SQLite's julianday() gives
-    it: the same double for the same millisecond (one correctly rounded division of
-    whole numbers, as SQLite's), so that `--as-of` a version's shown time includes it.
-    (`2440587.5 + timestamp / 86400` is one ulp lower for about 1 moment in 500.)"""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    micros = (when - _UNIX_EPOCH) // timedelta(microseconds=1)
-    return (micros + _UNIX_EPOCH_JD_MICROS) / _DAY_MICROS  # int / int: correctly rounded
-
-
-def julian_day_now() -> float:
-    """The julian day now (the clock the change log's julianday('now') reads)."""
-    return _UNIX_EPOCH_JD + time.time() / 86400.0
-
-
-def from_julian_day(jd: float) -> datetime:
-    """The UTC datetime of a julian day (to the microsecond)."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=jd - _UNIX_EPOCH_JD)
-
-
-def shown_jd(jd: float) -> str:
-    """A julian day for people: ISO 8601 UTC, to the nearest millisecond (a julian day
-    holds a moment to about 50 microseconds), without a fraction on a whole second."""
-    moment = from_julian_day(jd + 0.0005 / 86400)
-    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
 
 
 def decode_value(value: Any) -> Any:

@@ -13,7 +13,8 @@ from bson.codec_options import CodecOptions
 from pymongo.database import Database
 
 from syncd.errors import ConfigError
-from syncd.sinks.history import HISTORY, KEPT, SCHEMAS, counts, decode_row, shown_jd
+from syncd.sinks.history import HISTORY, KEPT, SCHEMAS, counts, decode_row
+from syncd.sinks.julian import shown_jd
 
 
 class HistoryReader:

@@ -56,7 +56,7 @@ def versions(ctx: HttpContext, ref: str, as_of: str = "") -> dict[str, Any] | No
     """A run's versions for its page (None: no history of it is recorded)."""
     from syncd.client.asof import parse_time
     from syncd.client.versions import run_versions
-    from syncd.sinks.history import julian_day
+    from syncd.sinks.julian import julian_day
 
     folder = ctx.migrations
     try:
