@@ -12,11 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.daemon_support import Daemon, wait_for
-from tests.restore_support import backup, dump, moment
+from tests.followed_story import Story, write
 
 SCHEMA = """
 CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
@@ -32,81 +28,19 @@ CREATE TABLE mark (id INTEGER PRIMARY KEY, v);
 """
 
 
-def write(path: Path, *statements: Any, pragmas: tuple[str, ...] = ()) -> None:
-    """One legacy transaction of `statements` (SQL, or (SQL, params))."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        for pragma in pragmas:
-            conn.execute(f"PRAGMA {pragma}")
-        conn.execute("BEGIN")
-        for s in statements:
-            conn.execute(*(s if isinstance(s, tuple) else (s,)))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-class Story:
-    """A legacy file, `syncd run` following it, and copies of it taken at moments."""
-
-    def __init__(self, tmp: Path, target_args: list[str], db: Any) -> None:
-        self.tmp, self.target_args, self.db = tmp, target_args, db
-        self.legacy = tmp / "metadata.db"
-        conn = sqlite3.connect(self.legacy)
-        conn.executescript(SCHEMA)
-        conn.executemany("INSERT INTO parent VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
-        conn.executemany("INSERT INTO child VALUES (?, ?, ?)",
-                         [(1, 1, 1), (2, 1, 2), (3, 2, 3), (4, 3, 4)])
-        conn.executemany("INSERT INTO kv (k, v) VALUES (?, ?)", [("a", 1), ("b", 2), ("c", 3)])
-        conn.executemany("INSERT INTO seqd (v) VALUES (?)", [(i,) for i in range(5)])
-        conn.executemany("INSERT INTO vals VALUES (?, ?, ?)", [(1, 1.0, 1), (2, 2.0, 2)])
-        conn.commit()
-        conn.close()
-        assert run_cli("migrate", "--sqlite", self.legacy, *target_args).code == 0
-        self.copies: dict[str, tuple[str, Path]] = {}
-        self.daemon: Daemon | None = None
-
-    def start(self) -> None:
-        self.daemon = Daemon(self.tmp, self.legacy, self.target_args)
-        self.daemon.wait_ready(self.db)
-
-    def caught_up(self) -> None:
-        """A marker row written, then waited for in history: all before it is recorded."""
-        write(self.legacy, "INSERT INTO mark (v) VALUES ('m')")
-        mark = sqlite3.connect(self.legacy).execute("SELECT max(id) FROM mark").fetchone()[0]
-        daemon = self.daemon
-        assert daemon is not None
-
-        def recorded() -> Any:
-            if daemon.proc.poll() is not None:
-                pytest.fail(f"syncd run exited: {daemon.proc.communicate()[1][-2000:]}")
-            return self.db["_syncd_history"].find_one({"table": "mark", "key": [mark],
-                                                       "op": "insert"})
-        wait_for(recorded, what="syncd run to catch up")
-
-    def keep(self, name: str) -> None:
-        at = moment()
-        backup(self.legacy, self.tmp / f"{name}.db")
-        self.copies[name] = (at, self.tmp / f"{name}.db")
-
-    def differences(self) -> list[Any]:
-        """What a restore as of each kept moment got wrong (nothing, when exact)."""
-        bad: list[Any] = []
-        for name, (at, copy) in self.copies.items():
-            out = self.tmp / f"restored-{name}.db"
-            result = run_cli("restore", "--to", out, "--as-of", at, *self.target_args)
-            if result.code != 0:
-                bad.append((name, result.err.strip().splitlines()[-1:]))
-                continue
-            got, want = dump(out), dump(copy)
-            bad += [(name, part, "restored", got[part], "copy", want[part])
-                    for part in got if got[part] != want[part]]
-        return bad
+def fill(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    conn.executemany("INSERT INTO parent VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    conn.executemany("INSERT INTO child VALUES (?, ?, ?)",
+                     [(1, 1, 1), (2, 1, 2), (3, 2, 3), (4, 3, 4)])
+    conn.executemany("INSERT INTO kv (k, v) VALUES (?, ?)", [("a", 1), ("b", 2), ("c", 3)])
+    conn.executemany("INSERT INTO seqd (v) VALUES (?)", [(i,) for i in range(5)])
+    conn.executemany("INSERT INTO vals VALUES (?, ?, ?)", [(1, 1.0, 1), (2, 2.0, 2)])
 
 
 def test_what_sqlite_does_on_its_own_restores_as_of_every_moment(
         tmp_path: Path, target_args: list[str], db: Any) -> None:
-    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story, legacy = Story(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
     story.start()
     try:
         story.caught_up()
@@ -177,7 +111,7 @@ def test_columns_and_names_changed_while_syncd_was_stopped(
     is down: the old capture triggers go on logging the old columns (SQLite renames
     the trigger's NEW.v, not the layout syncd stored), so after the restart each such
     table needs a new baseline, and the renamed table's old name is gone."""
-    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story, legacy = Story(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
     story.start()
     assert story.daemon is not None
     story.daemon.stop(signal.SIGKILL)

@@ -13,32 +13,17 @@ from __future__ import annotations
 import shutil
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.daemon_support import Daemon, wait_for
-from tests.restore_support import backup, dump, moment
+from tests.followed_story import Story, write
 
 SCHEMA = """
 CREATE TABLE seqd (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
 CREATE TABLE other (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
 CREATE TABLE mark (id INTEGER PRIMARY KEY, v TEXT);
 """
-
-
-def write(path: Path, *statements: str) -> None:
-    """One legacy transaction of `statements`."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        for s in statements:
-            conn.execute(s)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def next_ids(path: Path, scratch: Path) -> list[int | None]:
@@ -53,68 +38,31 @@ def next_ids(path: Path, scratch: Path) -> list[int | None]:
         scratch.unlink()
 
 
-class Story:
-    """A legacy file, `syncd run` following it, and copies of it taken at moments."""
+def fill(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    conn.executemany("INSERT INTO seqd (v) VALUES (?)", [("x",)] * 5)
+    conn.executemany("INSERT INTO other (v) VALUES (?)", [("o",)] * 3)
 
-    def __init__(self, tmp: Path, target_args: list[str], db: Any) -> None:
-        self.tmp, self.target_args, self.db = tmp, target_args, db
-        self.legacy = tmp / "metadata.db"
-        conn = sqlite3.connect(self.legacy)
-        conn.executescript(SCHEMA)
-        conn.executemany("INSERT INTO seqd (v) VALUES (?)", [("x",)] * 5)
-        conn.executemany("INSERT INTO other (v) VALUES (?)", [("o",)] * 3)
-        conn.commit()
-        conn.close()
-        assert run_cli("migrate", "--sqlite", self.legacy, *target_args).code == 0
-        self.copies: dict[str, tuple[str, Path]] = {}
-        self.daemon: Daemon | None = None
 
-    def start(self) -> None:
-        self.daemon = Daemon(self.tmp, self.legacy, self.target_args)
-        self.daemon.wait_ready(self.db)
-
-    def caught_up(self) -> None:
-        """A marker row written, then waited for in history: all before it is recorded."""
-        write(self.legacy, "INSERT INTO mark (v) VALUES ('m')")
-        mark = sqlite3.connect(self.legacy).execute("SELECT max(id) FROM mark").fetchone()[0]
-        daemon = self.daemon
-        assert daemon is not None
-
-        def recorded() -> Any:
-            if daemon.proc.poll() is not None:
-                pytest.fail(f"syncd run exited: {daemon.proc.communicate()[1][-2000:]}")
-            return self.db["_syncd_history"].find_one({"table": "mark", "key": [mark],
-                                                       "op": "insert"})
-        wait_for(recorded, what="syncd run to catch up")
+class CounterStory(Story):
+    """Each copy kept once `syncd run` caught up; the next ids compared too."""
 
     def keep(self, name: str) -> None:
         self.caught_up()
-        at = moment()
-        backup(self.legacy, self.tmp / f"{name}.db")
-        self.copies[name] = (at, self.tmp / f"{name}.db")
+        super().keep(name)
 
-    def differences(self) -> list[Any]:
-        """What a restore as of each kept moment got wrong (nothing, when exact)."""
-        bad: list[Any] = []
+    def differences(self, also: Callable[[Path, Path], Any] | None = None) -> list[Any]:
         scratch = self.tmp / "scratch.db"
-        for name, (at, copy) in self.copies.items():
-            out = self.tmp / f"restored-{name}.db"
-            result = run_cli("restore", "--to", out, "--as-of", at, *self.target_args)
-            if result.code != 0:
-                bad.append((name, result.err.strip().splitlines()[-1:]))
-                continue
-            got, want = dump(out), dump(copy)
-            bad += [(name, part, "restored", got[part], "copy", want[part])
-                    for part in got if got[part] != want[part]]
-            got_next, want_next = next_ids(out, scratch), next_ids(copy, scratch)
-            if got_next != want_next:
-                bad.append((name, "next ids", "restored", got_next, "copy", want_next))
-        return bad
+
+        def next_id_differs(out: Path, copy: Path) -> Any:
+            got, want = next_ids(out, scratch), next_ids(copy, scratch)
+            return None if got == want else ("next ids", "restored", got, "copy", want)
+        return super().differences(next_id_differs)
 
 
 def test_scripts_writing_sqlite_sequence_restore_as_of_every_moment(
         tmp_path: Path, target_args: list[str], db: Any) -> None:
-    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story, legacy = CounterStory(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
     story.start()
     assert story.daemon is not None
     try:
@@ -159,7 +107,7 @@ def test_followed_inserts_write_no_counter_records(
         tmp_path: Path, target_args: list[str], db: Any) -> None:
     """The counter an INSERT moves is the inserted row's id: nothing to record (history
     holds it), so a busy AUTOINCREMENT table costs no schema documents."""
-    story, legacy = Story(tmp_path, target_args, db), tmp_path / "metadata.db"
+    story, legacy = CounterStory(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
     story.start()
     assert story.daemon is not None
     try:
