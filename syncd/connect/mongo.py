@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,10 +69,12 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
 
 
 @contextlib.contextmanager
-def open_target(ends: Endpoints) -> Iterator[MongoTarget]:
-    """Connect to the configured MongoDB or to the embedded one (started if needed)."""
-    with configured_or_embedded(ends.mongo_url,
-                                lambda: EmbeddedMongo(ends.state_dir)) as (url, embedded):
+def open_target(ends: Endpoints, give_up: Callable[[SyncdError], None] | None = None
+                ) -> Iterator[MongoTarget]:
+    """Connect to the configured MongoDB or to the embedded one (started if needed;
+    with `give_up`, started again when it dies: syncd/embedded/supervise.py)."""
+    with configured_or_embedded(ends.mongo_url, lambda: EmbeddedMongo(ends.state_dir),
+                                give_up) as (url, embedded):
         shown = redact_url(url)
         try:
             client = connect(url, ends.mongo_timeout)

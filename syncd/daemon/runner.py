@@ -148,6 +148,10 @@ class Daemon:
         self.reconciler.request()
         self.wake.set()
 
+    def fail(self, exc: BaseException) -> None:
+        """End the run with `exc`, from any thread (an embedded server that keeps dying)."""
+        self._on_fatal(exc)
+
     def _on_fatal(self, exc: BaseException) -> None:
         self.fatal = exc
         self.request_stop()
