@@ -7,11 +7,7 @@ child with SIGKILL, as the OOM killer would, and watches what syncd does.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -19,60 +15,11 @@ import pytest
 
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
-from tests.daemon_support import FAST, legacy_write, wait_for
+from tests.daemon_support import LoggedRun, legacy_write, wait_for
 
 NO_URL = {"SYNCD_MONGO_URL": "", "SYNCD_REDIS_URL": ""}
+ARGS = ["--source-id", "h", "--timezone", "UTC"]
 FOLLOWING = "(Ctrl-C or SIGTERM to stop)"  # the start-up sync is over
-
-
-class Run:
-    """A `syncd run` on embedded servers, its log in a file the test reads as it goes."""
-
-    def __init__(self, tmp: Path, legacy: Path) -> None:
-        cfg = tmp / "syncd.toml"
-        cfg.write_text(FAST)
-        self.state, self.log = tmp / "state", tmp / "run.log"
-        self.args = ["--sqlite", str(legacy), "--state-dir", str(self.state),
-                     "--source-id", "h", "--timezone", "UTC"]
-        with self.log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "syncd", "run", "--config", str(cfg), *self.args],
-                env={**os.environ, **NO_URL}, stdout=subprocess.DEVNULL, stderr=err)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def says(self, words: str, timeout: float = 120) -> None:
-        def found() -> bool:
-            if words in self.text():
-                return True
-            if self.proc.poll() is not None:
-                pytest.fail(f"syncd run exited {self.proc.returncode}: {self.text()[-3000:]}")
-            return False
-        wait_for(found, timeout, repr(words))
-
-    def child(self, name: str) -> psutil.Process:
-        """The embedded server (`secantusd` or `redis-server`) listening under syncd."""
-        def found() -> psutil.Process | None:
-            for kid in psutil.Process(self.proc.pid).children():
-                try:
-                    if (any(name in part for part in kid.cmdline())
-                            and any(c.status == psutil.CONN_LISTEN
-                                    for c in kid.net_connections("tcp"))):
-                        return kid
-                except psutil.Error:
-                    continue
-            return None
-        return wait_for(found, 60, f"the embedded {name}")
-
-    def end(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 def _port(server: psutil.Process) -> int:
@@ -80,7 +27,7 @@ def _port(server: psutil.Process) -> int:
                 if c.status == psutil.CONN_LISTEN)
 
 
-def _verified(run: Run, legacy: Path) -> bool:
+def _verified(run: LoggedRun, legacy: Path) -> bool:
     return run_cli("verify", *run.args, env=NO_URL).code == 0
 
 
@@ -98,7 +45,7 @@ def _insert_run(legacy: Path, name: str) -> None:
 
 
 def test_killed_embedded_servers_are_started_again_and_nothing_is_lost(tmp_path, legacy):
-    run = Run(tmp_path, legacy)
+    run = LoggedRun(tmp_path, legacy, ARGS, NO_URL)
     try:
         run.says(FOLLOWING)
         mongo = run.child("secantusd")
@@ -138,7 +85,7 @@ def test_a_server_that_keeps_dying_ends_the_run_with_an_error(tmp_path, legacy):
     """Its port taken by another program, the restarted MongoDB cannot listen and exits
     at once, again and again: syncd gives up, says why, and exits non-zero (systemd's
     Restart= takes over), stopping its other server."""
-    run = Run(tmp_path, legacy)
+    run = LoggedRun(tmp_path, legacy, ARGS, NO_URL)
     squatter = socket.socket()
     try:
         run.says(FOLLOWING)

@@ -11,6 +11,7 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
+from syncd.connect.reasons import unreachable_reason
 from syncd.connect.resets import RESETS
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.embedded.diskspace import no_space
@@ -40,18 +41,6 @@ def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoC
         url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname=app_name,
         tz_aware=False, uuidRepresentation="standard", event_listeners=[RESETS],
     )
-
-
-def unreachable_reason(text: str) -> str:
-    """The first host's error of a server selection timeout, without pymongo's
-    "(configured timeouts: ...)" and topology dump, and never an unclosed parenthesis."""
-    text = text[:4000]  # 200 characters of it are shown: the rest never needs a look
-    while (at := text.find("(configured timeouts:")) >= 0 and (end := text.find(")", at)) >= 0:
-        text = text[:at].rstrip() + text[end + 1:]
-    text = text.split(", Timeout:")[0].split(",")[0][:200].strip()
-    while text.count("(") > text.count(")"):
-        text = text[:text.rindex("(")].rstrip()
-    return text
 
 
 def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) -> None:
