@@ -132,6 +132,12 @@ def _waited_target(ends: Endpoints, give_up: GiveUp) -> Iterator[MongoTarget]:
             raise SystemExit(0) from None
 
 
+def _busy_at_start(message: str) -> None:
+    """A writer's lock met by the first read: the log and systemd's STATUS say so at once."""
+    log.warning("%s", message)
+    notify(f"STATUS=starting: waiting for the legacy database: {message}")
+
+
 def _serve(ctx: HttpContext, options: HttpOptions, sock: socket | None,
            daemon: Daemon) -> contextlib.AbstractContextManager[Any]:
     """The HTTP server over the daemon's live status (a no-op when it is off)."""
@@ -162,7 +168,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     give_up = GiveUp()
     # Closed on any way out (the server closes it too).
     with contextlib.closing(sock) if sock else contextlib.nullcontext(), \
-            open_source(settings, wait_busy=True) as source, \
+            open_source(settings, wait_busy=True, on_busy=_busy_at_start) as source, \
             _waited_target(ends, give_up) as target, \
             daemon_redis(ends, hdf5 is not None, give_up) as (client, events):
         state = state_store(target.db, settings)

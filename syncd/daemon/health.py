@@ -174,7 +174,8 @@ class Health:
                 self.state.outage = Outage(what, utcnow(), message)
                 log.warning("%s; retrying with backoff", outage_line(what, message),
                             extra={"source": self.store.source_id, "outage": what})
-                log.info("%s: %s", what, scrub(str(exc))[:2000])
+                if (detail := scrub(str(exc))[:2000]) != message:
+                    log.info("%s: %s", what, detail)
             else:
                 outage.retries += 1
                 outage.error = message
@@ -267,10 +268,11 @@ class Health:
         if not doc["ready"]:
             # A long first backfill: keep systemd's start timeout from running out while
             # the work moves (each chunk marks the loop alive).
+            doing = (f"waiting for {doc['outage']['what']}" if doc["outage"]
+                     else "bringing MongoDB up to date")
             if quiet < 60:
                 extend = int(4 * self.options.heartbeat_seconds * 1_000_000)
-                notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: bringing MongoDB "
-                       "up to date")
+                notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: {doing}")
             return
         stale = limit is not None and quiet > limit / 2
         lag = max((t.get("lag_seconds") or 0.0 for t in doc["tables"]), default=0.0)
