@@ -82,6 +82,10 @@ class SQLiteSource(integrity.CheckedReads):
         self._conn: sqlite3.Connection | None = None
         self._sql: dict[tuple[str, bool], str] = {}
         self._order: dict[TableInfo, integrity.OrderKey | None] = {}
+        # Told (with the log line's words) the moment a read starts waiting out a
+        # writer's lock, not after the retries run out: `syncd run` says so in systemd's
+        # STATUS and its own status while it waits.
+        self.on_busy: Callable[[str], None] | None = None
 
     # -- connections -------------------------------------------------------------
 
@@ -240,15 +244,22 @@ class SQLiteSource(integrity.CheckedReads):
                 cause = str(getattr(exc, "orig", exc))
                 if "locked" not in cause and "busy" not in cause:
                     raise
-                if attempt == 0:  # said once: a command that seems to hang says why
-                    log.info("--sqlite %s: another connection (a legacy script's transaction) "
-                             "holds the database locked; waiting for it (up to %d tries of "
-                             "%g s)", self.path, LOCKED_RETRIES, self.busy_timeout)
+                if attempt == 0:  # said at once: a command that seems to hang says why
+                    self._busy()
                 if attempt + 1 < LOCKED_RETRIES:  # no sleep before giving up
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
         raise SourceBusy(f"--sqlite {self.path}: the database stayed locked by a writer "
                          f"through {LOCKED_RETRIES} tries of {self.busy_timeout:g} s each "
                          "(a legacy script's long transaction)")
+
+    def _busy(self) -> None:
+        message = (f"--sqlite {self.path}: another connection (a legacy script's "
+                   "transaction) holds the database locked; waiting for it (up to "
+                   f"{LOCKED_RETRIES} tries of {self.busy_timeout:g} s)")
+        if self.on_busy is not None:
+            self.on_busy(message)  # which says it (once, in the daemon's outage)
+        else:
+            log.warning("%s", message)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
         return read_careful(self.conn, lambda: self._execute(sql, params))

@@ -70,7 +70,8 @@ class StopSignalNoise(logging.Filter):
 
 
 def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
-    """INFO by default; -v for DEBUG; -q for warnings only. `fmt`: text or json."""
+    """INFO by default; -v for DEBUG; -vv also the libraries' own DEBUG lines (pymongo's
+    commands, the scheduler's runs); -q for warnings only. `fmt`: text or json."""
     level = logging.INFO if verbosity == 0 else logging.DEBUG if verbosity > 0 else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -86,4 +87,5 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("pymongo", "apscheduler", "watchdog", "urllib3", "uvicorn"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1
+                                          else max(level, logging.WARNING))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from syncd.embedded import find_executable, free_port
@@ -127,3 +130,52 @@ class MongoProcess:
         return ["--mongo-url", self.url, "--database", database, "--source-id", "h",
                 "--timezone", "UTC", "--mongo-timeout", f"{timeout:g}"]
 
+
+class LoggedRun:
+    """A `syncd run` whose log goes to a file the test reads as it goes (not a pipe)."""
+
+    def __init__(self, tmp: Path, legacy: Path, target_args: list[str],
+                 env: dict[str, str] | None = None) -> None:
+        cfg = tmp / "syncd.toml"
+        cfg.write_text(FAST)
+        self.state, self.log = tmp / "state", tmp / "run.log"
+        self.args = ["--sqlite", str(legacy), "--state-dir", str(self.state), *target_args]
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "syncd", "run", "--config", str(cfg), *self.args],
+                env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def says(self, words: str, timeout: float = 120) -> None:
+        def found() -> bool:
+            if words in self.text():
+                return True
+            if self.proc.poll() is not None:
+                pytest.fail(f"syncd run exited {self.proc.returncode}: {self.text()[-3000:]}")
+            return False
+        wait_for(found, timeout, repr(words))
+
+    def child(self, name: str) -> psutil.Process:
+        """The embedded server (`secantusd` or `redis-server`) listening under syncd."""
+        def found() -> psutil.Process | None:
+            for kid in psutil.Process(self.proc.pid).children():
+                try:
+                    if (any(name in part for part in kid.cmdline())
+                            and any(c.status == psutil.CONN_LISTEN
+                                    for c in kid.net_connections("tcp"))):
+                        return kid
+                except psutil.Error:
+                    continue
+            return None
+        return wait_for(found, 60, f"the embedded {name}")
+
+    def end(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()

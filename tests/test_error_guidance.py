@@ -141,3 +141,24 @@ def test_quiet_and_verbose_are_taken_after_the_command_too():
     assert parser.parse_args(["status", "-vv"]).verbose == 2
     assert parser.parse_args(["status"]).quiet is False
     assert parser.parse_args(["status"]).verbose == 0
+
+
+def test_verbose_before_and_after_the_command_add_up(tmp_path, target_args):
+    """`syncd -v verify -v` is -vv (the -v after the command once replaced the count
+    before it): pymongo's own debug lines show, as with -vv; with -v alone they do not."""
+    parser = build_parser()
+    assert parser.parse_args(["-vv", "migrate", "-v"]).verbose == 3
+    assert parser.parse_args(["-v", "status", "-vv"]).verbose == 3
+    assert not hasattr(parser.parse_args(["status", "-v"]), "verbose_after_command")
+    legacy = tmp_path / "metadata.db"
+    make_eeg2025(legacy, runs=2)
+    assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+
+    def pymongo_lines(before: list[str], after: list[str]) -> int:
+        result = run_cli(*before, "verify", "--sqlite", legacy, *target_args, *after)
+        assert result.code == 0, result
+        return sum(" DEBUG pymongo." in line for line in result.err.splitlines())
+
+    assert pymongo_lines(["-v"], ["-v"]) > 0  # -v verify -v: -vv
+    assert pymongo_lines(["-vv"], []) > 0
+    assert pymongo_lines(["-v"], []) == 0 and pymongo_lines([], ["-v"]) == 0

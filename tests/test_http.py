@@ -19,7 +19,7 @@ from syncd.http.app import build_app
 from syncd.http.server import HttpServer
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
-from tests.daemon_support import Daemon, legacy_write, verified, wait_for
+from tests.daemon_support import Daemon, LoggedRun, legacy_write, verified, wait_for
 
 
 @pytest.fixture
@@ -199,3 +199,30 @@ def test_healthz_says_stuck_while_the_follow_loop_is_held(tmp_path, legacy, targ
     finally:
         code, err = daemon.stop()
     assert code == 0, err[-3000:]
+
+
+def test_a_dead_mongodb_is_one_short_line_in_readyz_status_and_log(tmp_path, legacy,
+                                                                    own_mongo):
+    """pymongo's error carries every host's timeouts and a topology dump; /readyz, the
+    daemon's outage (systemd STATUS, syncd status) and its warning say one line, and
+    the log keeps the whole text."""
+    mongo, _client = own_mongo
+    run = LoggedRun(tmp_path, legacy, mongo.target_args("short"))
+    try:
+        run.says("(Ctrl-C or SIGTERM to stop)")
+        url = http_url(run)  # type: ignore[arg-type]
+        mongo.stop()
+        short = f"MongoDB at 127.0.0.1:{mongo.port} unreachable: connection refused"
+        code, body = wait_for(lambda: (r := get(url + "/readyz"))[0] == 503 and r, 30,
+                              "/readyz 503")
+        assert json.loads(body) == {"status": "not ready", "reason": short}, body
+        legacy_write(legacy, "INSERT INTO subjects (subject_id, age) VALUES ('NDAR_X', 9.5)")
+        run.says(f"WARNING syncd.daemon.health: {short}; retrying with backoff\n")
+        run.says("Topology Description")  # the detail, in the log only
+        mongo.start()
+        wait_for(lambda: get(url + "/readyz")[0] == 200, 60, "/readyz 200 again")
+    finally:
+        code = run.end()
+    assert code == 0, run.text()[-3000:]
+    assert "Topology" not in "".join(line for line in run.text().splitlines()
+                                     if "WARNING" in line)

@@ -38,6 +38,7 @@ from syncd.daemon.runner import Daemon, Stores
 from syncd.daemon.sdnotify import notify
 from syncd.embedded.endpoints import Endpoints
 from syncd.embedded.interrupts import Interrupted, raising, stop_requested
+from syncd.embedded.supervise import GiveUp
 from syncd.engine.migrator import Migrator
 from syncd.errors import ConfigError
 from syncd.http.app import build_app
@@ -102,7 +103,7 @@ def build_daemon(settings: Settings, options: DaemonOptions, source: Source, db:
 
 
 @contextlib.contextmanager
-def _waited_target(ends: Endpoints) -> Iterator[MongoTarget]:
+def _waited_target(ends: Endpoints, give_up: GiveUp) -> Iterator[MongoTarget]:
     """The MongoDB target for `syncd run`, waited for (with backoff) while unreachable.
 
     SIGTERM or SIGINT before the daemon takes its signals over (while waiting, while an
@@ -114,7 +115,7 @@ def _waited_target(ends: Endpoints) -> Iterator[MongoTarget]:
             while True:
                 stack = contextlib.ExitStack()
                 try:
-                    target = stack.enter_context(open_target(ends))
+                    target = stack.enter_context(open_target(ends, give_up))
                     break
                 except TargetUnreachable as exc:
                     stack.close()
@@ -129,6 +130,12 @@ def _waited_target(ends: Endpoints) -> Iterator[MongoTarget]:
                 raise
             log.info("stop requested before syncd run started following; stopped cleanly")
             raise SystemExit(0) from None
+
+
+def _busy_at_start(message: str) -> None:
+    """A writer's lock met by the first read: the log and systemd's STATUS say so at once."""
+    log.warning("%s", message)
+    notify(f"STATUS=starting: waiting for the legacy database: {message}")
 
 
 def _serve(ctx: HttpContext, options: HttpOptions, sock: socket | None,
@@ -157,10 +164,13 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     ends = endpoints(settings)
     # Bound now: a port in use is a start-up error, before any server starts.
     sock = bind(served.host, served.port) if served.host is not None else None
+    # An embedded server that keeps dying ends the run (the daemon, once built, hears it).
+    give_up = GiveUp()
     # Closed on any way out (the server closes it too).
     with contextlib.closing(sock) if sock else contextlib.nullcontext(), \
-            open_source(settings, wait_busy=True) as source, _waited_target(ends) as target, \
-            daemon_redis(ends, needed=hdf5 is not None) as (client, events):
+            open_source(settings, wait_busy=True, on_busy=_busy_at_start) as source, \
+            _waited_target(ends, give_up) as target, \
+            daemon_redis(ends, hdf5 is not None, give_up) as (client, events):
         state = state_store(target.db, settings)
         check_source_file(state, settings, record_it=True, adopt=adopt_file)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),
@@ -174,6 +184,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
             follower = Hdf5Follower(hdf5, state.source_id, target.db, client)
         daemon = build_daemon(settings, options, source, target.db, publisher, follower,
                               migrations=migrations, state=state)
+        give_up.bind(daemon.fail)
         ctx = http_context(settings, target.db, client or events,
                            daemon.health.status_document, state.source_id,
                            local_tier_options(settings))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from syncd.config import Settings, require_sqlite
@@ -12,14 +12,17 @@ from syncd.engine.migration_files import load_migrations
 
 
 @contextlib.contextmanager
-def open_source(settings: Settings, wait_busy: bool = False) -> Iterator[Any]:
+def open_source(settings: Settings, wait_busy: bool = False,
+                on_busy: Callable[[str], None] | None = None) -> Iterator[Any]:
     """The legacy database, opened read-only and its schema read (closed after the block).
     `wait_busy` (`syncd run`, which waits a writer's long lock out at its start-up): a
-    database still locked after the schema read's retries is no error here."""
+    database still locked after the schema read's retries is no error here. `on_busy`:
+    told as soon as a read starts waiting for a writer's lock (SQLiteSource.on_busy)."""
     from legacy_adapters.errors import SourceBusy
     from legacy_adapters.sqlite import SQLiteSource  # SQLAlchemy: only commands that read it
 
     source = SQLiteSource(require_sqlite(settings))
+    source.on_busy = on_busy
     try:
         # Fail early, as a configuration error, on an unreadable database, and on one a
         # writer keeps locked (SourceBusy), before any server starts, unless waited for.

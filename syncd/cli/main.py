@@ -62,31 +62,50 @@ ADOPT_HELP = ("the legacy file moved: make this --sqlite the file the database m
 # -- parser ---------------------------------------------------------------------------
 
 
+VERBOSE_AFTER = "verbose_after_command"
+VERBOSE_HELP = ("more log output: -v syncd's debug lines, -vv also pymongo's and the other "
+                "libraries' (-v before and after the command add up: -v migrate -v is -vv)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: `verbose` is the count of -v before and after the command."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        parsed.verbose = getattr(parsed, "verbose", 0) + vars(parsed).pop(VERBOSE_AFTER, 0)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings_parent = argparse.ArgumentParser(add_help=False)
     add_arguments(settings_parent)
     settings_parent.add_argument("--log-format", choices=LOG_FORMATS,
                                  default=argparse.SUPPRESS,
                                  help="text (default) or json: one object per line")
-    # -v / -q also after the command, as --log-format is (`syncd migrate -q`)
-    settings_parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                                 help="more log output")
+    # -v / -q also after the command, as --log-format is (`syncd migrate -q`); the -v
+    # there count apart (a subcommand's value would replace the count before it) and
+    # _Parser adds them up
+    settings_parent.add_argument("-v", "--verbose", action="count", dest=VERBOSE_AFTER,
+                                 default=argparse.SUPPRESS, help=VERBOSE_HELP)
     settings_parent.add_argument("-q", "--quiet", action="store_true",
                                  default=argparse.SUPPRESS, help="only warnings and errors")
     json_parent = argparse.ArgumentParser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncd", description="Mirror a legacy SQLite metadata.db (and HDF5 caches) into "
         "MongoDB and Redis, exactly, without getting in the legacy writers' way.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=None,
                         help="log lines as text (default) or one JSON object per line "
                         "(env: SYNCD_LOG_FORMAT; [log] format)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=argparse.ArgumentParser)
 
     def command(name: str, func: Callable[..., int], help_text: str, description: str,
                 json_flag: bool = True, settings: bool = True) -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
+from syncd.connect.reasons import unreachable_reason
 from syncd.connect.resets import RESETS
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.embedded.diskspace import no_space
@@ -42,18 +43,6 @@ def connect(url: str, timeout: float, app_name: str = "syncd") -> pymongo.MongoC
     )
 
 
-def unreachable_reason(text: str) -> str:
-    """The first host's error of a server selection timeout, without pymongo's
-    "(configured timeouts: ...)" and topology dump, and never an unclosed parenthesis."""
-    text = text[:4000]  # 200 characters of it are shown: the rest never needs a look
-    while (at := text.find("(configured timeouts:")) >= 0 and (end := text.find(")", at)) >= 0:
-        text = text[:at].rstrip() + text[end + 1:]
-    text = text.split(", Timeout:")[0].split(",")[0][:200].strip()
-    while text.count("(") > text.count(")"):
-        text = text[:text.rindex("(")].rstrip()
-    return text
-
-
 def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) -> None:
     try:
         client.admin.command("ping")
@@ -69,10 +58,12 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
 
 
 @contextlib.contextmanager
-def open_target(ends: Endpoints) -> Iterator[MongoTarget]:
-    """Connect to the configured MongoDB or to the embedded one (started if needed)."""
-    with configured_or_embedded(ends.mongo_url,
-                                lambda: EmbeddedMongo(ends.state_dir)) as (url, embedded):
+def open_target(ends: Endpoints, give_up: Callable[[SyncdError], None] | None = None
+                ) -> Iterator[MongoTarget]:
+    """Connect to the configured MongoDB or to the embedded one (started if needed;
+    with `give_up`, started again when it dies: syncd/embedded/supervise.py)."""
+    with configured_or_embedded(ends.mongo_url, lambda: EmbeddedMongo(ends.state_dir),
+                                give_up) as (url, embedded):
         shown = redact_url(url)
         try:
             client = connect(url, ends.mongo_timeout)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -24,7 +24,7 @@ from syncd.connect.redis_urls import RedisClient, deferred_client, make_client
 from syncd.embedded import configured_or_embedded
 from syncd.embedded.endpoints import Endpoints
 from syncd.embedded.redis import EmbeddedRedis
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError
 from syncd.redact import redact_url, scrub
 
 log = logging.getLogger("syncd")
@@ -170,14 +170,16 @@ def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
 
 
 @contextlib.contextmanager
-def daemon_redis(ends: Endpoints,
-                 needed: bool) -> Iterator[tuple[RedisClient | None, RedisClient | None]]:
+def daemon_redis(ends: Endpoints, needed: bool,
+                 give_up: Callable[[SyncdError], None] | None = None
+                 ) -> Iterator[tuple[RedisClient | None, RedisClient | None]]:
     """Redis for `syncd run`: (cache client, events client), or (None, None).
 
     Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
     goes on, events wait in a buffer and the cache is warmed once Redis is back. A
     refused password is a configuration error. The events client has short timeouts
-    and no retries: a Redis that hangs must not hold anything up.
+    and no retries: a Redis that hangs must not hold anything up. With `give_up`, an
+    embedded Redis started here is started again when it dies (embedded/supervise.py).
     """
     embedded = None
     if ends.redis_url:
@@ -193,6 +195,8 @@ def daemon_redis(ends: Endpoints,
                         exc)
             yield None, None
             return
+        if give_up is not None:
+            embedded.supervise(give_up)
     # A cluster that is down now is connected when it answers; the sync goes on meanwhile.
     client = connect_redis(url, ends.redis_timeout, deferred=True)
     events = connect_redis(url, 2.0, retry=False, read_timeout=2.0, deferred=True)

@@ -25,10 +25,12 @@ from legacy_adapters.feed import FeedStatus
 from syncd.checkpoint.daemon_doc import save_daemon_doc
 from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.store import StateStore, utcnow
+from syncd.connect.reasons import mongo_reason, outage_line
 from syncd.daemon.options import DaemonOptions
 from syncd.daemon.sdnotify import notify, watchdog_seconds
 from syncd.errors import MigrationError
 from syncd.projection.model import TableMap
+from syncd.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +166,16 @@ class Health:
             self.state.ready = True
 
     def note_outage(self, what: str, exc: BaseException, delay: float) -> None:
-        message = first_line(exc)
+        # One short line for the status, /readyz and STATUS; the log has the whole error.
+        message = mongo_reason(exc) if what == "MongoDB" else first_line(exc)
         with self.state.lock:
             outage = self.state.outage
             if outage is None or outage.what != what:
                 self.state.outage = Outage(what, utcnow(), message)
-                log.warning("%s unavailable (%s); retrying with backoff", what, message,
+                log.warning("%s; retrying with backoff", outage_line(what, message),
                             extra={"source": self.store.source_id, "outage": what})
+                if (detail := scrub(str(exc))[:2000]) != message:
+                    log.info("%s: %s", what, detail)
             else:
                 outage.retries += 1
                 outage.error = message
@@ -263,10 +268,11 @@ class Health:
         if not doc["ready"]:
             # A long first backfill: keep systemd's start timeout from running out while
             # the work moves (each chunk marks the loop alive).
+            doing = (f"waiting for {doc['outage']['what']}" if doc["outage"]
+                     else "bringing MongoDB up to date")
             if quiet < 60:
                 extend = int(4 * self.options.heartbeat_seconds * 1_000_000)
-                notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: bringing MongoDB "
-                       "up to date")
+                notify(f"EXTEND_TIMEOUT_USEC={extend}\nSTATUS=starting: {doing}")
             return
         stale = limit is not None and quiet > limit / 2
         lag = max((t.get("lag_seconds") or 0.0 for t in doc["tables"]), default=0.0)

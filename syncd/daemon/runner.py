@@ -148,6 +148,13 @@ class Daemon:
         self.reconciler.request()
         self.wake.set()
 
+    def fail(self, exc: BaseException) -> None:
+        """End the run with `exc`, from any thread (an embedded server that keeps dying)."""
+        self._on_fatal(exc)
+
+    def _busy(self, message: str) -> None:
+        self.health.note_outage("the legacy database", SourceBusy(message), 0.0)
+
     def _on_fatal(self, exc: BaseException) -> None:
         self.fatal = exc
         self.request_stop()
@@ -170,6 +177,8 @@ class Daemon:
     def run(self) -> int:
         """Sync, follow until stopped; returns the exit code."""
         self._install_signals()
+        if hasattr(self.source, "on_busy"):  # a writer's lock is an outage from its start
+            self.source.on_busy = self._busy
         self.lease.acquire()
         self.publisher.start()
         waker = None

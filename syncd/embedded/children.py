@@ -49,14 +49,15 @@ def _libc_prctl() -> Callable[..., int] | None:
     return getattr(_libc(), "prctl", None)
 
 
-def die_with_parent() -> Callable[[], None] | None:
+def die_with_parent(any_thread: bool = False) -> Callable[[], None] | None:
     """A `preexec_fn` making the child get SIGKILL when syncd dies (None where unsupported).
 
     The kernel ties this to the thread that forks, so it is only offered on the main
-    thread (whose end is the process's). Everything is looked up before the fork: the
-    function runs in the child, where only async-signal-safe work belongs.
+    thread (whose end is the process's), or with `any_thread` on a thread that outlives
+    its child (syncd/embedded/supervise.py's). Everything is looked up before the fork:
+    the function runs in the child, where only async-signal-safe work belongs.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not any_thread and threading.current_thread() is not threading.main_thread():
         return None
     prctl = _libc_prctl()
     if prctl is None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from syncd.embedded import children, credentials, interrupts
 from syncd.embedded.diskspace import no_space
+from syncd.embedded.supervise import Supervisor
 from syncd.errors import ConfigError, SyncdError
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class EmbeddedServer:
         self.auth = False
         self.password: str | None = None
         self._signals = False  # whether this object holds interrupts.acquire()
+        self.supervisor: Supervisor | None = None  # syncd run's watch over its child
 
     @property
     def url(self) -> str:
@@ -246,16 +248,32 @@ class EmbeddedServer:
         cmd = self.command(exe, self.port)
         log.info("starting the embedded %s on 127.0.0.1:%d", self.kind, self.port)
         self._spawn(cmd)
-        self._wait_ready()
+        self.wait_ready()
 
     def _hold_signals(self) -> None:
         if not self._signals:
             interrupts.acquire()
             self._signals = True
 
-    def _spawn(self, cmd: list[str]) -> None:
+    def supervise(self, on_give_up: Callable[[SyncdError], None]) -> None:
+        """Start the server again whenever it dies (syncd/embedded/supervise.py): only a
+        server this process started (one it reuses or adopted is not its child)."""
+        if self.process is not None and self.supervisor is None:
+            self.supervisor = Supervisor(self, on_give_up)
+            self.supervisor.start()
+
+    def respawn(self, preexec: Callable[[], None] | None) -> None:
+        """Spawn the server again on its port, data and password (the supervisor's)."""
+        exe = self.find()
+        if exe is None or self.port is None:
+            raise SyncdError(f"the embedded {self.kind} cannot be started again: "
+                             f"{self.executable} is gone")
+        log.info("starting the embedded %s again on 127.0.0.1:%d", self.kind, self.port)
+        self._spawn(self.command(exe, self.port), preexec)
+
+    def _spawn(self, cmd: list[str], preexec: Callable[[], None] | None = None) -> None:
         """Start the server and record it, with no stop signal able to fall in between."""
-        preexec = children.die_with_parent()
+        preexec = preexec or children.die_with_parent()
         with interrupts.deferred(), self.log_file.open("ab") as out:
             # Its own session: a Ctrl-C in the terminal reaches syncd, which then
             # stops the server cleanly, instead of killing it mid-write.
@@ -277,12 +295,12 @@ class EmbeddedServer:
                 tmp.unlink()
             raise
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         assert self.process is not None and self.port is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = self._log_tail()
+                tail = self.log_tail()
                 raise SyncdError(
                     f"the embedded {self.kind} exited at start (code "
                     f"{self.process.returncode}){self.explain(tail)}; see "
@@ -300,7 +318,7 @@ class EmbeddedServer:
             with contextlib.suppress(OSError):
                 self.info_file.unlink()
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         try:
             lines = self.log_file.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -317,9 +335,14 @@ class EmbeddedServer:
 
         Stop signals arriving meanwhile wait until it is down (then act).
         """
+        supervisor, self.supervisor = self.supervisor, None
         try:
             with interrupts.deferred():
+                if supervisor is not None:
+                    supervisor.halt()  # no restart of what is stopped now
                 self._stop(timeout)
+            if supervisor is not None:
+                supervisor.join(timeout)
         finally:
             if self._signals:
                 self._signals = False
@@ -347,16 +370,20 @@ class EmbeddedServer:
 
 
 @contextlib.contextmanager
-def configured_or_embedded(url: str | None,
-                           server: Callable[[], EmbeddedServer]) -> Iterator[tuple[str, bool]]:
+def configured_or_embedded(url: str | None, server: Callable[[], EmbeddedServer],
+                           give_up: Callable[[SyncdError], None] | None = None
+                           ) -> Iterator[tuple[str, bool]]:
     """The configured `url`, or that of an embedded server started for the block (and
-    stopped after it if this process started it); yields (url, embedded)."""
+    stopped after it if this process started it); yields (url, embedded). With
+    `give_up`, a server started here is started again when it dies (`supervise`)."""
     if url:
         yield url, False
         return
     embedded = server()
     started = embedded.start()
     try:
+        if give_up is not None:
+            embedded.supervise(give_up)
         yield started, True
     finally:
         embedded.stop()

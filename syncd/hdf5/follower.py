@@ -39,6 +39,7 @@ from legacy_adapters.hdf5 import BadFile, FileBusy, FileSig
 from legacy_adapters.hdf5_index import FileInfo, inspect, list_files, matches, wait_stable
 from syncd.checkpoint.hdf5 import record_hdf5_status
 from syncd.checkpoint.store import StateStore
+from syncd.connect.reasons import mongo_reason
 from syncd.connect.redis_urls import server_info
 from syncd.hdf5.budget import plan_budget
 from syncd.hdf5.features import extractors_for, prepare_torch
@@ -48,6 +49,7 @@ from syncd.hdf5.options import Hdf5Config
 from syncd.hdf5.report import ScanReport
 from syncd.hdf5.warming import FileWarmer
 from syncd.progress import Progress
+from syncd.redact import scrub
 from syncd.sinks.cache import CacheWriter
 from syncd.sinks.events import publish_event
 
@@ -145,9 +147,9 @@ class Hdf5Follower:
             log.warning("Redis failed during the HDF5 pass (%s); the next pass carries on",
                         report.redis_error)
         except PyMongoError as exc:
-            report.mongo_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            report.mongo_error = mongo_reason(exc)  # one line for the status; the log: all
             log.warning("MongoDB failed during the HDF5 pass (%s); the next pass carries on",
-                        report.mongo_error)
+                        scrub(str(exc))[:2000])
         report.pending = sorted(str(p) for p in self._pending_since)
         report.seconds = round(time.monotonic() - started, 3)
         return report

