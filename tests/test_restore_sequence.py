@@ -123,3 +123,24 @@ def test_followed_inserts_write_no_counter_records(
     finally:
         story.daemon.stop()
     assert story.differences() == []
+
+
+def test_a_burst_longer_than_a_round_writes_no_counter_records(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """One legacy transaction inserting more rows than a round reads ([daemon] batch,
+    2000): the counter read beside the first round already holds the later rounds'
+    inserts. That is no script writing sqlite_sequence: nothing to record, nothing to
+    say."""
+    story, legacy = CounterStory(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
+    story.start()
+    assert story.daemon is not None
+    try:
+        before = db["_syncd_schemas"].count_documents({"table": "seqd"})
+        write(legacy, *[("INSERT INTO seqd (v) VALUES (?)", (str(i),)) for i in range(4500)])
+        story.keep("burst")
+        assert db["_syncd_schemas"].count_documents({"table": "seqd"}) == before
+    finally:
+        code, err = story.daemon.stop()
+    assert code == 0, err[-3000:]
+    assert "sqlite_sequence was written outside an INSERT" not in err
+    assert story.differences() == []

@@ -16,7 +16,10 @@ one that differs is recorded at once (`VersionRecorder.record_schemas`: stamped
 before its read, in memory before the round is written), so "caught up" means
 "recorded". The moment recorded is when syncd saw the change: a restore as of the
 few milliseconds between a script's write and the next step still has the old
-counter. A change made while syncd was stopped is recorded at its next start (every
+counter. When the step's round is a whole batch (more committed than one round
+reads), the counter already holds inserts of rounds not read yet: the comparison
+waits for the next step, which comes at once, after those rounds are written. A
+change made while syncd was stopped is recorded at its next start (every
 AUTOINCREMENT table's counter is recorded then).
 """
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from legacy_adapters.feed import FeedRound
+from legacy_adapters.feed import FeedRound, Then
 
 
 class CounterWatch:
@@ -76,13 +79,18 @@ class CounterWatch:
                 if top > pending.get(name, top - 1):
                     pending[name] = top
 
-    def unexplained(self, now: Mapping[str, int], first: FeedRound | None) -> list[str]:
+    def unexplained(self, now: Mapping[str, int],
+                    first: FeedRound | None) -> list[str] | None:
         """The tables whose counter `now` (read beside the round `first`) is not what the
         inserts since make of the known one: those a record must fix. The others'
-        counters become the known ones."""
+        counters become the known ones. None when `first` is not all that was committed
+        (a whole batch: `now` holds inserts of rounds still to read), so no comparison
+        is possible: the step after the log is drained compares."""
         if first is not None:
             self._note(first)
         self._settled = first
+        if first is not None and first.then is not Then.DONE:
+            return None  # the inserts counted so far stay pending until then
         out = []
         for table, (counter, since) in self.known.items():
             inserted = self.pending.get(table)

@@ -262,10 +262,13 @@ class VersionRecorder:
         return recorded
 
     def check_counters(self, source: Source, now: Mapping[str, int],
-                       first: FeedRound | None) -> int:
+                       first: FeedRound | None) -> int | None:
         """Record the counters a script wrote itself (`now` read beside `first`):
-        `CounterWatch.unexplained`. Returns how many tables were recorded."""
+        `CounterWatch.unexplained`. Returns how many tables were recorded, None when
+        nothing could be compared yet (more rounds to read: read them, then look again)."""
         tables = self.counters.unexplained(now, first)
+        if tables is None:
+            return None
         if tables:
             log.info("sqlite_sequence was written outside an INSERT (%s): recording the "
                      "counters as they are now", ", ".join(tables))

@@ -325,8 +325,11 @@ class Daemon:
             first = follower.read_round() if read else None
         if drift:
             self.schema.check()
-        if counters is not None:  # recorded before the round: caught up means recorded
-            self.history.check_counters(self.source, counters, first)
+        # recorded before the round: caught up means recorded; a whole batch first: the
+        # counters are compared at the next step, once the rounds after it are read
+        if counters is not None and self.history.check_counters(self.source, counters,
+                                                                first) is None:
+            self.wake.set()
         if drift or (read and first is not None):  # a round that found nothing is not re-read
             follower.follow(first)
         self.reconciler.when_due()
