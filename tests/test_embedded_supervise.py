@@ -8,11 +8,13 @@ child with SIGKILL, as the OOM killer would, and watches what syncd does.
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
 
+from syncd.embedded.redis import EmbeddedRedis
 from syncd.sample import make_eeg2025
 from tests.conftest import run_cli
 from tests.daemon_support import LoggedRun, legacy_write, wait_for
@@ -104,3 +106,42 @@ def test_a_server_that_keeps_dying_ends_the_run_with_an_error(tmp_path, legacy):
     assert "the embedded MongoDB (pid" in text and "died 5 times in a row" in text, text[-3000:]
     assert "Address already in use" in text  # the server's own last words, from its log
     assert not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE
+
+
+class _HeldRestart(EmbeddedRedis):
+    """A real redis-server whose restarted child is not taken as ready until the test
+    has stopped syncd: the stop comes while the supervisor waits for that child."""
+
+    def __init__(self, state: Path) -> None:
+        super().__init__(state)
+        self.hold, self.waiting = threading.Event(), threading.Event()
+
+    def ready(self) -> bool:
+        if self.hold.is_set():
+            self.waiting.set()
+            return False
+        return super().ready()
+
+
+def test_a_stop_while_a_restarted_server_starts_is_no_failure(tmp_path, caplog):
+    """syncd stopping (SIGTERM) just as its supervisor waits for a restarted child to
+    answer: the child is stopped, and the supervisor ends quietly, without calling the
+    run failed (exit 1) or logging a traceback of its own."""
+    server, failures = _HeldRestart(tmp_path / "state"), []
+    server.start()
+    try:
+        server.supervise(failures.append)
+        supervisor, first = server.supervisor, server.process
+        assert supervisor is not None and first is not None
+        server.hold.set()
+        first.kill()
+        assert server.waiting.wait(60), "the supervisor never restarted the server"
+        restarted = server.process
+        assert restarted is not None and restarted.pid != first.pid
+    finally:
+        server.stop()
+    supervisor.join(30)
+    assert not supervisor.is_alive()
+    assert restarted.poll() is not None  # stopped with syncd
+    assert failures == []
+    assert "supervisor failed" not in caplog.text

@@ -296,17 +296,21 @@ class EmbeddedServer:
             raise
 
     def wait_ready(self) -> None:
-        assert self.process is not None and self.port is not None
+        """Wait until the child just spawned answers. The child is held here: `stop()`
+        (another thread's, while the supervisor waits for a restart) clears
+        `self.process` and stops it, which this wait then sees as its exit."""
+        proc, port = self.process, self.port
+        assert proc is not None and port is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if proc.poll() is not None:
                 tail = self.log_tail()
                 raise SyncdError(
                     f"the embedded {self.kind} exited at start (code "
-                    f"{self.process.returncode}){self.explain(tail)}; see "
+                    f"{proc.returncode}){self.explain(tail)}; see "
                     f"{self.log_file}{': ' + tail if tail else ''}"
                 )
-            if _port_open(self.port) and self.ready():
+            if _port_open(port) and self.ready():
                 return
             time.sleep(0.05)
         raise SyncdError(f"the embedded {self.kind} did not start within {START_TIMEOUT:.0f} s; "

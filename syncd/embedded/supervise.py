@@ -93,6 +93,10 @@ class Supervisor(threading.Thread):
         try:
             self._watch()
         except Exception as exc:  # a bug here must not leave syncd on a dead server
+            if self.halted.is_set():  # syncd stops the server anyway: no failure to report
+                log.debug("the embedded %s's supervisor ended during the stop: %s",
+                          self.server.kind, exc)
+                return
             log.exception("the embedded %s's supervisor failed", self.server.kind)
             self.on_give_up(SyncdError(f"the embedded {self.server.kind}'s supervisor "
                                        f"failed: {exc}"))
