@@ -275,17 +275,6 @@ class VersionRecorder:
             self.record_schemas(source, tables, counters=tables)
         return len(tables)
 
-    def taken_back(self, tables: Iterable[str]) -> list[str]:
-        """Of `tables` (mirrored), those history keeps again whose last baseline kept no
-        rows (`[history] exclude` lifted, or mirrored again): each needs a new baseline,
-        which its reconcile records (syncd.engine.baseline)."""
-        back = []
-        for table in tables:
-            last = self.store.last_baseline(table) if self.options.wanted(table) else None
-            if last is not None and not last.get("rows_kept", True):
-                back.append(table)
-        return back
-
     def record_left_out(self, source: Source, mirrored: Iterable[str]) -> int:
         """Mark the tables history kept until now and keeps no more (put in `[history]
         exclude` while syncd was stopped, or not mirrored any more):

@@ -78,10 +78,8 @@ class StartUp:
         self.feed.settle()
         if self.history is not None:  # a schema changed while syncd was stopped, or new
             self.history.record_schemas(self.source, list(self.synced.pairs))
+            # (a table taken back into history got its new baseline above: rebaseline)
             self.history.record_left_out(self.source, self.synced.pairs)
-            back = self.history.taken_back(self.synced.pairs)
-            if back:  # a baseline of each, before history counts its rows again
-                self.resync.add(back, "taken back into history")
         self.follower.follow()
         self.reconciler.pending()
         self.schema.version, self.schema.seen = version, seen
