@@ -198,7 +198,8 @@ def set_sequence(conn: sqlite3.Connection, table: str, sql: str, recorded: int |
                  inserted: int | None) -> int | None:
     """Set the AUTOINCREMENT counter to what it was: the counter recorded last (None: no
     row), or the highest rowid inserted since that record if higher (an INSERT raises
-    the counter to its rowid, nothing else does but a script writing it)."""
+    the counter to its rowid; what else moves it, a script writing it or an insert that
+    inserts nothing, is recorded by `syncd run` as it happens)."""
     if not autoincrement(sql):
         return None
     wanted = max((v for v in (recorded, inserted) if v is not None), default=None)

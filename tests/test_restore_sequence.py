@@ -142,5 +142,29 @@ def test_a_burst_longer_than_a_round_writes_no_counter_records(
     finally:
         code, err = story.daemon.stop()
     assert code == 0, err[-3000:]
-    assert "sqlite_sequence was written outside an INSERT" not in err
+    assert "counter moved without an insert" not in err
+    assert story.differences() == []
+
+
+def test_inserts_that_insert_nothing_still_move_the_counter_and_restore_it(
+        tmp_path: Path, target_args: list[str], db: Any) -> None:
+    """`INSERT OR IGNORE` of a row a UNIQUE column refuses, and an UPSERT that ends in
+    its UPDATE, take a new id from the counter and insert nothing: the change log holds
+    no insert, yet sqlite_sequence moved. A restore as of after must have it moved."""
+    def fill_unique(conn: sqlite3.Connection) -> None:
+        fill(conn)
+        conn.execute("DELETE FROM seqd WHERE id > 1")
+        conn.execute("CREATE UNIQUE INDEX seqd_v ON seqd (v)")
+
+    story, legacy = CounterStory(tmp_path, target_args, db, fill_unique), tmp_path / "metadata.db"
+    story.start()
+    assert story.daemon is not None
+    try:
+        write(legacy, "INSERT OR IGNORE INTO seqd (v) VALUES ('x')")
+        story.keep("ignored")
+        write(legacy, "INSERT INTO seqd (v) VALUES ('x') ON CONFLICT (v) DO UPDATE SET v = 'y'")
+        story.keep("upserted")
+    finally:
+        code, err = story.daemon.stop()
+    assert code == 0, err[-3000:]
     assert story.differences() == []

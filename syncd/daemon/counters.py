@@ -3,9 +3,11 @@
 A restore gives each AUTOINCREMENT table the counter its last schema record read,
 moved on by the rows inserted from that record's moment on (syncd.engine.restore): an
 INSERT raises `sqlite_sequence` to its rowid, and the change log holds every insert.
-What the log cannot hold is a script writing `sqlite_sequence` itself (the reset idiom
-`DELETE FROM sqlite_sequence WHERE name = 't'`, an `UPDATE` of it): that fires no
-trigger and moves no schema version.
+What the log cannot hold is a counter moved by no insert: a script writing
+`sqlite_sequence` itself (the reset idiom `DELETE FROM sqlite_sequence WHERE name =
+'t'`, an `UPDATE` of it), or an INSERT that takes an id and inserts nothing (`INSERT OR
+IGNORE` of a row a UNIQUE column refuses, an UPSERT that ends in its UPDATE): no
+trigger fires for the counter, and no schema version moves.
 
 So each step that finds a commit (`PRAGMA data_version` moved, or a file event) also
 reads `sqlite_sequence` (one small SELECT in the step's read transaction, beside the

@@ -270,8 +270,9 @@ class VersionRecorder:
         if tables is None:
             return None
         if tables:
-            log.info("sqlite_sequence was written outside an INSERT (%s): recording the "
-                     "counters as they are now", ", ".join(tables))
+            log.info("the AUTOINCREMENT counter moved without an insert (%s: a script "
+                     "wrote sqlite_sequence, or an INSERT OR IGNORE / UPSERT inserted "
+                     "nothing): recording the counters as they are now", ", ".join(tables))
             self.record_schemas(source, tables, counters=tables)
         return len(tables)
 
