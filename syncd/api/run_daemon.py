@@ -164,13 +164,13 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     ends = endpoints(settings)
     # Bound now: a port in use is a start-up error, before any server starts.
     sock = bind(served.host, served.port) if served.host is not None else None
-    # An embedded server that keeps dying ends the run (the daemon, once built, hears it).
+    # An embedded MongoDB that keeps dying ends the run (the daemon, once built, hears it).
     give_up = GiveUp()
     # Closed on any way out (the server closes it too).
     with contextlib.closing(sock) if sock else contextlib.nullcontext(), \
             open_source(settings, wait_busy=True, on_busy=_busy_at_start) as source, \
             _waited_target(ends, give_up) as target, \
-            daemon_redis(ends, hdf5 is not None, give_up) as (client, events):
+            daemon_redis(ends, hdf5 is not None, supervise=True) as (client, events):
         state = state_store(target.db, settings)
         check_source_file(state, settings, record_it=True, adopt=adopt_file)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
@@ -169,17 +169,24 @@ def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
         yield client
 
 
+def _redis_gave_up(error: SyncdError) -> None:
+    """An embedded Redis that keeps dying ends the cache side only: the copy of record
+    in MongoDB does not depend on it."""
+    log.error("%s; the MongoDB sync goes on without Redis (events wait in the buffer, the "
+              "cache is not warmed) until syncd run is started again", error)
+
+
 @contextlib.contextmanager
-def daemon_redis(ends: Endpoints, needed: bool,
-                 give_up: Callable[[SyncdError], None] | None = None
+def daemon_redis(ends: Endpoints, needed: bool, supervise: bool = False
                  ) -> Iterator[tuple[RedisClient | None, RedisClient | None]]:
     """Redis for `syncd run`: (cache client, events client), or (None, None).
 
     Unlike other commands, an unreachable Redis is not fatal here: the MongoDB sync
     goes on, events wait in a buffer and the cache is warmed once Redis is back. A
     refused password is a configuration error. The events client has short timeouts
-    and no retries: a Redis that hangs must not hold anything up. With `give_up`, an
-    embedded Redis started here is started again when it dies (embedded/supervise.py).
+    and no retries: a Redis that hangs must not hold anything up. With `supervise`, an
+    embedded Redis started here is started again when it dies (embedded/supervise.py);
+    one that keeps dying is left down, said once, and the MongoDB sync goes on.
     """
     embedded = None
     if ends.redis_url:
@@ -195,8 +202,8 @@ def daemon_redis(ends: Endpoints, needed: bool,
                         exc)
             yield None, None
             return
-        if give_up is not None:
-            embedded.supervise(give_up)
+        if supervise:
+            embedded.supervise(_redis_gave_up)
     # A cluster that is down now is connected when it answers; the sync goes on meanwhile.
     client = connect_redis(url, ends.redis_timeout, deferred=True)
     events = connect_redis(url, 2.0, retry=False, read_timeout=2.0, deferred=True)
