@@ -141,3 +141,28 @@ def test_two_hosts_files_with_the_same_keys_keep_their_own_history(tmp_path, tar
     both = run_cli("experiments", "history", "2", "--as-of", mid, *args["A"])
     assert both.code != 0 and "host-a:/data/metadata.db" in both.err \
         and "host-b:/data/metadata.db" in both.err, both
+
+
+def test_an_as_of_answer_after_the_client_that_asked_before_was_closed(
+        tmp_path, target_args, mongo_url, db):
+    """Two clients of one server are equal (pymongo compares their settings), so the
+    as-of views kept per client must be kept per client object: a client closed after
+    asking (each CLI command closes its own) must not lend its view to the next one."""
+    import pymongo
+
+    from syncd.client.tracker import Tracker
+
+    for k in "AB":
+        path = _make(tmp_path / k / "metadata.db", runs=4, seed=ord(k))
+        assert run_cli("migrate", "--sqlite", path, *_as(target_args, k)).code == 0
+    at = moment()
+    for k in "AB":
+        first = pymongo.MongoClient(mongo_url)
+        Tracker(first[db.name], source=k, as_of=at).best_experiments(1)  # `best`, then
+        first.close()                                                    # `history`
+        second = pymongo.MongoClient(mongo_url)
+        try:
+            got = Tracker(second[db.name], source=k, as_of=at).history("2")
+        finally:
+            second.close()
+        assert got["experiment"]["_source"] == k and got["epochs"]

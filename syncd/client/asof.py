@@ -216,13 +216,17 @@ def view(db: Database, as_of: Moment, source: str | None = None,
          migrations: Sequence[MigrationFile] | None = None) -> AsOfView:
     """The as-of view of `db` at `as_of`: one made in the last VIEW_SECONDS, or a new one
     (whose scope is read then: a cached view costs no query at all)."""
-    key = (db.name, julian_day(parse_time(as_of)), source,
+    # Two clients of one server are equal to pymongo (it compares their settings), so
+    # the weak key finds the views of an earlier client too, maybe closed since (each
+    # CLI command closes its own): a view is reused by the client object that made it.
+    key = (id(db.client), db.name, julian_day(parse_time(as_of)), source,
            None if migrations is None else tuple(m.checksum for m in migrations))
     now = time.monotonic()
     with _views_lock:
         kept = _views.setdefault(db.client, {})
         found = kept.get(key)
-        if found is not None and now - found.made < VIEW_SECONDS:
+        if found is not None and found.db.client is db.client and \
+                now - found.made < VIEW_SECONDS:
             return found
     found = AsOfView(db, scope(db, as_of, source), migrations)
     with _views_lock:
