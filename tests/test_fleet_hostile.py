@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,47 @@ def test_an_as_of_answer_after_the_client_that_asked_before_was_closed(
         finally:
             second.close()
         assert got["experiment"]["_source"] == k and got["epochs"]
+
+
+def test_one_sources_prune_leaves_the_others_history(tmp_path, target_args, db):
+    """`[history] keep` pruning source A (HistoryStore.prune, what A's daemon runs) removes
+    none of B's versions; a moment before A's cutoff is refused for A, and for every
+    source at once in a line that says the others can be asked alone; B alone answers."""
+    from syncd.sinks.history import HistoryStore
+    from syncd.sinks.julian import julian_day_now
+
+    files = {k: _make(tmp_path / k / "metadata.db", runs=3, seed=i)
+             for i, k in enumerate("AB")}
+    daemons = {k: Daemon(tmp_path / k, f, _as(target_args, k)) for k, f in files.items()}
+    try:
+        for daemon in daemons.values():
+            daemon.wait_ready(db)
+        early = moment()
+        backup(files["B"], tmp_path / "B-early.db")
+        for path in files.values():
+            for n in range(3):
+                legacy_write(path, "UPDATE training_runs SET status = ? WHERE run_id = 1",
+                             (f"s{n}",))
+        for k, path in files.items():
+            wait_for(lambda k=k, path=path: verified(path, _as(target_args, k)), 60, "exact")
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+    time.sleep(1.1)  # the cutoff is moved back to a whole second: past `early`
+    kept_b = list(db["_syncd_history"].find({"source": "B"}).sort("_id", 1))
+    assert HistoryStore(db, "A").prune(julian_day_now()) > 0
+    assert list(db["_syncd_history"].find({"source": "B"}).sort("_id", 1)) == kept_b
+    assert _restored(tmp_path, "B-early", target_args, early, "B") == \
+        dump(tmp_path / "B-early.db")
+    refused = run_cli("restore", "--to", tmp_path / "A.db", "--as-of", early, "--source",
+                      "A", *target_args)
+    assert refused.code == 2 and "source 'A'" in refused.err, refused
+    both = run_cli("experiments", "best", "--challenge", "1", "--as-of", early,
+                   *target_args)
+    line = both.err.strip().splitlines()[-1]
+    assert both.code == 2 and "source 'A'" in line and "'B'" in line \
+        and "--source" in line, both
+    alone = run_cli("experiments", "history", "1", "--as-of", early, "--source", "B",
+                    "--json", *target_args)
+    assert alone.code == 0, alone
+    assert json.loads(alone.out)["experiment"]["_source"] == "B"

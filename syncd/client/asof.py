@@ -95,9 +95,19 @@ def shown(moment: dt.datetime) -> str:
 
 def check_kept(db: Database, sources: Sequence[str], jd: float) -> None:
     """Refuse `jd` if `[history] keep` pruned any of `sources` past it (what its prunes
-    left is exact only from the cutoff on: HistoryReader.check_kept)."""
+    left is exact only from the cutoff on: HistoryReader.check_kept). Across several
+    sources the refusal names the others, which can still be asked alone: one
+    source's prune must not leave the user thinking the others' past is gone too."""
     for name in sources:
-        HistoryReader(db, name).check_kept(jd)
+        try:
+            HistoryReader(db, name).check_kept(jd)
+        except ConfigError as exc:
+            others = [s for s in sources if s != name]
+            if not others:
+                raise
+            raise ConfigError(f"{exc}; the other sources ({', '.join(map(repr, others))}) "
+                              "can be asked alone (--source ID, Tracker(db, source=ID))"
+                              ) from None
 
 
 @dataclass
