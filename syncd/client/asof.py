@@ -135,7 +135,15 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
     jd = julian_day(moment)
     where = f"database {db.name!r}" + (f", source {source!r}" if source else "")
     sources = history_sources(db, source)
+    unmodelled: list[str] = []
+    if source is None:  # a source named alone says why it cannot be answered
+        unmodelled = [s for s in sources if not _modelled(db, s)]
+        sources = [s for s in sources if s not in unmodelled]
     starts = history_start(db, sources)
+    if not starts and unmodelled:
+        raise ConfigError(f"the history in {where} is of sources no migrated model "
+                          f"projects any more ({', '.join(map(repr, unmodelled))}: removed "
+                          "from the fleet?): `syncd restore --source ID` rebuilds a file")
     if not starts:
         raise ConfigError(f"no history in {where}: syncd keeps every version of every row "
                          "from the first sync on, and none is recorded here, so nothing "
@@ -151,10 +159,22 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
         if starts[name] > jd:
             found.notes.append(f"source {name}'s history starts at "
                                f"{shown(when(starts[name]))}: none of its runs are shown")
+    for name in unmodelled:
+        found.notes.append(f"source {name} keeps history but no migrated model (removed "
+                           "from the fleet, or its first sync is not done): none of its "
+                           f"runs are shown; `syncd restore --source {name}` rebuilds its file")
     if source is None:
-        for name in sorted(StateStore(db, "").other_sources() - set(sources)):
+        for name in sorted(StateStore(db, "").other_sources() - set(sources)
+                           - set(unmodelled)):
             found.notes.append(f"source {name} keeps no history: none of its runs are shown")
     return found
+
+
+def _modelled(db: Database, source: str) -> bool:
+    """Whether `source` still has the migrated model its history is projected with
+    (a source removed from the fleet keeps its history, not its state)."""
+    meta = StateStore(db, source).meta() or {}
+    return "version" in meta and "params" in meta
 
 
 class AsOfView:
