@@ -49,6 +49,13 @@ class CapturePosition:
              "updated_at": utcnow()}, upsert=True)
 
 
+def forget_capture(store: StateStore) -> None:
+    """Drop the saved change-log position: the file it counted in was replaced (a
+    backup put back, another host's copy), so the next `syncd run` reconciles every
+    table instead of resuming at a seq that belongs to another file's log."""
+    durable(store.state).delete_one({"_id": store.key(CAPTURE_ID)})
+
+
 def save_scan_marks(store: StateStore, marks: dict[str, Any]) -> None:
     """Record each table's high-water mark (BSON-encoded positions) for `syncd status`."""
     store.state.replace_one(

@@ -21,6 +21,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from syncd.checkpoint.positions import forget_capture
 from syncd.checkpoint.store import StateStore
 from syncd.checkpoint.upgrade import upgrade
 from syncd.errors import ConfigError
@@ -99,6 +100,15 @@ def _same_file(store: StateStore, sqlite: Path) -> dict[str, Any] | None:
                                  "path": identity(sqlite)})
 
 
+def _replace_file(store: StateStore, fields: dict[str, Any]) -> None:
+    """Record another file as the source's. The saved change-log position counted in
+    the old file's log (a backup's log reuses seqs already applied; another file's log
+    is another sequence), so it is dropped first: the next `syncd run` reconciles
+    every table instead of resuming there (a crash between the two reconciles too)."""
+    forget_capture(store)
+    store.record_source_file(fields, replace=True)
+
+
 def check(store: StateStore, sqlite: Path | None, record_it: bool = False,
           adopt: bool = False, verb: str = "sync") -> None:
     """Refuse a file other than the one the source mirrors; record it if `record_it`.
@@ -127,12 +137,12 @@ def check(store: StateStore, sqlite: Path | None, record_it: bool = False,
                 fields["fingerprint"]:
             log.warning("source %r: %s is not the file first synced at that path (restored "
                         "or re-created); reconciling it", store.source_id, path)
-            store.record_source_file(fields, replace=True)
+            _replace_file(store, fields)
         return
     old = recorded.get("path")
     if adopt:
         if record_it:
-            store.record_source_file(fields, replace=True)
+            _replace_file(store, fields)
             log.warning("source %r now mirrors %s (--adopt-file; it mirrored %s)",
                         store.source_id, path, old)
         return

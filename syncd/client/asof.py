@@ -95,9 +95,19 @@ def shown(moment: dt.datetime) -> str:
 
 def check_kept(db: Database, sources: Sequence[str], jd: float) -> None:
     """Refuse `jd` if `[history] keep` pruned any of `sources` past it (what its prunes
-    left is exact only from the cutoff on: HistoryReader.check_kept)."""
+    left is exact only from the cutoff on: HistoryReader.check_kept). Across several
+    sources the refusal names the others, which can still be asked alone: one
+    source's prune must not leave the user thinking the others' past is gone too."""
     for name in sources:
-        HistoryReader(db, name).check_kept(jd)
+        try:
+            HistoryReader(db, name).check_kept(jd)
+        except ConfigError as exc:
+            others = [s for s in sources if s != name]
+            if not others:
+                raise
+            raise ConfigError(f"{exc}; the other sources ({', '.join(map(repr, others))}) "
+                              "can be asked alone (--source ID, Tracker(db, source=ID))"
+                              ) from None
 
 
 @dataclass
@@ -125,7 +135,15 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
     jd = julian_day(moment)
     where = f"database {db.name!r}" + (f", source {source!r}" if source else "")
     sources = history_sources(db, source)
+    unmodelled: list[str] = []
+    if source is None:  # a source named alone says why it cannot be answered
+        unmodelled = [s for s in sources if not _modelled(db, s)]
+        sources = [s for s in sources if s not in unmodelled]
     starts = history_start(db, sources)
+    if not starts and unmodelled:
+        raise ConfigError(f"the history in {where} is of sources no migrated model "
+                          f"projects any more ({', '.join(map(repr, unmodelled))}: removed "
+                          "from the fleet?): `syncd restore --source ID` rebuilds a file")
     if not starts:
         raise ConfigError(f"no history in {where}: syncd keeps every version of every row "
                          "from the first sync on, and none is recorded here, so nothing "
@@ -141,10 +159,22 @@ def scope(db: Database, as_of: Moment, source: str | None = None) -> Scope:
         if starts[name] > jd:
             found.notes.append(f"source {name}'s history starts at "
                                f"{shown(when(starts[name]))}: none of its runs are shown")
+    for name in unmodelled:
+        found.notes.append(f"source {name} keeps history but no migrated model (removed "
+                           "from the fleet, or its first sync is not done): none of its "
+                           f"runs are shown; `syncd restore --source {name}` rebuilds its file")
     if source is None:
-        for name in sorted(StateStore(db, "").other_sources() - set(sources)):
+        for name in sorted(StateStore(db, "").other_sources() - set(sources)
+                           - set(unmodelled)):
             found.notes.append(f"source {name} keeps no history: none of its runs are shown")
     return found
+
+
+def _modelled(db: Database, source: str) -> bool:
+    """Whether `source` still has the migrated model its history is projected with
+    (a source removed from the fleet keeps its history, not its state)."""
+    meta = StateStore(db, source).meta() or {}
+    return "version" in meta and "params" in meta
 
 
 class AsOfView:
@@ -216,13 +246,17 @@ def view(db: Database, as_of: Moment, source: str | None = None,
          migrations: Sequence[MigrationFile] | None = None) -> AsOfView:
     """The as-of view of `db` at `as_of`: one made in the last VIEW_SECONDS, or a new one
     (whose scope is read then: a cached view costs no query at all)."""
-    key = (db.name, julian_day(parse_time(as_of)), source,
+    # Two clients of one server are equal to pymongo (it compares their settings), so
+    # the weak key finds the views of an earlier client too, maybe closed since (each
+    # CLI command closes its own): a view is reused by the client object that made it.
+    key = (id(db.client), db.name, julian_day(parse_time(as_of)), source,
            None if migrations is None else tuple(m.checksum for m in migrations))
     now = time.monotonic()
     with _views_lock:
         kept = _views.setdefault(db.client, {})
         found = kept.get(key)
-        if found is not None and now - found.made < VIEW_SECONDS:
+        if found is not None and found.db.client is db.client and \
+                now - found.made < VIEW_SECONDS:
             return found
     found = AsOfView(db, scope(db, as_of, source), migrations)
     with _views_lock:

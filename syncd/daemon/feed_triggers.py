@@ -88,12 +88,21 @@ class TriggerFeed:
             log.info("capture triggers installed on %s", ", ".join(newly))
         self.install_id = capture.install_id()
         resumes = not migrating and known is not None and known == self.install_id
+        last = capture.last_seq()
+        if resumes and saved is not None and saved.seq > last:
+            # Pruning keeps the saved entry, so a log that ends before it is an older
+            # copy of this file (a backup put back, `cp` over it): its next entries
+            # reuse seqs already applied, and resuming would skip them.
+            log.warning("the change log ends at entry %d, before the saved position %d: "
+                        "%s went back (a backup put back, or a copy over it); reconciling "
+                        "every table", last, saved.seq, capture.path)
+            resumes = False
         if resumes:
             self.resync.add([t for t in newly if t in pairs], "capture triggers were missing")
-        elif not migrating:
+        elif not migrating and (known is None or known != self.install_id):
             log.info("no checkpoint for this change log yet: reconciling every table")
         self.consumer = consumer_id(self.store)
-        self._start = capture.last_seq()
+        self._start = last
         self._resume = saved if resumes else None
         return Opening(resumes)
 
