@@ -15,7 +15,7 @@ from socket import socket
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from legacy_adapters.base import Source
 from legacy_adapters.errors import SourceReadOnly
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd")
 T = TypeVar("T")
+REFUSED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed: settings, not an outage
 
 
 def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOptions:
@@ -143,14 +144,18 @@ def _waited_target(ends: Endpoints, give_up: GiveUp, backoff: Backoff
             raise SystemExit(0) from None
 
 
-def _until_reachable(work: Callable[[], T], backoff: Backoff) -> T:
+def _until_reachable(work: Callable[[], T], shown: str, backoff: Backoff) -> T:
     """`work` (the MongoDB calls between the first connection and the daemon's start),
     tried again while MongoDB is out (a restart, a primary stepping down) as the
-    daemon's start-up does; a refusal (bad credentials) is raised at once."""
+    daemon's start-up does; a refusal (no or bad credentials, a user without the
+    roles) is a configuration error at once, as at the first connection."""
     while True:
         try:
             return work()
         except PyMongoError as exc:
+            if isinstance(exc, OperationFailure) and exc.code in REFUSED_CODES:
+                raise ConfigError(f"--mongo-url {shown}: the server refused syncd "
+                                  f"({mongo_reason(exc).removeprefix('MongoDB: ')})") from None
             if not mongo_unavailable(exc):
                 raise
             _wait_said(mongo_reason(exc), mongo_reason(exc), backoff)
@@ -201,7 +206,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
             check_source_file(state, settings, record_it=True, adopt=adopt_file)
             return state
 
-        state = _until_reachable(checked, backoff)
+        state = _until_reachable(checked, target.shown_url, backoff)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),
                  options.capture)
         publisher = EventPublisher(events, state.source_id, None,
