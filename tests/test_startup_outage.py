@@ -52,23 +52,27 @@ def _readyz(state: Path) -> tuple[int, dict]:
 
 
 def _paused_mid_migration(tmp_path: Path, legacy: Path, args: list[str], path: str,
-                          writes: bool = True) -> LoggedRun:
+                          capture: str = "triggers") -> LoggedRun:
     """A `syncd run` held inside its start-up migration: cache_files and config are
-    copied, epoch_history is two chunks in; the legacy scripts write meanwhile."""
+    copied, epoch_history is two chunks in; the legacy scripts write meanwhile (in
+    `scan` mode only inserts, which it follows; updates wait for its reconcile)."""
     env = {"NOTIFY_SOCKET": path, "SYNCD_PAUSE_AT": f"{PAUSE}:4",
            "SYNCD_PAUSE_DIR": str(tmp_path)}
-    run = LoggedRun(tmp_path, legacy, [*args, "--chunk-size", "200"], env)
+    run = LoggedRun(tmp_path, legacy, [*args, "--chunk-size", "200", "--capture", capture],
+                    env)
     wait_for(lambda: (tmp_path / f"{PAUSE}.paused").exists() or run.proc.poll() is not None,
              120, "the start-up migration at its pause point")
     assert run.proc.poll() is None, run.text()[-3000:]
     assert "migrating to version" in run.text()
-    if writes:
+    if capture == "triggers":  # copied already
         legacy_write(legacy, "UPDATE config SET value = 'changed at start-up' "
-                     "WHERE key = 'cache_dir'")  # copied already
+                     "WHERE key = 'cache_dir'")
         legacy_write(legacy, "DELETE FROM cache_files WHERE rowid = "
-                     "(SELECT MIN(rowid) FROM cache_files)")  # copied already
-        legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
-                     "VALUES (1, 9001, 0.5)")  # being copied, past its high-water mark
+                     "(SELECT MIN(rowid) FROM cache_files)")
+    legacy_write(legacy, "INSERT INTO cache_files (challenge, release, file_path) "
+                 "VALUES (1, 'R9', '/data/R9.h5')")  # copied already
+    legacy_write(legacy, "INSERT INTO epoch_history (run_id, epoch, val_loss) "
+                 "VALUES (1, 9001, 0.5)")  # being copied, past its high-water mark
     return run
 
 
@@ -89,14 +93,15 @@ def _no_version_twice(client: pymongo.MongoClient, database: str) -> None:
     assert history.count_documents({"op": "snapshot", "table": "epoch_history"}) >= 2500
 
 
+@pytest.mark.parametrize("capture", ["triggers", "scan"])
 def test_mongodb_stopped_during_the_start_up_migration_is_waited_out(
-        tmp_path, legacy, own_mongo, monkeypatch):
+        tmp_path, legacy, own_mongo, monkeypatch, capture):
     mongo, client = own_mongo
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     args = mongo.target_args("boot")
     down = f"MongoDB at 127.0.0.1:{mongo.port} unreachable"
     with notify_socket(tmp_path) as (sock, path):
-        run = _paused_mid_migration(tmp_path, legacy, args, path)
+        run = _paused_mid_migration(tmp_path, legacy, args, path, capture)
         try:
             seen = Notifications(sock, run.proc)
             mongo.stop()
@@ -128,7 +133,9 @@ def test_mongodb_stopped_during_the_start_up_migration_is_waited_out(
     assert "MongoDB is back after" in text and "resuming the unfinished migration" in text
     assert "Traceback" not in text
     db = client.boot
-    assert db.config.find_one({"key": "cache_dir"})["value"] == "changed at start-up"
+    if capture == "triggers":
+        assert db.config.find_one({"key": "cache_dir"})["value"] == "changed at start-up"
+    assert db.cache_files.count_documents({"release": "R9"}) == 1
     assert db.epochs.count_documents({"epoch": {"$in": [9001, 9002]}}) == 2
     _no_version_twice(client, "boot")
 
