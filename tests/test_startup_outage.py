@@ -117,7 +117,7 @@ def test_mongodb_stopped_during_the_start_up_migration_is_waited_out(
                                   and down in r[1].get("reason", "") and r, 60,
                                   "/readyz with the outage's reason")
             assert body["reason"].startswith(down) and "Topology" not in body["reason"]
-            status = run_cli("status", *run.args)
+            status = run_cli("status", "--sqlite", legacy, "--state-dir", run.state, *args)
             assert status.code == 1 and "OUTAGE: MongoDB unavailable" in status.out, status
             assert run.proc.poll() is None  # it waits; it does not exit
             mongo.start()  # the same port and data
