@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from socket import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymongo.database import Database
+from pymongo.errors import OperationFailure, PyMongoError
 
 from legacy_adapters.base import Source
 from legacy_adapters.errors import SourceReadOnly
@@ -26,6 +27,7 @@ from syncd.api.shared import history_options, migration_files, open_source, wher
 from syncd.checkpoint.store import StateStore
 from syncd.config import Settings, section
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
+from syncd.connect.reasons import mongo_reason
 from syncd.connect.redis import daemon_redis
 from syncd.daemon.options import (
     DEFAULTS,
@@ -46,7 +48,7 @@ from syncd.http.context import HttpContext
 from syncd.http.options import HttpOptions
 from syncd.http.server import HttpServer, bind
 from syncd.progress import Progress
-from syncd.retry import Backoff
+from syncd.retry import Backoff, mongo_unavailable
 from syncd.sinks.events import EventPublisher
 
 # h5py and numpy (syncd.hdf5.*, hdf5_options): only a run that follows HDF5 caches
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from syncd.hdf5.follower import Hdf5Follower
 
 log = logging.getLogger("syncd")
+T = TypeVar("T")
+REFUSED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed: settings, not an outage
 
 
 def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOptions:
@@ -102,27 +106,35 @@ def build_daemon(settings: Settings, options: DaemonOptions, source: Source, db:
                   feed_factory(options, source), hdf5)
 
 
+def _wait_said(reason: str, detail: str, backoff: Backoff) -> None:
+    """One try of `syncd run`'s start failed on MongoDB: say so (the log, systemd's
+    STATUS) and wait the daemon's backoff (a stop signal raises out of the sleep)."""
+    delay = backoff.next()
+    log.warning("%s; trying again in %.0f s", detail, delay)
+    notify(f"STATUS=starting: waiting for MongoDB: {reason}")
+    time.sleep(delay)
+
+
 @contextlib.contextmanager
-def _waited_target(ends: Endpoints, give_up: GiveUp) -> Iterator[MongoTarget]:
-    """The MongoDB target for `syncd run`, waited for (with backoff) while unreachable.
+def _waited_target(ends: Endpoints, give_up: GiveUp, backoff: Backoff
+                   ) -> Iterator[MongoTarget]:
+    """The MongoDB target for `syncd run`, waited for (with `backoff`, the daemon's)
+    while unreachable; a server that refuses syncd (bad credentials) fails at once.
 
     SIGTERM or SIGINT before the daemon takes its signals over (while waiting, while an
     embedded server starts) is a requested stop: everything started is stopped, exit 0.
     """
-    backoff = Backoff(base=1.0, cap=30.0)
     with raising():
         try:
             while True:
                 stack = contextlib.ExitStack()
                 try:
                     target = stack.enter_context(open_target(ends, give_up))
+                    backoff.reset()
                     break
                 except TargetUnreachable as exc:
                     stack.close()
-                    delay = backoff.next()
-                    log.warning("%s; trying again in %.0f s", exc, delay)
-                    notify(f"STATUS=waiting for MongoDB: {exc}")
-                    time.sleep(delay)
+                    _wait_said(exc.reason or str(exc), str(exc), backoff)
             with stack:
                 yield target
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -130,6 +142,23 @@ def _waited_target(ends: Endpoints, give_up: GiveUp) -> Iterator[MongoTarget]:
                 raise
             log.info("stop requested before syncd run started following; stopped cleanly")
             raise SystemExit(0) from None
+
+
+def _until_reachable(work: Callable[[], T], shown: str, backoff: Backoff) -> T:
+    """`work` (the MongoDB calls between the first connection and the daemon's start),
+    tried again while MongoDB is out (a restart, a primary stepping down) as the
+    daemon's start-up does; a refusal (no or bad credentials, a user without the
+    roles) is a configuration error at once, as at the first connection."""
+    while True:
+        try:
+            return work()
+        except PyMongoError as exc:
+            if isinstance(exc, OperationFailure) and exc.code in REFUSED_CODES:
+                raise ConfigError(f"--mongo-url {shown}: the server refused syncd "
+                                  f"({mongo_reason(exc).removeprefix('MongoDB: ')})") from None
+            if not mongo_unavailable(exc):
+                raise
+            _wait_said(mongo_reason(exc), mongo_reason(exc), backoff)
 
 
 def _busy_at_start(message: str) -> None:
@@ -166,13 +195,18 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
     sock = bind(served.host, served.port) if served.host is not None else None
     # An embedded MongoDB that keeps dying ends the run (the daemon, once built, hears it).
     give_up = GiveUp()
+    backoff = Backoff(cap=options.backoff_max_seconds)  # the daemon's, for its outages
     # Closed on any way out (the server closes it too).
     with contextlib.closing(sock) if sock else contextlib.nullcontext(), \
             open_source(settings, wait_busy=True, on_busy=_busy_at_start) as source, \
-            _waited_target(ends, give_up) as target, \
+            _waited_target(ends, give_up, backoff) as target, \
             daemon_redis(ends, hdf5 is not None, supervise=True) as (client, events):
-        state = state_store(target.db, settings)
-        check_source_file(state, settings, record_it=True, adopt=adopt_file)
+        def checked() -> StateStore:
+            state = state_store(target.db, settings)
+            check_source_file(state, settings, record_it=True, adopt=adopt_file)
+            return state
+
+        state = _until_reachable(checked, target.shown_url, backoff)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),
                  options.capture)
         publisher = EventPublisher(events, state.source_id, None,

@@ -4,7 +4,9 @@ Owns the `_syncd_state` documents
 - `capture`: the change-log position applied and saved (triggers mode), with the id
   of the log it counts in (a recreated log starts its seqs again). Saved journaled
   and only after the writes it covers: a crash of the target never leaves a position
-  past what survived.
+  past what survived. While a start-up migration runs it holds where the log stood
+  when the migration began (`migrating`): a run stopped, killed or cut off from
+  MongoDB part way replays the log from there once the migration is done.
 - `scan`: the per-table high-water marks (scan mode). Informational only: a scan
   start-up reconciles every table before it takes fresh marks, so nothing resumes
   from them; `syncd status` shows them (as it shows `capture`).
@@ -28,17 +30,21 @@ CONSUMER_ID = "consumer"
 
 @dataclass(frozen=True)
 class CapturePosition:
-    """The last change-log entry applied and saved, in the log `install_id` names."""
+    """The last change-log entry applied and saved, in the log `install_id` names;
+    `migrating`: the entry the log stood at when a start-up migration began (every
+    later one is applied once it is done)."""
 
     install_id: str | None
     seq: int
+    migrating: bool = False
 
     @classmethod
     def load(cls, store: StateStore) -> CapturePosition | None:
         doc = store.state.find_one({"_id": store.key(CAPTURE_ID)})
         if not doc:
             return None
-        return cls(doc.get("install_id"), int(doc.get("seq") or 0))
+        return cls(doc.get("install_id"), int(doc.get("seq") or 0),
+                   bool(doc.get("migrating")))
 
     def save(self, store: StateStore) -> None:
         """Save journaled: the position is what a crash of the target resumes from."""
@@ -46,6 +52,7 @@ class CapturePosition:
             {"_id": store.key(CAPTURE_ID)},
             {"kind": CAPTURE_ID, "source_id": store.source_id, "mode": "triggers",
              "install_id": self.install_id, "seq": self.seq,
+             **({"migrating": True} if self.migrating else {}),
              "updated_at": utcnow()}, upsert=True)
 
 

@@ -11,7 +11,7 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from syncd.connect.reasons import unreachable_reason
+from syncd.connect.reasons import mongo_reason, unreachable_reason
 from syncd.connect.resets import RESETS
 from syncd.embedded import EmbeddedMongo, configured_or_embedded
 from syncd.embedded.diskspace import no_space
@@ -21,7 +21,12 @@ from syncd.redact import redact_url, scrub
 
 
 class TargetUnreachable(ConfigError):
-    """The configured MongoDB did not answer in time (a daemon may wait for it)."""
+    """The configured MongoDB did not answer in time (a daemon may wait for it);
+    `reason`: why, in one short line (syncd.connect.reasons.mongo_reason)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -53,7 +58,7 @@ def _check_reachable(client: pymongo.MongoClient, shown: str, timeout: float) ->
         detail = unreachable_reason(scrub(str(exc)))
         raise TargetUnreachable(
             f"--mongo-url {shown}: not reachable within {timeout:g} s"
-            + (f" ({detail})" if detail else "")
+            + (f" ({detail})" if detail else ""), mongo_reason(exc)
         ) from None
 
 

@@ -35,9 +35,12 @@ class ScanFeed:
 
     def open(self, tables: list[TableInfo], migrating: bool) -> Opening:
         """Take the marks now: whatever is added while the target catches up lies past
-        them. Never resumes: the start-up reconciles every table (or migrates)."""
-        self._start = {info.name: self.source.high_water(info) for info in tables
-                       if info.name in self.synced.pairs}
+        them. Never resumes: the start-up reconciles every table (or migrates). Opened
+        again (the start-up runs again after an outage), a table keeps its first mark:
+        what was added since is read, never skipped."""
+        marks = {info.name: self.source.high_water(info) for info in tables
+                 if info.name in self.synced.pairs}
+        self._start = {name: self._start.get(name, mark) for name, mark in marks.items()}
         return Opening(resumes=False)
 
     def settle(self) -> None:

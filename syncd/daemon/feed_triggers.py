@@ -104,7 +104,19 @@ class TriggerFeed:
         self.consumer = consumer_id(self.store)
         self._start = last
         self._resume = saved if resumes else None
+        if migrating:
+            self._migration_start(saved)
         return Opening(resumes)
+
+    def _migration_start(self, saved: CapturePosition | None) -> None:
+        """Where the log stood when this migration began, saved before the copy: the
+        tables it copied before a stop, a kill or a MongoDB outage part way may have
+        changed since, and the migration resumed (by this process or the next) copies
+        only what it had not, so everything logged since is applied after it."""
+        if saved is not None and saved.migrating and saved.install_id == self.install_id:
+            self._start = min(self._start, saved.seq)
+        self.seq = self.saved_seq = self._start
+        CapturePosition(self.install_id, self._start, migrating=True).save(self.store)
 
     def settle(self) -> None:
         self.seq = self._resume.seq if self._resume is not None else self._start

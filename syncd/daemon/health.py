@@ -169,7 +169,7 @@ class Health:
         # One short line for the status, /readyz and STATUS; the log has the whole error.
         message = mongo_reason(exc) if what == "MongoDB" else first_line(exc)
         with self.state.lock:
-            outage = self.state.outage
+            outage, ready = self.state.outage, self.state.ready
             if outage is None or outage.what != what:
                 self.state.outage = Outage(what, utcnow(), message)
                 log.warning("%s; retrying with backoff", outage_line(what, message),
@@ -181,7 +181,7 @@ class Health:
                 outage.error = message
                 log.debug("%s still unavailable (%s); next try in %.1f s", what, message,
                           delay)
-        notify(f"STATUS=waiting for {what}: {message}")
+        notify(f"STATUS={'' if ready else 'starting: '}waiting for {what}: {message}")
 
     def outage_over(self) -> None:
         if self.state.outage is None:

@@ -56,7 +56,7 @@ from syncd.daemon.pace import Pacer
 from syncd.daemon.reconcile import Reconciler, Writing
 from syncd.daemon.schema import SchemaWatch
 from syncd.daemon.sdnotify import notify
-from syncd.daemon.startup import Migrating, StartUp
+from syncd.daemon.startup import Migrating, StartUp, start_up_outage
 from syncd.daemon.wake import Waker
 from syncd.engine.migrator import Migrator
 from syncd.errors import FAILURES, MigrationError
@@ -179,13 +179,17 @@ class Daemon:
         self._install_signals()
         if hasattr(self.source, "on_busy"):  # a writer's lock is an outage from its start
             self.source.on_busy = self._busy
-        self.lease.acquire()
+        try:
+            self._waited(self.lease.acquire)
+        except Cancelled as exc:  # nothing started yet: nothing to shut down
+            log.info("%s", exc)
+            return 0
         self.publisher.start()
         waker = None
         try:
             notify("STATUS=starting: bringing MongoDB up to date")
             self._start_scheduler()  # heartbeats (and systemd start-timeout extensions) now
-            self._start_up()
+            self._waited(self.startup.run)  # again from the top after an outage
             if self.options.watch:
                 files = [self.options.sqlite]
                 dirs = self.hdf5.watch_paths() if self.hdf5 else []
@@ -213,21 +217,25 @@ class Daemon:
         log.info("stopped cleanly")
         return 0
 
-    def _start_up(self) -> None:
-        """The start-up sync. A legacy writer holding metadata.db locked past the busy
-        timeout (a long transaction) is waited out, said in the log and the status,
-        never a failure: the start-up is safe to run again from the top."""
-        backoff = Backoff(cap=self.options.backoff_max_seconds)
+    def _waited(self, work: Callable[[], None]) -> None:
+        """Start-up `work`, a MongoDB outage or a writer's lock waited out as the loop
+        waits them (startup.start_up_outage); a stop meanwhile is a clean exit."""
+        backoff, what = Backoff(cap=self.options.backoff_max_seconds), None
         while True:
             try:
-                self.startup.run()
-            except SourceBusy as exc:
+                if what == "MongoDB":  # back: said now, not after a long resumed migration
+                    self.db.command("ping")
+                    self.health.outage_over()
+                work()
+            except Exception as exc:
+                what = start_up_outage(exc)
+                if what is None:
+                    raise
                 delay = backoff.next()
-                self.health.note_outage("the legacy database", exc, delay)
+                self.health.note_outage(what, exc, delay)
                 self._wait_alive(delay)
                 if self.stop.is_set():
-                    raise Cancelled("stopped while waiting for a legacy writer's "
-                                    "transaction to end") from None
+                    raise Cancelled(f"stopped while starting, waiting for {what}") from None
                 continue
             self.health.outage_over()
             return

@@ -6,6 +6,13 @@ one); a feed that cannot resume from its saved position has every table reconcil
 then the feed settles on its position and the follower applies what came meanwhile.
 Tables whose changes may have gone unrecorded are marked for a reconcile first
 (PendingReconciles).
+
+A MongoDB outage or a legacy writer's lock met on the way (`start_up_outage`) is
+waited out by the daemon, which then runs the start-up again from the top: each step
+is safe to repeat. The migration resumes from its job (the chunk it was writing
+undone, nothing copied twice), a feed opened again keeps the position it first noted
+(what was logged since is replayed, never skipped), and a migration finished before
+the outage leaves a reconcile (or a resumed feed) behind it.
 """
 
 from __future__ import annotations
@@ -14,15 +21,31 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from legacy_adapters.base import SourceBusy
 from legacy_adapters.feed import ChangeFeed
 from syncd.daemon.follow import FeedParts, Follower
 from syncd.daemon.reconcile import Reconciler, Writing
 from syncd.daemon.schema import SchemaWatch
 from syncd.engine.apply import Applier
 from syncd.engine.migrator import Migrator
+from syncd.retry import mongo_unavailable
 from syncd.sinks.events import EventPublisher
 
 log = logging.getLogger(__name__)
+
+
+def start_up_outage(exc: BaseException) -> str | None:
+    """Which store the start-up waits for after `exc` (None: a failure, not an outage).
+
+    As the loop: MongoDB unreachable or between primaries (a restart, an election,
+    `NotPrimaryError`), a legacy writer holding metadata.db locked. Refusals (bad
+    credentials, a lease held elsewhere, a changed migration file) are no outage.
+    """
+    if isinstance(exc, SourceBusy):
+        return "the legacy database"
+    if mongo_unavailable(exc):
+        return "MongoDB"
+    return None
 
 
 @dataclass(frozen=True)

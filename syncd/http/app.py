@@ -143,8 +143,10 @@ def build_app(ctx: HttpContext, options: HttpOptions) -> Starlette:
     def readyz(request: Request) -> Response:
         doc, view = status(), prober.view
         reason = None
-        if doc is not None and not doc.get("ready"):
-            reason = "the first sync is not done yet"
+        if doc is not None and not doc.get("ready"):  # the outage the start-up waits out
+            outage = doc.get("outage")
+            reason = (outage_line(outage["what"], outage.get("error")) if outage
+                      else "the first sync is not done yet")
         elif view.mongo_up is None:
             reason = "MongoDB not probed yet"
         elif not view.mongo_up:
