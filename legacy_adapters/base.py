@@ -13,7 +13,7 @@ for rowid tables, the primary-key tuple for WITHOUT ROWID tables; `None` means
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -114,6 +114,10 @@ class Source(Protocol):
     one short read (its own read transaction) unless called inside
     `read_transaction()`, and no statement stays open between calls.
     """
+
+    # Called with one line when a read first waits for a writer's lock (None: nobody
+    # listens): a long legacy transaction is said at its start, not after the retries.
+    on_busy: Callable[[str], None] | None
 
     def schema(self) -> Schema:
         """The tables (columns, declared key, rowid addressing) and views as they are now;

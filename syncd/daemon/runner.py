@@ -177,8 +177,7 @@ class Daemon:
     def run(self) -> int:
         """Sync, follow until stopped; returns the exit code."""
         self._install_signals()
-        if hasattr(self.source, "on_busy"):  # a writer's lock is an outage from its start
-            self.source.on_busy = self._busy
+        self.source.on_busy = self._busy  # a writer's lock is an outage from its start
         try:
             self._waited(self.lease.acquire)
         except Cancelled as exc:  # nothing started yet: nothing to shut down
