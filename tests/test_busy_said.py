@@ -40,6 +40,14 @@ def _follow(tmp_path: Path, legacy: Path, target_args: list[str], path: str,
     return LoggedRun(tmp_path, legacy, target_args, {"NOTIFY_SOCKET": path, **(env or {})})
 
 
+def _commit_then_ready(writer: sqlite3.Connection, seen: Notifications) -> None:
+    """The writer, still in its transaction (what was said came while it held the lock),
+    commits; the run then gets ready."""
+    assert writer.in_transaction
+    writer.execute("COMMIT")
+    seen.wait_for(lambda m: "READY=1" in lines(m), "READY=1 once the lock is gone")
+
+
 def test_a_lock_held_when_syncd_run_starts_is_said_with_the_first_try(
         tmp_path, legacy, target_args, monkeypatch):
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
@@ -53,8 +61,7 @@ def test_a_lock_held_when_syncd_run_starts_is_said_with_the_first_try(
             assert writer.in_transaction  # still held: the word came while it waits
             assert EARLY in said and LATE not in said, said
             assert EARLY in run.text()  # and the log said it
-            writer.execute("COMMIT")
-            seen.wait_for(lambda m: "READY=1" in lines(m), "READY=1 once the lock is gone")
+            _commit_then_ready(writer, seen)
         finally:
             writer.close()
             code = run.end()
@@ -83,9 +90,7 @@ def test_a_lock_taken_during_the_start_up_sync_is_said_with_the_first_try(
             seen.wait_for(lambda m: "EXTEND_TIMEOUT_USEC" in m
                           and _status(m) == f"STATUS=starting: {WAITING}",
                           "a start-up heartbeat saying it waits", 60)
-            assert writer.in_transaction
-            writer.execute("COMMIT")
-            seen.wait_for(lambda m: "READY=1" in lines(m), "READY=1 once the lock is gone")
+            _commit_then_ready(writer, seen)
         finally:
             writer.close()
             code = run.end()
