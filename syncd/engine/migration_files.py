@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import re
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,9 +16,10 @@ from typing import Any
 
 import migrations as bundled
 from syncd.errors import ConfigError, MigrationError
+from syncd.projection.context import MIGRATION_FILE, migration_line
 from syncd.projection.model import Model
 
-FILE_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.py$")
+FILE_NAME = MIGRATION_FILE
 DEFAULT_DIR = Path(bundled.__file__).parent
 
 
@@ -154,11 +153,9 @@ def folder_hint(migrations: list[MigrationFile]) -> str:
 
 
 def _line_in(exc: BaseException, file: str) -> str:
-    """`, line N`: the last line of `file` the traceback passed (where the migration
-    went wrong), or nothing."""
-    lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
-             if Path(frame.f_code.co_filename).name == file]
-    return f", line {lines[-1]}" if lines else ""
+    """`, line N`: where in `file` the migration went wrong, or nothing."""
+    at = migration_line(exc, file)
+    return f", line {at[1]}" if at else ""
 
 
 def build_model(migrations: list[MigrationFile], version: int) -> Model:

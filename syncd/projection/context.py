@@ -242,16 +242,23 @@ class RowContext:
         return to_bson(value)
 
 
-_MIGRATION_FILE = re.compile(r"^\d{4}_[A-Za-z0-9_]+\.py$")
+# A migration file's name: four digits, then words (`0006_datasets.py`).
+MIGRATION_FILE = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.py$")
+
+
+def migration_line(exc: BaseException, file: str | None = None) -> tuple[str, int] | None:
+    """The migration file (`file`, else any) and line the traceback passed last (the
+    builder's, inverse's or upgrade's own line, also when the error came from deeper
+    down), so its author finds it; None if none is in it. No source is read: cheap."""
+    found = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        name = Path(frame.f_code.co_filename).name
+        if name == file if file else MIGRATION_FILE.match(name):
+            found = (name, line)
+    return found
 
 
 def raised_at(exc: BaseException) -> str:
-    """` (0006_x.py line N)`: the last line of a migration file the traceback passed (the
-    builder's or inverse's own line, also when the error came from deeper down), so its
-    author finds it; nothing if no migration file is in it."""
-    found = ""
-    for frame, line in traceback.walk_tb(exc.__traceback__):  # no source read: it is cheap
-        name = Path(frame.f_code.co_filename).name
-        if _MIGRATION_FILE.match(name):
-            found = f" ({name} line {line})"
-    return found
+    """` (0006_x.py line N)`, or nothing (`migration_line`)."""
+    at = migration_line(exc)
+    return f" ({at[0]} line {at[1]})" if at else ""
