@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, OperationFailure
+
+from syncd.redact import scrub
 
 # Server states that pass: elections, shutdowns, a primary stepping down.
 TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
@@ -37,3 +39,17 @@ def mongo_unavailable(exc: BaseException) -> bool:
         return True
     return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
 
+
+def raise_if_passing(exc: BulkWriteError) -> None:
+    """A replica set between primaries: a document refused as the primary stepped down
+    (InterruptedDueToReplStateChange, NotWritablePrimary, ...), or a write concern not
+    met (the writes may be rolled back). Neither is the document's fault nor done: the
+    caller's outage path retries the batch whole (its writes are idempotent); it is
+    never quarantined, nor counted as written."""
+    codes = {e.get("code") for e in exc.details.get("writeErrors", [])}
+    concern = exc.details.get("writeConcernErrors") or []
+    if codes & TRANSIENT_CODES or concern:
+        first = concern[0] if concern else next(e for e in exc.details["writeErrors"]
+                                                if e.get("code") in TRANSIENT_CODES)
+        raise AutoReconnect(f"MongoDB did not take the batch: {scrub(str(first.get('errmsg')))} "
+                            f"(code {first.get('code')})") from exc

@@ -99,11 +99,11 @@ def verified(legacy: Path, target_args: list[str], extra: tuple[str, ...] = ()) 
 class MongoProcess:
     """A SecantusDB of a test's own: stopped and started again on the same port and data."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *flags: str) -> None:
         exe = find_executable("secantusd-py")
         if exe is None:
             pytest.fail("secantusd-py is not installed")
-        self.exe, self.home, self.port = exe, home, free_port()
+        self.exe, self.home, self.port, self.flags = exe, home, free_port(), flags
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,7 +115,7 @@ class MongoProcess:
         log = (self.home / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [self.exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path",
-             str(self.home / "data"), "--log-level", "WARNING"],
+             str(self.home / "data"), "--log-level", "WARNING", *self.flags],
             stdout=log, stderr=log, start_new_session=True)
         wait_port(self.port, self.proc, "secantusd-py", self.home / "server.log")
 

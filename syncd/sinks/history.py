@@ -78,6 +78,7 @@ from legacy_adapters.base import Definition
 from legacy_adapters.values import RawText
 from syncd.projection.ids import encode_value
 from syncd.projection.values import TEXT_SUBTYPE, to_bson
+from syncd.retry import raise_if_passing
 from syncd.sinks.julian import from_julian_day, julian_day, julian_day_now
 
 HISTORY = "_syncd_history"
@@ -346,6 +347,7 @@ def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> int:
     try:
         return len(collection.insert_many(docs, ordered=False).inserted_ids)
     except BulkWriteError as exc:
+        raise_if_passing(exc)  # a step-down or a write concern not met: not done
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise

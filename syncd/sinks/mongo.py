@@ -28,12 +28,16 @@ from pymongo.errors import (
 )
 
 from syncd.redact import scrub
+from syncd.retry import raise_if_passing
 from syncd.sinks.base import LegacyKeys, Rejected, Sink
 
 DUPLICATE_KEY = 11000
 
 
 def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
+    """The documents' errors; a batch that failed for a passing server state raises
+    `AutoReconnect` instead (`raise_if_passing`)."""
+    raise_if_passing(exc)
     return list(exc.details.get("writeErrors", []))
 
 
@@ -103,6 +107,10 @@ class MongoSink(Sink):
                keys: LegacyKeys | None = None) -> int:
         if not ids:
             return 0
-        result = self.db[collection].bulk_write([DeleteOne({"_id": i}) for i in ids],
-                                                ordered=False)
+        try:
+            result = self.db[collection].bulk_write([DeleteOne({"_id": i}) for i in ids],
+                                                    ordered=False)
+        except BulkWriteError as exc:
+            raise_if_passing(exc)
+            raise
         return result.deleted_count
