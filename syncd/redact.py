@@ -119,8 +119,10 @@ def register_url(url: str | None) -> None:
     for start, end in _urls(url):
         rest = url[start:end]
         for begin, stop in _spans(rest):
-            register_secret(rest[begin:stop])
-            register_secret(unquote(rest[begin:stop]))
+            for value in {rest[begin:stop], unquote(rest[begin:stop])}:
+                register_secret(value)
+                for item in value.split(","):  # KEY:TOKEN pairs (authMechanismProperties)
+                    register_secret(item.partition(":")[2])
 
 
 def register_secret(secret: str | None) -> None:

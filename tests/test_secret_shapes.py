@@ -17,6 +17,12 @@ from tests.hdf5_support import RedisProcess
 SECRET = "Qu3ryPassw0rd"
 
 
+# The password a URL gives where it is more than SECRET (an "@" inside it).
+WHOLE = {f"redis://h/0?password=p@ss{SECRET}": f"p@ss{SECRET}",
+         f"redis://h:6379/0?password=p@ss{SECRET}": f"p@ss{SECRET}",
+         f"mongodb://u:my?token=x@{SECRET}@h/db": f"my?token=x@{SECRET}"}
+
+
 @pytest.mark.parametrize("url, shown", [
     (f"redis://127.0.0.1/0?password={SECRET}", "redis://127.0.0.1/0?password=***"),
     (f"redis://h:6379/0?db=1&password={SECRET}&x=1", "redis://h:6379/0?db=1&password=***&x=1"),
@@ -45,7 +51,9 @@ def test_every_url_shape_is_masked_and_remembered(url, shown):
     assert redact_url(url) == shown
     assert redact_url(f"connecting to '{url}' failed") == f"connecting to '{shown}' failed"
     register_url(url)
-    assert SECRET not in scrub(f"AUTH {SECRET} refused")
+    if SECRET in url:  # remembered: masked in any text, whatever test ran before
+        password = WHOLE.get(url, SECRET)
+        assert scrub(f"AUTH {password} refused") == "AUTH *** refused"
 
 
 def test_a_percent_encoded_query_password_is_remembered_both_ways():
