@@ -6,7 +6,10 @@ Owns the `_syncd_state` documents
   and only after the writes it covers: a crash of the target never leaves a position
   past what survived. While a start-up migration runs it holds where the log stood
   when the migration began (`migrating`): a run stopped, killed or cut off from
-  MongoDB part way replays the log from there once the migration is done.
+  MongoDB part way replays the log from there once the migration is done. It keeps
+  the log entry AT that seq too (`entry`: its table, operation, rowid and time, as
+  the feed read it): a file put back from a backup whose log grew past the seq
+  again holds another entry there, and the next start reconciles instead.
 - `scan`: the per-table high-water marks (scan mode). Informational only: a scan
   start-up reconciles every table before it takes fresh marks, so nothing resumes
   from them; `syncd status` shows them (as it shows `capture`).
@@ -37,6 +40,7 @@ class CapturePosition:
     install_id: str | None
     seq: int
     migrating: bool = False
+    entry: dict[str, Any] | None = None  # the entry at `seq` (None: not known)
 
     @classmethod
     def load(cls, store: StateStore) -> CapturePosition | None:
@@ -44,7 +48,7 @@ class CapturePosition:
         if not doc:
             return None
         return cls(doc.get("install_id"), int(doc.get("seq") or 0),
-                   bool(doc.get("migrating")))
+                   bool(doc.get("migrating")), doc.get("entry"))
 
     def save(self, store: StateStore) -> None:
         """Save journaled: the position is what a crash of the target resumes from."""
@@ -53,6 +57,7 @@ class CapturePosition:
             {"kind": CAPTURE_ID, "source_id": store.source_id, "mode": "triggers",
              "install_id": self.install_id, "seq": self.seq,
              **({"migrating": True} if self.migrating else {}),
+             **({"entry": self.entry} if self.entry is not None else {}),
              "updated_at": utcnow()}, upsert=True)
 
 

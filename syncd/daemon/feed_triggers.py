@@ -8,6 +8,11 @@ MongoDB (syncd.checkpoint.positions) at most every `checkpoint_seconds`. Seqs ar
 contiguous: a hole after the position means entries were pruned unseen (a gap),
 and every table is marked for a reconcile before anything else happens.
 
+The position is saved with the entry at it (`entry_mark`: taken from the round
+applied, so no read per step). Pruning keeps that entry, so a start that finds
+another one there knows the file went back in time (a backup copied over it, same
+inode) even when the scripts wrote past the seq again since, and reconciles.
+
 The position (`seq`, and the log's install id it counts in) has one writer: this
 feed. Pruning and the lag run on scheduler threads, each on a connection of its
 own (sqlite3 connections are not for concurrent use).
@@ -22,15 +27,24 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from legacy_adapters.base import TableInfo
-from legacy_adapters.changelog import CONSUMER_REFRESH_SECONDS, ChangeLog
+from legacy_adapters.changelog import CONSUMER_REFRESH_SECONDS, Change, ChangeLog
 from legacy_adapters.feed import FeedItem, FeedRound, FeedStatus, Opening, Then
 from syncd.checkpoint.positions import CapturePosition, consumer_id
 from syncd.daemon.follow import FeedParts
 from syncd.engine.apply import group_keys
 
 log = logging.getLogger(__name__)
+
+
+def entry_mark(change: Change) -> dict[str, Any]:
+    """What tells one log entry from another at the same seq: an entry a put-back
+    file's scripts wrote anew has another time (and mostly another table or row)."""
+    rid = change.rowid if isinstance(change.rowid, int) else None
+    return {"seq": change.seq, "tbl": change.table, "op": change.op, "rid": rid,
+            "at": change.at}
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class TriggerFeed:
         self.install_id: str | None = None
         self._start = 0  # where the log stood at `open` (adopted by `settle`)
         self._resume: CapturePosition | None = None
+        self._mark: dict[str, Any] | None = None  # the entry at `seq`, once known
         self.consumer: str | None = None  # this target's name in the log's registry
         self._recorded: tuple[int, float] = (-1, 0.0)  # consumer position last recorded
         self._lag_lock = threading.Lock()
@@ -97,6 +112,16 @@ class TriggerFeed:
                         "%s went back (a backup put back, or a copy over it); reconciling "
                         "every table", last, saved.seq, capture.path)
             resumes = False
+        elif resumes and saved is not None and saved.entry is not None and \
+                self._entry_at(saved.seq) not in (None, saved.entry):
+            # The same seq names another change: the log went back (a copy over the
+            # file) and the scripts wrote past the position before this start. (A
+            # put-back log is contiguous up to its last entry, so one missing here was
+            # pruned by another consumer: the first read finds the gap, if any.)
+            log.warning("the change log's entry %d is not the one applied there: %s went "
+                        "back (a backup copied over it) and was written since; "
+                        "reconciling every table", saved.seq, capture.path)
+            resumes = False
         if resumes:
             self.resync.add([t for t in newly if t in pairs], "capture triggers were missing")
         elif not migrating and (known is None or known != self.install_id):
@@ -118,8 +143,18 @@ class TriggerFeed:
         self.seq = self.saved_seq = self._start
         CapturePosition(self.install_id, self._start, migrating=True).save(self.store)
 
+    def _entry_at(self, seq: int) -> dict[str, Any] | None:
+        """The mark of the log's entry at `seq` (None: none there, or seq 0)."""
+        if seq <= 0:
+            return None
+        found = [c for c in self.logs.reader.read(seq - 1, 1) if c.seq == seq]
+        return entry_mark(found[-1]) if found else None
+
     def settle(self) -> None:
-        self.seq = self._resume.seq if self._resume is not None else self._start
+        resume = self._resume
+        self.seq = resume.seq if resume is not None else self._start
+        self._mark = resume.entry if resume is not None and resume.entry is not None \
+            else self._entry_at(self.seq)  # read once, at the start
         self._resume = None
         self._write()
         self.record_consumer(force=True)
@@ -151,6 +186,8 @@ class TriggerFeed:
 
     def advance(self, round_: FeedRound) -> None:
         self.seq = round_.position
+        last = round_.changes[-1] if round_.changes else None
+        self._mark = entry_mark(last) if last is not None and last.seq == self.seq else None
         self.save()
 
     def save(self, force: bool = False) -> None:
@@ -164,8 +201,9 @@ class TriggerFeed:
     def _write(self) -> None:
         """Save the position as it is. Only the loop's thread saves, so `saved_seq` is
         exactly what MongoDB holds."""
-        seq = self.seq
-        CapturePosition(self.install_id, seq).save(self.store)
+        seq, mark = self.seq, self._mark
+        entry = mark if mark is not None and mark["seq"] == seq else None
+        CapturePosition(self.install_id, seq, entry=entry).save(self.store)
         self.saved_seq, self._saved_at = seq, time.monotonic()
 
     # -- schema changes ------------------------------------------------------------------------
