@@ -33,22 +33,23 @@ def cmd_source(args: argparse.Namespace, settings: Settings) -> int:
         print_json(report.to_dict())
         return 0
     verb = "would delete" if report.dry_run else "deleted"
-    history = ("delete" if report.drop_history else "keep") + (
-        "" if report.dry_run else ("d" if report.drop_history else "s"))
+    history = {(True, True): "would delete", (True, False): "would keep",
+               (False, True): "deleted", (False, False): "kept"}[
+        (report.dry_run, report.drop_history)]
     rows = [[name, n, verb] for name, n in sorted(report.documents.items())]
-    rows += [[f"{name} (staging)", n, verb + " (dropped)"]
+    rows += [[f"{name} (staging)", n, "would drop" if report.dry_run else "dropped"]
              for name, n in sorted(report.staging.items())]
     rows += [[name, n, verb] for name, n in report.state.items()]
-    rows += [[name, n, "would " + history if report.dry_run else history]
-             for name, n in sorted(report.history.items())]
+    rows += [[name, n, history] for name, n in sorted(report.history.items())]
     say(f"source {report.source_id!r}: " + ("dry run, nothing deleted (add --yes to "
         "delete)" if report.dry_run else "removed"))
     if rows:
         say(table(rows, ["collection", "documents", "action"]))
     deleted = sum(report.documents.values()) + sum(report.state.values())
     say(f"{sum(report.documents.values())} documents in {len(report.documents)} "
-        f"collections and {sum(report.state.values())} state documents {verb}; "
-        + (f"history deleted too ({sum(report.history.values())} documents)"
+        f"collections and {sum(report.state.values())} state documents "
+        f"{'would be deleted' if report.dry_run else 'deleted'}; "
+        + (f"history {history} too ({sum(report.history.values())} documents)"
            if report.drop_history else
            f"history kept ({sum(report.history.values())} documents): `syncd restore "
            f"--source {report.source_id}` still rebuilds its file")
