@@ -217,20 +217,19 @@ def test_one_sources_prune_leaves_the_others_history(tmp_path, target_args, db):
 
 
 def test_a_source_removed_from_the_fleet_keeps_its_history_apart(tmp_path, target_args, db):
-    """A source retired by hand (docs/fleet.md, "Removing a source": its state and
-    documents deleted, its history kept) still restores alone, and its history, which
-    no model projects any more, does not break the as-of answers of the others."""
+    """A source retired (`syncd source remove A --yes`, docs/fleet.md "Removing a
+    source": its state and documents deleted, its history kept) still restores alone,
+    and its history, which no model projects any more, does not break the as-of
+    answers of the others."""
     files = {k: _make(tmp_path / k / "metadata.db", runs=3, seed=i)
              for i, k in enumerate("AB")}
     for k, path in files.items():
         assert run_cli("migrate", "--sqlite", path, *_as(target_args, k)).code == 0
     at = moment()
     backup(files["A"], tmp_path / "A-at.db")
-    db["_syncd_state"].delete_many({"source_id": "A"})
-    db["_syncd_changelog"].delete_many({"source_id": "A"})
-    for name in db.list_collection_names():
-        if not name.startswith("_syncd"):
-            db[name].delete_many({"_source": "A"})
+    removed = run_cli("source", "remove", "A", "--yes", *target_args)
+    assert removed.code == 0, removed
+    assert not db["_syncd_state"].find_one({"source_id": "A"})
     assert _restored(tmp_path, "A-at", target_args, at, "A") == dump(tmp_path / "A-at.db")
     best = run_cli("experiments", "best", "--challenge", "1", "-n", "100", "--as-of", at,
                    *target_args)

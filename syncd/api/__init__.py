@@ -26,6 +26,7 @@ from syncd.api.legacy import capture_install, capture_status, capture_uninstall,
 from syncd.api.local_tier import warm_local_tier
 from syncd.api.restore import restore
 from syncd.api.run import run
+from syncd.api.source import remove_source
 from syncd.api.sync import (
     MigrateResult,
     migrate,
@@ -40,6 +41,7 @@ __all__ = [
     "Experiments", "ExperimentsReader", "MigrateResult", "cache_stats", "capture_install",
     "capture_status", "capture_uninstall", "dashboard", "events", "experiments_as_of",
     "experiments_best", "experiments_compare", "experiments_history", "experiments_reader",
-    "experiments_search", "experiments_versions", "migrate", "reconcile", "restore", "run",
-    "sample", "sources_health", "status", "status_health", "verify", "warm", "warm_local_tier",
+    "experiments_search", "experiments_versions", "migrate", "reconcile", "remove_source",
+    "restore", "run", "sample", "sources_health", "status", "status_health", "verify", "warm",
+    "warm_local_tier",
 ]

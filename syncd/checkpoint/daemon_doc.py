@@ -63,3 +63,8 @@ def describe(daemon: dict[str, Any] | None) -> dict[str, Any] | None:
         daemon["running"] = False  # no heartbeat: it died without a goodbye
         daemon["note"] = "no heartbeat: not running (or cannot reach MongoDB)"
     return daemon
+
+
+def forget_daemon_doc(store: StateStore, dry_run: bool) -> dict[str, int]:
+    """The source's heartbeat document, when the source is removed."""
+    return store.forget_kinds((DAEMON_ID,), dry_run)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from syncd.checkpoint.store import STATE, utcnow
+from syncd.checkpoint.store import STATE, StateStore, utcnow
 
 STATUS_ID = "hdf5"
 
@@ -29,3 +29,8 @@ def read_hdf5_status(db: Database, source_id: str | None = None) -> dict[str, An
     if source_id is None:
         return db[STATE].find_one({"kind": STATUS_ID}, sort=[("last_scan_at", -1)]) or {}
     return db[STATE].find_one({"_id": f"{STATUS_ID}:{source_id}"}) or {}
+
+
+def forget_hdf5_status(store: StateStore, dry_run: bool) -> dict[str, int]:
+    """The source's HDF5 follower record, when the source is removed."""
+    return store.forget_kinds((STATUS_ID,), dry_run)

@@ -154,3 +154,9 @@ class Lease:
 
     def release(self) -> None:
         self.collection.delete_one({"_id": self.lease_id, "owner": self.owner})
+
+
+def forget_lease(store: StateStore, dry_run: bool) -> dict[str, int]:
+    """The source's lease document, when the source is removed (`syncd source remove`
+    holds the lease itself while it deletes, then releases it: this counts it)."""
+    return store.forget_kinds((LEASE_ID,), dry_run)

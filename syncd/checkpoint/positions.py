@@ -95,3 +95,8 @@ def consumer_id(store: StateStore) -> str:
                                                 "created_at": utcnow()}},
         upsert=True, return_document=ReturnDocument.AFTER)
     return str(doc["consumer"])
+
+
+def forget_positions(store: StateStore, dry_run: bool) -> dict[str, int]:
+    """The source's positions and consumer id, when the source is removed."""
+    return store.forget_kinds((CAPTURE_ID, SCAN_ID, CONSUMER_ID), dry_run)

@@ -132,3 +132,8 @@ def reconcile_result(store: StateStore, request: str) -> dict[str, Any] | None:
     """The daemon's per-table report of `request`, once it is done."""
     doc = store.state.find_one({"_id": store.key(DONE_ID)})
     return doc.get("tables") if doc and doc.get("request") == request else None
+
+
+def forget_reconciles(store: StateStore, dry_run: bool) -> dict[str, int]:
+    """The source's pending reconciles and requests, when the source is removed."""
+    return store.forget_kinds((PENDING_ID, REQUEST_ID, DONE_ID), dry_run)

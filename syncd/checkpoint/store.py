@@ -24,6 +24,7 @@ was not written: it is saved after the write it describes succeeds.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import DESCENDING
@@ -192,3 +193,40 @@ class StateStore:
 
     def quarantine_count(self) -> int:
         return self.quarantine.count_documents({"source_id": self.source_id})
+
+    # -- forgetting this source (`syncd source remove`, syncd.engine.removal) ------
+
+    def forget_kinds(self, kinds: Sequence[str], dry_run: bool) -> dict[str, int]:
+        """This source's state documents of `kinds` counted (`dry_run`) or deleted, by
+        their `_id` (`<kind>:<source id>`: never another source's). Each owner module
+        names its own kinds; what was there, by `"_syncd_state <kind>"`."""
+        found: dict[str, int] = {}
+        for kind in kinds:
+            query = {"_id": self.key(kind)}
+            n = (self.state.count_documents(query) if dry_run
+                 else self.state.delete_many(query).deleted_count)
+            if n:
+                found[f"{STATE} {kind}"] = n
+        return found
+
+    def forget(self, dry_run: bool) -> dict[str, int]:
+        """This store's own part of the source: its changelog, runs and quarantine,
+        then the `job`, `meta` and `source` documents (`source` last: a removal cut
+        off part way still finds the source and is run again)."""
+        found: dict[str, int] = {}
+        for collection in (self.changelog, self.runs, self.quarantine):
+            query = {"source_id": self.source_id}
+            n = (collection.count_documents(query) if dry_run
+                 else collection.delete_many(query).deleted_count)
+            if n:
+                found[collection.name] = n
+        return {**found, **self.forget_kinds(("job", "meta", "source"), dry_run)}
+
+    def state_left(self) -> int:
+        """This source's state documents still in `_syncd_state` (0 once removed)."""
+        return self.state.count_documents({"source_id": self.source_id})
+
+
+def state_sources(db: Database) -> set[str]:
+    """Every source id that has a state document in `db` (any kind)."""
+    return {s for s in db[STATE].distinct("source_id") if isinstance(s, str)}

@@ -34,6 +34,7 @@ from syncd.cli.commands import (
 from syncd.cli.hdf5 import add_commands as add_hdf5_commands
 from syncd.cli.reconcile import add_commands as add_reconcile_commands
 from syncd.cli.restore import add_commands as add_restore_commands
+from syncd.cli.source import add_commands as add_source_commands
 from syncd.config import add_arguments, load_settings
 from syncd.embedded import statedir
 from syncd.errors import FAILURES
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reconcile_commands(command)
     add_restore_commands(command)
+    add_source_commands(command, settings_parent, json_parent)
 
     p = command("events", cmd_events, "tail the change events on Redis",
                 "Print the events `syncd run` publishes on the Redis stream syncd:events: "

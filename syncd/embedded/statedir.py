@@ -25,8 +25,9 @@ from syncd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Commands that only read: they use the embedded servers' existing data, never make it.
-READERS = frozenset({"status", "experiments", "cache", "dashboard", "restore"})
+# Commands that only read (or, `source`, only delete): they use the embedded servers'
+# existing data, never make it.
+READERS = frozenset({"status", "experiments", "cache", "dashboard", "restore", "source"})
 # Commands that use no state directory (`events` only looks for a running Redis).
 NO_STATE = frozenset({"sample", "capture", "events"})
 # Commands that use the embedded Redis (when no --redis-url) but not MongoDB.

@@ -85,6 +85,19 @@ class MongoCollections:
         """Remove this source's documents of `name`; how many there were."""
         return self.db[name].delete_many(own(self.source_id)).deleted_count
 
+    def count_own(self, name: str) -> int:
+        """How many of this source's documents `name` holds."""
+        return self.db[name].count_documents(own(self.source_id))
+
+    def mirrored(self) -> list[str]:
+        """The collections documents are mirrored into (every one but syncd's own)."""
+        return sorted(n for n in self.names() if not n.startswith(("_syncd", "system.")))
+
+    def own_staging(self) -> list[str]:
+        """This source's staging collections (named for it: `stage_name`)."""
+        return sorted(n for n in self.names() if n.startswith(STAGE_PREFIX) and
+                      n == stage_name(n[len(STAGE_PREFIX):].rsplit(".", 1)[0], self.source_id))
+
     def drop_own(self, name: str) -> None:
         """Remove this source's documents of `name`; the collection too once empty."""
         self.delete_own(name)

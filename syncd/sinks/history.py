@@ -282,6 +282,18 @@ class HistoryStore:
                 removed += self.history.delete_many({"_id": {"$in": doomed}}).deleted_count
         return removed
 
+    def forget(self, dry_run: bool) -> dict[str, int]:
+        """This source's versions, schemas and kept cutoff, counted (`dry_run`) or
+        deleted (`syncd source remove --drop-history`: restore then has nothing)."""
+        found: dict[str, int] = {}
+        for collection in (self.history, self.schemas, self.db[KEPT]):
+            query = {"source": self.source_id}
+            n = (collection.count_documents(query) if dry_run
+                 else collection.delete_many(query).deleted_count)
+            if n:
+                found[collection.name] = n
+        return found
+
     def last_versions(self, table: str, docs: list[Any]) -> dict[Any, dict[str, Any]]:
         """The last recorded version of each of `docs` (rows of `table`) that has one."""
         last: dict[Any, dict[str, Any]] = {}
