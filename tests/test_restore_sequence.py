@@ -51,6 +51,13 @@ class CounterStory(Story):
         self.caught_up()
         super().keep(name)
 
+    def settled_records(self) -> int:
+        """`syncd run` started and caught up, so its start-up's own records (its
+        reconcile's too) are written: how many schema records seqd has then."""
+        self.start()
+        self.caught_up()
+        return self.db["_syncd_schemas"].count_documents({"table": "seqd"})
+
     def differences(self, also: Callable[[Path, Path], Any] | None = None) -> list[Any]:
         scratch = self.tmp / "scratch.db"
 
@@ -108,11 +115,8 @@ def test_followed_inserts_write_no_counter_records(
     """The counter an INSERT moves is the inserted row's id: nothing to record (history
     holds it), so a busy AUTOINCREMENT table costs no schema documents."""
     story, legacy = CounterStory(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
-    story.start()
-    assert story.daemon is not None
     try:
-        story.caught_up()  # the start-up's own records (its reconcile's too) are written
-        before = db["_syncd_schemas"].count_documents({"table": "seqd"})
+        before = story.settled_records()
         for _ in range(10):
             write(legacy, "INSERT INTO seqd (v) VALUES ('x')")
         write(legacy, "DELETE FROM seqd WHERE id = 3")
@@ -122,7 +126,8 @@ def test_followed_inserts_write_no_counter_records(
         story.keep("inserted")
         assert db["_syncd_schemas"].count_documents({"table": "seqd"}) == before
     finally:
-        story.daemon.stop()
+        if story.daemon is not None:
+            story.daemon.stop()
     assert story.differences() == []
 
 
@@ -133,11 +138,8 @@ def test_a_burst_longer_than_a_round_writes_no_counter_records(
     inserts. That is no script writing sqlite_sequence: nothing to record, nothing to
     say."""
     story, legacy = CounterStory(tmp_path, target_args, db, fill), tmp_path / "metadata.db"
-    story.start()
-    assert story.daemon is not None
     try:
-        story.caught_up()  # the start-up's own records (its reconcile's too) are written
-        before = db["_syncd_schemas"].count_documents({"table": "seqd"})
+        before = story.settled_records()
         write(legacy, *[("INSERT INTO seqd (v) VALUES (?)", (str(i),)) for i in range(4500)])
         story.keep("burst")
         assert db["_syncd_schemas"].count_documents({"table": "seqd"}) == before

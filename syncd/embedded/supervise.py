@@ -20,16 +20,31 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from syncd.embedded import children
 from syncd.errors import SyncdError
 
-if TYPE_CHECKING:
-    from syncd.embedded.server import EmbeddedServer
+
+class Supervised(Protocol):
+    """What a supervisor needs of the server it watches (`EmbeddedServer` has it)."""
+
+    kind: str
+    port: int | None
+    process: subprocess.Popen[bytes] | None
+    log_file: Path
+
+    def respawn(self, preexec: Callable[[], None] | None) -> None: ...
+
+    def wait_ready(self) -> None: ...
+
+    def log_tail(self) -> str: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +92,7 @@ class GiveUp:
 class Supervisor(threading.Thread):
     """Watches `server`'s child process; restarts it on the same port when it dies."""
 
-    def __init__(self, server: EmbeddedServer, on_give_up: Callable[[SyncdError], None]) -> None:
+    def __init__(self, server: Supervised, on_give_up: Callable[[SyncdError], None]) -> None:
         super().__init__(name=f"supervise-{server.kind}", daemon=True)
         self.server, self.on_give_up = server, on_give_up
         self.lock = threading.Lock()  # held while spawning: halt() waits for a spawn
