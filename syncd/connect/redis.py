@@ -93,6 +93,12 @@ def tls_hint(url: str, exc: Exception) -> str:
             "Redis never answers the handshake (use redis://)")
 
 
+def _unreachable(shown: str, url: str, ends: Endpoints, exc: Exception) -> ConfigError:
+    """The one line for a Redis that did not answer in time (with the TLS hint)."""
+    return ConfigError(f"--redis-url {shown}: not reachable within {ends.redis_timeout:g} s "
+                       f"({scrub(str(exc))[:200]}){tls_hint(url, exc)}")
+
+
 @contextlib.contextmanager
 def open_redis(ends: Endpoints) -> Iterator[RedisTarget]:
     """Connect to the configured Redis or to the embedded one (started if needed)."""
@@ -108,9 +114,7 @@ def open_redis(ends: Endpoints) -> Iterator[RedisTarget]:
                 raise ConfigError(f"--redis-url {shown}: the server refused syncd "
                                   f"({scrub(str(exc))})") from None
             except redis.RedisError as exc:
-                raise ConfigError(f"--redis-url {shown}: not reachable within "
-                                  f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})"
-                                  f"{tls_hint(url, exc)}") from None
+                raise _unreachable(shown, url, ends, exc) from None
             yield RedisTarget(client, url, shown, embedded)
         finally:
             if client is not None:
@@ -154,9 +158,7 @@ def tail_redis(ends: Endpoints) -> Iterator[RedisClient]:
     try:
         client = connect_redis(url, ends.redis_timeout)
     except redis.RedisError as exc:
-        raise ConfigError(f"--redis-url {redact_url(url)}: not reachable within "
-                          f"{ends.redis_timeout:g} s ({scrub(str(exc))[:200]})"
-                          f"{tls_hint(url, exc)}") from None
+        raise _unreachable(redact_url(url), url, ends, exc) from None
     with contextlib.closing(client):
         try:
             client.ping()
