@@ -233,3 +233,50 @@ def test_a_new_data_directory_written_by_another_process_during_setup_stays_refu
         assert not (state / "mongo" / "setup-of-new-data").exists()
     finally:
         mongo.stop()
+
+
+def _unopenable(data: Path) -> None:
+    """A data directory WiredTiger refuses at open, as one is left when syncd is killed
+    while a new server makes its first tables (SecantusDB then fails to open a table it
+    was creating)."""
+    data.mkdir(parents=True)
+    (data / "WiredTiger.turtle").write_text("cut short\n")
+
+
+def test_a_new_data_directory_cut_short_that_no_longer_opens_is_made_again(tmp_path):
+    """kill -9 of syncd during its first start leaves a new data directory whose setup
+    never ended; if the server cannot open it, the next start makes it again (it held
+    nothing of syncd's) instead of failing at every start."""
+    if find_executable("secantusd-py") is None:
+        pytest.skip("secantusd-py is not installed")
+    state = tmp_path / "state"
+    _unopenable(state / "mongo" / "data")
+    (state / "mongo" / "setup-of-new-data").touch()
+    mongo = EmbeddedMongo(state)
+    url = mongo.start()
+    try:
+        client = pymongo.MongoClient(url)
+        client.syncd.kept.insert_one({"_id": 1})
+        assert client.syncd.kept.find_one() == {"_id": 1}
+        client.close()
+        assert not (state / "mongo" / "setup-of-new-data").exists()
+        assert (state / "mongo" / "users-set").exists()
+    finally:
+        mongo.stop()
+
+
+def test_a_data_directory_in_use_that_does_not_open_is_never_removed(tmp_path):
+    """Only a setup cut short is made again: a data directory that was set up (it may
+    hold the user's mirror) and does not open is an error naming its log, kept as it is."""
+    if find_executable("secantusd-py") is None:
+        pytest.skip("secantusd-py is not installed")
+    state = tmp_path / "state"
+    mongo = EmbeddedMongo(state)
+    mongo.start()
+    mongo.stop()
+    data = state / "mongo" / "data"
+    (data / "WiredTiger.turtle").write_text("damaged\n")
+    with pytest.raises(SyncdError, match="exited at start"):
+        EmbeddedMongo(state).start()
+    assert (data / "WiredTiger.turtle").read_text() == "damaged\n"
+    assert (data / "WiredTiger.wt").exists()

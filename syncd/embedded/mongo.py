@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
 from syncd.embedded import children, credentials, interrupts, mongo_users
 from syncd.embedded.server import EmbeddedServer
+from syncd.errors import SyncdError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class EmbeddedMongo(EmbeddedServer):
     def _set_users(self, exe: str, fresh: bool) -> None:
         """Create syncd's user without --auth, restart with it, drop anyone else's."""
         self.users_set.unlink(missing_ok=True)
+        cut_short = fresh and self.fresh_setup.exists()
         if fresh:
             self.fresh_setup.parent.mkdir(parents=True, exist_ok=True)
             self.fresh_setup.touch()
@@ -76,7 +79,7 @@ class EmbeddedMongo(EmbeddedServer):
                  "without one to create syncd's user, then again with it",
                  self.credentials_file)
         self.auth = False
-        self._start_process(exe)
+        self._start_first(exe, cut_short)
         assert self.password is not None
         mongo_users.create_user(self.url, self.password)
         with interrupts.deferred():  # a stop signal must not fall between "forgotten" and "stopped"
@@ -86,6 +89,24 @@ class EmbeddedMongo(EmbeddedServer):
         mongo_users.sweep(self.url, fresh, str(self.data))
         self.users_set.touch()
         self.fresh_setup.unlink(missing_ok=True)
+
+    def _start_first(self, exe: str, cut_short: bool) -> None:
+        """The start without --auth. A new data directory whose setup was cut short (syncd
+        killed as the server made its first tables) may no longer open: SecantusDB does not
+        recover a table it was creating. Such a directory holds nothing of syncd's yet (no
+        sync runs before the setup ends), so it is made again; any other one that does not
+        open is an error for the user."""
+        try:
+            self._start_process(exe)
+        except SyncdError as exc:
+            if not (cut_short and self.process is not None
+                    and self.process.poll() is not None):
+                raise
+            log.warning("the embedded MongoDB's new data directory %s, whose setup was cut "
+                        "short, does not open (%s); it held nothing yet and is made again",
+                        self.data, exc)
+            shutil.rmtree(self.data)
+            self._start_process(exe)
 
     def owns(self, args: list[str], port: int | None) -> bool:
         """A secantusd-py serving this state dir's data (what WiredTiger locks)."""
