@@ -144,11 +144,13 @@ def _waited_target(ends: Endpoints, give_up: GiveUp, backoff: Backoff
             raise SystemExit(0) from None
 
 
-def _until_reachable(work: Callable[[], T], shown: str, backoff: Backoff) -> T:
+def _until_reachable(work: Callable[[], T], shown: str, backoff: Backoff,
+                     give_up: GiveUp) -> T:
     """`work` (the MongoDB calls between the first connection and the daemon's start),
     tried again while MongoDB is out (a restart, a primary stepping down) as the
     daemon's start-up does; a refusal (no or bad credentials, a user without the
-    roles) is a configuration error at once, as at the first connection."""
+    roles) is a configuration error at once, as at the first connection, and an
+    embedded MongoDB given up (`give_up`: it will not come back) ends the run."""
     while True:
         try:
             return work()
@@ -158,6 +160,8 @@ def _until_reachable(work: Callable[[], T], shown: str, backoff: Backoff) -> T:
                                   f"({mongo_reason(exc).removeprefix('MongoDB: ')})") from None
             if not mongo_unavailable(exc):
                 raise
+            if give_up.error is not None:
+                raise give_up.error from None
             _wait_said(mongo_reason(exc), mongo_reason(exc), backoff)
 
 
@@ -206,7 +210,7 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
             check_source_file(state, settings, record_it=True, adopt=adopt_file)
             return state
 
-        state = _until_reachable(checked, target.shown_url, backoff)
+        state = _until_reachable(checked, target.shown_url, backoff, give_up)
         log.info("syncd run: %s -> %s (%s mode)", settings.sqlite, where(settings, target),
                  options.capture)
         publisher = EventPublisher(events, state.source_id, None,

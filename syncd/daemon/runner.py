@@ -114,7 +114,7 @@ class Daemon:
         # Long work renews the lease at every chunk: it notes the daemon alive there,
         # and the lease ends the work when the stop token is set.
         self.lease = Lease(self.store, "run", stop=self.stop)
-        self.health = Health(options, self.store, self.lease, self._snapshot, self._on_fatal)
+        self.health = Health(options, self.store, self.lease, self._snapshot, self.fail)
         self.lease.on_renew = self.health.alive
         by_collection: dict[str, str] = {}
         self.sink = EventingSink(MongoSink(stores.db), publisher, by_collection)
@@ -148,14 +148,12 @@ class Daemon:
         self.reconciler.request()
         self.wake.set()
 
-    def fail(self, exc: BaseException) -> None:
-        """End the run with `exc`, from any thread (an embedded server that keeps dying)."""
-        self._on_fatal(exc)
-
     def _busy(self, message: str) -> None:
         self.health.note_outage("the legacy database", SourceBusy(message), 0.0)
 
-    def _on_fatal(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """End the run with `exc`, from any thread (the heartbeat finding the lease lost,
+        an embedded MongoDB that keeps dying): `run` raises it once stopped."""
         self.fatal = exc
         self.request_stop()
 
@@ -182,7 +180,9 @@ class Daemon:
             self._waited(self.lease.acquire)
         except Cancelled as exc:  # nothing started yet: nothing to shut down
             log.info("%s", exc)
-            return 0
+            if self.fatal is None:
+                return 0
+            raise self.fatal from None  # stopped by a failure (fail): not a clean exit
         self.publisher.start()
         waker = None
         try:

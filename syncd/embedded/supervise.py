@@ -8,8 +8,9 @@ starts it again on the same port and data with a growing delay (1, 2, 4, ... s).
 clients reconnect to the same URL by themselves, and the daemon's retries resume
 following; the embedded MongoDB commits durably (`--sync-on-commit`), so nothing
 acknowledged is lost. After `MAX_QUICK_DEATHS` deaths in a row each within
-`QUICK_SECONDS` of its start it gives up: `on_give_up` gets the error, and `syncd
-run` exits non-zero, for the service manager's `Restart=` to take over.
+`QUICK_SECONDS` of its start it gives up: `on_give_up` gets the error. For MongoDB
+`syncd run` then exits non-zero, for the service manager's `Restart=` to take over;
+a Redis is left down and the MongoDB sync goes on (syncd/connect/redis.py).
 
 The restarted child is spawned by this thread, so the kernel's death signal
 (PR_SET_PDEATHSIG, children.py) is tied to it: the thread never ends while a child it
