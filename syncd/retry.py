@@ -40,6 +40,11 @@ def mongo_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
 
 
+class BatchNotTaken(AutoReconnect):
+    """A batch a reachable MongoDB did not take (`raise_if_passing`): an outage whose
+    message is its one line as it is (syncd.connect.reasons), never "unreachable"."""
+
+
 def raise_if_passing(exc: BulkWriteError) -> None:
     """A replica set between primaries: a document refused as the primary stepped down
     (InterruptedDueToReplStateChange, NotWritablePrimary, ...), or a write concern not
@@ -51,5 +56,6 @@ def raise_if_passing(exc: BulkWriteError) -> None:
     if codes & TRANSIENT_CODES or concern:
         first = concern[0] if concern else next(e for e in exc.details["writeErrors"]
                                                 if e.get("code") in TRANSIENT_CODES)
-        raise AutoReconnect(f"MongoDB did not take the batch: {scrub(str(first.get('errmsg')))} "
-                            f"(code {first.get('code')})") from exc
+        raise BatchNotTaken(f"MongoDB did not take the batch: "
+                            f"{scrub(str(first.get('errmsg')))[:160]} (code {first.get('code')})"
+                            ) from exc

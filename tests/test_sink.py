@@ -8,6 +8,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
+from syncd.connect.reasons import mongo_reason
 from syncd.retry import mongo_unavailable
 from syncd.sinks.history import HistoryStore, version
 from syncd.sinks.mongo import MongoSink
@@ -72,16 +73,21 @@ def test_a_write_concern_not_met_is_an_outage_not_a_write(failing_db):
     docs = [{"_id": i, "v": i} for i in range(3)]
     versions = [version("h", "t", i, (i,), i, "insert", 2460000.5, i, 0, {"v": i})
                 for i in range(3)]
-    shutdown = {"code": 91, "errmsg": "Replication is being shut down"}
+    shutdown = {"code": 91, "errmsg": "Replication is being shut down, retry"}
     _fail_inserts(db, 20, writeConcernError=shutdown)
     try:
         for write in (lambda: sink.insert("wce", docs),
                       lambda: sink.upsert("wce", docs, fresh={0, 1, 2}),
                       lambda: history.record(versions)):
-            with pytest.raises(AutoReconnect, match=r"Replication is being shut down \(code 91\)"
+            with pytest.raises(AutoReconnect,
+                               match=r"Replication is being shut down, retry \(code 91\)"
                                ) as got:
                 write()
             assert mongo_unavailable(got.value)
+            # /readyz, STATUS and the log's outage line: what happened, code and all;
+            # not "unreachable" (the server answered), nor cut at the errmsg's comma
+            assert mongo_reason(got.value) == ("MongoDB did not take the batch: Replication "
+                                               "is being shut down, retry (code 91)")
     finally:
         db.client.admin.command("configureFailPoint", "failCommand", mode="off")
     assert sink.insert("wce", docs) == []  # retried whole: idempotent

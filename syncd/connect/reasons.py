@@ -13,6 +13,7 @@ import re
 from pymongo.errors import ConnectionFailure
 
 from syncd.redact import scrub
+from syncd.retry import BatchNotTaken
 
 _HOST_ERROR = re.compile(r"^(\S+:\d+): (?:\[Errno -?\d+\] )?(.+)$")
 
@@ -32,6 +33,8 @@ def unreachable_reason(text: str) -> str:
 def mongo_reason(exc: BaseException) -> str:
     """One short line on why a MongoDB call failed (password-free)."""
     text = scrub(str(exc))
+    if isinstance(exc, BatchNotTaken):  # the server answered: its own line, code and all
+        return text
     if isinstance(exc, ConnectionFailure):
         first = unreachable_reason(text)
         found = _HOST_ERROR.match(first)

@@ -36,7 +36,7 @@ DUPLICATE_KEY = 11000
 
 def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
     """The documents' errors; a batch that failed for a passing server state raises
-    `AutoReconnect` instead (`raise_if_passing`)."""
+    `BatchNotTaken` (an `AutoReconnect`) instead (`raise_if_passing`)."""
     raise_if_passing(exc)
     return list(exc.details.get("writeErrors", []))
 
