@@ -119,9 +119,13 @@ def register_url(url: str | None) -> None:
     for start, end in _urls(url):
         rest = url[start:end]
         for begin, stop in _spans(rest):
+            # authMechanismProperties holds KEY:TOKEN pairs, each token a secret alone; a
+            # password's pieces are not (its ':' or ',' is part of it)
+            pairs = unquote(_PARAM_SEP.split(rest[:begin])[-1]).lower() == \
+                "authmechanismproperties="
             for value in {rest[begin:stop], unquote(rest[begin:stop])}:
                 register_secret(value)
-                for item in value.split(","):  # KEY:TOKEN pairs (authMechanismProperties)
+                for item in value.split(",") if pairs else ():
                     register_secret(item.partition(":")[2])
 
 

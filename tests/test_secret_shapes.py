@@ -114,3 +114,13 @@ def test_a_blank_token_in_the_environment_stops_syncd_at_start(tmp_path, target_
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "SYNCD_HTTP_TOKEN" in lines[0] and "blank" in lines[0], err
+
+
+def test_a_password_with_a_colon_is_masked_whole_not_in_pieces():
+    """Only authMechanismProperties holds KEY:TOKEN pairs whose tokens are secrets alone.
+    A password with a ':' or ',' in it is one secret: its pieces (here 'data') are
+    words of ordinary log lines, which must stay readable."""
+    register_url("mongodb://syncd:Pa55w0rd%2C7%3Adata@h/db")
+    assert scrub("AUTH Pa55w0rd,7:data refused") == "AUTH *** refused"
+    line = "the embedded MongoDB's data directory /var/lib/syncd/mongo/data"
+    assert scrub(line) == line
