@@ -165,3 +165,33 @@ def test_a_stop_while_a_restarted_server_starts_is_no_failure(tmp_path, caplog):
     assert restarted.poll() is not None  # stopped with syncd
     assert failures == []
     assert "supervisor failed" not in caplog.text
+
+
+class _ExecutableGone(EmbeddedRedis):
+    """An embedded Redis whose executable disappears after it started (an upgrade of
+    the package under a running syncd)."""
+
+    gone = False
+
+    def find(self) -> str | None:
+        return None if self.gone else super().find()
+
+
+def test_a_server_that_cannot_be_spawned_again_is_given_up_in_one_line(tmp_path, caplog):
+    """A dead child whose executable is gone: one give-up line naming why, the give-up
+    callback called (for MongoDB it ends the run), and no crash of the supervisor."""
+    server, failures = _ExecutableGone(tmp_path / "state"), []
+    server.start()
+    try:
+        server.supervise(failures.append)
+        supervisor, first = server.supervisor, server.process
+        assert supervisor is not None and first is not None
+        server.gone = True
+        first.kill()
+        supervisor.join(60)
+        assert not supervisor.is_alive()
+    finally:
+        server.stop()
+    assert [str(f) for f in failures] == [
+        "the embedded Redis cannot be started again: redis-server is gone"]
+    assert "supervisor failed" not in caplog.text

@@ -100,8 +100,9 @@ class EmbeddedMongo(EmbeddedServer):
             self._start_process(exe)
         except SyncdError as exc:
             if not (cut_short and self.process is not None
-                    and self.process.poll() is not None):
-                raise
+                    and self.process.poll() is not None
+                    and "resource busy" not in self.log_tail().lower()):
+                raise  # (a directory another process holds is that process's to stop)
             log.warning("the embedded MongoDB's new data directory %s, whose setup was cut "
                         "short, does not open (%s); it held nothing yet and is made again",
                         self.data, exc)

@@ -141,7 +141,13 @@ class Supervisor(threading.Thread):
                 return
             delay = min(delay * 2, MAX_DELAY)
             since = time.monotonic()
-            if self._restart():
+            try:
+                restarted = self._restart()
+            except (SyncdError, OSError) as exc:  # cannot even spawn it (executable gone)
+                self._stopped_for_good(exc if isinstance(exc, SyncdError) else SyncdError(
+                    f"the embedded {server.kind} cannot be started again: {exc}"))
+                return
+            if restarted:
                 self.restarts += 1
                 log.warning("the embedded %s is back on 127.0.0.1:%s (pid %d)", server.kind,
                             server.port, server.process.pid if server.process else 0)
@@ -171,5 +177,8 @@ class Supervisor(threading.Thread):
             f"the embedded {server.kind} (pid {pid}) died {deaths} times in a row, each "
             f"within {QUICK_SECONDS:.0f} s of its start (last: {how}); not starting it "
             f"again: see {server.log_file}{': ' + tail if tail else ''}")
+        self._stopped_for_good(error)
+
+    def _stopped_for_good(self, error: SyncdError) -> None:
         log.error("%s", error)
         self.on_give_up(error)
