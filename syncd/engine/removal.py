@@ -87,9 +87,13 @@ def remove_source(db: Database, source_id: str, drop_history: bool = False,
                 report.documents[name] = n
         for name in collections.own_staging():
             report.staging[name] = db[name].estimated_document_count()
-        if not dry_run:
+        if not dry_run:  # renewed before each phase: a lost lease stops the removal
+            lease.renew()
             collections.drop_staging(report.staging)
+            lease.renew()
         report.state.update(_state(store, dry_run))
+        if not dry_run:
+            lease.renew()
         report.history = HistoryStore(db, source_id).forget(dry_run or not drop_history)
     finally:
         if not dry_run:
