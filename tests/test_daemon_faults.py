@@ -261,7 +261,7 @@ def test_several_legacy_writers_never_fail_while_syncd_runs(tmp_path, legacy, ta
         assert daemon.stop()[0] == 0
 
 
-def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db):
+def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db, monkeypatch):
     from tests.hdf5_support import write_h5
 
     cache = tmp_path / "cached"
@@ -289,6 +289,10 @@ def test_run_keeps_the_hdf5_caches_warm(tmp_path, legacy, target_args, db):
         refused = run_cli("warm", "--hdf5-dir", cache, *daemon.args, "--redis-url",
                           redis_server.url)
         assert refused.code == 1 and "keeps the HDF5 caches warm" in refused.err
+        monkeypatch.chdir(tmp_path)  # the same folder named relative, as a user types it
+        refused = run_cli("warm", "--hdf5-dir", "cached", *target_args, "--redis-url",
+                          redis_server.url)
+        assert refused.code == 1 and "keeps the HDF5 caches warm" in refused.err, refused
         # The metadata sync goes on beside it.
         run = legacy_write(legacy, "INSERT INTO training_runs (status) VALUES ('running')")
         wait_for(lambda: db.experiments.find_one({"run_id": run}), 30, "the metadata change")

@@ -142,6 +142,21 @@ def test_status_without_state_creates_nothing_and_says_so(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["verify", "reconcile"])
+def test_verify_and_reconcile_in_the_wrong_directory_create_nothing(tmp_path, monkeypatch,
+                                                                    sample, command):
+    """Run from another directory than `syncd migrate`'s, they made a new, empty embedded
+    MongoDB there and said `run syncd migrate` (which would start a second mirror); now
+    they say where they looked and how to point at the data, as status does."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = run_cli(command, "--sqlite", sample, env={**NO_URL, "SYNCD_STATE_DIR": ""})
+    line = _one_line(result, "--state-dir .syncd")
+    assert "no syncd state" in line and "--mongo-url" in line and str(work) in line, line
+    assert list(work.iterdir()) == []
+
+
 def test_status_with_a_mongo_url_needs_no_state_dir(tmp_path, target_args, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run_cli("status", *target_args)

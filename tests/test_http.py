@@ -144,6 +144,7 @@ def test_a_public_address_needs_auth(tmp_path, legacy, target_args):
                      tmp_path / "s", "--http", "0.0.0.0:0")
     assert result.code == 2, result
     assert "not a loopback address" in result.err and "token" in result.err, result
+    assert "SYNCD_HTTP_TOKEN" in result.err, result  # what the README tells a user to set
 
 
 def test_every_route_asks_for_the_token_or_the_password(tmp_path, target_args, db):

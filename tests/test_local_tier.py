@@ -6,6 +6,7 @@ real Redis warmed by syncd's own follower; values are compared with h5py's.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -80,6 +81,31 @@ def test_batches_come_from_the_shards_exactly(files, redis_url, prefix, tmp_path
     seen = [w for eeg, label in loader for w in zip(eeg, label)]
     assert_same(seen, [expected[i] for i in order])
     assert tier_stats(tier)["fills"] == 3 and tier_stats(tier)["hits"] >= 2 * len(order)
+
+
+@pytest.mark.parametrize("budget", [GB, 0])
+def test_without_redis_the_warning_says_where_windows_come_from(tmp_path, monkeypatch, caplog,
+                                                                budget):
+    """No Redis anywhere: the one warning names the local tier when it is on (it fills
+    from the files and serves every batch after), the HDF5 files when it is off."""
+    monkeypatch.delenv("SYNCD_REDIS_URL", raising=False)
+    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
+    path, tier = tmp_path / "a.h5", tmp_path / "tier"
+    write_h5(path, n=12, seed=5)
+    with caplog.at_level(logging.WARNING, logger="syncd.client.dataset"):
+        ds = CachedWindowDataset([path], state_dir=tmp_path / "no-state", local_dir=tier,
+                                 local_bytes=budget)
+    (line,) = [r.getMessage() for r in caplog.records if "no Redis cache" in r.getMessage()]
+    for _ in range(2):
+        assert_same(ds.__getitems__(list(range(12))), legacy_items([path]))
+    counts = ds.local_counts()
+    ds.close()
+    if budget:
+        assert "local tier" in line and str(tier) in line, line
+        assert counts["fills"] == 1 and counts["hits"] == 24, counts
+    else:
+        assert "the HDF5 files" in line and "local tier" not in line, line
+        assert counts["hits"] == 0, counts
 
 
 def test_window_cache_reads_and_fills_the_tier(files, rclient, prefix, tmp_path):

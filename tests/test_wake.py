@@ -66,3 +66,32 @@ def test_a_commit_is_applied_at_once_unless_writers_are_busy():
     pacer.note()
     assert pacer.delay() == 0.0
     assert Pacer(0.05, 0.0, clock=lambda: now[0]).delay() == 0.0  # never stepped yet
+
+
+def test_an_hdf5_write_wakes_the_cache_pass_and_a_read_does_not(tmp_path):
+    """A training script opening a cache to read it (h5py, the legacy Dataset, the local
+    tier's fill) changes nothing: it woke an HDF5 pass per open (at 50 opens a second,
+    a third of a core of the daemon's). Writing, creating, deleting or moving one does."""
+    from tests.hdf5_support import write_h5
+
+    db, cached = _db(tmp_path / "metadata.db"), tmp_path / "cached"
+    cached.mkdir()
+    write_h5(cached / "a.h5", n=4)
+    db_event, h5_event = threading.Event(), threading.Event()
+    waker = Waker([db], db_event, extra_dirs=[cached], extra_event=h5_event,
+                  wants=lambda p: p.endswith(".h5"))
+    assert waker.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(3):
+            with open(cached / "a.h5", "rb") as f:  # what h5py does to read: open, read, close
+                f.read(64)
+        assert not h5_event.wait(0.5)
+        write_h5(cached / "b.h5", n=4)
+        assert h5_event.wait(5)
+        h5_event.clear()
+        (cached / "b.h5").rename(cached / "c.h5")
+        assert h5_event.wait(5)
+        assert not db_event.is_set()
+    finally:
+        waker.stop()

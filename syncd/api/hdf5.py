@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
@@ -25,10 +26,11 @@ if TYPE_CHECKING:
 
 def _refuse_beside_a_daemon(db: Any, settings: Settings) -> None:
     """A running `syncd run` on this host with these HDF5 dirs (any source's) already
-    warms them."""
-    wanted = {str(d) for d in settings.hdf5_dirs}
+    warms them. Dirs are compared resolved: the daemon records absolute paths, and a
+    relative `--hdf5-dir` slipped past the check (two warmers, fighting over features)."""
+    wanted = {str(Path(d).resolve()) for d in settings.hdf5_dirs}
     for daemon in live_daemons(StateStore(db, settings.source_id)):
-        theirs = set(daemon.get("hdf5_dirs") or [])
+        theirs = {str(Path(d).resolve()) for d in daemon.get("hdf5_dirs") or []}
         if not theirs or daemon.get("host") != socket.gethostname() or \
                 (wanted and not wanted & theirs):
             continue

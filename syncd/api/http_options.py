@@ -94,6 +94,6 @@ def http_options(settings: Settings, listen: str | None = None) -> HttpOptions:
                           raw["header_timeout_seconds"], raw["experiments_order"])
     if host is not None and not is_loopback(host) and not options.auth:
         raise ConfigError(f"[http] listen = {raw['listen']!r} is not a loopback address: set "
-                          "[http] token (bearer) or username and password (basic auth), "
-                          "or listen on 127.0.0.1")
+                          "a token (SYNCD_HTTP_TOKEN, or [http] token; bearer) or [http] "
+                          "username and password (basic auth), or listen on 127.0.0.1")
     return options

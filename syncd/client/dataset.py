@@ -91,7 +91,8 @@ class CachedWindowDataset(LocalSide, Dataset):
         config: the syncd TOML file (as `--config`); default SYNCD_CONFIG, as the CLI.
             Its `[hdf5] layouts` and `[cache] prefix` are the Dataset's defaults.
         redis_url: the cache; default SYNCD_REDIS_URL, else the embedded Redis running
-            for `state_dir` (default SYNCD_STATE_DIR or ./.syncd); None found: files only.
+            for `state_dir` (default SYNCD_STATE_DIR or ./.syncd); None found: the local
+            tier (filled from the files), else the files.
         prefix: the cache's key prefix; default `[cache] prefix` of the settings ("syncd").
         layouts: `(windows, labels)` dataset names to look for; default the layout syncd
             recorded when it indexed the file (Redis, or `db`), else the first of
@@ -142,8 +143,11 @@ class CachedWindowDataset(LocalSide, Dataset):
         self.pin_memory = pin_memory
         self._local: ProcessState | None = None
         if self.redis_url is None:
+            # Without Redis the local tier still fills from the files and serves them.
+            where = (f"this host's local tier ({self.local_tier.directory}), filled from the "
+                     "HDF5 files" if self.local_tier.budget > 0 else "the HDF5 files")
             log.warning("no Redis cache found (no redis_url, SYNCD_REDIS_URL or running "
-                        "embedded Redis): every window is read from the HDF5 files")
+                        "embedded Redis): windows are read from %s", where)
 
     def _spec(self, path: Path, recorded: Layout | None) -> FileSpec:
         with open_h5(path) as f:

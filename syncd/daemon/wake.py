@@ -16,7 +16,9 @@ mode (SQLite's default, the legacy scripts' mode) every commit ends by deleting
 kept between transactions (PERSIST/TRUNCATE), commits by writing, so there
 modifications are watched too. The mode is judged when the daemon starts; if a
 legacy script switches the database to WAL while it runs, the poll finds its
-commits (within `poll_seconds`) until the next start.
+commits (within `poll_seconds`) until the next start. The HDF5 cache folders get
+the change events only: a training script opening a cache to read it woke an HDF5
+pass per open.
 """
 
 from __future__ import annotations
@@ -104,11 +106,17 @@ class Waker:
                                        event_filter=sorted(kinds[folder], key=str))
             except TypeError:  # a watchdog without event_filter: every event
                 self.observer.schedule(handler, str(folder), recursive=False)
-        # Other folders (the HDF5 caches) wake `extra_event` for paths `wants` accepts.
+        # Other folders (the HDF5 caches) wake `extra_event` for paths `wants` accepts,
+        # on changes only: a reader's opens and closes (training, syncd's own reads) are
+        # not subscribed to, or each would cost a pass.
         for folder in extra_dirs:
             if Path(folder).is_dir():
-                self.observer.schedule(_Matching(extra_event or event, wants),
-                                       str(folder), recursive=True)
+                handler = _Matching(extra_event or event, wants)
+                try:
+                    self.observer.schedule(handler, str(folder), recursive=True,
+                                           event_filter=WRITE_EVENTS)
+                except TypeError:  # a watchdog without event_filter: every event
+                    self.observer.schedule(handler, str(folder), recursive=True)
 
     def start(self) -> bool:
         try:

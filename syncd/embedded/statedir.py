@@ -7,7 +7,8 @@ embedded servers it starts) create there are 0600. An existing directory that ot
 can enter (one made by an earlier syncd under a 022 umask) is made 0700, with a
 warning. A directory syncd cannot create or write is a
 configuration error naming `--state-dir`; a reading command (`status`, `experiments`,
-`cache stats`) never creates one: it says where it looked and how to point at the data.
+`verify`, `cache stats`, ...) never creates one: it says where it looked and how to
+point at the data.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from syncd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Commands that only read (or, `source`, only delete): they use the embedded servers'
-# existing data, never make it.
-READERS = frozenset({"status", "experiments", "cache", "dashboard", "restore", "source"})
+# Commands that only read (or, `source`, only delete; `reconcile`, only ask the running
+# daemon): they use the embedded servers' existing data, never make it.
+READERS = frozenset({"status", "experiments", "cache", "dashboard", "restore", "source",
+                     "verify", "reconcile"})
 # Commands that use no state directory (`events` only looks for a running Redis).
 NO_STATE = frozenset({"sample", "capture", "events"})
 # Commands that use the embedded Redis (when no --redis-url) but not MongoDB.
