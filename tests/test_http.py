@@ -214,8 +214,8 @@ def test_a_dead_mongodb_is_one_short_line_in_readyz_status_and_log(tmp_path, leg
         run.says("(Ctrl-C or SIGTERM to stop)")
         url = http_url(run)  # type: ignore[arg-type]
         mongo.stop()
-        # While the server shuts down a request may meet a closed or reset connection, after it a
-        # refused one: both are one short line.
+        # While the server shuts down a request may meet a closed or reset connection,
+        # after it a refused one: each is one short line.
         short = re.escape(f"MongoDB at 127.0.0.1:{mongo.port} unreachable: connection ") \
             + "(closed|refused|reset by peer)"
         code, body = wait_for(lambda: (r := get(url + "/readyz"))[0] == 503 and r, 30,
