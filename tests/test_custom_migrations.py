@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,16 @@ def test_a_builder_that_raises_quarantines_its_rows_naming_its_line(tmp_path, le
     assert status.code == 5, status
     assert ("datasets {'id': 2}: TypeError: object of type 'NoneType' has no len() "
             "(0006_datasets.py line 7)") in status.out
+
+
+def test_a_users_own_migrations_package_is_never_taken_for_the_bundled_one(tmp_path):
+    """A script run from a project whose top level has a `migrations` package of its
+    own (Alembic's, a user's): syncd's bundled model is still the one found, by path."""
+    project = tmp_path / "project"
+    (project / "migrations").mkdir(parents=True)
+    (project / "migrations" / "__init__.py").write_text("")
+    found = subprocess.run(
+        [sys.executable, "-c", "from syncd.engine.migration_files import DEFAULT_DIR; "
+         "print(DEFAULT_DIR)"], cwd=project, capture_output=True, text=True, check=True)
+    assert Path(found.stdout.strip()) == DEFAULT_DIR
+    assert sorted(p.name for p in DEFAULT_DIR.glob("0001_*.py"))

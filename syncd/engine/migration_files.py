@@ -14,13 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import migrations as bundled
 from syncd.errors import ConfigError, MigrationError
 from syncd.projection.context import MIGRATION_FILE, migration_line
 from syncd.projection.model import Model
 
 FILE_NAME = MIGRATION_FILE
-DEFAULT_DIR = Path(bundled.__file__).parent
+# Beside the syncd package (installed or in a checkout), found by path: a user's own
+# top-level `migrations` package earlier on sys.path (their project's folder, the
+# working directory of a script) must never be taken for syncd's bundled files.
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 @dataclass(frozen=True)
