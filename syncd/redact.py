@@ -112,6 +112,10 @@ def redact_url(url: str | None) -> str:
     return "".join(pieces)
 
 
+_PAIRS_KEY = "authmechanismproperties="
+_PAIRS_WINDOW = 3 * len(_PAIRS_KEY)  # the key, every character percent-encoded
+
+
 def register_url(url: str | None) -> None:
     """Remember the passwords in `url` so that `scrub` hides them anywhere."""
     if not url:
@@ -121,8 +125,10 @@ def register_url(url: str | None) -> None:
         for begin, stop in _spans(rest):
             # authMechanismProperties holds KEY:TOKEN pairs, each token a secret alone; a
             # password's pieces are not (its ':' or ',' is part of it)
-            pairs = unquote(_PARAM_SEP.split(rest[:begin])[-1]).lower() == \
-                "authmechanismproperties="
+            # (the key is read from a bounded window: a scan of all before each span
+            # made a megabyte of short parameters quadratic)
+            window = rest[max(0, begin - _PAIRS_WINDOW):begin]
+            pairs = unquote(_PARAM_SEP.split(window)[-1]).lower() == _PAIRS_KEY
             for value in {rest[begin:stop], unquote(rest[begin:stop])}:
                 register_secret(value)
                 for item in value.split(",") if pairs else ():
