@@ -131,6 +131,9 @@ def test_syncd_own_trigger_install_is_not_taken_for_a_vacuum(tmp_path, legacy, t
     daemon = Daemon(tmp_path, legacy, target_args)
     try:
         daemon.wait_ready(db)
+        # following (its start-up over: a CREATE during it is the start-up's to see)
+        legacy_write(legacy, "INSERT INTO logs VALUES ('before', 98)")
+        wait_for(lambda: db.logs.count_documents({"n": 98}) == 1, 30, "a first step")
         legacy_write(legacy, "CREATE TABLE extra (id INTEGER PRIMARY KEY, x TEXT)")
         legacy_write(legacy, "INSERT INTO extra (x) VALUES ('a')")
         wait_for(lambda: db.extra.count_documents({}) == 1, 30, "the new table's row")
