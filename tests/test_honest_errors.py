@@ -202,6 +202,21 @@ def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, targe
                               *target_args).out) == []
 
 
+def test_a_filter_the_server_refuses_is_one_line_and_exit_2(sample, target_args):
+    """`experiments search '{"$where": ...}'` (or an unknown operator): one line saying
+    the filter was refused and why, exit 2 as other bad input, never pymongo's dict."""
+    assert run_cli("migrate", "--sqlite", sample, *target_args).code == 0
+    for query in ('{"$where": "1"}', '{"$foo": 1}'):
+        result = run_cli("experiments", "search", query, *target_args)
+        assert result.code == 2, result
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"syncd: error: filter {query}: "
+                                                       "refused by MongoDB ("), result
+        assert "full error" not in result.err and "errmsg" not in result.err, result
+    past = run_cli("experiments", "search", '{"$where": "1"}', "--as-of", "now", *target_args)
+    assert past.code == 2 and "$where is not supported in an as-of query" in past.err, past
+
+
 def test_best_in_an_empty_database_says_so(target_args):
     result = run_cli("experiments", "best", "--challenge", "2", *target_args)
     assert result.code == 0, result

@@ -27,7 +27,7 @@ from syncd.api.shared import history_options, migration_files, open_source, wher
 from syncd.checkpoint.store import StateStore
 from syncd.config import Settings, section
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
-from syncd.connect.reasons import mongo_reason
+from syncd.connect.reasons import REFUSED_CODES, mongo_reason
 from syncd.connect.redis import daemon_redis
 from syncd.daemon.options import (
     DEFAULTS,
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd")
 T = TypeVar("T")
-REFUSED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed: settings, not an outage
 
 
 def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOptions:
