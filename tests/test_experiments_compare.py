@@ -125,6 +125,19 @@ def test_search_and_best_say_how_many_of_how_many_and_page(db, target_args):
     assert "showing 21-25 of 25 experiment(s)" in last.out and "shows the next" not in last.out
 
 
+def test_a_page_past_the_end_says_so_and_links_the_last_page(db, dashboard, target_args):
+    """38 runs, `?page=2` (or `--offset 100`): not "none after the first 100 of 38 ...
+    page 2 of 1" but past the end, how many match, and a link back to the last page."""
+    db["experiments"].insert_many([experiment(i, best=i / 100) for i in range(1, 39)])
+    for query in ("page=2", "page=7", "offset=150"):
+        page = get(f"{dashboard}/experiments?{query}")
+        assert "past the end: 38 experiment(s) match, on 1 page(s)" in page, query
+        assert "of 1<" not in page and "first 1" not in page, query
+        assert 'href="/experiments?page=1" data-testid=prev-page>← last page' in page, query
+    cli = run_cli("experiments", "search", "--offset", "100", *target_args)
+    assert cli.code == 0 and cli.out == "--offset 100 is past the end: 38 experiment(s) match\n"
+
+
 def test_the_experiments_page_says_the_true_count_and_pages(db, dashboard):
     docs = [experiment(i, best=None if i % 3 == 0 else round((i * 7919) % 1000 / 1000, 3),
                        status="completed" if i % 2 else "running") for i in range(1, 2501)]

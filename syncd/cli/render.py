@@ -245,6 +245,9 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
     if not docs and why_none is not None:  # an empty table says nothing: say why
         say(why_none)
         return
+    if not docs and total:  # --offset at or beyond the last match: no empty table
+        say(f"--offset {offset:,} is past the end: {total:,} experiment(s) match")
+        return
     rows = []
     for d in docs:
         metrics = d.get("metrics") or {}
@@ -253,12 +256,10 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
                      d.get("start_time"), d.get("_source"), str(d.get("_id"))])
     say(table(rows, ["run_id", "challenge", "model", "status", "best_val_loss", "best_epoch",
                      "start_time", "source", "_id"]))
-    if total is not None:
-        shown = (f"{offset + 1:,}-{offset + len(docs):,}" if docs
-                 else f"none after the first {offset:,}")
+    if total is not None and docs:
         more = offset + len(docs) < total
-        say(f"showing {shown} of {total:,} experiment(s)"
-            + (f" (--offset {offset + len(docs)} shows the next)" if more and docs else ""))
+        say(f"showing {offset + 1:,}-{offset + len(docs):,} of {total:,} experiment(s)"
+            + (f" (--offset {offset + len(docs)} shows the next)" if more else ""))
 
 
 def _cell(value: Any, width: int = 60) -> str:
