@@ -73,7 +73,7 @@ def test_compare_shows_what_differs_and_folds_equal_keys(db, target_args):
     assert lines[0].split() == ["run", "1", "run", "2", "run", "3"]  # one column per run
     row = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
     assert row["config.lr"] == ["0.001", "0.01", "0.1"]
-    assert row["config.dropout"] == ["0.5", "0.25", "–"]
+    assert row["config.dropout"] == ["0.5", "0.25", "missing"]  # run 3 has no dropout
     assert row["metrics.best_val_loss"] == ["0.42", "0.31", "0.57"]
     assert "config.batch_size" not in result.out and "metrics.best_epoch" not in result.out
     assert "12 equal config keys not shown (--all shows them)" in result.out
@@ -90,6 +90,24 @@ def test_compare_shows_what_differs_and_folds_equal_keys(db, target_args):
     assert [r["label"] for r in as_json["runs"]] == ["run 1", "run 3"]
     assert {d["key"] for d in as_json["differences"]} == {"lr", "dropout", "best_val_loss"}
     assert as_json["equal"]["config"] == 12
+
+
+def test_a_key_one_run_lacks_and_the_other_holds_null_differs(db, target_args, dashboard):
+    """`prefetch_factor` missing from one run's config and null in the other's: not both
+    "–" and equal, but "missing" against "–", a difference (CLI, --json, /compare)."""
+    db["experiments"].insert_many([experiment(37, {**SAME}),
+                                   experiment(38, {**SAME, "prefetch_factor": None})])
+    every = run_cli("experiments", "compare", "38", "37", "--all", *target_args)
+    assert re.search(r"config\.prefetch_factor\s+–\s+missing\s+differs", every.out), every
+    assert "12 equal config keys" in run_cli("experiments", "compare", "38", "37",
+                                             *target_args).out  # the 13th differs
+    found = json.loads(run_cli("experiments", "compare", "38", "37", "--json",
+                               *target_args).out)["differences"]
+    key = next(d for d in found if d["key"] == "prefetch_factor")
+    assert key["values"] == [None, None] and key["missing"] == [False, True], key
+    html = get(f"{dashboard}/compare?runs=38,37")
+    row = html[html.index("<th scope=row>config.prefetch_factor</th>"):]
+    assert row[:row.index("</tr>")].endswith("<td>–</td><td class=muted>missing</td>"), row
 
 
 def test_compare_show_and_json_never_print_a_config_credential(db, target_args):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.cli.output import say, shown, table, visible
-from syncd.client.compare import folded_line
+from syncd.client.compare import MISSING, folded_line
 from syncd.config import Settings
 from syncd.projection.unmirrored import lines as not_mirrored_lines
 
@@ -263,9 +263,12 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
 
 
 def _cell(value: Any, width: int = 60) -> str:
-    """A compared value as short text: numbers as numbers, objects as JSON."""
+    """A compared value as short text: numbers as numbers, objects as JSON; null is "–",
+    a key the run does not have "missing"."""
     if value is None:
         return "–"
+    if value is MISSING:
+        return "missing"
     if isinstance(value, float):
         text = f"{value:.6g}"
     elif isinstance(value, (dict, list)):

@@ -196,7 +196,9 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
     body = "".join(
         f'<tr{" class=same" if r["same"] and len(runs) > 1 else ""}><th scope=row>'
         f'{e(r["key"] if r["section"] == "run" else r["section"] + "." + r["key"])}</th>'
-        + "".join(f"<td>{shown_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
+        + "".join("<td class=muted>missing</td>" if gone else f"<td>{shown_value(v)}</td>"
+                  for v, gone in zip(r["values"], r["missing"], strict=True))
+        + "</tr>" for r in shown)
     grid = (f'<table data-testid=differences><thead><tr><th></th>{heads}</tr></thead>'
             f"<tbody>{body}</tbody></table>" if shown else
             '<p class=empty data-testid=differences>no differences</p>')
