@@ -48,6 +48,11 @@ def test_status_after_the_quick_start_says_no_daemon_runs_and_exits_0(sample, ta
     assert "health: no daemon running (last migrate 20" in result.out, result
     assert "`syncd run` follows changes) (exit 0)" in result.out, result
     assert "STALE" not in result.out and "no daemon" in result.out.split("this source")[0]
+    # nothing follows the source, so its lag is unknown ("-"), not a reassuring 0.0
+    row = result.out.splitlines()[3].split()
+    assert row[-5:] == ["-", "-", "0", "no", "daemon"], result  # lag rows, lag s, quarantined
+    source = json.loads(run_cli("status", *target_args, "--json").out)["sources"][0]
+    assert source["lag_seconds"] is None and source["lag_rows"] is None, source
     daemon = Daemon(tmp_path, sample, target_args)
     try:
         daemon.wait_ready(db)

@@ -173,7 +173,8 @@ def print_status(status: dict[str, Any], settings: Settings,
     say(f"target: {status['target']}")
     if status.get("sources"):
         say(table([[s["source_id"], s["host"], s["path"], s["version"], s["heartbeat_at"],
-                    s["lag_rows"], s["lag_seconds"], s["quarantined"], "; ".join(s["errors"]),
+                    *("-" if s[k] is None else s[k] for k in ("lag_rows", "lag_seconds")),
+                    s["quarantined"], "; ".join(s["errors"]),
                     s["state"].upper() if s["state"] == "stale" else s["state"]]
                    for s in status["sources"]],
                   ["source", "host", "file", "version", "last heartbeat", "lag rows", "lag s",
