@@ -22,7 +22,13 @@ from legacy_adapters.errors import SourceReadOnly
 from syncd.api.feeds import feed_factory, read_only_error
 from syncd.api.http_options import http_context, http_options
 from syncd.api.local_tier import local_tier_options
-from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
+from syncd.api.options import (
+    check_source_file,
+    endpoints,
+    migrate_options,
+    state_store,
+    target_label,
+)
 from syncd.api.shared import history_options, migration_files, open_source, where
 from syncd.checkpoint.store import StateStore
 from syncd.config import Settings, section
@@ -84,7 +90,7 @@ def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOpti
         raw["reconcile_seconds"] = RECONCILE_SECONDS[raw["capture"]]
     return DaemonOptions(sqlite=settings.sqlite, state_dir=settings.state_dir,
                          chunk_size=settings.chunk_size, history=history_options(settings),
-                         **raw)
+                         target=target_label(settings), **raw)
 
 
 
