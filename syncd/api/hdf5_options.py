@@ -94,8 +94,9 @@ def load_feature_config(settings: Settings, warming: bool = True) -> FeatureConf
             _noted.append(True)
             log.warning("torch is not installed: warming windows and labels only, no "
                         "features (for them: pip install torch==2.13.0, the CPU wheel, "
-                        "then pip install '.[torch]' in the syncd clone; or set [features] "
-                        "extractors = [] to silence this)")
+                        "then pip install '.[torch]' in the syncd clone, and restart "
+                        "syncd run: it looks for torch only when it starts; or set "
+                        "[features] extractors = [] to silence this)")
         names = ()
     unknown = [n for n in names if n not in EXTRACTORS]
     if unknown:
