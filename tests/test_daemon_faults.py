@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 
 import pytest
 
+from syncd.embedded import free_port
 from syncd.sample import make_eeg2025
 from syncd.sinks.cache import Keys
 from syncd.sinks.events import STREAM
@@ -41,6 +43,8 @@ def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy, own_mongo):
         status = run_cli("status", *daemon.args)
         assert status.code == 1
         assert "OUTAGE: MongoDB unavailable" in status.out and "not reachable" in status.out
+        # daemon.json's times as syncd shows them elsewhere, not str()'s "2026-12-08 01:54:31.98"
+        assert re.search(r"last heartbeat \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", status.out)
         # one short line, not pymongo's topology dump
         assert (f"retries): MongoDB at 127.0.0.1:{mongo.port} unreachable: " in status.out
                 and "Topology" not in status.out), status.out
@@ -54,6 +58,30 @@ def test_mongodb_outage_is_reported_and_caught_up(tmp_path, legacy, own_mongo):
         code, err = daemon.stop()
     assert code == 0, err[-3000:]
     assert f"MongoDB at 127.0.0.1:{mongo.port} unreachable" in err and "is back after" in err
+
+
+def test_status_of_an_unreachable_target_never_shows_another_targets_daemon(
+        tmp_path, legacy, target_args, db):
+    """The state dir's daemon.json is of a `syncd run` on the test's MongoDB; `syncd
+    status --mongo-url <unreachable>` beside it says so and does not show that daemon's
+    tables as the unreachable target's."""
+    daemon = Daemon(tmp_path, legacy, target_args)
+    try:
+        daemon.wait_ready(db)
+    finally:
+        assert daemon.stop()[0] == 0
+    local = json.loads((daemon.state / "daemon.json").read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", local["heartbeat_at"])
+    url = target_args[target_args.index("--mongo-url") + 1]
+    other = ["--sqlite", legacy, "--state-dir", daemon.state, "--database", db.name,
+             "--mongo-url", f"mongodb://127.0.0.1:{free_port()}", "--mongo-timeout", "1"]
+    shown = run_cli("status", *other)
+    assert shown.code == 1, shown
+    assert (f"daemon.json is the status of a syncd run on another target ({url}, "
+            f"database {db.name!r}), not this one's: not shown") in shown.out, shown
+    assert "daemon:" not in shown.out and "training_runs" not in shown.out, shown
+    found = json.loads(run_cli("status", "--json", *other).out)
+    assert found["daemon"] is None and found["daemon_elsewhere"]["target"] == url, found
 
 
 def test_events_on_redis_and_redis_down_never_stops_the_sync(tmp_path, legacy, target_args,

@@ -73,7 +73,7 @@ def test_compare_shows_what_differs_and_folds_equal_keys(db, target_args):
     assert lines[0].split() == ["run", "1", "run", "2", "run", "3"]  # one column per run
     row = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
     assert row["config.lr"] == ["0.001", "0.01", "0.1"]
-    assert row["config.dropout"] == ["0.5", "0.25", "–"]
+    assert row["config.dropout"] == ["0.5", "0.25", "missing"]  # run 3 has no dropout
     assert row["metrics.best_val_loss"] == ["0.42", "0.31", "0.57"]
     assert "config.batch_size" not in result.out and "metrics.best_epoch" not in result.out
     assert "12 equal config keys not shown (--all shows them)" in result.out
@@ -90,6 +90,24 @@ def test_compare_shows_what_differs_and_folds_equal_keys(db, target_args):
     assert [r["label"] for r in as_json["runs"]] == ["run 1", "run 3"]
     assert {d["key"] for d in as_json["differences"]} == {"lr", "dropout", "best_val_loss"}
     assert as_json["equal"]["config"] == 12
+
+
+def test_a_key_one_run_lacks_and_the_other_holds_null_differs(db, target_args, dashboard):
+    """`prefetch_factor` missing from one run's config and null in the other's: not both
+    "–" and equal, but "missing" against "–", a difference (CLI, --json, /compare)."""
+    db["experiments"].insert_many([experiment(37, {**SAME}),
+                                   experiment(38, {**SAME, "prefetch_factor": None})])
+    every = run_cli("experiments", "compare", "38", "37", "--all", *target_args)
+    assert re.search(r"config\.prefetch_factor\s+–\s+missing\s+differs", every.out), every
+    assert "12 equal config keys" in run_cli("experiments", "compare", "38", "37",
+                                             *target_args).out  # the 13th differs
+    found = json.loads(run_cli("experiments", "compare", "38", "37", "--json",
+                               *target_args).out)["differences"]
+    key = next(d for d in found if d["key"] == "prefetch_factor")
+    assert key["values"] == [None, None] and key["missing"] == [False, True], key
+    html = get(f"{dashboard}/compare?runs=38,37")
+    row = html[html.index("<th scope=row>config.prefetch_factor</th>"):]
+    assert row[:row.index("</tr>")].endswith("<td>–</td><td class=muted>missing</td>"), row
 
 
 def test_compare_show_and_json_never_print_a_config_credential(db, target_args):
@@ -123,6 +141,19 @@ def test_search_and_best_say_how_many_of_how_many_and_page(db, target_args):
                    *target_args)
     assert [int(line.split()[0]) for line in last.out.splitlines()[2:7]] == [21, 22, 23, 24, 25]
     assert "showing 21-25 of 25 experiment(s)" in last.out and "shows the next" not in last.out
+
+
+def test_a_page_past_the_end_says_so_and_links_the_last_page(db, dashboard, target_args):
+    """38 runs, `?page=2` (or `--offset 100`): not "none after the first 100 of 38 ...
+    page 2 of 1" but past the end, how many match, and a link back to the last page."""
+    db["experiments"].insert_many([experiment(i, best=i / 100) for i in range(1, 39)])
+    for query in ("page=2", "page=7", "offset=150"):
+        page = get(f"{dashboard}/experiments?{query}")
+        assert "past the end: 38 experiment(s) match, on 1 page(s)" in page, query
+        assert "of 1<" not in page and "first 1" not in page, query
+        assert 'href="/experiments?page=1" data-testid=prev-page>← last page' in page, query
+    cli = run_cli("experiments", "search", "--offset", "100", *target_args)
+    assert cli.code == 0 and cli.out == "--offset 100 is past the end: 38 experiment(s) match\n"
 
 
 def test_the_experiments_page_says_the_true_count_and_pages(db, dashboard):

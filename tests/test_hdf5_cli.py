@@ -152,6 +152,28 @@ def test_codec_refuses_anything_but_plain_numeric_arrays():
         FileMeta.from_hash(raw)
 
 
+def test_hdf5_events_trim_the_stream_to_the_configured_events_maxlen(
+        tmp_path, target_args, redis_url, rclient, prefix):
+    """`[daemon] events_maxlen = 10`: `syncd warm`'s HDF5 events (as syncd run's) trim a
+    stream of 300 to about 10 (Redis trims whole nodes of 100: ~101), not to 100,000;
+    and WindowCache(events_maxlen=10).publish does too."""
+    d = tmp_path / "h5"
+    d.mkdir()
+    write_h5(d / "r1.h5", n=4)
+    stream = f"{prefix}:events"
+    for _ in range(300):
+        rclient.xadd(stream, {"event": "{}"})
+    cfg = config_file(tmp_path, prefix, extractors="[]", extra="[daemon]\nevents_maxlen = 10")
+    result = run_cli("warm", "--hdf5-dir", d, "--redis-url", redis_url, "--config", cfg,
+                     *target_args)
+    assert result.code == 0, result
+    assert rclient.xlen(stream) < 150, rclient.xlen(stream)
+    for _ in range(300):
+        rclient.xadd(stream, {"event": "{}"})
+    WindowCache(rclient, prefix, events_maxlen=10).publish({"type": "training.epoch"})
+    assert rclient.xlen(stream) < 150, rclient.xlen(stream)
+
+
 def test_client_put_get_and_events(rclient, prefix):
     cache = WindowCache(rclient, prefix)
     meta = cache.register("new-script", [4, 10], "float32", n_windows=3)

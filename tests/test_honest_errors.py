@@ -48,6 +48,11 @@ def test_status_after_the_quick_start_says_no_daemon_runs_and_exits_0(sample, ta
     assert "health: no daemon running (last migrate 20" in result.out, result
     assert "`syncd run` follows changes) (exit 0)" in result.out, result
     assert "STALE" not in result.out and "no daemon" in result.out.split("this source")[0]
+    # nothing follows the source, so its lag is unknown ("-"), not a reassuring 0.0
+    row = result.out.splitlines()[3].split()
+    assert row[-5:] == ["-", "-", "0", "no", "daemon"], result  # lag rows, lag s, quarantined
+    source = json.loads(run_cli("status", *target_args, "--json").out)["sources"][0]
+    assert source["lag_seconds"] is None and source["lag_rows"] is None, source
     daemon = Daemon(tmp_path, sample, target_args)
     try:
         daemon.wait_ready(db)
@@ -200,6 +205,21 @@ def test_best_of_a_fixture_where_every_run_is_running_says_why(fixture_db, targe
     assert "37 running" in search.out, search
     assert json.loads(run_cli("experiments", "best", "--challenge", "2", "--json",
                               *target_args).out) == []
+
+
+def test_a_filter_the_server_refuses_is_one_line_and_exit_2(sample, target_args):
+    """`experiments search '{"$where": ...}'` (or an unknown operator): one line saying
+    the filter was refused and why, exit 2 as other bad input, never pymongo's dict."""
+    assert run_cli("migrate", "--sqlite", sample, *target_args).code == 0
+    for query in ('{"$where": "1"}', '{"$foo": 1}'):
+        result = run_cli("experiments", "search", query, *target_args)
+        assert result.code == 2, result
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"syncd: error: filter {query}: "
+                                                       "refused by MongoDB ("), result
+        assert "full error" not in result.err and "errmsg" not in result.err, result
+    past = run_cli("experiments", "search", '{"$where": "1"}', "--as-of", "now", *target_args)
+    assert past.code == 2 and "$where is not supported in an as-of query" in past.err, past
 
 
 def test_best_in_an_empty_database_says_so(target_args):

@@ -82,10 +82,12 @@ def test_every_response_tells_the_browser_what_it_may_run(tmp_path, db):
         auth = {"Authorization": "Bearer t0k-3xample"}
         answers = [request(server, path, auth) for path in
                    ("/experiments", "/api/experiments", "/static/dashboard.js", "/healthz",
-                    "/metrics", "/no/such/page")]
+                    "/metrics", "/favicon.ico", "/no/such/page")]
         answers.append(request(server, "/experiments"))  # 401
         answers.append(request(server, "/experiments", {**auth, "Host": "evil.example"}))
-        assert [a[0] for a in answers] == [200, 200, 200, 200, 200, 404, 401, 400]
+        assert [a[0] for a in answers] == [200, 200, 200, 200, 200, 200, 404, 401, 400]
+        # the browser's own /favicon.ico: an icon served here (no 404 in its console)
+        assert answers[5][1]["content-type"] == "image/x-icon", answers[5][1]
         for code, headers, _ in answers:
             csp = headers.get("content-security-policy", "")
             assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, (code, csp)

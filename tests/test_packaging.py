@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -29,6 +33,19 @@ def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == tests
     assert tests.startswith("pip install torch==2.13.0 && ")
+
+
+def test_what_the_quick_start_writes_into_the_clone_is_ignored_by_git():
+    """`syncd sample demo.db --hdf5-dir demo-h5` (the quick start) leaves no untracked
+    files behind in `git status`."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git clone")
+    quick = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    db, folder = re.search(r"syncd sample (\S+) --hdf5-dir (\S+)", quick).groups()
+    paths = [db, f"{folder}/r1.h5"]
+    found = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert found.stdout.split() == paths, found
 
 
 def test_pyproject_dependencies_and_extras():

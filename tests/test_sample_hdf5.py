@@ -147,6 +147,8 @@ def test_warm_without_torch_skips_the_default_features(tmp_path, target_args,
     assert report["windows_written"] == 20 and report["features_written"] == 0
     notes = [line for line in proc.stderr.splitlines() if "torch is not installed" in line]
     assert len(notes) == 1, proc.stderr
+    # installing torch later reaches a running `syncd run` only through a restart: said
+    assert "restart syncd run: it looks for torch only when it starts" in notes[0], notes
     stats = subprocess.run(  # computes no features: nothing to say of torch
         [sys.executable, "-c", no_torch, "cache", "stats", "--redis-url", redis_url,
          "--config", str(cfg), *target_args],

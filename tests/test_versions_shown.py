@@ -20,3 +20,22 @@ def test_an_orig_change_alone_is_still_shown():
     after = {"end_time": when, "_orig": {"end_time": 999}}
     version = RunVersion("update", dt.datetime(2026, 12, 7), 1, after, changes(before, after))
     assert [c.key for c in version.shown_changes()] == ["_orig.end_time"]
+
+
+def test_one_field_past_the_limit_is_shown_not_counted():
+    """An insert of 13 fields shows all 13 (never "and 1 more", which hides `notes` in
+    the line that would name it); 14 are cut to 12 and "and 2 more", in the CLI
+    (`history REF --versions`) and on the dashboard's run page alike."""
+    from syncd.cli.render_history import _what as cli_what
+    from syncd.http.dashboard.pages_history import _what as page_what
+
+    for n, more in ((13, None), (14, "and 2 more")):
+        doc = {f"field_{i:02d}": i for i in range(n - 1)} | {"notes": "kept"}
+        version = RunVersion("insert", dt.datetime(2026, 12, 7), 1, doc, changes(None, doc))
+        line, page = cli_what(version), page_what(version.to_dict())
+        if more is None:
+            assert "notes=kept" in line and "more" not in line, line
+            assert "<code>notes</code>" in page and "more" not in page, page
+        else:
+            assert line.endswith("; and 2 more") and "notes" not in line, line
+            assert page.count("<li>") == 13 and "<li>and 2 more</li>" in page, page

@@ -13,10 +13,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bson.json_util import dumps
+from pymongo.errors import OperationFailure
+
 from syncd.api.options import endpoints
 from syncd.client.compare import Comparison, compare
 from syncd.config import Settings
 from syncd.connect.mongo import open_target
+from syncd.connect.reasons import REFUSED_CODES, mongo_reason
 from syncd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,9 +88,15 @@ class ExperimentsReader:
         """Experiments matching a MongoDB filter (at most `limit`, after the first
         `offset`)."""
         tracker = self.tracker()
-        docs = list(tracker.search(dict(query), limit=limit, offset=offset))
-        total = len(docs) + offset if not limit and (docs or not offset) \
-            else tracker.count(dict(query))
+        try:
+            docs = list(tracker.search(dict(query), limit=limit, offset=offset))
+            total = len(docs) + offset if not limit and (docs or not offset) \
+                else tracker.count(dict(query))
+        except OperationFailure as exc:  # the filter itself ($where, an unknown operator):
+            if exc.code in REFUSED_CODES:  # bad input, one line and exit 2; not credentials
+                raise
+            why = (exc.details or {}).get("errmsg") or mongo_reason(exc)
+            raise ConfigError(f"filter {dumps(query)}: refused by MongoDB ({why})") from None
         return Experiments(docs, None if total else tracker.why_no_match(dict(query)),
                            total, offset)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from legacy_adapters.hdf5 import Layout
 from legacy_adapters.hdf5_slabs import default_workers
-from syncd.config import Settings, section
+from syncd.config import Settings, section, section_defaults
 from syncd.errors import ConfigError
 from syncd.hdf5.features import EXTRACTORS, FEATURES_DEFAULTS, FeatureConfig
 from syncd.hdf5.options import CACHE_DEFAULTS, HDF5_DEFAULTS, Hdf5Config
@@ -76,7 +76,9 @@ def load_hdf5_config(settings: Settings, require_dirs: bool = True,
                       workers or default_workers(),
                       int(h["slab_mb"]) << 20, float(h["verify_seconds"]), int(c["max_bytes"]),
                       prefix, tuple(str(g) for g in c["warm_first"]),
-                      int(c["max_value_mb"]) << 20, features)
+                      int(c["max_value_mb"]) << 20, features,
+                      int(section(settings, "daemon", section_defaults("daemon"))
+                          ["events_maxlen"]))  # the HDF5 events trim as syncd run's do
 
 
 def load_feature_config(settings: Settings, warming: bool = True) -> FeatureConfig:
@@ -92,8 +94,9 @@ def load_feature_config(settings: Settings, warming: bool = True) -> FeatureConf
             _noted.append(True)
             log.warning("torch is not installed: warming windows and labels only, no "
                         "features (for them: pip install torch==2.13.0, the CPU wheel, "
-                        "then pip install '.[torch]' in the syncd clone; or set [features] "
-                        "extractors = [] to silence this)")
+                        "then pip install '.[torch]' in the syncd clone, and restart "
+                        "syncd run: it looks for torch only when it starts; or set "
+                        "[features] extractors = [] to silence this)")
         names = ()
     unknown = [n for n in names if n not in EXTRACTORS]
     if unknown:

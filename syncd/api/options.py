@@ -18,12 +18,20 @@ from syncd.embedded.endpoints import Endpoints
 from syncd.engine.options import MigrateOptions
 from syncd.errors import ConfigError
 from syncd.logs import LOG_DEFAULTS, LOG_FORMATS
+from syncd.redact import redact_url
 
 
 def endpoints(settings: Settings) -> Endpoints:
     """Where MongoDB and Redis are (URLs, or the embedded servers under --state-dir)."""
     return Endpoints(settings.state_dir, settings.mongo_url, settings.redis_url,
                      settings.database, settings.mongo_timeout, settings.redis_timeout)
+
+
+def target_label(settings: Settings) -> str:
+    """Which MongoDB the settings name, stable across starts (the embedded server's port
+    is not): "embedded" (under the state dir) or the URL, password masked. `syncd run`
+    records it in daemon.json; `syncd status` shows that file only for the same target."""
+    return "embedded" if settings.mongo_url is None else redact_url(settings.mongo_url)
 
 
 def source_ref(settings: Settings, resolved_id: str | None = None) -> SourceRef:

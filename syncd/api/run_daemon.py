@@ -22,12 +22,18 @@ from legacy_adapters.errors import SourceReadOnly
 from syncd.api.feeds import feed_factory, read_only_error
 from syncd.api.http_options import http_context, http_options
 from syncd.api.local_tier import local_tier_options
-from syncd.api.options import check_source_file, endpoints, migrate_options, state_store
+from syncd.api.options import (
+    check_source_file,
+    endpoints,
+    migrate_options,
+    state_store,
+    target_label,
+)
 from syncd.api.shared import history_options, migration_files, open_source, where
 from syncd.checkpoint.store import StateStore
 from syncd.config import Settings, section
 from syncd.connect.mongo import MongoTarget, TargetUnreachable, open_target
-from syncd.connect.reasons import mongo_reason
+from syncd.connect.reasons import REFUSED_CODES, mongo_reason
 from syncd.connect.redis import daemon_redis
 from syncd.daemon.options import (
     DEFAULTS,
@@ -58,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd")
 T = TypeVar("T")
-REFUSED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed: settings, not an outage
 
 
 def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOptions:
@@ -85,7 +90,7 @@ def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOpti
         raw["reconcile_seconds"] = RECONCILE_SECONDS[raw["capture"]]
     return DaemonOptions(sqlite=settings.sqlite, state_dir=settings.state_dir,
                          chunk_size=settings.chunk_size, history=history_options(settings),
-                         **raw)
+                         target=target_label(settings), **raw)
 
 
 

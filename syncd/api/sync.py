@@ -15,6 +15,7 @@ from syncd.api.options import (
     migrate_options,
     source_ref,
     state_store,
+    target_label,
 )
 from syncd.api.shared import migration_files, open_source, where
 from syncd.checkpoint.daemon_doc import live_daemon
@@ -95,7 +96,9 @@ def status(settings: Settings) -> dict[str, Any]:
     state under `source_details` (engine.status.collect_fleet). With MongoDB
     unreachable the answer is `{"error": ..., "daemon": <what the daemon last wrote
     beside the state, or None>}` instead: exit 1 for a health check, whether or not
-    this host runs the daemon (exit 2 would read as a mistake in the settings).
+    this host runs the daemon (exit 2 would read as a mistake in the settings). A
+    daemon.json of a `syncd run` on another target (or database), or one that does not
+    say which, is not this target's: `daemon` None and `daemon_elsewhere` names its own.
     """
     try:
         with open_target(endpoints(settings)) as target:
@@ -112,7 +115,14 @@ def status(settings: Settings) -> dict[str, Any]:
     except TargetUnreachable as exc:
         from syncd.daemon.health import read_local_status  # numpy, through sinks.events
 
-        return {"error": str(exc), "daemon": read_local_status(settings.state_dir / "daemon.json")}
+        daemon = read_local_status(settings.state_dir / "daemon.json")
+        if daemon is None or (daemon.get("target"), daemon.get("database")) == \
+                (target_label(settings), settings.database):
+            return {"error": str(exc), "daemon": daemon}
+        # a `syncd run` of this state dir on another target: not this target's state
+        return {"error": str(exc), "daemon": None,
+                "daemon_elsewhere": {"target": daemon.get("target"),
+                                     "database": daemon.get("database")}}
     return found
 
 

@@ -60,8 +60,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print_json(status)
         else:
             say(f"MongoDB: {status['error']}")
+            elsewhere = status.get("daemon_elsewhere")
             if status["daemon"] is not None:
                 print_daemon(status["daemon"])
+            elif elsewhere is not None:
+                other = {"embedded": "the embedded MongoDB"}.get(elsewhere["target"],
+                                                                   elsewhere["target"])
+                say(f"{settings.state_dir / 'daemon.json'} is the status of a syncd run on "
+                    + (f"another target ({other}, database {elsewhere['database']!r})"
+                       if other else "a target it does not record")
+                    + ", not this one's: not shown")
             else:
                 say(f"no daemon status in {settings.state_dir / 'daemon.json'} (no syncd run "
                     "with this state directory on this host)")

@@ -298,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"syncd: error: {scrub(str(exc))}\n")
         return int(getattr(exc, "exit_code", 1))
     except PyMongoError as exc:
-        sys.stderr.write(f"syncd: error: MongoDB: {scrub(str(exc)).splitlines()[0][:300]}\n")
+        first = (scrub(str(exc)).splitlines() or [type(exc).__name__])[0]
+        first = first.split(", full error")[0]  # one line, not pymongo's dict of the reply
+        sys.stderr.write(f"syncd: error: MongoDB: {first[:300]}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("syncd: interrupted\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.cli.output import say, shown, table, visible
-from syncd.client.compare import folded_line
+from syncd.client.compare import MISSING, folded_line
 from syncd.config import Settings
 from syncd.projection.unmirrored import lines as not_mirrored_lines
 
@@ -173,7 +173,8 @@ def print_status(status: dict[str, Any], settings: Settings,
     say(f"target: {status['target']}")
     if status.get("sources"):
         say(table([[s["source_id"], s["host"], s["path"], s["version"], s["heartbeat_at"],
-                    s["lag_rows"], s["lag_seconds"], s["quarantined"], "; ".join(s["errors"]),
+                    *("-" if s[k] is None else s[k] for k in ("lag_rows", "lag_seconds")),
+                    s["quarantined"], "; ".join(s["errors"]),
                     s["state"].upper() if s["state"] == "stale" else s["state"]]
                    for s in status["sources"]],
                   ["source", "host", "file", "version", "last heartbeat", "lag rows", "lag s",
@@ -245,6 +246,9 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
     if not docs and why_none is not None:  # an empty table says nothing: say why
         say(why_none)
         return
+    if not docs and total:  # --offset at or beyond the last match: no empty table
+        say(f"--offset {offset:,} is past the end: {total:,} experiment(s) match")
+        return
     rows = []
     for d in docs:
         metrics = d.get("metrics") or {}
@@ -253,18 +257,19 @@ def print_docs(docs: Sequence[dict[str, Any]], why_none: str | None = None,
                      d.get("start_time"), d.get("_source"), str(d.get("_id"))])
     say(table(rows, ["run_id", "challenge", "model", "status", "best_val_loss", "best_epoch",
                      "start_time", "source", "_id"]))
-    if total is not None:
-        shown = (f"{offset + 1:,}-{offset + len(docs):,}" if docs
-                 else f"none after the first {offset:,}")
+    if total is not None and docs:
         more = offset + len(docs) < total
-        say(f"showing {shown} of {total:,} experiment(s)"
-            + (f" (--offset {offset + len(docs)} shows the next)" if more and docs else ""))
+        say(f"showing {offset + 1:,}-{offset + len(docs):,} of {total:,} experiment(s)"
+            + (f" (--offset {offset + len(docs)} shows the next)" if more else ""))
 
 
 def _cell(value: Any, width: int = 60) -> str:
-    """A compared value as short text: numbers as numbers, objects as JSON."""
+    """A compared value as short text: numbers as numbers, objects as JSON; null is "–",
+    a key the run does not have "missing"."""
     if value is None:
         return "–"
+    if value is MISSING:
+        return "missing"
     if isinstance(value, float):
         text = f"{value:.6g}"
     elif isinstance(value, (dict, list)):

@@ -8,7 +8,7 @@ from typing import Any
 from syncd.cli.output import say
 from syncd.cli.render import _cell
 
-MAX_CHANGES = 12  # keys listed per version; more are counted
+MAX_CHANGES = 12  # keys listed per version; 2 or more beyond it are counted
 
 
 def print_as_of(scope: dict[str, Any]) -> None:
@@ -27,11 +27,12 @@ def _what(version: Any) -> str:
         return "deleted"
     parts = []
     shown = version.shown_changes()
-    for change in shown[:MAX_CHANGES]:
+    keep = MAX_CHANGES if len(shown) > MAX_CHANGES + 1 else len(shown)  # never "and 1 more"
+    for change in shown[:keep]:
         before, after = change.shown()
         parts.append(f"{change.key}: {_cell(before, 30)} -> {_cell(after, 30)}"
                      if version.op != "insert" else f"{change.key}={_cell(after, 30)}")
-    more = len(shown) - MAX_CHANGES
+    more = len(shown) - keep
     text = "; ".join(parts) if version.op != "insert" else "inserted: " + ", ".join(parts)
     return (text or "no field changed") + (f"; and {more} more" if more > 0 else "")
 

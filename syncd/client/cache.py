@@ -24,6 +24,7 @@ from syncd.client.shards import Generation, Shard
 from syncd.connect.redis_urls import mget_any, server_info
 from syncd.sinks.cache import (
     DEFAULT_PREFIX,
+    EVENTS_MAXLEN,
     MAX_VALUE_BYTES,
     CacheError,
     CacheWriter,
@@ -59,8 +60,9 @@ class WindowCache(CacheWriter):
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
                  max_value_bytes: int = MAX_VALUE_BYTES,
-                 local_tier: LocalTier | None = None) -> None:
-        super().__init__(client, prefix, max_value_bytes)
+                 local_tier: LocalTier | None = None,
+                 events_maxlen: int = EVENTS_MAXLEN) -> None:
+        super().__init__(client, prefix, max_value_bytes, events_maxlen)
         self.bad_values = 0  # values that failed their length or checksum check (read as misses)
         self.local_tier = local_tier
         self._shards: dict[str, Shard] = {}
@@ -199,8 +201,9 @@ class WindowCache(CacheWriter):
         }
 
     def publish(self, event: Mapping[str, Any]) -> str:
-        """Append a JSON event to the events stream (capped) and announce it on pub/sub."""
-        return publish_event(self.redis, self.keys.events, event)
+        """Append a JSON event to the events stream (trimmed to ~`events_maxlen`, as
+        `[daemon] events_maxlen` trims it) and announce it on pub/sub."""
+        return publish_event(self.redis, self.keys.events, event, self.events_maxlen)
 
     def subscribe(self, last_id: str = "$", block_ms: int = 1000,
                   stop: Any = None) -> Iterator[tuple[str, dict[str, Any]]]:

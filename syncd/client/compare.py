@@ -4,8 +4,9 @@ Every experiment is flattened into dotted keys in three sections: the run's own
 fields (challenge, status, model, times, source), its `config` and its `metrics`.
 A key whose value is the same in every experiment is *equal* and folded away by
 default: two runs of a 40-key config usually differ in two or three keys, and those
-are what a person comparing them is looking for. A key missing from an experiment
-counts as null there.
+are what a person comparing them is looking for. A config key or metric missing from
+an experiment is `MISSING` there, not null: a run without `prefetch_factor` and one
+with `prefetch_factor: null` differ (the one may have taken a default, the other not).
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ SECTIONS = ("run", "config", "metrics")
 RUN_FIELDS = ("challenge", "status", "model", "start_time", "end_time", "notes", "source")
 NOUNS = {"run": ("run field", "run fields"), "config": ("config key", "config keys"),
          "metrics": ("metric", "metrics")}
+
+
+class _Missing:
+    """A key an experiment does not have (shown as `missing`, never equal to null)."""
+
+    def __repr__(self) -> str:
+        return "missing"
+
+
+MISSING: Any = _Missing()
 
 
 @dataclass
@@ -38,8 +49,13 @@ class Row:
     def shown(self) -> list[Any]:
         """The values as shown: `***` for a credential's (a config's `api_key`)."""
         if secret_key(self.key):
-            return [None if v is None else "***" for v in self.values]
+            return [v if v is None or v is MISSING else "***" for v in self.values]
         return self.values
+
+    def as_json(self) -> dict[str, Any]:
+        """The values for JSON: a missing one as null, and `missing` says which are."""
+        return {"values": [None if v is MISSING else v for v in self.shown],
+                "missing": [v is MISSING for v in self.values]}
 
 
 @dataclass
@@ -68,7 +84,7 @@ class Comparison:
 
     def to_dict(self, show_all: bool = False) -> dict[str, Any]:
         return {"runs": self.runs,
-                "differences": [{"section": r.section, "key": r.key, "values": r.shown,
+                "differences": [{"section": r.section, "key": r.key, **r.as_json(),
                                  "same": r.same} for r in self.shown(show_all)],
                 "equal": self.folded(), "experiments": self.docs}
 
@@ -120,5 +136,6 @@ def compare(docs: Sequence[Mapping[str, Any]]) -> Comparison:
     for section in SECTIONS:
         keys = list(RUN_FIELDS) if section == "run" else sorted(
             {k for f in flat for k in f[section]})
-        rows += [Row(section, key, [f[section].get(key) for f in flat]) for key in keys]
+        rows += [Row(section, key, [f[section].get(key, MISSING) for f in flat])
+                 for key in keys]
     return Comparison(runs, rows, [dict(d) for d in docs])

@@ -24,14 +24,15 @@ from bson import Decimal128, Int64, ObjectId, Regex
 from bson.binary import Binary
 from bson.timestamp import Timestamp
 
-from syncd.errors import SyncdError
+from syncd.errors import ConfigError
 
 Doc = Mapping[str, Any]
 Predicate = Callable[[Doc], bool]
 
 
-class UnsupportedQuery(SyncdError):
-    """A filter, sort or projection an as-of view cannot evaluate (it names why)."""
+class UnsupportedQuery(ConfigError):
+    """A filter, sort or projection an as-of view cannot evaluate (it names why): the
+    user's input, exit 2."""
 
 
 class _Missing:

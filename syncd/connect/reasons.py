@@ -15,6 +15,7 @@ from pymongo.errors import ConnectionFailure
 from syncd.redact import scrub
 from syncd.retry import BatchNotTaken
 
+REFUSED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed: settings, not an outage
 _HOST_ERROR = re.compile(r"^(\S+:\d+): (?:\[Errno -?\d+\] )?(.+)$")
 
 

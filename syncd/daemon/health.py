@@ -227,6 +227,7 @@ class Health:
         return {
             "pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
             "sqlite": str(self.options.sqlite), "database": self.store.db.name,
+            "target": self.options.target,
             "started_at": started, "uptime_seconds": round((now - started).total_seconds()),
             "heartbeat_at": now, "heartbeat_seconds": self.options.heartbeat_seconds,
             "running": not final, "ready": ready, "outage": outage,
@@ -291,13 +292,22 @@ def write_local_status(path: Path, doc: dict[str, Any]) -> str | None:
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(doc, default=str, indent=2))
+        tmp.write_text(json.dumps(doc, default=_iso, indent=2))
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         return f"cannot write the local status {path}: {exc.strerror or exc}"
     return None
+
+
+def _iso(value: Any) -> str:
+    """A time as syncd shows it everywhere (ISO 8601, UTC as Z, the milliseconds MongoDB
+    keeps of the same document), not str()'s "2026-12-08 01:54:31.986218"."""
+    if isinstance(value, dt.datetime):
+        text = value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
+        return text + ("Z" if value.tzinfo is None else "")
+    return str(value)
 
 
 def read_local_status(path: Path) -> dict[str, Any] | None:

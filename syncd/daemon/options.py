@@ -71,6 +71,7 @@ class DaemonOptions:
     log_retention_seconds: float = DEFAULTS["log_retention_seconds"]
     nice: int = DEFAULTS["nice"]
     history: HistoryOptions = field(default_factory=HistoryOptions)  # `[history]`
+    target: str = ""  # which MongoDB (syncd.api.options.target_label), for daemon.json
 
 
 def lower_priority(nice: int) -> None:

@@ -35,8 +35,10 @@ def list_sources(db: Database) -> list[dict[str, Any]]:
             # live, stale (a daemon ran and has no fresh heartbeat), or no daemon (only
             # `syncd migrate` ever wrote this source: nothing stopped).
             "state": ("live" if daemon.get("running") else "stale") if daemon else "no daemon",
-            "lag_rows": sum(t.get("lag_rows") or 0 for t in tables),
-            "lag_seconds": max([t.get("lag_seconds") or 0.0 for t in tables], default=0.0),
+            # unknown (None) where no daemon ever followed: nothing measures a lag
+            "lag_rows": sum(t.get("lag_rows") or 0 for t in tables) if daemon else None,
+            "lag_seconds": max([t.get("lag_seconds") or 0.0 for t in tables], default=0.0)
+            if daemon else None,
             "quarantined": store.quarantine_count(), "errors": errors,
         })
     return rows

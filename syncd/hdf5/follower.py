@@ -76,7 +76,8 @@ class Hdf5Follower:
         self.db = db
         self.files = Hdf5Files(db, source_id, self.config.dirs, self.config.layouts)
         self.redis = client
-        self.cache = CacheWriter(client, self.config.prefix, self.config.max_value_bytes)
+        self.cache = CacheWriter(client, self.config.prefix, self.config.max_value_bytes,
+                                 self.config.events_maxlen)
         self.keys = self.cache.keys
         self.progress = progress or Progress(enabled=False)
         self.on_slab = on_slab
@@ -264,7 +265,7 @@ class Hdf5Follower:
         self._publish({"type": "hdf5.quarantined", "path": str(path), "error": error})
 
     def _publish(self, event: dict[str, Any]) -> None:
-        publish_event(self.redis, self.keys.events, event)
+        publish_event(self.redis, self.keys.events, event, self.cache.events_maxlen)
 
     def _remove_missing(self, present: set[str], docs: dict[str, dict[str, Any]],
                         report: ScanReport) -> None:

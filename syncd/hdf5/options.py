@@ -12,7 +12,7 @@ from typing import Any
 
 from legacy_adapters.hdf5 import DEFAULT_LAYOUTS, DEFAULT_PATTERNS, Layout
 from syncd.hdf5.features import FeatureConfig
-from syncd.sinks.cache import DEFAULT_PREFIX, MAX_VALUE_BYTES
+from syncd.sinks.cache import DEFAULT_PREFIX, EVENTS_MAXLEN, MAX_VALUE_BYTES
 
 HDF5_DEFAULTS: dict[str, Any] = {
     "layouts": [list(pair) for pair in DEFAULT_LAYOUTS],
@@ -52,3 +52,4 @@ class Hdf5Config:
     warm_first: tuple[str, ...]
     max_value_bytes: int
     features: FeatureConfig
+    events_maxlen: int = EVENTS_MAXLEN  # `[daemon] events_maxlen`: the HDF5 events trim to it

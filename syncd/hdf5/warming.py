@@ -199,7 +199,7 @@ class FileWarmer:
         self._finish(doc, extractors, shapes, cached, done, plan.cost)
         publish_event(self.redis, self.keys.events, {
             "type": "hdf5.warmed", "path": str(path), "generation": gen, "cached": cached,
-            "windows": int(doc["n_windows"])})
+            "windows": int(doc["n_windows"])}, self.cache.events_maxlen)
 
     @staticmethod
     def _changed(path: Path, doc: dict[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.connect.reasons import outage_line
-from syncd.http.browser import BrowserHeaders, HostCheck
+from syncd.http.browser import BrowserHeaders, HostCheck, favicon
 from syncd.http.context import HttpContext
 from syncd.http.metrics import registry
 from syncd.http.options import HttpOptions
@@ -182,7 +182,8 @@ def build_app(ctx: HttpContext, options: HttpOptions) -> Starlette:
         return endpoint
 
     routes: list[BaseRoute] = [Route("/metrics", probe(scrape)), Route("/healthz", probe(healthz)),
-                               Route("/readyz", probe(readyz)), *dashboard]
+                               Route("/readyz", probe(readyz)),
+                               Route("/favicon.ico", favicon), *dashboard]
     middleware = [Middleware(HostCheck, options=options)]
     if options.auth:
         middleware.append(Middleware(RequireAuth, options=options))

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "syncd"
 MAX_VALUE_BYTES = 64 << 20
+EVENTS_MAXLEN = 100_000  # the events stream is trimmed to about this many ([daemon] events_maxlen)
 ALLOWED_KINDS = frozenset("fiub")
 # Redis' own bookkeeping per string key (dict entry, key and value headers) and the value's
 # checksum trailer, for the budget.
@@ -254,9 +255,9 @@ class CacheWriter:
     """
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
-                 max_value_bytes: int = MAX_VALUE_BYTES) -> None:
-        self.redis = client
-        self.keys = Keys(prefix)
+                 max_value_bytes: int = MAX_VALUE_BYTES, events_maxlen: int = EVENTS_MAXLEN
+                 ) -> None:
+        self.redis, self.keys, self.events_maxlen = client, Keys(prefix), events_maxlen
         self.cluster = is_cluster(client)
         # Older layouts, deleted with the current one (format 2's only on a single server:
         # a cluster refused its untagged keys).

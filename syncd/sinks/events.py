@@ -27,12 +27,12 @@ import redis
 
 from syncd.connect.redis_urls import RedisClient, is_cluster
 from syncd.retry import Backoff
-from syncd.sinks.cache import Keys
+from syncd.sinks.cache import EVENTS_MAXLEN, Keys
 
 log = logging.getLogger(__name__)
 
 STREAM = Keys().events  # the stream, and the pub/sub channel, of the default prefix
-MAXLEN = 100_000  # the stream is trimmed to about this many events
+MAXLEN = EVENTS_MAXLEN  # the stream is trimmed to about this many events
 MAX_IDS = 500  # ids per event; larger writes become several events
 
 
@@ -53,10 +53,12 @@ def send(client: RedisClient, stream: str, payloads: list[str], maxlen: int = MA
     return pipe.execute()[::2]
 
 
-def publish_event(client: redis.Redis, stream: str, event: Mapping[str, Any]) -> str:
-    """Send one event now (stamped `at`, seconds since the epoch); returns its stream id."""
+def publish_event(client: redis.Redis, stream: str, event: Mapping[str, Any],
+                  maxlen: int = MAXLEN) -> str:
+    """Send one event now (stamped `at`, seconds since the epoch; the stream trimmed to
+    ~`maxlen`, `[daemon] events_maxlen`); returns its stream id."""
     body = json.dumps({"at": time.time(), **event}, default=str, separators=(",", ":"))
-    event_id = send(client, stream, [body])[0]
+    event_id = send(client, stream, [body], maxlen)[0]
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 

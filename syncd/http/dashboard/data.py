@@ -220,7 +220,7 @@ def comparison(ctx: HttpContext, refs: list[str]) -> dict[str, Any]:
                                       "timestamp": 1}).sort(
             [("experiment_id", 1), ("epoch", 1), ("_id", 1)]):
         curves[doc["experiment_id"]].append(epoch_point(doc))
-    rows = [{"section": r.section, "key": r.key, "same": r.same, "values": r.shown}
+    rows = [{"section": r.section, "key": r.key, "same": r.same, **r.as_json()}
             for r in found.rows]
     return jsonable({"runs": found.runs, "rows": rows, "equal": found.folded(),
                      "curves": [{"id": r["id"], "label": r["label"], "epochs": curves[r["id"]]}

@@ -87,10 +87,12 @@ def _pager(data: dict[str, Any], marked: bool = True) -> str:
     """How many match, which of them this page shows, and links to the pages around it
     (`marked`: with the test ids; the copy under the table has none)."""
     total, start, shown = data["total"], data["offset"], len(data["experiments"])
+    past_end = bool(total) and not shown  # ?page= or ?offset= beyond the last run
     if not total:
         count = "0 experiment(s)"
-    elif not shown:
-        count = f"none after the first {start:,} of {total:,} experiment(s)"
+    elif past_end:
+        count = (f"past the end: {total:,} experiment(s) match, on "
+                 f"{data['pages']:,} page(s)")
     else:
         count = (f"{start + 1:,}–{start + shown:,} of {total:,} experiment(s), "
                  "best validation loss first")
@@ -107,10 +109,13 @@ def _pager(data: dict[str, Any], marked: bool = True) -> str:
         href = "/experiments?" + urlencode({**kept, **where})
         return f'<a href="{escape(href)}"{mark(test_id)}>{text}</a>'
 
-    prev = link(max(0, start - limit), "← previous", "prev-page") if start > 0 else ""
+    if past_end:  # back to the last page that holds runs, not to another empty one
+        prev = link((data["pages"] - 1) * limit, "← last page", "prev-page")
+    else:
+        prev = link(max(0, start - limit), "← previous", "prev-page") if start > 0 else ""
     following = link(start + shown, "next →", "next-page") \
         if start + shown < total and shown else ""
-    where = f"page {page_no:,} of {data['pages']:,}" if total else ""
+    where = f"page {page_no:,} of {data['pages']:,}" if total and not past_end else ""
     return (f'<p class="pager muted"><span{mark("experiments-count")}>{count}</span>'
             f"{prev}<span>{where}</span>{following}</p>")
 
@@ -191,7 +196,9 @@ def compare_page(data: dict[str, Any], show_all: bool, refs: list[str]) -> str:
     body = "".join(
         f'<tr{" class=same" if r["same"] and len(runs) > 1 else ""}><th scope=row>'
         f'{e(r["key"] if r["section"] == "run" else r["section"] + "." + r["key"])}</th>'
-        + "".join(f"<td>{shown_value(v)}</td>" for v in r["values"]) + "</tr>" for r in shown)
+        + "".join("<td class=muted>missing</td>" if gone else f"<td>{shown_value(v)}</td>"
+                  for v, gone in zip(r["values"], r["missing"], strict=True))
+        + "</tr>" for r in shown)
     grid = (f'<table data-testid=differences><thead><tr><th></th>{heads}</tr></thead>'
             f"<tbody>{body}</tbody></table>" if shown else
             '<p class=empty data-testid=differences>no differences</p>')

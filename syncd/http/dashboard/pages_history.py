@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from syncd.http.dashboard.markup import e, shown_value, table
 
-MAX_CHANGES = 12  # keys shown per version; more are counted
+MAX_CHANGES = 12  # keys shown per version; 2 or more beyond it are counted
 
 
 def as_of_query(data: dict[str, Any]) -> str:
@@ -49,10 +49,11 @@ def _what(version: dict[str, Any]) -> str:
         return "first seen (the first sync)"
     if op == "delete":
         return "deleted"
+    keep = MAX_CHANGES if len(found) > MAX_CHANGES + 1 else len(found)  # never "and 1 more"
     items = [f"<li><code>{e(c['key'])}</code>: "
              + (f"{shown_value(c['before'])} → " if op != "insert" else "")
-             + f"{shown_value(c['after'])}</li>" for c in found[:MAX_CHANGES]]
-    more = len(found) - MAX_CHANGES
+             + f"{shown_value(c['after'])}</li>" for c in found[:keep]]
+    more = len(found) - keep
     if more > 0:
         items.append(f"<li>and {more} more</li>")
     return f"<ul class=changes>{''.join(items)}</ul>" if items else "no field changed"
