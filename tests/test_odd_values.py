@@ -126,5 +126,11 @@ def test_bad_rows_are_quarantined_and_the_rest_syncs(tmp_path, target_args, db):
     conn.close()
     again = run_cli("migrate", "--sqlite", path, "--migrations", migrations, *target_args)
     assert again.code == 0, again
+    # The deleted row leaves the quarantine, and its history ends in a delete: a restore
+    # must not bring it back (verify compares history's rows with the table's).
+    assert db["_syncd_quarantine"].count_documents({}) == 0
+    last = db["_syncd_history"].find_one({"table": "training_runs", "key": [5]},
+                                         sort=[("jd", -1), ("seq", -1), ("n", -1)])
+    assert last["op"] == "delete"
     assert run_cli("verify", "--sqlite", path, "--migrations", migrations,
                    *target_args).code == 0

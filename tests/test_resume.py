@@ -97,6 +97,11 @@ def test_rows_deleted_from_the_pending_chunk_do_not_come_back(legacy, target_arg
     conn.close()
     assert deleted > 0
     assert run_cli("migrate", "--sqlite", legacy, *target_args).code == 0
+    # History's baseline holds no snapshot of a deleted row (a restore would bring it back).
+    conn = sqlite3.connect(legacy)
+    rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    conn.close()
+    assert db["_syncd_history"].count_documents({"table": table}) == rows
     _assert_exact(legacy, db, target_args)
 
 

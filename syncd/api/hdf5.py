@@ -82,6 +82,22 @@ def cache_stats(settings: Settings) -> tuple[dict[str, Any], str]:
     return stats, config.prefix
 
 
+def hdf5_check_config(settings: Settings) -> Any:
+    """The settings `verify` checks the cache with (None without --hdf5-dir), checked
+    before any server starts."""
+    from syncd.api.hdf5_options import load_hdf5_config
+
+    return load_hdf5_config(settings, warming=False) if settings.hdf5_dirs else None
+
+
+def verify_cache(settings: Settings, config: Any, db: Database, source_id: str) -> Any:
+    """`verify`'s check of the cache in Redis (syncd.hdf5.check.CacheCheck)."""
+    from syncd.hdf5.check import check_cache
+
+    with open_redis(endpoints(settings)) as rt:
+        return check_cache(config, db, rt.client, source_id)
+
+
 def hdf5_status(db: Any, settings: Settings) -> dict[str, Any] | None:
     """The HDF5 part of `status` (None when no HDF5 file was ever indexed)."""
     from syncd.hdf5.files import HDF5_FILES

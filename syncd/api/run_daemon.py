@@ -223,8 +223,10 @@ def run(settings: Settings, capture: str | None = None, adopt_file: bool = False
         follower = None
         if hdf5 is not None:
             from syncd.hdf5.follower import Hdf5Follower
+            from syncd.hdf5.warming import SCRUB_BYTES
 
-            follower = Hdf5Follower(hdf5, state.source_id, target.db, client)
+            follower = Hdf5Follower(hdf5, state.source_id, target.db, client,
+                                    scrub_bytes=SCRUB_BYTES)
         daemon = build_daemon(settings, options, source, target.db, publisher, follower,
                               migrations=migrations, state=state)
         give_up.bind(daemon.fail)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.api.hdf5 import hdf5_status
+from syncd.api.hdf5 import hdf5_check_config, hdf5_status, verify_cache
 from syncd.api.options import (
     check_source_file,
     endpoints,
@@ -76,16 +76,20 @@ def migrate(settings: Settings, to: int | None = None, *, dry_run: bool = False,
 
 def verify(settings: Settings, progress: Progress | None = None,
            lossless: bool = False) -> Any:
-    """Compare every legacy row's projection with its document (the configured source's
-    documents only); `lossless`: and every row with what its document gives back. The
-    report says if ok."""
+    """Compare every legacy row's projection with its document and its history (the
+    configured source's only); `lossless`: and every row with what its document gives
+    back; with `--hdf5-dir`: and the cache in Redis with its index. The report says if ok."""
     migrations = migration_files(settings)
+    cache_config = hdf5_check_config(settings)  # with --hdf5-dir: the cache is checked too
     with open_source(settings) as source, open_target(endpoints(settings)) as target, \
             (progress or Progress(enabled=False)) as shown_progress:
         state = state_store(target.db, settings)
         check_source_file(state, settings, verb="verify")
-        return verify_target(target.db, source, migrations, settings.chunk_size,
-                             shown_progress, state.source_id, lossless)
+        report = verify_target(target.db, source, migrations, settings.chunk_size,
+                               shown_progress, state.source_id, lossless)
+        if cache_config is not None and report.version is not None:
+            report.cache = verify_cache(settings, cache_config, target.db, state.source_id)
+        return report
 
 
 def status(settings: Settings) -> dict[str, Any]:

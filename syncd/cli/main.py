@@ -127,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", cmd_verify,
                 "prove MongoDB equals the projection of the legacy database",
-                "Compare every legacy row's projection with its document (BSON bytes) and "
-                "find extra documents. Exit 1 on any difference.")
+                "Compare every legacy row's projection with its document (BSON bytes), "
+                "find extra documents and documents of no source, and compare every row "
+                "with its last version in history. With --hdf5-dir, also check the Redis "
+                "cache: its metadata against the index, every cached value's checksum. "
+                "Exit 1 on any difference.")
     p.add_argument("--lossless", action="store_true",
                    help="also prove every row comes back from its document exactly (each "
                         "value with its storage class: inverse(projection(row)) == row); a "

@@ -96,16 +96,24 @@ def _loss(loss: dict[str, Any]) -> str:
     return f"{column}: {loss['row']}, given back {loss['given_back']}"
 
 
+HISTORY_SAID = {  # what each history count of `verify` means, for its sample line
+    "history_missing": "history holds no version of the row",
+    "history_different": "the row's last version in history differs from the row",
+    "history_extra": "history holds a row the table no longer has (no delete recorded)",
+}
+
+
 def print_verify(report: Any) -> None:
     """Per collection: counts, differences, sample keys; then the verdict."""
     lossless = report.lossless
     if report.collections or not report.problems:
         say(table([[c.collection, c.table or "-", c.source_rows, c.target_docs, c.missing,
                     c.different, c.extra, c.quarantined]
-                   + ([c.not_given_back] if lossless else [])
+                   + ([c.not_given_back] if lossless else []) + [c.history]
                    + ["ok" if c.ok else "DIFFERENT"] for c in report.collections],
                   ["collection", "table", "rows", "docs", "missing", "different", "extra",
-                   "unprojectable"] + (["not given back"] if lossless else []) + [""]))
+                   "unprojectable"] + (["not given back"] if lossless else [])
+                  + ["history", ""]))
     for c in report.collections:
         for kind, keys in c.samples.items():
             if keys and kind == "not_given_back":
@@ -113,7 +121,7 @@ def print_verify(report: Any) -> None:
                     say(f"  {c.collection} (table {c.table}): row "
                         f"{json.dumps(loss['key'], default=str)}" + _loss(loss))
             elif keys:
-                say(f"  {c.collection}: {kind}, e.g. " + ", ".join(
+                say(f"  {c.collection}: {HISTORY_SAID.get(kind, kind)}, e.g. " + ", ".join(
                     json.dumps(k, default=str) for k in keys))
     for problem in report.problems:
         say("problem: " + problem)
@@ -123,6 +131,8 @@ def print_verify(report: Any) -> None:
         say("note: " + note)
     for skipped in report.not_mirrored:
         say(skipped.line)
+    for line in report.cache.shown() if report.cache is not None else ():
+        say(line)
     verdict = ("source == target" + (", every row given back exactly" if lossless else "")
                if report.ok else "DIFFERENCES FOUND" if report.collections
                else "NOT VERIFIED (the problem above stopped it before any comparison)")

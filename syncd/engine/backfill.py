@@ -229,8 +229,11 @@ class Backfill:
             return report
         pending = job.get("pending")
         if pending and pending["index"] == i:
-            # A crash came between announcing this chunk and checkpointing it.
+            # A crash came between announcing this chunk and checkpointing it: undone, its
+            # rows (and their baseline snapshots) are read again as they are now.
             self.target.delete_ids(entry["staging"], pending["ids"])
+            if self.history is not None:
+                self.history.undo(entry["table"], start_of(entry), pending["ids"])
             self.store.update_job({}, unset=("pending",))
         if info is None or mapping is None:
             log.warning("table %s disappeared from the legacy database during the migration "
@@ -255,8 +258,8 @@ class Backfill:
         chunks = read_projected(self.source, info, projector, position, self.chunk_size, upto)
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
-            self.store.update_job({"pending": {"index": i,
-                                               "ids": [d["_id"] for d in projected.docs]}})
+            self.store.update_job({"pending": {"index": i, "ids": [
+                d["_id"] for d in (*projected.docs, *projected.quarantined)]}})
             crashpoint("copy.after_pending")
             rejected = self.sink.insert(entry["staging"], projected.docs)
             if tpass is not None:
@@ -336,6 +339,7 @@ class Backfill:
             self._renew()
             yield
         held = self.store.quarantined_ids(info.name)
+        seen_held: set[Any] = set()  # quarantined rows still in the table
         projector = Projector(info, mapping, self.params)
         task = self.progress.task(f"{info.name} → {mapping.collection}", self.source.count(info))
         tpass = None if self.history is None else self.history.begin(info)
@@ -371,6 +375,9 @@ class Backfill:
                 fixed = [d["_id"] for d in projected.docs if d["_id"] in held
                          and d["_id"] not in bad]
                 self.store.release_quarantine(info.name, fixed)
+                ids = projector.chunk_ids(chunk.rows) or [
+                    projector.make_id(projector.key(r)) for r in chunk.rows]
+                seen_held.update(i for i in ids if i in held)
             task.advance(len(chunk.rows))
             yield
         self.source.confirm_read(info, report.rows, upto)
@@ -381,6 +388,13 @@ class Backfill:
             report.deleted += self.sink.delete(mapping.collection, extras[start:start + 1000])
         if repairs is not None and extras:
             repairs.deleted(extras)
+        # A quarantined row deleted since has no document to find as extra: it leaves the
+        # quarantine, and its history ends in a delete (else a restore would bring it back).
+        gone = list(held - seen_held)
+        if gone:
+            self.store.release_quarantine(info.name, gone)
+            if repairs is not None:
+                repairs.deleted(gone)
         task.finish()
         report.seconds = time.monotonic() - began
         return report

@@ -96,6 +96,12 @@ class Baseline:
         return not (last is not None and last.get("columns") == list(info.column_names)
                     and last.get("rows_kept", True) == (info.name not in self.exclude))
 
+    def undo(self, table: str, start: float | None, docs: list[Any]) -> None:
+        """Forget the snapshots a pass begun at `start` recorded of a chunk a crash left
+        unfinished: read again, its rows are recorded as they are then."""
+        if start is not None:
+            self.store.drop_snapshots(table, start, docs)
+
     def repairs(self, info: TableInfo) -> Repairs | None:
         """The recorder of the rows a reconcile of `info` repairs (None: left out of
         history)."""

@@ -15,7 +15,9 @@ One pass (`Hdf5Follower.scan_once`) does, for the configured `--hdf5-dir`s:
 3. plan the memory budget (`[cache] max_bytes`) over the files in warm order
    (`warm_first` globs, then newest first) and warm or trim each file to its share;
 4. check what Redis still holds when it restarted, evicted keys, or every
-   `verify_seconds`, so lost keys are warmed again.
+   `verify_seconds`, so lost keys are warmed again; such a pass also reads values back
+   and checks their checksums (`scrub_bytes` per pass, None: all of them), so a
+   corrupted value is warmed again too (syncd.hdf5.warming).
 
 `syncd warm` runs passes until no file is pending; `syncd run` calls `scan_once`
 on file events and a timer. The settings are `options`, the documents `files`, the
@@ -47,7 +49,7 @@ from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for, stale_record, under
 from syncd.hdf5.identity import repair
 from syncd.hdf5.options import Hdf5Config
 from syncd.hdf5.report import ScanReport
-from syncd.hdf5.warming import FileWarmer
+from syncd.hdf5.warming import FileWarmer, Scrub
 from syncd.progress import Progress
 from syncd.redact import scrub
 from syncd.sinks.cache import CacheWriter
@@ -70,7 +72,8 @@ class Hdf5Follower:
 
     def __init__(self, config: Hdf5Config, source_id: str, db: Database, client: redis.Redis,
                  progress: Progress | None = None,
-                 on_slab: Callable[[Path, int], None] | None = None) -> None:
+                 on_slab: Callable[[Path, int], None] | None = None,
+                 scrub_bytes: int | None = None) -> None:
         self.config = config
         prepare_torch(self.config.features)  # fails now, in one clear line, if torch is missing
         self.db = db
@@ -88,6 +91,7 @@ class Hdf5Follower:
         self._evicted: int | None = None
         self._verified_at: float | None = None
         self._repaired = False  # duplicates an earlier version left (syncd.hdf5.identity)
+        self.scrub = Scrub(scrub_bytes)
 
     # -- what the daemon asks -------------------------------------------------------
 
@@ -329,8 +333,10 @@ class Hdf5Follower:
         files = [(doc, self._feature_plan(doc)) for doc in self.files.warmable()]
         plan = plan_budget(files, self.config.max_bytes, self.config.max_value_bytes,
                            self.config.warm_first)
+        if full_verify:
+            self.scrub.new_pass()
         warmer = FileWarmer(self.config, self.cache, self.files, self._quarantine,
-                            self.progress, self.on_slab)
+                            self.progress, self.on_slab, self.scrub)
         # Every file's windows, also when Redis fails part way (a summary of the files warmed
         # so far would claim full coverage).
         report.windows_total += sum(int(p.doc["n_windows"]) for p in plan.files)

@@ -5,14 +5,23 @@ it checks what Redis still holds (all of it after a Redis restart, an eviction, 
 every `verify_seconds`), trims what is over the file's share, and reads the rest
 from the file in slabs, computing the features as it goes. Every key is written or
 deleted through `CacheWriter`; the file's document through `Hdf5Files`.
+
+A pass that checks everything (`full_verify`) also reads the values back and checks
+their checksums (`Scrub`: all of them for `syncd warm`, a share per pass for `syncd
+run`, taking up where the last pass stopped), and the file's metadata against what the
+warm recorded: a value that fails, and the windows after it, are written again (so is
+bad metadata), rather than left for every reader to skip.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +36,8 @@ from syncd.hdf5.files import Hdf5Files, doc_sig, meta_for
 from syncd.hdf5.options import Hdf5Config
 from syncd.hdf5.report import ScanReport
 from syncd.progress import Progress
-from syncd.sinks.cache import CacheWriter, FeatureMeta, FileMeta
-from syncd.sinks.checksum import FORMAT
+from syncd.sinks.cache import CacheWriter, FeatureMeta, FileMeta, check_dtype
+from syncd.sinks.checksum import FORMAT, unseal
 from syncd.sinks.events import publish_event
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,24 @@ WRITE_AHEAD = 1  # slabs handed to the writer thread and not yet written
 
 # Quarantines a file: (path, its stat, the error, its document, the pass's report).
 Quarantine = Callable[[Path, FileSig, str, "dict[str, Any] | None", ScanReport], None]
+SCRUB_BYTES = 256 << 20  # values `syncd run` reads back per full pass (`Scrub`)
+
+
+class Scrub:
+    """Where the checksum check of the cached values got to, and what this pass may still
+    read (`budget` None: everything, every full pass). With a budget, the check goes
+    round: values read to their end are skipped until every file's have been (a pass
+    that ends with budget left over ends the round), so no file waits on another."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget, self.left = budget, budget
+        self.at: dict[str, int] = {}  # a file generation's windows or features -> next index
+        self.finished: set[str] = set()  # read to their end in this round
+
+    def new_pass(self) -> None:
+        if self.left is None or self.left > 0:
+            self.finished.clear()
+        self.left = self.budget
 
 
 class FileWarmer:
@@ -45,11 +72,70 @@ class FileWarmer:
 
     def __init__(self, config: Hdf5Config, cache: CacheWriter, files: Hdf5Files,
                  quarantine: Quarantine, progress: Progress,
-                 on_slab: Callable[[Path, int], None] | None = None) -> None:
+                 on_slab: Callable[[Path, int], None] | None = None,
+                 scrub: Scrub | None = None) -> None:
         self.config, self.cache, self.files = config, cache, files
         self.redis, self.keys = cache.redis, cache.keys
         self.quarantine = quarantine
         self.progress, self.on_slab = progress, on_slab
+        self.scrub = scrub or Scrub()
+
+    def _sound(self, keys: list[str], size: int, name: str, path: str,
+               after: str = " and the windows after it") -> int:
+        """The index of the first of `keys` whose value is not `size` bytes with its
+        checksum holding, else len(keys); checks from where the last pass stopped, as
+        far as the pass's budget goes."""
+        scrub = self.scrub
+        if scrub.budget is not None and name in scrub.finished:
+            return len(keys)
+        start = scrub.at.get(name, 0) if scrub.budget is not None else 0
+        start = start if start < len(keys) else 0
+        per = max(1, (16 << 20) // max(size, 1))
+        mget = self.redis.mget_nonatomic if self.cache.cluster else self.redis.mget
+        at = start
+        while at < len(keys) and (scrub.left is None or scrub.left > 0):
+            n = per if scrub.left is None else min(per, -(-scrub.left // max(size, 1)))
+            batch = keys[at:at + n]
+            for i, (key, value) in enumerate(zip(batch, mget(batch)), start=at):
+                try:
+                    unseal(key, value, size)
+                except ValueError as exc:
+                    log.warning("%s: the cached value under %s is bad (%s); writing it%s "
+                                "again", path, key, exc, after)
+                    scrub.at.pop(name, None)
+                    return i
+            at += len(batch)
+            if scrub.left is not None:
+                scrub.left -= len(batch) * size
+        if at < len(keys):
+            scrub.at[name] = at
+        else:
+            scrub.at.pop(name, None)
+            scrub.finished.add(name)
+        return len(keys)
+
+    def _scrub(self, plan: FilePlan, cached: int, done: dict[str, int]
+               ) -> tuple[int, dict[str, int], bool]:
+        """`cached` and `done` cut at the first value that fails its checksum, and whether
+        the labels must be written again."""
+        doc = plan.doc
+        fid, gen, path = doc["fid"], int(doc["generation"]), doc["path"]
+        meta = meta_for(doc)
+        cached = self._sound(self.keys.windows(fid, gen, range(cached)), meta.window_bytes,
+                             f"{fid}:{gen}:w", path)
+        for fkey in list(done):
+            shape, dtype = plan.shapes.get(fkey) or ((), "")
+            if not dtype:
+                continue
+            size = check_dtype(dtype).itemsize * math.prod(shape)
+            done[fkey] = self._sound(self.keys.features(fid, gen, fkey, range(done[fkey])),
+                                     size, f"{fid}:{gen}:f:{fkey}", path,
+                                     " and the feature rows after it")
+        labels = check_dtype(meta.label_dtype).itemsize * math.prod(
+            [meta.n_windows, *meta.label_shape])
+        relabel = bool(cached) and self._sound([self.keys.labels(fid, gen)], labels,
+                                               f"{fid}:{gen}:l", path, "") == 0
+        return cached, done, relabel
 
     def _present(self, keys: list[str]) -> int:
         """How many of `keys`, from the first, exist without a gap."""
@@ -96,6 +182,9 @@ class FileWarmer:
                 done[fkey] = self._present(self.keys.features(fid, gen, fkey, range(done[fkey])))
             if not self.redis.exists(self.keys.labels(fid, gen)):
                 cached, done = 0, dict.fromkeys(done, 0)
+        relabel = False
+        if full_verify:
+            cached, done, relabel = self._scrub(plan, cached, done)
         if not plan.labels:
             self.cache.delete_labels(fid, gen)
         # Extractors no longer configured: drop their keys, nothing else.
@@ -109,10 +198,12 @@ class FileWarmer:
         done = {k: min(done.get(k, 0), cached) for k in extractors}
         need_features = {k: n for k, n in done.items() if n < target}
         if cached >= target and not need_features and doc.get("state") == "warm" and \
-                meta is not None and meta.gen == gen:
+                meta is not None and meta.gen == gen and not relabel:
             report.windows_cached += cached
             if cached != int(doc.get("cached_windows") or 0) or \
-                    doc.get("cache_bytes") != plan.cost:
+                    doc.get("cache_bytes") != plan.cost or \
+                    (full_verify and not self._meta_holds(meta, doc, extractors, shapes,
+                                                          cached, done)):
                 self._finish(doc, extractors, shapes, cached, done, plan.cost)
             return
         self._warm_file(plan, cached, done, report)
@@ -241,14 +332,34 @@ class FileWarmer:
                 self.cache.put_features(meta, rows)  # one MSET for every extractor
         return written
 
+    def _meta_holds(self, meta: FileMeta, doc: dict[str, Any], extractors: dict[str, Any],
+                    shapes: dict[str, tuple[list[int], str]], cached: int,
+                    done: dict[str, int]) -> bool:
+        """Whether Redis' metadata (and the files index's entry) is what `_finish` writes."""
+        _, want = _final(doc, extractors, shapes, cached, done)
+        if json.dumps(asdict(meta), sort_keys=True) == json.dumps(asdict(want), sort_keys=True) \
+                and self.redis.hget(self.keys.files, doc["path"]) == doc["fid"].encode():
+            return True
+        log.warning("%s: the cache's metadata is not what the warm recorded; writing it "
+                    "again", doc["path"])
+        return False
+
     def _finish(self, doc: dict[str, Any], extractors: dict[str, Any],
                 shapes: dict[str, tuple[list[int], str]], cached: int, done: dict[str, int],
                 cost: int) -> None:
-        features = {k: {"name": ex.name, "params": ex.params, "shape": shapes[k][0],
-                        "dtype": shapes[k][1], "windows": min(done.get(k, 0), cached)}
-                    for k, ex in extractors.items()}
+        features, meta = _final(doc, extractors, shapes, cached, done)
         self.files.record_warm(doc, cached, features, cost)
-        meta = meta_for(doc)
-        meta.cached = cached
-        meta.features = {k: FeatureMeta(**f) for k, f in features.items()}
         self.cache.write_meta(meta)
+
+
+def _final(doc: dict[str, Any], extractors: dict[str, Any],
+           shapes: dict[str, tuple[list[int], str]], cached: int,
+           done: dict[str, int]) -> tuple[dict[str, Any], FileMeta]:
+    """A warmed file's features (as its document records them) and its Redis metadata."""
+    features = {k: {"name": ex.name, "params": ex.params, "shape": shapes[k][0],
+                    "dtype": shapes[k][1], "windows": min(done.get(k, 0), cached)}
+                for k, ex in extractors.items()}
+    meta = meta_for(doc)
+    meta.cached = cached
+    meta.features = {k: FeatureMeta(**f) for k, f in features.items()}
+    return features, meta

@@ -53,7 +53,9 @@ then the snapshots of that pass and the versions after its start (earlier ones, 
 an abandoned pass, are superseded); a table whose schema records name no baseline
 (created while syncd followed it) has all its versions. A pass resumed after a
 crash keeps its start, and a snapshot's `_id` is derived from the pass's start, not
-its chunk's stamp, so a chunk read again is stored once. `rows_kept` false: the
+its chunk's stamp, so a chunk read again is stored once; the chunk a crash left
+unfinished has its snapshots dropped and recorded again (`drop_snapshots`: a row
+deleted or changed meanwhile keeps no snapshot of before). `rows_kept` false: the
 table is left out of history (`[history] exclude`), its SQL kept, its rows not;
 `left_out` says why, when history stopped keeping rows it had kept ("history exclude",
 or "not mirrored": the model left the table out, `record_left_out`).
@@ -332,6 +334,14 @@ class HistoryStore:
                         "cols": names,
                         "vals": [to_bson(v) for v in row] if raw else list(row)})
         return _insert_new(self.history, out)
+
+    def drop_snapshots(self, table: str, start: float, docs: Sequence[Any]) -> None:
+        """Remove the snapshots of these rows that the baseline pass begun at `start`
+        recorded: a pass resumed after a crash reads them again (a row deleted or changed
+        meanwhile must not keep the snapshot of before)."""
+        make_id = _snapshot_ids(self.source_id, table, start)
+        for a in range(0, len(docs), 1000):
+            self.history.delete_many({"_id": {"$in": [make_id(d) for d in docs[a:a + 1000]]}})
 
 
 def _snapshot_ids(source: str, table: str, start: float) -> Any:

@@ -128,6 +128,14 @@ class HistoryReader:
             return -math.inf, None
         return found["baseline"], found.get("columns")
 
+    def keeps_rows(self, table: str) -> bool:
+        """Whether history keeps `table`'s rows now: false when its last baseline mark says
+        `rows_kept` false (`[history] exclude`, or a table the model leaves out)."""
+        found = self.schemas.find_one({"source": self.source_id, "table": table,
+                                       "baseline": {"$ne": None}}, {"rows_kept": 1},
+                                      sort=[("jd", -1), ("seq", -1)])
+        return found is None or bool(found.get("rows_kept", True))
+
     def version_batches(self, table: str, since: float, jd: float | None,
                         with_cols: bool = True, batch_size: int = 20000,
                         fields: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
