@@ -47,7 +47,8 @@ WRITE_AHEAD = 1  # slabs handed to the writer thread and not yet written
 
 # Quarantines a file: (path, its stat, the error, its document, the pass's report).
 Quarantine = Callable[[Path, FileSig, str, "dict[str, Any] | None", ScanReport], None]
-SCRUB_BYTES = 256 << 20  # values `syncd run` reads back per full pass (`Scrub`)
+SCRUB_BYTES = 64 << 20  # values `syncd run` reads back per full pass (`Scrub`): a
+# 16 GiB cache is read back in about 4 h at the default 60 s, a small load on Redis
 
 
 class Scrub:
