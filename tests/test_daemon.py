@@ -267,6 +267,7 @@ def test_nice_lowers_the_daemons_priority_and_bad_values_are_refused(tmp_path, l
     finally:
         assert daemon.stop()[0] == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text("[daemon]\nnice = 40\n")
-    refused = run_cli("run", "--sqlite", legacy, "--config", bad, *target_args)
-    assert refused.code == 2 and "nice = 40" in refused.err
+    for setting in ("nice = 40", "events_maxlen = 0"):
+        bad.write_text(f"[daemon]\n{setting}\n")
+        refused = run_cli("run", "--sqlite", legacy, "--config", bad, *target_args)
+        assert refused.code == 2 and f"[daemon] {setting}" in refused.err, refused

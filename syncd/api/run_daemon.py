@@ -84,8 +84,9 @@ def daemon_options(settings: Settings, capture: str | None = None) -> DaemonOpti
             raise ConfigError(f"[daemon] {key} = {raw[key]}: must not be negative")
     if not 0 <= raw["nice"] <= 19:
         raise ConfigError(f"[daemon] nice = {raw['nice']}: use 0 (as started) to 19")
-    if raw["batch"] <= 0:
-        raise ConfigError(f"[daemon] batch = {raw['batch']}: must be positive")
+    for key in ("batch", "events_maxlen"):  # (an events stream of 0 keeps nothing)
+        if raw[key] <= 0:
+            raise ConfigError(f"[daemon] {key} = {raw[key]}: must be positive")
     if not raw["reconcile_seconds"]:
         raw["reconcile_seconds"] = RECONCILE_SECONDS[raw["capture"]]
     return DaemonOptions(sqlite=settings.sqlite, state_dir=settings.state_dir,
