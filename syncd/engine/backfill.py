@@ -343,6 +343,8 @@ class Backfill:
         repairs = None if self.history is None or tpass else self.history.repairs(info)
         upto = self.source.high_water(info)
         chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
+        if repairs is not None:
+            chunks = repairs.stamping(chunks)  # each stamped as it is read, after the pause
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
             missing, different = compare_docs(projected.docs, digests)
