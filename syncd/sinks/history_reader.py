@@ -157,10 +157,11 @@ class HistoryReader:
         the row index named) the embedded SecantusDB tests every version of the
         table against the whole `$in` list (about 50 s per 1,000 rows of a 50,000-version
         history), and a planner may take the as-of index and walk the table's span;
-        by row alone every server reads the row index at those rows."""
-        for start in range(0, len(docs), 1000):
+        by row alone every server reads the row index at those rows. In batches of
+        100: SecantusDB also tests each version found against the whole list."""
+        for start in range(0, len(docs), 100):
             for v in self.history.find({"source": self.source_id, "table": table,
-                                        "doc": {"$in": list(docs[start:start + 1000])}}):
+                                        "doc": {"$in": list(docs[start:start + 100])}}):
                 if v["jd"] >= since and (jd is None or v["jd"] <= jd):
                     yield v
 
