@@ -36,7 +36,7 @@ from syncd.checkpoint.lease import Lease
 from syncd.checkpoint.resync import request_reconcile
 from syncd.checkpoint.store import STAGE_PREFIX, StateStore, utcnow
 from syncd.engine.baseline import Baseline, start_of
-from syncd.engine.compare import compare_docs, digest_steps, key_to_id
+from syncd.engine.compare import compare_docs, digest_steps, key_to_id, recheck
 from syncd.engine.quarantine import quarantine
 from syncd.engine.report import Report, TableReport
 from syncd.faults import crashpoint
@@ -325,9 +325,10 @@ class Backfill:
     def reconcile_steps(self, info: TableInfo, mapping: TableMap, model: Model,
                         check: bool = False) -> Generator[None, None, TableReport]:
         """`reconcile_table` as steps: it pauses (yields) after each chunk written and
-        every 10,000 documents read, so that its driver (the daemon's Reconciler) can
-        apply new changes in between instead of stalling for the whole table; the
-        generator's value is the report."""
+        every 10,000 documents read (and after the last), so that its driver (the
+        daemon's Reconciler) can apply new changes in between instead of stalling for
+        the whole table; the generator's value is the report. A chunk's differences
+        are checked again against the target as it is then (`recheck`)."""
         report = TableReport(info.name, mapping.collection)
         if check:
             self.source.check_intact(info)
@@ -338,6 +339,7 @@ class Backfill:
                               digests):
             self._renew()
             yield
+        yield  # what was committed while the digests were read is applied before chunk 1
         held = self.store.quarantined_ids(info.name)
         seen_held: set[Any] = set()  # quarantined rows still in the table
         projector = Projector(info, mapping, self.params)
@@ -347,9 +349,12 @@ class Backfill:
         repairs = None if self.history is None or tpass else self.history.repairs(info)
         upto = self.source.high_water(info)
         chunks = read_projected(self.source, info, projector, None, self.chunk_size, upto)
+        if repairs is not None:
+            chunks = repairs.stamping(chunks)  # each stamped as it is read, after the pause
         for chunk, projected in chunks if upto is not None else ():
             self._renew()
-            missing, different = compare_docs(projected.docs, digests)
+            missing, different = recheck(self.db[mapping.collection],
+                                         *compare_docs(projected.docs, digests))
             keys = (projector.legacy_keys(chunk.rows, projected.docs)
                     if (missing or different) and self.sink.wants_keys else None)
             rejected = self.sink.insert(mapping.collection, missing, keys)

@@ -6,20 +6,25 @@ gap of the log) is found only by a reconcile, which rewrites the row's document 
 deletes it. The reconcile records it here too, so that history, restore and the as-of
 answers agree with the documents: the row as the reconcile read it (`insert` for a row
 the target lacked, `update` for one that differed), or a `delete` for a document whose
-row is gone, stamped with the moment before the chunk was read (a change committed
-after that has a later stamp and wins). A table with no baseline yet is not repaired
-here: its baseline pass records every row anyway.
+row is gone, stamped with the moment just before the chunk was read (a change
+committed after that has a later stamp and wins). The stamp is taken as the chunk is
+asked for (`stamping`), after the reconcile's pause before it: a stamp taken before
+the pause, while the daemon applies new changes, would put a change committed during
+it (and read by the chunk) before the moment its statement ran. A table with no
+baseline yet is not repaired here: its baseline pass records every row anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any, TypeVar
 
 from legacy_adapters.base import Chunk, TableInfo
 from syncd.projection.project import Projected, Projector
 from syncd.sinks.history import HistoryStore, version
 from syncd.sinks.julian import julian_day_now
+
+T = TypeVar("T")
 
 
 class Repairs:
@@ -35,7 +40,7 @@ class Repairs:
     def add(self, chunk: Chunk, projector: Projector, projected: Projected,
             inserted: Collection[Any], updated: Collection[Any]) -> None:
         """Record the rows of `chunk` whose documents were `inserted` or `updated` (their
-        `_id`s); then stamp the next chunk."""
+        `_id`s), stamped as `stamping` read it."""
         if inserted or updated:
             if len(projected.docs) == len(chunk.rows) and not projected.quarantined:
                 ids = [d["_id"] for d in projected.docs]
@@ -51,7 +56,18 @@ class Repairs:
                                          dict(zip(self.names, row[off:], strict=True)),
                                          found=True))
             self.recorded += self.store.record(found)
-        self.stamp = julian_day_now()
+
+    def stamping(self, chunks: Iterable[T]) -> Iterator[T]:
+        """`chunks`, each read just after `stamp` is taken (the pause before it, where
+        the daemon applies new changes, is over by then)."""
+        read = iter(chunks)
+        while True:
+            self.stamp = julian_day_now()
+            try:
+                chunk = next(read)
+            except StopIteration:
+                return
+            yield chunk
 
     def deleted(self, ids: Iterable[Any]) -> None:
         """Record a `delete` of each document whose row is gone (its key and rowid as
