@@ -56,21 +56,27 @@ def test_reconcile_pauses_between_chunks_and_sees_what_happened_meanwhile(tmp_pa
     source.close()
 
 
-def test_a_repaired_row_is_not_stamped_before_the_change_it_holds(tmp_path, db):
-    """A row changed while a reconcile paused (the daemon follows the log then) and read
-    by a later chunk: the version the reconcile records holds the changed values, so it
-    must not be stamped before that statement ran, or the state as of a moment between
-    the two would show the change before it happened."""
+def _reconciled_epochs(tmp_path, db):
+    """An EEG2025 db whose epoch_history was reconciled once (its history baseline
+    recorded), and the engine that did it, reading chunks of 5 rows."""
     path = tmp_path / "metadata.db"
     make_eeg2025(path, runs=10)
     source = SQLiteSource(path)
     model = build_model(load_migrations(), 2)
     info, mapping = dict((i.name, (i, m)) for i, m in model.resolve(source.schema()))[
         "epoch_history"]
-    store = HistoryStore(db, "h")
     engine = Backfill(source, db, MongoSink(db), StateStore(db, "h"), Params("h", "UTC"), 5,
-                      Progress(enabled=False), history=Baseline(store, source))
+                      Progress(enabled=False), history=Baseline(HistoryStore(db, "h"), source))
     engine.reconcile_table(info, mapping, model)  # the first one records the baseline
+    return path, source, model, info, mapping, engine
+
+
+def test_a_repaired_row_is_not_stamped_before_the_change_it_holds(tmp_path, db):
+    """A row changed while a reconcile paused (the daemon follows the log then) and read
+    by a later chunk: the version the reconcile records holds the changed values, so it
+    must not be stamped before that statement ran, or the state as of a moment between
+    the two would show the change before it happened."""
+    path, source, model, info, mapping, engine = _reconciled_epochs(tmp_path, db)
     steps = engine.reconcile_steps(info, mapping, model)
     pauses, ran = 0, None
     while True:
@@ -95,16 +101,7 @@ def test_a_row_the_log_applied_during_the_reconcile_is_not_repaired_again(tmp_pa
     has its document from the change log by the time its chunk is read (the daemon
     applies the log between chunks). Repairing it again would write it twice and add
     a version marked `found` (a change no log gave) beside the logged one."""
-    path = tmp_path / "metadata.db"
-    make_eeg2025(path, runs=10)
-    source = SQLiteSource(path)
-    model = build_model(load_migrations(), 2)
-    info, mapping = dict((i.name, (i, m)) for i, m in model.resolve(source.schema()))[
-        "epoch_history"]
-    params, sink = Params("h", "UTC"), MongoSink(db)
-    engine = Backfill(source, db, sink, StateStore(db, "h"), params, 5,
-                      Progress(enabled=False), history=Baseline(HistoryStore(db, "h"), source))
-    engine.reconcile_table(info, mapping, model)  # the first one records the baseline
+    path, source, model, info, mapping, engine = _reconciled_epochs(tmp_path, db)
     steps, pauses = engine.reconcile_steps(info, mapping, model), 0
     while True:
         try:
@@ -116,7 +113,8 @@ def test_a_row_the_log_applied_during_the_reconcile_is_not_repaired_again(tmp_pa
         if pauses == 3:  # the daemon: a legacy write, then its change applied from the log
             legacy_write(path, "UPDATE epoch_history SET val_loss = 9.5 WHERE id = 30")
             rows = source.scan(info, 29, 1).rows
-            sink.upsert(mapping.collection, Projector(info, mapping, params).project(rows).docs)
+            MongoSink(db).upsert(mapping.collection,
+                                 Projector(info, mapping, Params("h", "UTC")).project(rows).docs)
     assert report.written == 0
     assert db["_syncd_history"].count_documents({"source": "h", "op": {"$ne": "snapshot"}}) == 0
     source.close()
