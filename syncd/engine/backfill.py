@@ -9,11 +9,11 @@ Two ways to bring a collection to the projection of the legacy rows:
   readers never see a half-built collection. One that holds other sources'
   documents (a shared database: renaming would replace theirs, and a sharded
   collection cannot be renamed) is rebuilt in place by a reconcile of this
-  source's documents; each document's `_v` tells readers which version made it. The job document
-  is the checkpoint: before each chunk is written its ids are saved as
-  `pending`; after the write the position advances and `pending` is cleared. A
-  crash (SIGKILL anywhere) resumes by deleting the pending ids from staging and
-  re-reading from the saved position: nothing lost, nothing doubled.
+  source's documents; each document's `_v` tells readers which version made it.
+  The job document is the checkpoint: before each chunk is written its ids are
+  saved as `pending`; after the write the position advances and `pending` is
+  cleared. A crash (SIGKILL anywhere) resumes by deleting the pending ids from
+  staging and re-reading from the saved position: nothing lost, nothing doubled.
 - **reconcile** (same version and parameters): documents are compared by BSON
   bytes and only missing, different and extra ones are written. Idempotent, so a
   crash simply means running it again.
